@@ -1,0 +1,143 @@
+//! Runs a command in a sandbox and prints how it ended.
+//!
+//! ```text
+//! cargo run --example run -- [FLAGS] -- CMD [ARGS...]
+//!
+//!   --ns LIST          namespaces: comma-separated user,pid,mount,uts,ipc,net,cgroup,time,
+//!                      or "all" (default) or "none"
+//!   --hostname NAME    hostname inside (needs uts)
+//!   --uid-map I:O:C    a uid map range (repeatable; default: 0 -> your uid)
+//!   --gid-map I:O:C    a gid map range (repeatable; default: 0 -> your gid)
+//!   --user UID:GID     ids the payload runs as, inside
+//!   --env KEY=VALUE    set a variable (repeatable; nothing is inherited otherwise)
+//!   --inherit-env      start from this program's environment
+//!   --cwd DIR          working directory inside
+//!   --timeout SECS     kill the sandbox after SECS seconds
+//!   --boottime SECS    boot-time clock offset (needs time)
+//!   --print-pid        print the sandbox's pid (host view) to stderr once it runs
+//! ```
+//!
+//! Example: `cargo run --example run -- --hostname box -- /bin/sh -c 'hostname; id; echo $$'`
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use stockade::{ClockOffsets, IdMap, Namespaces, Sandbox};
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("run: {e}");
+            ExitCode::from(125)
+        }
+    }
+}
+
+fn run() -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let mut builder = Sandbox::builder();
+    builder.namespaces(Namespaces::all());
+    let (mut uid_map, mut gid_map) = (Vec::new(), Vec::new());
+    let (mut env, mut inherit_env, mut cwd, mut timeout, mut print_pid) =
+        (Vec::new(), false, None, None, false);
+    let mut command = Vec::new();
+    while let Some(flag) = args.next() {
+        let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
+        match flag.as_str() {
+            "--ns" => {
+                builder.namespaces(parse_namespaces(&value("--ns")?)?);
+            }
+            "--hostname" => {
+                builder.hostname(value("--hostname")?);
+            }
+            "--uid-map" => uid_map.push(parse_map(&value("--uid-map")?)?),
+            "--gid-map" => gid_map.push(parse_map(&value("--gid-map")?)?),
+            "--user" => {
+                let v = value("--user")?;
+                let (u, g) = v.split_once(':').ok_or("--user takes UID:GID")?;
+                builder.user(u.parse()?, g.parse()?);
+            }
+            "--env" => {
+                let v = value("--env")?;
+                let (k, val) = v.split_once('=').ok_or("--env takes KEY=VALUE")?;
+                env.push((k.to_owned(), val.to_owned()));
+            }
+            "--inherit-env" => inherit_env = true,
+            "--cwd" => cwd = Some(value("--cwd")?),
+            "--timeout" => timeout = Some(Duration::from_secs_f64(value("--timeout")?.parse()?)),
+            "--boottime" => {
+                let secs = value("--boottime")?.parse()?;
+                builder.clock_offsets(ClockOffsets::new().boottime(Duration::from_secs(secs)));
+            }
+            "--print-pid" => print_pid = true,
+            "--" => {
+                command.extend(args.by_ref());
+            }
+            other => return Err(format!("unknown flag {other:?} (see the top of examples/run.rs)").into()),
+        }
+    }
+    if !uid_map.is_empty() {
+        builder.uid_map(uid_map);
+    }
+    if !gid_map.is_empty() {
+        builder.gid_map(gid_map);
+    }
+    let Some((program, rest)) = command.split_first() else {
+        return Err("no command given: run -- [flags] -- CMD [ARGS...]".into());
+    };
+
+    let sandbox = builder.build()?;
+    let mut cmd = sandbox.command(program);
+    cmd.args(rest).envs(env);
+    if inherit_env {
+        cmd.inherit_env();
+    }
+    if let Some(dir) = cwd {
+        cmd.current_dir(dir);
+    }
+    let mut child = cmd.spawn()?;
+    if print_pid {
+        eprintln!("pid {}", child.id());
+    }
+    let status = match timeout {
+        Some(t) => child.wait_timeout(t)?,
+        None => child.wait()?,
+    };
+    eprintln!("stockade: {status}");
+    Ok(match (status.code(), status.signal()) {
+        (Some(code), _) => ExitCode::from(code as u8),
+        (None, Some(sig)) => ExitCode::from(128u8.wrapping_add(sig as u8)),
+        _ => ExitCode::FAILURE,
+    })
+}
+
+fn parse_namespaces(list: &str) -> Result<Namespaces, String> {
+    match list {
+        "all" => return Ok(Namespaces::all()),
+        "none" | "" => return Ok(Namespaces::empty()),
+        _ => {}
+    }
+    list.split(',').try_fold(Namespaces::empty(), |acc, name| {
+        let ns = match name {
+            "user" => Namespaces::USER,
+            "pid" => Namespaces::PID,
+            "mount" | "mnt" => Namespaces::MOUNT,
+            "uts" => Namespaces::UTS,
+            "ipc" => Namespaces::IPC,
+            "net" => Namespaces::NET,
+            "cgroup" => Namespaces::CGROUP,
+            "time" => Namespaces::TIME,
+            other => return Err(format!("unknown namespace {other:?}")),
+        };
+        Ok(acc | ns)
+    })
+}
+
+fn parse_map(text: &str) -> Result<IdMap, Box<dyn std::error::Error>> {
+    let parts: Vec<&str> = text.split(':').collect();
+    let [i, o, c] = parts.as_slice() else {
+        return Err(format!("id map {text:?} is not INSIDE:OUTSIDE:COUNT").into());
+    };
+    Ok(IdMap::new(i.parse()?, o.parse()?, c.parse()?))
+}

@@ -1,0 +1,368 @@
+//! Supervision of a running sandbox: [`Child`] waits and signals through a pidfd (never a bare
+//! pid, so a recycled pid cannot be hit), reports how the payload ended as an [`ExitStatus`],
+//! and kills the sandbox if it is dropped while still running.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+
+use crate::Error;
+use crate::sys::pidfd::{self, Exit};
+
+/// A running (or finished) sandbox.
+///
+/// With a pid namespace, [`id`](Child::id) and the pidfd refer to the sandbox's init, which
+/// forwards signals to the payload and reports the payload's status; killing it takes down the
+/// whole tree. Dropping a `Child` that has not been waited for kills the sandbox and reaps it.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use stockade::{Namespaces, Sandbox};
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let sandbox = Sandbox::builder().namespaces(Namespaces::USER | Namespaces::PID).build()?;
+/// let mut child = sandbox.command("/bin/sleep").arg("60").spawn()?;
+/// let status = child.wait_timeout(Duration::from_millis(100))?;
+/// assert!(status.timed_out());
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Child {
+    pid: u32,
+    pidfd: OwnedFd,
+    /// Read end of the init's status pipe (pid namespace only).
+    status_pipe: Option<OwnedFd>,
+    status: Option<ExitStatus>,
+    /// The payload's stdin, when it was [`Stdio::piped`](crate::Stdio::piped).
+    pub stdin: Option<ChildStdin>,
+    /// The payload's stdout, when it was [`Stdio::piped`](crate::Stdio::piped).
+    pub stdout: Option<ChildStdout>,
+    /// The payload's stderr, when it was [`Stdio::piped`](crate::Stdio::piped).
+    pub stderr: Option<ChildStderr>,
+}
+
+impl Child {
+    pub(crate) fn new(
+        pid: libc::pid_t,
+        pidfd: OwnedFd,
+        status_pipe: Option<OwnedFd>,
+        [stdin, stdout, stderr]: [Option<OwnedFd>; 3],
+    ) -> Child {
+        Child {
+            pid: pid as u32,
+            pidfd,
+            status_pipe,
+            status: None,
+            stdin: stdin.map(|fd| ChildStdin(File::from(fd))),
+            stdout: stdout.map(|fd| ChildStdout(File::from(fd))),
+            stderr: stderr.map(|fd| ChildStderr(File::from(fd))),
+        }
+    }
+
+    /// The pid of the sandbox's first process, in the embedding program's pid namespace (the
+    /// init with a pid namespace, otherwise the payload).
+    pub fn id(&self) -> u32 {
+        self.pid
+    }
+
+    /// Waits for the sandbox to end. Closes the payload's stdin first, as `std` does, so a
+    /// payload reading it sees end of file.
+    pub fn wait(&mut self) -> io::Result<ExitStatus> {
+        if let Some(status) = self.status {
+            return Ok(status);
+        }
+        drop(self.stdin.take());
+        match pidfd::wait(self.pidfd.as_fd(), false)? {
+            Some(exit) => Ok(self.finish(exit, false)),
+            None => Err(io::Error::other("waitid returned no status for the sandbox")),
+        }
+    }
+
+    /// Returns the status if the sandbox has ended, without blocking.
+    pub fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
+        if let Some(status) = self.status {
+            return Ok(Some(status));
+        }
+        Ok(pidfd::wait(self.pidfd.as_fd(), true)?.map(|exit| self.finish(exit, false)))
+    }
+
+    /// Waits at most `timeout` for the sandbox to end; if it is still running then, kills it
+    /// (the whole tree, with a pid namespace) and returns a status whose
+    /// [`timed_out`](ExitStatus::timed_out) is true.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> io::Result<ExitStatus> {
+        if let Some(status) = self.status {
+            return Ok(status);
+        }
+        drop(self.stdin.take());
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if poll_readable(self.pidfd.as_fd(), left)? {
+                return self.wait();
+            }
+            if left.is_zero() {
+                break;
+            }
+        }
+        self.kill()?;
+        match pidfd::wait(self.pidfd.as_fd(), false)? {
+            Some(exit) => Ok(self.finish(exit, true)),
+            None => Err(io::Error::other("waitid returned no status for the sandbox")),
+        }
+    }
+
+    /// Kills the sandbox with `SIGKILL`. With a pid namespace this ends every process in it.
+    /// Does nothing if the sandbox has already been waited for or has exited.
+    pub fn kill(&mut self) -> io::Result<()> {
+        if self.status.is_some() {
+            return Ok(());
+        }
+        match pidfd::send_signal(self.pidfd.as_fd(), libc::SIGKILL) {
+            Ok(()) | Err(crate::sys::Errno(libc::ESRCH)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGTERM`) to the sandbox. With a pid namespace the init
+    /// forwards it to the payload (`SIGKILL` and `SIGSTOP` act on the init itself).
+    pub fn signal(&mut self, signal: i32) -> io::Result<()> {
+        if self.status.is_some() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the sandbox has already been waited for",
+            ));
+        }
+        pidfd::send_signal(self.pidfd.as_fd(), signal).map_err(io::Error::from)
+    }
+
+    /// Waits for the sandbox while collecting its piped stdout and stderr.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if reading the pipes or waiting fails.
+    pub fn wait_with_output(mut self) -> Result<Output, Error> {
+        drop(self.stdin.take());
+        let (stdout, stderr) = read_both(self.stdout.take(), self.stderr.take())
+            .map_err(|source| Error::Io { op: "read sandbox output", source })?;
+        let status = self.wait().map_err(|source| Error::Io { op: "wait for sandbox", source })?;
+        Ok(Output { status, stdout, stderr })
+    }
+
+    fn finish(&mut self, exit: Exit, timed_out: bool) -> ExitStatus {
+        // The init reports the payload's own status; without it (the init was killed), the
+        // init's status is the sandbox's.
+        let exit = self.payload_exit().unwrap_or(exit);
+        self.status_pipe = None;
+        let status = ExitStatus { exit, timed_out };
+        self.status = Some(status);
+        status
+    }
+
+    fn payload_exit(&self) -> Option<Exit> {
+        let pipe = self.status_pipe.as_ref()?;
+        let mut word = [0u8; 4];
+        match nix::unistd::read(pipe, &mut word) {
+            Ok(4) => Some(Exit::from_wait_status(i32::from_ne_bytes(word))),
+            _ => None,
+        }
+    }
+}
+
+impl AsFd for Child {
+    /// The pidfd of the sandbox's first process (pollable: readable once it has exited).
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.pidfd.as_fd()
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            let _ = pidfd::send_signal(self.pidfd.as_fd(), libc::SIGKILL);
+            let _ = pidfd::wait(self.pidfd.as_fd(), false);
+        }
+    }
+}
+
+fn poll_readable(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<bool> {
+    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    // Round up so a short remaining time does not become a busy zero-timeout poll.
+    let ms = if ms == 0 && !timeout.is_zero() { 1 } else { ms };
+    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+    match nix::poll::poll(&mut fds, PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)) {
+        Ok(n) => Ok(n > 0),
+        Err(nix::errno::Errno::EINTR) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Reads two pipes to their ends at once, so a payload filling one while we block on the other
+/// cannot deadlock.
+fn read_both(out: Option<ChildStdout>, err: Option<ChildStderr>) -> io::Result<(Vec<u8>, Vec<u8>)> {
+    let mut pipes: [Option<File>; 2] = [out.map(|o| o.0), err.map(|e| e.0)];
+    let mut bufs: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
+    let mut chunk = vec![0u8; 64 * 1024];
+    while pipes.iter().any(Option::is_some) {
+        let (open, mut fds): (Vec<usize>, Vec<PollFd<'_>>) = pipes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.as_ref().map(|f| (i, PollFd::new(f.as_fd(), PollFlags::POLLIN))))
+            .unzip();
+        match nix::poll::poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+        let ready: Vec<usize> = open
+            .into_iter()
+            .zip(&fds)
+            .filter(|(_, fd)| fd.revents().is_some_and(|r| !r.is_empty()))
+            .map(|(i, _)| i)
+            .collect();
+        drop(fds);
+        for i in ready {
+            let Some(file) = pipes[i].as_mut() else { continue };
+            match file.read(&mut chunk) {
+                Ok(0) => pipes[i] = None,
+                Ok(n) => bufs[i].extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    let [stdout, stderr] = bufs;
+    Ok((stdout, stderr))
+}
+
+/// How a sandbox ended: the payload's exit code or the signal that killed it, and whether a
+/// time limit fired.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExitStatus {
+    exit: Exit,
+    timed_out: bool,
+}
+
+impl ExitStatus {
+    /// True if the payload exited with code 0.
+    pub fn success(&self) -> bool {
+        self.exit == Exit::Code(0)
+    }
+
+    /// The exit code, if the payload exited normally.
+    pub fn code(&self) -> Option<i32> {
+        match self.exit {
+            Exit::Code(c) => Some(c),
+            Exit::Signal { .. } => None,
+        }
+    }
+
+    /// The signal that killed the payload, if any.
+    pub fn signal(&self) -> Option<i32> {
+        match self.exit {
+            Exit::Signal { signal, .. } => Some(signal),
+            Exit::Code(_) => None,
+        }
+    }
+
+    /// True if the payload dumped core when it was killed.
+    pub fn core_dumped(&self) -> bool {
+        matches!(self.exit, Exit::Signal { core_dumped: true, .. })
+    }
+
+    /// True if the sandbox was killed because a wait with a timeout
+    /// ([`Child::wait_timeout`]) expired.
+    pub fn timed_out(&self) -> bool {
+        self.timed_out
+    }
+}
+
+impl fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.exit {
+            Exit::Code(c) => write!(f, "exit status: {c}")?,
+            Exit::Signal { signal, core_dumped } => {
+                let name =
+                    nix::sys::signal::Signal::try_from(signal).map(|s| s.as_str()).unwrap_or("real-time");
+                write!(f, "signal: {signal} ({name}){}", if core_dumped { " (core dumped)" } else { "" })?
+            }
+        }
+        if self.timed_out {
+            f.write_str(", killed after timeout")?;
+        }
+        Ok(())
+    }
+}
+
+/// The result of [`Command::output`](crate::Command::output): status and captured output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Output {
+    /// How the payload ended.
+    pub status: ExitStatus,
+    /// Everything the payload wrote to stdout.
+    pub stdout: Vec<u8>,
+    /// Everything the payload wrote to stderr.
+    pub stderr: Vec<u8>,
+}
+
+macro_rules! pipe_end {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug)]
+        pub struct $name(File);
+
+        impl AsFd for $name {
+            fn as_fd(&self) -> BorrowedFd<'_> {
+                self.0.as_fd()
+            }
+        }
+
+        impl AsRawFd for $name {
+            fn as_raw_fd(&self) -> RawFd {
+                self.0.as_raw_fd()
+            }
+        }
+
+        impl From<$name> for OwnedFd {
+            fn from(end: $name) -> OwnedFd {
+                end.0.into()
+            }
+        }
+    };
+}
+
+pipe_end!(
+    /// The writing end of a payload's piped stdin.
+    ChildStdin
+);
+pipe_end!(
+    /// The reading end of a payload's piped stdout.
+    ChildStdout
+);
+pipe_end!(
+    /// The reading end of a payload's piped stderr.
+    ChildStderr
+);
+
+impl Write for ChildStdin {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl Read for ChildStdout {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl Read for ChildStderr {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+}

@@ -1,0 +1,296 @@
+//! [`Command`]: one program to run in a [`Sandbox`], configured like `std::process::Command`.
+//! Setters never fail; problems surface once, at [`Command::spawn`].
+
+use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+use crate::{Child, Error, ExitStatus, Output, Sandbox};
+
+/// A program to run in a sandbox, with its arguments, environment, working directory, stdio and
+/// extra descriptors.
+///
+/// Unlike `std::process::Command`, the environment starts **empty**: the payload sees exactly
+/// the variables set here, unless [`inherit_env`](Command::inherit_env) is called.
+///
+/// ```no_run
+/// use stockade::{Namespaces, Sandbox};
+/// # fn main() -> Result<(), stockade::Error> {
+/// let sandbox = Sandbox::builder().namespaces(Namespaces::USER | Namespaces::PID).build()?;
+/// let out = sandbox
+///     .command("/bin/sh")
+///     .args(["-c", "echo $GREETING"])
+///     .env("GREETING", "hello")
+///     .output()?;
+/// assert_eq!(out.stdout, b"hello\n");
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Command {
+    sandbox: Sandbox,
+    program: OsString,
+    args: Vec<OsString>,
+    inherit_env: bool,
+    env: BTreeMap<OsString, Option<OsString>>,
+    cwd: Option<PathBuf>,
+    pub(crate) stdin: Option<Stdio>,
+    pub(crate) stdout: Option<Stdio>,
+    pub(crate) stderr: Option<Stdio>,
+    fds: Vec<(RawFd, OwnedFd)>,
+}
+
+impl Command {
+    pub(crate) fn new(sandbox: Sandbox, program: &OsStr) -> Command {
+        Command {
+            sandbox,
+            program: program.to_owned(),
+            args: Vec::new(),
+            inherit_env: false,
+            env: BTreeMap::new(),
+            cwd: None,
+            stdin: None,
+            stdout: None,
+            stderr: None,
+            fds: Vec::new(),
+        }
+    }
+
+    /// Adds an argument.
+    pub fn arg(&mut self, arg: impl AsRef<OsStr>) -> &mut Self {
+        self.args.push(arg.as_ref().to_owned());
+        self
+    }
+
+    /// Adds several arguments.
+    pub fn args<I, S>(&mut self, args: I) -> &mut Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.args.extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    /// Sets an environment variable of the payload.
+    pub fn env(&mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> &mut Self {
+        self.env.insert(key.as_ref().to_owned(), Some(value.as_ref().to_owned()));
+        self
+    }
+
+    /// Sets several environment variables.
+    pub fn envs<I, K, V>(&mut self, vars: I) -> &mut Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<OsStr>,
+        V: AsRef<OsStr>,
+    {
+        for (k, v) in vars {
+            self.env(k, v);
+        }
+        self
+    }
+
+    /// Removes a variable (set here, or inherited with [`inherit_env`](Self::inherit_env)).
+    pub fn env_remove(&mut self, key: impl AsRef<OsStr>) -> &mut Self {
+        self.env.insert(key.as_ref().to_owned(), None);
+        self
+    }
+
+    /// Removes every variable set so far and stops inheriting the host's environment.
+    pub fn env_clear(&mut self) -> &mut Self {
+        self.env.clear();
+        self.inherit_env = false;
+        self
+    }
+
+    /// Starts the payload's environment from the embedding program's (read at spawn time);
+    /// variables set or removed here still apply on top. Off by default: nothing of the host's
+    /// environment leaks into a sandbox unless asked.
+    pub fn inherit_env(&mut self) -> &mut Self {
+        self.inherit_env = true;
+        self
+    }
+
+    /// The payload's working directory, as seen inside the sandbox (default: the embedding
+    /// program's).
+    pub fn current_dir(&mut self, dir: impl AsRef<Path>) -> &mut Self {
+        self.cwd = Some(dir.as_ref().to_owned());
+        self
+    }
+
+    /// The payload's standard input (default: inherit for `spawn`/`status`, null for `output`).
+    pub fn stdin(&mut self, cfg: impl Into<Stdio>) -> &mut Self {
+        self.stdin = Some(cfg.into());
+        self
+    }
+
+    /// The payload's standard output (default: inherit for `spawn`/`status`, piped for
+    /// `output`).
+    pub fn stdout(&mut self, cfg: impl Into<Stdio>) -> &mut Self {
+        self.stdout = Some(cfg.into());
+        self
+    }
+
+    /// The payload's standard error (default: inherit for `spawn`/`status`, piped for
+    /// `output`).
+    pub fn stderr(&mut self, cfg: impl Into<Stdio>) -> &mut Self {
+        self.stderr = Some(cfg.into());
+        self
+    }
+
+    /// Passes `fd` to the payload as descriptor number `target` (3 or above; 0-2 are set with
+    /// [`stdin`](Self::stdin) and friends). The command keeps `fd` and passes it again on every
+    /// spawn. No other descriptor of the embedding program reaches the payload.
+    ///
+    /// ```no_run
+    /// # use stockade::{Namespaces, Sandbox};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let sandbox = Sandbox::builder().build()?;
+    /// let config = std::fs::File::open("/etc/hostname")?;
+    /// sandbox.command("/bin/cat").arg("/dev/fd/3").fd(3, config).status()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn fd(&mut self, target: RawFd, fd: impl Into<OwnedFd>) -> &mut Self {
+        self.fds.push((target, fd.into()));
+        self
+    }
+
+    /// The program, as given.
+    pub fn get_program(&self) -> &OsStr {
+        &self.program
+    }
+
+    /// The arguments (without the program).
+    pub fn get_args(&self) -> impl Iterator<Item = &OsStr> {
+        self.args.iter().map(OsString::as_os_str)
+    }
+
+    /// The sandbox this command runs in.
+    pub fn get_sandbox(&self) -> &Sandbox {
+        &self.sandbox
+    }
+
+    /// Starts the payload and returns a handle to it once it has been exec'd.
+    ///
+    /// The sandbox is tied to the thread that spawns it: its first process gets `SIGKILL` when
+    /// that thread exits (the parent-death signal follows the spawning thread). Spawn from a
+    /// thread that outlives the sandbox, as with any `PR_SET_PDEATHSIG` user.
+    ///
+    /// # Errors
+    /// Invalid command settings ([`Error::NulByte`], [`Error::InvalidValue`]) before any process
+    /// exists; [`Error::Exec`] when the program cannot be executed inside the sandbox (as
+    /// `std`, `source.kind()` is `NotFound` for a missing program); [`Error::Setup`] when a
+    /// setup step fails in the child; [`Error::Spawn`] / [`Error::IdMapHelper`] for failures in
+    /// the embedding process. On error no process or descriptor is left behind.
+    pub fn spawn(&mut self) -> Result<Child, Error> {
+        self.spawn_with_defaults(StdioKind::Inherit, StdioKind::Inherit)
+    }
+
+    /// Runs the payload to completion, with stdin inherited unless set.
+    pub fn status(&mut self) -> Result<ExitStatus, Error> {
+        let mut child = self.spawn()?;
+        child.wait().map_err(|source| Error::Io { op: "wait for sandbox", source })
+    }
+
+    /// Runs the payload to completion and collects its output: stdout and stderr are piped
+    /// and stdin is null unless set.
+    pub fn output(&mut self) -> Result<Output, Error> {
+        let child = self.spawn_with_defaults(StdioKind::Null, StdioKind::Piped)?;
+        child.wait_with_output()
+    }
+
+    fn spawn_with_defaults(&mut self, stdin: StdioKind, out: StdioKind) -> Result<Child, Error> {
+        let stdio = [
+            (0, self.stdin.as_ref().map_or(&stdin, |s| &s.0)),
+            (1, self.stdout.as_ref().map_or(&out, |s| &s.0)),
+            (2, self.stderr.as_ref().map_or(&out, |s| &s.0)),
+        ];
+        let mut seen = Vec::with_capacity(self.fds.len());
+        for (target, _) in &self.fds {
+            if *target < 3 {
+                return Err(Error::invalid(
+                    "fd",
+                    target,
+                    "descriptors 0-2 are the payload's stdio; set them with stdin/stdout/stderr",
+                ));
+            }
+            if seen.contains(target) {
+                return Err(Error::invalid("fd", target, "passed twice to the same command"));
+            }
+            seen.push(*target);
+        }
+        let passed: Vec<(RawFd, RawFd)> = self.fds.iter().map(|(t, fd)| (fd.as_raw_fd(), *t)).collect();
+        crate::spawn::spawn(
+            &self.sandbox.config,
+            &self.program,
+            &self.args,
+            &self.environment(),
+            self.cwd.as_deref(),
+            stdio,
+            passed,
+        )
+    }
+
+    /// The payload's final environment, sorted by name.
+    fn environment(&self) -> Vec<(OsString, OsString)> {
+        let mut vars: BTreeMap<OsString, OsString> =
+            if self.inherit_env { std::env::vars_os().collect() } else { BTreeMap::new() };
+        for (k, v) in &self.env {
+            match v {
+                Some(v) => vars.insert(k.clone(), v.clone()),
+                None => vars.remove(k),
+            };
+        }
+        vars.into_iter().collect()
+    }
+}
+
+/// What a payload's stdin, stdout or stderr is connected to.
+///
+/// ```
+/// use stockade::Stdio;
+/// let _ = Stdio::piped();
+/// let _ = Stdio::from(std::fs::File::open("/dev/null").unwrap());
+/// ```
+#[derive(Debug)]
+pub struct Stdio(pub(crate) StdioKind);
+
+#[derive(Debug)]
+pub(crate) enum StdioKind {
+    Inherit,
+    Null,
+    Piped,
+    Fd(OwnedFd),
+}
+
+impl Stdio {
+    /// The embedding program's own descriptor.
+    pub fn inherit() -> Stdio {
+        Stdio(StdioKind::Inherit)
+    }
+
+    /// `/dev/null`.
+    pub fn null() -> Stdio {
+        Stdio(StdioKind::Null)
+    }
+
+    /// A new pipe; the other end is available on [`Child`] (`stdin`, `stdout`, `stderr`).
+    pub fn piped() -> Stdio {
+        Stdio(StdioKind::Piped)
+    }
+}
+
+impl From<OwnedFd> for Stdio {
+    /// Any open descriptor: a file, a socket, one end of a pipe...
+    fn from(fd: OwnedFd) -> Stdio {
+        Stdio(StdioKind::Fd(fd))
+    }
+}
+
+impl From<File> for Stdio {
+    fn from(file: File) -> Stdio {
+        Stdio(StdioKind::Fd(file.into()))
+    }
+}

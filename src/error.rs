@@ -1,0 +1,225 @@
+//! Errors: one enum for building and spawning, each variant naming the value, path or step that
+//! failed and why.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+/// Why building a sandbox or spawning a command failed.
+///
+/// Every variant names the offending value (or the setup step and path) and, where the kernel
+/// said no, carries its [`io::Error`] as the source.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A string handed to the builder or command contains a NUL byte, which no system call can
+    /// carry.
+    #[error("{what} contains a NUL byte: {value:?}")]
+    NulByte {
+        /// Which setting held the string, e.g. `"argument"` or `"hostname"`.
+        what: &'static str,
+        /// The offending value.
+        value: OsString,
+    },
+
+    /// A setting has a value the sandbox cannot use.
+    #[error("invalid {what} {value}: {reason}")]
+    InvalidValue {
+        /// Which setting, e.g. `"hostname"` or `"fd"`.
+        what: &'static str,
+        /// The offending value, as given.
+        value: String,
+        /// Why it was refused.
+        reason: String,
+    },
+
+    /// A setting needs a namespace that the sandbox does not create.
+    #[error("{what} needs the {needs} namespace, which this sandbox does not create")]
+    NamespaceRequired {
+        /// The setting, e.g. `"hostname"`.
+        what: &'static str,
+        /// The namespace it needs, e.g. `"uts"`.
+        needs: &'static str,
+    },
+
+    /// The caller lacks the privilege for what was asked (e.g. namespaces without a user
+    /// namespace when not root).
+    #[error("{what}: {reason}")]
+    NotPermitted {
+        /// What was asked.
+        what: String,
+        /// Why it cannot be done with the caller's privileges, and what would work.
+        reason: String,
+    },
+
+    /// A uid or gid map is malformed (overlapping ranges, zero count, overflow, too many ranges)
+    /// or does not map the id the payload should run as.
+    #[error("invalid {kind} map {map}: {reason}")]
+    IdMap {
+        /// `"uid"` or `"gid"`.
+        kind: &'static str,
+        /// The map, as `inside:outside:count` ranges.
+        map: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// Writing a uid/gid map through `newuidmap`/`newgidmap` failed: the helper is missing, or
+    /// it refused the map (usually: no matching range in `/etc/subuid` or `/etc/subgid`).
+    #[error("{helper}: cannot write {kind} map {map}: {reason}")]
+    IdMapHelper {
+        /// The helper that was run (or looked for).
+        helper: PathBuf,
+        /// `"uid"` or `"gid"`.
+        kind: &'static str,
+        /// The map it was asked to write.
+        map: String,
+        /// The helper's own message, or why it could not run.
+        reason: String,
+    },
+
+    /// The sandbox's first process failed in one of its setup steps, before running the payload.
+    #[error("sandbox setup failed at {stage}: {source}")]
+    Setup {
+        /// The step that failed, with the path or value it was working on.
+        stage: Stage,
+        /// The kernel's answer.
+        #[source]
+        source: io::Error,
+    },
+
+    /// The program could not be executed inside the sandbox (not found, not executable, ...).
+    #[error("cannot execute {program:?} in the sandbox: {source}")]
+    Exec {
+        /// The program as given to [`crate::Sandbox::command`] (or the path tried last).
+        program: PathBuf,
+        /// The error from `execve`; `source.kind()` is e.g. [`io::ErrorKind::NotFound`].
+        #[source]
+        source: io::Error,
+    },
+
+    /// A system call made by the embedding process while spawning failed (pipe, clone, writing
+    /// a map, ...).
+    #[error("{op} failed while spawning: {source}")]
+    Spawn {
+        /// The operation, e.g. `"clone3"` or `"write /proc/<pid>/uid_map"`.
+        op: String,
+        /// The kernel's answer.
+        #[source]
+        source: io::Error,
+    },
+
+    /// Talking to a running sandbox failed (reading its output, waiting for it).
+    #[error("{op}: {source}")]
+    Io {
+        /// The operation, e.g. `"read stdout"`.
+        op: &'static str,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl Error {
+    pub(crate) fn invalid(what: &'static str, value: impl fmt::Display, reason: impl Into<String>) -> Error {
+        Error::InvalidValue { what, value: value.to_string(), reason: reason.into() }
+    }
+
+    pub(crate) fn spawn(op: impl Into<String>, source: impl Into<io::Error>) -> Error {
+        Error::Spawn { op: op.into(), source: source.into() }
+    }
+}
+
+impl From<Error> for io::Error {
+    /// Lets `?` carry a stockade error through code that returns `io::Result`, keeping the
+    /// message and (for kernel failures) the error kind.
+    fn from(e: Error) -> io::Error {
+        let kind = match &e {
+            Error::Exec { source, .. } | Error::Setup { source, .. } | Error::Spawn { source, .. } => {
+                source.kind()
+            }
+            Error::Io { source, .. } => source.kind(),
+            Error::NotPermitted { .. } => io::ErrorKind::PermissionDenied,
+            _ => io::ErrorKind::InvalidInput,
+        };
+        io::Error::new(kind, e)
+    }
+}
+
+/// A step of the sandbox's setup, in the order the child performs them. Reported by
+/// [`Error::Setup`]; steps that work on a path or value name it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Stage {
+    /// Resetting signal dispositions and the signal mask.
+    Signals,
+    /// Arming the parent-death signal.
+    DeathSignal,
+    /// Arranging stdio and passed file descriptors; names the target descriptor.
+    Fds {
+        /// The descriptor number in the payload.
+        fd: i32,
+    },
+    /// Making the sandbox's processes non-dumpable.
+    NonDumpable,
+    /// Starting a new session (`setsid`).
+    NewSession,
+    /// Setting the hostname.
+    Hostname,
+    /// Setting the NIS domain name.
+    Domainname,
+    /// Entering the time namespace and writing its clock offsets.
+    TimeNamespace,
+    /// Making all mounts private so nothing propagates to the host.
+    MountPropagation,
+    /// Mounting a fresh `/proc`.
+    MountProc {
+        /// Where proc was being mounted.
+        target: PathBuf,
+    },
+    /// Bringing up the loopback interface.
+    Loopback,
+    /// Starting the payload process under the sandbox's init.
+    ForkPayload,
+    /// Setting supplementary groups.
+    SetGroups,
+    /// Switching to the payload's gid.
+    SetGid {
+        /// The gid, as seen inside the sandbox.
+        gid: u32,
+    },
+    /// Switching to the payload's uid.
+    SetUid {
+        /// The uid, as seen inside the sandbox.
+        uid: u32,
+    },
+    /// Changing to the working directory.
+    Chdir {
+        /// The directory, as seen inside the sandbox.
+        dir: PathBuf,
+    },
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Stage::Signals => f.write_str("reset signals"),
+            Stage::DeathSignal => f.write_str("arm parent-death signal"),
+            Stage::Fds { fd } => write!(f, "set up fd {fd}"),
+            Stage::NonDumpable => f.write_str("make non-dumpable"),
+            Stage::NewSession => f.write_str("start new session"),
+            Stage::Hostname => f.write_str("set hostname"),
+            Stage::Domainname => f.write_str("set domain name"),
+            Stage::TimeNamespace => f.write_str("enter time namespace and set clock offsets"),
+            Stage::MountPropagation => f.write_str("make mounts private"),
+            Stage::MountProc { target } => write!(f, "mount proc at {}", target.display()),
+            Stage::Loopback => f.write_str("bring up loopback interface lo"),
+            Stage::ForkPayload => f.write_str("start payload under init"),
+            Stage::SetGroups => f.write_str("set supplementary groups"),
+            Stage::SetGid { gid } => write!(f, "set gid {gid}"),
+            Stage::SetUid { uid } => write!(f, "set uid {uid}"),
+            Stage::Chdir { dir } => write!(f, "change directory to {}", dir.display()),
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! # stockade
+//!
+//! Run untrusted or unruly programs in Linux sandboxes from Rust, the way
+//! `std::process::Command` runs ordinary ones.
+//!
+//! A [`Sandbox`] is an immutable template built once with [`Sandbox::builder`]: which
+//! [`Namespaces`] to create, uid/gid maps, hostname, clock offsets. Each
+//! [`Sandbox::command`] then runs a program in fresh namespaces built from it and returns a
+//! [`Child`] to wait for or signal, or an [`Output`].
+//!
+//! ```no_run
+//! use stockade::{Namespaces, Sandbox};
+//!
+//! # fn main() -> Result<(), stockade::Error> {
+//! let sandbox = Sandbox::builder()
+//!     .namespaces(Namespaces::all())
+//!     .hostname("box")
+//!     .build()?; // validates everything; typed errors, no panics
+//!
+//! let out = sandbox.command("/bin/sh").args(["-c", "echo $$; hostname"]).output()?;
+//! assert_eq!(out.stdout, b"2\nbox\n"); // pid 1 is the sandbox's init
+//! # Ok(()) }
+//! ```
+//!
+//! ## How a spawn works
+//! Everything the new process needs (argv and environment arrays, id maps, descriptor moves) is
+//! prepared in the embedding process first ([`plan`]), so that after `clone3` the child only
+//! makes raw system calls: it allocates nothing and takes no locks, which keeps spawning safe
+//! from multi-threaded programs. The child waits on a "go" message while the parent writes its
+//! id maps, then sets itself up and execs the payload; a setup failure comes back as
+//! [`Error::Setup`] naming the step. With a pid namespace a small init runs as pid 1, reaps
+//! orphans, forwards signals and takes the tree down with the payload. All `unsafe` code lives
+//! in one private module, `sys`.
+//!
+//! ## Privileges
+//! As root every namespace is available. Unprivileged programs add [`Namespaces::USER`]; the
+//! payload is then root inside a user namespace that maps only the caller's own ids (or more,
+//! through `newuidmap`/`newgidmap`).
+
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+mod child;
+mod command;
+mod error;
+mod namespaces;
+mod plan;
+mod sandbox;
+mod spawn;
+mod sys;
+mod userns;
+
+pub use child::{Child, ChildStderr, ChildStdin, ChildStdout, ExitStatus, Output};
+pub use command::{Command, Stdio};
+pub use error::{Error, Stage};
+pub use namespaces::{ClockOffsets, Namespaces};
+pub use sandbox::{Sandbox, SandboxBuilder};
+pub use userns::IdMap;

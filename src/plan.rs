@@ -1,0 +1,322 @@
+//! Planning: turns a [`Sandbox`](crate::Sandbox) and a [`Command`](crate::Command) into a
+//! [`Plan`], the complete list of what the child will do, with every string already a `CString`
+//! and every array already allocated. All validation that can happen without a process happens
+//! here, so bad input becomes a typed error before anything is cloned.
+//!
+//! The child reads the plan (its copy-on-write copy of the parent's memory) and writes only into
+//! the scratch arrays sized for it here.
+
+use std::ffi::{CStr, CString, OsStr, OsString};
+use std::os::fd::RawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use crate::sandbox::Config;
+use crate::{Error, Stage};
+
+/// A setup step as the child reports it: a number that crosses the error pipe, plus an index
+/// into the plan for steps that work on one of several values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub(crate) enum Step {
+    Signals = 1,
+    DeathSignal,
+    Fds,
+    NonDumpable,
+    NewSession,
+    Hostname,
+    Domainname,
+    TimeNamespace,
+    MountPropagation,
+    MountProc,
+    Loopback,
+    ForkPayload,
+    SetGroups,
+    SetGid,
+    SetUid,
+    Chdir,
+    Exec,
+}
+
+impl Step {
+    const ALL: [Step; 17] = [
+        Step::Signals,
+        Step::DeathSignal,
+        Step::Fds,
+        Step::NonDumpable,
+        Step::NewSession,
+        Step::Hostname,
+        Step::Domainname,
+        Step::TimeNamespace,
+        Step::MountPropagation,
+        Step::MountProc,
+        Step::Loopback,
+        Step::ForkPayload,
+        Step::SetGroups,
+        Step::SetGid,
+        Step::SetUid,
+        Step::Chdir,
+        Step::Exec,
+    ];
+
+    fn from_u32(n: u32) -> Option<Step> {
+        Step::ALL.into_iter().find(|s| *s as u32 == n)
+    }
+}
+
+/// The record a failing child sends to the parent: `{step, errno, index}`, native-endian u32s.
+pub(crate) const FAILURE_LEN: usize = 12;
+
+/// Encodes a failure record (allocation-free; used by the child).
+pub(crate) fn encode_failure(step: Step, errno: i32, index: u32) -> [u8; FAILURE_LEN] {
+    let mut rec = [0u8; FAILURE_LEN];
+    let parts = [step as u32, errno as u32, index];
+    for (chunk, part) in rec.chunks_exact_mut(4).zip(parts) {
+        chunk.copy_from_slice(&part.to_ne_bytes());
+    }
+    rec
+}
+
+/// Mount operations of the child, in order.
+pub(crate) enum MountOp {
+    /// `mount("", "/", MS_REC | MS_PRIVATE)`: nothing propagates to or from the host.
+    MakePrivate,
+    /// A fresh proc filesystem at `target`.
+    Proc { target: CString },
+}
+
+/// Where stdio and passed descriptors go.
+pub(crate) struct FdPlan {
+    /// `(descriptor in the parent, descriptor number in the payload)`.
+    pub(crate) moves: Vec<(RawFd, RawFd)>,
+    /// The child's high copies of each source, same length as `moves`.
+    pub(crate) scratch: Vec<RawFd>,
+    /// Descriptors the payload keeps: 0, 1, 2 and every target, sorted, then `INTERNAL_SLOTS`
+    /// slots the child fills with its own (close-on-exec) channel descriptors and re-sorts.
+    pub(crate) keep: Vec<RawFd>,
+    /// A number above every descriptor in `moves`, so copies made there collide with nothing.
+    pub(crate) base: RawFd,
+}
+
+/// The child's own channels to the parent: the control socket and, with an init, the status
+/// pipe. These are the raw numbers in the parent; the child moves them above `FdPlan::base`.
+pub(crate) struct Channels {
+    /// Child end of the control socket: "go" arrives here, failures leave here.
+    pub(crate) control: RawFd,
+    /// Write end of the init's status pipe, or -1 without an init.
+    pub(crate) status: RawFd,
+    /// The parent's ends, which the child closes at once.
+    pub(crate) parent_ends: [RawFd; 2],
+}
+
+pub(crate) const INTERNAL_SLOTS: usize = 2;
+
+/// Credentials the payload takes, as seen inside its user namespace.
+pub(crate) struct Creds {
+    pub(crate) groups: Option<Vec<libc::gid_t>>,
+    pub(crate) gid: Option<libc::gid_t>,
+    pub(crate) uid: Option<libc::uid_t>,
+}
+
+/// Everything the child does, prepared.
+pub(crate) struct Plan {
+    /// `clone3` flags (namespaces; the pidfd flag is added by `sys::clone`).
+    pub(crate) clone_flags: u64,
+    /// With a pid namespace: run an init as pid 1 and the payload as its child.
+    pub(crate) use_init: bool,
+    /// The embedding process, to detect its death before the parent-death signal was re-armed.
+    pub(crate) parent_pid: libc::pid_t,
+    pub(crate) fds: FdPlan,
+    pub(crate) channels: Channels,
+    pub(crate) hostname: Option<Vec<u8>>,
+    pub(crate) domainname: Option<Vec<u8>>,
+    /// Text for `/proc/self/timens_offsets`, when a time namespace is wanted.
+    pub(crate) time_offsets: Option<Vec<u8>>,
+    pub(crate) mounts: Vec<MountOp>,
+    pub(crate) loopback: bool,
+    pub(crate) creds: Creds,
+    pub(crate) cwd: Option<CString>,
+    pub(crate) exec: Exec,
+}
+
+/// The payload's program, argv and environment.
+pub(crate) struct Exec {
+    /// Paths to try in order (the program itself, or one per `PATH` entry), like `execvp`.
+    pub(crate) candidates: Vec<CString>,
+    /// The program as the caller named it, for errors.
+    pub(crate) program: OsString,
+    /// Keeps the strings `argv` points into alive.
+    _args: Vec<CString>,
+    _env: Vec<CString>,
+    /// NULL-terminated pointer arrays for `execve`.
+    pub(crate) argv: Vec<*const libc::c_char>,
+    pub(crate) envp: Vec<*const libc::c_char>,
+}
+
+/// `PATH` used to find a program when the payload's environment has none (as `execvp` does).
+const DEFAULT_PATH: &[u8] = b"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+pub(crate) fn cstring(what: &'static str, value: &OsStr) -> Result<CString, Error> {
+    CString::new(value.as_bytes()).map_err(|_| Error::NulByte { what, value: value.to_owned() })
+}
+
+impl Exec {
+    pub(crate) fn new(
+        program: &OsStr,
+        args: &[OsString],
+        env: &[(OsString, OsString)],
+    ) -> Result<Exec, Error> {
+        if program.is_empty() {
+            return Err(Error::invalid("program", "\"\"", "the program name is empty"));
+        }
+        let mut all_args = Vec::with_capacity(args.len() + 1);
+        all_args.push(cstring("program", program)?);
+        for arg in args {
+            all_args.push(cstring("argument", arg)?);
+        }
+        let mut all_env = Vec::with_capacity(env.len());
+        let mut path = None;
+        for (key, value) in env {
+            if key.is_empty() || key.as_bytes().contains(&b'=') {
+                return Err(Error::invalid(
+                    "environment variable name",
+                    format!("{key:?}"),
+                    "names must be non-empty and must not contain '='",
+                ));
+            }
+            let mut pair = key.clone();
+            pair.push("=");
+            pair.push(value);
+            all_env.push(cstring("environment variable", &pair)?);
+            if key == "PATH" {
+                path = Some(value.as_bytes());
+            }
+        }
+        let candidates = if program.as_bytes().contains(&b'/') {
+            vec![cstring("program", program)?]
+        } else {
+            path.unwrap_or(DEFAULT_PATH)
+                .split(|b| *b == b':')
+                .map(|dir| {
+                    // An empty PATH entry means the current directory.
+                    let dir = if dir.is_empty() { b"." as &[u8] } else { dir };
+                    let mut full = dir.to_vec();
+                    full.push(b'/');
+                    full.extend_from_slice(program.as_bytes());
+                    cstring("program", OsStr::from_bytes(&full))
+                })
+                .collect::<Result<_, _>>()?
+        };
+        let pointers = |strings: &[CString]| {
+            strings.iter().map(|s| s.as_ptr()).chain(std::iter::once(std::ptr::null())).collect()
+        };
+        Ok(Exec {
+            candidates,
+            program: program.to_owned(),
+            argv: pointers(&all_args),
+            envp: pointers(&all_env),
+            _args: all_args,
+            _env: all_env,
+        })
+    }
+}
+
+impl FdPlan {
+    /// Plans descriptor moves. `moves` maps parent descriptors to payload numbers; targets must
+    /// be distinct (checked by the command).
+    pub(crate) fn new(moves: Vec<(RawFd, RawFd)>, channels: &Channels) -> FdPlan {
+        let mut keep: Vec<RawFd> = vec![0, 1, 2];
+        keep.extend(moves.iter().map(|&(_, dst)| dst).filter(|&dst| dst > 2));
+        keep.sort_unstable();
+        keep.dedup();
+        keep.extend([-1; INTERNAL_SLOTS]);
+        let highest = moves
+            .iter()
+            .flat_map(|&(src, dst)| [src, dst])
+            .chain([channels.control, channels.status])
+            .chain(channels.parent_ends)
+            .max()
+            .unwrap_or(2);
+        FdPlan { scratch: vec![-1; moves.len()], moves, keep, base: highest.max(2) + 1 }
+    }
+}
+
+impl Plan {
+    pub(crate) fn new(
+        config: &Config,
+        exec: Exec,
+        cwd: Option<&Path>,
+        moves: Vec<(RawFd, RawFd)>,
+        channels: Channels,
+    ) -> Result<Plan, Error> {
+        let cwd = cwd.map(|dir| cstring("working directory", dir.as_os_str())).transpose()?;
+        Ok(Plan {
+            clone_flags: config.namespaces.clone_flags(),
+            use_init: config.use_init(),
+            parent_pid: nix::unistd::getpid().as_raw(),
+            fds: FdPlan::new(moves, &channels),
+            channels,
+            hostname: config.hostname.clone(),
+            domainname: config.domainname.clone(),
+            time_offsets: config.clock_offsets.map(|o| o.to_proc_text()),
+            mounts: config.mount_ops(),
+            loopback: config.loopback(),
+            creds: Creds {
+                groups: config.groups.clone(),
+                gid: config.user.map(|(_, gid)| gid),
+                uid: config.user.map(|(uid, _)| uid),
+            },
+            cwd,
+            exec,
+        })
+    }
+
+    /// Turns a failure record from the child into the error the caller sees.
+    pub(crate) fn failure_to_error(&self, record: &[u8; FAILURE_LEN]) -> Error {
+        let word = |i: usize| {
+            let mut b = [0u8; 4];
+            b.copy_from_slice(&record[i * 4..i * 4 + 4]);
+            u32::from_ne_bytes(b)
+        };
+        let (step, errno, index) = (word(0), word(1) as i32, word(2) as usize);
+        let source = std::io::Error::from_raw_os_error(errno);
+        let Some(step) = Step::from_u32(step) else {
+            return Error::spawn(format!("sandbox setup (unknown step {step})"), source);
+        };
+        let stage = match step {
+            Step::Signals => Stage::Signals,
+            Step::DeathSignal => Stage::DeathSignal,
+            Step::Fds => Stage::Fds { fd: self.fds.moves.get(index).map_or(-1, |m| m.1) },
+            Step::NonDumpable => Stage::NonDumpable,
+            Step::NewSession => Stage::NewSession,
+            Step::Hostname => Stage::Hostname,
+            Step::Domainname => Stage::Domainname,
+            Step::TimeNamespace => Stage::TimeNamespace,
+            Step::MountPropagation => Stage::MountPropagation,
+            Step::MountProc => Stage::MountProc {
+                target: match self.mounts.get(index) {
+                    Some(MountOp::Proc { target }) => path_of(target),
+                    _ => PathBuf::from("/proc"),
+                },
+            },
+            Step::Loopback => Stage::Loopback,
+            Step::ForkPayload => Stage::ForkPayload,
+            Step::SetGroups => Stage::SetGroups,
+            Step::SetGid => Stage::SetGid { gid: self.creds.gid.unwrap_or(u32::MAX) },
+            Step::SetUid => Stage::SetUid { uid: self.creds.uid.unwrap_or(u32::MAX) },
+            Step::Chdir => Stage::Chdir { dir: self.cwd.as_deref().map(path_of).unwrap_or_default() },
+            Step::Exec => {
+                let program = match self.exec.candidates.get(index) {
+                    Some(path) if source.kind() != std::io::ErrorKind::NotFound => path_of(path),
+                    _ => PathBuf::from(&self.exec.program),
+                };
+                return Error::Exec { program, source };
+            }
+        };
+        Error::Setup { stage, source }
+    }
+}
+
+fn path_of(s: &CStr) -> PathBuf {
+    PathBuf::from(OsStr::from_bytes(s.to_bytes()))
+}

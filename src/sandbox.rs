@@ -1,0 +1,342 @@
+//! The sandbox template: [`SandboxBuilder`] collects settings (setters never fail),
+//! [`SandboxBuilder::build`] validates them all at once into an immutable, cheaply cloned
+//! [`Sandbox`], from which any number of [`Command`]s are run.
+
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::plan::MountOp;
+use crate::userns::{self, IdKind, IdMap, Writer};
+use crate::{ClockOffsets, Command, Error, Namespaces};
+
+/// Longest hostname / domain name the kernel accepts (`__NEW_UTS_LEN`).
+const MAX_UTS_NAME: usize = 64;
+
+/// Largest clock offset the kernel accepts (half of `KTIME_SEC_MAX`, so clocks cannot overflow).
+const MAX_CLOCK_OFFSET_SECS: u64 = (i64::MAX as u64 / 1_000_000_000) / 2;
+
+/// Collects a sandbox's settings. Create it with [`Sandbox::builder`]; finish with
+/// [`build`](SandboxBuilder::build), which validates everything and reports the first problem as
+/// a typed [`Error`] naming the setting.
+///
+/// ```no_run
+/// use stockade::{Namespaces, Sandbox};
+/// # fn main() -> Result<(), stockade::Error> {
+/// let sandbox = Sandbox::builder()
+///     .namespaces(Namespaces::all())
+///     .hostname("box")
+///     .build()?;
+/// let out = sandbox.command("hostname").output()?;
+/// assert_eq!(out.stdout, b"box\n");
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct SandboxBuilder {
+    namespaces: Namespaces,
+    uid_map: Option<Vec<IdMap>>,
+    gid_map: Option<Vec<IdMap>>,
+    user: Option<(u32, u32)>,
+    groups: Option<Vec<u32>>,
+    hostname: Option<OsString>,
+    domainname: Option<OsString>,
+    clock_offsets: Option<ClockOffsets>,
+    id_map_helpers: Option<(PathBuf, PathBuf)>,
+}
+
+impl SandboxBuilder {
+    /// The namespaces to create (default: none). Without [`Namespaces::USER`], any namespace
+    /// needs root (`CAP_SYS_ADMIN`).
+    pub fn namespaces(&mut self, namespaces: Namespaces) -> &mut Self {
+        self.namespaces = namespaces;
+        self
+    }
+
+    /// The uid map of the user namespace. Default: uid 0 inside is the caller's effective uid,
+    /// nothing else is mapped. Maps other than "one id, the caller's own" need `CAP_SETUID`, or
+    /// are written through `newuidmap` with ranges from `/etc/subuid`.
+    pub fn uid_map(&mut self, map: impl IntoIterator<Item = IdMap>) -> &mut Self {
+        self.uid_map = Some(map.into_iter().collect());
+        self
+    }
+
+    /// The gid map of the user namespace. Default: gid 0 inside is the caller's effective gid.
+    /// Same rules as [`uid_map`](Self::uid_map), with `CAP_SETGID`, `newgidmap` and
+    /// `/etc/subgid`.
+    pub fn gid_map(&mut self, map: impl IntoIterator<Item = IdMap>) -> &mut Self {
+        self.gid_map = Some(map.into_iter().collect());
+        self
+    }
+
+    /// The uid and gid the payload runs as, as seen inside the sandbox. Default: unchanged (in a
+    /// user namespace, the caller's own ids as the map shows them, i.e. root with the default
+    /// map). With a user namespace both must be mapped.
+    pub fn user(&mut self, uid: u32, gid: u32) -> &mut Self {
+        self.user = Some((uid, gid));
+        self
+    }
+
+    /// Supplementary groups of the payload (default: none in a user namespace whose gid map
+    /// allows `setgroups`, otherwise unchanged).
+    pub fn groups(&mut self, groups: impl IntoIterator<Item = u32>) -> &mut Self {
+        self.groups = Some(groups.into_iter().collect());
+        self
+    }
+
+    /// The hostname inside the sandbox; needs [`Namespaces::UTS`].
+    pub fn hostname(&mut self, name: impl AsRef<OsStr>) -> &mut Self {
+        self.hostname = Some(name.as_ref().to_owned());
+        self
+    }
+
+    /// The NIS domain name inside the sandbox; needs [`Namespaces::UTS`].
+    pub fn domainname(&mut self, name: impl AsRef<OsStr>) -> &mut Self {
+        self.domainname = Some(name.as_ref().to_owned());
+        self
+    }
+
+    /// Clock offsets of the time namespace; needs [`Namespaces::TIME`].
+    pub fn clock_offsets(&mut self, offsets: ClockOffsets) -> &mut Self {
+        self.clock_offsets = Some(offsets);
+        self
+    }
+
+    /// Paths of `newuidmap` and `newgidmap` (default: looked up in `PATH`), for systems that
+    /// keep them elsewhere (e.g. `/run/wrappers/bin` on NixOS).
+    pub fn id_map_helpers(
+        &mut self,
+        newuidmap: impl Into<PathBuf>,
+        newgidmap: impl Into<PathBuf>,
+    ) -> &mut Self {
+        self.id_map_helpers = Some((newuidmap.into(), newgidmap.into()));
+        self
+    }
+
+    /// Validates the settings and freezes them into a [`Sandbox`].
+    ///
+    /// # Errors
+    /// The first invalid setting, naming it: a NUL byte or over-long name
+    /// ([`Error::NulByte`], [`Error::InvalidValue`]), a setting whose namespace is missing
+    /// ([`Error::NamespaceRequired`]), a malformed or insufficient id map ([`Error::IdMap`]), or
+    /// namespaces that need privileges the caller lacks ([`Error::NotPermitted`]).
+    pub fn build(&self) -> Result<Sandbox, Error> {
+        let ns = self.namespaces;
+        let needs = |what: &'static str, ns_flag: Namespaces, name: &'static str| {
+            if ns.contains(ns_flag) { Ok(()) } else { Err(Error::NamespaceRequired { what, needs: name }) }
+        };
+
+        let hostname = self.hostname.as_deref().map(|n| uts_name("hostname", n)).transpose()?;
+        let domainname = self.domainname.as_deref().map(|n| uts_name("domain name", n)).transpose()?;
+        if hostname.is_some() {
+            needs("hostname", Namespaces::UTS, "uts")?;
+        }
+        if domainname.is_some() {
+            needs("domain name", Namespaces::UTS, "uts")?;
+        }
+        if let Some(offsets) = self.clock_offsets {
+            needs("clock offsets", Namespaces::TIME, "time")?;
+            for (clock, d) in [("monotonic", offsets.monotonic), ("boottime", offsets.boottime)] {
+                if d.as_secs() > MAX_CLOCK_OFFSET_SECS {
+                    return Err(Error::invalid(
+                        "clock offset",
+                        format!("{clock} {d:?}"),
+                        format!("the kernel accepts at most {MAX_CLOCK_OFFSET_SECS} s"),
+                    ));
+                }
+            }
+        }
+
+        let privileged =
+            caps::has_cap(None, caps::CapSet::Effective, caps::Capability::CAP_SYS_ADMIN).unwrap_or(false);
+        if !ns.contains(Namespaces::USER) && !ns.is_empty() && !privileged {
+            return Err(Error::NotPermitted {
+                what: format!("creating namespaces {:?}", ns.names().collect::<Vec<_>>()),
+                reason: "needs CAP_SYS_ADMIN; add Namespaces::USER to create them unprivileged".into(),
+            });
+        }
+
+        let user_ns = if ns.contains(Namespaces::USER) {
+            Some(self.user_namespace()?)
+        } else {
+            if self.uid_map.is_some() {
+                needs("uid map", Namespaces::USER, "user")?;
+            }
+            if self.gid_map.is_some() {
+                needs("gid map", Namespaces::USER, "user")?;
+            }
+            None
+        };
+
+        // Without a user namespace, changing ids needs the real privileges.
+        if user_ns.is_none() {
+            let has = |cap| caps::has_cap(None, caps::CapSet::Effective, cap).unwrap_or(false);
+            if self.user.is_some()
+                && !(has(caps::Capability::CAP_SETUID) && has(caps::Capability::CAP_SETGID))
+            {
+                let (uid, gid) = self.user.unwrap_or_default();
+                return Err(Error::NotPermitted {
+                    what: format!("running the payload as uid {uid} gid {gid}"),
+                    reason: "needs CAP_SETUID and CAP_SETGID; add Namespaces::USER to pick ids inside a user namespace".into(),
+                });
+            }
+            if self.groups.is_some() && !has(caps::Capability::CAP_SETGID) {
+                return Err(Error::NotPermitted {
+                    what: "setting supplementary groups".into(),
+                    reason: "needs CAP_SETGID; add Namespaces::USER".into(),
+                });
+            }
+        }
+
+        // In a user namespace whose setgroups is allowed, drop the caller's supplementary groups
+        // unless told otherwise: they would show up as "nogroup" and still grant host access.
+        let groups = match (&self.groups, &user_ns) {
+            (Some(g), _) => Some(g.clone()),
+            (None, Some(u)) if !u.deny_setgroups => Some(Vec::new()),
+            _ => None,
+        };
+
+        Ok(Sandbox {
+            config: Arc::new(Config {
+                namespaces: ns,
+                user: self.user,
+                groups,
+                hostname,
+                domainname,
+                clock_offsets: self.clock_offsets,
+                user_ns,
+            }),
+        })
+    }
+
+    fn user_namespace(&self) -> Result<UserNamespace, Error> {
+        let uid_map =
+            self.uid_map.clone().unwrap_or_else(|| vec![IdMap::new(0, nix::unistd::geteuid().as_raw(), 1)]);
+        let gid_map =
+            self.gid_map.clone().unwrap_or_else(|| vec![IdMap::new(0, nix::unistd::getegid().as_raw(), 1)]);
+        userns::validate(IdKind::Uid, &uid_map)?;
+        userns::validate(IdKind::Gid, &gid_map)?;
+        if let Some((uid, gid)) = self.user {
+            for (kind, map, id) in [(IdKind::Uid, &uid_map, uid), (IdKind::Gid, &gid_map, gid)] {
+                if !userns::maps_inside(map, id) {
+                    return Err(Error::IdMap {
+                        kind: kind.name(),
+                        map: userns::display_map(map),
+                        reason: format!("the payload's {} {id} is not mapped", kind.name()),
+                    });
+                }
+            }
+        }
+        for &g in self.groups.iter().flatten() {
+            if !userns::maps_inside(&gid_map, g) {
+                return Err(Error::IdMap {
+                    kind: "gid",
+                    map: userns::display_map(&gid_map),
+                    reason: format!("supplementary group {g} is not mapped"),
+                });
+            }
+        }
+        let helpers = self.id_map_helpers.as_ref();
+        let uid_writer = userns::writer_for(IdKind::Uid, &uid_map, helpers.map(|h| h.0.as_path()));
+        let gid_writer = userns::writer_for(IdKind::Gid, &gid_map, helpers.map(|h| h.1.as_path()));
+        // An unprivileged direct gid map requires setgroups to be denied first.
+        let deny_setgroups = matches!(gid_writer, Writer::Direct)
+            && !caps::has_cap(None, caps::CapSet::Effective, caps::Capability::CAP_SETGID).unwrap_or(false);
+        if deny_setgroups && self.groups.as_ref().is_some_and(|g| !g.is_empty()) {
+            return Err(Error::NotPermitted {
+                what: "supplementary groups in a user namespace".into(),
+                reason: "setgroups is denied when an unprivileged caller writes its own gid map; map more gids (through newgidmap) to use groups".into(),
+            });
+        }
+        Ok(UserNamespace { uid_map, gid_map, uid_writer, gid_writer, deny_setgroups })
+    }
+}
+
+fn uts_name(what: &'static str, name: &OsStr) -> Result<Vec<u8>, Error> {
+    let bytes = name.as_bytes();
+    if bytes.contains(&0) {
+        return Err(Error::NulByte { what, value: name.to_owned() });
+    }
+    if bytes.len() > MAX_UTS_NAME {
+        return Err(Error::invalid(what, format!("{name:?}"), format!("longer than {MAX_UTS_NAME} bytes")));
+    }
+    Ok(bytes.to_vec())
+}
+
+/// A validated, immutable sandbox template. Cloning is cheap (a reference count); each
+/// [`command`](Sandbox::command) runs in fresh namespaces built from the same settings.
+///
+/// ```no_run
+/// use stockade::{Namespaces, Sandbox};
+/// # fn main() -> Result<(), stockade::Error> {
+/// let sandbox = Sandbox::builder().namespaces(Namespaces::USER | Namespaces::PID | Namespaces::MOUNT).build()?;
+/// let status = sandbox.command("/bin/true").status()?;
+/// assert!(status.success());
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Sandbox {
+    pub(crate) config: Arc<Config>,
+}
+
+impl Sandbox {
+    /// Starts configuring a sandbox.
+    pub fn builder() -> SandboxBuilder {
+        SandboxBuilder::default()
+    }
+
+    /// A command that runs `program` in this sandbox. A program without a `/` is looked up in
+    /// the payload's `PATH` (or a default one), inside the sandbox.
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        Command::new(self.clone(), program.as_ref())
+    }
+
+    /// The namespaces each command of this sandbox gets.
+    pub fn namespaces(&self) -> Namespaces {
+        self.config.namespaces
+    }
+}
+
+/// Validated settings shared by all commands of a sandbox.
+#[derive(Debug)]
+pub(crate) struct Config {
+    pub(crate) namespaces: Namespaces,
+    pub(crate) user: Option<(u32, u32)>,
+    pub(crate) groups: Option<Vec<u32>>,
+    pub(crate) hostname: Option<Vec<u8>>,
+    pub(crate) domainname: Option<Vec<u8>>,
+    pub(crate) clock_offsets: Option<ClockOffsets>,
+    pub(crate) user_ns: Option<UserNamespace>,
+}
+
+/// A validated user namespace setup.
+#[derive(Debug)]
+pub(crate) struct UserNamespace {
+    pub(crate) uid_map: Vec<IdMap>,
+    pub(crate) gid_map: Vec<IdMap>,
+    pub(crate) uid_writer: Writer,
+    pub(crate) gid_writer: Writer,
+    pub(crate) deny_setgroups: bool,
+}
+
+impl Config {
+    /// A pid namespace gets an init as pid 1.
+    pub(crate) fn use_init(&self) -> bool {
+        self.namespaces.contains(Namespaces::PID)
+    }
+
+    pub(crate) fn loopback(&self) -> bool {
+        self.namespaces.contains(Namespaces::NET)
+    }
+
+    pub(crate) fn mount_ops(&self) -> Vec<MountOp> {
+        let mut ops = Vec::new();
+        if self.namespaces.contains(Namespaces::MOUNT) {
+            ops.push(MountOp::MakePrivate);
+            if self.namespaces.contains(Namespaces::PID) {
+                ops.push(MountOp::Proc { target: c"/proc".to_owned() });
+            }
+        }
+        ops
+    }
+}

@@ -1,0 +1,129 @@
+//! Parent-side coordination of one spawn: prepare the plan and channels, clone, write the
+//! child's id maps while it waits, release it with "go", then learn from the control socket
+//! whether it reached `execve` (end of file) or failed (a `{step, errno, index}` record).
+
+use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::path::Path;
+
+use nix::fcntl::OFlag;
+use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType};
+
+use crate::command::StdioKind;
+use crate::plan::{Channels, Exec, FAILURE_LEN, Plan};
+use crate::sandbox::Config;
+use crate::sys::clone::{Forked, clone_with_pidfd};
+use crate::sys::{self, pidfd};
+use crate::{Child, Error, userns};
+
+pub(crate) fn spawn(
+    config: &Config,
+    program: &OsStr,
+    args: &[OsString],
+    env: &[(OsString, OsString)],
+    cwd: Option<&Path>,
+    stdio: [(RawFd, &StdioKind); 3],
+    passed: Vec<(RawFd, RawFd)>,
+) -> Result<Child, Error> {
+    let exec = Exec::new(program, args, env)?;
+
+    // Descriptors the child needs only until it has copied them; dropped right after clone.
+    let mut child_only: Vec<OwnedFd> = Vec::new();
+    let mut parent_stdio: [Option<OwnedFd>; 3] = [None, None, None];
+    let mut moves = Vec::with_capacity(3 + passed.len());
+    for (target, kind) in stdio {
+        match kind {
+            StdioKind::Inherit => {}
+            StdioKind::Null => {
+                let null = nix::fcntl::open(
+                    "/dev/null",
+                    OFlag::O_RDWR | OFlag::O_CLOEXEC,
+                    nix::sys::stat::Mode::empty(),
+                )
+                .map_err(|e| Error::spawn("open /dev/null", e))?;
+                moves.push((null.as_raw_fd(), target));
+                child_only.push(null);
+            }
+            StdioKind::Piped => {
+                let (read, write) =
+                    nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::spawn("pipe2", e))?;
+                let (ours, theirs) = if target == 0 { (write, read) } else { (read, write) };
+                moves.push((theirs.as_raw_fd(), target));
+                child_only.push(theirs);
+                parent_stdio[target as usize] = Some(ours);
+            }
+            StdioKind::Fd(fd) => moves.push((fd.as_raw_fd(), target)),
+        }
+    }
+    moves.extend(passed);
+
+    let (control, child_control) =
+        nix::sys::socket::socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
+            .map_err(|e| Error::spawn("socketpair", e))?;
+    let (status_read, status_write) = if config.use_init() {
+        let (r, w) =
+            nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).map_err(|e| Error::spawn("pipe2", e))?;
+        (Some(r), Some(w))
+    } else {
+        (None, None)
+    };
+    let raw = |fd: &Option<OwnedFd>| fd.as_ref().map_or(-1, AsRawFd::as_raw_fd);
+    let channels = Channels {
+        control: child_control.as_raw_fd(),
+        status: raw(&status_write),
+        parent_ends: [control.as_raw_fd(), raw(&status_read)],
+    };
+    let mut plan = Plan::new(config, exec, cwd, moves, channels)?;
+
+    let (pid, pidfd) = match clone_with_pidfd(plan.clone_flags) {
+        Ok(Forked::Child) => sys::child::run(&mut plan),
+        Ok(Forked::Parent { pid, pidfd }) => (pid, pidfd),
+        Err(e) => {
+            let ns: Vec<_> = config.namespaces.names().collect();
+            return Err(Error::spawn(format!("clone3 with namespaces {ns:?}"), e));
+        }
+    };
+    drop(child_only);
+    drop(child_control);
+    drop(status_write);
+
+    let abort = |e: Error| {
+        let _ = pidfd::send_signal(pidfd.as_fd(), libc::SIGKILL);
+        let _ = pidfd::wait(pidfd.as_fd(), false);
+        e
+    };
+    if let Some(user_ns) = &config.user_ns {
+        userns::write_maps(
+            pid,
+            pidfd.as_fd(),
+            (&user_ns.uid_map, &user_ns.uid_writer),
+            (&user_ns.gid_map, &user_ns.gid_writer),
+            user_ns.deny_setgroups,
+        )
+        .map_err(abort)?;
+    }
+    // MSG_NOSIGNAL: if the child died, this must not raise SIGPIPE in the embedding program.
+    nix::sys::socket::send(control.as_raw_fd(), b"g", MsgFlags::MSG_NOSIGNAL)
+        .map_err(|e| abort(Error::spawn("release sandbox (send go)", e)))?;
+
+    let mut record = [0u8; FAILURE_LEN];
+    let n = loop {
+        match nix::unistd::read(&control, &mut record) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => break other,
+        }
+    };
+    match n {
+        Ok(0) => Ok(Child::new(pid, pidfd, status_read, parent_stdio)),
+        Ok(FAILURE_LEN) => {
+            // The child exits right after reporting; reap it so nothing is left behind.
+            let _ = pidfd::wait(pidfd.as_fd(), false);
+            Err(plan.failure_to_error(&record))
+        }
+        Ok(n) => Err(abort(Error::spawn(
+            "read setup result",
+            std::io::Error::new(std::io::ErrorKind::InvalidData, format!("short record of {n} bytes")),
+        ))),
+        Err(e) => Err(abort(Error::spawn("read setup result", e))),
+    }
+}

@@ -1,0 +1,198 @@
+//! The post-clone child: runs in the new process between `clone` and `execve`.
+//!
+//! Rules for everything reachable from [`run`] (a test with an aborting allocator enforces the
+//! first): no allocation, no locks, no formatting, no logging, no panics — the process is a copy
+//! of a possibly multi-threaded program whose other threads may hold any lock. Only the
+//! allocation-free wrappers of [`crate::sys`] and reads of the prepared [`Plan`] are used; the
+//! only memory written is the plan's own scratch arrays.
+//!
+//! Order: signals → parent-death signal → descriptors → wait for "go" (the parent writes id maps
+//! meanwhile) → non-dumpable → new session → hostname → time namespace → mounts → loopback →
+//! [fork under init] → credentials → parent-death signal again → cwd → unblock signals → exec.
+
+use std::convert::Infallible;
+use std::os::fd::RawFd;
+
+use super::{Errno, SysResult};
+use crate::plan::{FAILURE_LEN, INTERNAL_SLOTS, MountOp, Plan, Step, encode_failure};
+
+/// Exit code of a child that reported a setup failure.
+pub(crate) const EXIT_SETUP_FAILED: i32 = 127;
+/// Exit code of a child whose parent went away before saying "go".
+const EXIT_ABANDONED: i32 = 126;
+
+/// A failed step, on its way to the parent.
+struct Failure {
+    step: Step,
+    errno: Errno,
+    index: u32,
+}
+
+fn at(step: Step) -> impl Fn(Errno) -> Failure {
+    move |errno| Failure { step, errno, index: 0 }
+}
+
+fn at_index(step: Step, index: usize) -> impl Fn(Errno) -> Failure {
+    move |errno| Failure { step, errno, index: index as u32 }
+}
+
+/// The child's entry point. Never returns: it either execs the payload, becomes the pid-1 init,
+/// or reports a failure to the parent and exits.
+pub(crate) fn run(plan: &mut Plan) -> ! {
+    let mut control = plan.channels.control;
+    let Err(failure) = setup(plan, &mut control);
+    let record = encode_failure(failure.step, failure.errno.0, failure.index);
+    let _ = super::write_all(control, &record[..FAILURE_LEN]);
+    super::exit(EXIT_SETUP_FAILED)
+}
+
+fn setup(plan: &mut Plan, control: &mut RawFd) -> Result<Infallible, Failure> {
+    // Dispositions back to default (ignored signals would survive exec); everything blocked
+    // until just before exec, so the init can wait for signals instead of being interrupted.
+    super::reset_signal_dispositions();
+    super::set_sigmask(&super::sigset(true)).map_err(at(Step::Signals))?;
+    super::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong).map_err(at(Step::DeathSignal))?;
+
+    let status = arrange_fds(plan, control)?;
+    wait_for_go(*control);
+
+    // Only now: while dumpable, /proc/<pid>/{uid,gid}_map belong to the caller, which lets an
+    // unprivileged parent write them. Non-dumpable keeps the payload from ptracing the init or
+    // opening its /proc/<pid>/exe (runc CVE-2019-5736).
+    super::prctl(libc::PR_SET_DUMPABLE, 0).map_err(at(Step::NonDumpable))?;
+    // A new session without a controlling terminal: TIOCSTI cannot inject keystrokes.
+    super::setsid().map_err(at(Step::NewSession))?;
+    if let Some(name) = &plan.hostname {
+        super::sethostname(name).map_err(at(Step::Hostname))?;
+    }
+    if let Some(name) = &plan.domainname {
+        super::setdomainname(name).map_err(at(Step::Domainname))?;
+    }
+    if let Some(offsets) = &plan.time_offsets {
+        enter_time_namespace(offsets).map_err(at(Step::TimeNamespace))?;
+    }
+    for (i, op) in plan.mounts.iter().enumerate() {
+        match op {
+            MountOp::MakePrivate => {
+                super::mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None)
+                    .map_err(at(Step::MountPropagation))?;
+            }
+            MountOp::Proc { target } => {
+                let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+                super::mount(Some(c"proc"), target, Some(c"proc"), flags, None)
+                    .map_err(at_index(Step::MountProc, i))?;
+            }
+        }
+    }
+    if plan.loopback {
+        super::loopback_up().map_err(at(Step::Loopback))?;
+    }
+    if plan.use_init {
+        let payload = super::fork_raw().map_err(at(Step::ForkPayload))?;
+        if payload != 0 {
+            super::close(*control);
+            super::init::run(payload, status)
+        }
+    }
+    exec_payload(plan)
+}
+
+/// Moves stdio and passed descriptors to their numbers, moves the child's own channels out of
+/// their way, and closes every other inherited descriptor. Returns the status pipe (or -1).
+fn arrange_fds(plan: &mut Plan, control: &mut RawFd) -> Result<RawFd, Failure> {
+    let fds = &mut plan.fds;
+    let channels = &plan.channels;
+    for fd in channels.parent_ends {
+        if fd >= 0 {
+            super::close(fd);
+        }
+    }
+    let internal_failure = at_index(Step::Fds, u32::MAX as usize);
+    *control = super::dup_above(channels.control, fds.base).map_err(&internal_failure)?;
+    let status = if channels.status >= 0 {
+        super::dup_above(channels.status, fds.base).map_err(&internal_failure)?
+    } else {
+        -1
+    };
+    for (i, (&(src, _), slot)) in fds.moves.iter().zip(fds.scratch.iter_mut()).enumerate() {
+        *slot = super::dup_above(src, fds.base).map_err(at_index(Step::Fds, i))?;
+    }
+    for (i, (&(_, dst), &copy)) in fds.moves.iter().zip(fds.scratch.iter()).enumerate() {
+        super::dup_onto(copy, dst).map_err(at_index(Step::Fds, i))?;
+    }
+    // Keep 0-2, the targets and the two channels; close everything else.
+    let slots = fds.keep.len();
+    if let Some([a, b]) = fds.keep.get_mut(slots.saturating_sub(INTERNAL_SLOTS)..) {
+        *a = *control;
+        *b = status;
+    }
+    fds.keep.sort_unstable();
+    let mut next: i64 = 0;
+    for &fd in fds.keep.iter() {
+        let fd = fd as i64;
+        if fd < next {
+            continue;
+        }
+        if fd > next {
+            super::close_range(next as u32, (fd - 1) as u32);
+        }
+        next = fd + 1;
+    }
+    super::close_range(next as u32, u32::MAX);
+    Ok(status)
+}
+
+/// Blocks until the parent says "go". End of file means the parent died or gave up before
+/// releasing us: exit quietly, there is nobody to report to.
+fn wait_for_go(control: RawFd) {
+    let mut byte = [0u8; 1];
+    if !matches!(super::read(control, &mut byte), Ok(1)) {
+        super::exit(EXIT_ABANDONED);
+    }
+}
+
+/// `unshare(CLONE_NEWTIME)` and write the offsets: they apply to processes created (or exec'd)
+/// from now on, which is why the namespace is not requested at clone time.
+fn enter_time_namespace(offsets: &[u8]) -> SysResult<()> {
+    super::unshare(super::clone::flags::CLONE_NEWTIME as libc::c_int)?;
+    let fd = super::open(c"/proc/self/timens_offsets", libc::O_WRONLY)?;
+    let result = super::write_all(fd, offsets);
+    super::close(fd);
+    result
+}
+
+fn exec_payload(plan: &Plan) -> Result<Infallible, Failure> {
+    let creds = &plan.creds;
+    if let Some(groups) = &creds.groups {
+        super::setgroups(groups).map_err(at(Step::SetGroups))?;
+    }
+    if let Some(gid) = creds.gid {
+        super::setresgid(gid).map_err(at(Step::SetGid))?;
+    }
+    if let Some(uid) = creds.uid {
+        super::setresuid(uid).map_err(at(Step::SetUid))?;
+    }
+    // Changing credentials clears the parent-death signal: arm it again, then make sure the
+    // parent did not die in between (without an init, our parent is the embedding process).
+    super::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong).map_err(at(Step::DeathSignal))?;
+    if !plan.use_init && super::getppid() != plan.parent_pid {
+        super::exit(EXIT_ABANDONED);
+    }
+    if let Some(dir) = &plan.cwd {
+        super::chdir(dir).map_err(at(Step::Chdir))?;
+    }
+    super::set_sigmask(&super::sigset(false)).map_err(at(Step::Signals))?;
+
+    // Like execvp: try each candidate; remember EACCES but keep looking; stop on other errors.
+    let exec = &plan.exec;
+    let mut failure = Failure { step: Step::Exec, errno: Errno(libc::ENOENT), index: 0 };
+    for (i, path) in exec.candidates.iter().enumerate() {
+        let errno = super::execve(path, &exec.argv, &exec.envp);
+        match errno.0 {
+            libc::ENOENT | libc::ENOTDIR | libc::ESTALE | libc::ENODEV | libc::ETIMEDOUT => {}
+            libc::EACCES => failure = Failure { step: Step::Exec, errno, index: i as u32 },
+            _ => return Err(Failure { step: Step::Exec, errno, index: i as u32 }),
+        }
+    }
+    Err(failure)
+}

@@ -1,0 +1,299 @@
+//! The only module of stockade that contains `unsafe` code.
+//!
+//! Everything here is a thin wrapper over a Linux system call, written so that it can run in the
+//! child between `clone` and `execve`: no wrapper allocates, takes a lock, formats text or logs.
+//! Errors are a bare [`Errno`], which is `Copy` and allocation-free; the parent turns it into a
+//! typed [`crate::Error`] after the fact.
+//!
+//! Invariants every caller relies on:
+//! - a wrapper never panics (no indexing that can fail, no `unwrap`),
+//! - pointers handed to the kernel come from live Rust references or from arrays the parent
+//!   prepared and keeps alive for the whole spawn (see [`crate::plan::Plan`]),
+//! - `fork_raw`/`clone` never run `pthread_atfork` handlers (a raw system call), so the child
+//!   inherits no lock state it could block on.
+
+#![allow(unsafe_code)]
+
+pub(crate) mod child;
+pub(crate) mod clone;
+mod init;
+pub(crate) mod pidfd;
+
+use std::ffi::CStr;
+use std::os::fd::RawFd;
+
+use libc::{c_int, c_long, c_ulong};
+
+/// A raw `errno` value: cheap, `Copy`, and safe to produce after `clone`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Errno(pub i32);
+
+impl Errno {
+    /// The calling thread's current `errno`.
+    pub(crate) fn last() -> Errno {
+        // SAFETY: __errno_location returns a valid pointer to this thread's errno.
+        Errno(unsafe { *libc::__errno_location() })
+    }
+}
+
+impl From<Errno> for std::io::Error {
+    fn from(e: Errno) -> Self {
+        std::io::Error::from_raw_os_error(e.0)
+    }
+}
+
+pub(crate) type SysResult<T> = Result<T, Errno>;
+
+/// Converts a libc-style return value (`-1` + errno on failure) into a result.
+fn check(ret: c_long) -> SysResult<c_long> {
+    if ret == -1 { Err(Errno::last()) } else { Ok(ret) }
+}
+
+fn check_int(ret: c_int) -> SysResult<c_int> {
+    if ret == -1 { Err(Errno::last()) } else { Ok(ret) }
+}
+
+/// Retries a system call interrupted by a signal.
+fn retry<T>(mut f: impl FnMut() -> SysResult<T>) -> SysResult<T> {
+    loop {
+        match f() {
+            Err(Errno(libc::EINTR)) => continue,
+            other => return other,
+        }
+    }
+}
+
+pub(crate) fn close(fd: RawFd) {
+    // SAFETY: closing a descriptor number has no memory-safety effect; callers only close
+    // descriptors they own (in the child, every descriptor is the child's own copy).
+    unsafe { libc::close(fd) };
+}
+
+/// Closes `[first, last]`. Falls back to a loop over `/proc`-free `close` calls when
+/// `close_range` is missing (kernels before 5.9), bounded by `RLIMIT_NOFILE`.
+pub(crate) fn close_range(first: u32, last: u32) {
+    if first > last {
+        return;
+    }
+    // SAFETY: close_range only closes descriptors; no memory is passed to the kernel.
+    let ret = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0u32) };
+    if ret == 0 {
+        return;
+    }
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `lim` is a valid, writable rlimit.
+    let max = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        lim.rlim_cur.min(1 << 20) as u32
+    } else {
+        1024
+    };
+    let mut fd = first;
+    while fd <= last && fd < max {
+        close(fd as RawFd);
+        fd += 1;
+    }
+}
+
+/// `fcntl(fd, F_DUPFD_CLOEXEC, min)`: a close-on-exec copy of `fd` numbered at least `min`.
+pub(crate) fn dup_above(fd: RawFd, min: RawFd) -> SysResult<RawFd> {
+    // SAFETY: F_DUPFD_CLOEXEC takes an integer argument; no memory is involved.
+    check_int(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, min) })
+}
+
+/// `dup3(old, new, 0)`: `new` becomes a copy of `old` without close-on-exec.
+pub(crate) fn dup_onto(old: RawFd, new: RawFd) -> SysResult<()> {
+    if old == new {
+        // dup3 refuses old == new; clear close-on-exec instead.
+        // SAFETY: F_SETFD takes an integer argument.
+        return check_int(unsafe { libc::fcntl(old, libc::F_SETFD, 0) }).map(drop);
+    }
+    // SAFETY: dup3 takes two descriptor numbers and flags.
+    retry(|| check_int(unsafe { libc::dup3(old, new, 0) })).map(drop)
+}
+
+pub(crate) fn read(fd: RawFd, buf: &mut [u8]) -> SysResult<usize> {
+    // SAFETY: `buf` is a valid writable slice of `buf.len()` bytes.
+    retry(|| check(unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) } as c_long))
+        .map(|n| n as usize)
+}
+
+/// Writes all of `buf`, retrying on short writes and EINTR.
+pub(crate) fn write_all(fd: RawFd, mut buf: &[u8]) -> SysResult<()> {
+    while !buf.is_empty() {
+        // SAFETY: `buf` is a valid readable slice of `buf.len()` bytes.
+        let n = retry(|| check(unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) } as c_long))?;
+        if n == 0 {
+            return Err(Errno(libc::EIO));
+        }
+        buf = buf.get(n as usize..).unwrap_or(&[]);
+    }
+    Ok(())
+}
+
+pub(crate) fn open(path: &CStr, flags: c_int) -> SysResult<RawFd> {
+    // SAFETY: `path` is a valid NUL-terminated string; mode is only read with O_CREAT.
+    retry(|| check_int(unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC, 0o600) }))
+}
+
+/// A full signal set; `filled == false` gives an empty one.
+pub(crate) fn sigset(filled: bool) -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data; sigfillset/sigemptyset initialise it completely.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        if filled {
+            libc::sigfillset(&mut set);
+        } else {
+            libc::sigemptyset(&mut set);
+        }
+        set
+    }
+}
+
+/// Replaces the signal mask of the calling thread.
+pub(crate) fn set_sigmask(set: &libc::sigset_t) -> SysResult<()> {
+    // SAFETY: `set` is a valid sigset_t; the old mask is not requested.
+    let ret = unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, set, std::ptr::null_mut()) };
+    if ret == 0 { Ok(()) } else { Err(Errno(ret)) }
+}
+
+/// Resets every signal disposition to `SIG_DFL` (SIGKILL and SIGSTOP cannot change and are
+/// skipped). Ignored signals survive `execve`, and Rust's runtime ignores SIGPIPE, so without this
+/// the payload would inherit the embedding program's dispositions.
+pub(crate) fn reset_signal_dispositions() {
+    // SAFETY: sigaction is plain data and fully initialised by zeroed() + the fields we set.
+    let mut act: libc::sigaction = unsafe { std::mem::zeroed() };
+    act.sa_sigaction = libc::SIG_DFL;
+    for sig in 1..=libc::SIGRTMAX() {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: `act` is valid; the old action is not requested. Invalid numbers (reserved by
+        // the C library) fail with EINVAL, which is harmless.
+        unsafe { libc::sigaction(sig, &act, std::ptr::null_mut()) };
+    }
+}
+
+pub(crate) fn prctl(option: c_int, arg: c_ulong) -> SysResult<()> {
+    // SAFETY: the prctl options used here take integer arguments only.
+    check_int(unsafe { libc::prctl(option, arg, 0 as c_ulong, 0 as c_ulong, 0 as c_ulong) }).map(drop)
+}
+
+pub(crate) fn setsid() -> SysResult<()> {
+    // SAFETY: no arguments.
+    check_int(unsafe { libc::setsid() }).map(drop)
+}
+
+pub(crate) fn sethostname(name: &[u8]) -> SysResult<()> {
+    // SAFETY: `name` is a valid slice; the kernel copies `len` bytes.
+    check_int(unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) }).map(drop)
+}
+
+pub(crate) fn setdomainname(name: &[u8]) -> SysResult<()> {
+    // SAFETY: `name` is a valid slice; the kernel copies `len` bytes.
+    check_int(unsafe { libc::setdomainname(name.as_ptr().cast(), name.len()) }).map(drop)
+}
+
+pub(crate) fn mount(
+    source: Option<&CStr>,
+    target: &CStr,
+    fstype: Option<&CStr>,
+    flags: c_ulong,
+    data: Option<&CStr>,
+) -> SysResult<()> {
+    let p = |s: Option<&CStr>| s.map_or(std::ptr::null(), CStr::as_ptr);
+    // SAFETY: every pointer is either null or a valid NUL-terminated string.
+    check_int(unsafe { libc::mount(p(source), target.as_ptr(), p(fstype), flags, p(data).cast()) }).map(drop)
+}
+
+pub(crate) fn unshare(flags: c_int) -> SysResult<()> {
+    // SAFETY: integer flags only.
+    check_int(unsafe { libc::unshare(flags) }).map(drop)
+}
+
+pub(crate) fn setgroups(groups: &[libc::gid_t]) -> SysResult<()> {
+    // SAFETY: `groups` is a valid slice of gid_t. The raw system call is used because glibc's
+    // wrapper broadcasts the change to all threads with a signal, which needs locks.
+    check(unsafe { libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) }).map(drop)
+}
+
+pub(crate) fn setresgid(gid: libc::gid_t) -> SysResult<()> {
+    // SAFETY: integer arguments. Raw system call: glibc's wrapper synchronises all threads (setxid
+    // broadcast), which must not happen in a forked child.
+    check(unsafe { libc::syscall(libc::SYS_setresgid, gid, gid, gid) }).map(drop)
+}
+
+pub(crate) fn setresuid(uid: libc::uid_t) -> SysResult<()> {
+    // SAFETY: integer arguments. Raw system call for the same reason as setresgid.
+    check(unsafe { libc::syscall(libc::SYS_setresuid, uid, uid, uid) }).map(drop)
+}
+
+pub(crate) fn chdir(path: &CStr) -> SysResult<()> {
+    // SAFETY: `path` is a valid NUL-terminated string.
+    check_int(unsafe { libc::chdir(path.as_ptr()) }).map(drop)
+}
+
+/// `execve`; returns only on failure.
+pub(crate) fn execve(path: &CStr, argv: &[*const libc::c_char], envp: &[*const libc::c_char]) -> Errno {
+    // SAFETY: `argv` and `envp` are NULL-terminated arrays of pointers into CStrings the parent
+    // keeps alive (the child's copy of its memory); `path` is NUL-terminated.
+    unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+    Errno::last()
+}
+
+/// `fork` as a raw system call: no `pthread_atfork` handlers, no C-library locks.
+pub(crate) fn fork_raw() -> SysResult<libc::pid_t> {
+    // SAFETY: clone without CLONE_VM behaves like fork: the child gets a copy of the address
+    // space and continues from here; no stack or TLS argument is needed.
+    check(unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD as c_ulong, 0usize, 0usize, 0usize, 0usize) })
+        .map(|p| p as libc::pid_t)
+}
+
+pub(crate) fn getppid() -> libc::pid_t {
+    // SAFETY: no arguments.
+    unsafe { libc::getppid() }
+}
+
+pub(crate) fn kill(pid: libc::pid_t, sig: c_int) -> SysResult<()> {
+    // SAFETY: integer arguments.
+    check_int(unsafe { libc::kill(pid, sig) }).map(drop)
+}
+
+/// `waitpid(pid, WNOHANG)`: `Ok(None)` when no child changed state.
+pub(crate) fn waitpid_nohang(pid: libc::pid_t) -> SysResult<Option<(libc::pid_t, c_int)>> {
+    let mut status: c_int = 0;
+    // SAFETY: `status` is a valid writable int.
+    let ret = retry(|| check_int(unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) }))?;
+    Ok(if ret == 0 { None } else { Some((ret, status)) })
+}
+
+/// Waits for one of the signals in `set` (which must be blocked) and returns its number.
+pub(crate) fn sigwait(set: &libc::sigset_t) -> SysResult<c_int> {
+    // SAFETY: `set` is valid; siginfo is not requested.
+    retry(|| check_int(unsafe { libc::sigwaitinfo(set, std::ptr::null_mut()) }))
+}
+
+/// Ends the calling process at once, without running destructors or `atexit` handlers.
+pub(crate) fn exit(code: c_int) -> ! {
+    // SAFETY: _exit never returns and touches no user-space state.
+    unsafe { libc::_exit(code) }
+}
+
+/// Brings the loopback interface of the current network namespace up.
+pub(crate) fn loopback_up() -> SysResult<()> {
+    // SAFETY: socket() takes integers; the descriptor is closed below.
+    let sock = check_int(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: ifreq is plain data; an all-zero value is valid.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: `req` is a valid ifreq naming "lo"; SIOCGIFFLAGS fills ifru_flags.
+    let result = check_int(unsafe { libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut req) }).and_then(|_| {
+        // SAFETY: ifru_flags is the union member SIOCGIFFLAGS just filled.
+        unsafe { req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short };
+        // SAFETY: `req` is valid; SIOCSIFFLAGS reads the name and flags.
+        check_int(unsafe { libc::ioctl(sock, libc::SIOCSIFFLAGS, &req) })
+    });
+    close(sock);
+    result.map(drop)
+}
