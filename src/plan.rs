@@ -258,7 +258,7 @@ impl Plan {
             channels,
             hostname: config.hostname.clone(),
             domainname: config.domainname.clone(),
-            time_offsets: config.clock_offsets.map(|o| o.to_proc_text()),
+            time_offsets: config.time_offsets(),
             mounts: config.mount_ops(),
             loopback: config.loopback(),
             creds: Creds {

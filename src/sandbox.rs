@@ -325,6 +325,13 @@ impl Config {
         self.namespaces.contains(Namespaces::PID)
     }
 
+    /// With a time namespace: the text for its offsets file (zero offsets unless set).
+    pub(crate) fn time_offsets(&self) -> Option<Vec<u8>> {
+        self.namespaces
+            .contains(Namespaces::TIME)
+            .then(|| self.clock_offsets.unwrap_or_default().to_proc_text())
+    }
+
     pub(crate) fn loopback(&self) -> bool {
         self.namespaces.contains(Namespaces::NET)
     }

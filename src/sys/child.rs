@@ -7,7 +7,7 @@
 //! only memory written is the plan's own scratch arrays.
 //!
 //! Order: signals → parent-death signal → descriptors → wait for "go" (the parent writes id maps
-//! meanwhile) → non-dumpable → new session → hostname → time namespace → mounts → loopback →
+//! meanwhile) → time namespace → non-dumpable → new session → hostname → mounts → loopback →
 //! [fork under init] → credentials → parent-death signal again → cwd → unblock signals → exec.
 
 use std::convert::Infallible;
@@ -56,6 +56,10 @@ fn setup(plan: &mut Plan, control: &mut RawFd) -> Result<Infallible, Failure> {
     let status = arrange_fds(plan, control)?;
     wait_for_go(*control);
 
+    // Before becoming non-dumpable: /proc/self/timens_offsets must still belong to us.
+    if let Some(offsets) = &plan.time_offsets {
+        enter_time_namespace(offsets).map_err(at(Step::TimeNamespace))?;
+    }
     // Only now: while dumpable, /proc/<pid>/{uid,gid}_map belong to the caller, which lets an
     // unprivileged parent write them. Non-dumpable keeps the payload from ptracing the init or
     // opening its /proc/<pid>/exe (runc CVE-2019-5736).
@@ -67,9 +71,6 @@ fn setup(plan: &mut Plan, control: &mut RawFd) -> Result<Infallible, Failure> {
     }
     if let Some(name) = &plan.domainname {
         super::setdomainname(name).map_err(at(Step::Domainname))?;
-    }
-    if let Some(offsets) = &plan.time_offsets {
-        enter_time_namespace(offsets).map_err(at(Step::TimeNamespace))?;
     }
     for (i, op) in plan.mounts.iter().enumerate() {
         match op {

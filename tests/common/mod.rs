@@ -1,0 +1,137 @@
+//! Helpers shared by the integration tests. The suite runs twice (see `tests/run-all`): as root,
+//! and as uid 65534, where every sandbox adds a user namespace.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::time::Duration;
+
+use stockade::{Namespaces, Output, Sandbox, SandboxBuilder};
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// `ns`, plus a user namespace when the tests run unprivileged (other namespaces need one).
+pub fn ns(ns: Namespaces) -> Namespaces {
+    if is_root() || ns.is_empty() { ns } else { ns | Namespaces::USER }
+}
+
+/// A builder with `ns` (see [`ns`]).
+pub fn builder(namespaces: Namespaces) -> SandboxBuilder {
+    let mut b = Sandbox::builder();
+    b.namespaces(ns(namespaces));
+    b
+}
+
+pub fn sandbox(namespaces: Namespaces) -> Sandbox {
+    builder(namespaces).build().expect("build sandbox")
+}
+
+/// Runs `script` with `/bin/sh -c` and returns its output, failing on setup errors.
+pub fn sh(sandbox: &Sandbox, script: &str) -> Output {
+    sandbox.command("/bin/sh").args(["-c", script]).output().expect("run sh in sandbox")
+}
+
+/// Like [`sh`], and asserts success; returns stdout as a string.
+pub fn sh_ok(sandbox: &Sandbox, script: &str) -> String {
+    let out = sh(sandbox, script);
+    assert!(
+        out.status.success(),
+        "script {script:?} failed: {}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+/// Records that a test cannot run in this mode and why. The reason goes to stderr and, when the
+/// runner set `STOCKADE_SKIP_LOG`, to that file, which the runner prints at the end: a skip is
+/// never silent.
+pub fn skip(test: &str, reason: &str) {
+    let line = format!("SKIP {test} (uid {}): {reason}\n", nix::unistd::geteuid());
+    eprint!("{line}");
+    if let Ok(path) = std::env::var("STOCKADE_SKIP_LOG") {
+        if let Ok(mut f) = std::fs::OpenOptions::new().append(true).create(true).open(path) {
+            let _ = f.write_all(line.as_bytes());
+        }
+    }
+}
+
+/// Number of open descriptors of this process.
+pub fn fd_count() -> usize {
+    std::fs::read_dir("/proc/self/fd").expect("read /proc/self/fd").count() - 1
+}
+
+/// Pids of this process's children (over all threads).
+pub fn own_children() -> Vec<i32> {
+    children_of(std::process::id() as i32)
+}
+
+/// Pids of the children of `pid` (over all its threads).
+pub fn children_of(pid: i32) -> Vec<i32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
+    let mut out = Vec::new();
+    for task in tasks.flatten() {
+        if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
+            out.extend(text.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
+        }
+    }
+    out
+}
+
+/// `pid` and all its descendants.
+pub fn tree_of(pid: i32) -> Vec<i32> {
+    let mut all = vec![pid];
+    let mut i = 0;
+    while i < all.len() {
+        let kids = children_of(all[i]);
+        all.extend(kids);
+        i += 1;
+    }
+    all
+}
+
+/// A pidfd for `pid`, or `None` if it no longer exists.
+pub fn pidfd_open(pid: i32) -> Option<OwnedFd> {
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 { None } else { Some(unsafe { OwnedFd::from_raw_fd(fd as i32) }) }
+}
+
+/// Waits (on its pidfd, not by sleeping) until `pid` has exited; false if it is still alive
+/// after `timeout`.
+pub fn wait_gone(pid: i32, timeout: Duration) -> bool {
+    let Some(fd) = pidfd_open(pid) else { return true };
+    let mut fds = [nix::poll::PollFd::new(fd.as_fd(), nix::poll::PollFlags::POLLIN)];
+    let ms = nix::poll::PollTimeout::try_from(timeout.as_millis().min(i32::MAX as u128) as i32).unwrap();
+    matches!(nix::poll::poll(&mut fds, ms), Ok(n) if n > 0)
+}
+
+/// Reads lines from `reader` until one satisfies `pred`; returns it.
+pub fn read_until(reader: &mut impl BufRead, pred: impl Fn(&str) -> bool) -> String {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = reader.read_line(&mut line).expect("read line");
+        assert!(n > 0, "stream ended before the expected line");
+        if pred(line.trim_end()) {
+            return line.trim_end().to_owned();
+        }
+    }
+}
+
+pub fn buffered<R: std::io::Read>(r: R) -> BufReader<R> {
+    BufReader::new(r)
+}
+
+/// Whether `program` exists on the host (for tests that use a tool inside the sandbox).
+pub fn have(program: &str) -> bool {
+    std::path::Path::new(program).exists()
+}
+
+/// The namespace inode of `kind` (e.g. "net") of process `pid` ("self" allowed).
+pub fn ns_inode(pid: &str, kind: &str) -> String {
+    std::fs::read_link(format!("/proc/{pid}/ns/{kind}")).expect("read ns link").to_string_lossy().into_owned()
+}
