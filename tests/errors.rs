@@ -70,7 +70,8 @@ fn non_executable_program_is_an_exec_error_with_permission_denied() {
 fn nul_bytes_in_any_string_are_rejected_naming_the_setting() {
     let _serial = serial();
     let sandbox = sandbox(Namespaces::all());
-    let cases: [(&str, Box<dyn Fn() -> Result<stockade::Child, Error>>); 5] = [
+    type Attempt<'a> = Box<dyn Fn() -> Result<stockade::Child, Error> + 'a>;
+    let cases: [(&str, Attempt); 5] = [
         ("argument", Box::new(|| sandbox.command("/bin/echo").arg("a\0b").spawn())),
         ("program", Box::new(|| sandbox.command("/bin/ec\0ho").spawn())),
         ("environment variable", Box::new(|| sandbox.command("/bin/echo").env("K", "v\0").spawn())),

@@ -9,7 +9,7 @@ use std::os::linux::net::SocketAddrExt;
 use std::time::Duration;
 
 use common::*;
-use stockade::{ClockOffsets, Error, IdMap, Namespaces, Sandbox, Stdio};
+use stockade::{ClockOffsets, IdMap, Namespaces, Sandbox, Stdio};
 
 #[test]
 fn every_requested_namespace_is_new_and_the_others_are_shared() {
