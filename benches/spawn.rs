@@ -1,1 +1,52 @@
-fn main() {}
+//! Spawn → exit of `/bin/true`, side by side in one run (see ../shared/docs/benchmarks.md):
+//! `std::process::Command` as the baseline, stockade without namespaces (the engine's own
+//! overhead), and stockade with every namespace (the full isolation cost, including the kernel's
+//! namespace teardown on exit). Compare ratios, not absolute times.
+//!
+//! Run: `cargo bench --bench spawn` (as root; unprivileged runs add a user namespace to the
+//! namespaced cases, which is what an unprivileged caller pays).
+
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use stockade::{Namespaces, Sandbox, Stdio};
+
+fn sandbox(ns: Namespaces) -> Sandbox {
+    let ns = if nix::unistd::geteuid().is_root() || ns.is_empty() { ns } else { ns | Namespaces::USER };
+    Sandbox::builder().namespaces(ns).build().expect("build sandbox")
+}
+
+fn spawn(c: &mut Criterion) {
+    let mut group = c.benchmark_group("spawn_true");
+    group.sample_size(60).measurement_time(Duration::from_secs(8)).warm_up_time(Duration::from_secs(2));
+
+    group.bench_function("std_command", |b| {
+        b.iter(|| {
+            let status =
+                std::process::Command::new("/bin/true").stdin(std::process::Stdio::null()).status().unwrap();
+            assert!(status.success());
+        })
+    });
+
+    let cases = [
+        ("stockade_no_namespaces", Namespaces::empty()),
+        (
+            "stockade_user_pid_mount_uts_ipc",
+            Namespaces::USER | Namespaces::PID | Namespaces::MOUNT | Namespaces::UTS | Namespaces::IPC,
+        ),
+        ("stockade_all_namespaces", Namespaces::all()),
+    ];
+    for (name, ns) in cases {
+        let sandbox = sandbox(ns);
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let status = sandbox.command("/bin/true").stdin(Stdio::null()).status().unwrap();
+                assert!(status.success());
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, spawn);
+criterion_main!(benches);
