@@ -24,7 +24,7 @@
 //!
 //! ## How a spawn works
 //! Everything the new process needs (argv and environment arrays, id maps, descriptor moves) is
-//! prepared in the embedding process first ([`plan`]), so that after `clone3` the child only
+//! prepared in the embedding process first (a private `plan`), so that after `clone3` the child only
 //! makes raw system calls: it allocates nothing and takes no locks, which keeps spawning safe
 //! from multi-threaded programs. The child waits on a "go" message while the parent writes its
 //! id maps, then sets itself up and execs the payload; a setup failure comes back as
