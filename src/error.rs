@@ -53,6 +53,30 @@ pub enum Error {
         reason: String,
     },
 
+    /// A path given to the builder is unusable: relative where it must be absolute, containing
+    /// `..`, clashing with another mount, or of the wrong type.
+    #[error("{what} {path:?}: {reason}")]
+    InvalidPath {
+        /// Which setting, e.g. `"mount target"` or `"bind source"`.
+        what: &'static str,
+        /// The path, as given.
+        path: PathBuf,
+        /// Why it was refused.
+        reason: String,
+    },
+
+    /// A host path given to the builder cannot be used (missing, unreadable).
+    #[error("{what} {path:?}: {source}")]
+    PathAccess {
+        /// Which setting, e.g. `"bind source"` or `"root directory"`.
+        what: &'static str,
+        /// The path, as given.
+        path: PathBuf,
+        /// What the kernel said when it was looked up.
+        #[source]
+        source: io::Error,
+    },
+
     /// A uid or gid map is malformed (overlapping ranges, zero count, overflow, too many ranges)
     /// or does not map the id the payload should run as.
     #[error("invalid {kind} map {map}: {reason}")]
@@ -139,7 +163,7 @@ impl From<Error> for io::Error {
             Error::Exec { source, .. } | Error::Setup { source, .. } | Error::Spawn { source, .. } => {
                 source.kind()
             }
-            Error::Io { source, .. } => source.kind(),
+            Error::Io { source, .. } | Error::PathAccess { source, .. } => source.kind(),
             Error::NotPermitted { .. } => io::ErrorKind::PermissionDenied,
             _ => io::ErrorKind::InvalidInput,
         };
@@ -173,11 +197,22 @@ pub enum Stage {
     TimeNamespace,
     /// Making all mounts private so nothing propagates to the host.
     MountPropagation,
-    /// Mounting a fresh `/proc`.
-    MountProc {
-        /// Where proc was being mounted.
+    /// Making the root filesystem (before mounts are placed in it).
+    Root {
+        /// Which root, e.g. `"root directory /srv/rootfs"`.
+        what: String,
+    },
+    /// Placing one mount (or directory, file, symlink, mask) in the sandbox's filesystem.
+    Mount {
+        /// What was being mounted, e.g. `"bind of /usr"` or `"proc"`.
+        what: String,
+        /// Where, as the payload would see it.
         target: PathBuf,
     },
+    /// Switching to the new root (`pivot_root`, or `chroot` when asked) and detaching the old.
+    PivotRoot,
+    /// Locking the mounts by moving into a nested user and mount namespace.
+    LockMounts,
     /// Bringing up the loopback interface.
     Loopback,
     /// Starting the payload process under the sandbox's init.
@@ -213,7 +248,10 @@ impl fmt::Display for Stage {
             Stage::Domainname => f.write_str("set domain name"),
             Stage::TimeNamespace => f.write_str("enter time namespace and set clock offsets"),
             Stage::MountPropagation => f.write_str("make mounts private"),
-            Stage::MountProc { target } => write!(f, "mount proc at {}", target.display()),
+            Stage::Root { what } => write!(f, "make {what}"),
+            Stage::Mount { what, target } => write!(f, "mount {what} at {}", target.display()),
+            Stage::PivotRoot => f.write_str("switch to the new root"),
+            Stage::LockMounts => f.write_str("lock mounts in a nested user namespace"),
             Stage::Loopback => f.write_str("bring up loopback interface lo"),
             Stage::ForkPayload => f.write_str("start payload under init"),
             Stage::SetGroups => f.write_str("set supplementary groups"),

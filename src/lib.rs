@@ -43,6 +43,7 @@
 mod child;
 mod command;
 mod error;
+mod fs;
 mod namespaces;
 mod plan;
 mod sandbox;
@@ -53,6 +54,7 @@ mod userns;
 pub use child::{Child, ChildStderr, ChildStdin, ChildStdout, ExitStatus, Output};
 pub use command::{Command, Stdio};
 pub use error::{Error, Stage};
+pub use fs::{Mount, Root};
 pub use namespaces::{ClockOffsets, Namespaces};
 pub use sandbox::{Sandbox, SandboxBuilder};
 pub use userns::IdMap;

@@ -11,6 +11,7 @@ use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use crate::fs::plan::FsPlan;
 use crate::sandbox::Config;
 use crate::{Error, Stage};
 
@@ -28,7 +29,10 @@ pub(crate) enum Step {
     Domainname,
     TimeNamespace,
     MountPropagation,
-    MountProc,
+    Root,
+    Mount,
+    PivotRoot,
+    LockMounts,
     Loopback,
     ForkPayload,
     SetGroups,
@@ -39,7 +43,7 @@ pub(crate) enum Step {
 }
 
 impl Step {
-    const ALL: [Step; 17] = [
+    const ALL: [Step; 20] = [
         Step::Signals,
         Step::DeathSignal,
         Step::Fds,
@@ -49,7 +53,10 @@ impl Step {
         Step::Domainname,
         Step::TimeNamespace,
         Step::MountPropagation,
-        Step::MountProc,
+        Step::Root,
+        Step::Mount,
+        Step::PivotRoot,
+        Step::LockMounts,
         Step::Loopback,
         Step::ForkPayload,
         Step::SetGroups,
@@ -75,14 +82,6 @@ pub(crate) fn encode_failure(step: Step, errno: i32, index: u32) -> [u8; FAILURE
         chunk.copy_from_slice(&part.to_ne_bytes());
     }
     rec
-}
-
-/// Mount operations of the child, in order.
-pub(crate) enum MountOp {
-    /// `mount("", "/", MS_REC | MS_PRIVATE)`: nothing propagates to or from the host.
-    MakePrivate,
-    /// A fresh proc filesystem at `target`.
-    Proc { target: CString },
 }
 
 /// Where stdio and passed descriptors go.
@@ -132,7 +131,7 @@ pub(crate) struct Plan {
     pub(crate) domainname: Option<Vec<u8>>,
     /// Text for `/proc/self/timens_offsets`, when a time namespace is wanted.
     pub(crate) time_offsets: Option<Vec<u8>>,
-    pub(crate) mounts: Vec<MountOp>,
+    pub(crate) fs: FsPlan,
     pub(crate) loopback: bool,
     pub(crate) creds: Creds,
     pub(crate) cwd: Option<CString>,
@@ -259,7 +258,7 @@ impl Plan {
             hostname: config.hostname.clone(),
             domainname: config.domainname.clone(),
             time_offsets: config.time_offsets(),
-            mounts: config.mount_ops(),
+            fs: config.fs_plan()?,
             loopback: config.loopback(),
             creds: Creds {
                 groups: config.groups.clone(),
@@ -293,12 +292,7 @@ impl Plan {
             Step::Domainname => Stage::Domainname,
             Step::TimeNamespace => Stage::TimeNamespace,
             Step::MountPropagation => Stage::MountPropagation,
-            Step::MountProc => Stage::MountProc {
-                target: match self.mounts.get(index) {
-                    Some(MountOp::Proc { target }) => path_of(target),
-                    _ => PathBuf::from("/proc"),
-                },
-            },
+            Step::Root | Step::Mount | Step::PivotRoot | Step::LockMounts => self.fs.stage(step, index),
             Step::Loopback => Stage::Loopback,
             Step::ForkPayload => Stage::ForkPayload,
             Step::SetGroups => Stage::SetGroups,

@@ -7,9 +7,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::plan::MountOp;
+use crate::fs::plan::{FsConfig, FsPlan};
 use crate::userns::{self, IdKind, IdMap, Writer};
-use crate::{ClockOffsets, Command, Error, Namespaces};
+use crate::{ClockOffsets, Command, Error, Mount, Namespaces, Root};
 
 /// Longest hostname / domain name the kernel accepts (`__NEW_UTS_LEN`).
 const MAX_UTS_NAME: usize = 64;
@@ -43,6 +43,11 @@ pub struct SandboxBuilder {
     domainname: Option<OsString>,
     clock_offsets: Option<ClockOffsets>,
     id_map_helpers: Option<(PathBuf, PathBuf)>,
+    root: Option<Root>,
+    mounts: Vec<Mount>,
+    keep_unmasked: bool,
+    chroot: bool,
+    root_size: Option<u64>,
 }
 
 impl SandboxBuilder {
@@ -110,6 +115,46 @@ impl SandboxBuilder {
         newgidmap: impl Into<PathBuf>,
     ) -> &mut Self {
         self.id_map_helpers = Some((newuidmap.into(), newgidmap.into()));
+        self
+    }
+
+    /// The payload's root filesystem (default: the host's, unchanged). Needs
+    /// [`Namespaces::MOUNT`]. With a root, the payload also gets a minimal `/dev` and (with a
+    /// pid namespace) a fresh `/proc`, unless a [`mount`](Self::mount) claims those paths, and
+    /// starts in `/` unless [`Command::current_dir`] says otherwise.
+    pub fn root(&mut self, root: Root) -> &mut Self {
+        self.root = Some(root);
+        self
+    }
+
+    /// Adds a mount, directory, file or symlink to the payload's filesystem; applied in the
+    /// order added, after the root and the default `/proc` and `/dev`. Needs
+    /// [`Namespaces::MOUNT`].
+    pub fn mount(&mut self, mount: Mount) -> &mut Self {
+        self.mounts.push(mount);
+        self
+    }
+
+    /// Limits the writable tmpfs of [`Root::tmpfs`] or of an ephemeral [`Root::overlay`] upper
+    /// layer to `bytes`, so a payload cannot fill memory through it.
+    pub fn root_size(&mut self, bytes: u64) -> &mut Self {
+        self.root_size = Some(bytes);
+        self
+    }
+
+    /// Turns off the default masking of sensitive `/proc` and `/sys` paths (`/proc/kcore`,
+    /// `/proc/keys`, `/sys/firmware`, ...) and the read-only `/proc/sys`, `/proc/sysrq-trigger`
+    /// and friends. They are on by default whenever the sandbox has a mount namespace.
+    pub fn unmask_proc_and_sys(&mut self) -> &mut Self {
+        self.keep_unmasked = true;
+        self
+    }
+
+    /// Switches root with `chroot` instead of `pivot_root`, for hosts where `pivot_root`
+    /// cannot work (a root on initramfs). Weaker: the old root stays in the mount namespace,
+    /// reachable to a payload that can `chroot` itself. Never chosen automatically.
+    pub fn use_chroot(&mut self) -> &mut Self {
+        self.chroot = true;
         self
     }
 
@@ -188,6 +233,15 @@ impl SandboxBuilder {
             }
         }
 
+        let fs = FsConfig::new(
+            self.root.clone(),
+            self.mounts.clone(),
+            !self.keep_unmasked,
+            self.chroot,
+            self.root_size,
+            ns,
+        )?;
+
         // In a user namespace whose setgroups is allowed, drop the caller's supplementary groups
         // unless told otherwise: they would show up as "nogroup" and still grant host access.
         let groups = match (&self.groups, &user_ns) {
@@ -205,6 +259,7 @@ impl SandboxBuilder {
                 domainname,
                 clock_offsets: self.clock_offsets,
                 user_ns,
+                fs,
             }),
         })
     }
@@ -307,6 +362,7 @@ pub(crate) struct Config {
     pub(crate) domainname: Option<Vec<u8>>,
     pub(crate) clock_offsets: Option<ClockOffsets>,
     pub(crate) user_ns: Option<UserNamespace>,
+    pub(crate) fs: FsConfig,
 }
 
 /// A validated user namespace setup.
@@ -336,14 +392,16 @@ impl Config {
         self.namespaces.contains(Namespaces::NET)
     }
 
-    pub(crate) fn mount_ops(&self) -> Vec<MountOp> {
-        let mut ops = Vec::new();
-        if self.namespaces.contains(Namespaces::MOUNT) {
-            ops.push(MountOp::MakePrivate);
-            if self.namespaces.contains(Namespaces::PID) {
-                ops.push(MountOp::Proc { target: c"/proc".to_owned() });
-            }
-        }
-        ops
+    /// The filesystem plan of one spawn. With a user namespace, the mounts are locked at the
+    /// end by a nested user namespace whose maps are the identity over the outer one's ids.
+    pub(crate) fn fs_plan(&self) -> Result<FsPlan, Error> {
+        let identity = |map: &[IdMap]| -> Vec<u8> {
+            map.iter()
+                .map(|r| format!("{} {} {}\n", r.inside, r.inside, r.count))
+                .collect::<String>()
+                .into_bytes()
+        };
+        let lock_maps = self.user_ns.as_ref().map(|u| (identity(&u.uid_map), identity(&u.gid_map)));
+        self.fs.plan(self.namespaces, lock_maps)
     }
 }

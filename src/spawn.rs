@@ -93,19 +93,18 @@ pub(crate) fn spawn(
         e
     };
     if let Some(user_ns) = &config.user_ns {
-        userns::write_maps(
-            pid,
-            pidfd.as_fd(),
+        // /proc/<pid>, proven through the pidfd to be our child: maps are written through it.
+        let dir = userns::ProcDir::open(pid, pidfd.as_fd()).map_err(abort)?;
+        dir.write_maps(
             (&user_ns.uid_map, &user_ns.uid_writer),
             (&user_ns.gid_map, &user_ns.gid_writer),
             user_ns.deny_setgroups,
         )
         .map_err(abort)?;
     }
-    // MSG_NOSIGNAL: if the child died, this must not raise SIGPIPE in the embedding program.
-    nix::sys::socket::send(control.as_raw_fd(), b"g", MsgFlags::MSG_NOSIGNAL)
-        .map_err(|e| abort(Error::spawn("release sandbox (send go)", e)))?;
+    release(&control).map_err(abort)?;
 
+    // End of file: the close-on-exec socket closed in execve. Otherwise a failure record.
     let mut record = [0u8; FAILURE_LEN];
     let n = loop {
         match nix::unistd::read(&control, &mut record) {
@@ -126,4 +125,12 @@ pub(crate) fn spawn(
         ))),
         Err(e) => Err(abort(Error::spawn("read setup result", e))),
     }
+}
+
+/// Lets the waiting child continue. MSG_NOSIGNAL: if the child died, this must not raise SIGPIPE
+/// in the embedding program.
+fn release(control: &OwnedFd) -> Result<(), Error> {
+    nix::sys::socket::send(control.as_raw_fd(), b"g", MsgFlags::MSG_NOSIGNAL)
+        .map(drop)
+        .map_err(|e| Error::spawn("release sandbox (send go)", e))
 }

@@ -151,48 +151,58 @@ pub(crate) fn writer_for(kind: IdKind, map: &[IdMap], helper: Option<&Path>) -> 
     }
 }
 
-/// Writes the maps of the child `pid` (alive and waiting for "go"). `deny_setgroups` must be
-/// true when the gid map is written directly without `CAP_SETGID`.
-pub(crate) fn write_maps(
+/// The `/proc/<pid>` directory of a spawned child, opened once and proven (through its pidfd) to
+/// belong to that child: from then on it cannot refer to a recycled pid.
+pub(crate) struct ProcDir {
+    dir: File,
+    path: String,
     pid: libc::pid_t,
-    pidfd: BorrowedFd<'_>,
-    uid: (&[IdMap], &Writer),
-    gid: (&[IdMap], &Writer),
-    deny_setgroups: bool,
-) -> Result<(), Error> {
-    // Open /proc/<pid> first, then prove through the pidfd that the process is still ours:
-    // from then on the directory cannot refer to a recycled pid.
-    let dir = format!("/proc/{pid}");
-    let proc_dir = File::open(&dir).map_err(|e| Error::spawn(format!("open {dir}"), e))?;
-    pidfd::send_signal(pidfd, 0).map_err(|e| Error::spawn(format!("signal 0 to {dir}"), e))?;
-
-    if deny_setgroups {
-        write_proc(&proc_dir, &dir, "setgroups", b"deny")?;
-    }
-    for (kind, (map, writer)) in [(IdKind::Uid, uid), (IdKind::Gid, gid)] {
-        match writer {
-            Writer::Direct => {
-                let text: String =
-                    map.iter().map(|r| format!("{} {} {}\n", r.inside, r.outside, r.count)).collect();
-                write_proc(&proc_dir, &dir, kind.proc_file(), text.as_bytes())?;
-            }
-            Writer::Helper(helper) => run_helper(kind, helper, pid, map)?,
-        }
-    }
-    Ok(())
 }
 
-fn write_proc(proc_dir: &File, dir: &str, name: &str, data: &[u8]) -> Result<(), Error> {
-    let op = || format!("write {data:?} to {dir}/{name}", data = String::from_utf8_lossy(data).trim_end());
-    let mut file = nix::fcntl::openat(
-        proc_dir.as_fd(),
-        name,
-        nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )
-    .map(File::from)
-    .map_err(|e| Error::spawn(op(), e))?;
-    file.write_all(data).map_err(|e| Error::spawn(op(), e))
+impl ProcDir {
+    pub(crate) fn open(pid: libc::pid_t, pidfd: BorrowedFd<'_>) -> Result<ProcDir, Error> {
+        let path = format!("/proc/{pid}");
+        let dir = File::open(&path).map_err(|e| Error::spawn(format!("open {path}"), e))?;
+        pidfd::send_signal(pidfd, 0).map_err(|e| Error::spawn(format!("signal 0 to {path}"), e))?;
+        Ok(ProcDir { dir, path, pid })
+    }
+
+    /// Writes the maps of the child's (outer) user namespace. `deny_setgroups` must be true
+    /// when the gid map is written directly without `CAP_SETGID`.
+    pub(crate) fn write_maps(
+        &self,
+        uid: (&[IdMap], &Writer),
+        gid: (&[IdMap], &Writer),
+        deny_setgroups: bool,
+    ) -> Result<(), Error> {
+        if deny_setgroups {
+            self.write("setgroups", b"deny")?;
+        }
+        for (kind, (map, writer)) in [(IdKind::Uid, uid), (IdKind::Gid, gid)] {
+            match writer {
+                Writer::Direct => {
+                    let text: String =
+                        map.iter().map(|r| format!("{} {} {}\n", r.inside, r.outside, r.count)).collect();
+                    self.write(kind.proc_file(), text.as_bytes())?;
+                }
+                Writer::Helper(helper) => run_helper(kind, helper, self.pid, map)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn write(&self, name: &str, data: &[u8]) -> Result<(), Error> {
+        let op = || format!("write {:?} to {}/{name}", String::from_utf8_lossy(data).trim_end(), self.path);
+        let mut file = nix::fcntl::openat(
+            self.dir.as_fd(),
+            name,
+            nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map(File::from)
+        .map_err(|e| Error::spawn(op(), e))?;
+        file.write_all(data).map_err(|e| Error::spawn(op(), e))
+    }
 }
 
 fn run_helper(kind: IdKind, helper: &Path, pid: libc::pid_t, map: &[IdMap]) -> Result<(), Error> {

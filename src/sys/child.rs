@@ -7,14 +7,16 @@
 //! only memory written is the plan's own scratch arrays.
 //!
 //! Order: signals → parent-death signal → descriptors → wait for "go" (the parent writes id maps
-//! meanwhile) → time namespace → non-dumpable → new session → hostname → mounts → loopback →
-//! [fork under init] → credentials → parent-death signal again → cwd → unblock signals → exec.
+//! meanwhile) → time namespace → new session → hostname → loopback → filesystem up to the root
+//! switch ([`super::mount`]) → [fork: the init stays behind, non-dumpable] → mount lock in a
+//! nested user namespace → credentials → parent-death signal again → cwd → unblock signals →
+//! exec.
 
 use std::convert::Infallible;
 use std::os::fd::RawFd;
 
 use super::{Errno, SysResult};
-use crate::plan::{FAILURE_LEN, INTERNAL_SLOTS, MountOp, Plan, Step, encode_failure};
+use crate::plan::{FAILURE_LEN, INTERNAL_SLOTS, Plan, Step, encode_failure};
 
 /// Exit code of a child that reported a setup failure.
 pub(crate) const EXIT_SETUP_FAILED: i32 = 127;
@@ -22,17 +24,17 @@ pub(crate) const EXIT_SETUP_FAILED: i32 = 127;
 const EXIT_ABANDONED: i32 = 126;
 
 /// A failed step, on its way to the parent.
-struct Failure {
+pub(super) struct Failure {
     step: Step,
     errno: Errno,
     index: u32,
 }
 
-fn at(step: Step) -> impl Fn(Errno) -> Failure {
+pub(super) fn at(step: Step) -> impl Fn(Errno) -> Failure {
     move |errno| Failure { step, errno, index: 0 }
 }
 
-fn at_index(step: Step, index: usize) -> impl Fn(Errno) -> Failure {
+pub(super) fn at_index(step: Step, index: usize) -> impl Fn(Errno) -> Failure {
     move |errno| Failure { step, errno, index: index as u32 }
 }
 
@@ -56,14 +58,11 @@ fn setup(plan: &mut Plan, control: &mut RawFd) -> Result<Infallible, Failure> {
     let status = arrange_fds(plan, control)?;
     wait_for_go(*control);
 
-    // Before becoming non-dumpable: /proc/self/timens_offsets must still belong to us.
+    // /proc/self/timens_offsets is ours to write only while we are dumpable (an unprivileged
+    // caller's child cannot write it once it turns root-owned): before the init drops that.
     if let Some(offsets) = &plan.time_offsets {
         enter_time_namespace(offsets).map_err(at(Step::TimeNamespace))?;
     }
-    // Only now: while dumpable, /proc/<pid>/{uid,gid}_map belong to the caller, which lets an
-    // unprivileged parent write them. Non-dumpable keeps the payload from ptracing the init or
-    // opening its /proc/<pid>/exe (runc CVE-2019-5736).
-    super::prctl(libc::PR_SET_DUMPABLE, 0).map_err(at(Step::NonDumpable))?;
     // A new session without a controlling terminal: TIOCSTI cannot inject keystrokes.
     super::setsid().map_err(at(Step::NewSession))?;
     if let Some(name) = &plan.hostname {
@@ -72,28 +71,50 @@ fn setup(plan: &mut Plan, control: &mut RawFd) -> Result<Infallible, Failure> {
     if let Some(name) = &plan.domainname {
         super::setdomainname(name).map_err(at(Step::Domainname))?;
     }
-    for (i, op) in plan.mounts.iter().enumerate() {
-        match op {
-            MountOp::MakePrivate => {
-                super::mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None)
-                    .map_err(at(Step::MountPropagation))?;
-            }
-            MountOp::Proc { target } => {
-                let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-                super::mount(Some(c"proc"), target, Some(c"proc"), flags, None)
-                    .map_err(at_index(Step::MountProc, i))?;
-            }
-        }
-    }
     if plan.loopback {
         super::loopback_up().map_err(at(Step::Loopback))?;
+        if plan.fs.lock_maps.is_some() {
+            // The payload ends up in a nested user namespace without privileges over this
+            // network namespace: let it bind low ports like root could (as Docker does).
+            write_file(c"/proc/sys/net/ipv4/ip_unprivileged_port_start", b"0").map_err(at(Step::Loopback))?;
+        }
     }
+    let built = super::mount::build(&plan.fs, plan.use_init)?;
+    let lock_maps = plan.fs.lock_maps.as_ref().map(|(u, g)| (u.as_slice(), g.as_slice()));
+    let lock = match lock_maps {
+        Some(_) => Some(super::mount::lock_sync()?),
+        None => None,
+    };
     if plan.use_init {
         let payload = super::fork_raw().map_err(at(Step::ForkPayload))?;
         if payload != 0 {
+            // The init stays in the outer user namespace and writes the payload's nested maps.
+            if let (Some(sync), Some(maps)) = (&lock, lock_maps) {
+                super::mount::write_side(sync, super::mount::pid_dir(built.proc, payload), maps);
+            }
+            super::close(built.proc);
             super::close(*control);
+            // Non-dumpable: the payload can neither ptrace the init nor open its
+            // /proc/<pid>/exe (runc CVE-2019-5736).
+            let _ = super::prctl(libc::PR_SET_DUMPABLE, 0);
             super::init::run(payload, status)
         }
+        super::mount::enter(&built, lock.as_ref())?;
+    } else if let (Some(sync), Some(maps)) = (&lock, lock_maps) {
+        // No init: a short-lived helper stays behind to write our nested maps.
+        let helper = super::fork_raw().map_err(at(Step::LockMounts))?;
+        if helper == 0 {
+            super::mount::write_side(sync, Ok(built.proc), maps);
+            super::exit(0);
+        }
+        let entered = super::mount::enter(&built, Some(sync));
+        let _ = super::waitpid(helper);
+        entered?;
+    } else {
+        super::mount::enter(&built, None)?;
+    }
+    if built.proc >= 0 {
+        super::close(built.proc);
     }
     exec_payload(plan)
 }
@@ -156,8 +177,12 @@ fn wait_for_go(control: RawFd) {
 /// from now on, which is why the namespace is not requested at clone time.
 fn enter_time_namespace(offsets: &[u8]) -> SysResult<()> {
     super::unshare(super::clone::flags::CLONE_NEWTIME as libc::c_int)?;
-    let fd = super::open(c"/proc/self/timens_offsets", libc::O_WRONLY)?;
-    let result = super::write_all(fd, offsets);
+    write_file(c"/proc/self/timens_offsets", offsets)
+}
+
+fn write_file(path: &std::ffi::CStr, data: &[u8]) -> SysResult<()> {
+    let fd = super::open(path, libc::O_WRONLY)?;
+    let result = super::write_all(fd, data);
     super::close(fd);
     result
 }
@@ -174,7 +199,8 @@ fn exec_payload(plan: &Plan) -> Result<Infallible, Failure> {
         super::setresuid(uid).map_err(at(Step::SetUid))?;
     }
     // Changing credentials clears the parent-death signal: arm it again, then make sure the
-    // parent did not die in between (without an init, our parent is the embedding process).
+    // parent did not die in between (without an init, our parent is the embedding process;
+    // with one, the init, whose own death takes the namespace down).
     super::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong).map_err(at(Step::DeathSignal))?;
     if !plan.use_init && super::getppid() != plan.parent_pid {
         super::exit(EXIT_ABANDONED);

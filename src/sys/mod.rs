@@ -17,6 +17,7 @@
 pub(crate) mod child;
 pub(crate) mod clone;
 mod init;
+mod mount;
 pub(crate) mod pidfd;
 
 use std::ffi::CStr;
@@ -264,6 +265,22 @@ pub(crate) fn waitpid_nohang(pid: libc::pid_t) -> SysResult<Option<(libc::pid_t,
     // SAFETY: `status` is a valid writable int.
     let ret = retry(|| check_int(unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) }))?;
     Ok(if ret == 0 { None } else { Some((ret, status)) })
+}
+
+/// `waitpid(pid, 0)`: blocks until the child `pid` exits; returns its wait status.
+pub(crate) fn waitpid(pid: libc::pid_t) -> SysResult<c_int> {
+    let mut status: c_int = 0;
+    // SAFETY: `status` is a valid writable int.
+    retry(|| check_int(unsafe { libc::waitpid(pid, &mut status, 0) }))?;
+    Ok(status)
+}
+
+/// A close-on-exec pipe: (read end, write end).
+pub(crate) fn pipe() -> SysResult<(RawFd, RawFd)> {
+    let mut fds = [-1 as c_int; 2];
+    // SAFETY: `fds` is a valid array of two ints.
+    check_int(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    Ok((fds[0], fds[1]))
 }
 
 /// Waits for one of the signals in `set` (which must be blocked) and returns its number.

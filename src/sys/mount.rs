@@ -1,0 +1,627 @@
+//! Building the sandbox's filesystem in the child, with the fd-based mount API (`fsopen`,
+//! `fsmount`, `open_tree`, `move_mount`, `mount_setattr`) and `openat2` resolution inside the
+//! new root. Same rules as the rest of the child: no allocation, no locks.
+//!
+//! Order: propagation private → root attached on top of `/` → operations in plan order →
+//! root read-only (tmpfs roots) → `pivot_root` ([`build`]); then, in the process that will exec
+//! the payload, a nested user + mount namespace that locks every mount (user namespaces only)
+//! and a chroot if one was asked for ([`enter`]).
+
+use std::ffi::CStr;
+use std::os::fd::RawFd;
+
+use super::child::{Failure, at, at_index};
+use super::{Errno, SysResult, check, check_int, close, retry};
+use crate::fs::plan::{Create, FsOp, FsPlan, RootOp, Target, attr};
+use crate::plan::Step;
+
+const FSOPEN_CLOEXEC: u32 = 1;
+const FSCONFIG_SET_FLAG: u32 = 0;
+const FSCONFIG_SET_STRING: u32 = 1;
+const FSCONFIG_CMD_CREATE: u32 = 6;
+const FSMOUNT_CLOEXEC: u32 = 1;
+const OPEN_TREE_CLONE: u32 = 1;
+const OPEN_TREE_CLOEXEC: u32 = libc::O_CLOEXEC as u32;
+const AT_RECURSIVE: u32 = 0x8000;
+const AT_EMPTY_PATH: u32 = libc::AT_EMPTY_PATH as u32;
+const MOVE_MOUNT_F_EMPTY_PATH: u32 = 0x4;
+const MOVE_MOUNT_T_EMPTY_PATH: u32 = 0x40;
+const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+const RESOLVE_IN_ROOT: u64 = 0x10;
+
+/// What [`build`] leaves for [`enter`].
+pub(super) struct Built {
+    /// A procfs directory for the nested namespace's maps (-1 without a lock): our own
+    /// `/proc/<pid>` (no pid namespace), or the root of a private proc instance of the sandbox's
+    /// pid namespace, where the payload will be `<pid>`.
+    pub(super) proc: RawFd,
+    switched: bool,
+    chroot: bool,
+}
+
+/// Builds the filesystem described by `fs` and switches to the new root (with `pivot_root`;
+/// a chroot is left to [`enter`]). `pid_ns`: the payload will be forked into a pid namespace
+/// after this.
+pub(super) fn build(fs: &FsPlan, pid_ns: bool) -> Result<Built, Failure> {
+    // Created files and directories get exactly the modes the plan says.
+    // SAFETY: umask only swaps an integer.
+    let old_umask = unsafe { libc::umask(0) };
+    let result = build_tree(fs, pid_ns);
+    // SAFETY: as above; the payload inherits the embedding program's umask, as with std.
+    unsafe { libc::umask(old_umask) };
+    result
+}
+
+/// Finishes in the process that will exec the payload: locks the mounts (after the writer of
+/// the nested maps, see [`lock_sync`], was set up) and completes a chroot.
+pub(super) fn enter(built: &Built, lock: Option<&LockSync>) -> Result<(), Failure> {
+    if let Some(sync) = lock {
+        move_side(sync).map_err(at(Step::LockMounts))?;
+    }
+    if built.switched {
+        if built.chroot {
+            // After the lock: a chrooted process cannot create a user namespace.
+            chroot(c".").map_err(at(Step::PivotRoot))?;
+        }
+        super::chdir(c"/").map_err(at(Step::PivotRoot))?;
+    }
+    Ok(())
+}
+
+fn build_tree(fs: &FsPlan, pid_ns: bool) -> Result<Built, Failure> {
+    if !fs.mount_ns {
+        return Ok(Built { proc: -1, switched: false, chroot: false });
+    }
+    super::mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None)
+        .map_err(at(Step::MountPropagation))?;
+    let proc = match (&fs.lock_maps, pid_ns) {
+        (None, _) => -1,
+        (Some(_), false) => {
+            super::open(c"/proc/self", libc::O_PATH | libc::O_DIRECTORY).map_err(at(Step::LockMounts))?
+        }
+        (Some(_), true) => {
+            new_fs(c"proc", &[], attr::NOSUID | attr::NODEV | attr::NOEXEC).map_err(at(Step::LockMounts))?
+        }
+    };
+    let root = attach_root(&fs.root).map_err(at(Step::Root))?;
+    let staging = if fs.staging {
+        new_fs(c"tmpfs", &[(c"mode", Some(c"700"))], 0).map_err(at(Step::Root))?
+    } else {
+        -1
+    };
+    for (i, op) in fs.ops.iter().enumerate() {
+        apply(root, staging, op).map_err(at_index(Step::Mount, i))?;
+    }
+    if staging >= 0 {
+        close(staging);
+    }
+    if fs.root_readonly {
+        set_attrs(root, attr::RDONLY, false).map_err(at(Step::Root))?;
+    }
+    let switched = !matches!(fs.root, RootOp::Host);
+    if switched {
+        fchdir(root).map_err(at(Step::PivotRoot))?;
+        if !fs.chroot {
+            // Stacked on the old root: "." is the new root, the old one sits beneath it.
+            pivot_root(c".", c".").map_err(at(Step::PivotRoot))?;
+            umount2(c".", libc::MNT_DETACH).map_err(at(Step::PivotRoot))?;
+        }
+    }
+    close(root);
+    Ok(Built { proc, switched, chroot: fs.chroot })
+}
+
+/// Makes the new root and attaches it on top of `/`; returns a descriptor of it.
+fn attach_root(root: &RootOp) -> SysResult<RawFd> {
+    let mnt = match root {
+        RootOp::Host => return super::open(c"/", libc::O_PATH | libc::O_DIRECTORY),
+        RootOp::Tmpfs { options } => {
+            let fs = fsopen(c"tmpfs")?;
+            for (key, value) in options {
+                fsconfig(fs, key, value.as_deref())?;
+            }
+            finish_fs(fs, attr::NOSUID | attr::NODEV)?
+        }
+        RootOp::Bind { source, writable } => {
+            let m = open_tree(libc::AT_FDCWD, source, true)?;
+            let ro = if *writable { 0 } else { attr::RDONLY };
+            set_attrs(m, ro | attr::NODEV, true)?;
+            m
+        }
+        RootOp::HostReadonly => {
+            let m = open_tree(libc::AT_FDCWD, c"/", true)?;
+            set_attrs(m, attr::RDONLY | attr::NODEV, true)?;
+            m
+        }
+        RootOp::Overlay { lowers, upper, tmpfs_size, userxattr } => {
+            let fs = fsopen(c"overlay")?;
+            if *userxattr {
+                fsconfig(fs, c"userxattr", None)?;
+            }
+            for lower in lowers {
+                fsconfig(fs, c"lowerdir+", Some(lower))?;
+            }
+            let scratch = match upper {
+                Some((upper, work)) => {
+                    fsconfig(fs, c"upperdir", Some(upper))?;
+                    fsconfig(fs, c"workdir", Some(work))?;
+                    -1
+                }
+                None => {
+                    // A detached tmpfs holds the throw-away upper and work directories; overlayfs
+                    // is given them as /proc/self/fd/N/... paths.
+                    let t =
+                        new_fs(c"tmpfs", &[(c"mode", Some(c"755")), (c"size", tmpfs_size.as_deref())], 0)?;
+                    for dir in [c"upper", c"work"] {
+                        mkdirat(t, dir, 0o755)?;
+                    }
+                    let mut buf = [0u8; 64];
+                    fsconfig(fs, c"upperdir", Some(fd_path(&mut buf, t, b"upper")?))?;
+                    fsconfig(fs, c"workdir", Some(fd_path(&mut buf, t, b"work")?))?;
+                    t
+                }
+            };
+            let m = finish_fs(fs, attr::NODEV)?;
+            if scratch >= 0 {
+                close(scratch);
+            }
+            m
+        }
+    };
+    move_mount(mnt, libc::AT_FDCWD, c"/", MOVE_MOUNT_F_EMPTY_PATH)?;
+    Ok(mnt)
+}
+
+fn apply(root: RawFd, staging: RawFd, op: &FsOp) -> SysResult<()> {
+    match op {
+        FsOp::Bind { source, recursive, attrs, create, target } => {
+            let m = open_tree(libc::AT_FDCWD, source, *recursive)?;
+            set_attrs(m, *attrs, *recursive)?;
+            attach(m, root, target, *create)
+        }
+        FsOp::NewFs { fstype, options, attrs, target } => {
+            let fs = fsopen(fstype)?;
+            for (key, value) in options {
+                fsconfig(fs, key, value.as_deref())?;
+            }
+            let m = finish_fs(fs, *attrs)?;
+            attach(m, root, target, Create::Dir)
+        }
+        FsOp::DevNode { source, rdev, target } => {
+            let m = clone_device(source, *rdev)?;
+            set_attrs(m, attr::NOSUID | attr::NOEXEC, false)?;
+            attach(m, root, target, Create::File)
+        }
+        FsOp::File { name, contents, mode, attrs, target } => {
+            let f = openat(
+                staging,
+                name,
+                libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_NOFOLLOW,
+                *mode,
+            )?;
+            let written = super::write_all(f, contents);
+            close(f);
+            written?;
+            let m = check_fd(open_tree_raw(staging, name, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC))?;
+            set_attrs(m, *attrs, false)?;
+            attach(m, root, target, Create::File)
+        }
+        FsOp::Dir { mode, target } => {
+            let fd = resolve(root, &target.levels, Create::Dir, *mode)?;
+            close(fd);
+            Ok(())
+        }
+        FsOp::Symlink { link, target } => {
+            let Some(((_, name), parents)) = target.levels.split_last() else {
+                return Err(Errno(libc::EINVAL));
+            };
+            let parent = if parents.is_empty() { root } else { resolve(root, parents, Create::Dir, 0o755)? };
+            let made = symlinkat(link, parent, name);
+            if parent != root {
+                close(parent);
+            }
+            made
+        }
+        FsOp::Mask { target } => {
+            let Some(t) = lookup(root, target)? else { return Ok(()) };
+            let m = match fstat(t).map(|st| st.st_mode & libc::S_IFMT) {
+                Ok(libc::S_IFDIR) => {
+                    new_fs(c"tmpfs", &[(c"mode", Some(c"555")), (c"nr_inodes", Some(c"2"))], 0)
+                }
+                Ok(_) => clone_device(c"/dev/null", (1, 3)),
+                Err(e) => Err(e),
+            };
+            let m = m.inspect_err(|_| close(t))?;
+            let done = set_attrs(m, attr::RDONLY | attr::NOSUID | attr::NODEV | attr::NOEXEC, false)
+                .and_then(|()| move_mount(m, t, c"", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH));
+            close(m);
+            close(t);
+            done
+        }
+        FsOp::ReadOnly { target } => {
+            let Some(t) = lookup(root, target)? else { return Ok(()) };
+            let done = open_tree(t, c"", true).and_then(|m| {
+                let r = set_attrs(m, attr::RDONLY, true)
+                    .and_then(|()| move_mount(m, t, c"", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH));
+                close(m);
+                r
+            });
+            close(t);
+            done
+        }
+        FsOp::SetAttrs { attrs, target } => {
+            let Some(t) = lookup(root, target)? else { return Ok(()) };
+            let done = set_attrs(t, *attrs, false);
+            close(t);
+            done
+        }
+    }
+}
+
+/// Attaches the detached mount `m` at `target` (created as `create` if missing), closing `m`.
+fn attach(m: RawFd, root: RawFd, target: &Target, create: Create) -> SysResult<()> {
+    let done = resolve(root, &target.levels, create, if create == Create::File { 0o644 } else { 0o755 })
+        .and_then(|t| {
+            let r = move_mount(m, t, c"", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH);
+            close(t);
+            r
+        });
+    close(m);
+    done
+}
+
+/// Opens an existing target inside the root; `None` if it does not exist.
+fn lookup(root: RawFd, target: &Target) -> SysResult<Option<RawFd>> {
+    match openat2(root, &target.full, libc::O_PATH, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(Errno(libc::ENOENT)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Resolves `levels` (a target's path, component by component) inside `root`, creating missing
+/// components: directories, and for `Create::File` an empty file as the last one; the last
+/// component gets `mode`. Every lookup is confined to the root (`RESOLVE_IN_ROOT`): `..` and
+/// absolute symlinks cannot leave it. Returns an `O_PATH` descriptor of the target.
+fn resolve(
+    root: RawFd,
+    levels: &[(std::ffi::CString, std::ffi::CString)],
+    create: Create,
+    mode: u32,
+) -> SysResult<RawFd> {
+    let how = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+    if let Some((full, _)) = levels.last() {
+        match openat2(root, full, libc::O_PATH, how) {
+            Err(Errno(libc::ENOENT)) if create != Create::Nothing => {}
+            other => return other,
+        }
+    }
+    let mut parent = root;
+    for (i, (prefix, name)) in levels.iter().enumerate() {
+        let last = i + 1 == levels.len();
+        let fd = match openat2(root, prefix, libc::O_PATH, how) {
+            Err(Errno(libc::ENOENT)) => {
+                let made = if last && create == Create::File {
+                    openat(
+                        parent,
+                        name,
+                        libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_NOFOLLOW,
+                        mode,
+                    )
+                    .map(close)
+                } else {
+                    mkdirat(parent, name, if last { mode } else { 0o755 })
+                };
+                match made {
+                    // A dangling symlink is "existing": the lookup below then fails, rather than
+                    // anything being created through the link.
+                    Ok(()) | Err(Errno(libc::EEXIST)) => openat2(root, prefix, libc::O_PATH, how),
+                    Err(e) => Err(e),
+                }
+            }
+            other => other,
+        };
+        if parent != root {
+            close(parent);
+        }
+        parent = fd?;
+    }
+    Ok(parent)
+}
+
+/// Opens host device `path`, checks it is character device `rdev`, and clones a mount of it.
+fn clone_device(path: &CStr, (major, minor): (u32, u32)) -> SysResult<RawFd> {
+    let fd = super::open(path, libc::O_PATH)?;
+    let ok = fstat(fd).map(|st| {
+        st.st_mode & libc::S_IFMT == libc::S_IFCHR
+            && libc::major(st.st_rdev) == major
+            && libc::minor(st.st_rdev) == minor
+    });
+    let m = match ok {
+        Ok(true) => open_tree(fd, c"", false),
+        Ok(false) => Err(Errno(libc::ENODEV)),
+        Err(e) => Err(e),
+    };
+    close(fd);
+    m
+}
+
+/// The two pipes between the process that enters the nested user and mount namespace (the
+/// mover) and the process that writes its maps (the writer).
+///
+/// Entering a nested user namespace with a copy of the mount namespace makes the kernel lock
+/// every copied mount and its flags: root in the new namespace can neither unmount, remount nor
+/// change them. But the kernel accepts the new namespace's maps only from a process in it or in
+/// its parent namespace with privileges there, so a process that stays behind writes them: the
+/// init (with a pid namespace) or a short-lived helper.
+pub(super) struct LockSync {
+    moved: (RawFd, RawFd),
+    result: (RawFd, RawFd),
+}
+
+pub(super) fn lock_sync() -> Result<LockSync, Failure> {
+    let moved = super::pipe().map_err(at(Step::LockMounts))?;
+    let result = super::pipe().map_err(at(Step::LockMounts))?;
+    Ok(LockSync { moved, result })
+}
+
+/// Writer side: waits until the mover has moved, writes `maps` into its proc directory `dir`,
+/// and reports the outcome (0 or an errno) to it.
+pub(super) fn write_side(sync: &LockSync, dir: SysResult<RawFd>, maps: (&[u8], &[u8])) {
+    close(sync.moved.1);
+    close(sync.result.0);
+    let mut byte = [0u8; 1];
+    let code = match (super::read(sync.moved.0, &mut byte), dir) {
+        (Ok(1), Ok(dir)) => write_maps(dir, maps).map_or_else(|e| e.0.clamp(1, 255) as u8, |()| 0),
+        (Ok(1), Err(e)) => e.0.clamp(1, 255) as u8,
+        _ => libc::ECANCELED as u8,
+    };
+    let _ = super::write_all(sync.result.1, &[code]);
+    close(sync.moved.0);
+    close(sync.result.1);
+}
+
+/// Mover side: enters the nested namespaces, tells the writer, waits for its result.
+fn move_side(sync: &LockSync) -> SysResult<()> {
+    close(sync.moved.0);
+    close(sync.result.1);
+    let moved = super::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS);
+    if moved.is_ok() {
+        super::write_all(sync.moved.1, b"x")?;
+    }
+    // On failure the writer sees end of file and stops.
+    close(sync.moved.1);
+    moved?;
+    let mut byte = [0u8; 1];
+    let n = super::read(sync.result.0, &mut byte);
+    close(sync.result.0);
+    match (n, byte[0]) {
+        (Ok(1), 0) => Ok(()),
+        (Ok(1), errno) => Err(Errno(errno as i32)),
+        _ => Err(Errno(libc::ECHILD)),
+    }
+}
+
+/// Opens `<pid>` in the proc instance `proc` (the init's view of the payload).
+pub(super) fn pid_dir(proc: RawFd, pid: libc::pid_t) -> SysResult<RawFd> {
+    let mut buf = [0u8; 16];
+    openat(proc, decimal(&mut buf, pid as u32), libc::O_PATH | libc::O_DIRECTORY, 0)
+}
+
+fn write_maps(dir: RawFd, (uid_map, gid_map): (&[u8], &[u8])) -> SysResult<()> {
+    for (file, map) in [(c"uid_map", uid_map), (c"gid_map", gid_map)] {
+        let fd = openat(dir, file, libc::O_WRONLY, 0)?;
+        let written = super::write_all(fd, map);
+        close(fd);
+        written?;
+    }
+    Ok(())
+}
+
+/// Writes `n` in decimal, NUL-terminated, into `buf` (no allocation).
+fn decimal(buf: &mut [u8; 16], mut n: u32) -> &CStr {
+    let mut digits = [0u8; 10];
+    let mut len = 0;
+    loop {
+        digits[len] = b'0' + (n % 10) as u8;
+        len += 1;
+        n /= 10;
+        if n == 0 || len == digits.len() {
+            break;
+        }
+    }
+    for (i, d) in digits[..len].iter().rev().enumerate() {
+        buf[i] = *d;
+    }
+    buf[len] = 0;
+    CStr::from_bytes_until_nul(&buf[..=len]).unwrap_or(c"0")
+}
+
+/// Writes `/proc/self/fd/<fd>/<suffix>` into `buf` (no allocation).
+fn fd_path<'a>(buf: &'a mut [u8; 64], fd: RawFd, suffix: &[u8]) -> SysResult<&'a CStr> {
+    let mut num = [0u8; 16];
+    let digits = decimal(&mut num, fd as u32).to_bytes();
+    let parts: [&[u8]; 5] = [b"/proc/self/fd/", digits, b"/", suffix, b"\0"];
+    if parts.iter().map(|p| p.len()).sum::<usize>() > buf.len() {
+        return Err(Errno(libc::ENAMETOOLONG));
+    }
+    let mut at = 0;
+    for &b in parts.iter().flat_map(|p| p.iter()) {
+        buf[at] = b;
+        at += 1;
+    }
+    CStr::from_bytes_until_nul(&buf[..at]).map_err(|_| Errno(libc::EINVAL))
+}
+
+// ---- thin wrappers of the mount API --------------------------------------------------------
+
+fn check_fd(ret: libc::c_long) -> SysResult<RawFd> {
+    check(ret).map(|fd| fd as RawFd)
+}
+
+fn fsopen(fstype: &CStr) -> SysResult<RawFd> {
+    // SAFETY: `fstype` is NUL-terminated; flags are integers.
+    check_fd(unsafe { libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), FSOPEN_CLOEXEC) })
+}
+
+/// Sets a string option (`Some`) or a flag option (`None`) on a filesystem context.
+fn fsconfig(fs: RawFd, key: &CStr, value: Option<&CStr>) -> SysResult<()> {
+    let (cmd, value) = match value {
+        Some(v) => (FSCONFIG_SET_STRING, v.as_ptr()),
+        None => (FSCONFIG_SET_FLAG, std::ptr::null()),
+    };
+    // SAFETY: key and value are NUL-terminated or null as the command requires.
+    check(unsafe { libc::syscall(libc::SYS_fsconfig, fs, cmd, key.as_ptr(), value, 0) }).map(drop)
+}
+
+/// Creates the filesystem of context `fs` and mounts it detached with `attrs`; closes `fs`.
+fn finish_fs(fs: RawFd, attrs: u64) -> SysResult<RawFd> {
+    // SAFETY: CMD_CREATE takes no key or value.
+    let created = check(unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs,
+            FSCONFIG_CMD_CREATE,
+            std::ptr::null::<u8>(),
+            std::ptr::null::<u8>(),
+            0,
+        )
+    });
+    // SAFETY: integer arguments.
+    let m = created.and_then(|_| {
+        check_fd(unsafe { libc::syscall(libc::SYS_fsmount, fs, FSMOUNT_CLOEXEC, attrs as u32) })
+    });
+    close(fs);
+    m
+}
+
+fn new_fs(fstype: &CStr, options: &[(&CStr, Option<&CStr>)], attrs: u64) -> SysResult<RawFd> {
+    let fs = fsopen(fstype)?;
+    for (key, value) in options {
+        if let Err(e) = fsconfig(fs, key, *value) {
+            close(fs);
+            return Err(e);
+        }
+    }
+    finish_fs(fs, attrs)
+}
+
+fn open_tree_raw(dirfd: RawFd, path: &CStr, flags: u32) -> libc::c_long {
+    // SAFETY: `path` is NUL-terminated; flags are integers.
+    unsafe { libc::syscall(libc::SYS_open_tree, dirfd, path.as_ptr(), flags) }
+}
+
+/// A detached copy of the mount tree at `path` (relative to `dirfd`; empty path: `dirfd`
+/// itself).
+fn open_tree(dirfd: RawFd, path: &CStr, recursive: bool) -> SysResult<RawFd> {
+    let mut flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC;
+    if recursive {
+        flags |= AT_RECURSIVE;
+    }
+    if path.is_empty() {
+        flags |= AT_EMPTY_PATH;
+    }
+    check_fd(open_tree_raw(dirfd, path, flags))
+}
+
+fn move_mount(from: RawFd, to_dir: RawFd, to_path: &CStr, flags: u32) -> SysResult<()> {
+    // SAFETY: both paths are NUL-terminated (the source path is empty: F_EMPTY_PATH).
+    check(unsafe { libc::syscall(libc::SYS_move_mount, from, c"".as_ptr(), to_dir, to_path.as_ptr(), flags) })
+        .map(drop)
+}
+
+/// `struct mount_attr` of `mount_setattr(2)`.
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// Sets `attrs` on the mount `fd` refers to (and its submounts with `recursive`).
+fn set_attrs(fd: RawFd, attrs: u64, recursive: bool) -> SysResult<()> {
+    if attrs == 0 {
+        return Ok(());
+    }
+    let a = MountAttr { attr_set: attrs, attr_clr: 0, propagation: 0, userns_fd: 0 };
+    let flags = AT_EMPTY_PATH | if recursive { AT_RECURSIVE } else { 0 };
+    // SAFETY: `a` is a valid mount_attr of the size passed; the path is empty.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd,
+            c"".as_ptr(),
+            flags,
+            &a as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    })
+    .map(drop)
+}
+
+/// `struct open_how` of `openat2(2)`.
+#[repr(C)]
+struct OpenHow {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+}
+
+fn openat2(dirfd: RawFd, path: &CStr, flags: libc::c_int, resolve: u64) -> SysResult<RawFd> {
+    let how = OpenHow { flags: (flags | libc::O_CLOEXEC) as u64, mode: 0, resolve };
+    // SAFETY: `how` is a valid open_how of the size passed; `path` is NUL-terminated.
+    retry(|| {
+        check_fd(unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                dirfd,
+                path.as_ptr(),
+                &how as *const OpenHow,
+                std::mem::size_of::<OpenHow>(),
+            )
+        })
+    })
+}
+
+fn openat(dirfd: RawFd, path: &CStr, flags: libc::c_int, mode: u32) -> SysResult<RawFd> {
+    // SAFETY: `path` is NUL-terminated.
+    retry(|| check_int(unsafe { libc::openat(dirfd, path.as_ptr(), flags | libc::O_CLOEXEC, mode) }))
+}
+
+fn mkdirat(dirfd: RawFd, name: &CStr, mode: u32) -> SysResult<()> {
+    // SAFETY: `name` is NUL-terminated.
+    check_int(unsafe { libc::mkdirat(dirfd, name.as_ptr(), mode) }).map(drop)
+}
+
+fn symlinkat(link: &CStr, dirfd: RawFd, name: &CStr) -> SysResult<()> {
+    // SAFETY: both strings are NUL-terminated.
+    check_int(unsafe { libc::symlinkat(link.as_ptr(), dirfd, name.as_ptr()) }).map(drop)
+}
+
+fn fstat(fd: RawFd) -> SysResult<libc::stat> {
+    // SAFETY: stat is plain data; fstat fills it.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is valid and writable.
+    check_int(unsafe { libc::fstat(fd, &mut st) }).map(|_| st)
+}
+
+fn fchdir(fd: RawFd) -> SysResult<()> {
+    // SAFETY: integer argument.
+    check_int(unsafe { libc::fchdir(fd) }).map(drop)
+}
+
+fn pivot_root(new_root: &CStr, put_old: &CStr) -> SysResult<()> {
+    // SAFETY: both paths are NUL-terminated.
+    check(unsafe { libc::syscall(libc::SYS_pivot_root, new_root.as_ptr(), put_old.as_ptr()) }).map(drop)
+}
+
+fn umount2(path: &CStr, flags: libc::c_int) -> SysResult<()> {
+    // SAFETY: `path` is NUL-terminated.
+    check_int(unsafe { libc::umount2(path.as_ptr(), flags) }).map(drop)
+}
+
+fn chroot(path: &CStr) -> SysResult<()> {
+    // SAFETY: `path` is NUL-terminated.
+    check_int(unsafe { libc::chroot(path.as_ptr()) }).map(drop)
+}
