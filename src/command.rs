@@ -208,7 +208,16 @@ impl Command {
             (2, self.stderr.as_ref().map_or(&out, |s| &s.0)),
         ];
         let mut seen = Vec::with_capacity(self.fds.len());
+        let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .map_or(1024, |(soft, _)| soft.min(i32::MAX as u64 / 2) as RawFd);
         for (target, _) in &self.fds {
+            if *target >= limit {
+                return Err(Error::invalid(
+                    "fd",
+                    target,
+                    format!("at or above the descriptor limit {limit} (RLIMIT_NOFILE)"),
+                ));
+            }
             if *target < 3 {
                 return Err(Error::invalid(
                     "fd",

@@ -229,6 +229,10 @@ pub enum Stage {
         /// The uid, as seen inside the sandbox.
         uid: u32,
     },
+    /// Setting the payload's capability sets.
+    Capabilities,
+    /// Setting `no_new_privs`.
+    NoNewPrivs,
     /// Changing to the working directory.
     Chdir {
         /// The directory, as seen inside the sandbox.
@@ -257,6 +261,8 @@ impl fmt::Display for Stage {
             Stage::SetGroups => f.write_str("set supplementary groups"),
             Stage::SetGid { gid } => write!(f, "set gid {gid}"),
             Stage::SetUid { uid } => write!(f, "set uid {uid}"),
+            Stage::Capabilities => f.write_str("set capabilities"),
+            Stage::NoNewPrivs => f.write_str("set no_new_privs"),
             Stage::Chdir { dir } => write!(f, "change directory to {}", dir.display()),
         }
     }

@@ -12,6 +12,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use crate::fs::plan::FsPlan;
+use crate::privileges::CapPlan;
 use crate::sandbox::Config;
 use crate::{Error, Stage};
 
@@ -38,12 +39,14 @@ pub(crate) enum Step {
     SetGroups,
     SetGid,
     SetUid,
+    Capabilities,
+    NoNewPrivs,
     Chdir,
     Exec,
 }
 
 impl Step {
-    const ALL: [Step; 20] = [
+    const ALL: [Step; 22] = [
         Step::Signals,
         Step::DeathSignal,
         Step::Fds,
@@ -62,6 +65,8 @@ impl Step {
         Step::SetGroups,
         Step::SetGid,
         Step::SetUid,
+        Step::Capabilities,
+        Step::NoNewPrivs,
         Step::Chdir,
         Step::Exec,
     ];
@@ -115,6 +120,8 @@ pub(crate) struct Creds {
     pub(crate) groups: Option<Vec<libc::gid_t>>,
     pub(crate) gid: Option<libc::gid_t>,
     pub(crate) uid: Option<libc::uid_t>,
+    pub(crate) caps: Option<CapPlan>,
+    pub(crate) no_new_privs: bool,
 }
 
 /// Everything the child does, prepared.
@@ -264,6 +271,8 @@ impl Plan {
                 groups: config.groups.clone(),
                 gid: config.user.map(|(_, gid)| gid),
                 uid: config.user.map(|(uid, _)| uid),
+                caps: config.caps,
+                no_new_privs: config.no_new_privs,
             },
             cwd,
             exec,
@@ -298,6 +307,8 @@ impl Plan {
             Step::SetGroups => Stage::SetGroups,
             Step::SetGid => Stage::SetGid { gid: self.creds.gid.unwrap_or(u32::MAX) },
             Step::SetUid => Stage::SetUid { uid: self.creds.uid.unwrap_or(u32::MAX) },
+            Step::Capabilities => Stage::Capabilities,
+            Step::NoNewPrivs => Stage::NoNewPrivs,
             Step::Chdir => Stage::Chdir { dir: self.cwd.as_deref().map(path_of).unwrap_or_default() },
             Step::Exec => {
                 let program = match self.exec.candidates.get(index) {

@@ -8,8 +8,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::fs::plan::{FsConfig, FsPlan};
+use crate::privileges::{self, CapPlan};
 use crate::userns::{self, IdKind, IdMap, Writer};
-use crate::{ClockOffsets, Command, Error, Mount, Namespaces, Root};
+use crate::{Capability, ClockOffsets, Command, Error, Mount, Namespaces, Root};
 
 /// Longest hostname / domain name the kernel accepts (`__NEW_UTS_LEN`).
 const MAX_UTS_NAME: usize = 64;
@@ -48,6 +49,8 @@ pub struct SandboxBuilder {
     keep_unmasked: bool,
     chroot: bool,
     root_size: Option<u64>,
+    capabilities: Option<Vec<Capability>>,
+    allow_new_privs: bool,
 }
 
 impl SandboxBuilder {
@@ -158,6 +161,24 @@ impl SandboxBuilder {
         self
     }
 
+    /// The payload's capabilities, exactly: after exec its bounding, permitted, effective,
+    /// inheritable and ambient sets all equal this set, whether it runs as root or not.
+    /// Default: [`DEFAULT_CAPABILITIES`](crate::DEFAULT_CAPABILITIES) for a root payload, none
+    /// for a payload [`user`](Self::user) switches to another uid. In a user namespace they
+    /// apply to the sandbox's own namespaces only; without one they are real host capabilities
+    /// (a payload given `CAP_SYS_ADMIN` there could undo its mounts).
+    pub fn capabilities(&mut self, caps: impl IntoIterator<Item = Capability>) -> &mut Self {
+        self.capabilities = Some(caps.into_iter().collect());
+        self
+    }
+
+    /// Lets the payload gain privileges through set-user-ID programs and file capabilities.
+    /// By default `no_new_privs` is set: such programs run without the extra privileges.
+    pub fn allow_new_privileges(&mut self) -> &mut Self {
+        self.allow_new_privs = true;
+        self
+    }
+
     /// Validates the settings and freezes them into a [`Sandbox`].
     ///
     /// # Errors
@@ -189,6 +210,25 @@ impl SandboxBuilder {
                         format!("the kernel accepts at most {MAX_CLOCK_OFFSET_SECS} s"),
                     ));
                 }
+            }
+        }
+
+        if ns.contains(Namespaces::PID) && !ns.contains(Namespaces::MOUNT) {
+            // Without its own mount namespace the payload would see the host's /proc, and
+            // with it every host process: the pid namespace would hide nothing.
+            return Err(Error::NamespaceRequired {
+                what: "a pid namespace (for its own /proc)",
+                needs: "mount",
+            });
+        }
+        let ids = self.user.iter().flat_map(|&(u, g)| [("uid", u), ("gid", g)]);
+        for (what, id) in ids.chain(self.groups.iter().flatten().map(|&g| ("group", g))) {
+            if id == u32::MAX {
+                return Err(Error::invalid(
+                    what,
+                    id,
+                    "is the invalid id (-1), which the kernel reads as \"unchanged\"",
+                ));
             }
         }
 
@@ -233,6 +273,8 @@ impl SandboxBuilder {
             }
         }
 
+        let non_root_user = self.user.is_some_and(|(uid, _)| uid != 0);
+        let caps = privileges::plan(self.capabilities.as_deref(), user_ns.is_some(), non_root_user)?;
         let fs = FsConfig::new(
             self.root.clone(),
             self.mounts.clone(),
@@ -244,9 +286,11 @@ impl SandboxBuilder {
 
         // In a user namespace whose setgroups is allowed, drop the caller's supplementary groups
         // unless told otherwise: they would show up as "nogroup" and still grant host access.
+        // Likewise when root switches the payload to another user: root's groups must not stay.
         let groups = match (&self.groups, &user_ns) {
             (Some(g), _) => Some(g.clone()),
             (None, Some(u)) if !u.deny_setgroups => Some(Vec::new()),
+            (None, None) if self.user.is_some() => Some(Vec::new()),
             _ => None,
         };
 
@@ -260,6 +304,8 @@ impl SandboxBuilder {
                 clock_offsets: self.clock_offsets,
                 user_ns,
                 fs,
+                caps,
+                no_new_privs: !self.allow_new_privs,
             }),
         })
     }
@@ -297,7 +343,7 @@ impl SandboxBuilder {
         // An unprivileged direct gid map requires setgroups to be denied first.
         let deny_setgroups = matches!(gid_writer, Writer::Direct)
             && !caps::has_cap(None, caps::CapSet::Effective, caps::Capability::CAP_SETGID).unwrap_or(false);
-        if deny_setgroups && self.groups.as_ref().is_some_and(|g| !g.is_empty()) {
+        if deny_setgroups && self.groups.is_some() {
             return Err(Error::NotPermitted {
                 what: "supplementary groups in a user namespace".into(),
                 reason: "setgroups is denied when an unprivileged caller writes its own gid map; map more gids (through newgidmap) to use groups".into(),
@@ -363,6 +409,8 @@ pub(crate) struct Config {
     pub(crate) clock_offsets: Option<ClockOffsets>,
     pub(crate) user_ns: Option<UserNamespace>,
     pub(crate) fs: FsConfig,
+    pub(crate) caps: Option<CapPlan>,
+    pub(crate) no_new_privs: bool,
 }
 
 /// A validated user namespace setup.

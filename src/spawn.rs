@@ -75,7 +75,12 @@ pub(crate) fn spawn(
     };
     let mut plan = Plan::new(config, exec, cwd, moves, channels)?;
 
-    let (pid, pidfd) = match clone_with_pidfd(plan.clone_flags) {
+    let old_mask = sys::block_all_signals();
+    let forked = clone_with_pidfd(plan.clone_flags);
+    if !matches!(forked, Ok(Forked::Child)) {
+        let _ = sys::set_sigmask(&old_mask);
+    }
+    let (pid, pidfd) = match forked {
         Ok(Forked::Child) => sys::child::run(&mut plan),
         Ok(Forked::Parent { pid, pidfd }) => (pid, pidfd),
         Err(e) => {
@@ -87,10 +92,17 @@ pub(crate) fn spawn(
     drop(child_control);
     drop(status_write);
 
+    // Something failed on our side: if the child already reported a failure of its own (it
+    // failed before "go"), that is the better error; then make sure it is gone.
     let abort = |e: Error| {
+        let mut record = [0u8; FAILURE_LEN];
+        let reported = matches!(
+            nix::sys::socket::recv(control.as_raw_fd(), &mut record, MsgFlags::MSG_DONTWAIT),
+            Ok(FAILURE_LEN)
+        );
         let _ = pidfd::send_signal(pidfd.as_fd(), libc::SIGKILL);
         let _ = pidfd::wait(pidfd.as_fd(), false);
-        e
+        if reported { plan.failure_to_error(&record) } else { e }
     };
     if let Some(user_ns) = &config.user_ns {
         // /proc/<pid>, proven through the pidfd to be our child: maps are written through it.

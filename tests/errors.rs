@@ -190,6 +190,23 @@ fn settings_without_their_namespace_are_rejected() {
 type SandboxSetup = fn(&mut stockade::SandboxBuilder);
 
 #[test]
+fn a_pid_namespace_without_a_mount_namespace_is_refused() {
+    let _serial = serial();
+    // Its payload would see the host's /proc, and through it every host process.
+    let err = Sandbox::builder().namespaces(Namespaces::USER | Namespaces::PID).build().unwrap_err();
+    assert!(matches!(err, Error::NamespaceRequired { needs: "mount", .. }), "{err}");
+}
+
+#[test]
+fn the_invalid_id_is_refused_as_uid_gid_or_group() {
+    let _serial = serial();
+    for (uid, gid, groups) in [(u32::MAX, 0, vec![]), (0, u32::MAX, vec![]), (0, 0, vec![u32::MAX])] {
+        let err = Sandbox::builder().user(uid, gid).groups(groups).build().unwrap_err();
+        assert!(matches!(&err, Error::InvalidValue { value, .. } if value == &u32::MAX.to_string()), "{err}");
+    }
+}
+
+#[test]
 fn out_of_range_values_are_rejected() {
     let _serial = serial();
     let err = builder(Namespaces::UTS).hostname("x".repeat(65)).build().unwrap_err();
@@ -217,6 +234,17 @@ fn stdio_numbers_and_duplicates_are_rejected_for_passed_descriptors() {
         err
     });
     assert!(matches!(&err, Error::InvalidValue { what: "fd", value, .. } if value == "5"), "{err}");
+    let err = leaves_nothing_behind(|| {
+        sandbox
+            .command("/bin/true")
+            .fd(i32::MAX, std::fs::File::open("/dev/null").unwrap())
+            .spawn()
+            .unwrap_err()
+    });
+    assert!(
+        matches!(&err, Error::InvalidValue { what: "fd", reason, .. } if reason.contains("RLIMIT_NOFILE")),
+        "{err}"
+    );
 }
 
 #[test]
@@ -243,7 +271,10 @@ fn unprivileged_namespaces_without_a_user_namespace_are_refused_before_clone() {
         return skip("unprivileged_namespaces_without_a_user_namespace_are_refused", "root may create them");
     }
     let err = leaves_nothing_behind(|| {
-        Sandbox::builder().namespaces(Namespaces::PID | Namespaces::NET).build().unwrap_err()
+        Sandbox::builder()
+            .namespaces(Namespaces::PID | Namespaces::MOUNT | Namespaces::NET)
+            .build()
+            .unwrap_err()
     });
     assert!(
         matches!(&err, Error::NotPermitted { what, .. } if what.contains("pid") && what.contains("net")),

@@ -14,7 +14,7 @@ use stockade::{ClockOffsets, IdMap, Namespaces, Sandbox, Stdio};
 #[test]
 fn every_requested_namespace_is_new_and_the_others_are_shared() {
     for kind in [
-        Namespaces::PID,
+        Namespaces::PID | Namespaces::MOUNT,
         Namespaces::MOUNT,
         Namespaces::UTS,
         Namespaces::IPC,
@@ -179,7 +179,7 @@ fn time_namespace_shifts_boottime_and_monotonic_clocks() {
 #[test]
 fn time_namespace_works_under_a_pid_namespace_init_too() {
     let offset = Duration::from_secs(1_000_000);
-    let sandbox = builder(Namespaces::TIME | Namespaces::PID)
+    let sandbox = builder(Namespaces::TIME | Namespaces::PID | Namespaces::MOUNT)
         .clock_offsets(ClockOffsets::new().boottime(offset))
         .build()
         .unwrap();

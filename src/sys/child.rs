@@ -189,6 +189,19 @@ fn write_file(path: &std::ffi::CStr, data: &[u8]) -> SysResult<()> {
 
 fn exec_payload(plan: &Plan) -> Result<Infallible, Failure> {
     let creds = &plan.creds;
+    if let Some(caps) = creds.caps {
+        // Keep the permitted set across the uid change; drop from the bounding set while we
+        // still have CAP_SETPCAP in the effective set (a uid change clears it).
+        super::prctl(libc::PR_SET_KEEPCAPS, 1).map_err(at(Step::Capabilities))?;
+        for cap in 0..=caps.last {
+            if caps.mask & (1 << cap) == 0 {
+                match super::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong) {
+                    Ok(()) | Err(Errno(libc::EINVAL)) => {}
+                    Err(e) => return Err(at(Step::Capabilities)(e)),
+                }
+            }
+        }
+    }
     if let Some(groups) = &creds.groups {
         super::setgroups(groups).map_err(at(Step::SetGroups))?;
     }
@@ -197,6 +210,27 @@ fn exec_payload(plan: &Plan) -> Result<Infallible, Failure> {
     }
     if let Some(uid) = creds.uid {
         super::setresuid(uid).map_err(at(Step::SetUid))?;
+    }
+    if let Some(caps) = creds.caps {
+        // All five sets equal the mask: after exec a root payload gets bounding | inheritable,
+        // any other payload its ambient set, so either way exactly the mask.
+        super::capset(caps.mask).map_err(at(Step::Capabilities))?;
+        super::prctl3(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong, 0)
+            .map_err(at(Step::Capabilities))?;
+        for cap in 0..=caps.last {
+            if caps.mask & (1 << cap) != 0 {
+                super::prctl3(
+                    libc::PR_CAP_AMBIENT,
+                    libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
+                    cap as libc::c_ulong,
+                )
+                .map_err(at(Step::Capabilities))?;
+            }
+        }
+        super::prctl(libc::PR_SET_KEEPCAPS, 0).map_err(at(Step::Capabilities))?;
+    }
+    if creds.no_new_privs {
+        super::prctl(libc::PR_SET_NO_NEW_PRIVS, 1).map_err(at(Step::NoNewPrivs))?;
     }
     // Changing credentials clears the parent-death signal: arm it again, then make sure the
     // parent did not die in between (without an init, our parent is the embedding process;

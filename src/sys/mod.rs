@@ -157,6 +157,17 @@ pub(crate) fn set_sigmask(set: &libc::sigset_t) -> SysResult<()> {
     if ret == 0 { Ok(()) } else { Err(Errno(ret)) }
 }
 
+/// Blocks every signal in the calling thread and returns the previous mask. Spawning does this
+/// around `clone`, as `posix_spawn` does: otherwise a signal arriving before the child has reset
+/// its dispositions would run one of the embedding program's handlers in the child.
+pub(crate) fn block_all_signals() -> libc::sigset_t {
+    let all = sigset(true);
+    let mut old = sigset(false);
+    // SAFETY: both sets are valid sigset_t values.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old) };
+    old
+}
+
 /// Resets every signal disposition to `SIG_DFL` (SIGKILL and SIGSTOP cannot change and are
 /// skipped). Ignored signals survive `execve`, and Rust's runtime ignores SIGPIPE, so without this
 /// the payload would inherit the embedding program's dispositions.
@@ -175,8 +186,35 @@ pub(crate) fn reset_signal_dispositions() {
 }
 
 pub(crate) fn prctl(option: c_int, arg: c_ulong) -> SysResult<()> {
+    prctl3(option, arg, 0)
+}
+
+pub(crate) fn prctl3(option: c_int, arg2: c_ulong, arg3: c_ulong) -> SysResult<()> {
     // SAFETY: the prctl options used here take integer arguments only.
-    check_int(unsafe { libc::prctl(option, arg, 0 as c_ulong, 0 as c_ulong, 0 as c_ulong) }).map(drop)
+    check_int(unsafe { libc::prctl(option, arg2, arg3, 0 as c_ulong, 0 as c_ulong) }).map(drop)
+}
+
+/// Sets the effective, permitted and inheritable capability sets of the calling thread to
+/// `mask` (capability `n` is bit `n`).
+pub(crate) fn capset(mask: u64) -> SysResult<()> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: c_int,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    let header = Header { version: VERSION_3, pid: 0 };
+    let word = |w: u64| Data { effective: w as u32, permitted: w as u32, inheritable: w as u32 };
+    let data = [word(mask), word(mask >> 32)];
+    // SAFETY: header and the two data words are valid for the version-3 layout.
+    check(unsafe { libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr()) }).map(drop)
 }
 
 pub(crate) fn setsid() -> SysResult<()> {
