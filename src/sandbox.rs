@@ -138,6 +138,12 @@ impl SandboxBuilder {
         self
     }
 
+    /// Adds several mounts, in order (see [`mount`](Self::mount)).
+    pub fn mounts(&mut self, mounts: impl IntoIterator<Item = Mount>) -> &mut Self {
+        self.mounts.extend(mounts);
+        self
+    }
+
     /// Limits the writable tmpfs of [`Root::tmpfs`] or of an ephemeral [`Root::overlay`] upper
     /// layer to `bytes`, so a payload cannot fill memory through it.
     pub fn root_size(&mut self, bytes: u64) -> &mut Self {

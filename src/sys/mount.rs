@@ -55,14 +55,15 @@ pub(super) fn build(fs: &FsPlan, pid_ns: bool) -> Result<Built, Failure> {
 /// Finishes in the process that will exec the payload: locks the mounts (after the writer of
 /// the nested maps, see [`lock_sync`], was set up) and completes a chroot.
 pub(super) fn enter(built: &Built, lock: Option<&LockSync>) -> Result<(), Failure> {
+    if built.switched && built.chroot {
+        // Before the lock: the kernel refuses a new user namespace to a process whose root is
+        // not the top of its mount namespace's root, and the new root is stacked on top of it.
+        chroot(c".").map_err(at(Step::PivotRoot))?;
+    }
     if let Some(sync) = lock {
         move_side(sync).map_err(at(Step::LockMounts))?;
     }
     if built.switched {
-        if built.chroot {
-            // After the lock: a chrooted process cannot create a user namespace.
-            chroot(c".").map_err(at(Step::PivotRoot))?;
-        }
         super::chdir(c"/").map_err(at(Step::PivotRoot))?;
     }
     Ok(())
@@ -150,8 +151,10 @@ fn attach_root(root: &RootOp) -> SysResult<RawFd> {
                 None => {
                     // A detached tmpfs holds the throw-away upper and work directories; overlayfs
                     // is given them as /proc/self/fd/N/... paths.
-                    let t =
-                        new_fs(c"tmpfs", &[(c"mode", Some(c"755")), (c"size", tmpfs_size.as_deref())], 0)?;
+                    let t = match tmpfs_size {
+                        Some(size) => new_fs(c"tmpfs", &[(c"mode", Some(c"755")), (c"size", Some(size))], 0)?,
+                        None => new_fs(c"tmpfs", &[(c"mode", Some(c"755"))], 0)?,
+                    };
                     for dir in [c"upper", c"work"] {
                         mkdirat(t, dir, 0o755)?;
                     }
@@ -216,7 +219,11 @@ fn apply(root: RawFd, staging: RawFd, op: &FsOp) -> SysResult<()> {
                 return Err(Errno(libc::EINVAL));
             };
             let parent = if parents.is_empty() { root } else { resolve(root, parents, Create::Dir, 0o755)? };
-            let made = symlinkat(link, parent, name);
+            let made = match symlinkat(link, parent, name) {
+                // Already there from an earlier run in the same caller root: fine if identical.
+                Err(Errno(libc::EEXIST)) if same_link(parent, name, link) => Ok(()),
+                other => other,
+            };
             if parent != root {
                 close(parent);
             }
@@ -327,6 +334,14 @@ fn resolve(
         parent = fd?;
     }
     Ok(parent)
+}
+
+/// Whether `name` in `dir` is a symlink to exactly `link`.
+fn same_link(dir: RawFd, name: &CStr, link: &CStr) -> bool {
+    let mut buf = [0u8; 4096];
+    // SAFETY: `buf` is writable for its length; `name` is NUL-terminated.
+    let n = unsafe { libc::readlinkat(dir, name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    n >= 0 && buf.get(..n as usize) == Some(link.to_bytes())
 }
 
 /// Opens host device `path`, checks it is character device `rdev`, and clones a mount of it.

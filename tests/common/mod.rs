@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
-use stockade::{Namespaces, Output, Sandbox, SandboxBuilder};
+use stockade::{Mount, Namespaces, Output, Root, Sandbox, SandboxBuilder};
 
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
@@ -134,4 +134,63 @@ pub fn have(program: &str) -> bool {
 /// The namespace inode of `kind` (e.g. "net") of process `pid` ("self" allowed).
 pub fn ns_inode(pid: &str, kind: &str) -> String {
     std::fs::read_link(format!("/proc/{pid}/ns/{kind}")).expect("read ns link").to_string_lossy().into_owned()
+}
+
+/// Read-only binds of the host's system directories: `/usr`, and `/bin`, `/sbin`, `/lib*` as
+/// binds or (on merged-/usr hosts) as the same symlinks the host has. Enough to run `sh`,
+/// coreutils and python3.
+pub fn system_mounts() -> Vec<Mount> {
+    let mut mounts = vec![Mount::bind_ro("/usr", "/usr")];
+    for path in ["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"] {
+        match std::fs::symlink_metadata(path) {
+            Ok(m) if m.file_type().is_symlink() => {
+                mounts.push(Mount::symlink(std::fs::read_link(path).unwrap(), path))
+            }
+            Ok(m) if m.is_dir() => mounts.push(Mount::bind_ro(path, path)),
+            _ => {}
+        }
+    }
+    mounts
+}
+
+/// A builder for a sandbox with `root` (plus a mount namespace) and the system mounts.
+pub fn rooted(namespaces: Namespaces, root: Root) -> SandboxBuilder {
+    let mut b = builder(namespaces | Namespaces::MOUNT);
+    b.root(root).mounts(system_mounts());
+    b
+}
+
+/// The mount points of a mountinfo text, in order.
+pub fn mount_points(mountinfo: &str) -> Vec<String> {
+    mountinfo.lines().filter_map(|l| l.split(' ').nth(4)).map(str::to_owned).collect()
+}
+
+/// Every file under `dir` with its type, mode and contents (symlink targets for links): a
+/// fingerprint to prove a host tree unchanged.
+pub fn snapshot(dir: &std::path::Path) -> Vec<(String, u32, Vec<u8>)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&p).unwrap();
+        let data = if meta.file_type().is_symlink() {
+            std::fs::read_link(&p).unwrap().into_os_string().into_encoded_bytes()
+        } else if meta.is_file() {
+            std::fs::read(&p).unwrap()
+        } else {
+            if meta.is_dir() {
+                let mut entries: Vec<_> = std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()).collect();
+                entries.sort();
+                stack.extend(entries);
+            }
+            Vec::new()
+        };
+        out.push((p.display().to_string(), meta.mode(), data));
+    }
+    out
+}
+
+/// A temporary directory any test user can use.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("stockade-test-").tempdir().expect("temp dir")
 }
