@@ -10,7 +10,7 @@ use std::io::ErrorKind;
 use std::sync::Mutex;
 
 use common::*;
-use stockade::{ClockOffsets, Error, IdMap, Namespaces, Sandbox, Stage};
+use stockade::{ClockOffsets, Error, IdMap, Mount, Namespaces, Root, Sandbox, Stage};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -309,4 +309,97 @@ fn missing_id_map_helper_is_a_typed_error_naming_it() {
         }
         other => panic!("expected IdMapHelper error, got {other:?}"),
     }
+}
+
+#[test]
+fn bad_mount_and_root_settings_are_rejected_at_build_naming_the_path() {
+    let _serial = serial();
+    let ns = ns(Namespaces::PID | Namespaces::MOUNT);
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let expect = |b: &mut stockade::SandboxBuilder, path: &str, what: &str| {
+        let err = leaves_nothing_behind(|| b.build().unwrap_err());
+        let text = err.to_string();
+        assert!(
+            text.contains(path) && text.contains(what),
+            "expected an error naming {path:?} ({what}), got: {text}"
+        );
+        err
+    };
+    let with = |m: Mount| {
+        let mut b = Sandbox::builder();
+        b.namespaces(ns).mount(m);
+        b
+    };
+    let err = expect(&mut with(Mount::tmpfs("tmp")), "tmp", "absolute");
+    assert!(matches!(err, Error::InvalidPath { what: "mount target", .. }));
+    let err = expect(&mut with(Mount::bind_ro("/no/such/source", "/x")), "/no/such/source", "No such file");
+    assert!(
+        matches!(err, Error::PathAccess { what: "bind source", ref source, .. } if source.kind() == ErrorKind::NotFound)
+    );
+    expect(&mut with(Mount::bind_ro("relative/source", "/x")), "relative/source", "absolute");
+    expect(&mut with(Mount::tmpfs("/a/../../etc")), "/a/../../etc", "..");
+    expect(&mut with(Mount::tmpfs("/tmp").size(0)), "/tmp", "size 0");
+    expect(&mut with(Mount::tmpfs("/tmp").inodes(0)), "/tmp", "inode limit 0");
+    expect(&mut with(Mount::tmpfs("/")), "/", "root itself");
+
+    let mut twice = with(Mount::tmpfs("/tmp"));
+    twice.mount(Mount::bind_ro("/usr", "/tmp"));
+    expect(&mut twice, "/tmp", "earlier mount");
+    let mut beneath = with(Mount::file("/etc/conf", "x"));
+    beneath.mount(Mount::dir("/etc/conf/sub"));
+    expect(&mut beneath, "/etc/conf/sub", "beneath /etc/conf");
+
+    let mut b = Sandbox::builder();
+    b.namespaces(ns).root(Root::dir("/no/such/rootfs"));
+    expect(&mut b, "/no/such/rootfs", "No such file");
+    let mut b = Sandbox::builder();
+    b.namespaces(ns).root(Root::dir(file.path()));
+    expect(&mut b, &file.path().display().to_string(), "not a directory");
+    let mut b = Sandbox::builder();
+    b.namespaces(ns).root(Root::overlay(Vec::<&str>::new()));
+    expect(&mut b, "overlay", "at least one lower");
+    let mut b = Sandbox::builder();
+    b.namespaces(ns).root(Root::tmpfs()).root_size(0);
+    expect(&mut b, "root size", "0 bytes");
+}
+
+#[test]
+fn mounts_and_special_filesystems_without_their_namespace_are_rejected() {
+    let _serial = serial();
+    let cases: [(Namespaces, Mount, &str); 4] = [
+        (ns(Namespaces::PID), Mount::tmpfs("/tmp"), "mount"),
+        (ns(Namespaces::MOUNT), Mount::proc("/proc"), "pid"),
+        (ns(Namespaces::PID | Namespaces::MOUNT), Mount::mqueue("/dev/mqueue"), "ipc"),
+        (Namespaces::USER | Namespaces::MOUNT, Mount::sysfs("/sys"), "net"),
+    ];
+    for (namespaces, mount, needs) in cases {
+        let mut b = Sandbox::builder();
+        b.namespaces(namespaces).mount(mount.clone());
+        let err = b.build().unwrap_err();
+        assert!(matches!(err, Error::NamespaceRequired { needs: n, .. } if n == needs), "{mount:?}: {err}");
+    }
+}
+
+#[test]
+fn a_mount_failing_inside_the_child_is_a_setup_error_naming_it_and_leaves_nothing_behind() {
+    let _serial = serial();
+    let host_before = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    // /usr is bound read-only first, so nothing can be created beneath it.
+    let sandbox = Sandbox::builder()
+        .namespaces(ns(Namespaces::PID | Namespaces::MOUNT))
+        .root(Root::tmpfs())
+        .mount(Mount::bind_ro("/usr", "/usr"))
+        .mount(Mount::tmpfs("/usr/stockade-cannot-exist"))
+        .build()
+        .unwrap();
+    let err = leaves_nothing_behind(|| sandbox.command("/usr/bin/true").spawn().unwrap_err());
+    match err {
+        Error::Setup { stage: Stage::Mount { what, target }, source } => {
+            assert_eq!(what, "tmpfs");
+            assert_eq!(target, std::path::Path::new("/usr/stockade-cannot-exist"));
+            assert_eq!(source.raw_os_error(), Some(libc::EROFS));
+        }
+        other => panic!("expected Setup/Mount, got {other:?}"),
+    }
+    assert_eq!(std::fs::read_to_string("/proc/self/mountinfo").unwrap(), host_before);
 }
