@@ -9,11 +9,13 @@
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use stockade::{Namespaces, Sandbox, Stdio};
+use stockade::{Mount, Namespaces, Root, Sandbox, SandboxBuilder, Stdio};
 
-fn sandbox(ns: Namespaces) -> Sandbox {
+fn builder(ns: Namespaces) -> SandboxBuilder {
     let ns = if nix::unistd::geteuid().is_root() || ns.is_empty() { ns } else { ns | Namespaces::USER };
-    Sandbox::builder().namespaces(ns).build().expect("build sandbox")
+    let mut b = Sandbox::builder();
+    b.namespaces(ns);
+    b
 }
 
 fn spawn(c: &mut Criterion) {
@@ -28,16 +30,19 @@ fn spawn(c: &mut Criterion) {
         })
     });
 
+    let ns5 = Namespaces::USER | Namespaces::PID | Namespaces::MOUNT | Namespaces::UTS | Namespaces::IPC;
+    // A tmpfs root holding read-only binds of the host's /usr, /bin, /lib*, a fresh /proc and
+    // a minimal /dev, in every namespace but net: the bubblewrap-style sandbox.
+    let mut tmpfs_root = builder(Namespaces::all() - Namespaces::NET);
+    tmpfs_root.root(Root::tmpfs()).mounts(Mount::host_system());
     let cases = [
-        ("stockade_no_namespaces", Namespaces::empty()),
-        (
-            "stockade_user_pid_mount_uts_ipc",
-            Namespaces::USER | Namespaces::PID | Namespaces::MOUNT | Namespaces::UTS | Namespaces::IPC,
-        ),
-        ("stockade_all_namespaces", Namespaces::all()),
+        ("stockade_no_namespaces", builder(Namespaces::empty())),
+        ("stockade_user_pid_mount_uts_ipc", builder(ns5)),
+        ("stockade_all_namespaces", builder(Namespaces::all())),
+        ("stockade_tmpfs_root_all_but_net", tmpfs_root),
     ];
-    for (name, ns) in cases {
-        let sandbox = sandbox(ns);
+    for (name, builder) in cases {
+        let sandbox = builder.build().expect("build sandbox");
         group.bench_function(name, |b| {
             b.iter(|| {
                 let status = sandbox.command("/bin/true").stdin(Stdio::null()).status().unwrap();

@@ -15,14 +15,25 @@
 //!   --timeout SECS     kill the sandbox after SECS seconds
 //!   --boottime SECS    boot-time clock offset (needs time)
 //!   --print-pid        print the sandbox's pid (host view) to stderr once it runs
+//!
+//!   --root KIND        the payload's root: tmpfs, host-ro, dir:PATH, dir-ro:PATH,
+//!                      overlay:LOWER[,LOWER...] (bottom first; throw-away upper)
+//!   --system           bind the host's /usr, /bin, /sbin, /lib* read-only (for --root tmpfs)
+//!   --bind SRC:DST     bind a host path, writable (repeatable)
+//!   --ro-bind SRC:DST  bind a host path, read-only (repeatable)
+//!   --tmpfs DST[:SIZE] a private tmpfs, SIZE in bytes (repeatable)
+//!   --file DST:TEXT    a read-only file with TEXT (repeatable)
+//!   --caps LIST        the payload's capabilities: none, default, or CAP_NAME,CAP_NAME,...
 //! ```
 //!
-//! Example: `cargo run --example run -- --hostname box -- /bin/sh -c 'hostname; id; echo $$'`
+//! Examples:
+//! `cargo run --example run -- --hostname box -- /bin/sh -c 'hostname; id; echo $$'`
+//! `cargo run --example run -- --root tmpfs --system --tmpfs /tmp -- /bin/sh -c 'ls /; ls /dev'`
 
 use std::process::ExitCode;
 use std::time::Duration;
 
-use stockade::{ClockOffsets, IdMap, Namespaces, Sandbox};
+use stockade::{Capability, ClockOffsets, DEFAULT_CAPABILITIES, IdMap, Mount, Namespaces, Root, Sandbox};
 
 fn main() -> ExitCode {
     match run() {
@@ -71,6 +82,37 @@ fn run() -> Result<ExitCode, Box<dyn std::error::Error>> {
                 builder.clock_offsets(ClockOffsets::new().boottime(Duration::from_secs(secs)));
             }
             "--print-pid" => print_pid = true,
+            "--root" => {
+                builder.root(parse_root(&value("--root")?)?);
+            }
+            "--system" => {
+                builder.mounts(Mount::host_system());
+            }
+            "--bind" | "--ro-bind" => {
+                let v = value(&flag)?;
+                let (src, dst) = v.split_once(':').ok_or_else(|| format!("{flag} takes SRC:DST"))?;
+                builder.mount(if flag == "--bind" {
+                    Mount::bind(src, dst)
+                } else {
+                    Mount::bind_ro(src, dst)
+                });
+            }
+            "--tmpfs" => {
+                let v = value("--tmpfs")?;
+                let mount = match v.split_once(':') {
+                    Some((dst, size)) => Mount::tmpfs(dst).size(size.parse()?),
+                    None => Mount::tmpfs(v),
+                };
+                builder.mount(mount);
+            }
+            "--file" => {
+                let v = value("--file")?;
+                let (dst, text) = v.split_once(':').ok_or("--file takes DST:TEXT")?;
+                builder.mount(Mount::file(dst, format!("{text}\n")));
+            }
+            "--caps" => {
+                builder.capabilities(parse_caps(&value("--caps")?)?);
+            }
             "--" => {
                 command.extend(args.by_ref());
             }
@@ -110,6 +152,32 @@ fn run() -> Result<ExitCode, Box<dyn std::error::Error>> {
         (None, Some(sig)) => ExitCode::from(128u8.wrapping_add(sig as u8)),
         _ => ExitCode::FAILURE,
     })
+}
+
+fn parse_root(text: &str) -> Result<Root, String> {
+    Ok(match text.split_once(':') {
+        None if text == "tmpfs" => Root::tmpfs(),
+        None if text == "host-ro" => Root::host_readonly(),
+        Some(("dir", path)) => Root::dir(path),
+        Some(("dir-ro", path)) => Root::dir_readonly(path),
+        Some(("overlay", lowers)) => Root::overlay(lowers.split(',')),
+        _ => {
+            return Err(format!(
+                "unknown root {text:?} (tmpfs, host-ro, dir:PATH, dir-ro:PATH, overlay:LOWER,...)"
+            ));
+        }
+    })
+}
+
+fn parse_caps(list: &str) -> Result<Vec<Capability>, String> {
+    match list {
+        "none" | "" => Ok(Vec::new()),
+        "default" => Ok(DEFAULT_CAPABILITIES.to_vec()),
+        _ => list
+            .split(',')
+            .map(|name| name.parse::<Capability>().map_err(|e| format!("{name}: {e}")))
+            .collect(),
+    }
 }
 
 fn parse_namespaces(list: &str) -> Result<Namespaces, String> {

@@ -127,7 +127,7 @@ fn read_only_binds_stay_read_only_for_real_root_without_a_user_namespace() {
     let sandbox = Sandbox::builder()
         .namespaces(Namespaces::PID | Namespaces::MOUNT)
         .root(Root::tmpfs())
-        .mounts(system_mounts())
+        .mounts(Mount::host_system())
         .mount(Mount::tmpfs("/tmp"))
         .mount(Mount::bind_ro(data.path(), "/data"))
         .build()
@@ -302,7 +302,7 @@ fn dev_is_minimal_for_real_root_too_and_mknod_fails() {
     let sandbox = Sandbox::builder()
         .namespaces(Namespaces::PID | Namespaces::MOUNT)
         .root(Root::tmpfs())
-        .mounts(system_mounts())
+        .mounts(Mount::host_system())
         .build()
         .unwrap();
     // Real root with CAP_MKNOD: /dev is read-only, and everything else is nodev.

@@ -263,6 +263,37 @@ impl Mount {
         self
     }
 
+    /// Read-only binds of the host's system directories, enough to run the host's programs in
+    /// a [`Root::tmpfs`]: `/usr`, and `/bin`, `/sbin`, `/lib`, `/lib32`, `/lib64`, `/libx32`
+    /// where the host has them, as binds, or as the same symlinks on merged-`/usr` hosts. Not
+    /// `/etc`: bind what the payload needs from it yourself.
+    ///
+    /// ```no_run
+    /// use stockade::{Mount, Namespaces, Root, Sandbox};
+    /// # fn main() -> Result<(), stockade::Error> {
+    /// let sandbox = Sandbox::builder()
+    ///     .namespaces(Namespaces::all())
+    ///     .root(Root::tmpfs())
+    ///     .mounts(Mount::host_system())
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn host_system() -> Vec<Mount> {
+        let mut mounts = vec![Mount::bind_ro("/usr", "/usr")];
+        for path in ["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"] {
+            match std::fs::symlink_metadata(path) {
+                Ok(meta) if meta.file_type().is_symlink() => {
+                    if let Ok(link) = std::fs::read_link(path) {
+                        mounts.push(Mount::symlink(link, path));
+                    }
+                }
+                Ok(meta) if meta.is_dir() => mounts.push(Mount::bind_ro(path, path)),
+                _ => {}
+            }
+        }
+        mounts
+    }
+
     /// The path this mount is placed at, as the payload sees it.
     pub fn target(&self) -> &Path {
         &self.target

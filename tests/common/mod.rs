@@ -136,27 +136,10 @@ pub fn ns_inode(pid: &str, kind: &str) -> String {
     std::fs::read_link(format!("/proc/{pid}/ns/{kind}")).expect("read ns link").to_string_lossy().into_owned()
 }
 
-/// Read-only binds of the host's system directories: `/usr`, and `/bin`, `/sbin`, `/lib*` as
-/// binds or (on merged-/usr hosts) as the same symlinks the host has. Enough to run `sh`,
-/// coreutils and python3.
-pub fn system_mounts() -> Vec<Mount> {
-    let mut mounts = vec![Mount::bind_ro("/usr", "/usr")];
-    for path in ["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"] {
-        match std::fs::symlink_metadata(path) {
-            Ok(m) if m.file_type().is_symlink() => {
-                mounts.push(Mount::symlink(std::fs::read_link(path).unwrap(), path))
-            }
-            Ok(m) if m.is_dir() => mounts.push(Mount::bind_ro(path, path)),
-            _ => {}
-        }
-    }
-    mounts
-}
-
 /// A builder for a sandbox with `root` (plus a mount namespace) and the system mounts.
 pub fn rooted(namespaces: Namespaces, root: Root) -> SandboxBuilder {
     let mut b = builder(namespaces | Namespaces::MOUNT);
-    b.root(root).mounts(system_mounts());
+    b.root(root).mounts(Mount::host_system());
     b
 }
 
