@@ -55,12 +55,6 @@ fn run_filtered(errno: i32, program: &std::path::Path, args: &[&str]) -> std::pr
     out
 }
 
-fn run_example() -> std::path::PathBuf {
-    let path = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join("examples/run");
-    assert!(path.exists(), "{} missing: `cargo test` builds the examples", path.display());
-    path
-}
-
 #[test]
 fn sandboxes_spawn_when_seccomp_refuses_clone3() {
     if !cfg!(target_arch = "x86_64") {

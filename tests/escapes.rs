@@ -141,14 +141,6 @@ fn payload_runs_in_a_new_session_without_a_controlling_terminal() {
     }
 }
 
-/// The `run` example is a real embedding program: it spawns a sandbox and waits for it.
-fn run_example() -> std::path::PathBuf {
-    let deps = std::env::current_exe().unwrap();
-    let path = deps.parent().unwrap().parent().unwrap().join("examples/run");
-    assert!(path.exists(), "{} missing: `cargo test` builds the examples", path.display());
-    path
-}
-
 fn kill_embedder_and_check_sandbox_dies(ns: &str, script: &str, expect_processes: usize) {
     let mut embedder = std::process::Command::new(run_example())
         .args(["--ns", ns, "--print-pid", "--", "/bin/sh", "-c", script])

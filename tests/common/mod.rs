@@ -177,3 +177,10 @@ pub fn snapshot(dir: &std::path::Path) -> Vec<(String, u32, Vec<u8>)> {
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::Builder::new().prefix("stockade-test-").tempdir().expect("temp dir")
 }
+
+/// The `run` example, a real embedding program (`cargo test` builds the examples).
+pub fn run_example() -> std::path::PathBuf {
+    let path = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join("examples/run");
+    assert!(path.exists(), "{} missing: `cargo test` builds the examples", path.display());
+    path
+}
