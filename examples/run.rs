@@ -24,6 +24,11 @@
 //!   --tmpfs DST[:SIZE] a private tmpfs, SIZE in bytes (repeatable)
 //!   --file DST:TEXT    a read-only file with TEXT (repeatable)
 //!   --caps LIST        the payload's capabilities: none, default, or CAP_NAME,CAP_NAME,...
+//!
+//!   --memory BYTES     memory limit of the whole sandbox (cgroup)
+//!   --pids N           process limit of the whole sandbox (cgroup)
+//!   --cpu-time SECS    CPU-time limit of the whole sandbox
+//!   --best-effort      run even if the host cannot enforce a cgroup limit
 //! ```
 //!
 //! Examples:
@@ -33,7 +38,9 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use stockade::{Capability, ClockOffsets, DEFAULT_CAPABILITIES, IdMap, Mount, Namespaces, Root, Sandbox};
+use stockade::{
+    Capability, ClockOffsets, Compat, DEFAULT_CAPABILITIES, IdMap, Mount, Namespaces, Root, Sandbox,
+};
 
 fn main() -> ExitCode {
     match run() {
@@ -110,6 +117,18 @@ fn run() -> Result<ExitCode, Box<dyn std::error::Error>> {
                 let (dst, text) = v.split_once(':').ok_or("--file takes DST:TEXT")?;
                 builder.mount(Mount::file(dst, format!("{text}\n")));
             }
+            "--memory" => {
+                builder.memory_limit(value("--memory")?.parse()?);
+            }
+            "--pids" => {
+                builder.pids_limit(value("--pids")?.parse()?);
+            }
+            "--cpu-time" => {
+                builder.cpu_time_limit(Duration::from_secs_f64(value("--cpu-time")?.parse()?));
+            }
+            "--best-effort" => {
+                builder.resource_compat(Compat::BestEffort);
+            }
             "--caps" => {
                 builder.capabilities(parse_caps(&value("--caps")?)?);
             }
@@ -146,7 +165,14 @@ fn run() -> Result<ExitCode, Box<dyn std::error::Error>> {
         Some(t) => child.wait_timeout(t)?,
         None => child.wait()?,
     };
-    eprintln!("stockade: {status}");
+    let u = status.usage();
+    eprintln!(
+        "stockade: {status} (wall {:?}, user {:?}, sys {:?}, peak memory {:?} bytes, oom {})",
+        u.wall_time, u.user_time, u.system_time, u.peak_memory, u.oom_killed
+    );
+    if !child.unenforced().is_empty() {
+        eprintln!("stockade: not enforced on this host: {:?}", child.unenforced());
+    }
     Ok(match (status.code(), status.signal()) {
         (Some(code), _) => ExitCode::from(code as u8),
         (None, Some(sig)) => ExitCode::from(128u8.wrapping_add(sig as u8)),

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
-use crate::Error;
-use crate::sys::pidfd::{self, Exit};
+use crate::resources::cgroup::SandboxCgroup;
+use crate::sys::pidfd::{self, Exit, Reaped};
+use crate::{Error, Limit, ResourceUsage};
 
 /// A running (or finished) sandbox.
 ///
@@ -36,6 +37,7 @@ pub struct Child {
     /// Read end of the init's status pipe (pid namespace only).
     status_pipe: Option<OwnedFd>,
     status: Option<ExitStatus>,
+    supervision: Supervision,
     /// The payload's stdin, when it was [`Stdio::piped`](crate::Stdio::piped).
     pub stdin: Option<ChildStdin>,
     /// The payload's stdout, when it was [`Stdio::piped`](crate::Stdio::piped).
@@ -44,18 +46,31 @@ pub struct Child {
     pub stderr: Option<ChildStderr>,
 }
 
+/// What the embedding process keeps watching while a sandbox runs.
+#[derive(Debug)]
+pub(crate) struct Supervision {
+    pub(crate) started: Instant,
+    pub(crate) wall_limit: Option<Duration>,
+    pub(crate) cpu_limit: Option<Duration>,
+    pub(crate) cgroup: Option<SandboxCgroup>,
+    /// Limits that could not be enforced (best effort).
+    pub(crate) unenforced: Vec<&'static str>,
+}
+
 impl Child {
     pub(crate) fn new(
         pid: libc::pid_t,
         pidfd: OwnedFd,
         status_pipe: Option<OwnedFd>,
         [stdin, stdout, stderr]: [Option<OwnedFd>; 3],
+        supervision: Supervision,
     ) -> Child {
         Child {
             pid: pid as u32,
             pidfd,
             status_pipe,
             status: None,
+            supervision,
             stdin: stdin.map(|fd| ChildStdin(File::from(fd))),
             stdout: stdout.map(|fd| ChildStdout(File::from(fd))),
             stderr: stderr.map(|fd| ChildStderr(File::from(fd))),
@@ -68,61 +83,119 @@ impl Child {
         self.pid
     }
 
-    /// Waits for the sandbox to end. Closes the payload's stdin first, as `std` does, so a
-    /// payload reading it sees end of file.
+    /// Waits for the sandbox to end, enforcing its [`timeout`](crate::SandboxBuilder::timeout)
+    /// and [`cpu_time_limit`](crate::SandboxBuilder::cpu_time_limit). Closes the payload's stdin
+    /// first, as `std` does, so a payload reading it sees end of file.
     pub fn wait(&mut self) -> io::Result<ExitStatus> {
         if let Some(status) = self.status {
             return Ok(status);
         }
         drop(self.stdin.take());
-        match pidfd::wait(self.pidfd.as_fd(), false)? {
-            Some(exit) => Ok(self.finish(exit, false)),
-            None => Err(io::Error::other("waitid returned no status for the sandbox")),
-        }
+        self.supervise(None)
     }
 
-    /// Returns the status if the sandbox has ended, without blocking.
+    /// Returns the status if the sandbox has ended, without blocking. A time limit that has
+    /// passed ends the sandbox here.
     pub fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
         if let Some(status) = self.status {
             return Ok(Some(status));
         }
-        Ok(pidfd::wait(self.pidfd.as_fd(), true)?.map(|exit| self.finish(exit, false)))
+        if let Some(limit) = self.limit_reached(Instant::now(), self.wall_deadline()) {
+            return self.end_for(limit).map(Some);
+        }
+        Ok(pidfd::wait(self.pidfd.as_fd(), true)?.map(|reaped| self.finish(reaped, None)))
     }
 
     /// Waits at most `timeout` for the sandbox to end; if it is still running then, kills it
-    /// (the whole tree, with a pid namespace) and returns a status whose
-    /// [`timed_out`](ExitStatus::timed_out) is true.
+    /// (the whole tree) and returns a status whose [`limit`](ExitStatus::limit) is
+    /// [`Limit::WallClock`].
     pub fn wait_timeout(&mut self, timeout: Duration) -> io::Result<ExitStatus> {
         if let Some(status) = self.status {
             return Ok(status);
         }
         drop(self.stdin.take());
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if poll_readable(self.pidfd.as_fd(), left)? {
-                return self.wait();
-            }
-            if left.is_zero() {
-                break;
-            }
-        }
-        self.kill()?;
-        match pidfd::wait(self.pidfd.as_fd(), false)? {
-            Some(exit) => Ok(self.finish(exit, true)),
-            None => Err(io::Error::other("waitid returned no status for the sandbox")),
-        }
+        self.supervise(Some(Instant::now() + timeout))
     }
 
-    /// Kills the sandbox with `SIGKILL`. With a pid namespace this ends every process in it.
-    /// Does nothing if the sandbox has already been waited for or has exited.
+    /// Kills the sandbox with `SIGKILL`: with a pid namespace or a cgroup, every process in
+    /// it. Does nothing if the sandbox has already been waited for.
     pub fn kill(&mut self) -> io::Result<()> {
         if self.status.is_some() {
             return Ok(());
         }
-        match pidfd::send_signal(self.pidfd.as_fd(), libc::SIGKILL) {
+        let sent = match pidfd::send_signal(self.pidfd.as_fd(), libc::SIGKILL) {
             Ok(()) | Err(crate::sys::Errno(libc::ESRCH)) => Ok(()),
             Err(e) => Err(e.into()),
+        };
+        if let Some(cgroup) = &self.supervision.cgroup {
+            cgroup.kill_all();
+        }
+        sent
+    }
+
+    /// Limits that were requested but are not enforced on this host (with
+    /// [`Compat::BestEffort`](crate::Compat::BestEffort)), e.g. `["memory", "pids"]` for an
+    /// unprivileged caller without cgroup delegation. Empty when everything is enforced.
+    pub fn unenforced(&self) -> &[&'static str] {
+        &self.supervision.unenforced
+    }
+
+    /// Waits until the sandbox ends or a limit (`deadline`, the wall-clock limit, the CPU-time
+    /// limit) ends it.
+    fn supervise(&mut self, deadline: Option<Instant>) -> io::Result<ExitStatus> {
+        let deadline = match (deadline, self.wall_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        loop {
+            let now = Instant::now();
+            if let Some(limit) = self.limit_reached(now, deadline) {
+                return self.end_for(limit);
+            }
+            let wake = match (deadline, self.next_cpu_check(now)) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            if poll_readable(self.pidfd.as_fd(), wake.map(|w| w.saturating_duration_since(now)))? {
+                if let Some(reaped) = pidfd::wait(self.pidfd.as_fd(), true)? {
+                    return Ok(self.finish(reaped, None));
+                }
+            }
+        }
+    }
+
+    fn wall_deadline(&self) -> Option<Instant> {
+        self.supervision.wall_limit.map(|w| self.supervision.started + w)
+    }
+
+    fn cpu_used(&self) -> Option<Duration> {
+        let (user, system) = self.supervision.cgroup.as_ref()?.cpu_times()?;
+        Some(user + system)
+    }
+
+    fn limit_reached(&self, now: Instant, deadline: Option<Instant>) -> Option<Limit> {
+        if deadline.is_some_and(|d| now >= d) {
+            return Some(Limit::WallClock);
+        }
+        let limit = self.supervision.cpu_limit?;
+        (self.cpu_used()? >= limit).then_some(Limit::CpuTime)
+    }
+
+    /// When to look at the CPU time again: the tree can use at most one CPU second per second
+    /// per core, so nothing can be missed before then.
+    fn next_cpu_check(&self, now: Instant) -> Option<Instant> {
+        let limit = self.supervision.cpu_limit?;
+        let used = self.cpu_used()?;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+        let left = limit.saturating_sub(used) / cores;
+        Some(now + left.clamp(Duration::from_millis(1), Duration::from_millis(100)))
+    }
+
+    fn end_for(&mut self, limit: Limit) -> io::Result<ExitStatus> {
+        self.kill()?;
+        match pidfd::wait(self.pidfd.as_fd(), false)? {
+            Some(reaped) => Ok(self.finish(reaped, Some(limit))),
+            None => Err(io::Error::other("waitid returned no status for the sandbox")),
         }
     }
 
@@ -150,12 +223,39 @@ impl Child {
         Ok(Output { status, stdout, stderr })
     }
 
-    fn finish(&mut self, exit: Exit, timed_out: bool) -> ExitStatus {
+    /// Records how the sandbox ended and what it used, then removes its cgroup.
+    fn finish(&mut self, reaped: Reaped, limit: Option<Limit>) -> ExitStatus {
         // The init reports the payload's own status; without it (the init was killed), the
         // init's status is the sandbox's.
-        let exit = self.payload_exit().unwrap_or(exit);
+        let exit = self.payload_exit().unwrap_or(reaped.exit);
         self.status_pipe = None;
-        let status = ExitStatus { exit, timed_out };
+        let mut usage = ResourceUsage {
+            wall_time: self.supervision.started.elapsed(),
+            user_time: reaped.user,
+            system_time: reaped.system,
+            peak_memory: (reaped.max_rss > 0).then_some(reaped.max_rss),
+            ..ResourceUsage::default()
+        };
+        if let Some(cgroup) = &mut self.supervision.cgroup {
+            if let Some((user, system)) = cgroup.cpu_times() {
+                (usage.user_time, usage.system_time) = (user, system);
+            }
+            let (peak, oom, pids) = cgroup.memory_and_pids();
+            usage.peak_memory = peak.or(usage.peak_memory);
+            usage.oom_killed = oom;
+            usage.peak_pids = pids;
+            cgroup.destroy();
+        }
+        let cpu_exceeded =
+            self.supervision.cpu_limit.is_some_and(|l| usage.user_time + usage.system_time >= l);
+        let limit = limit.or(match exit {
+            Exit::Signal { signal: libc::SIGKILL, .. } if usage.oom_killed => Some(Limit::Memory),
+            Exit::Signal { signal: libc::SIGXCPU | libc::SIGKILL, .. } if cpu_exceeded => {
+                Some(Limit::CpuTime)
+            }
+            _ => None,
+        });
+        let status = ExitStatus { exit, limit, usage };
         self.status = Some(status);
         status
     }
@@ -178,20 +278,27 @@ impl AsFd for Child {
 }
 
 impl Drop for Child {
+    /// Kills and reaps a sandbox nobody waited for; its cgroup goes with it.
     fn drop(&mut self) {
         if self.status.is_none() {
-            let _ = pidfd::send_signal(self.pidfd.as_fd(), libc::SIGKILL);
+            let _ = self.kill();
             let _ = pidfd::wait(self.pidfd.as_fd(), false);
         }
     }
 }
 
-fn poll_readable(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<bool> {
-    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-    // Round up so a short remaining time does not become a busy zero-timeout poll.
-    let ms = if ms == 0 && !timeout.is_zero() { 1 } else { ms };
+/// Waits until `fd` is readable, at most `timeout` (`None`: no limit).
+fn poll_readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<bool> {
+    let timeout = match timeout {
+        None => PollTimeout::NONE,
+        Some(t) => {
+            // Round up so a short remaining time does not become a busy zero-timeout poll.
+            let ms = t.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32;
+            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+        }
+    };
     let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
-    match nix::poll::poll(&mut fds, PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)) {
+    match nix::poll::poll(&mut fds, timeout) {
         Ok(n) => Ok(n > 0),
         Err(nix::errno::Errno::EINTR) => Ok(false),
         Err(e) => Err(e.into()),
@@ -236,12 +343,13 @@ fn read_both(out: Option<ChildStdout>, err: Option<ChildStderr>) -> io::Result<(
     Ok((stdout, stderr))
 }
 
-/// How a sandbox ended: the payload's exit code or the signal that killed it, and whether a
-/// time limit fired.
+/// How a sandbox ended: the payload's exit code or the signal that killed it, which limit (if
+/// any) ended it, and what it used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ExitStatus {
     exit: Exit,
-    timed_out: bool,
+    limit: Option<Limit>,
+    usage: ResourceUsage,
 }
 
 impl ExitStatus {
@@ -271,10 +379,20 @@ impl ExitStatus {
         matches!(self.exit, Exit::Signal { core_dumped: true, .. })
     }
 
-    /// True if the sandbox was killed because a wait with a timeout
-    /// ([`Child::wait_timeout`]) expired.
+    /// True if the sandbox was killed because its wall-clock time ran out (its
+    /// [`timeout`](crate::SandboxBuilder::timeout) or [`Child::wait_timeout`]).
     pub fn timed_out(&self) -> bool {
-        self.timed_out
+        self.limit == Some(Limit::WallClock)
+    }
+
+    /// The limit that ended the sandbox, if one did.
+    pub fn limit(&self) -> Option<Limit> {
+        self.limit
+    }
+
+    /// What the sandbox used.
+    pub fn usage(&self) -> &ResourceUsage {
+        &self.usage
     }
 }
 
@@ -288,8 +406,11 @@ impl fmt::Display for ExitStatus {
                 write!(f, "signal: {signal} ({name}){}", if core_dumped { " (core dumped)" } else { "" })?
             }
         }
-        if self.timed_out {
-            f.write_str(", killed after timeout")?;
+        match self.limit {
+            Some(Limit::WallClock) => f.write_str(", killed: wall-clock time limit")?,
+            Some(Limit::CpuTime) => f.write_str(", killed: CPU time limit")?,
+            Some(Limit::Memory) => f.write_str(", killed: out of memory")?,
+            None => {}
         }
         Ok(())
     }

@@ -77,6 +77,28 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// The host cannot provide something the sandbox asked for (a cgroup controller, swap
+    /// accounting, cgroups at all), and the sandbox's [`Compat`](crate::Compat) says enforce.
+    #[error("{what} is not available: {reason}")]
+    Unsupported {
+        /// What is missing, e.g. `"the memory cgroup controller"`.
+        what: String,
+        /// Why, and what would help.
+        reason: String,
+    },
+
+    /// Creating, configuring or joining the sandbox's cgroup failed.
+    #[error("cgroup {op} at {path:?} failed: {source}")]
+    Cgroup {
+        /// The operation, e.g. `"create"` or `"apply memory limits"`.
+        op: String,
+        /// The cgroup directory.
+        path: PathBuf,
+        /// The kernel's answer (EACCES: not delegated to this user).
+        #[source]
+        source: io::Error,
+    },
+
     /// A uid or gid map is malformed (overlapping ranges, zero count, overflow, too many ranges)
     /// or does not map the id the payload should run as.
     #[error("invalid {kind} map {map}: {reason}")]
@@ -163,7 +185,10 @@ impl From<Error> for io::Error {
             Error::Exec { source, .. } | Error::Setup { source, .. } | Error::Spawn { source, .. } => {
                 source.kind()
             }
-            Error::Io { source, .. } | Error::PathAccess { source, .. } => source.kind(),
+            Error::Io { source, .. } | Error::PathAccess { source, .. } | Error::Cgroup { source, .. } => {
+                source.kind()
+            }
+            Error::Unsupported { .. } => io::ErrorKind::Unsupported,
             Error::NotPermitted { .. } => io::ErrorKind::PermissionDenied,
             _ => io::ErrorKind::InvalidInput,
         };
@@ -229,6 +254,8 @@ pub enum Stage {
         /// The uid, as seen inside the sandbox.
         uid: u32,
     },
+    /// Setting the payload's resource limits (rlimits).
+    Rlimits,
     /// Setting the payload's capability sets.
     Capabilities,
     /// Setting `no_new_privs`.
@@ -261,6 +288,7 @@ impl fmt::Display for Stage {
             Stage::SetGroups => f.write_str("set supplementary groups"),
             Stage::SetGid { gid } => write!(f, "set gid {gid}"),
             Stage::SetUid { uid } => write!(f, "set uid {uid}"),
+            Stage::Rlimits => f.write_str("set resource limits"),
             Stage::Capabilities => f.write_str("set capabilities"),
             Stage::NoNewPrivs => f.write_str("set no_new_privs"),
             Stage::Chdir { dir } => write!(f, "change directory to {}", dir.display()),

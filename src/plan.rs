@@ -39,6 +39,7 @@ pub(crate) enum Step {
     SetGroups,
     SetGid,
     SetUid,
+    Rlimits,
     Capabilities,
     NoNewPrivs,
     Chdir,
@@ -46,7 +47,7 @@ pub(crate) enum Step {
 }
 
 impl Step {
-    const ALL: [Step; 22] = [
+    const ALL: [Step; 23] = [
         Step::Signals,
         Step::DeathSignal,
         Step::Fds,
@@ -65,6 +66,7 @@ impl Step {
         Step::SetGroups,
         Step::SetGid,
         Step::SetUid,
+        Step::Rlimits,
         Step::Capabilities,
         Step::NoNewPrivs,
         Step::Chdir,
@@ -122,6 +124,8 @@ pub(crate) struct Creds {
     pub(crate) uid: Option<libc::uid_t>,
     pub(crate) caps: Option<CapPlan>,
     pub(crate) no_new_privs: bool,
+    /// `(resource, soft, hard)` for `prlimit`.
+    pub(crate) rlimits: Vec<(libc::__rlimit_resource_t, u64, u64)>,
 }
 
 /// Everything the child does, prepared.
@@ -273,6 +277,7 @@ impl Plan {
                 uid: config.user.map(|(uid, _)| uid),
                 caps: config.caps,
                 no_new_privs: config.no_new_privs,
+                rlimits: config.limits.child_rlimits(),
             },
             cwd,
             exec,
@@ -307,6 +312,7 @@ impl Plan {
             Step::SetGroups => Stage::SetGroups,
             Step::SetGid => Stage::SetGid { gid: self.creds.gid.unwrap_or(u32::MAX) },
             Step::SetUid => Stage::SetUid { uid: self.creds.uid.unwrap_or(u32::MAX) },
+            Step::Rlimits => Stage::Rlimits,
             Step::Capabilities => Stage::Capabilities,
             Step::NoNewPrivs => Stage::NoNewPrivs,
             Step::Chdir => Stage::Chdir { dir: self.cwd.as_deref().map(path_of).unwrap_or_default() },

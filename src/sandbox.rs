@@ -9,8 +9,11 @@ use std::sync::Arc;
 
 use crate::fs::plan::{FsConfig, FsPlan};
 use crate::privileges::{self, CapPlan};
+use crate::resources::LimitsConfig;
+use crate::resources::cgroup::{self, Layout};
 use crate::userns::{self, IdKind, IdMap, Writer};
-use crate::{Capability, ClockOffsets, Command, Error, Mount, Namespaces, Root};
+use crate::{Capability, ClockOffsets, Command, Compat, Error, Mount, Namespaces, Rlimit, Root};
+use std::time::Duration;
 
 /// Longest hostname / domain name the kernel accepts (`__NEW_UTS_LEN`).
 const MAX_UTS_NAME: usize = 64;
@@ -51,6 +54,7 @@ pub struct SandboxBuilder {
     root_size: Option<u64>,
     capabilities: Option<Vec<Capability>>,
     allow_new_privs: bool,
+    limits: LimitsConfig,
 }
 
 impl SandboxBuilder {
@@ -185,6 +189,99 @@ impl SandboxBuilder {
         self
     }
 
+    /// Limits the sandbox's memory (its cgroup's, covering every process) to `bytes`. When the
+    /// tree needs more, the kernel's OOM killer ends a process of it and the status reports
+    /// [`Limit::Memory`](crate::Limit::Memory).
+    pub fn memory_limit(&mut self, bytes: u64) -> &mut Self {
+        self.limits.memory = Some(bytes);
+        self
+    }
+
+    /// Limits memory and swap together to `bytes` (at least the memory limit). Needs swap
+    /// accounting on the host.
+    pub fn memory_swap_limit(&mut self, bytes: u64) -> &mut Self {
+        self.limits.memory_swap = Some(bytes);
+        self
+    }
+
+    /// Limits how many processes (and threads) the sandbox may have at once: a fork bomb stops
+    /// there.
+    pub fn pids_limit(&mut self, count: u64) -> &mut Self {
+        self.limits.pids = Some(count);
+        self
+    }
+
+    /// Lets the sandbox use at most `quota` of CPU time per `period` (e.g. 50 ms per 100 ms: half
+    /// a core).
+    pub fn cpu_quota(&mut self, quota: Duration, period: Duration) -> &mut Self {
+        self.limits.cpu_quota = Some((quota, period));
+        self
+    }
+
+    /// The sandbox's CPU weight against its siblings, 1 to 10000 (default 100); `cpu.shares`
+    /// on cgroup v1 (weight 100 = 1024 shares).
+    pub fn cpu_weight(&mut self, weight: u64) -> &mut Self {
+        self.limits.cpu_weight = Some(weight);
+        self
+    }
+
+    /// The CPUs the sandbox may run on, as a list like `"0-3,6"`.
+    pub fn cpuset_cpus(&mut self, cpus: impl Into<String>) -> &mut Self {
+        self.limits.cpuset_cpus = Some(cpus.into());
+        self
+    }
+
+    /// The memory nodes the sandbox may use, as a list like `"0"`.
+    pub fn cpuset_mems(&mut self, mems: impl Into<String>) -> &mut Self {
+        self.limits.cpuset_mems = Some(mems.into());
+        self
+    }
+
+    /// The sandbox's block I/O weight, 1 to 10000 (default 100; `blkio.weight` on v1).
+    pub fn io_weight(&mut self, weight: u16) -> &mut Self {
+        self.limits.io_weight = Some(weight);
+        self
+    }
+
+    /// Where sandbox cgroups are created, relative to the root of each cgroup hierarchy
+    /// (default: `stockade` under the embedding process's own cgroup, so it works inside
+    /// containers and delegated trees). Each spawn gets its own uniquely named child, removed
+    /// when the sandbox ends.
+    pub fn cgroup_parent(&mut self, path: impl Into<PathBuf>) -> &mut Self {
+        self.limits.cgroup_parent = Some(path.into());
+        self
+    }
+
+    /// What to do when the host cannot enforce a cgroup limit (default: [`Compat::Enforce`],
+    /// an error).
+    pub fn resource_compat(&mut self, compat: Compat) -> &mut Self {
+        self.limits.compat = compat;
+        self
+    }
+
+    /// Sets a per-process resource limit of the payload (`soft` ≤ `hard`).
+    pub fn rlimit(&mut self, resource: Rlimit, soft: u64, hard: u64) -> &mut Self {
+        self.limits.rlimits.push((resource, soft, hard));
+        self
+    }
+
+    /// Ends the sandbox (the whole tree) when it has run for `limit` of wall-clock time; the
+    /// status then reports [`Limit::WallClock`](crate::Limit::WallClock). Enforced while the
+    /// embedding program waits for the sandbox ([`Child::wait`](crate::Child::wait),
+    /// [`Command::output`], [`Command::status`]).
+    pub fn timeout(&mut self, limit: Duration) -> &mut Self {
+        self.limits.wall_time = Some(limit);
+        self
+    }
+
+    /// Ends the sandbox when its processes together have used `limit` of CPU time (measured
+    /// on its cgroup while the embedding program waits; each process also gets `RLIMIT_CPU`).
+    /// The status reports [`Limit::CpuTime`](crate::Limit::CpuTime).
+    pub fn cpu_time_limit(&mut self, limit: Duration) -> &mut Self {
+        self.limits.cpu_time = Some(limit);
+        self
+    }
+
     /// Validates the settings and freezes them into a [`Sandbox`].
     ///
     /// # Errors
@@ -280,6 +377,9 @@ impl SandboxBuilder {
         }
 
         let non_root_user = self.user.is_some_and(|(uid, _)| uid != 0);
+        self.limits.validate()?;
+        let cgroup_layout = self.cgroup_layout()?;
+
         let caps = privileges::plan(self.capabilities.as_deref(), user_ns.is_some(), non_root_user)?;
         let fs = FsConfig::new(
             self.root.clone(),
@@ -312,8 +412,30 @@ impl SandboxBuilder {
                 fs,
                 caps,
                 no_new_privs: !self.allow_new_privs,
+                limits: self.limits.clone(),
+                cgroup_layout,
             }),
         })
+    }
+
+    /// The cgroup layout spawns will use: `None` when no cgroup is wanted, or when it cannot be
+    /// had and the sandbox is best-effort.
+    fn cgroup_layout(&self) -> Result<Option<Layout>, Error> {
+        if !self.limits.wants_cgroup() {
+            return Ok(None);
+        }
+        let checked = match cgroup::layout() {
+            None => Err(Error::Unsupported {
+                what: "cgroups".into(),
+                reason: "no cgroup filesystem is mounted at /sys/fs/cgroup".into(),
+            }),
+            Some(layout) => cgroup::check_available(layout, &self.limits.controllers()).map(|()| layout),
+        };
+        match (checked, self.limits.compat) {
+            (Ok(layout), _) => Ok(Some(layout)),
+            (Err(_), Compat::BestEffort) => Ok(None),
+            (Err(e), Compat::Enforce) => Err(e),
+        }
     }
 
     fn user_namespace(&self) -> Result<UserNamespace, Error> {
@@ -417,6 +539,9 @@ pub(crate) struct Config {
     pub(crate) fs: FsConfig,
     pub(crate) caps: Option<CapPlan>,
     pub(crate) no_new_privs: bool,
+    pub(crate) limits: LimitsConfig,
+    /// Where each spawn's cgroup goes (`None`: no cgroup).
+    pub(crate) cgroup_layout: Option<Layout>,
 }
 
 /// A validated user namespace setup.

@@ -9,12 +9,14 @@ use std::path::Path;
 use nix::fcntl::OFlag;
 use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType};
 
+use crate::child::Supervision;
 use crate::command::StdioKind;
 use crate::plan::{Channels, Exec, FAILURE_LEN, Plan};
+use crate::resources::cgroup::SandboxCgroup;
 use crate::sandbox::Config;
 use crate::sys::clone::{Forked, clone_with_pidfd};
 use crate::sys::{self, pidfd};
-use crate::{Child, Error, userns};
+use crate::{Child, Compat, Error, userns};
 
 pub(crate) fn spawn(
     config: &Config,
@@ -75,14 +77,27 @@ pub(crate) fn spawn(
     };
     let mut plan = Plan::new(config, exec, cwd, moves, channels)?;
 
+    let started = std::time::Instant::now();
+    let limits = &config.limits;
+    let (cgroup, unenforced) = match config.cgroup_layout {
+        Some(layout) => match SandboxCgroup::create(limits, layout) {
+            Ok(cgroup) => (Some(cgroup), Vec::new()),
+            Err(_) if limits.compat == Compat::BestEffort => (None, limits.cgroup_limit_names()),
+            Err(e) => return Err(e),
+        },
+        None if limits.wants_cgroup() => (None, limits.cgroup_limit_names()),
+        None => (None, Vec::new()),
+    };
+    let cgroup_fd = cgroup.as_ref().and_then(SandboxCgroup::clone_into_fd);
+
     let old_mask = sys::block_all_signals();
-    let forked = clone_with_pidfd(plan.clone_flags);
+    let forked = clone_with_pidfd(plan.clone_flags, cgroup_fd.as_ref().map(AsRawFd::as_raw_fd));
     if !matches!(forked, Ok(Forked::Child)) {
         let _ = sys::set_sigmask(&old_mask);
     }
-    let (pid, pidfd) = match forked {
+    let (pid, pidfd, in_cgroup) = match forked {
         Ok(Forked::Child) => sys::child::run(&mut plan),
-        Ok(Forked::Parent { pid, pidfd }) => (pid, pidfd),
+        Ok(Forked::Parent { pid, pidfd, in_cgroup }) => (pid, pidfd, in_cgroup),
         Err(e) => {
             let ns: Vec<_> = config.namespaces.names().collect();
             return Err(Error::spawn(format!("clone3 with namespaces {ns:?}"), e));
@@ -104,6 +119,10 @@ pub(crate) fn spawn(
         let _ = pidfd::wait(pidfd.as_fd(), false);
         if reported { plan.failure_to_error(&record) } else { e }
     };
+    // cgroup v1 (or no clone3): the child joins its cgroup now, before it runs anything.
+    if let (Some(cgroup), false) = (&cgroup, in_cgroup) {
+        cgroup.attach(pid).map_err(abort)?;
+    }
     if let Some(user_ns) = &config.user_ns {
         // /proc/<pid>, proven through the pidfd to be our child: maps are written through it.
         let dir = userns::ProcDir::open(pid, pidfd.as_fd()).map_err(abort)?;
@@ -125,7 +144,16 @@ pub(crate) fn spawn(
         }
     };
     match n {
-        Ok(0) => Ok(Child::new(pid, pidfd, status_read, parent_stdio)),
+        Ok(0) => {
+            let supervision = Supervision {
+                started,
+                wall_limit: limits.wall_time,
+                cpu_limit: limits.cpu_time,
+                cgroup,
+                unenforced,
+            };
+            Ok(Child::new(pid, pidfd, status_read, parent_stdio, supervision))
+        }
         Ok(FAILURE_LEN) => {
             // The child exits right after reporting; reap it so nothing is left behind.
             let _ = pidfd::wait(pidfd.as_fd(), false);

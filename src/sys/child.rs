@@ -189,6 +189,10 @@ fn write_file(path: &std::ffi::CStr, data: &[u8]) -> SysResult<()> {
 
 fn exec_payload(plan: &Plan) -> Result<Infallible, Failure> {
     let creds = &plan.creds;
+    // While all capabilities are still there (raising a hard limit needs CAP_SYS_RESOURCE).
+    for &(resource, soft, hard) in &creds.rlimits {
+        super::prlimit(resource, soft, hard).map_err(at(Step::Rlimits))?;
+    }
     if let Some(caps) = creds.caps {
         // Keep the permitted set across the uid change; drop from the bounding set while we
         // still have CAP_SETPCAP in the effective set (a uid change clears it).

@@ -1,7 +1,7 @@
 //! Creating the sandbox's first process: `clone3` with `CLONE_PIDFD`, or legacy `clone` when a
 //! seccomp profile or an old kernel refuses `clone3` (ENOSYS / EPERM).
 
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use libc::c_ulong;
@@ -20,6 +20,8 @@ pub(crate) mod flags {
     pub(crate) const CLONE_NEWPID: u64 = 0x2000_0000;
     pub(crate) const CLONE_NEWNET: u64 = 0x4000_0000;
     pub(crate) const CLONE_NEWNS: u64 = 0x0002_0000;
+    /// Start the child in the cgroup whose directory descriptor is given (clone3 only).
+    pub(crate) const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 }
 
 /// `struct clone_args` of `<linux/sched.h>` (version 2, 88 bytes).
@@ -43,18 +45,21 @@ struct CloneArgs {
 pub(crate) enum Forked {
     /// In the new process. Only allocation-free code may run from here on.
     Child,
-    /// In the caller: the child's pid (in the caller's pid namespace) and its pidfd.
-    Parent { pid: libc::pid_t, pidfd: OwnedFd },
+    /// In the caller: the child's pid (in the caller's pid namespace), its pidfd, and whether
+    /// it was started in the requested cgroup (legacy clone cannot do that; the caller must
+    /// move it).
+    Parent { pid: libc::pid_t, pidfd: OwnedFd, in_cgroup: bool },
 }
 
 /// Set once `clone3` has been refused, so later spawns go straight to `clone`.
 static CLONE3_REFUSED: AtomicBool = AtomicBool::new(false);
 
 /// Creates a child process in new namespaces (`flags`, without `CLONE_PIDFD`, which is added),
-/// delivering SIGCHLD to the parent on exit.
-pub(crate) fn clone_with_pidfd(flags: u64) -> SysResult<Forked> {
+/// delivering SIGCHLD to the parent on exit, and started in the cgroup `cgroup` (a directory
+/// descriptor) when clone3 is available.
+pub(crate) fn clone_with_pidfd(flags: u64, cgroup: Option<RawFd>) -> SysResult<Forked> {
     if !CLONE3_REFUSED.load(Ordering::Relaxed) {
-        match clone3(flags) {
+        match clone3(flags, cgroup) {
             Err(Errno(libc::ENOSYS)) | Err(Errno(libc::EPERM)) if flags_fit_legacy_clone(flags) => {
                 // EPERM may also be a real permission problem with the namespaces; legacy clone
                 // will report that again, and only a successful clone proves clone3 is filtered.
@@ -80,12 +85,13 @@ fn flags_fit_legacy_clone(flags: u64) -> bool {
     flags & !0xffff_ff00 == 0
 }
 
-fn clone3(flags: u64) -> SysResult<Forked> {
+fn clone3(flags: u64, cgroup: Option<RawFd>) -> SysResult<Forked> {
     let mut pidfd: libc::c_int = -1;
     let args = CloneArgs {
-        flags: flags | flags::CLONE_PIDFD,
+        flags: flags | flags::CLONE_PIDFD | if cgroup.is_some() { flags::CLONE_INTO_CGROUP } else { 0 },
         pidfd: &mut pidfd as *mut libc::c_int as u64,
         exit_signal: libc::SIGCHLD as u64,
+        cgroup: cgroup.map_or(0, |fd| fd as u64),
         ..CloneArgs::default()
     };
     // SAFETY: without CLONE_VM the child runs on a copy-on-write copy of this stack, like fork;
@@ -93,7 +99,7 @@ fn clone3(flags: u64) -> SysResult<Forked> {
     let ret = unsafe {
         libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>())
     };
-    finish(ret, pidfd)
+    finish(ret, pidfd, cgroup.is_some())
 }
 
 fn clone_legacy(flags: u64) -> SysResult<Forked> {
@@ -104,10 +110,10 @@ fn clone_legacy(flags: u64) -> SysResult<Forked> {
     let ret = unsafe {
         libc::syscall(libc::SYS_clone, word, 0usize, &mut pidfd as *mut libc::c_int, 0usize, 0usize)
     };
-    finish(ret, pidfd)
+    finish(ret, pidfd, false)
 }
 
-fn finish(ret: libc::c_long, pidfd: libc::c_int) -> SysResult<Forked> {
+fn finish(ret: libc::c_long, pidfd: libc::c_int, in_cgroup: bool) -> SysResult<Forked> {
     match ret {
         -1 => Err(Errno::last()),
         0 => Ok(Forked::Child),
@@ -115,6 +121,7 @@ fn finish(ret: libc::c_long, pidfd: libc::c_int) -> SysResult<Forked> {
             pid: pid as libc::pid_t,
             // SAFETY: the kernel returned a fresh pidfd that nothing else owns.
             pidfd: unsafe { OwnedFd::from_raw_fd(pidfd) },
+            in_cgroup,
         }),
     }
 }

@@ -271,6 +271,13 @@ pub(crate) fn chdir(path: &CStr) -> SysResult<()> {
     check_int(unsafe { libc::chdir(path.as_ptr()) }).map(drop)
 }
 
+/// Sets a resource limit of the calling process.
+pub(crate) fn prlimit(resource: libc::__rlimit_resource_t, soft: u64, hard: u64) -> SysResult<()> {
+    let new = libc::rlimit64 { rlim_cur: soft, rlim_max: hard };
+    // SAFETY: `new` is a valid rlimit64; the old value is not requested.
+    check_int(unsafe { libc::prlimit64(0, resource, &new, std::ptr::null_mut()) }).map(drop)
+}
+
 /// `execve`; returns only on failure.
 pub(crate) fn execve(path: &CStr, argv: &[*const libc::c_char], envp: &[*const libc::c_char]) -> Errno {
     // SAFETY: `argv` and `envp` are NULL-terminated arrays of pointers into CStrings the parent

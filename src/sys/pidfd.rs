@@ -3,7 +3,7 @@
 
 use std::os::fd::{AsRawFd, BorrowedFd};
 
-use super::{Errno, SysResult, check_int, retry};
+use super::{Errno, SysResult, check, retry};
 
 /// How a process ended, as `waitid` reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,16 +25,39 @@ impl Exit {
     }
 }
 
+/// A reaped process: how it ended and what it (and the children it waited for) used.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Reaped {
+    pub(crate) exit: Exit,
+    pub(crate) user: std::time::Duration,
+    pub(crate) system: std::time::Duration,
+    /// Largest resident set of a single process, bytes.
+    pub(crate) max_rss: u64,
+}
+
 /// `waitid(P_PIDFD, fd, WEXITED [| WNOHANG])`: reaps the process. `Ok(None)` with `nohang` when it
 /// is still running.
-pub(crate) fn wait(pidfd: BorrowedFd<'_>, nohang: bool) -> SysResult<Option<Exit>> {
+pub(crate) fn wait(pidfd: BorrowedFd<'_>, nohang: bool) -> SysResult<Option<Reaped>> {
     const P_PIDFD: libc::idtype_t = 3;
     let options = libc::WEXITED | if nohang { libc::WNOHANG } else { 0 };
-    // SAFETY: siginfo_t is plain data; all-zero is valid and lets us detect "no change" (si_pid 0).
+    // SAFETY: siginfo_t and rusage are plain data; all-zero is valid and lets us detect "no
+    // change" (si_pid 0).
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     retry(|| {
-        // SAFETY: `info` is a valid writable siginfo_t.
-        check_int(unsafe { libc::waitid(P_PIDFD, pidfd.as_raw_fd() as libc::id_t, &mut info, options) })
+        // SAFETY: `info` and `usage` are valid and writable; the raw system call (unlike the C
+        // library's wrapper) reports the reaped process's resource usage.
+        check(unsafe {
+            libc::syscall(
+                libc::SYS_waitid,
+                P_PIDFD,
+                pidfd.as_raw_fd(),
+                &mut info as *mut libc::siginfo_t,
+                options,
+                &mut usage as *mut libc::rusage,
+            )
+        })
     })?;
     // SAFETY: waitid filled `info` (or left it zeroed with WNOHANG); si_pid/si_status are valid to
     // read for SIGCHLD siginfo.
@@ -42,10 +65,17 @@ pub(crate) fn wait(pidfd: BorrowedFd<'_>, nohang: bool) -> SysResult<Option<Exit
     if pid == 0 {
         return Ok(None);
     }
-    Ok(Some(match info.si_code {
+    let exit = match info.si_code {
         libc::CLD_EXITED => Exit::Code(status),
         libc::CLD_DUMPED => Exit::Signal { signal: status, core_dumped: true },
         _ => Exit::Signal { signal: status, core_dumped: false },
+    };
+    let time = |t: libc::timeval| std::time::Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    Ok(Some(Reaped {
+        exit,
+        user: time(usage.ru_utime),
+        system: time(usage.ru_stime),
+        max_rss: usage.ru_maxrss as u64 * 1024,
     }))
 }
 

@@ -1,0 +1,348 @@
+//! Resource control (security.md B16-B20, B22): limits hold real attacks, the status says which
+//! limit ended a sandbox, usage is reported, and no process or cgroup outlives the sandbox.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::*;
+use stockade::{Compat, Error, Limit, Namespaces, Rlimit, Sandbox, SandboxBuilder, Stdio};
+
+/// The tests here run one at a time: they count this process's cgroups and descriptors, and
+/// some of them load the machine on purpose.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Cgroup limits need a writable cgroup tree: root here, or a delegated subtree.
+fn cgroups_writable(test: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    skip(test, "no cgroup delegation for this user: covered by the compatibility-policy tests instead");
+    false
+}
+
+/// All `sb-*` cgroup directories this process created that still exist.
+fn leftover_cgroups() -> Vec<PathBuf> {
+    let prefix = format!("sb-{}-", std::process::id());
+    let mut found = Vec::new();
+    let mut stack = vec![PathBuf::from("/sys/fs/cgroup")];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for e in entries.flatten() {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                let path = e.path();
+                if e.file_name().to_string_lossy().starts_with(&prefix) {
+                    found.push(path);
+                } else if path.components().count() < 9 {
+                    stack.push(path);
+                }
+            }
+        }
+    }
+    found
+}
+
+fn limited(ns: Namespaces) -> SandboxBuilder {
+    builder(ns)
+}
+
+#[test]
+fn fork_bomb_is_held_at_the_pids_limit_and_everything_is_gone_afterwards() {
+    let _serial = serial();
+    if !cgroups_writable("fork_bomb_is_held_at_the_pids_limit") {
+        return;
+    }
+    let sandbox = limited(Namespaces::all()).pids_limit(32).timeout(Duration::from_secs(2)).build().unwrap();
+    let mut child = sandbox
+        .command("/bin/sh")
+        .args(["-c", "bomb() { bomb | bomb & }; bomb; sleep 100"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.limit(), Some(Limit::WallClock), "{status}");
+    if let Some(peak) = status.usage().peak_pids {
+        assert!(peak <= 32, "{peak} processes despite a limit of 32");
+        assert!(peak >= 16, "the bomb never reached the limit ({peak}): the test proves nothing");
+    }
+    assert!(tree_of(child.id() as i32).len() <= 1, "processes survived");
+    assert_eq!(leftover_cgroups(), Vec::<PathBuf>::new());
+}
+
+#[test]
+fn memory_hog_is_oom_killed_and_reported_as_such() {
+    let _serial = serial();
+    if !cgroups_writable("memory_hog_is_oom_killed") {
+        return;
+    }
+    // A timeout only so that a broken limit fails the test instead of hanging it.
+    let sandbox =
+        limited(Namespaces::all()).memory_limit(48 << 20).timeout(Duration::from_secs(20)).build().unwrap();
+    // tail keeps the last lines, and /dev/zero is one endless line: all of it stays in memory.
+    let status =
+        sandbox.command("/bin/sh").args(["-c", "tail /dev/zero >/dev/null; echo survived"]).status().unwrap();
+    assert!(status.usage().oom_killed, "{status:?}");
+    assert!(status.usage().peak_memory.unwrap() <= 48 << 20, "{status:?}");
+    assert_eq!(leftover_cgroups(), Vec::<PathBuf>::new());
+    // The payload itself is the victim here (the biggest process), so the status says why.
+    let status = sandbox.command("/usr/bin/tail").arg("/dev/zero").status().unwrap();
+    assert_eq!(status.limit(), Some(Limit::Memory), "{status}");
+    assert_eq!(status.signal(), Some(libc::SIGKILL));
+}
+
+#[test]
+fn cpu_spinner_is_killed_at_the_cpu_time_limit() {
+    let _serial = serial();
+    let mut b = limited(Namespaces::all());
+    b.cpu_time_limit(Duration::from_millis(300)).resource_compat(Compat::BestEffort);
+    let sandbox = b.build().unwrap();
+    let mut child = sandbox.command("/bin/sh").args(["-c", "while :; do :; done"]).spawn().unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.limit(), Some(Limit::CpuTime), "{status}");
+    let used = status.usage().user_time + status.usage().system_time;
+    assert!(used >= Duration::from_millis(300), "killed after only {used:?}");
+    if child.unenforced().is_empty() {
+        // Measured on the cgroup: killed soon after the limit, not at RLIMIT_CPU's next second.
+        assert!(used < Duration::from_millis(800), "killed late, after {used:?}");
+    }
+}
+
+#[test]
+fn cpu_spinner_is_killed_at_the_wall_clock_limit_with_its_whole_tree() {
+    let _serial = serial();
+    let sandbox = limited(Namespaces::all()).timeout(Duration::from_millis(300)).build().unwrap();
+    let mut child = sandbox
+        .command("/bin/sh")
+        .args(["-c", "while :; do :; done & sleep 100 & echo started; wait"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    read_until(&mut buffered(child.stdout.take().unwrap()), |l| l == "started");
+    let tree = tree_of(child.id() as i32);
+    let status = child.wait().unwrap();
+    assert_eq!(status.limit(), Some(Limit::WallClock), "{status}");
+    assert!(status.timed_out());
+    assert!(status.usage().wall_time >= Duration::from_millis(300));
+    for pid in tree {
+        assert!(wait_gone(pid, Duration::from_secs(5)), "pid {pid} survived the timeout");
+    }
+}
+
+#[test]
+fn a_payload_that_daemonises_and_ignores_sigterm_is_still_gone() {
+    let _serial = serial();
+    if !cgroups_writable("a_payload_that_daemonises_and_ignores_sigterm") {
+        return;
+    }
+    // No pid namespace: only the cgroup can find the daemon once the payload has exited.
+    let sandbox = limited(Namespaces::empty()).pids_limit(64).build().unwrap();
+    let out = sandbox
+        .command("/bin/sh")
+        .args([
+            "-c",
+            "setsid sh -c 'trap \"\" TERM HUP INT; echo $$; exec sleep 1000' </dev/null 2>/dev/null & wait",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = out;
+    let daemon: i32 = read_until(&mut buffered(child.stdout.take().unwrap()), |_| true).parse().unwrap();
+    assert!(pidfd_open(daemon).is_some(), "daemon not running");
+    child.signal(libc::SIGTERM).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGTERM), "{status}");
+    assert!(wait_gone(daemon, Duration::from_secs(5)), "the daemon outlived its sandbox");
+    assert_eq!(leftover_cgroups(), Vec::<PathBuf>::new());
+}
+
+#[test]
+fn a_thousand_sandboxes_killed_oom_timed_out_or_normal_leave_no_cgroup_behind() {
+    let _serial = serial();
+    if !cgroups_writable("a_thousand_sandboxes_leave_no_cgroup_behind") {
+        return;
+    }
+    let fds = fd_count();
+    let plain = limited(Namespaces::empty())
+        .memory_limit(32 << 20)
+        .pids_limit(16)
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let timed = limited(Namespaces::empty())
+        .memory_limit(32 << 20)
+        .timeout(Duration::from_millis(20))
+        .build()
+        .unwrap();
+    let (mut oom, mut timeouts, mut kills) = (0, 0, 0);
+    for i in 0..1000 {
+        match i % 10 {
+            0 => {
+                let s = plain.command("/usr/bin/tail").arg("/dev/zero").status().unwrap();
+                oom += usize::from(s.limit() == Some(Limit::Memory));
+            }
+            1 => {
+                let s = timed.command("/bin/sleep").arg("10").status().unwrap();
+                timeouts += usize::from(s.timed_out());
+            }
+            2 => {
+                let mut c = plain.command("/bin/sleep").arg("10").spawn().unwrap();
+                c.kill().unwrap();
+                kills += usize::from(c.wait().unwrap().signal() == Some(libc::SIGKILL));
+            }
+            3 => drop(plain.command("/bin/sleep").arg("10").spawn().unwrap()),
+            _ => assert!(plain.command("/bin/true").status().unwrap().success()),
+        }
+    }
+    assert_eq!((oom, timeouts, kills), (100, 100, 100));
+    assert_eq!(leftover_cgroups(), Vec::<PathBuf>::new());
+    assert_eq!(fd_count(), fds);
+}
+
+#[test]
+fn a_limit_the_host_cannot_enforce_is_a_typed_error_naming_the_controller() {
+    let _serial = serial();
+    if is_root() {
+        return skip(
+            "a_limit_the_host_cannot_enforce_is_a_typed_error",
+            "root can enforce every controller this host has",
+        );
+    }
+    let sandbox = limited(Namespaces::all()).memory_limit(64 << 20).build().unwrap();
+    let fds = fd_count();
+    let err = sandbox.command("/bin/true").status().unwrap_err();
+    match &err {
+        Error::Cgroup { op, source, .. } => {
+            assert!(op.contains("memory"), "{err}");
+            assert_eq!(source.kind(), std::io::ErrorKind::PermissionDenied, "{err}");
+        }
+        Error::Unsupported { what, .. } => assert!(what.contains("memory"), "{err}"),
+        other => panic!("expected a cgroup error, got {other:?}"),
+    }
+    assert_eq!(fd_count(), fds);
+    assert_eq!(own_children(), Vec::<i32>::new());
+}
+
+#[test]
+fn best_effort_runs_without_the_limits_it_cannot_enforce_and_says_so() {
+    let _serial = serial();
+    if is_root() {
+        return skip("best_effort_runs_without_the_limits_it_cannot_enforce", "root can enforce them");
+    }
+    let sandbox = limited(Namespaces::all())
+        .memory_limit(64 << 20)
+        .pids_limit(10)
+        .resource_compat(Compat::BestEffort)
+        .build()
+        .unwrap();
+    let mut child = sandbox.command("/bin/true").spawn().unwrap();
+    assert_eq!(child.unenforced(), ["memory", "pids"]);
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn bad_limit_values_are_rejected_at_build() {
+    let _serial = serial();
+    let cases: [(fn(&mut SandboxBuilder), &str); 9] = [
+        (
+            |b| {
+                b.memory_limit(0);
+            },
+            "memory limit",
+        ),
+        (
+            |b| {
+                b.pids_limit(0);
+            },
+            "pids limit",
+        ),
+        (
+            |b| {
+                b.timeout(Duration::ZERO);
+            },
+            "timeout",
+        ),
+        (
+            |b| {
+                b.cpu_time_limit(Duration::ZERO);
+            },
+            "cpu time limit",
+        ),
+        (
+            |b| {
+                b.memory_limit(100 << 20).memory_swap_limit(50 << 20);
+            },
+            "memory+swap limit",
+        ),
+        (
+            |b| {
+                b.cpu_weight(0);
+            },
+            "cpu weight",
+        ),
+        (
+            |b| {
+                b.cpuset_cpus("0-a");
+            },
+            "cpuset cpus",
+        ),
+        (
+            |b| {
+                b.rlimit(Rlimit::OpenFiles, 100, 10);
+            },
+            "rlimit",
+        ),
+        (
+            |b| {
+                b.cpu_quota(Duration::from_millis(10), Duration::from_secs(5));
+            },
+            "cpu quota",
+        ),
+    ];
+    for (set, what) in cases {
+        let mut b = Sandbox::builder();
+        set(&mut b);
+        let err = b.build().unwrap_err();
+        assert!(matches!(&err, Error::InvalidValue { what: w, .. } if *w == what), "{what}: {err}");
+    }
+}
+
+#[test]
+fn rlimits_reach_the_payload() {
+    let _serial = serial();
+    let sandbox = limited(Namespaces::all())
+        .rlimit(Rlimit::OpenFiles, 77, 99)
+        .rlimit(Rlimit::FileSize, 4096, 4096)
+        .build()
+        .unwrap();
+    let out = sh(
+        &sandbox,
+        "ulimit -n; ulimit -Hn; head -c 10000 /dev/zero > /tmp/stockade-fsize-$$ 2>/dev/null; echo $?; wc -c < /tmp/stockade-fsize-$$; rm -f /tmp/stockade-fsize-$$",
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(&lines[..2], ["77", "99"], "{text}");
+    assert_ne!(lines[2], "0", "writing past RLIMIT_FSIZE succeeded: {text}");
+    assert_eq!(lines[3].trim(), "4096", "{text}");
+}
+
+#[test]
+fn usage_reports_cpu_time_wall_time_and_peak_memory() {
+    let _serial = serial();
+    let sandbox = sandbox(Namespaces::all());
+    let status = sandbox
+        .command("/bin/sh")
+        .args(["-c", "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done"])
+        .status()
+        .unwrap();
+    let u = status.usage();
+    assert!(status.success() && status.limit().is_none());
+    assert!(u.user_time + u.system_time >= Duration::from_millis(50), "{u:?}");
+    assert!(u.wall_time >= u.user_time / 2, "{u:?}");
+    assert!(u.peak_memory.unwrap_or(0) > 100_000, "{u:?}");
+    assert!(!u.oom_killed);
+}
