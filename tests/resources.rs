@@ -247,7 +247,8 @@ fn best_effort_runs_without_the_limits_it_cannot_enforce_and_says_so() {
 #[test]
 fn bad_limit_values_are_rejected_at_build() {
     let _serial = serial();
-    let cases: [(fn(&mut SandboxBuilder), &str); 9] = [
+    type Setter = fn(&mut SandboxBuilder);
+    let cases: [(Setter, &str); 9] = [
         (
             |b| {
                 b.memory_limit(0);
