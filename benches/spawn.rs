@@ -35,9 +35,14 @@ fn spawn(c: &mut Criterion) {
     // a minimal /dev, in every namespace but net: the bubblewrap-style sandbox.
     let mut tmpfs_root = builder(Namespaces::all() - Namespaces::NET);
     tmpfs_root.root(Root::tmpfs()).mounts(Mount::host_system());
+    // The same plus a cgroup with memory and pids limits (created, joined, read and removed
+    // per spawn).
+    let mut limited = builder(ns5);
+    limited.memory_limit(256 << 20).pids_limit(64);
     let cases = [
         ("stockade_no_namespaces", builder(Namespaces::empty())),
         ("stockade_user_pid_mount_uts_ipc", builder(ns5)),
+        ("stockade_user_pid_mount_uts_ipc_memory_pids", limited),
         ("stockade_all_namespaces", builder(Namespaces::all())),
         ("stockade_tmpfs_root_all_but_net", tmpfs_root),
     ];

@@ -59,8 +59,14 @@ fn v1_names(controller: &str) -> &'static [&'static str] {
     }
 }
 
+/// Where each v1 controller hierarchy is mounted (read once per process).
+fn v1_mounts() -> &'static [(String, PathBuf)] {
+    static MOUNTS: std::sync::OnceLock<Vec<(String, PathBuf)>> = std::sync::OnceLock::new();
+    MOUNTS.get_or_init(read_v1_mounts)
+}
+
 /// Where each v1 controller hierarchy is mounted, from /proc/self/mountinfo.
-fn v1_mounts() -> Vec<(String, PathBuf)> {
+fn read_v1_mounts() -> Vec<(String, PathBuf)> {
     let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let mut out = Vec::new();
     for line in info.lines() {
@@ -81,9 +87,10 @@ fn v1_mounts() -> Vec<(String, PathBuf)> {
 }
 
 /// The caller's own cgroup path in `controller` (v1; "" for the unified hierarchy), from
-/// /proc/self/cgroup.
+/// /proc/self/cgroup (read once per process: the embedding program is not expected to move).
 fn own_path(controller: &str) -> String {
-    let text = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    static TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let text = TEXT.get_or_init(|| fs::read_to_string("/proc/self/cgroup").unwrap_or_default());
     for line in text.lines() {
         let mut f = line.splitn(3, ':');
         let (_, names, path) = (f.next(), f.next().unwrap_or_default(), f.next().unwrap_or_default());
@@ -137,13 +144,20 @@ pub(crate) struct SandboxCgroup {
 
 impl SandboxCgroup {
     /// Creates the sandbox's cgroup and applies the limits. Nothing is left behind on error.
-    pub(crate) fn create(limits: &LimitsConfig, layout: Layout) -> Result<SandboxCgroup, Error> {
+    /// `pid_ns`: the sandbox has a pid namespace, so killing its init ends the tree and the init's
+    /// accounting covers it (v1 then needs neither the freezer nor cpuacct, each of which costs a
+    /// task migration per spawn).
+    pub(crate) fn create(
+        limits: &LimitsConfig,
+        layout: Layout,
+        pid_ns: bool,
+    ) -> Result<SandboxCgroup, Error> {
         let name = format!("sb-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
         let wanted = limits.controllers();
         let mut cg = SandboxCgroup { layout, groups: Vec::new(), removed: false };
         let result = match layout {
             Layout::Unified => cg.create_v2(limits, &name, &wanted),
-            Layout::Hybrid | Layout::Legacy => cg.create_v1(limits, &name, &wanted),
+            Layout::Hybrid | Layout::Legacy => cg.create_v1(limits, &name, &wanted, pid_ns),
         };
         match result {
             Ok(()) => Ok(cg),
@@ -192,15 +206,23 @@ impl SandboxCgroup {
         self.apply(limits)
     }
 
-    fn create_v1(&mut self, limits: &LimitsConfig, name: &str, wanted: &[&'static str]) -> Result<(), Error> {
+    fn create_v1(
+        &mut self,
+        limits: &LimitsConfig,
+        name: &str,
+        wanted: &[&'static str],
+        pid_ns: bool,
+    ) -> Result<(), Error> {
         let mounts = v1_mounts();
-        // The requested controllers first (an error then names them), then always CPU accounting
-        // for usage and the CPU-time limit, and the freezer to kill the tree.
+        // The requested controllers first (an error then names them), then what the sandbox
+        // needs besides: tree-wide CPU accounting (the CPU-time limit, or no init to account for
+        // the tree) and the freezer to kill a tree that has no init.
         let mut names: Vec<&str> = wanted.iter().flat_map(|c| v1_names(c).iter().copied()).collect();
-        for extra in ["cpuacct", "freezer"] {
-            if !names.contains(&extra) {
-                names.push(extra);
-            }
+        if limits.cpu_time.is_some() || !pid_ns {
+            names.push("cpuacct");
+        }
+        if !pid_ns || names.is_empty() {
+            names.push("freezer");
         }
         for controller in names {
             let Some((_, mount)) = mounts.iter().find(|(n, _)| n == controller) else {
@@ -429,6 +451,14 @@ fn remove_dir_retrying(cg: &Cgroup, dir: &Path) {
 /// Removes empty cgroups left by embedding processes that died without cleaning up (their pid
 /// is in the name and no longer alive). A cgroup still holding processes is left alone.
 fn gc_stale(parent: &Path) {
+    static DONE: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+    {
+        let mut done = DONE.lock().unwrap_or_else(|e| e.into_inner());
+        if done.iter().any(|p| p == parent) {
+            return;
+        }
+        done.push(parent.to_owned());
+    }
     let Ok(entries) = fs::read_dir(parent) else { return };
     for entry in entries.flatten() {
         let name = entry.file_name();
