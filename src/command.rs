@@ -208,8 +208,12 @@ impl Command {
             (2, self.stderr.as_ref().map_or(&out, |s| &s.0)),
         ];
         let mut seen = Vec::with_capacity(self.fds.len());
-        let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-            .map_or(1024, |(soft, _)| soft.min(i32::MAX as u64 / 2) as RawFd);
+        let limit = if self.fds.is_empty() {
+            0
+        } else {
+            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+                .map_or(1024, |(soft, _)| soft.min(i32::MAX as u64 / 2) as RawFd)
+        };
         for (target, _) in &self.fds {
             if *target >= limit {
                 return Err(Error::invalid(

@@ -129,7 +129,7 @@ pub(crate) struct Creds {
 }
 
 /// Everything the child does, prepared.
-pub(crate) struct Plan {
+pub(crate) struct Plan<'a> {
     /// `clone3` flags (namespaces; the pidfd flag is added by `sys::clone`).
     pub(crate) clone_flags: u64,
     /// With a pid namespace: run an init as pid 1 and the payload as its child.
@@ -142,7 +142,8 @@ pub(crate) struct Plan {
     pub(crate) domainname: Option<Vec<u8>>,
     /// Text for `/proc/self/timens_offsets`, when a time namespace is wanted.
     pub(crate) time_offsets: Option<Vec<u8>>,
-    pub(crate) fs: FsPlan,
+    /// The sandbox's filesystem operations (prepared once, at build).
+    pub(crate) fs: &'a FsPlan,
     pub(crate) loopback: bool,
     pub(crate) creds: Creds,
     pub(crate) cwd: Option<CString>,
@@ -251,14 +252,14 @@ impl FdPlan {
     }
 }
 
-impl Plan {
+impl<'a> Plan<'a> {
     pub(crate) fn new(
-        config: &Config,
+        config: &'a Config,
         exec: Exec,
         cwd: Option<&Path>,
         moves: Vec<(RawFd, RawFd)>,
         channels: Channels,
-    ) -> Result<Plan, Error> {
+    ) -> Result<Plan<'a>, Error> {
         let cwd = cwd.map(|dir| cstring("working directory", dir.as_os_str())).transpose()?;
         Ok(Plan {
             clone_flags: config.namespaces.clone_flags(),
@@ -269,7 +270,7 @@ impl Plan {
             hostname: config.hostname.clone(),
             domainname: config.domainname.clone(),
             time_offsets: config.time_offsets(),
-            fs: config.fs_plan()?,
+            fs: &config.fs,
             loopback: config.loopback(),
             creds: Creds {
                 groups: config.groups.clone(),

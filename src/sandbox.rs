@@ -400,6 +400,7 @@ impl SandboxBuilder {
             _ => None,
         };
 
+        let fs = fs.plan(ns, lock_maps(user_ns.as_ref()))?;
         Ok(Sandbox {
             config: Arc::new(Config {
                 namespaces: ns,
@@ -481,6 +482,18 @@ impl SandboxBuilder {
     }
 }
 
+/// The maps of the nested user namespace that locks the mounts: the identity over the outer
+/// namespace's ids.
+fn lock_maps(user_ns: Option<&UserNamespace>) -> Option<(Vec<u8>, Vec<u8>)> {
+    let identity = |map: &[IdMap]| -> Vec<u8> {
+        map.iter()
+            .map(|r| format!("{} {} {}\n", r.inside, r.inside, r.count))
+            .collect::<String>()
+            .into_bytes()
+    };
+    user_ns.map(|u| (identity(&u.uid_map), identity(&u.gid_map)))
+}
+
 fn uts_name(what: &'static str, name: &OsStr) -> Result<Vec<u8>, Error> {
     let bytes = name.as_bytes();
     if bytes.contains(&0) {
@@ -536,7 +549,8 @@ pub(crate) struct Config {
     pub(crate) domainname: Option<Vec<u8>>,
     pub(crate) clock_offsets: Option<ClockOffsets>,
     pub(crate) user_ns: Option<UserNamespace>,
-    pub(crate) fs: FsConfig,
+    /// The filesystem operations of every spawn, prepared once.
+    pub(crate) fs: FsPlan,
     pub(crate) caps: Option<CapPlan>,
     pub(crate) no_new_privs: bool,
     pub(crate) limits: LimitsConfig,
@@ -569,18 +583,5 @@ impl Config {
 
     pub(crate) fn loopback(&self) -> bool {
         self.namespaces.contains(Namespaces::NET)
-    }
-
-    /// The filesystem plan of one spawn. With a user namespace, the mounts are locked at the
-    /// end by a nested user namespace whose maps are the identity over the outer one's ids.
-    pub(crate) fn fs_plan(&self) -> Result<FsPlan, Error> {
-        let identity = |map: &[IdMap]| -> Vec<u8> {
-            map.iter()
-                .map(|r| format!("{} {} {}\n", r.inside, r.inside, r.count))
-                .collect::<String>()
-                .into_bytes()
-        };
-        let lock_maps = self.user_ns.as_ref().map(|u| (identity(&u.uid_map), identity(&u.gid_map)));
-        self.fs.plan(self.namespaces, lock_maps)
     }
 }

@@ -25,6 +25,7 @@ pub(crate) mod attr {
 const MAX_LOWERS: usize = 500;
 
 /// How the payload's root is made.
+#[derive(Debug)]
 pub(crate) enum RootOp {
     /// Keep the current root (mounts are still private to the sandbox).
     Host,
@@ -47,6 +48,7 @@ pub(crate) enum RootOp {
 
 /// A path inside the new root, pre-split for the child: `levels[i]` is (the path up to and
 /// including component i, component i's name), e.g. `("usr/lib", "lib")`.
+#[derive(Debug)]
 pub(crate) struct Target {
     pub(crate) full: CString,
     pub(crate) levels: Vec<(CString, CString)>,
@@ -54,7 +56,7 @@ pub(crate) struct Target {
 }
 
 /// What to create at a missing target.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Create {
     /// Nothing: a missing target means "skip this operation".
     Nothing,
@@ -63,6 +65,7 @@ pub(crate) enum Create {
 }
 
 /// One step of building the filesystem, performed by the child in order.
+#[derive(Debug)]
 pub(crate) enum FsOp {
     /// Clone the host tree at `source` and attach it at `target`.
     Bind {
@@ -117,6 +120,7 @@ pub(crate) enum FsOp {
 }
 
 /// The filesystem part of a spawn plan.
+#[derive(Debug)]
 pub(crate) struct FsPlan {
     /// The sandbox has a mount namespace; without one nothing here happens.
     pub(crate) mount_ns: bool,

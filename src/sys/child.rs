@@ -40,7 +40,7 @@ pub(super) fn at_index(step: Step, index: usize) -> impl Fn(Errno) -> Failure {
 
 /// The child's entry point. Never returns: it either execs the payload, becomes the pid-1 init,
 /// or reports a failure to the parent and exits.
-pub(crate) fn run(plan: &mut Plan) -> ! {
+pub(crate) fn run(plan: &mut Plan<'_>) -> ! {
     let mut control = plan.channels.control;
     let Err(failure) = setup(plan, &mut control);
     let record = encode_failure(failure.step, failure.errno.0, failure.index);
@@ -48,7 +48,7 @@ pub(crate) fn run(plan: &mut Plan) -> ! {
     super::exit(EXIT_SETUP_FAILED)
 }
 
-fn setup(plan: &mut Plan, control: &mut RawFd) -> Result<Infallible, Failure> {
+fn setup(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<Infallible, Failure> {
     // Dispositions back to default (ignored signals would survive exec); everything blocked
     // until just before exec, so the init can wait for signals instead of being interrupted.
     super::reset_signal_dispositions();
@@ -79,7 +79,7 @@ fn setup(plan: &mut Plan, control: &mut RawFd) -> Result<Infallible, Failure> {
             write_file(c"/proc/sys/net/ipv4/ip_unprivileged_port_start", b"0").map_err(at(Step::Loopback))?;
         }
     }
-    let built = super::mount::build(&plan.fs, plan.use_init)?;
+    let built = super::mount::build(plan.fs, plan.use_init)?;
     let lock_maps = plan.fs.lock_maps.as_ref().map(|(u, g)| (u.as_slice(), g.as_slice()));
     let lock = match lock_maps {
         Some(_) => Some(super::mount::lock_sync()?),
@@ -121,7 +121,7 @@ fn setup(plan: &mut Plan, control: &mut RawFd) -> Result<Infallible, Failure> {
 
 /// Moves stdio and passed descriptors to their numbers, moves the child's own channels out of
 /// their way, and closes every other inherited descriptor. Returns the status pipe (or -1).
-fn arrange_fds(plan: &mut Plan, control: &mut RawFd) -> Result<RawFd, Failure> {
+fn arrange_fds(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<RawFd, Failure> {
     let fds = &mut plan.fds;
     let channels = &plan.channels;
     for fd in channels.parent_ends {
@@ -187,7 +187,7 @@ fn write_file(path: &std::ffi::CStr, data: &[u8]) -> SysResult<()> {
     result
 }
 
-fn exec_payload(plan: &Plan) -> Result<Infallible, Failure> {
+fn exec_payload(plan: &Plan<'_>) -> Result<Infallible, Failure> {
     let creds = &plan.creds;
     // While all capabilities are still there (raising a hard limit needs CAP_SYS_RESOURCE).
     for &(resource, soft, hard) in &creds.rlimits {
