@@ -59,6 +59,6 @@ pub use error::{Error, Stage};
 pub use fs::{Mount, Root};
 pub use namespaces::{ClockOffsets, Namespaces};
 pub use privileges::{Capability, DEFAULT_CAPABILITIES};
-pub use resources::{Compat, Limit, ResourceUsage, Rlimit};
+pub use resources::{Compat, IoLimit, Limit, ResourceUsage, Rlimit};
 pub use sandbox::{Sandbox, SandboxBuilder};
 pub use userns::IdMap;

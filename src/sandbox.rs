@@ -12,7 +12,7 @@ use crate::privileges::{self, CapPlan};
 use crate::resources::LimitsConfig;
 use crate::resources::cgroup::{self, Layout};
 use crate::userns::{self, IdKind, IdMap, Writer};
-use crate::{Capability, ClockOffsets, Command, Compat, Error, Mount, Namespaces, Rlimit, Root};
+use crate::{Capability, ClockOffsets, Command, Compat, Error, IoLimit, Mount, Namespaces, Rlimit, Root};
 use std::time::Duration;
 
 /// Longest hostname / domain name the kernel accepts (`__NEW_UTS_LEN`).
@@ -240,6 +240,12 @@ impl SandboxBuilder {
     /// The sandbox's block I/O weight, 1 to 10000 (default 100; `blkio.weight` on v1).
     pub fn io_weight(&mut self, weight: u16) -> &mut Self {
         self.limits.io_weight = Some(weight);
+        self
+    }
+
+    /// Limits the sandbox's I/O on one block device (repeatable, one per device).
+    pub fn io_limit(&mut self, limit: IoLimit) -> &mut Self {
+        self.limits.io_limits.push(limit);
         self
     }
 

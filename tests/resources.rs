@@ -253,7 +253,13 @@ fn best_effort_runs_without_the_limits_it_cannot_enforce_and_says_so() {
 fn bad_limit_values_are_rejected_at_build() {
     let _serial = serial();
     type Setter = fn(&mut SandboxBuilder);
-    let cases: [(Setter, &str); 9] = [
+    let cases: [(Setter, &str); 10] = [
+        (
+            |b| {
+                b.io_limit(stockade::IoLimit::new(8, 0));
+            },
+            "io limit",
+        ),
         (
             |b| {
                 b.memory_limit(0);
@@ -351,4 +357,39 @@ fn usage_reports_cpu_time_wall_time_and_peak_memory() {
     assert!(u.wall_time >= u.user_time / 2, "{u:?}");
     assert!(u.peak_memory.unwrap_or(0) > 100_000, "{u:?}");
     assert!(!u.oom_killed);
+}
+
+#[test]
+fn io_limits_are_set_on_the_sandboxes_cgroup() {
+    let _serial = serial();
+    if !cgroups_writable("io_limits_are_set_on_the_sandboxes_cgroup") {
+        return;
+    }
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let Some((major, minor)) = ["/dev/vda", "/dev/sda", "/dev/nvme0n1"].into_iter().find_map(|d| {
+        let m = std::fs::metadata(d).ok()?;
+        m.file_type().is_block_device().then(|| (libc::major(m.rdev()), libc::minor(m.rdev())))
+    }) else {
+        return skip(
+            "io_limits_are_set_on_the_sandboxes_cgroup",
+            "no /dev/vda, /dev/sda or /dev/nvme0n1 block device",
+        );
+    };
+    // No mount or cgroup namespace: the payload reads its own cgroup's files from the host's
+    // /sys/fs/cgroup, at the path /proc/self/cgroup gives.
+    let sandbox = Sandbox::builder()
+        .io_limit(stockade::IoLimit::new(major, minor).write_bps(1_048_576).read_iops(120))
+        .build()
+        .unwrap();
+    let script = "p=$(grep -E '^0::|:blkio:' /proc/self/cgroup | head -n 1 | cut -d: -f3); \
+                  for d in /sys/fs/cgroup$p /sys/fs/cgroup/blkio$p; do \
+                    cat $d/io.max $d/blkio.throttle.write_bps_device $d/blkio.throttle.read_iops_device 2>/dev/null; done; true";
+    let out = sh_ok(&sandbox, script);
+    let dev = format!("{major}:{minor}");
+    let v2 =
+        out.lines().any(|l| l.starts_with(&dev) && l.contains("wbps=1048576") && l.contains("riops=120"));
+    let v1 =
+        out.lines().any(|l| l == format!("{dev} 1048576")) && out.lines().any(|l| l == format!("{dev} 120"));
+    assert!(v2 || v1, "limits not found in the payload's cgroup: {out}");
+    assert_eq!(leftover_cgroups(), Vec::<PathBuf>::new());
 }

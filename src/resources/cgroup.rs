@@ -195,7 +195,7 @@ impl SandboxCgroup {
         self.groups.push(("unified".into(), cg, dir.clone()));
         // Controllers must be enabled in the parent's subtree_control for the files to exist.
         for c in wanted {
-            let file = if *c == "io" { "io.weight" } else { first_file(c) };
+            let file = first_file(c);
             if !dir.join(file).exists() {
                 return Err(Error::Unsupported {
                     what: format!("the {c} cgroup controller under {}", dir.parent().unwrap_or(&dir).display()),
@@ -279,6 +279,16 @@ impl SandboxCgroup {
                     &swap.saturating_sub(limits.memory.unwrap_or(0)).to_string(),
                 )?,
                 _ => self.write("memory", "memory.memsw.limit_in_bytes", &swap.to_string())?,
+            }
+        }
+        for limit in &limits.io_limits {
+            match self.layout {
+                Layout::Unified => self.write("io", "io.max", &limit.io_max_line())?,
+                _ => {
+                    for (file, line) in limit.blkio_lines() {
+                        self.write("blkio", file, &line)?;
+                    }
+                }
             }
         }
         if let Some(w) = limits.io_weight {
@@ -483,6 +493,7 @@ fn first_file(controller: &str) -> &'static str {
         "pids" => "pids.max",
         "cpu" => "cpu.max",
         "cpuset" => "cpuset.cpus",
+        "io" => "io.max",
         _ => "cgroup.procs",
     }
 }

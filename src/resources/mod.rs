@@ -26,6 +26,88 @@ pub enum Compat {
     BestEffort,
 }
 
+/// Bandwidth and operation-rate limits for one block device (`io.max` on cgroup v2,
+/// `blkio.throttle.*` on v1), set with [`SandboxBuilder::io_limit`]. Unset fields stay unlimited.
+/// On cgroup v1 only direct I/O is throttled; page-cache writeback is not.
+///
+/// ```
+/// use stockade::IoLimit;
+/// // At most 10 MB/s of writes and 100 read operations per second on device 8:0 (sda).
+/// let limit = IoLimit::new(8, 0).write_bps(10_000_000).read_iops(100);
+/// # let _ = limit;
+/// ```
+///
+/// [`SandboxBuilder::io_limit`]: crate::SandboxBuilder::io_limit
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IoLimit {
+    pub(crate) major: u32,
+    pub(crate) minor: u32,
+    pub(crate) read_bps: Option<u64>,
+    pub(crate) write_bps: Option<u64>,
+    pub(crate) read_iops: Option<u64>,
+    pub(crate) write_iops: Option<u64>,
+}
+
+impl IoLimit {
+    /// No limits yet on block device `major:minor`.
+    pub fn new(major: u32, minor: u32) -> IoLimit {
+        IoLimit { major, minor, read_bps: None, write_bps: None, read_iops: None, write_iops: None }
+    }
+
+    /// Bytes read per second.
+    pub fn read_bps(mut self, bytes: u64) -> IoLimit {
+        self.read_bps = Some(bytes);
+        self
+    }
+
+    /// Bytes written per second.
+    pub fn write_bps(mut self, bytes: u64) -> IoLimit {
+        self.write_bps = Some(bytes);
+        self
+    }
+
+    /// Read operations per second.
+    pub fn read_iops(mut self, ops: u64) -> IoLimit {
+        self.read_iops = Some(ops);
+        self
+    }
+
+    /// Write operations per second.
+    pub fn write_iops(mut self, ops: u64) -> IoLimit {
+        self.write_iops = Some(ops);
+        self
+    }
+
+    fn fields(&self) -> [(&'static str, &'static str, Option<u64>); 4] {
+        [
+            ("rbps", "blkio.throttle.read_bps_device", self.read_bps),
+            ("wbps", "blkio.throttle.write_bps_device", self.write_bps),
+            ("riops", "blkio.throttle.read_iops_device", self.read_iops),
+            ("wiops", "blkio.throttle.write_iops_device", self.write_iops),
+        ]
+    }
+
+    /// The line for cgroup v2's `io.max`.
+    pub(crate) fn io_max_line(&self) -> String {
+        let mut line = format!("{}:{}", self.major, self.minor);
+        for (key, _, value) in self.fields() {
+            line.push_str(&match value {
+                Some(v) => format!(" {key}={v}"),
+                None => format!(" {key}=max"),
+            });
+        }
+        line
+    }
+
+    /// `(file, line)` pairs for cgroup v1's `blkio.throttle.*` files.
+    pub(crate) fn blkio_lines(&self) -> Vec<(&'static str, String)> {
+        self.fields()
+            .into_iter()
+            .filter_map(|(_, file, value)| Some((file, format!("{}:{} {}", self.major, self.minor, value?))))
+            .collect()
+    }
+}
+
 /// A per-process resource limit (`setrlimit`), applied to the payload before exec.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -135,6 +217,7 @@ pub(crate) struct LimitsConfig {
     pub(crate) cpuset_cpus: Option<String>,
     pub(crate) cpuset_mems: Option<String>,
     pub(crate) io_weight: Option<u16>,
+    pub(crate) io_limits: Vec<IoLimit>,
     pub(crate) cgroup_parent: Option<PathBuf>,
     pub(crate) compat: Compat,
     pub(crate) rlimits: Vec<(Rlimit, u64, u64)>,
@@ -158,7 +241,7 @@ impl LimitsConfig {
         if self.cpuset_cpus.is_some() || self.cpuset_mems.is_some() {
             c.push("cpuset");
         }
-        if self.io_weight.is_some() {
+        if self.io_weight.is_some() || !self.io_limits.is_empty() {
             c.push("io");
         }
         c
@@ -227,6 +310,16 @@ impl LimitsConfig {
                     "io weight",
                     w,
                     "must be between 1 and 10000 (100 is the default)",
+                ));
+            }
+        }
+        for limit in &self.io_limits {
+            let values = [limit.read_bps, limit.write_bps, limit.read_iops, limit.write_iops];
+            if values.iter().all(Option::is_none) || values.contains(&Some(0)) {
+                return Err(Error::invalid(
+                    "io limit",
+                    format!("{}:{}", limit.major, limit.minor),
+                    "needs at least one rate, and rates must be greater than 0",
                 ));
             }
         }
