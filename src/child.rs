@@ -100,10 +100,14 @@ impl Child {
         if let Some(status) = self.status {
             return Ok(Some(status));
         }
-        if let Some(limit) = self.limit_reached(Instant::now(), self.wall_deadline()) {
-            return self.end_for(limit).map(Some);
+        // Reap first: a sandbox that has already ended did not hit a limit, however late we look.
+        if let Some(reaped) = pidfd::wait(self.pidfd.as_fd(), true)? {
+            return Ok(Some(self.finish(reaped, None)));
         }
-        Ok(pidfd::wait(self.pidfd.as_fd(), true)?.map(|reaped| self.finish(reaped, None)))
+        match self.limit_reached(Instant::now(), self.wall_deadline()) {
+            Some(limit) => self.end_for(limit).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// Waits at most `timeout` for the sandbox to end; if it is still running then, kills it
@@ -114,7 +118,7 @@ impl Child {
             return Ok(status);
         }
         drop(self.stdin.take());
-        self.supervise(Some(Instant::now() + timeout))
+        self.supervise(Instant::now().checked_add(timeout))
     }
 
     /// Kills the sandbox with `SIGKILL`: with a pid namespace or a cgroup, every process in
@@ -143,29 +147,23 @@ impl Child {
     /// Waits until the sandbox ends or a limit (`deadline`, the wall-clock limit, the CPU-time
     /// limit) ends it.
     fn supervise(&mut self, deadline: Option<Instant>) -> io::Result<ExitStatus> {
-        let deadline = match (deadline, self.wall_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let deadline = earliest(deadline, self.wall_deadline());
         loop {
+            // Reap first: a sandbox that has already ended did not hit a limit.
+            if let Some(reaped) = pidfd::wait(self.pidfd.as_fd(), true)? {
+                return Ok(self.finish(reaped, None));
+            }
             let now = Instant::now();
             if let Some(limit) = self.limit_reached(now, deadline) {
                 return self.end_for(limit);
             }
-            let wake = match (deadline, self.next_cpu_check(now)) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            if poll_readable(self.pidfd.as_fd(), wake.map(|w| w.saturating_duration_since(now)))? {
-                if let Some(reaped) = pidfd::wait(self.pidfd.as_fd(), true)? {
-                    return Ok(self.finish(reaped, None));
-                }
-            }
+            let wake = earliest(deadline, self.next_cpu_check(now));
+            poll_readable(self.pidfd.as_fd(), wake.map(|w| w.saturating_duration_since(now)))?;
         }
     }
 
     fn wall_deadline(&self) -> Option<Instant> {
-        self.supervision.wall_limit.map(|w| self.supervision.started + w)
+        self.supervision.wall_limit.and_then(|w| self.supervision.started.checked_add(w))
     }
 
     fn cpu_used(&self) -> Option<Duration> {
@@ -217,10 +215,63 @@ impl Child {
     /// [`Error::Io`] if reading the pipes or waiting fails.
     pub fn wait_with_output(mut self) -> Result<Output, Error> {
         drop(self.stdin.take());
-        let (stdout, stderr) = read_both(self.stdout.take(), self.stderr.take())
-            .map_err(|source| Error::Io { op: "read sandbox output", source })?;
+        let (stdout, stderr) =
+            self.read_both().map_err(|source| Error::Io { op: "read sandbox output", source })?;
         let status = self.wait().map_err(|source| Error::Io { op: "wait for sandbox", source })?;
         Ok(Output { status, stdout, stderr })
+    }
+
+    /// Reads the piped stdout and stderr to their ends at once (so a payload filling one while
+    /// we block on the other cannot deadlock), enforcing the time limits meanwhile: a limit that
+    /// fires ends the sandbox, which closes the pipes.
+    fn read_both(&mut self) -> io::Result<(Vec<u8>, Vec<u8>)> {
+        let deadline = self.wall_deadline();
+        let mut pipes: [Option<File>; 2] = [self.stdout.take().map(|o| o.0), self.stderr.take().map(|e| e.0)];
+        let mut bufs: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
+        let mut chunk = vec![0u8; 64 * 1024];
+        while pipes.iter().any(Option::is_some) {
+            let now = Instant::now();
+            let mut wake = None;
+            if self.status.is_none() {
+                if let Some(limit) = self.limit_reached(now, deadline) {
+                    self.end_for(limit)?;
+                } else {
+                    wake = earliest(deadline, self.next_cpu_check(now));
+                }
+            }
+            let timeout = match wake {
+                None => PollTimeout::NONE,
+                Some(w) => poll_timeout(w.saturating_duration_since(now)),
+            };
+            let (open, mut fds): (Vec<usize>, Vec<PollFd<'_>>) = pipes
+                .iter()
+                .enumerate()
+                .filter_map(|(i, p)| p.as_ref().map(|f| (i, PollFd::new(f.as_fd(), PollFlags::POLLIN))))
+                .unzip();
+            match nix::poll::poll(&mut fds, timeout) {
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            let ready: Vec<usize> = open
+                .into_iter()
+                .zip(&fds)
+                .filter(|(_, fd)| fd.revents().is_some_and(|r| !r.is_empty()))
+                .map(|(i, _)| i)
+                .collect();
+            drop(fds);
+            for i in ready {
+                let Some(file) = pipes[i].as_mut() else { continue };
+                match file.read(&mut chunk) {
+                    Ok(0) => pipes[i] = None,
+                    Ok(n) => bufs[i].extend_from_slice(&chunk[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        let [stdout, stderr] = bufs;
+        Ok((stdout, stderr))
     }
 
     /// Records how the sandbox ended and what it used, then removes its cgroup.
@@ -287,60 +338,30 @@ impl Drop for Child {
     }
 }
 
+/// The earlier of two optional instants.
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// A poll timeout of at least `t`, rounded up so a short remaining time does not become a busy
+/// zero-timeout poll.
+fn poll_timeout(t: Duration) -> PollTimeout {
+    let ms = t.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32;
+    PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+}
+
 /// Waits until `fd` is readable, at most `timeout` (`None`: no limit).
 fn poll_readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<bool> {
-    let timeout = match timeout {
-        None => PollTimeout::NONE,
-        Some(t) => {
-            // Round up so a short remaining time does not become a busy zero-timeout poll.
-            let ms = t.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32;
-            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
-        }
-    };
+    let timeout = timeout.map_or(PollTimeout::NONE, poll_timeout);
     let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
     match nix::poll::poll(&mut fds, timeout) {
         Ok(n) => Ok(n > 0),
         Err(nix::errno::Errno::EINTR) => Ok(false),
         Err(e) => Err(e.into()),
     }
-}
-
-/// Reads two pipes to their ends at once, so a payload filling one while we block on the other
-/// cannot deadlock.
-fn read_both(out: Option<ChildStdout>, err: Option<ChildStderr>) -> io::Result<(Vec<u8>, Vec<u8>)> {
-    let mut pipes: [Option<File>; 2] = [out.map(|o| o.0), err.map(|e| e.0)];
-    let mut bufs: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
-    let mut chunk = vec![0u8; 64 * 1024];
-    while pipes.iter().any(Option::is_some) {
-        let (open, mut fds): (Vec<usize>, Vec<PollFd<'_>>) = pipes
-            .iter()
-            .enumerate()
-            .filter_map(|(i, p)| p.as_ref().map(|f| (i, PollFd::new(f.as_fd(), PollFlags::POLLIN))))
-            .unzip();
-        match nix::poll::poll(&mut fds, PollTimeout::NONE) {
-            Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(e.into()),
-        }
-        let ready: Vec<usize> = open
-            .into_iter()
-            .zip(&fds)
-            .filter(|(_, fd)| fd.revents().is_some_and(|r| !r.is_empty()))
-            .map(|(i, _)| i)
-            .collect();
-        drop(fds);
-        for i in ready {
-            let Some(file) = pipes[i].as_mut() else { continue };
-            match file.read(&mut chunk) {
-                Ok(0) => pipes[i] = None,
-                Ok(n) => bufs[i].extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
-    let [stdout, stderr] = bufs;
-    Ok((stdout, stderr))
 }
 
 /// How a sandbox ended: the payload's exit code or the signal that killed it, which limit (if

@@ -346,7 +346,7 @@ fn bad_mount_and_root_settings_are_rejected_at_build_naming_the_path() {
     twice.mount(Mount::bind_ro("/usr", "/tmp"));
     expect(&mut twice, "/tmp", "earlier mount");
     let mut beneath = with(Mount::file("/etc/conf", "x"));
-    beneath.mount(Mount::dir("/etc/conf/sub"));
+    beneath.mount(Mount::tmpfs("/etc/conf/sub"));
     expect(&mut beneath, "/etc/conf/sub", "beneath /etc/conf");
 
     let mut b = Sandbox::builder();
@@ -402,4 +402,26 @@ fn a_mount_failing_inside_the_child_is_a_setup_error_naming_it_and_leaves_nothin
         other => panic!("expected Setup/Mount, got {other:?}"),
     }
     assert_eq!(std::fs::read_to_string("/proc/self/mountinfo").unwrap(), host_before);
+}
+
+#[test]
+fn without_a_root_of_its_own_a_sandbox_never_creates_anything_on_the_host() {
+    let _serial = serial();
+    let missing = std::env::temp_dir().join(format!("stockade-must-not-exist-{}", std::process::id()));
+    let ns = ns(Namespaces::PID | Namespaces::MOUNT);
+    // A mount on a missing host path: an error naming it, and the path still does not exist.
+    let sandbox = Sandbox::builder().namespaces(ns).mount(Mount::tmpfs(missing.join("sub"))).build().unwrap();
+    let err = leaves_nothing_behind(|| sandbox.command("/bin/true").spawn().unwrap_err());
+    match &err {
+        Error::Setup { stage: Stage::Mount { target, .. }, source } => {
+            assert_eq!(target, &missing.join("sub"));
+            assert_eq!(source.raw_os_error(), Some(libc::ENOENT));
+        }
+        other => panic!("expected Setup/Mount, got {other:?}"),
+    }
+    assert!(!missing.exists(), "{} was created on the host", missing.display());
+    // Directories and symlinks need a root of the sandbox's own.
+    let err = Sandbox::builder().namespaces(ns).mount(Mount::dir(&missing)).build().unwrap_err();
+    assert!(matches!(err, Error::InvalidPath { .. }), "{err}");
+    assert!(!missing.exists());
 }

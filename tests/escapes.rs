@@ -47,7 +47,9 @@ fn descriptors_the_embedding_program_left_inheritable_do_not_reach_the_payload()
         } else {
             child.id() as i32
         };
-        // Read from the host side: exact, and independent of what a shell opens itself.
+        // Read from the host side: exact, and independent of what a shell opens itself (once
+        // sleep is sleeping: during exec the loader briefly holds its libraries open).
+        wait_until_sleeping(payload);
         let fds = open_fds(payload);
         if is_root() && kind.contains(Namespaces::PID) {
             // The init (a copy of this program) holds nothing but its status pipe.

@@ -384,6 +384,8 @@ fn working_directory_is_inside_the_new_root_and_nothing_of_the_old_root_survives
         }
         std::thread::yield_now();
     };
+    // Look once sleep is sleeping: during exec the loader briefly holds its libraries open.
+    wait_until_sleeping(payload);
     let fds: Vec<String> = std::fs::read_dir(format!("/proc/{payload}/fd"))
         .unwrap()
         .map(|e| std::fs::read_link(e.unwrap().path()).unwrap().display().to_string())

@@ -393,3 +393,46 @@ fn io_limits_are_set_on_the_sandboxes_cgroup() {
     assert!(v2 || v1, "limits not found in the payload's cgroup: {out}");
     assert_eq!(leftover_cgroups(), Vec::<PathBuf>::new());
 }
+
+#[test]
+fn output_stops_at_the_timeout_even_while_the_payload_holds_its_pipes_open() {
+    let _serial = serial();
+    let sandbox = limited(all_ns()).timeout(Duration::from_millis(300)).build().unwrap();
+    let out = sandbox.command("/bin/sh").args(["-c", "echo partial; exec sleep 100"]).output().unwrap();
+    assert_eq!(out.status.limit(), Some(Limit::WallClock), "{}", out.status);
+    assert_eq!(out.stdout, b"partial\n");
+}
+
+#[test]
+fn a_sandbox_that_ended_in_time_is_not_reported_as_timed_out_when_waited_for_late() {
+    let _serial = serial();
+    let sandbox = limited(all_ns()).timeout(Duration::from_millis(200)).build().unwrap();
+    let mut child = sandbox.command("/bin/true").spawn().unwrap();
+    // Wait for the exit itself (the pidfd turns readable), then let the deadline pass.
+    assert!(wait_readable(&child, Duration::from_secs(10)));
+    std::thread::sleep(Duration::from_millis(250));
+    let status = child.wait().unwrap();
+    assert!(status.success() && status.limit().is_none(), "{status}");
+}
+
+fn wait_readable(child: &stockade::Child, timeout: Duration) -> bool {
+    use std::os::fd::AsFd;
+    let mut fds = [nix::poll::PollFd::new(child.as_fd(), nix::poll::PollFlags::POLLIN)];
+    let ms = nix::poll::PollTimeout::try_from(timeout.as_millis() as i32).unwrap();
+    matches!(nix::poll::poll(&mut fds, ms), Ok(1))
+}
+
+#[test]
+fn a_cgroup_parent_at_the_hierarchy_root_stays_inside_the_cgroup_filesystem() {
+    let _serial = serial();
+    if !cgroups_writable("a_cgroup_parent_at_the_hierarchy_root") {
+        return;
+    }
+    let before: Vec<_> = std::fs::read_dir("/").unwrap().map(|e| e.unwrap().file_name()).collect();
+    let sandbox = limited(all_ns()).pids_limit(16).cgroup_parent("/").build().unwrap();
+    let out = sh_ok(&sandbox, "echo ok");
+    assert_eq!(out, "ok\n");
+    let after: Vec<_> = std::fs::read_dir("/").unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(before, after, "something was created in the host's /");
+    assert_eq!(leftover_cgroups(), Vec::<PathBuf>::new());
+}

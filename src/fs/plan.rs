@@ -53,6 +53,9 @@ pub(crate) struct Target {
     pub(crate) full: CString,
     pub(crate) levels: Vec<(CString, CString)>,
     pub(crate) path: PathBuf,
+    /// Refuse symlinks anywhere on the way (stockade's own /proc, /dev and masks): in a caller's
+    /// root, a link there could be swapped between two operations on the same path.
+    pub(crate) no_symlinks: bool,
 }
 
 /// What to create at a missing target.
@@ -130,6 +133,9 @@ pub(crate) struct FsPlan {
     pub(crate) root_readonly: bool,
     /// Switch root with chroot instead of pivot_root.
     pub(crate) chroot: bool,
+    /// Missing mount targets may be created (only in a root of the sandbox's own: on the host's
+    /// root a missing target is an error).
+    pub(crate) may_create: bool,
     /// Whether any `FsOp::File` needs the staging tmpfs.
     pub(crate) staging: bool,
     /// Identity maps for the nested user namespace that locks the mounts (uid, gid), when the
@@ -173,6 +179,20 @@ impl FsConfig {
             validate_root(kind)?;
         }
         let mut mounts = mounts;
+        if root.is_none() {
+            // Without a root of its own the sandbox's filesystem is the host's: creating
+            // anything there would change the host for good.
+            if let Some(m) =
+                mounts.iter().find(|m| matches!(m.kind, MountKind::Dir { .. } | MountKind::Symlink { .. }))
+            {
+                return Err(Error::InvalidPath {
+                    what: "mount target",
+                    path: m.target.clone(),
+                    reason: "directories and symlinks can only be created in a sandbox with its own Root"
+                        .into(),
+                });
+            }
+        }
         let mut seen: Vec<(PathBuf, bool)> = Vec::new();
         for m in &mut mounts {
             m.target = normalise_target("mount target", &m.target)?;
@@ -214,6 +234,7 @@ impl FsConfig {
         if !ns.contains(Namespaces::MOUNT) {
             return Ok(FsPlan {
                 mount_ns: false,
+                may_create: false,
                 root: RootOp::Host,
                 ops: Vec::new(),
                 root_readonly: false,
@@ -256,26 +277,27 @@ impl FsConfig {
         let mut finish = Vec::new();
         let claimed = |p: &str| self.mounts.iter().any(|m| m.target == Path::new(p));
         if ns.contains(Namespaces::PID) && !claimed("/proc") {
-            expand(&Mount::proc("/proc"), &mut ops, &mut finish)?;
+            expand(&Mount::proc("/proc"), &mut ops, &mut finish, strict_target)?;
         }
         if self.has_root() && !claimed("/dev") {
-            expand(&Mount::dev("/dev"), &mut ops, &mut finish)?;
+            expand(&Mount::dev("/dev"), &mut ops, &mut finish, strict_target)?;
         }
         for m in &self.mounts {
-            expand(m, &mut ops, &mut finish)?;
+            expand(m, &mut ops, &mut finish, target)?;
         }
         ops.append(&mut finish);
         if self.default_masks {
             for p in DEFAULT_MASKED {
-                ops.push(FsOp::Mask { target: target(Path::new(p))? });
+                ops.push(FsOp::Mask { target: strict_target(Path::new(p))? });
             }
             for p in DEFAULT_READONLY {
-                ops.push(FsOp::ReadOnly { target: target(Path::new(p))? });
+                ops.push(FsOp::ReadOnly { target: strict_target(Path::new(p))? });
             }
         }
         let staging = ops.iter().any(|op| matches!(op, FsOp::File { .. }));
         Ok(FsPlan {
             mount_ns: true,
+            may_create: !matches!(root, RootOp::Host),
             root_readonly: matches!(root, RootOp::Tmpfs { .. }),
             root,
             ops,
@@ -417,12 +439,27 @@ pub(crate) fn target(path: &Path) -> Result<Target, Error> {
         prefix.push(name);
         levels.push((cstring("mount target", prefix.as_os_str())?, cstring("mount target", name)?));
     }
-    Ok(Target { full: cstring("mount target", rel.as_os_str())?, levels, path: path.to_owned() })
+    Ok(Target {
+        full: cstring("mount target", rel.as_os_str())?,
+        levels,
+        path: path.to_owned(),
+        no_symlinks: false,
+    })
+}
+
+/// Like [`target`], for stockade's own mounts: no symlink may be followed on the way.
+fn strict_target(path: &Path) -> Result<Target, Error> {
+    target(path).map(|t| Target { no_symlinks: true, ..t })
 }
 
 /// Appends the operations for one mount; steps that must wait until every mount is in place go
 /// to `finish` (e.g. making `/dev` read-only after other mounts were placed under it).
-fn expand(m: &Mount, ops: &mut Vec<FsOp>, finish: &mut Vec<FsOp>) -> Result<(), Error> {
+fn expand(
+    m: &Mount,
+    ops: &mut Vec<FsOp>,
+    finish: &mut Vec<FsOp>,
+    target: fn(&Path) -> Result<Target, Error>,
+) -> Result<(), Error> {
     let t = &m.target;
     match &m.kind {
         MountKind::Bind { source, recursive } => {

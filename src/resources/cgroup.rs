@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use cgroups_rs::{Cgroup, CgroupPid, MaxValue, Resources, hierarchies};
+use cgroups_rs::cpuset::CpuSetController;
+use cgroups_rs::memory::MemController;
+use cgroups_rs::{Cgroup, MaxValue, Resources, hierarchies};
 
 use super::LimitsConfig;
 use crate::Error;
@@ -133,6 +135,24 @@ pub(crate) fn check_available(layout: Layout, wanted: &[&'static str]) -> Result
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// A name no other sandbox uses: this process's pid (for the garbage collector), a counter, and
+/// random bits (embedding processes in different pid namespaces may share pids and a parent).
+fn unique_name() -> String {
+    let random = crate::sys::random_u32();
+    format!("sb-{}-{}-{random:08x}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+/// `parent/name`, or `name` under the hierarchy's root.
+fn join(parent: &str, name: &str) -> String {
+    if parent.is_empty() { name.to_owned() } else { format!("{parent}/{name}") }
+}
+
+/// Creates `dir` (its parent must exist); the name is new, so an existing directory is an error
+/// too: it belongs to someone else.
+fn make_leaf(dir: &Path, op: &str) -> Result<(), Error> {
+    fs::create_dir(dir).map_err(|source| Error::Cgroup { op: op.to_owned(), path: dir.to_owned(), source })
+}
+
 /// A sandbox's cgroup: one directory (v2) or one per controller (v1).
 #[derive(Debug)]
 pub(crate) struct SandboxCgroup {
@@ -152,7 +172,7 @@ impl SandboxCgroup {
         layout: Layout,
         pid_ns: bool,
     ) -> Result<SandboxCgroup, Error> {
-        let name = format!("sb-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
+        let name = unique_name();
         let wanted = limits.controllers();
         let mut cg = SandboxCgroup { layout, groups: Vec::new(), removed: false };
         let result = match layout {
@@ -168,37 +188,40 @@ impl SandboxCgroup {
         }
     }
 
-    /// The parent directory (relative to a hierarchy's root) for `controller` ("" on v2).
+    /// The parent directory, relative to a hierarchy's root, for `controller` ("" on v2); ""
+    /// is the root itself.
     fn parent(limits: &LimitsConfig, controller: &str) -> String {
         match &limits.cgroup_parent {
             Some(p) => p.to_string_lossy().trim_matches('/').to_owned(),
-            None => {
-                let own = own_path(controller);
-                if own.is_empty() { "stockade".into() } else { format!("{own}/stockade") }
-            }
+            None => join(&own_path(controller), "stockade"),
         }
     }
 
     fn create_v2(&mut self, limits: &LimitsConfig, name: &str, wanted: &[&'static str]) -> Result<(), Error> {
         let parent = Self::parent(limits, "");
-        gc_stale(&Path::new(ROOT).join(&parent));
-        let rel = format!("{parent}/{name}");
-        let dir = Path::new(ROOT).join(&rel);
-        fs::create_dir_all(&dir).map_err(|source| Error::Cgroup {
-            op: format!("create cgroup for {wanted:?}"),
-            path: dir.clone(),
-            source,
-        })?;
+        // Controllers must be enabled in every ancestor's subtree_control, from the root down.
+        let mut dir = PathBuf::from(ROOT);
+        enable_controllers(&dir, wanted);
+        for part in parent.split('/').filter(|p| !p.is_empty()) {
+            dir.push(part);
+            if let Err(source) = fs::create_dir(&dir) {
+                if source.kind() != std::io::ErrorKind::AlreadyExists {
+                    return Err(Error::Cgroup { op: "create cgroup parent".into(), path: dir, source });
+                }
+            }
+            enable_controllers(&dir, wanted);
+        }
+        gc_stale(&dir);
+        let rel = join(&parent, name);
+        let leaf = dir.join(name);
+        make_leaf(&leaf, &format!("create cgroup for {wanted:?}"))?;
         let controllers: Vec<String> = wanted.iter().map(|c| c.to_string()).collect();
-        let cg = Cgroup::new_with_specified_controllers(hierarchies::auto(), &rel, Some(controllers))
-            .map_err(|e| cgroup_error(&format!("create cgroup for {wanted:?}"), &dir, e))?;
-        self.groups.push(("unified".into(), cg, dir.clone()));
-        // Controllers must be enabled in the parent's subtree_control for the files to exist.
+        let cg = Cgroup::load_with_specified_controllers(hierarchies::auto(), &rel, controllers);
+        self.groups.push(("unified".into(), cg, leaf.clone()));
         for c in wanted {
-            let file = first_file(c);
-            if !dir.join(file).exists() {
+            if !leaf.join(first_file(c)).exists() {
                 return Err(Error::Unsupported {
-                    what: format!("the {c} cgroup controller under {}", dir.parent().unwrap_or(&dir).display()),
+                    what: format!("the {c} cgroup controller under {}", dir.display()),
                     reason: "it is not enabled there (cgroup.subtree_control); the parent has processes of its own or is not delegated to this user — choose a delegated parent with SandboxBuilder::cgroup_parent".into(),
                 });
             }
@@ -232,32 +255,55 @@ impl SandboxCgroup {
                 });
             };
             let parent = Self::parent(limits, controller);
-            gc_stale(&mount.join(&parent));
-            let rel = format!("{parent}/{name}");
-            let dir = mount.join(&rel);
-            // Made here rather than by cgroups-rs, which does not report why a mkdir failed.
-            fs::create_dir_all(&dir).map_err(|source| Error::Cgroup {
-                op: format!("create {controller} cgroup"),
-                path: dir.clone(),
+            let parent_dir = mount.join(&parent);
+            fs::create_dir_all(&parent_dir).map_err(|source| Error::Cgroup {
+                op: format!("create {controller} cgroup parent"),
+                path: parent_dir.clone(),
                 source,
             })?;
-            let cg = Cgroup::new_with_specified_controllers(
+            gc_stale(&parent_dir);
+            let rel = join(&parent, name);
+            let dir = mount.join(&rel);
+            make_leaf(&dir, &format!("create {controller} cgroup"))?;
+            let cg = Cgroup::load_with_specified_controllers(
                 hierarchies::auto(),
                 &rel,
-                Some(vec![controller.to_owned()]),
-            )
-            .map_err(|e| cgroup_error(&format!("create {controller} cgroup"), &dir, e))?;
+                vec![controller.to_owned()],
+            );
+            if controller == "cpuset" {
+                // A new v1 cpuset is empty and takes no task until it has CPUs and memory nodes.
+                for d in [parent_dir.as_path(), dir.as_path()] {
+                    inherit_cpuset(d).map_err(|source| Error::Cgroup {
+                        op: "initialise cpuset".into(),
+                        path: d.to_owned(),
+                        source,
+                    })?;
+                }
+            }
             self.groups.push((controller.to_owned(), cg, dir));
         }
         self.apply(limits)
     }
 
     fn apply(&self, limits: &LimitsConfig) -> Result<(), Error> {
+        // cgroups-rs's apply() drops memory and cpuset write errors: set those through the
+        // controllers' own setters, which report them.
+        for (controller, cg, dir) in &self.groups {
+            if let (Some(m), Some(mem)) = (limits.memory, cg.controller_of::<MemController>()) {
+                mem.set_limit(m as i64)
+                    .map_err(|e| cgroup_error(&format!("set memory limit ({controller})"), dir, e))?;
+            }
+            if let Some(cpuset) = cg.controller_of::<CpuSetController>() {
+                if let Some(cpus) = &limits.cpuset_cpus {
+                    cpuset.set_cpus(cpus).map_err(|e| cgroup_error("set cpuset.cpus", dir, e))?;
+                }
+                if let Some(mems) = &limits.cpuset_mems {
+                    cpuset.set_mems(mems).map_err(|e| cgroup_error("set cpuset.mems", dir, e))?;
+                }
+            }
+        }
         let mut res = Resources::default();
-        res.memory.memory_hard_limit = limits.memory.map(|m| m as i64);
         res.pid.maximum_number_of_processes = limits.pids.map(|p| MaxValue::Value(p as i64));
-        res.cpu.cpus = limits.cpuset_cpus.clone();
-        res.cpu.mems = limits.cpuset_mems.clone();
         if let Some((quota, period)) = limits.cpu_quota {
             res.cpu.quota = Some(quota.as_micros() as i64);
             res.cpu.period = Some(period.as_micros() as u64);
@@ -294,8 +340,8 @@ impl SandboxCgroup {
         if let Some(w) = limits.io_weight {
             match self.layout {
                 Layout::Unified => self.write("io", "io.weight", &format!("default {w}"))?,
-                // blkio.weight takes 10..1000.
-                _ => self.write("blkio", "blkio.weight", &(w / 10).clamp(10, 1000).to_string())?,
+                // blkio.weight takes 10..1000 with 500 as the default: weight 100 maps to 500.
+                _ => self.write("blkio", "blkio.weight", &(u32::from(w) * 5).clamp(10, 1000).to_string())?,
             }
         }
         Ok(())
@@ -337,9 +383,12 @@ impl SandboxCgroup {
 
     /// Moves process `pid` into every directory of the cgroup.
     pub(crate) fn attach(&self, pid: libc::pid_t) -> Result<(), Error> {
-        for (controller, cg, dir) in &self.groups {
-            cg.add_task_by_tgid(CgroupPid::from(pid as u64))
-                .map_err(|e| cgroup_error(&format!("join {controller} cgroup"), dir, e))?;
+        for (controller, _, dir) in &self.groups {
+            fs::write(dir.join("cgroup.procs"), pid.to_string()).map_err(|source| Error::Cgroup {
+                op: format!("join {controller} cgroup"),
+                path: dir.clone(),
+                source,
+            })?;
         }
         Ok(())
     }
@@ -414,7 +463,15 @@ impl SandboxCgroup {
                 // Freeze so nothing can fork while we kill, kill, then thaw so they can die.
                 let freezer = self.groups.iter().find(|(c, ..)| c == "freezer");
                 if let Some((_, _, dir)) = freezer {
-                    let _ = fs::write(dir.join("freezer.state"), "FROZEN");
+                    let state = dir.join("freezer.state");
+                    let _ = fs::write(&state, "FROZEN");
+                    // FREEZING until every task has stopped; only then can nothing fork.
+                    for _ in 0..1000 {
+                        match fs::read_to_string(&state) {
+                            Ok(s) if s.trim() == "FREEZING" => std::thread::yield_now(),
+                            _ => break,
+                        }
+                    }
                 }
                 for (_, _, dir) in &self.groups {
                     kill_listed(dir);
@@ -458,8 +515,10 @@ fn remove_dir_retrying(cg: &Cgroup, dir: &Path) {
     }
 }
 
-/// Removes empty cgroups left by embedding processes that died without cleaning up (their pid
-/// is in the name and no longer alive). A cgroup still holding processes is left alone.
+/// Removes empty cgroups left by embedding processes that died without cleaning up: named by a
+/// pid that no longer exists here, and untouched for a minute (so a peer's group that was just
+/// made and is about to be joined is never taken). A cgroup holding processes cannot be removed
+/// (rmdir fails) and is left alone.
 fn gc_stale(parent: &Path) {
     static DONE: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
     {
@@ -481,10 +540,35 @@ fn gc_stale(parent: &Path) {
             nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
             Err(nix::errno::Errno::ESRCH)
         );
-        if !alive {
+        let idle = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > Duration::from_secs(60));
+        if !alive && idle {
             let _ = fs::remove_dir(entry.path());
         }
     }
+}
+
+/// Writes `+controller` into `dir/cgroup.subtree_control` for each wanted controller (errors are
+/// found afterwards, by the missing interface files).
+fn enable_controllers(dir: &Path, wanted: &[&str]) {
+    for c in wanted {
+        let _ = fs::write(dir.join("cgroup.subtree_control"), format!("+{c}"));
+    }
+}
+
+/// Copies the parent's `cpuset.cpus` and `cpuset.mems` into `dir` where they are empty.
+fn inherit_cpuset(dir: &Path) -> std::io::Result<()> {
+    let Some(parent) = dir.parent() else { return Ok(()) };
+    for file in ["cpuset.cpus", "cpuset.mems"] {
+        if fs::read_to_string(dir.join(file))?.trim().is_empty() {
+            fs::write(dir.join(file), fs::read_to_string(parent.join(file))?.trim())?;
+        }
+    }
+    Ok(())
 }
 
 fn first_file(controller: &str) -> &'static str {

@@ -275,6 +275,13 @@ impl LimitsConfig {
                 return Err(Error::invalid(what, "0s", "must be longer than zero"));
             }
         }
+        if self.memory_swap.is_some() && self.memory.is_none() {
+            return Err(Error::invalid(
+                "memory+swap limit",
+                self.memory_swap.unwrap_or_default(),
+                "needs a memory limit too (it counts memory and swap together)",
+            ));
+        }
         if let (Some(mem), Some(swap)) = (self.memory, self.memory_swap) {
             if swap < mem {
                 return Err(Error::invalid(

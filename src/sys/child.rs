@@ -88,15 +88,15 @@ fn setup(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<Infallible, Failure
     if plan.use_init {
         let payload = super::fork_raw().map_err(at(Step::ForkPayload))?;
         if payload != 0 {
+            // Non-dumpable before the payload can run anything: it can neither ptrace the init
+            // nor open its /proc/<pid>/exe (runc CVE-2019-5736).
+            let _ = super::prctl(libc::PR_SET_DUMPABLE, 0);
             // The init stays in the outer user namespace and writes the payload's nested maps.
             if let (Some(sync), Some(maps)) = (&lock, lock_maps) {
                 super::mount::write_side(sync, super::mount::pid_dir(built.proc, payload), maps);
             }
             super::close(built.proc);
             super::close(*control);
-            // Non-dumpable: the payload can neither ptrace the init nor open its
-            // /proc/<pid>/exe (runc CVE-2019-5736).
-            let _ = super::prctl(libc::PR_SET_DUMPABLE, 0);
             super::init::run(payload, status)
         }
         super::mount::enter(&built, lock.as_ref())?;

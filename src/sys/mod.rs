@@ -271,6 +271,18 @@ pub(crate) fn chdir(path: &CStr) -> SysResult<()> {
     check_int(unsafe { libc::chdir(path.as_ptr()) }).map(drop)
 }
 
+/// 32 random bits from the kernel (the clock's nanoseconds if getrandom fails).
+pub(crate) fn random_u32() -> u32 {
+    let mut bytes = [0u8; 4];
+    // SAFETY: `bytes` is a valid writable buffer of its length.
+    let got = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), libc::GRND_NONBLOCK) };
+    if got == 4 {
+        u32::from_ne_bytes(bytes)
+    } else {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos())
+    }
+}
+
 /// Sets a resource limit of the calling process.
 pub(crate) fn prlimit(resource: libc::__rlimit_resource_t, soft: u64, hard: u64) -> SysResult<()> {
     let new = libc::rlimit64 { rlim_cur: soft, rlim_max: hard };

@@ -27,6 +27,7 @@ const AT_EMPTY_PATH: u32 = libc::AT_EMPTY_PATH as u32;
 const MOVE_MOUNT_F_EMPTY_PATH: u32 = 0x4;
 const MOVE_MOUNT_T_EMPTY_PATH: u32 = 0x40;
 const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+const RESOLVE_NO_SYMLINKS: u64 = 0x04;
 const RESOLVE_IN_ROOT: u64 = 0x10;
 
 /// What [`build`] leaves for [`enter`].
@@ -58,7 +59,15 @@ pub(super) fn enter(built: &Built, lock: Option<&LockSync>) -> Result<(), Failur
     if built.switched && built.chroot {
         // Before the lock: the kernel refuses a new user namespace to a process whose root is
         // not the top of its mount namespace's root, and the new root is stacked on top of it.
-        chroot(c".").map_err(at(Step::PivotRoot))?;
+        if let Err(e) = chroot(c".") {
+            // Let a waiting writer see end of file rather than wait for us forever.
+            if let Some(sync) = lock {
+                for fd in [sync.moved.0, sync.moved.1, sync.result.0, sync.result.1] {
+                    close(fd);
+                }
+            }
+            return Err(at(Step::PivotRoot)(e));
+        }
     }
     if let Some(sync) = lock {
         move_side(sync).map_err(at(Step::LockMounts))?;
@@ -91,7 +100,7 @@ fn build_tree(fs: &FsPlan, pid_ns: bool) -> Result<Built, Failure> {
         -1
     };
     for (i, op) in fs.ops.iter().enumerate() {
-        apply(root, staging, op).map_err(at_index(Step::Mount, i))?;
+        apply(root, staging, op, fs.may_create).map_err(at_index(Step::Mount, i))?;
     }
     if staging >= 0 {
         close(staging);
@@ -175,12 +184,14 @@ fn attach_root(root: &RootOp) -> SysResult<RawFd> {
     Ok(mnt)
 }
 
-fn apply(root: RawFd, staging: RawFd, op: &FsOp) -> SysResult<()> {
+fn apply(root: RawFd, staging: RawFd, op: &FsOp, may_create: bool) -> SysResult<()> {
+    // On the host's own root nothing is created: a missing target is an error.
+    let creating = |c: Create| if may_create { c } else { Create::Nothing };
     match op {
         FsOp::Bind { source, recursive, attrs, create, target } => {
             let m = open_tree(libc::AT_FDCWD, source, *recursive)?;
             set_attrs(m, *attrs, *recursive)?;
-            attach(m, root, target, *create)
+            attach(m, root, target, creating(*create))
         }
         FsOp::NewFs { fstype, options, attrs, target } => {
             let fs = fsopen(fstype)?;
@@ -188,12 +199,12 @@ fn apply(root: RawFd, staging: RawFd, op: &FsOp) -> SysResult<()> {
                 fsconfig(fs, key, value.as_deref())?;
             }
             let m = finish_fs(fs, *attrs)?;
-            attach(m, root, target, Create::Dir)
+            attach(m, root, target, creating(Create::Dir))
         }
         FsOp::DevNode { source, rdev, target } => {
             let m = clone_device(source, *rdev)?;
             set_attrs(m, attr::NOSUID | attr::NOEXEC, false)?;
-            attach(m, root, target, Create::File)
+            attach(m, root, target, creating(Create::File))
         }
         FsOp::File { name, contents, mode, attrs, target } => {
             let f = openat(
@@ -207,10 +218,10 @@ fn apply(root: RawFd, staging: RawFd, op: &FsOp) -> SysResult<()> {
             written?;
             let m = check_fd(open_tree_raw(staging, name, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC))?;
             set_attrs(m, *attrs, false)?;
-            attach(m, root, target, Create::File)
+            attach(m, root, target, creating(Create::File))
         }
         FsOp::Dir { mode, target } => {
-            let fd = resolve(root, &target.levels, Create::Dir, *mode)?;
+            let fd = resolve(root, target, &target.levels, Create::Dir, *mode)?;
             close(fd);
             Ok(())
         }
@@ -218,7 +229,8 @@ fn apply(root: RawFd, staging: RawFd, op: &FsOp) -> SysResult<()> {
             let Some(((_, name), parents)) = target.levels.split_last() else {
                 return Err(Errno(libc::EINVAL));
             };
-            let parent = if parents.is_empty() { root } else { resolve(root, parents, Create::Dir, 0o755)? };
+            let parent =
+                if parents.is_empty() { root } else { resolve(root, target, parents, Create::Dir, 0o755)? };
             let made = match symlinkat(link, parent, name) {
                 // Already there from an earlier run in the same caller root: fine if identical.
                 Err(Errno(libc::EEXIST)) if same_link(parent, name, link) => Ok(()),
@@ -265,21 +277,33 @@ fn apply(root: RawFd, staging: RawFd, op: &FsOp) -> SysResult<()> {
     }
 }
 
-/// Attaches the detached mount `m` at `target` (created as `create` if missing), closing `m`.
+/// Attaches the detached mount `m` at `target` (created as `create` if missing; with
+/// `Create::Nothing` a missing target is ENOENT), closing `m`.
 fn attach(m: RawFd, root: RawFd, target: &Target, create: Create) -> SysResult<()> {
-    let done = resolve(root, &target.levels, create, if create == Create::File { 0o644 } else { 0o755 })
-        .and_then(|t| {
-            let r = move_mount(m, t, c"", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH);
-            close(t);
-            r
-        });
+    let resolved = match create {
+        Create::Nothing => lookup(root, target).and_then(|t| t.ok_or(Errno(libc::ENOENT))),
+        _ => {
+            resolve(root, target, &target.levels, create, if create == Create::File { 0o644 } else { 0o755 })
+        }
+    };
+    let done = resolved.and_then(|t| {
+        let r = move_mount(m, t, c"", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH);
+        close(t);
+        r
+    });
     close(m);
     done
 }
 
+/// How a target is resolved: inside the root, never through magic links, and for stockade's
+/// own targets through no symlink at all.
+fn resolution(target: &Target) -> u64 {
+    RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | if target.no_symlinks { RESOLVE_NO_SYMLINKS } else { 0 }
+}
+
 /// Opens an existing target inside the root; `None` if it does not exist.
 fn lookup(root: RawFd, target: &Target) -> SysResult<Option<RawFd>> {
-    match openat2(root, &target.full, libc::O_PATH, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS) {
+    match openat2(root, &target.full, libc::O_PATH, resolution(target)) {
         Ok(fd) => Ok(Some(fd)),
         Err(Errno(libc::ENOENT)) => Ok(None),
         Err(e) => Err(e),
@@ -292,11 +316,12 @@ fn lookup(root: RawFd, target: &Target) -> SysResult<Option<RawFd>> {
 /// absolute symlinks cannot leave it. Returns an `O_PATH` descriptor of the target.
 fn resolve(
     root: RawFd,
+    target: &Target,
     levels: &[(std::ffi::CString, std::ffi::CString)],
     create: Create,
     mode: u32,
 ) -> SysResult<RawFd> {
-    let how = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+    let how = resolution(target);
     if let Some((full, _)) = levels.last() {
         match openat2(root, full, libc::O_PATH, how) {
             Err(Errno(libc::ENOENT)) if create != Create::Nothing => {}
@@ -400,13 +425,14 @@ pub(super) fn write_side(sync: &LockSync, dir: SysResult<RawFd>, maps: (&[u8], &
 fn move_side(sync: &LockSync) -> SysResult<()> {
     close(sync.moved.0);
     close(sync.result.1);
-    let moved = super::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS);
-    if moved.is_ok() {
-        super::write_all(sync.moved.1, b"x")?;
-    }
+    let moved = super::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS)
+        .and_then(|()| super::write_all(sync.moved.1, b"x"));
     // On failure the writer sees end of file and stops.
     close(sync.moved.1);
-    moved?;
+    if let Err(e) = moved {
+        close(sync.result.0);
+        return Err(e);
+    }
     let mut byte = [0u8; 1];
     let n = super::read(sync.result.0, &mut byte);
     close(sync.result.0);

@@ -184,3 +184,13 @@ pub fn run_example() -> std::path::PathBuf {
     assert!(path.exists(), "{} missing: `cargo test` builds the examples", path.display());
     path
 }
+
+/// Waits until process `pid` sleeps in `nanosleep` (a `sleep` payload has finished loading and
+/// holds only what it will keep): its descriptors can be inspected then.
+pub fn wait_until_sleeping(pid: i32) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default().contains("nanosleep") {
+        assert!(std::time::Instant::now() < deadline, "process {pid} never reached its sleep");
+        std::thread::yield_now();
+    }
+}
