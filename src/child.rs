@@ -104,9 +104,9 @@ impl Child {
         if let Some(reaped) = pidfd::wait(self.pidfd.as_fd(), true)? {
             return Ok(Some(self.finish(reaped, None)));
         }
-        match self.limit_reached(Instant::now(), self.wall_deadline()) {
-            Some(limit) => self.end_for(limit).map(Some),
-            None => Ok(None),
+        match self.check_limits(Instant::now(), self.wall_deadline()) {
+            Err(limit) => self.end_for(limit).map(Some),
+            Ok(_) => Ok(None),
         }
     }
 
@@ -154,10 +154,10 @@ impl Child {
                 return Ok(self.finish(reaped, None));
             }
             let now = Instant::now();
-            if let Some(limit) = self.limit_reached(now, deadline) {
-                return self.end_for(limit);
-            }
-            let wake = earliest(deadline, self.next_cpu_check(now));
+            let wake = match self.check_limits(now, deadline) {
+                Err(limit) => return self.end_for(limit),
+                Ok(wake) => wake,
+            };
             poll_readable(self.pidfd.as_fd(), wake.map(|w| w.saturating_duration_since(now)))?;
         }
     }
@@ -171,22 +171,22 @@ impl Child {
         Some(user + system)
     }
 
-    fn limit_reached(&self, now: Instant, deadline: Option<Instant>) -> Option<Limit> {
+    /// Checks the time limits: `Err` with the limit that has been reached, or `Ok` with when to
+    /// look again (the deadline, or the next CPU check: the tree can use at most one CPU second
+    /// per second per core, so nothing can be missed before then). One CPU reading per call.
+    fn check_limits(&self, now: Instant, deadline: Option<Instant>) -> Result<Option<Instant>, Limit> {
         if deadline.is_some_and(|d| now >= d) {
-            return Some(Limit::WallClock);
+            return Err(Limit::WallClock);
         }
-        let limit = self.supervision.cpu_limit?;
-        (self.cpu_used()? >= limit).then_some(Limit::CpuTime)
-    }
-
-    /// When to look at the CPU time again: the tree can use at most one CPU second per second
-    /// per core, so nothing can be missed before then.
-    fn next_cpu_check(&self, now: Instant) -> Option<Instant> {
-        let limit = self.supervision.cpu_limit?;
-        let used = self.cpu_used()?;
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
-        let left = limit.saturating_sub(used) / cores;
-        Some(now + left.clamp(Duration::from_millis(1), Duration::from_millis(100)))
+        let next_cpu_check = match (self.supervision.cpu_limit, self.cpu_used()) {
+            (Some(limit), Some(used)) if used >= limit => return Err(Limit::CpuTime),
+            (Some(limit), Some(used)) => {
+                let left = limit.saturating_sub(used) / cores();
+                Some(now + left.clamp(Duration::from_millis(1), Duration::from_millis(100)))
+            }
+            _ => None,
+        };
+        Ok(earliest(deadline, next_cpu_check))
     }
 
     fn end_for(&mut self, limit: Limit) -> io::Result<ExitStatus> {
@@ -233,10 +233,9 @@ impl Child {
             let now = Instant::now();
             let mut wake = None;
             if self.status.is_none() {
-                if let Some(limit) = self.limit_reached(now, deadline) {
-                    self.end_for(limit)?;
-                } else {
-                    wake = earliest(deadline, self.next_cpu_check(now));
+                match self.check_limits(now, deadline) {
+                    Err(limit) => drop(self.end_for(limit)?),
+                    Ok(next) => wake = next,
                 }
             }
             let timeout = match wake {
@@ -336,6 +335,12 @@ impl Drop for Child {
             let _ = pidfd::wait(self.pidfd.as_fd(), false);
         }
     }
+}
+
+/// The number of CPUs this process may use (asked once).
+fn cores() -> u32 {
+    static CORES: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32))
 }
 
 /// The earlier of two optional instants.

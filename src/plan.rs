@@ -118,14 +118,14 @@ pub(crate) struct Channels {
 pub(crate) const INTERNAL_SLOTS: usize = 2;
 
 /// Credentials the payload takes, as seen inside its user namespace.
-pub(crate) struct Creds {
-    pub(crate) groups: Option<Vec<libc::gid_t>>,
+pub(crate) struct Creds<'a> {
+    pub(crate) groups: Option<&'a [libc::gid_t]>,
     pub(crate) gid: Option<libc::gid_t>,
     pub(crate) uid: Option<libc::uid_t>,
     pub(crate) caps: Option<CapPlan>,
     pub(crate) no_new_privs: bool,
     /// `(resource, soft, hard)` for `prlimit`.
-    pub(crate) rlimits: Vec<(libc::__rlimit_resource_t, u64, u64)>,
+    pub(crate) rlimits: &'a [(libc::__rlimit_resource_t, u64, u64)],
 }
 
 /// Everything the child does, prepared.
@@ -138,14 +138,14 @@ pub(crate) struct Plan<'a> {
     pub(crate) parent_pid: libc::pid_t,
     pub(crate) fds: FdPlan,
     pub(crate) channels: Channels,
-    pub(crate) hostname: Option<Vec<u8>>,
-    pub(crate) domainname: Option<Vec<u8>>,
+    pub(crate) hostname: Option<&'a [u8]>,
+    pub(crate) domainname: Option<&'a [u8]>,
     /// Text for `/proc/self/timens_offsets`, when a time namespace is wanted.
-    pub(crate) time_offsets: Option<Vec<u8>>,
+    pub(crate) time_offsets: Option<&'a [u8]>,
     /// The sandbox's filesystem operations (prepared once, at build).
     pub(crate) fs: &'a FsPlan,
     pub(crate) loopback: bool,
-    pub(crate) creds: Creds,
+    pub(crate) creds: Creds<'a>,
     pub(crate) cwd: Option<CString>,
     pub(crate) exec: Exec,
 }
@@ -267,18 +267,18 @@ impl<'a> Plan<'a> {
             parent_pid: nix::unistd::getpid().as_raw(),
             fds: FdPlan::new(moves, &channels),
             channels,
-            hostname: config.hostname.clone(),
-            domainname: config.domainname.clone(),
-            time_offsets: config.time_offsets(),
+            hostname: config.hostname.as_deref(),
+            domainname: config.domainname.as_deref(),
+            time_offsets: config.time_offsets.as_deref(),
             fs: &config.fs,
             loopback: config.loopback(),
             creds: Creds {
-                groups: config.groups.clone(),
+                groups: config.groups.as_deref(),
                 gid: config.user.map(|(_, gid)| gid),
                 uid: config.user.map(|(uid, _)| uid),
                 caps: config.caps,
                 no_new_privs: config.no_new_privs,
-                rlimits: config.limits.child_rlimits(),
+                rlimits: &config.rlimits,
             },
             cwd,
             exec,

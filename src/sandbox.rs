@@ -414,7 +414,10 @@ impl SandboxBuilder {
                 groups,
                 hostname,
                 domainname,
-                clock_offsets: self.clock_offsets,
+                time_offsets: ns
+                    .contains(Namespaces::TIME)
+                    .then(|| self.clock_offsets.unwrap_or_default().to_proc_text()),
+                rlimits: self.limits.child_rlimits(),
                 user_ns,
                 fs,
                 caps,
@@ -553,7 +556,10 @@ pub(crate) struct Config {
     pub(crate) groups: Option<Vec<u32>>,
     pub(crate) hostname: Option<Vec<u8>>,
     pub(crate) domainname: Option<Vec<u8>>,
-    pub(crate) clock_offsets: Option<ClockOffsets>,
+    /// With a time namespace: the text for its offsets file (zero offsets unless set).
+    pub(crate) time_offsets: Option<Vec<u8>>,
+    /// `(resource, soft, hard)` the payload gets, the CPU-time backstop included.
+    pub(crate) rlimits: Vec<(libc::__rlimit_resource_t, u64, u64)>,
     pub(crate) user_ns: Option<UserNamespace>,
     /// The filesystem operations of every spawn, prepared once.
     pub(crate) fs: FsPlan,
@@ -578,13 +584,6 @@ impl Config {
     /// A pid namespace gets an init as pid 1.
     pub(crate) fn use_init(&self) -> bool {
         self.namespaces.contains(Namespaces::PID)
-    }
-
-    /// With a time namespace: the text for its offsets file (zero offsets unless set).
-    pub(crate) fn time_offsets(&self) -> Option<Vec<u8>> {
-        self.namespaces
-            .contains(Namespaces::TIME)
-            .then(|| self.clock_offsets.unwrap_or_default().to_proc_text())
     }
 
     pub(crate) fn loopback(&self) -> bool {

@@ -60,15 +60,15 @@ fn setup(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<Infallible, Failure
 
     // /proc/self/timens_offsets is ours to write only while we are dumpable (an unprivileged
     // caller's child cannot write it once it turns root-owned): before the init drops that.
-    if let Some(offsets) = &plan.time_offsets {
+    if let Some(offsets) = plan.time_offsets {
         enter_time_namespace(offsets).map_err(at(Step::TimeNamespace))?;
     }
     // A new session without a controlling terminal: TIOCSTI cannot inject keystrokes.
     super::setsid().map_err(at(Step::NewSession))?;
-    if let Some(name) = &plan.hostname {
+    if let Some(name) = plan.hostname {
         super::sethostname(name).map_err(at(Step::Hostname))?;
     }
-    if let Some(name) = &plan.domainname {
+    if let Some(name) = plan.domainname {
         super::setdomainname(name).map_err(at(Step::Domainname))?;
     }
     if plan.loopback {
@@ -181,16 +181,13 @@ fn enter_time_namespace(offsets: &[u8]) -> SysResult<()> {
 }
 
 fn write_file(path: &std::ffi::CStr, data: &[u8]) -> SysResult<()> {
-    let fd = super::open(path, libc::O_WRONLY)?;
-    let result = super::write_all(fd, data);
-    super::close(fd);
-    result
+    super::write_file_at(libc::AT_FDCWD, path, data)
 }
 
 fn exec_payload(plan: &Plan<'_>) -> Result<Infallible, Failure> {
     let creds = &plan.creds;
     // While all capabilities are still there (raising a hard limit needs CAP_SYS_RESOURCE).
-    for &(resource, soft, hard) in &creds.rlimits {
+    for &(resource, soft, hard) in creds.rlimits {
         super::prlimit(resource, soft, hard).map_err(at(Step::Rlimits))?;
     }
     if let Some(caps) = creds.caps {
@@ -206,7 +203,7 @@ fn exec_payload(plan: &Plan<'_>) -> Result<Infallible, Failure> {
             }
         }
     }
-    if let Some(groups) = &creds.groups {
+    if let Some(groups) = creds.groups {
         super::setgroups(groups).map_err(at(Step::SetGroups))?;
     }
     if let Some(gid) = creds.gid {

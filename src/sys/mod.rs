@@ -136,6 +136,17 @@ pub(crate) fn open(path: &CStr, flags: c_int) -> SysResult<RawFd> {
     retry(|| check_int(unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC, 0o600) }))
 }
 
+/// Opens `path` (relative to `dirfd`) for writing, writes all of `data`, closes it.
+pub(crate) fn write_file_at(dirfd: RawFd, path: &CStr, data: &[u8]) -> SysResult<()> {
+    // SAFETY: `path` is NUL-terminated; the mode is unused without O_CREAT.
+    let fd = retry(|| {
+        check_int(unsafe { libc::openat(dirfd, path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC, 0) })
+    })?;
+    let result = write_all(fd, data);
+    close(fd);
+    result
+}
+
 /// A full signal set; `filled == false` gives an empty one.
 pub(crate) fn sigset(filled: bool) -> libc::sigset_t {
     // SAFETY: sigset_t is plain data; sigfillset/sigemptyset initialise it completely.

@@ -450,13 +450,8 @@ pub(super) fn pid_dir(proc: RawFd, pid: libc::pid_t) -> SysResult<RawFd> {
 }
 
 fn write_maps(dir: RawFd, (uid_map, gid_map): (&[u8], &[u8])) -> SysResult<()> {
-    for (file, map) in [(c"uid_map", uid_map), (c"gid_map", gid_map)] {
-        let fd = openat(dir, file, libc::O_WRONLY, 0)?;
-        let written = super::write_all(fd, map);
-        close(fd);
-        written?;
-    }
-    Ok(())
+    super::write_file_at(dir, c"uid_map", uid_map)?;
+    super::write_file_at(dir, c"gid_map", gid_map)
 }
 
 /// Writes `n` in decimal, NUL-terminated, into `buf` (no allocation).
