@@ -43,13 +43,17 @@ pub struct Command {
 
 impl Command {
     pub(crate) fn new(sandbox: Sandbox, program: &OsStr) -> Command {
+        let (env, cwd) = match &sandbox.config.run_defaults {
+            Some(d) => (d.env.iter().map(|(k, v)| (k.clone(), Some(v.clone()))).collect(), d.cwd.clone()),
+            None => (BTreeMap::new(), None),
+        };
         Command {
             sandbox,
             program: program.to_owned(),
             args: Vec::new(),
             inherit_env: false,
-            env: BTreeMap::new(),
-            cwd: None,
+            env,
+            cwd,
             stdin: None,
             stdout: None,
             stderr: None,

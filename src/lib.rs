@@ -44,6 +44,8 @@ mod child;
 mod command;
 mod error;
 mod fs;
+#[cfg(feature = "image")]
+pub mod image;
 mod namespaces;
 mod plan;
 mod privileges;

@@ -55,6 +55,7 @@ pub struct SandboxBuilder {
     capabilities: Option<Vec<Capability>>,
     allow_new_privs: bool,
     limits: LimitsConfig,
+    run_defaults: Option<RunDefaults>,
 }
 
 impl SandboxBuilder {
@@ -86,6 +87,36 @@ impl SandboxBuilder {
     /// map). With a user namespace both must be mapped.
     pub fn user(&mut self, uid: u32, gid: u32) -> &mut Self {
         self.user = Some((uid, gid));
+        self
+    }
+
+    /// Runs the image `rootfs`: its layers become the root (read-only, under a throw-away
+    /// writable layer, as [`Root::overlay`]); its `User` becomes [`user`](Self::user) and
+    /// [`groups`](Self::groups); every command starts with its `Env` and `WorkingDir`; and
+    /// [`Sandbox::image_command`] runs its `Entrypoint` + `Cmd`. Each can be overridden: call
+    /// `user`/`groups`/`root` after this, or `env`/`current_dir` on the command.
+    #[cfg(feature = "image")]
+    pub fn image(&mut self, rootfs: &crate::image::Rootfs) -> &mut Self {
+        self.root = Some(rootfs.root());
+        if let Some(u) = rootfs.user() {
+            self.user = Some((u.uid, u.gid));
+            self.groups = Some(u.groups.clone());
+        }
+        let config = rootfs.config();
+        let env = config
+            .env
+            .iter()
+            .map(|kv| match kv.split_once('=') {
+                Some((k, v)) => (OsString::from(k), OsString::from(v)),
+                None => (OsString::from(kv), OsString::new()),
+            })
+            .collect();
+        self.run_defaults = Some(RunDefaults {
+            env,
+            entrypoint: config.entrypoint.iter().map(OsString::from).collect(),
+            cmd: config.cmd.iter().map(OsString::from).collect(),
+            cwd: config.working_dir.as_ref().map(PathBuf::from),
+        });
         self
     }
 
@@ -411,6 +442,7 @@ impl SandboxBuilder {
             config: Arc::new(Config {
                 namespaces: ns,
                 user: self.user,
+                run_defaults: self.run_defaults.clone(),
                 groups,
                 hostname,
                 domainname,
@@ -542,6 +574,42 @@ impl Sandbox {
         Command::new(self.clone(), program.as_ref())
     }
 
+    /// A command running the image's `Entrypoint` followed by its `Cmd` (see
+    /// [`SandboxBuilder::image`]); without an image, a command with an empty program, which
+    /// fails to spawn.
+    pub fn image_command(&self) -> Command {
+        self.image_command_with(Vec::new(), false)
+    }
+
+    /// Like [`image_command`](Self::image_command), but `cmd` replaces the image's `Cmd` (as
+    /// arguments to its `Entrypoint`, or as the whole command line when it has none), like
+    /// `docker run IMAGE CMD...`.
+    pub fn image_command_args<I, S>(&self, cmd: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.image_command_with(cmd.into_iter().map(|s| s.as_ref().to_owned()).collect(), true)
+    }
+
+    fn image_command_with(&self, cmd: Vec<OsString>, replace: bool) -> Command {
+        let mut argv: Vec<OsString> = Vec::new();
+        if let Some(d) = &self.config.run_defaults {
+            argv.extend(d.entrypoint.iter().cloned());
+            if replace {
+                argv.extend(cmd);
+            } else {
+                argv.extend(d.cmd.iter().cloned());
+            }
+        } else if replace {
+            argv.extend(cmd);
+        }
+        let mut it = argv.into_iter();
+        let mut command = self.command(it.next().unwrap_or_default());
+        command.args(it);
+        command
+    }
+
     /// The namespaces each command of this sandbox gets.
     pub fn namespaces(&self) -> Namespaces {
         self.config.namespaces
@@ -552,6 +620,8 @@ impl Sandbox {
 #[derive(Debug)]
 pub(crate) struct Config {
     pub(crate) namespaces: Namespaces,
+    /// The image's command line, environment and working directory, if it runs one.
+    pub(crate) run_defaults: Option<RunDefaults>,
     pub(crate) user: Option<(u32, u32)>,
     pub(crate) groups: Option<Vec<u32>>,
     pub(crate) hostname: Option<Vec<u8>>,
@@ -568,6 +638,15 @@ pub(crate) struct Config {
     pub(crate) limits: LimitsConfig,
     /// Where each spawn's cgroup goes (`None`: no cgroup).
     pub(crate) cgroup_layout: Option<Layout>,
+}
+
+/// What an image contributes to each command: its environment, command line and directory.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct RunDefaults {
+    pub(crate) env: Vec<(OsString, OsString)>,
+    pub(crate) entrypoint: Vec<OsString>,
+    pub(crate) cmd: Vec<OsString>,
+    pub(crate) cwd: Option<PathBuf>,
 }
 
 /// A validated user namespace setup.

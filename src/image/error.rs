@@ -1,0 +1,128 @@
+//! The image feature's error: what went wrong, with the blob, entry or path it concerns.
+
+use std::io;
+use std::path::PathBuf;
+
+use super::Digest;
+
+/// Why opening, verifying, unpacking or running an image failed.
+///
+/// Every variant names the blob, layer entry, path or value concerned. After an error nothing
+/// is left behind: no partial layer in the store, no partial tree at a flattened destination.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ImageError {
+    /// A digest string is malformed; it was refused before being used in any path.
+    #[error("malformed digest {value:?}: {reason}")]
+    Digest {
+        /// The digest as found.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A blob is longer or shorter than its descriptor says (truncated, or trailing data).
+    #[error("{what}: the descriptor says {expected} bytes, the blob has {actual}")]
+    Size {
+        /// Which blob, e.g. `"layer sha256:…"`.
+        what: String,
+        /// The size in the descriptor.
+        expected: u64,
+        /// The bytes actually read (reading stops just past the expected size).
+        actual: u64,
+    },
+
+    /// Content does not hash to the digest that names it (a blob digest or a layer's diff_id).
+    #[error("{what}: expected {expected}, the content hashes to {actual}")]
+    Mismatch {
+        /// What was checked, e.g. `"layer 2 diff_id"`.
+        what: String,
+        /// The digest it should have.
+        expected: Digest,
+        /// The digest it has.
+        actual: Digest,
+    },
+
+    /// A file of the image (index, manifest, config, archive) is malformed.
+    #[error("{what}: {reason}")]
+    Format {
+        /// Which file or field.
+        what: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A descriptor's media type is unknown, or does not fit where it is used (a manifest
+    /// where a layer belongs), or the content's magic bytes contradict it.
+    #[error("{what} has media type {media_type:?}: {reason}")]
+    MediaType {
+        /// The descriptor concerned.
+        what: String,
+        /// Its media type.
+        media_type: String,
+        /// Why it was refused.
+        reason: String,
+    },
+
+    /// No image in the source matches the reference and platform asked for.
+    #[error("no image {wanted} in {path:?} (it has: {available})")]
+    NotFound {
+        /// The image source.
+        path: PathBuf,
+        /// The reference and platform asked for.
+        wanted: String,
+        /// What the source offers.
+        available: String,
+    },
+
+    /// A layer entry was refused: an unsafe or malformed name, link or type.
+    #[error("layer {layer}: entry {path:?}: {reason}")]
+    Entry {
+        /// The layer's diff_id (or position).
+        layer: String,
+        /// The entry's name as found in the archive (lossy UTF-8).
+        path: String,
+        /// Why it was refused.
+        reason: String,
+    },
+
+    /// A limit against decompression bombs and hostile archives was exceeded.
+    #[error("{what} exceeds the limit of {limit}")]
+    Limit {
+        /// What was counted, e.g. `"uncompressed bytes of layer sha256:…"`.
+        what: String,
+        /// The limit in force (see [`UnpackLimits`](super::UnpackLimits)).
+        limit: u64,
+    },
+
+    /// The image's `User` cannot be resolved inside the image.
+    #[error("image user {user:?}: {reason}")]
+    User {
+        /// The `User` field of the image config.
+        user: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
+
+    /// A file system operation failed.
+    #[error("{op} {path:?}: {source}")]
+    Io {
+        /// What was being done, e.g. `"create file"`.
+        op: String,
+        /// The path concerned (inside the rootfs for layer entries).
+        path: PathBuf,
+        /// The kernel's answer.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl ImageError {
+    pub(crate) fn io(op: impl Into<String>, path: impl Into<PathBuf>, source: impl Into<io::Error>) -> ImageError {
+        ImageError::Io { op: op.into(), path: path.into(), source: source.into() }
+    }
+
+    pub(crate) fn format(what: impl Into<String>, reason: impl Into<String>) -> ImageError {
+        ImageError::Format { what: what.into(), reason: reason.into() }
+    }
+}

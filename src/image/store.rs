@@ -1,0 +1,245 @@
+//! The content-addressed layer store.
+//!
+//! ```text
+//! <store>/            mode 0700
+//!   lock              shared while preparing, exclusive while collecting garbage
+//!   layers/<hex>/     one unpacked layer per diff_id, in overlayfs format, never changed
+//!   locks/<hex>       held while that layer is being unpacked
+//!   tmp/              layers being unpacked; renamed into layers/ once verified
+//!   images/<hex>      per image id: the diff_ids it uses (the garbage collector's roots)
+//! ```
+//!
+//! Two processes (or threads) preparing images that share layers take the layer's lock in
+//! turn: the first unpacks it, the second finds it in place. A layer appears in `layers/` only
+//! by an atomic rename after its blob, size and diff_id checked out.
+
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use nix::fcntl::{Flock, FlockArg};
+
+use super::apply::{Applier, Format};
+use super::{Digest, Image, ImageError, Rootfs, UnpackLimits, UnpackReport, blob, remove_dir_all};
+
+/// overlayfs stacks at most this many lower layers (`OVL_MAX_STACK`).
+const MAX_LAYERS: usize = 500;
+/// Layers of one image unpacked at the same time (each also uses a decompressing thread).
+const WORKERS: usize = 2;
+
+/// A directory of unpacked layers shared by any number of images and processes.
+#[derive(Clone, Debug)]
+pub struct LayerStore {
+    root: PathBuf,
+    limits: UnpackLimits,
+}
+
+/// What [`LayerStore::gc`] removed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GcReport {
+    /// Layers no recorded image uses any more, removed.
+    pub layers_removed: usize,
+    /// Leftovers of interrupted unpacks, removed.
+    pub temporaries_removed: usize,
+    /// Layers still in use, kept.
+    pub layers_kept: usize,
+}
+
+impl LayerStore {
+    /// Opens (creating if needed, mode 0700) a store at `dir`, a location of the caller's
+    /// choice on a file system that overlayfs accepts as a lower layer.
+    ///
+    /// # Errors
+    /// [`ImageError::Io`] if the directories cannot be created.
+    pub fn open(dir: impl AsRef<Path>) -> Result<LayerStore, ImageError> {
+        let root = dir.as_ref().to_owned();
+        let mut builder = fs::DirBuilder::new();
+        builder.mode(0o700).recursive(true);
+        for sub in ["", "layers", "locks", "tmp", "images"] {
+            let p = root.join(sub);
+            builder.create(&p).map_err(|e| ImageError::io("create store directory", &p, e))?;
+        }
+        Ok(LayerStore { root, limits: UnpackLimits::default() })
+    }
+
+    /// Uses `limits` for layers unpacked from now on.
+    pub fn with_limits(mut self, limits: UnpackLimits) -> LayerStore {
+        self.limits = limits;
+        self
+    }
+
+    /// The directory of the layer with this diff_id (which exists once it is unpacked).
+    pub fn layer_path(&self, diff_id: &Digest) -> PathBuf {
+        self.root.join("layers").join(diff_id.hex())
+    }
+
+    /// Whether the layer with this diff_id is unpacked in the store.
+    pub fn contains(&self, diff_id: &Digest) -> bool {
+        self.layer_path(diff_id).is_dir()
+    }
+
+    /// Unpacks the layers of `image` that the store lacks (up to two at a time), records the
+    /// image as a user of its layers, and returns its root file system.
+    ///
+    /// # Errors
+    /// Any verification, limit or entry error of a layer (the layer is then absent from the
+    /// store), [`ImageError::Limit`] for more than 500 layers (overlayfs's maximum), or
+    /// [`ImageError::Io`].
+    pub fn prepare(&self, image: &Image) -> Result<Rootfs, ImageError> {
+        if image.layers.len() > MAX_LAYERS {
+            return Err(ImageError::Limit { what: format!("layers of image {}", image.id), limit: MAX_LAYERS as u64 });
+        }
+        let _shared = self.lock_store(FlockArg::LockShared)?;
+        let mut seen = HashSet::new();
+        let missing: Vec<usize> = (0..image.layers.len())
+            .filter(|&i| seen.insert(&image.layers[i].diff_id) && !self.contains(&image.layers[i].diff_id))
+            .collect();
+        let mut report = UnpackReport { ownership: nix::unistd::geteuid().is_root(), ..UnpackReport::default() };
+        report.layers_reused = seen.len() - missing.len();
+
+        let queue = Mutex::new(missing.into_iter());
+        let results = Mutex::new(Vec::new());
+        std::thread::scope(|s| {
+            for _ in 0..WORKERS.min(image.layers.len()) {
+                s.spawn(|| {
+                    loop {
+                        let next = queue.lock().map(|mut q| q.next()).unwrap_or(None);
+                        let Some(i) = next else { break };
+                        let result = self.unpack_layer(image, i);
+                        let failed = result.is_err();
+                        if let Ok(mut r) = results.lock() {
+                            r.push(result);
+                        }
+                        if failed {
+                            // Stop taking new layers; the other worker finishes its own.
+                            if let Ok(mut q) = queue.lock() {
+                                q.by_ref().for_each(drop);
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        for result in results.into_inner().unwrap_or_default() {
+            report.merge(result?);
+        }
+
+        let record: String = image.layers.iter().map(|l| format!("{}\n", l.diff_id.hex())).collect();
+        self.write_atomic(&self.root.join("images").join(image.id.hex()), record.as_bytes())?;
+        let layers = image.layers.iter().map(|l| self.layer_path(&l.diff_id)).collect();
+        Rootfs::new(layers, image.config.clone(), report)
+    }
+
+    /// Unpacks layer `i` unless another process did meanwhile.
+    fn unpack_layer(&self, image: &Image, i: usize) -> Result<UnpackReport, ImageError> {
+        let layer = &image.layers[i];
+        let hex = layer.diff_id.hex();
+        let lock_path = self.root.join("locks").join(hex);
+        let lock_file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| ImageError::io("open layer lock", &lock_path, e))?;
+        let _lock = Flock::lock(lock_file, FlockArg::LockExclusive)
+            .map_err(|(_, e)| ImageError::io("lock layer", &lock_path, e))?;
+        let final_path = self.layer_path(&layer.diff_id);
+        if final_path.is_dir() {
+            return Ok(UnpackReport { layers_reused: 1, ownership: true, ..UnpackReport::default() });
+        }
+        let tmp = self.root.join("tmp").join(format!("{hex}.{}.{}", std::process::id(), crate::sys::random_u32()));
+        fs::DirBuilder::new().mode(0o755).create(&tmp).map_err(|e| ImageError::io("create", &tmp, e))?;
+        let result = (|| {
+            let mut applier = Applier::new(&tmp, Format::Overlay, self.limits)?;
+            let label = format!("{i} ({})", layer.diff_id);
+            blob::stream_layer(image, layer, &self.limits, |r| applier.apply_layer(&label, r))?;
+            let mut report = applier.finish()?;
+            report.layers_unpacked = 1;
+            fs::rename(&tmp, &final_path).map_err(|e| ImageError::io("move layer into place", &final_path, e))?;
+            Ok(report)
+        })();
+        if result.is_err() {
+            let _ = remove_dir_all(&tmp);
+        }
+        result
+    }
+
+    /// Stops recording `image` as a user of its layers (they go at the next [`gc`](Self::gc)
+    /// unless another image uses them).
+    ///
+    /// # Errors
+    /// [`ImageError::Io`] if the record cannot be removed.
+    pub fn forget(&self, image: &Image) -> Result<(), ImageError> {
+        let path = self.root.join("images").join(image.id.hex());
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(ImageError::io("remove image record", path, e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Removes layers that no recorded image uses, and leftovers of interrupted unpacks. Waits
+    /// for running [`prepare`](Self::prepare) calls (of any process) to finish first.
+    ///
+    /// # Errors
+    /// [`ImageError::Io`] if the store cannot be read or a layer cannot be removed.
+    pub fn gc(&self) -> Result<GcReport, ImageError> {
+        let _exclusive = self.lock_store(FlockArg::LockExclusive)?;
+        let mut used = HashSet::new();
+        for entry in self.read_dir("images")? {
+            let path = entry.path();
+            let text = fs::read_to_string(&path).map_err(|e| ImageError::io("read image record", &path, e))?;
+            used.extend(text.lines().map(str::to_owned));
+        }
+        let mut report = GcReport::default();
+        for entry in self.read_dir("layers")? {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if used.contains(&name) {
+                report.layers_kept += 1;
+                continue;
+            }
+            remove_dir_all(&entry.path())?;
+            let _ = fs::remove_file(self.root.join("locks").join(&name));
+            report.layers_removed += 1;
+        }
+        for entry in self.read_dir("tmp")? {
+            remove_dir_all(&entry.path())?;
+            report.temporaries_removed += 1;
+        }
+        Ok(report)
+    }
+
+    fn read_dir(&self, sub: &str) -> Result<Vec<fs::DirEntry>, ImageError> {
+        let dir = self.root.join(sub);
+        fs::read_dir(&dir)
+            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| ImageError::io("read store directory", dir, e))
+    }
+
+    fn lock_store(&self, how: FlockArg) -> Result<Flock<File>, ImageError> {
+        let path = self.root.join("lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| ImageError::io("open store lock", &path, e))?;
+        Flock::lock(file, how).map_err(|(_, e)| ImageError::io("lock store", path, e))
+    }
+
+    fn write_atomic(&self, path: &Path, data: &[u8]) -> Result<(), ImageError> {
+        let tmp = self.root.join("tmp").join(format!("record.{}.{}", std::process::id(), crate::sys::random_u32()));
+        let write = || -> std::io::Result<()> {
+            let mut f = File::create(&tmp)?;
+            f.write_all(data)?;
+            fs::rename(&tmp, path)
+        };
+        write().map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            ImageError::io("write image record", path, e)
+        })
+    }
+}
