@@ -595,8 +595,9 @@ impl Applier {
             let fd = if path.is_empty() {
                 openat(&*self.root, ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
             } else {
-                let Ok(parent) = self.resolve(dir) else { continue };
-                openat(&parent, name, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())
+                let parent = if dir.is_empty() { Ok(self.root.clone()) } else { self.resolve(dir).map(Rc::new) };
+                let Ok(parent) = parent else { continue };
+                openat(&*parent, name, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())
             };
             let fd = match fd {
                 Ok(fd) => File::from(fd),

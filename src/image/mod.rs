@@ -224,22 +224,26 @@ impl Image {
         use std::os::unix::fs::DirBuilderExt;
         let dest = dest.as_ref();
         std::fs::DirBuilder::new().mode(0o700).create(dest).map_err(|e| ImageError::io("create unpack destination", dest, e))?;
-        let rootfs = dest.join("rootfs");
-        let result = (|| {
-            std::fs::DirBuilder::new().mode(0o755).create(&rootfs).map_err(|e| ImageError::io("create", &rootfs, e))?;
-            let mut applier = Applier::new(&rootfs, Format::Flat, limits)?;
-            for (i, layer) in self.layers.iter().enumerate() {
-                let label = format!("{i} ({})", layer.diff_id);
-                blob::stream_layer(self, layer, &limits, |r| applier.apply_layer(&label, r))?;
-            }
-            let mut report = applier.finish()?;
-            report.layers_unpacked = self.layers.len();
-            Rootfs::new(vec![rootfs.clone()], self.config.clone(), report)
-        })();
+        let result = std::fs::canonicalize(dest).map_err(|e| ImageError::io("resolve unpack destination", dest, e));
+        let result = result.and_then(|dest| self.unpack_into(&dest.join("rootfs"), limits));
         if result.is_err() {
             let _ = remove_dir_all(dest);
         }
         result
+    }
+
+
+    fn unpack_into(&self, rootfs: &Path, limits: UnpackLimits) -> Result<Rootfs, ImageError> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new().mode(0o755).create(rootfs).map_err(|e| ImageError::io("create", rootfs, e))?;
+        let mut applier = Applier::new(rootfs, Format::Flat, limits)?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let label = format!("{i} ({})", layer.diff_id);
+            blob::stream_layer(self, layer, &limits, |r| applier.apply_layer(&label, r))?;
+        }
+        let mut report = applier.finish()?;
+        report.layers_unpacked = self.layers.len();
+        Rootfs::new(vec![rootfs.to_owned()], self.config.clone(), report)
     }
 }
 

@@ -63,6 +63,8 @@ impl LayerStore {
             let p = root.join(sub);
             builder.create(&p).map_err(|e| ImageError::io("create store directory", &p, e))?;
         }
+        // Layer paths become overlay lower directories, which must be absolute.
+        let root = fs::canonicalize(&root).map_err(|e| ImageError::io("resolve store directory", &root, e))?;
         Ok(LayerStore { root, limits: UnpackLimits::default() })
     }
 
