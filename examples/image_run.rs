@@ -139,10 +139,10 @@ fn run() -> Result<ExitCode, Box<dyn std::error::Error>> {
         builder.uid_map([IdMap::new(0, 0, 65536)]).gid_map([IdMap::new(0, 0, 65536)]);
     } else if rootfs.user().is_some_and(|u| u.uid != 0 || u.gid != 0) && args.user.is_none() {
         eprintln!("note: rootless, only root is mapped; running as root instead of the image's user");
-        builder.user(0, 0).groups([]);
+        builder.user(0, 0);
     }
     if let Some((uid, gid)) = args.user {
-        builder.user(uid, gid).groups([]);
+        builder.user(uid, gid);
     }
     let sandbox = builder.build()?;
     let mut command = match &args.cmd {

@@ -56,6 +56,8 @@ pub struct SandboxBuilder {
     allow_new_privs: bool,
     limits: LimitsConfig,
     run_defaults: Option<RunDefaults>,
+    /// `groups` came from an image's `User`, so an explicit `user` replaces them too.
+    groups_from_image: bool,
 }
 
 impl SandboxBuilder {
@@ -84,9 +86,13 @@ impl SandboxBuilder {
 
     /// The uid and gid the payload runs as, as seen inside the sandbox. Default: unchanged (in a
     /// user namespace, the caller's own ids as the map shows them, i.e. root with the default
-    /// map). With a user namespace both must be mapped.
+    /// map). With a user namespace both must be mapped. Replaces an image's `User` (see
+    /// [`image`](Self::image)) including the groups it brought.
     pub fn user(&mut self, uid: u32, gid: u32) -> &mut Self {
         self.user = Some((uid, gid));
+        if std::mem::take(&mut self.groups_from_image) {
+            self.groups = None;
+        }
         self
     }
 
@@ -100,7 +106,10 @@ impl SandboxBuilder {
         self.root = Some(rootfs.root());
         if let Some(u) = rootfs.user() {
             self.user = Some((u.uid, u.gid));
-            self.groups = Some(u.groups.clone());
+            if !u.groups.is_empty() {
+                self.groups = Some(u.groups.clone());
+                self.groups_from_image = true;
+            }
         }
         let config = rootfs.config();
         let env = config
@@ -124,6 +133,7 @@ impl SandboxBuilder {
     /// allows `setgroups`, otherwise unchanged).
     pub fn groups(&mut self, groups: impl IntoIterator<Item = u32>) -> &mut Self {
         self.groups = Some(groups.into_iter().collect());
+        self.groups_from_image = false;
         self
     }
 

@@ -1,0 +1,360 @@
+//! Images built by real tools (umoci, skopeo) and by hand: stockade's trees equal umoci's,
+//! every input form gives the same tree, the layer store shares and collects layers, platform
+//! selection follows nested indexes, and an image's config runs in a sandbox.
+
+mod common;
+#[path = "common/oci.rs"]
+mod oci;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use oci::{Comp, LayerBuilder, LayerSpec};
+use stockade::image::{ImageError, ImageSource, LayerStore, Platform};
+use stockade::{IdMap, Namespaces, Sandbox};
+
+fn run(script: &str, dir: &Path) {
+    let out = Command::new("sh").arg("-c").arg(script).current_dir(dir).output().expect("run sh");
+    assert!(
+        out.status.success(),
+        "{script}\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn tools(test: &str, needed: &[&str]) -> bool {
+    for t in needed {
+        if !common::have(t) {
+            common::skip(test, &format!("{t} is not installed (.ci/run installs it)"));
+            return false;
+        }
+    }
+    true
+}
+
+fn busybox() -> PathBuf {
+    ["/bin/busybox", "/usr/bin/busybox"].iter().map(PathBuf::from).find(|p| p.exists()).expect("busybox-static installed")
+}
+
+/// An OCI layout `oci` under `dir` with three layers made by `umoci repack`: files, links,
+/// set-uid, FIFO, xattrs, read-only and mode-0000 directories (and a device as root), then
+/// deletions, replacements and a directory recreated with new content. Tag `v3`.
+fn umoci_image(dir: &Path) {
+    let rootless = if common::is_root() { "" } else { "--rootless" };
+    let bb = busybox();
+    run(&format!("umoci init --layout oci && umoci new --image oci:v1 && umoci unpack {rootless} --image oci:v1 b1"), dir);
+    let r = dir.join("b1/rootfs");
+    run(
+        &format!(
+            "set -e; mkdir -p bin etc data/keep data/gone ro z app/sub
+            cp {bb} bin/busybox; ln -s busybox bin/sh; ln bin/busybox bin/hard
+            printf 'root:x:0:0::/root:/bin/sh\\napp:x:1000:1000::/app:/bin/sh\\n' > etc/passwd
+            printf 'root:x:0:\\napp:x:1000:\\nextra:x:2000:app\\n' > etc/group
+            echo secret > bin/suid; chmod 4755 bin/suid; mkfifo data/fifo
+            echo a > data/keep/a; echo b > data/gone/b; echo x > ro/x; chmod 0555 ro
+            echo z > z/z; chmod 0000 z; echo s > app/sub/s; ln -s /etc/passwd app/abs; ln -s ../../etc app/sub/rel
+            echo t > data/xattr",
+            bb = bb.display()
+        ),
+        &r,
+    );
+    assert!(oci::set_xattr(&r.join("data/xattr"), "user.note", b"hello"));
+    if common::is_root() {
+        run("mknod dev-null c 1 3 && chown 1000:1000 app/sub/s", &r);
+    }
+    run("umoci repack --image oci:v2 b1 && rm -rf b1", dir);
+    run(&format!("umoci unpack {rootless} --image oci:v2 b2"), dir);
+    run(
+        "set -e; cd b2/rootfs; rm -rf data/gone; rm data/keep/a; echo changed > data/keep/new
+        rm -rf app/sub; echo file > app/sub; chmod 0700 bin/suid; mkdir -p new/deep; echo d > new/deep/d",
+        dir,
+    );
+    run("umoci repack --image oci:v2b b2 && rm -rf b2", dir);
+    run(&format!("umoci unpack {rootless} --image oci:v2b b3"), dir);
+    run("set -e; cd b3/rootfs; rm -rf data/keep; mkdir data/keep; echo fresh > data/keep/fresh; rm app/sub; mkdir app/sub", dir);
+    run("umoci repack --image oci:v3 b3 && rm -rf b3", dir);
+    run("umoci config --image oci:v3 --config.user app --config.workingdir /app --config.env GREETING=hi --config.entrypoint /bin/sh --config.cmd -c --config.cmd 'echo $GREETING from $(pwd) as $(id -u):$(id -g)'", dir);
+}
+
+#[test]
+fn flattened_tree_equals_umoci_unpack_of_the_same_image() {
+    if !tools("flattened_tree_equals_umoci_unpack_of_the_same_image", &["umoci"]) {
+        return;
+    }
+    let tmp = common::tempdir();
+    umoci_image(tmp.path());
+    let rootless = if common::is_root() { "" } else { "--rootless" };
+    run(&format!("umoci unpack {rootless} --image oci:v3 ref"), tmp.path());
+
+    let image = ImageSource::open(tmp.path().join("oci")).unwrap().image(Some("v3"), &Platform::host()).unwrap();
+    assert_eq!(image.layers().len(), 4, "umoci new + three repacks");
+    let rootfs = image.unpack(tmp.path().join("mine")).unwrap();
+    assert_eq!(rootfs.layers(), [tmp.path().join("mine/rootfs").canonicalize().unwrap()]);
+
+    // Owners compare only as root: rootless, both unpack as the caller.
+    let theirs = oci::tree(&tmp.path().join("ref/rootfs"), common::is_root());
+    let ours = oci::tree(&tmp.path().join("mine/rootfs"), common::is_root());
+    let names: Vec<_> = ours.keys().collect();
+    assert_eq!(ours.keys().collect::<Vec<_>>(), theirs.keys().collect::<Vec<_>>(), "same paths");
+    for (path, mine) in &ours {
+        assert_eq!(Some(mine), theirs.get(path), "{path:?} differs from umoci's (paths: {names:?})");
+    }
+    // The changes of the upper layers are there.
+    assert!(!tmp.path().join("mine/rootfs/data/gone").exists());
+    assert_eq!(std::fs::read(tmp.path().join("mine/rootfs/data/keep/fresh")).unwrap(), b"fresh\n");
+    assert!(!tmp.path().join("mine/rootfs/data/keep/new").exists());
+    assert_eq!(oci::xattr_get(&tmp.path().join("mine/rootfs/data/xattr"), "user.note"), b"hello");
+    let mode = |p: &str| std::os::unix::fs::PermissionsExt::mode(&std::fs::symlink_metadata(tmp.path().join("mine/rootfs").join(p)).unwrap().permissions()) & 0o7777;
+    assert_eq!(mode("ro"), 0o555);
+    assert_eq!(mode("z"), 0);
+    assert_eq!(mode("bin/suid"), 0o700);
+    assert_eq!(mode("../"), 0o700, "the unpack destination is private");
+}
+
+#[test]
+fn docker_archive_oci_archive_and_zstd_copies_unpack_to_the_same_tree() {
+    if !tools("docker_archive_oci_archive_and_zstd_copies_unpack_to_the_same_tree", &["umoci", "skopeo"]) {
+        return;
+    }
+    let tmp = common::tempdir();
+    umoci_image(tmp.path());
+    run(
+        "set -e
+        skopeo --insecure-policy copy -q oci:oci:v3 docker-archive:docker.tar:example/app:v3
+        skopeo --insecure-policy copy -q oci:oci:v3 oci-archive:oci.tar:v3
+        skopeo --insecure-policy copy -q --dest-compress-format zstd --dest-compress oci:oci:v3 oci:zstd:v3",
+        tmp.path(),
+    );
+    let expected = {
+        let image = ImageSource::open(tmp.path().join("oci")).unwrap().image(Some("v3"), &Platform::host()).unwrap();
+        image.unpack(tmp.path().join("expected")).unwrap();
+        oci::tree(&tmp.path().join("expected/rootfs"), true)
+    };
+    for (source, reference) in [("docker.tar", "example/app:v3"), ("docker.tar", "v3"), ("oci.tar", "v3"), ("zstd", "v3")] {
+        let image = ImageSource::open(tmp.path().join(source)).unwrap().image(Some(reference), &Platform::host()).unwrap();
+        if source == "zstd" {
+            assert!(image.layers().iter().any(|l| l.media_type().ends_with("+zstd")), "skopeo wrote zstd layers");
+        }
+        let dest = tmp.path().join(format!("out-{source}-{}", reference.replace('/', "_")));
+        let rootfs = image.unpack(&dest).unwrap();
+        assert_eq!(oci::tree(&dest.join("rootfs"), true), expected, "{source}:{reference}");
+        assert_eq!(rootfs.config().user.as_deref(), Some("app"));
+    }
+    let missing = ImageSource::open(tmp.path().join("docker.tar")).unwrap().image(Some("nope"), &Platform::host());
+    assert!(matches!(&missing, Err(ImageError::NotFound { available, .. }) if available.contains("example/app:v3")), "{missing:?}");
+}
+
+fn two_images_sharing_a_base(dir: &Path) {
+    let mut base = LayerBuilder::new();
+    base.dir("usr").dir("usr/lib");
+    for i in 0..300 {
+        base.file(format!("usr/lib/f{i}"), format!("base file {i}\n").repeat(20));
+    }
+    let base = LayerSpec::new(base.tar());
+    let mut a = LayerBuilder::new();
+    a.file("a", "only in a");
+    let mut b = LayerBuilder::new();
+    b.file("b", "only in b").file("usr/lib/.wh.f0", "");
+    oci::write_image(dir, "a", &[base.clone(), LayerSpec::new(a.tar())], serde_json::json!({}));
+    oci::write_image(dir, "b", &[base, LayerSpec::new(b.tar()).comp(Comp::Zstd)], serde_json::json!({}));
+}
+
+#[test]
+fn concurrent_prepares_of_images_sharing_a_base_store_it_once() {
+    let tmp = common::tempdir();
+    two_images_sharing_a_base(&tmp.path().join("oci"));
+    let source = ImageSource::open(tmp.path().join("oci")).unwrap();
+    let a = source.image(Some("a"), &Platform::host()).unwrap();
+    let b = source.image(Some("b"), &Platform::host()).unwrap();
+    assert_eq!(a.layers()[0].diff_id(), b.layers()[0].diff_id());
+    let store_dir = tmp.path().join("store");
+    let (ra, rb) = std::thread::scope(|s| {
+        let ta = s.spawn(|| LayerStore::open(&store_dir).unwrap().prepare(&a).unwrap());
+        let tb = s.spawn(|| LayerStore::open(&store_dir).unwrap().prepare(&b).unwrap());
+        (ta.join().unwrap(), tb.join().unwrap())
+    });
+    assert_eq!(ra.layers()[0], rb.layers()[0], "one directory for the shared base");
+    assert_eq!(ra.report().layers_unpacked + rb.report().layers_unpacked, 3, "base unpacked once: {:?} {:?}", ra.report(), rb.report());
+    assert_eq!(std::fs::read_dir(store_dir.join("layers")).unwrap().count(), 3);
+    assert_eq!(std::fs::read_dir(store_dir.join("tmp")).unwrap().count(), 0);
+
+    // Prepared again: everything is reused, nothing unpacked.
+    let again = LayerStore::open(&store_dir).unwrap().prepare(&a).unwrap();
+    assert_eq!((again.report().layers_unpacked, again.report().layers_reused), (0, 2));
+
+    // b's whiteout is a 0/0 character device in its own layer; the base keeps the file.
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let wh = std::fs::symlink_metadata(rb.layers()[1].join("usr/lib/f0")).unwrap();
+    assert!(wh.file_type().is_char_device() && wh.rdev() == 0);
+    assert!(rb.layers()[0].join("usr/lib/f0").is_file());
+}
+
+#[test]
+fn gc_removes_only_layers_no_recorded_image_uses() {
+    let tmp = common::tempdir();
+    two_images_sharing_a_base(&tmp.path().join("oci"));
+    let source = ImageSource::open(tmp.path().join("oci")).unwrap();
+    let a = source.image(Some("a"), &Platform::host()).unwrap();
+    let b = source.image(Some("b"), &Platform::host()).unwrap();
+    let store = LayerStore::open(tmp.path().join("store")).unwrap();
+    store.prepare(&a).unwrap();
+    store.prepare(&b).unwrap();
+    let report = store.gc().unwrap();
+    assert_eq!((report.layers_removed, report.layers_kept), (0, 3));
+
+    store.forget(&b).unwrap();
+    let report = store.gc().unwrap();
+    assert_eq!((report.layers_removed, report.layers_kept), (1, 2));
+    assert!(store.contains(a.layers()[0].diff_id()) && store.contains(a.layers()[1].diff_id()));
+    assert!(!store.contains(b.layers()[1].diff_id()));
+
+    store.forget(&a).unwrap();
+    assert_eq!(store.gc().unwrap().layers_removed, 2);
+    assert_eq!(std::fs::read_dir(tmp.path().join("store/layers")).unwrap().count(), 0);
+}
+
+#[test]
+fn platform_is_selected_through_nested_indexes() {
+    let tmp = common::tempdir();
+    let dir = tmp.path().join("oci");
+    let mut l = LayerBuilder::new();
+    l.file("which", "host");
+    oci::write_image(&dir, "host", &[LayerSpec::new(l.tar())], serde_json::json!({}));
+    // Re-point the layout: one tag "multi" whose index lists another platform first.
+    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let host_manifest = index["manifests"][0].clone();
+    let host = Platform::host();
+    let host_arch = host.to_string().split('/').nth(1).unwrap().to_owned();
+    let other = if host_arch == "s390x" { "amd64" } else { "s390x" };
+    let nested = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"mediaType": host_manifest["mediaType"], "digest": host_manifest["digest"], "size": host_manifest["size"],
+             "platform": {"os": "linux", "architecture": other}},
+            {"mediaType": host_manifest["mediaType"], "digest": host_manifest["digest"], "size": host_manifest["size"],
+             "platform": {"os": "linux", "architecture": host_arch}},
+        ]
+    });
+    let bytes = serde_json::to_vec(&nested).unwrap();
+    let hex = oci::sha256_hex(&bytes);
+    std::fs::write(dir.join("blobs/sha256").join(&hex), &bytes).unwrap();
+    let top = serde_json::json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.index.v1+json", "digest": format!("sha256:{hex}"), "size": bytes.len(),
+        "annotations": {"org.opencontainers.image.ref.name": "multi"}}]});
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
+
+    let source = ImageSource::open(&dir).unwrap();
+    let image = source.image(Some("multi"), &host).unwrap();
+    assert_eq!(image.id().to_string(), host_manifest["digest"].as_str().unwrap());
+    // The other platform's entry points at a manifest whose config says the host's
+    // architecture, so asking for it finds nothing.
+    let err = source.image(Some("multi"), &Platform::new("linux", other)).unwrap_err();
+    assert!(matches!(err, ImageError::NotFound { .. }), "{err}");
+    let err = source.image(Some("latest"), &host).unwrap_err();
+    assert!(matches!(&err, ImageError::NotFound { available, .. } if available.contains("multi")), "{err}");
+}
+
+/// A one-layer image holding busybox, `/etc/passwd` and `/etc/group`, with `config`.
+fn busybox_image(dir: &Path, config: serde_json::Value) -> stockade::image::Rootfs {
+    let mut l = LayerBuilder::new();
+    let mut bb = oci::Entry::new("bin/busybox", b'0');
+    bb.data = std::fs::read(busybox()).unwrap();
+    bb.mode = 0o755;
+    l.dir("bin").entry(bb).symlink("bin/sh", "busybox").symlink("bin/id", "busybox").symlink("bin/pwd", "busybox");
+    l.dir("etc")
+        .file("etc/passwd", "root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n")
+        .file("etc/group", "root:x:0:\napp:x:1000:\nwheel:x:10:app\n");
+    let mut home = oci::Entry::new("home/app", b'5');
+    home.uid = 1000;
+    home.gid = 1000;
+    l.dir("home").entry(home);
+    oci::write_image(&dir.join("oci"), "app", &[LayerSpec::new(l.tar())], config);
+    let image = ImageSource::open(dir.join("oci")).unwrap().image(Some("app"), &Platform::host()).unwrap();
+    LayerStore::open(dir.join("store")).unwrap().prepare(&image).unwrap()
+}
+
+/// As root, ids 0-65535 map to themselves so the image's owners and `User` hold; rootless,
+/// only the caller is mapped (to root).
+fn image_sandbox(rootfs: &stockade::image::Rootfs, as_image_user: bool) -> Sandbox {
+    let mut b = Sandbox::builder();
+    b.namespaces(Namespaces::USER | Namespaces::PID | Namespaces::MOUNT | Namespaces::UTS | Namespaces::IPC).image(rootfs);
+    if common::is_root() {
+        b.uid_map([IdMap::new(0, 0, 65536)]).gid_map([IdMap::new(0, 0, 65536)]);
+    }
+    if !as_image_user {
+        b.user(0, 0);
+    }
+    b.build().expect("build image sandbox")
+}
+
+#[test]
+fn image_config_env_entrypoint_cmd_workdir_and_user_apply() {
+    let tmp = common::tempdir();
+    let rootfs = busybox_image(
+        tmp.path(),
+        serde_json::json!({
+            "Env": ["PATH=/bin", "GREETING=hello"],
+            "Entrypoint": ["/bin/sh", "-c"],
+            "Cmd": ["echo $GREETING; pwd; id -u; id -g; id -G"],
+            "WorkingDir": "/home/app",
+            "User": "app",
+        }),
+    );
+    let user = rootfs.user().unwrap();
+    assert_eq!((user.uid, user.gid, user.groups.clone()), (1000, 1000, vec![10]), "resolved in the image's /etc/passwd and /etc/group");
+    if !common::is_root() {
+        common::skip("image_config_env_entrypoint_cmd_workdir_and_user_apply (running as the image user)", "rootless maps only the caller's uid, so uid 1000 cannot be mapped");
+        let out = image_sandbox(&rootfs, false).image_command().output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\n/home/app\n0\n0\n0\n");
+        return;
+    }
+    let out = image_sandbox(&rootfs, true).image_command().output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\n/home/app\n1000\n1000\n1000 10\n");
+}
+
+#[test]
+fn image_config_is_overridable_per_command() {
+    let tmp = common::tempdir();
+    let rootfs = busybox_image(
+        tmp.path(),
+        serde_json::json!({"Env": ["PATH=/bin", "GREETING=hello"], "Cmd": ["/bin/sh", "-c", "echo image cmd"], "WorkingDir": "/home/app"}),
+    );
+    let sandbox = image_sandbox(&rootfs, false);
+    let out = sandbox.image_command().output().unwrap();
+    assert_eq!(out.stdout, b"image cmd\n");
+    let out = sandbox
+        .image_command_args(["/bin/sh", "-c", "echo $GREETING; pwd"])
+        .env("GREETING", "overridden")
+        .current_dir("/etc")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "overridden\n/etc\n");
+    // Plain commands get the image's Env and WorkingDir too; PATH finds `sh` inside.
+    let out = sandbox.command("sh").args(["-c", "echo $GREETING $(pwd)"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello /home/app\n");
+}
+
+#[test]
+fn writes_in_an_image_sandbox_leave_the_stored_layers_unchanged() {
+    let tmp = common::tempdir();
+    let rootfs = busybox_image(tmp.path(), serde_json::json!({"Env": ["PATH=/bin"]}));
+    let before = common::snapshot(&tmp.path().join("store/layers"));
+    let sandbox = image_sandbox(&rootfs, false);
+    let out = common::sh_ok(&sandbox, "echo x > /etc/passwd; rm /bin/id; mkdir /new; cat /etc/passwd; ls /bin");
+    assert_eq!(out, "x\nbusybox\npwd\nsh\n");
+    assert_eq!(common::snapshot(&tmp.path().join("store/layers")), before);
+}
+
+#[test]
+fn unknown_image_user_is_a_typed_error() {
+    let tmp = common::tempdir();
+    let mut l = LayerBuilder::new();
+    l.file("etc/passwd", "root:x:0:0::/:/bin/sh\n");
+    oci::write_image(&tmp.path().join("oci"), "u", &[LayerSpec::new(l.tar())], serde_json::json!({"User": "ghost"}));
+    let image = ImageSource::open(tmp.path().join("oci")).unwrap().image(Some("u"), &Platform::host()).unwrap();
+    let err = LayerStore::open(tmp.path().join("store")).unwrap().prepare(&image).unwrap_err();
+    assert!(matches!(&err, ImageError::User { user, .. } if user == "ghost"), "{err}");
+}
