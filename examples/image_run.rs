@@ -81,7 +81,10 @@ fn parse() -> Result<Args, String> {
             "--user" => {
                 let v = text(it.next(), "--user")?;
                 let (u, g) = v.split_once(':').ok_or(format!("--user {v}: expected UID:GID"))?;
-                args.user = Some((u.parse().map_err(|_| format!("bad uid {u}"))?, g.parse().map_err(|_| format!("bad gid {g}"))?));
+                args.user = Some((
+                    u.parse().map_err(|_| format!("bad uid {u}"))?,
+                    g.parse().map_err(|_| format!("bad gid {g}"))?,
+                ));
             }
             "--" => {
                 args.cmd = Some(it.by_ref().collect());
@@ -114,7 +117,10 @@ fn run() -> Result<ExitCode, Box<dyn std::error::Error>> {
     let rootfs = match &args.flat {
         Some(dir) => image.unpack(dir)?,
         None => {
-            let store = args.store.clone().unwrap_or_else(|| format!("/var/tmp/stockade-layers-{}", nix::unistd::geteuid()));
+            let store = args
+                .store
+                .clone()
+                .unwrap_or_else(|| format!("/var/tmp/stockade-layers-{}", nix::unistd::geteuid()));
             LayerStore::open(store)?.prepare(&image)?
         }
     };

@@ -34,7 +34,11 @@ fn tools(test: &str, needed: &[&str]) -> bool {
 }
 
 fn busybox() -> PathBuf {
-    ["/bin/busybox", "/usr/bin/busybox"].iter().map(PathBuf::from).find(|p| p.exists()).expect("busybox-static installed")
+    ["/bin/busybox", "/usr/bin/busybox"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .expect("busybox-static installed")
 }
 
 /// An OCI layout `oci` under `dir` with three layers made by `umoci repack`: files, links,
@@ -43,7 +47,12 @@ fn busybox() -> PathBuf {
 fn umoci_image(dir: &Path) {
     let rootless = if common::is_root() { "" } else { "--rootless" };
     let bb = busybox();
-    run(&format!("umoci init --layout oci && umoci new --image oci:v1 && umoci unpack {rootless} --image oci:v1 b1"), dir);
+    run(
+        &format!(
+            "umoci init --layout oci && umoci new --image oci:v1 && umoci unpack {rootless} --image oci:v1 b1"
+        ),
+        dir,
+    );
     let r = dir.join("b1/rootfs");
     run(
         &format!(
@@ -72,9 +81,15 @@ fn umoci_image(dir: &Path) {
     );
     run("umoci repack --image oci:v2b b2 && rm -rf b2", dir);
     run(&format!("umoci unpack {rootless} --image oci:v2b b3"), dir);
-    run("set -e; cd b3/rootfs; rm -rf data/keep; mkdir data/keep; echo fresh > data/keep/fresh; rm app/sub; mkdir app/sub", dir);
+    run(
+        "set -e; cd b3/rootfs; rm -rf data/keep; mkdir data/keep; echo fresh > data/keep/fresh; rm app/sub; mkdir app/sub",
+        dir,
+    );
     run("umoci repack --image oci:v3 b3 && rm -rf b3", dir);
-    run("umoci config --image oci:v3 --config.user app --config.workingdir /app --config.env GREETING=hi --config.entrypoint /bin/sh --config.cmd -c --config.cmd 'echo $GREETING from $(pwd) as $(id -u):$(id -g)'", dir);
+    run(
+        "umoci config --image oci:v3 --config.user app --config.workingdir /app --config.env GREETING=hi --config.entrypoint /bin/sh --config.cmd -c --config.cmd 'echo $GREETING from $(pwd) as $(id -u):$(id -g)'",
+        dir,
+    );
 }
 
 #[test]
@@ -87,7 +102,8 @@ fn flattened_tree_equals_umoci_unpack_of_the_same_image() {
     let rootless = if common::is_root() { "" } else { "--rootless" };
     run(&format!("umoci unpack {rootless} --image oci:v3 ref"), tmp.path());
 
-    let image = ImageSource::open(tmp.path().join("oci")).unwrap().image(Some("v3"), &Platform::host()).unwrap();
+    let image =
+        ImageSource::open(tmp.path().join("oci")).unwrap().image(Some("v3"), &Platform::host()).unwrap();
     assert_eq!(image.layers().len(), 4, "umoci new + three repacks");
     let rootfs = image.unpack(tmp.path().join("mine")).unwrap();
     assert_eq!(rootfs.layers(), [tmp.path().join("mine/rootfs").canonicalize().unwrap()]);
@@ -105,7 +121,11 @@ fn flattened_tree_equals_umoci_unpack_of_the_same_image() {
     assert_eq!(std::fs::read(tmp.path().join("mine/rootfs/data/keep/fresh")).unwrap(), b"fresh\n");
     assert!(!tmp.path().join("mine/rootfs/data/keep/new").exists());
     assert_eq!(oci::xattr_get(&tmp.path().join("mine/rootfs/data/xattr"), "user.note"), b"hello");
-    let mode = |p: &str| std::os::unix::fs::PermissionsExt::mode(&std::fs::symlink_metadata(tmp.path().join("mine/rootfs").join(p)).unwrap().permissions()) & 0o7777;
+    let mode = |p: &str| {
+        std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::symlink_metadata(tmp.path().join("mine/rootfs").join(p)).unwrap().permissions(),
+        ) & 0o7777
+    };
     assert_eq!(mode("ro"), 0o555);
     assert_eq!(mode("z"), 0);
     assert_eq!(mode("bin/suid"), 0o700);
@@ -127,22 +147,35 @@ fn docker_archive_oci_archive_and_zstd_copies_unpack_to_the_same_tree() {
         tmp.path(),
     );
     let expected = {
-        let image = ImageSource::open(tmp.path().join("oci")).unwrap().image(Some("v3"), &Platform::host()).unwrap();
+        let image =
+            ImageSource::open(tmp.path().join("oci")).unwrap().image(Some("v3"), &Platform::host()).unwrap();
         image.unpack(tmp.path().join("expected")).unwrap();
         oci::tree(&tmp.path().join("expected/rootfs"), true)
     };
-    for (source, reference) in [("docker.tar", "example/app:v3"), ("docker.tar", "v3"), ("oci.tar", "v3"), ("zstd", "v3")] {
-        let image = ImageSource::open(tmp.path().join(source)).unwrap().image(Some(reference), &Platform::host()).unwrap();
+    for (source, reference) in
+        [("docker.tar", "example/app:v3"), ("docker.tar", "v3"), ("oci.tar", "v3"), ("zstd", "v3")]
+    {
+        let image = ImageSource::open(tmp.path().join(source))
+            .unwrap()
+            .image(Some(reference), &Platform::host())
+            .unwrap();
         if source == "zstd" {
-            assert!(image.layers().iter().any(|l| l.media_type().ends_with("+zstd")), "skopeo wrote zstd layers");
+            assert!(
+                image.layers().iter().any(|l| l.media_type().ends_with("+zstd")),
+                "skopeo wrote zstd layers"
+            );
         }
         let dest = tmp.path().join(format!("out-{source}-{}", reference.replace('/', "_")));
         let rootfs = image.unpack(&dest).unwrap();
         assert_eq!(oci::tree(&dest.join("rootfs"), true), expected, "{source}:{reference}");
         assert_eq!(rootfs.config().user.as_deref(), Some("app"));
     }
-    let missing = ImageSource::open(tmp.path().join("docker.tar")).unwrap().image(Some("nope"), &Platform::host());
-    assert!(matches!(&missing, Err(ImageError::NotFound { available, .. }) if available.contains("example/app:v3")), "{missing:?}");
+    let missing =
+        ImageSource::open(tmp.path().join("docker.tar")).unwrap().image(Some("nope"), &Platform::host());
+    assert!(
+        matches!(&missing, Err(ImageError::NotFound { available, .. }) if available.contains("example/app:v3")),
+        "{missing:?}"
+    );
 }
 
 fn two_images_sharing_a_base(dir: &Path) {
@@ -175,7 +208,13 @@ fn concurrent_prepares_of_images_sharing_a_base_store_it_once() {
         (ta.join().unwrap(), tb.join().unwrap())
     });
     assert_eq!(ra.layers()[0], rb.layers()[0], "one directory for the shared base");
-    assert_eq!(ra.report().layers_unpacked + rb.report().layers_unpacked, 3, "base unpacked once: {:?} {:?}", ra.report(), rb.report());
+    assert_eq!(
+        ra.report().layers_unpacked + rb.report().layers_unpacked,
+        3,
+        "base unpacked once: {:?} {:?}",
+        ra.report(),
+        rb.report()
+    );
     assert_eq!(std::fs::read_dir(store_dir.join("layers")).unwrap().count(), 3);
     assert_eq!(std::fs::read_dir(store_dir.join("tmp")).unwrap().count(), 0);
 
@@ -222,7 +261,8 @@ fn platform_is_selected_through_nested_indexes() {
     l.file("which", "host");
     oci::write_image(&dir, "host", &[LayerSpec::new(l.tar())], serde_json::json!({}));
     // Re-point the layout: one tag "multi" whose index lists another platform first.
-    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
     let host_manifest = index["manifests"][0].clone();
     let host = Platform::host();
     let host_arch = host.to_string().split('/').nth(1).unwrap().to_owned();
@@ -262,7 +302,11 @@ fn busybox_image(dir: &Path, config: serde_json::Value) -> stockade::image::Root
     let mut bb = oci::Entry::new("bin/busybox", b'0');
     bb.data = std::fs::read(busybox()).unwrap();
     bb.mode = 0o755;
-    l.dir("bin").entry(bb).symlink("bin/sh", "busybox").symlink("bin/id", "busybox").symlink("bin/pwd", "busybox");
+    l.dir("bin")
+        .entry(bb)
+        .symlink("bin/sh", "busybox")
+        .symlink("bin/id", "busybox")
+        .symlink("bin/pwd", "busybox");
     l.dir("etc")
         .file("etc/passwd", "root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n")
         .file("etc/group", "root:x:0:\napp:x:1000:\nwheel:x:10:app\n");
@@ -279,7 +323,8 @@ fn busybox_image(dir: &Path, config: serde_json::Value) -> stockade::image::Root
 /// only the caller is mapped (to root).
 fn image_sandbox(rootfs: &stockade::image::Rootfs, as_image_user: bool) -> Sandbox {
     let mut b = Sandbox::builder();
-    b.namespaces(Namespaces::USER | Namespaces::PID | Namespaces::MOUNT | Namespaces::UTS | Namespaces::IPC).image(rootfs);
+    b.namespaces(Namespaces::USER | Namespaces::PID | Namespaces::MOUNT | Namespaces::UTS | Namespaces::IPC)
+        .image(rootfs);
     if common::is_root() {
         b.uid_map([IdMap::new(0, 0, 65536)]).gid_map([IdMap::new(0, 0, 65536)]);
     }
@@ -303,9 +348,16 @@ fn image_config_env_entrypoint_cmd_workdir_and_user_apply() {
         }),
     );
     let user = rootfs.user().unwrap();
-    assert_eq!((user.uid, user.gid, user.groups.clone()), (1000, 1000, vec![10]), "resolved in the image's /etc/passwd and /etc/group");
+    assert_eq!(
+        (user.uid, user.gid, user.groups.clone()),
+        (1000, 1000, vec![10]),
+        "resolved in the image's /etc/passwd and /etc/group"
+    );
     if !common::is_root() {
-        common::skip("image_config_env_entrypoint_cmd_workdir_and_user_apply (running as the image user)", "rootless maps only the caller's uid, so uid 1000 cannot be mapped");
+        common::skip(
+            "image_config_env_entrypoint_cmd_workdir_and_user_apply (running as the image user)",
+            "rootless maps only the caller's uid, so uid 1000 cannot be mapped",
+        );
         let out = image_sandbox(&rootfs, false).image_command().output().unwrap();
         assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\n/home/app\n0\n0\n0\n");
         return;
@@ -343,7 +395,8 @@ fn writes_in_an_image_sandbox_leave_the_stored_layers_unchanged() {
     let rootfs = busybox_image(tmp.path(), serde_json::json!({"Env": ["PATH=/bin"]}));
     let before = common::snapshot(&tmp.path().join("store/layers"));
     let sandbox = image_sandbox(&rootfs, false);
-    let out = common::sh_ok(&sandbox, "echo x > /etc/passwd; rm /bin/id; mkdir /new; cat /etc/passwd; ls /bin");
+    let out =
+        common::sh_ok(&sandbox, "echo x > /etc/passwd; rm /bin/id; mkdir /new; cat /etc/passwd; ls /bin");
     assert_eq!(out, "x\nbusybox\npwd\nsh\n");
     assert_eq!(common::snapshot(&tmp.path().join("store/layers")), before);
 }
@@ -353,8 +406,14 @@ fn unknown_image_user_is_a_typed_error() {
     let tmp = common::tempdir();
     let mut l = LayerBuilder::new();
     l.file("etc/passwd", "root:x:0:0::/:/bin/sh\n");
-    oci::write_image(&tmp.path().join("oci"), "u", &[LayerSpec::new(l.tar())], serde_json::json!({"User": "ghost"}));
-    let image = ImageSource::open(tmp.path().join("oci")).unwrap().image(Some("u"), &Platform::host()).unwrap();
+    oci::write_image(
+        &tmp.path().join("oci"),
+        "u",
+        &[LayerSpec::new(l.tar())],
+        serde_json::json!({"User": "ghost"}),
+    );
+    let image =
+        ImageSource::open(tmp.path().join("oci")).unwrap().image(Some("u"), &Platform::host()).unwrap();
     let err = LayerStore::open(tmp.path().join("store")).unwrap().prepare(&image).unwrap_err();
     assert!(matches!(&err, ImageError::User { user, .. } if user == "ghost"), "{err}");
 }

@@ -22,7 +22,10 @@ use std::rc::Rc;
 
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, openat, openat2};
-use nix::sys::stat::{FchmodatFlags, FileStat, Mode, SFlag, UtimensatFlags, fchmod, fchmodat, fstatat, futimens, mkdirat, mknodat, utimensat};
+use nix::sys::stat::{
+    FchmodatFlags, FileStat, Mode, SFlag, UtimensatFlags, fchmod, fchmodat, fstatat, futimens, mkdirat,
+    mknodat, utimensat,
+};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, fchownat, linkat, symlinkat, unlinkat};
 
@@ -105,17 +108,21 @@ impl Applier {
         self.layer = layer.to_owned();
         self.written.clear();
         self.cache.clear();
-        let mut archive = tar::Archive::new(&mut *stream);
-        let entries = archive.entries().map_err(|e| self.stream_error(e))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| self.stream_error(e))?;
-            self.report.entries += 1;
-            if self.report.entries > self.limits.max_entries {
-                return Err(ImageError::Limit { what: "entries of the image".into(), limit: self.limits.max_entries });
+        {
+            let mut archive = tar::Archive::new(&mut *stream);
+            let entries = archive.entries().map_err(|e| self.stream_error(e))?;
+            for entry in entries {
+                let entry = entry.map_err(|e| self.stream_error(e))?;
+                self.report.entries += 1;
+                if self.report.entries > self.limits.max_entries {
+                    return Err(ImageError::Limit {
+                        what: "entries of the image".into(),
+                        limit: self.limits.max_entries,
+                    });
+                }
+                self.entry(entry)?;
             }
-            self.entry(entry)?;
         }
-        drop(archive);
         std::io::copy(stream, &mut std::io::sink()).map_err(|e| self.stream_error(e))?;
         if self.format == Format::Overlay {
             self.flush()?;
@@ -134,11 +141,19 @@ impl Applier {
     }
 
     fn refuse(&self, raw: &[u8], reason: impl Into<String>) -> ImageError {
-        ImageError::Entry { layer: self.layer.clone(), path: String::from_utf8_lossy(raw).into_owned(), reason: reason.into() }
+        ImageError::Entry {
+            layer: self.layer.clone(),
+            path: String::from_utf8_lossy(raw).into_owned(),
+            reason: reason.into(),
+        }
     }
 
     fn io(&self, op: &str, path: &[u8], e: impl Into<std::io::Error>) -> ImageError {
-        ImageError::io(format!("layer {}: {op}", self.layer), self.root_path.join(Path::new(std::ffi::OsStr::from_bytes(path))), e.into())
+        ImageError::io(
+            format!("layer {}: {op}", self.layer),
+            self.root_path.join(Path::new(std::ffi::OsStr::from_bytes(path))),
+            e.into(),
+        )
     }
 
     /// Normalises an entry name: no `..`, no NUL, no over-long names; `.`, empty components and
@@ -148,14 +163,19 @@ impl Applier {
             return Err(self.refuse(raw, "the name contains a NUL byte"));
         }
         if raw.len() > self.limits.max_path {
-            return Err(self.refuse(&raw[..64.min(raw.len())], format!("the name is longer than {} bytes", self.limits.max_path)));
+            return Err(self.refuse(
+                &raw[..64.min(raw.len())],
+                format!("the name is longer than {} bytes", self.limits.max_path),
+            ));
         }
         let mut out = Vec::with_capacity(raw.len());
         for part in raw.split(|&b| b == b'/') {
             match part {
                 b"" | b"." => {}
                 b".." => return Err(self.refuse(raw, "the name has a `..` component")),
-                p if p.len() > NAME_MAX => return Err(self.refuse(raw, format!("a component is longer than {NAME_MAX} bytes"))),
+                p if p.len() > NAME_MAX => {
+                    return Err(self.refuse(raw, format!("a component is longer than {NAME_MAX} bytes")));
+                }
                 p => {
                     if !out.is_empty() {
                         out.push(b'/');
@@ -206,7 +226,9 @@ impl Applier {
             tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
                 self.special(&mut entry, &path, &raw, kind, &meta)?
             }
-            other => return Err(self.refuse(&raw, format!("unsupported entry type {:?}", other.as_byte() as char))),
+            other => {
+                return Err(self.refuse(&raw, format!("unsupported entry type {:?}", other.as_byte() as char)));
+            }
         }
         self.written.insert(path);
         Ok(())
@@ -215,7 +237,9 @@ impl Applier {
     fn meta<R: Read>(&self, entry: &mut tar::Entry<'_, R>, raw: &[u8]) -> Result<Meta, ImageError> {
         let mut xattrs = Vec::new();
         let mut pax_bytes = 0usize;
-        if let Some(pax) = entry.pax_extensions().map_err(|e| self.refuse(raw, format!("bad PAX header: {e}")))? {
+        if let Some(pax) =
+            entry.pax_extensions().map_err(|e| self.refuse(raw, format!("bad PAX header: {e}")))?
+        {
             for ext in pax {
                 let ext = ext.map_err(|e| self.refuse(raw, format!("bad PAX record: {e}")))?;
                 pax_bytes += ext.key_bytes().len() + ext.value_bytes().len();
@@ -225,12 +249,18 @@ impl Applier {
             }
         }
         if pax_bytes > self.limits.max_header {
-            return Err(ImageError::Limit { what: format!("PAX header of {:?}", String::from_utf8_lossy(raw)), limit: self.limits.max_header as u64 });
+            return Err(ImageError::Limit {
+                what: format!("PAX header of {:?}", String::from_utf8_lossy(raw)),
+                limit: self.limits.max_header as u64,
+            });
         }
         let h = entry.header();
         let bad = |what: &str, e: std::io::Error| self.refuse(raw, format!("bad {what}: {e}"));
         let id = |what: &str, v: u64| {
-            u32::try_from(v).ok().filter(|&v| v != u32::MAX).ok_or_else(|| self.refuse(raw, format!("{what} {v} is out of range")))
+            u32::try_from(v)
+                .ok()
+                .filter(|&v| v != u32::MAX)
+                .ok_or_else(|| self.refuse(raw, format!("{what} {v} is out of range")))
         };
         Ok(Meta {
             mode: h.mode().map_err(|e| bad("mode", e))? & 0o7777,
@@ -299,11 +329,15 @@ impl Applier {
                     self.written.insert(prefix.to_vec());
                     match self.resolve(prefix) {
                         Ok(fd) => fd,
-                        Err(Errno::ENOENT) => return Err(self.refuse(prefix, "a parent directory is a dangling symlink")),
+                        Err(Errno::ENOENT) => {
+                            return Err(self.refuse(prefix, "a parent directory is a dangling symlink"));
+                        }
                         Err(e) => return Err(self.io("open directory", prefix, e)),
                     }
                 }
-                Err(Errno::ENOTDIR) => return Err(self.refuse(prefix, "a parent directory is not a directory")),
+                Err(Errno::ENOTDIR) => {
+                    return Err(self.refuse(prefix, "a parent directory is not a directory"));
+                }
                 Err(e) => return Err(self.io("open directory", prefix, e)),
             };
             parent = Some(fd);
@@ -336,19 +370,26 @@ impl Applier {
             if is_dir(&st) {
                 self.remove_tree(parent, name, path)?;
             } else {
-                unlinkat(parent, name, UnlinkatFlags::NoRemoveDir).map_err(|e| self.io("replace", path, e))?;
+                unlinkat(parent, name, UnlinkatFlags::NoRemoveDir)
+                    .map_err(|e| self.io("replace", path, e))?;
             }
         }
         create(parent).map_err(|e| self.io("create", path, e))?;
         Ok(st.is_some())
     }
 
-    fn file<R: Read>(&mut self, path: &[u8], entry: &mut tar::Entry<'_, R>, meta: &Meta) -> Result<(), ImageError> {
+    fn file<R: Read>(
+        &mut self,
+        path: &[u8],
+        entry: &mut tar::Entry<'_, R>,
+        meta: &Meta,
+    ) -> Result<(), ImageError> {
         let (dir, name) = split(path);
         let parent = self.parent(dir)?;
         let mut fd = None;
         self.place(&parent, name, path, |p| {
-            let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+            let flags =
+                OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
             fd = Some(openat(p, name, flags, Mode::from_bits_truncate(0o600))?);
             Ok(())
         })?;
@@ -387,8 +428,10 @@ impl Applier {
 
     fn defer(&mut self, path: &[u8], meta: &Meta) {
         let owner = self.privileged.then_some((meta.uid, meta.gid));
-        self.deferred
-            .insert(path.to_vec(), DirMeta { mode: meta.mode, owner, mtime: meta.mtime, xattrs: meta.xattrs.clone() });
+        self.deferred.insert(
+            path.to_vec(),
+            DirMeta { mode: meta.mode, owner, mtime: meta.mtime, xattrs: meta.xattrs.clone() },
+        );
     }
 
     fn symlink(&mut self, path: &[u8], target: &[u8], meta: &Meta) -> Result<(), ImageError> {
@@ -396,7 +439,13 @@ impl Applier {
         let parent = self.parent(dir)?;
         self.place(&parent, name, path, |p| symlinkat(target, p, name))?;
         if self.privileged
-            && let Err(e) = fchownat(&*parent, name, Some(Uid::from_raw(meta.uid)), Some(Gid::from_raw(meta.gid)), AtFlags::AT_SYMLINK_NOFOLLOW)
+            && let Err(e) = fchownat(
+                &*parent,
+                name,
+                Some(Uid::from_raw(meta.uid)),
+                Some(Gid::from_raw(meta.gid)),
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
         {
             self.ownership_failed(path, e);
         }
@@ -461,7 +510,9 @@ impl Applier {
         let parent = self.parent(dir)?;
         let perm = Mode::from_bits_truncate(meta.mode & 0o777);
         match self.place(&parent, name, path, |p| mknodat(p, name, sflag, perm, dev)) {
-            Err(ImageError::Io { source, .. }) if source.raw_os_error() == Some(libc::EPERM) && sflag != SFlag::S_IFIFO => {
+            Err(ImageError::Io { source, .. })
+                if source.raw_os_error() == Some(libc::EPERM) && sflag != SFlag::S_IFIFO =>
+            {
                 // Root without CAP_MKNOD in the initial namespace (e.g. in a user namespace).
                 self.skip_device(path);
                 return Ok(());
@@ -469,7 +520,13 @@ impl Applier {
             other => other?,
         };
         if self.privileged
-            && let Err(e) = fchownat(&*parent, name, Some(Uid::from_raw(meta.uid)), Some(Gid::from_raw(meta.gid)), AtFlags::AT_SYMLINK_NOFOLLOW)
+            && let Err(e) = fchownat(
+                &*parent,
+                name,
+                Some(Uid::from_raw(meta.uid)),
+                Some(Gid::from_raw(meta.gid)),
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
         {
             self.ownership_failed(path, e);
         }
@@ -503,7 +560,8 @@ impl Applier {
                             self.remove_tree(&parent, rest, &path)
                         } else {
                             // Removes the link itself, never what a symlink points to.
-                            unlinkat(&*parent, rest, UnlinkatFlags::NoRemoveDir).map_err(|e| self.io("remove", &path, e))
+                            unlinkat(&*parent, rest, UnlinkatFlags::NoRemoveDir)
+                                .map_err(|e| self.io("remove", &path, e))
                         }
                     }
                 }
@@ -526,14 +584,20 @@ impl Applier {
             Format::Overlay => {
                 let parent = self.parent(dir)?;
                 self.written.insert(dir.to_vec());
-                let fd = openat(&*parent, ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
-                    .map_err(|e| self.io("open directory", dir, e))?;
+                let fd = openat(
+                    &*parent,
+                    ".",
+                    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| self.io("open directory", dir, e))?;
                 let mut names = vec![c"user.overlay.opaque"];
                 if self.privileged {
                     names.push(c"trusted.overlay.opaque");
                 }
                 for name in names {
-                    crate::sys::fsetxattr(fd.as_fd(), name, b"y").map_err(|e| self.io("mark opaque", dir, e))?;
+                    crate::sys::fsetxattr(fd.as_fd(), name, b"y")
+                        .map_err(|e| self.io("mark opaque", dir, e))?;
                 }
                 Ok(())
             }
@@ -546,14 +610,20 @@ impl Applier {
             let path = join(dir, &name);
             if self.written.contains(&path) {
                 if is_directory {
-                    let child = openat(fd, name.as_slice(), OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())
-                        .map_err(|e| self.io("open directory", &path, e))?;
+                    let child = openat(
+                        fd,
+                        name.as_slice(),
+                        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                        Mode::empty(),
+                    )
+                    .map_err(|e| self.io("open directory", &path, e))?;
                     self.clear_lower(&child, &path)?;
                 }
             } else if is_directory {
                 self.remove_tree(fd, &name, &path)?;
             } else {
-                unlinkat(fd, name.as_slice(), UnlinkatFlags::NoRemoveDir).map_err(|e| self.io("remove", &path, e))?;
+                unlinkat(fd, name.as_slice(), UnlinkatFlags::NoRemoveDir)
+                    .map_err(|e| self.io("remove", &path, e))?;
             }
         }
         Ok(())
@@ -561,8 +631,13 @@ impl Applier {
 
     /// The entries of directory `fd` with whether each is a directory (not following links).
     fn list(&self, fd: &OwnedFd, path: &[u8]) -> Result<Vec<(Vec<u8>, bool)>, ImageError> {
-        let mut dir = nix::dir::Dir::openat(fd, ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
-            .map_err(|e| self.io("list directory", path, e))?;
+        let mut dir = nix::dir::Dir::openat(
+            fd,
+            ".",
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| self.io("list directory", path, e))?;
         let mut out = Vec::new();
         for ent in dir.iter() {
             let ent = ent.map_err(|e| self.io("list directory", path, e))?;
@@ -588,16 +663,29 @@ impl Applier {
     /// since (by a file or symlink) is skipped.
     fn flush(&mut self) -> Result<(), ImageError> {
         let mut dirs: Vec<(Vec<u8>, DirMeta)> = self.deferred.drain().collect();
-        dirs.sort_by_key(|(p, _)| std::cmp::Reverse(p.iter().filter(|&&b| b == b'/').count() + usize::from(!p.is_empty())));
+        dirs.sort_by_key(|(p, _)| {
+            std::cmp::Reverse(p.iter().filter(|&&b| b == b'/').count() + usize::from(!p.is_empty()))
+        });
         self.cache.clear();
         for (path, meta) in dirs {
             let (dir, name) = split(&path);
             let fd = if path.is_empty() {
-                openat(&*self.root, ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+                openat(
+                    &*self.root,
+                    ".",
+                    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                    Mode::empty(),
+                )
             } else {
-                let parent = if dir.is_empty() { Ok(self.root.clone()) } else { self.resolve(dir).map(Rc::new) };
+                let parent =
+                    if dir.is_empty() { Ok(self.root.clone()) } else { self.resolve(dir).map(Rc::new) };
                 let Ok(parent) = parent else { continue };
-                openat(&*parent, name, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())
+                openat(
+                    &*parent,
+                    name,
+                    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                    Mode::empty(),
+                )
             };
             let fd = match fd {
                 Ok(fd) => File::from(fd),
@@ -611,7 +699,8 @@ impl Applier {
             }
             fchmod(&fd, Mode::from_bits_retain(meta.mode)).map_err(|e| self.io("chmod", &path, e))?;
             self.set_xattrs(&fd, &path, &meta.xattrs);
-            futimens(&fd, &time(meta.mtime), &time(meta.mtime)).map_err(|e| self.io("set times", &path, e))?;
+            futimens(&fd, &time(meta.mtime), &time(meta.mtime))
+                .map_err(|e| self.io("set times", &path, e))?;
         }
         Ok(())
     }
@@ -644,10 +733,9 @@ impl Applier {
     fn note_xattr(&mut self, path: &[u8], name: &[u8], why: &str) {
         self.report.skipped_xattrs += 1;
         if self.report.skipped_xattr_list.len() < REPORT_MAX {
-            self.report.skipped_xattr_list.push((
-                path_of(path),
-                format!("{}: {why}", String::from_utf8_lossy(name)),
-            ));
+            self.report
+                .skipped_xattr_list
+                .push((path_of(path), format!("{}: {why}", String::from_utf8_lossy(name))));
         }
     }
 
@@ -670,7 +758,12 @@ impl Applier {
 /// Directories without write or search permission (mode 0000) are opened up first.
 pub(crate) fn remove_tree(parent: &impl AsFd, name: &[u8]) -> nix::Result<()> {
     let open = || {
-        openat(parent, name, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())
+        openat(
+            parent,
+            name,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
     };
     let fd = match open() {
         Err(Errno::EACCES) => {
@@ -683,7 +776,12 @@ pub(crate) fn remove_tree(parent: &impl AsFd, name: &[u8]) -> nix::Result<()> {
     let _ = fchmod(&fd, Mode::from_bits_truncate(0o700));
     let mut names = Vec::new();
     {
-        let mut dir = nix::dir::Dir::openat(&fd, ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())?;
+        let mut dir = nix::dir::Dir::openat(
+            &fd,
+            ".",
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )?;
         for ent in dir.iter() {
             let ent = ent?;
             let n = ent.file_name().to_bytes();

@@ -41,7 +41,9 @@ pub(crate) fn stream_layer(
         });
         match (produced, applied) {
             (Err(e), _) | (Ok(_), Err(e)) => Err(e),
-            (Ok(None), Ok(())) => Err(ImageError::format(format!("layer {}", layer.diff_id), "stream ended early")),
+            (Ok(None), Ok(())) => {
+                Err(ImageError::format(format!("layer {}", layer.diff_id), "stream ended early"))
+            }
             (Ok(Some(actual)), Ok(())) if actual != layer.diff_id => Err(ImageError::Mismatch {
                 what: format!("layer {} (diff_id)", layer.diff_id),
                 expected: layer.diff_id.clone(),
@@ -54,7 +56,12 @@ pub(crate) fn stream_layer(
 
 /// Reads, verifies and decompresses the blob; returns the uncompressed stream's digest, or
 /// `None` if the consumer stopped reading first.
-fn produce(reader: BlobReader, layer: &Layer, max_bytes: u64, tx: SyncSender<Vec<u8>>) -> Result<Option<Digest>, ImageError> {
+fn produce(
+    reader: BlobReader,
+    layer: &Layer,
+    max_bytes: u64,
+    tx: SyncSender<Vec<u8>>,
+) -> Result<Option<Digest>, ImageError> {
     let what = format!("layer {}", layer.digest.as_ref().unwrap_or(&layer.diff_id));
     let read_err = |e: io::Error| ImageError::format(what.clone(), format!("cannot read or decompress: {e}"));
     // Reading stops one byte past the declared size: enough to tell that there is more.
@@ -81,7 +88,9 @@ fn produce(reader: BlobReader, layer: &Layer, max_bytes: u64, tx: SyncSender<Vec
     let mut sink = Sink { tx, hasher: Sha256::new(), total: 0, max: max_bytes, what: &what };
     let delivered = match found {
         Compression::Gzip => sink.pump(&mut flate2::bufread::MultiGzDecoder::new(&mut buf)),
-        Compression::Zstd => sink.pump(&mut zstd::stream::read::Decoder::with_buffer(&mut buf).map_err(read_err)?),
+        Compression::Zstd => {
+            sink.pump(&mut zstd::stream::read::Decoder::with_buffer(&mut buf).map_err(read_err)?)
+        }
         Compression::None => sink.pump(&mut buf),
     };
     if !delivered? {
@@ -146,7 +155,10 @@ impl Sink<'_> {
             }
             self.total += n as u64;
             if self.total > self.max {
-                return Err(ImageError::Limit { what: format!("uncompressed bytes of {}", self.what), limit: self.max });
+                return Err(ImageError::Limit {
+                    what: format!("uncompressed bytes of {}", self.what),
+                    limit: self.max,
+                });
             }
             self.hasher.update(&chunk[..n]);
             chunk.truncate(n);

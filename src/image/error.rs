@@ -118,7 +118,11 @@ pub enum ImageError {
 }
 
 impl ImageError {
-    pub(crate) fn io(op: impl Into<String>, path: impl Into<PathBuf>, source: impl Into<io::Error>) -> ImageError {
+    pub(crate) fn io(
+        op: impl Into<String>,
+        path: impl Into<PathBuf>,
+        source: impl Into<io::Error>,
+    ) -> ImageError {
         ImageError::Io { op: op.into(), path: path.into(), source: source.into() }
     }
 

@@ -223,8 +223,12 @@ impl Image {
     pub fn unpack_with(&self, dest: impl AsRef<Path>, limits: UnpackLimits) -> Result<Rootfs, ImageError> {
         use std::os::unix::fs::DirBuilderExt;
         let dest = dest.as_ref();
-        std::fs::DirBuilder::new().mode(0o700).create(dest).map_err(|e| ImageError::io("create unpack destination", dest, e))?;
-        let result = std::fs::canonicalize(dest).map_err(|e| ImageError::io("resolve unpack destination", dest, e));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(dest)
+            .map_err(|e| ImageError::io("create unpack destination", dest, e))?;
+        let result =
+            std::fs::canonicalize(dest).map_err(|e| ImageError::io("resolve unpack destination", dest, e));
         let result = result.and_then(|dest| self.unpack_into(&dest.join("rootfs"), limits));
         if result.is_err() {
             let _ = remove_dir_all(dest);
@@ -232,10 +236,12 @@ impl Image {
         result
     }
 
-
     fn unpack_into(&self, rootfs: &Path, limits: UnpackLimits) -> Result<Rootfs, ImageError> {
         use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new().mode(0o755).create(rootfs).map_err(|e| ImageError::io("create", rootfs, e))?;
+        std::fs::DirBuilder::new()
+            .mode(0o755)
+            .create(rootfs)
+            .map_err(|e| ImageError::io("create", rootfs, e))?;
         let mut applier = Applier::new(rootfs, Format::Flat, limits)?;
         for (i, layer) in self.layers.iter().enumerate() {
             let label = format!("{i} ({})", layer.diff_id);
@@ -250,7 +256,9 @@ impl Image {
 /// Removes a tree the unpacker made, opening up directories without permissions on the way.
 pub(crate) fn remove_dir_all(path: &Path) -> Result<(), ImageError> {
     let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().ok_or_else(|| ImageError::format(path.display().to_string(), "no file name"))?;
+    let name =
+        path.file_name().ok_or_else(|| ImageError::format(path.display().to_string(), "no file name"))?;
     let dir = std::fs::File::open(parent).map_err(|e| ImageError::io("open", parent, e))?;
-    apply::remove_tree(&dir, std::os::unix::ffi::OsStrExt::as_bytes(name)).map_err(|e| ImageError::io("remove", path, e))
+    apply::remove_tree(&dir, std::os::unix::ffi::OsStrExt::as_bytes(name))
+        .map_err(|e| ImageError::io("remove", path, e))
 }

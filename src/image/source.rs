@@ -230,8 +230,9 @@ impl ImageSource {
         let path = path.as_ref();
         let meta = std::fs::metadata(path).map_err(|e| ImageError::io("open image source", path, e))?;
         let container = if meta.is_dir() {
-            let fd = nix::fcntl::open(path, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
-                .map_err(|e| ImageError::io("open image layout", path, e))?;
+            let fd =
+                nix::fcntl::open(path, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+                    .map_err(|e| ImageError::io("open image layout", path, e))?;
             Container::Dir(fd)
         } else {
             let file = File::open(path).map_err(|e| ImageError::io("open image archive", path, e))?;
@@ -290,9 +291,14 @@ impl ImageSource {
         };
         let available: Vec<String> = index.manifests().iter().flat_map(names).collect();
         let candidates: Vec<&Descriptor> = match reference {
-            Some(r) => index.manifests().iter().filter(|d| names(d).iter().any(|n| reference_matches(n, r))).collect(),
+            Some(r) => index
+                .manifests()
+                .iter()
+                .filter(|d| names(d).iter().any(|n| reference_matches(n, r)))
+                .collect(),
             None => {
-                let mut distinct: Vec<String> = index.manifests().iter().map(|d| d.digest().to_string()).collect();
+                let mut distinct: Vec<String> =
+                    index.manifests().iter().map(|d| d.digest().to_string()).collect();
                 distinct.dedup();
                 if distinct.len() > 1 {
                     return Err(self.not_found(reference, platform, available));
@@ -309,20 +315,38 @@ impl ImageSource {
     }
 
     /// Follows `descriptor` (a manifest or a nested index) to the manifest for `platform`.
-    fn resolve(&self, descriptor: &Descriptor, platform: &Platform, depth: usize) -> Result<Option<Image>, ImageError> {
+    fn resolve(
+        &self,
+        descriptor: &Descriptor,
+        platform: &Platform,
+        depth: usize,
+    ) -> Result<Option<Image>, ImageError> {
         let digest = descriptor_digest(descriptor)?;
         let media_type = descriptor.media_type().to_string();
         match media_type.as_str() {
             "application/vnd.oci.image.index.v1+json" | DOCKER_MANIFEST_LIST => {
                 if depth >= MAX_INDEX_DEPTH {
-                    return Err(ImageError::Limit { what: "index nesting".into(), limit: MAX_INDEX_DEPTH as u64 });
+                    return Err(ImageError::Limit {
+                        what: "index nesting".into(),
+                        limit: MAX_INDEX_DEPTH as u64,
+                    });
                 }
                 let what = format!("index {digest}");
-                let bytes = read_all(&self.inner, &BlobLoc::Digest(digest.clone()), &what, Some(&digest), Some(descriptor.size()))?;
+                let bytes = read_all(
+                    &self.inner,
+                    &BlobLoc::Digest(digest.clone()),
+                    &what,
+                    Some(&digest),
+                    Some(descriptor.size()),
+                )?;
                 let index: ImageIndex = parse_json(&bytes, &what)?;
                 for child in index.manifests() {
                     let fits = child.platform().as_ref().is_none_or(|p| {
-                        platform.matches(&p.os().to_string(), &p.architecture().to_string(), p.variant().as_deref())
+                        platform.matches(
+                            &p.os().to_string(),
+                            &p.architecture().to_string(),
+                            p.variant().as_deref(),
+                        )
                     });
                     if fits && let Some(image) = self.resolve(child, platform, depth + 1)? {
                         return Ok(Some(image));
@@ -332,7 +356,11 @@ impl ImageSource {
             }
             "application/vnd.oci.image.manifest.v1+json" | DOCKER_MANIFEST => {
                 if let Some(p) = descriptor.platform()
-                    && !platform.matches(&p.os().to_string(), &p.architecture().to_string(), p.variant().as_deref())
+                    && !platform.matches(
+                        &p.os().to_string(),
+                        &p.architecture().to_string(),
+                        p.variant().as_deref(),
+                    )
                 {
                     return Ok(None);
                 }
@@ -369,7 +397,11 @@ impl ImageSource {
             Some(config_desc.size()),
         )?;
         let config: ImageConfiguration = parse_json(&config_bytes, &config_what)?;
-        if !platform.matches(&config.os().to_string(), &config.architecture().to_string(), config.variant().as_deref()) {
+        if !platform.matches(
+            &config.os().to_string(),
+            &config.architecture().to_string(),
+            config.variant().as_deref(),
+        ) {
             return Ok(None);
         }
         let diff_ids = diff_ids(&config, &config_what)?;
@@ -414,27 +446,37 @@ impl ImageSource {
             repo_tags: Option<Vec<String>>,
             layers: Vec<String>,
         }
-        let bytes = read_all(&self.inner, &BlobLoc::Member("manifest.json".into()), "manifest.json", None, None)?;
+        let bytes =
+            read_all(&self.inner, &BlobLoc::Member("manifest.json".into()), "manifest.json", None, None)?;
         let entries: Vec<Entry> = parse_json(&bytes, "manifest.json")?;
-        let available: Vec<String> = entries.iter().flat_map(|e| e.repo_tags.clone().unwrap_or_default()).collect();
+        let available: Vec<String> =
+            entries.iter().flat_map(|e| e.repo_tags.clone().unwrap_or_default()).collect();
         let chosen = match reference {
-            Some(r) => entries
-                .iter()
-                .find(|e| e.repo_tags.iter().flatten().any(|t| reference_matches(t, r) || reference_matches(&format!("docker.io/library/{t}"), r))),
+            Some(r) => entries.iter().find(|e| {
+                e.repo_tags.iter().flatten().any(|t| {
+                    reference_matches(t, r) || reference_matches(&format!("docker.io/library/{t}"), r)
+                })
+            }),
             None if entries.len() == 1 => entries.first(),
             None => None,
         };
         let Some(entry) = chosen else { return Err(self.not_found(reference, platform, available)) };
 
-        let config_name = clean_member(&entry.config)
-            .ok_or_else(|| ImageError::format("manifest.json", format!("bad config name {:?}", entry.config)))?;
+        let config_name = clean_member(&entry.config).ok_or_else(|| {
+            ImageError::format("manifest.json", format!("bad config name {:?}", entry.config))
+        })?;
         let config_digest = member_digest(&config_name).ok_or_else(|| {
             ImageError::format("manifest.json", format!("config {config_name:?} is not named by its digest"))
         })??;
         let config_what = format!("config {config_digest}");
-        let config_bytes = read_all(&self.inner, &BlobLoc::Member(config_name), &config_what, Some(&config_digest), None)?;
+        let config_bytes =
+            read_all(&self.inner, &BlobLoc::Member(config_name), &config_what, Some(&config_digest), None)?;
         let config: ImageConfiguration = parse_json(&config_bytes, &config_what)?;
-        if !platform.matches(&config.os().to_string(), &config.architecture().to_string(), config.variant().as_deref()) {
+        if !platform.matches(
+            &config.os().to_string(),
+            &config.architecture().to_string(),
+            config.variant().as_deref(),
+        ) {
             return Err(self.not_found(reference, platform, available));
         }
         let diff_ids = diff_ids(&config, &config_what)?;
@@ -458,7 +500,12 @@ impl ImageSource {
                 diff_id,
             });
         }
-        Ok(Image { source: self.inner.clone(), id: config_digest, config: ImageConfig::from_oci(&config), layers })
+        Ok(Image {
+            source: self.inner.clone(),
+            id: config_digest,
+            config: ImageConfig::from_oci(&config),
+            layers,
+        })
     }
 }
 
@@ -468,16 +515,22 @@ fn reference_matches(name: &str, reference: &str) -> bool {
         return true;
     }
     // `docker.io/library/alpine:3` answers to `3` when only a tag is given.
-    !reference.contains(['/', ':']) && name.rsplit_once(':').is_some_and(|(repo, tag)| !tag.contains('/') && !repo.is_empty() && tag == reference)
+    !reference.contains(['/', ':'])
+        && name
+            .rsplit_once(':')
+            .is_some_and(|(repo, tag)| !tag.contains('/') && !repo.is_empty() && tag == reference)
 }
 
 fn descriptor_digest(d: &Descriptor) -> Result<Digest, ImageError> {
-    Digest::parse(&d.digest().to_string())
+    Digest::parse(d.digest().as_ref())
 }
 
 fn diff_ids(config: &ImageConfiguration, what: &str) -> Result<Vec<Digest>, ImageError> {
     if config.rootfs().typ() != "layers" {
-        return Err(ImageError::format(what, format!("rootfs type {:?} (expected \"layers\")", config.rootfs().typ())));
+        return Err(ImageError::format(
+            what,
+            format!("rootfs type {:?} (expected \"layers\")", config.rootfs().typ()),
+        ));
     }
     config.rootfs().diff_ids().iter().map(|d| Digest::parse(d)).collect()
 }
@@ -528,13 +581,18 @@ fn member_digest(name: &str) -> Option<Result<Digest, ImageError>> {
 /// Indexes the regular members of an archive source (symlinked members, which old `docker
 /// save` archives use for repeated layers, point at their target's data).
 fn index_archive(file: &File, path: &Path) -> Result<HashMap<String, Member>, ImageError> {
-    let bad = |e: io::Error| ImageError::format(path.display().to_string(), format!("not a readable tar archive: {e}"));
+    let bad = |e: io::Error| {
+        ImageError::format(path.display().to_string(), format!("not a readable tar archive: {e}"))
+    };
     let mut archive = tar::Archive::new(file);
     let mut members = HashMap::new();
     let mut links = Vec::new();
     for (n, entry) in archive.entries_with_seek().map_err(bad)?.enumerate() {
         if n >= MAX_ARCHIVE_MEMBERS {
-            return Err(ImageError::Limit { what: format!("members of archive {path:?}"), limit: MAX_ARCHIVE_MEMBERS as u64 });
+            return Err(ImageError::Limit {
+                what: format!("members of archive {path:?}"),
+                limit: MAX_ARCHIVE_MEMBERS as u64,
+            });
         }
         let entry = entry.map_err(bad)?;
         let Ok(name) = std::str::from_utf8(&entry.path_bytes()).map(str::to_owned) else { continue };
@@ -577,19 +635,30 @@ pub(crate) fn open_blob(source: &Arc<SourceInner>, loc: &BlobLoc) -> Result<Blob
             let how = OpenHow::new()
                 .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY | OFlag::O_NONBLOCK)
                 .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-            let fd = openat2(dir, name.as_str(), how).map_err(|e| ImageError::io("open blob", source.path.join(&name), e))?;
+            let fd = openat2(dir, name.as_str(), how)
+                .map_err(|e| ImageError::io("open blob", source.path.join(&name), e))?;
             let file = File::from(fd);
-            let meta = file.metadata().map_err(|e| ImageError::io("stat blob", source.path.join(&name), e))?;
+            let meta =
+                file.metadata().map_err(|e| ImageError::io("stat blob", source.path.join(&name), e))?;
             if !meta.is_file() {
-                return Err(ImageError::format(source.path.join(&name).display().to_string(), "not a regular file"));
+                return Err(ImageError::format(
+                    source.path.join(&name).display().to_string(),
+                    "not a regular file",
+                ));
             }
             Ok(BlobReader { inner: BlobInner::File(file) })
         }
         Container::Tar { members, .. } => {
             let m = members.get(&name).ok_or_else(|| {
-                ImageError::io("find archive member", source.path.join(&name), io::Error::from_raw_os_error(libc::ENOENT))
+                ImageError::io(
+                    "find archive member",
+                    source.path.join(&name),
+                    io::Error::from_raw_os_error(libc::ENOENT),
+                )
             })?;
-            Ok(BlobReader { inner: BlobInner::Region { source: source.clone(), pos: m.offset, end: m.offset + m.size } })
+            Ok(BlobReader {
+                inner: BlobInner::Region { source: source.clone(), pos: m.offset, end: m.offset + m.size },
+            })
         }
     }
 }

@@ -64,7 +64,8 @@ impl LayerStore {
             builder.create(&p).map_err(|e| ImageError::io("create store directory", &p, e))?;
         }
         // Layer paths become overlay lower directories, which must be absolute.
-        let root = fs::canonicalize(&root).map_err(|e| ImageError::io("resolve store directory", &root, e))?;
+        let root =
+            fs::canonicalize(&root).map_err(|e| ImageError::io("resolve store directory", &root, e))?;
         Ok(LayerStore { root, limits: UnpackLimits::default() })
     }
 
@@ -93,14 +94,18 @@ impl LayerStore {
     /// [`ImageError::Io`].
     pub fn prepare(&self, image: &Image) -> Result<Rootfs, ImageError> {
         if image.layers.len() > MAX_LAYERS {
-            return Err(ImageError::Limit { what: format!("layers of image {}", image.id), limit: MAX_LAYERS as u64 });
+            return Err(ImageError::Limit {
+                what: format!("layers of image {}", image.id),
+                limit: MAX_LAYERS as u64,
+            });
         }
         let _shared = self.lock_store(FlockArg::LockShared)?;
         let mut seen = HashSet::new();
         let missing: Vec<usize> = (0..image.layers.len())
             .filter(|&i| seen.insert(&image.layers[i].diff_id) && !self.contains(&image.layers[i].diff_id))
             .collect();
-        let mut report = UnpackReport { ownership: nix::unistd::geteuid().is_root(), ..UnpackReport::default() };
+        let mut report =
+            UnpackReport { ownership: nix::unistd::geteuid().is_root(), ..UnpackReport::default() };
         report.layers_reused = seen.len() - missing.len();
 
         let queue = Mutex::new(missing.into_iter());
@@ -153,7 +158,8 @@ impl LayerStore {
         if final_path.is_dir() {
             return Ok(UnpackReport { layers_reused: 1, ownership: true, ..UnpackReport::default() });
         }
-        let tmp = self.root.join("tmp").join(format!("{hex}.{}.{}", std::process::id(), crate::sys::random_u32()));
+        let tmp =
+            self.root.join("tmp").join(format!("{hex}.{}.{}", std::process::id(), crate::sys::random_u32()));
         fs::DirBuilder::new().mode(0o755).create(&tmp).map_err(|e| ImageError::io("create", &tmp, e))?;
         let result = (|| {
             let mut applier = Applier::new(&tmp, Format::Overlay, self.limits)?;
@@ -161,7 +167,8 @@ impl LayerStore {
             blob::stream_layer(image, layer, &self.limits, |r| applier.apply_layer(&label, r))?;
             let mut report = applier.finish()?;
             report.layers_unpacked = 1;
-            fs::rename(&tmp, &final_path).map_err(|e| ImageError::io("move layer into place", &final_path, e))?;
+            fs::rename(&tmp, &final_path)
+                .map_err(|e| ImageError::io("move layer into place", &final_path, e))?;
             Ok(report)
         })();
         if result.is_err() {
@@ -178,7 +185,9 @@ impl LayerStore {
     pub fn forget(&self, image: &Image) -> Result<(), ImageError> {
         let path = self.root.join("images").join(image.id.hex());
         match fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(ImageError::io("remove image record", path, e)),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(ImageError::io("remove image record", path, e))
+            }
             _ => Ok(()),
         }
     }
@@ -193,7 +202,8 @@ impl LayerStore {
         let mut used = HashSet::new();
         for entry in self.read_dir("images")? {
             let path = entry.path();
-            let text = fs::read_to_string(&path).map_err(|e| ImageError::io("read image record", &path, e))?;
+            let text =
+                fs::read_to_string(&path).map_err(|e| ImageError::io("read image record", &path, e))?;
             used.extend(text.lines().map(str::to_owned));
         }
         let mut report = GcReport::default();
@@ -233,7 +243,8 @@ impl LayerStore {
     }
 
     fn write_atomic(&self, path: &Path, data: &[u8]) -> Result<(), ImageError> {
-        let tmp = self.root.join("tmp").join(format!("record.{}.{}", std::process::id(), crate::sys::random_u32()));
+        let tmp =
+            self.root.join("tmp").join(format!("record.{}.{}", std::process::id(), crate::sys::random_u32()));
         let write = || -> std::io::Result<()> {
             let mut f = File::create(&tmp)?;
             f.write_all(data)?;

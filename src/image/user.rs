@@ -29,7 +29,10 @@ pub(crate) fn resolve(layers: &[PathBuf], user: &str) -> Result<ImageUser, Image
     });
     let uid = match (u.parse::<u32>(), entry) {
         (Ok(uid), _) => uid,
-        (Err(_), Some(e)) => e.get(2).and_then(|v| v.parse().ok()).ok_or_else(|| err(format!("bad uid for {u} in /etc/passwd")))?,
+        (Err(_), Some(e)) => e
+            .get(2)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| err(format!("bad uid for {u} in /etc/passwd")))?,
         (Err(_), None) => return Err(err(format!("no user {u:?} in the image's /etc/passwd"))),
     };
     let name = entry.and_then(|e| e.first().cloned());
@@ -72,8 +75,9 @@ pub(crate) fn resolve(layers: &[PathBuf], user: &str) -> Result<ImageUser, Image
 /// whiteout or non-regular file there hides lower ones).
 fn read_db(layers: &[PathBuf], path: &str) -> Result<Vec<Vec<String>>, ImageError> {
     for layer in layers.iter().rev() {
-        let dir = nix::fcntl::open(layer, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
-            .map_err(|e| ImageError::io("open layer", layer, e))?;
+        let dir =
+            nix::fcntl::open(layer, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+                .map_err(|e| ImageError::io("open layer", layer, e))?;
         let how = OpenHow::new()
             .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK | OFlag::O_NOCTTY)
             .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);

@@ -389,6 +389,7 @@ pub(crate) fn loopback_up() -> SysResult<()> {
 pub(crate) fn fsetxattr(fd: std::os::fd::BorrowedFd<'_>, name: &CStr, value: &[u8]) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     // SAFETY: `name` is NUL-terminated and `value` is a live slice of the length passed.
-    let ret = unsafe { libc::fsetxattr(fd.as_raw_fd(), name.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+    let ret =
+        unsafe { libc::fsetxattr(fd.as_raw_fd(), name.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
     check_int(ret).map(drop).map_err(Into::into)
 }

@@ -220,7 +220,15 @@ pub struct LayerSpec {
 
 impl LayerSpec {
     pub fn new(tar: Vec<u8>) -> LayerSpec {
-        LayerSpec { tar, comp: Comp::Gzip, tamper_blob: None, media_type: None, digest: None, size: None, diff_id: None }
+        LayerSpec {
+            tar,
+            comp: Comp::Gzip,
+            tamper_blob: None,
+            media_type: None,
+            digest: None,
+            size: None,
+            diff_id: None,
+        }
     }
     pub fn comp(mut self, comp: Comp) -> LayerSpec {
         self.comp = comp;
@@ -327,7 +335,10 @@ fn walk(root: &Path, dir: &Path, owners: bool, out: &mut Tree) {
             xattrs.sort();
         }
         let rel = path.strip_prefix(root).unwrap().to_owned();
-        out.insert(rel, (kind.into(), meta.permissions().mode() & 0o7777, uid, gid, content, meta.rdev(), xattrs));
+        out.insert(
+            rel,
+            (kind.into(), meta.permissions().mode() & 0o7777, uid, gid, content, meta.rdev(), xattrs),
+        );
         if ft.is_dir() {
             walk(root, &path, owners, out);
         }
@@ -342,7 +353,11 @@ pub fn xattr_names(path: &Path) -> Vec<String> {
     if n <= 0 {
         return Vec::new();
     }
-    buf[..n as usize].split(|&b| b == 0).filter(|s| !s.is_empty()).map(|s| String::from_utf8_lossy(s).into_owned()).collect()
+    buf[..n as usize]
+        .split(|&b| b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect()
 }
 
 pub fn xattr_get(path: &Path, name: &str) -> Vec<u8> {
