@@ -69,6 +69,8 @@ pub(crate) struct Applier {
     layer: String,
     /// Paths written by the current layer (whiteouts and opaque markers keep these).
     written: HashSet<Vec<u8>>,
+    /// Directories holding something the current layer wrote (an opaque marker keeps them).
+    holding: HashSet<Vec<u8>>,
     deferred: HashMap<Vec<u8>, DirMeta>,
     /// Directory fds by path; emptied whenever anything is removed or replaced.
     cache: HashMap<Vec<u8>, Rc<OwnedFd>>,
@@ -95,6 +97,7 @@ impl Applier {
             limits,
             layer: String::new(),
             written: HashSet::new(),
+            holding: HashSet::new(),
             deferred: HashMap::new(),
             cache: HashMap::new(),
             buf: vec![0; 256 << 10],
@@ -107,6 +110,7 @@ impl Applier {
     pub(crate) fn apply_layer(&mut self, layer: &str, stream: &mut dyn Read) -> Result<(), ImageError> {
         self.layer = layer.to_owned();
         self.written.clear();
+        self.holding.clear();
         self.cache.clear();
         {
             let mut archive = tar::Archive::new(&mut *stream);
@@ -227,11 +231,22 @@ impl Applier {
                 self.special(&mut entry, &path, &raw, kind, &meta)?
             }
             other => {
-                return Err(self.refuse(&raw, format!("unsupported entry type {:?}", other.as_byte() as char)));
+                return Err(
+                    self.refuse(&raw, format!("unsupported entry type {:?}", other.as_byte() as char))
+                );
             }
         }
-        self.written.insert(path);
+        self.mark(&path);
         Ok(())
+    }
+
+    /// Records that the current layer wrote `path` (and so holds each of its parents).
+    fn mark(&mut self, path: &[u8]) {
+        let mut dir = split(path).0;
+        while !dir.is_empty() && self.holding.insert(dir.to_vec()) {
+            dir = split(dir).0;
+        }
+        self.written.insert(path.to_vec());
     }
 
     fn meta<R: Read>(&self, entry: &mut tar::Entry<'_, R>, raw: &[u8]) -> Result<Meta, ImageError> {
@@ -326,7 +341,7 @@ impl Applier {
                         Ok(()) | Err(Errno::EEXIST) => {}
                         Err(e) => return Err(self.io("create directory", prefix, e)),
                     }
-                    self.written.insert(prefix.to_vec());
+                    self.mark(prefix);
                     match self.resolve(prefix) {
                         Ok(fd) => fd,
                         Err(Errno::ENOENT) => {
@@ -583,7 +598,7 @@ impl Applier {
             }
             Format::Overlay => {
                 let parent = self.parent(dir)?;
-                self.written.insert(dir.to_vec());
+                self.mark(dir);
                 let fd = openat(
                     &*parent,
                     ".",
@@ -608,7 +623,7 @@ impl Applier {
     fn clear_lower(&mut self, fd: &OwnedFd, dir: &[u8]) -> Result<(), ImageError> {
         for (name, is_directory) in self.list(fd, dir)? {
             let path = join(dir, &name);
-            if self.written.contains(&path) {
+            if self.written.contains(&path) || self.holding.contains(&path) {
                 if is_directory {
                     let child = openat(
                         fd,

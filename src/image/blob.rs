@@ -93,17 +93,22 @@ fn produce(
         }
         Compression::None => sink.pump(&mut buf),
     };
-    if !delivered? {
-        return Ok(None);
+    // Trailing bytes after the compressed stream count towards the blob's size and digest;
+    // after a decompression error the rest is read too, so that a blob of the wrong length
+    // (which cuts the stream short, or adds a byte) is reported as such.
+    if matches!(delivered, Ok(false)) {
+        return Ok(None); // the applier stopped (and has its own error)
     }
-    // Trailing bytes after the compressed stream count towards the blob's size and digest.
-    io::copy(&mut buf, &mut io::sink()).map_err(read_err)?;
+    let drained = io::copy(&mut buf, &mut io::sink());
     drop(buf);
     if let Some(size) = layer.size
         && hashed.count != size
+        && (delivered.is_err() || drained.is_ok())
     {
         return Err(ImageError::Size { what, expected: size, actual: hashed.count });
     }
+    delivered?;
+    drained.map_err(read_err)?;
     if let Some(digest) = &layer.digest {
         let actual = Digest::from_hasher(hashed.hasher);
         if &actual != digest {
