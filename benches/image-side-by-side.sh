@@ -7,6 +7,8 @@
 # The image is built once with umoci from host files (/usr/lib/python3.11 and /usr/share/doc
 # in the base layer, /usr/lib/python3 on top), gzip layers as umoci writes them.
 # Needs root, umoci, hyperfine, python3. Usage: benches/image-side-by-side.sh [RUNS]
+# STOCKADE_BENCH_DIR picks the file system (default /var/tmp/stockade-image-bench, on disk);
+# each timed run starts after `sync`, so no run pays for the previous one's writeback.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-10}
@@ -15,7 +17,7 @@ cargo build -q --release --features image --example image_run
 bin=$PWD/target/release/examples/image_run
 
 if [ ! -e "$work/oci/index.json" ]; then
-  rm -rf "$work"; mkdir -p "$work"; cd "$work"
+  mkdir -p "$work"; cd "$work"; rm -rf oci b
   umoci init --layout oci
   umoci new --image oci:empty
   umoci unpack --image oci:empty b >/dev/null
@@ -51,7 +53,7 @@ echo "== image 'base': $(echo "$base_layers" | wc -w) layers, $((bytes / 1048576
 
 out=$work/out
 hyperfine --style basic --warmup 1 --runs "$runs" --export-json "$work/unpack.json" \
-  --prepare "rm -rf $out" \
+  --prepare "rm -rf $out; sync" \
   -n stockade "$bin --flat $out --unpack-only $work/oci:base" \
   -n umoci "umoci unpack --image $work/oci:base $out" \
   -n tar "mkdir -p $out/rootfs && for b in $base_layers; do tar -xzf \$b -C $out/rootfs; done"
@@ -59,9 +61,9 @@ rm -rf "$out"
 
 store=$work/store
 hyperfine --style basic --warmup 1 --runs "$runs" --export-json "$work/store.json" \
-  --prepare "rm -rf $store && $bin --store $store --unpack-only $work/oci:base 2>/dev/null" \
+  --prepare "rm -rf $store && $bin --store $store --unpack-only $work/oci:base 2>/dev/null; sync" \
   -n "store: second image sharing the base (new layer only)" "$bin --store $store --unpack-only $work/oci:top" \
-  -n "store: both images' layers from nothing" "rm -rf $store && $bin --store $store --unpack-only $work/oci:top"
+  -n "store: both images' layers from nothing" "rm -rf $store; sync; $bin --store $store --unpack-only $work/oci:top"
 hyperfine --style basic --warmup 3 --runs 50 -N \
   -n "store: rootfs ready from cached layers (process start included)" "$bin --store $store --unpack-only $work/oci:top"
 

@@ -417,3 +417,78 @@ fn unknown_image_user_is_a_typed_error() {
     let err = LayerStore::open(tmp.path().join("store")).unwrap().prepare(&image).unwrap_err();
     assert!(matches!(&err, ImageError::User { user, .. } if user == "ghost"), "{err}");
 }
+
+#[test]
+fn image_user_lookup_never_opens_special_files() {
+    let tmp = common::tempdir();
+    // A FIFO as /etc/passwd: opening it for reading would block forever.
+    let mut l = LayerBuilder::new();
+    l.dir("etc").entry(oci::Entry::new("etc/passwd", b'6'));
+    oci::write_image(
+        &tmp.path().join("oci"),
+        "u",
+        &[LayerSpec::new(l.tar())],
+        serde_json::json!({"User": "0:0"}),
+    );
+    let image =
+        ImageSource::open(tmp.path().join("oci")).unwrap().image(Some("u"), &Platform::host()).unwrap();
+    let rootfs = LayerStore::open(tmp.path().join("store")).unwrap().prepare(&image).unwrap();
+    assert_eq!(rootfs.user().map(|u| (u.uid, u.gid)), Some((0, 0)));
+    let err = LayerStore::open(tmp.path().join("store2")).unwrap().prepare(&{
+        let mut l = LayerBuilder::new();
+        l.dir("etc").entry(oci::Entry::new("etc/passwd", b'6'));
+        oci::write_image(
+            &tmp.path().join("oci2"),
+            "u",
+            &[LayerSpec::new(l.tar())],
+            serde_json::json!({"User": "app"}),
+        );
+        ImageSource::open(tmp.path().join("oci2")).unwrap().image(Some("u"), &Platform::host()).unwrap()
+    });
+    assert!(matches!(&err, Err(ImageError::User { .. })), "{err:?}");
+}
+
+#[test]
+fn a_store_others_can_write_or_redirect_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = common::tempdir();
+    let open = tmp.path().join("open");
+    LayerStore::open(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let err = LayerStore::open(&open).unwrap_err();
+    assert!(err.to_string().contains("writable by others"), "{err}");
+
+    let redirected = tmp.path().join("redirected");
+    LayerStore::open(&redirected).unwrap();
+    std::fs::remove_dir(redirected.join("layers")).unwrap();
+    std::fs::create_dir(tmp.path().join("elsewhere")).unwrap();
+    std::os::unix::fs::symlink(tmp.path().join("elsewhere"), redirected.join("layers")).unwrap();
+    let err = LayerStore::open(&redirected).unwrap_err();
+    assert!(err.to_string().contains("not a directory"), "{err}");
+}
+
+#[test]
+fn an_image_repeating_a_layer_mounts_and_runs() {
+    let tmp = common::tempdir();
+    let mut bb = LayerBuilder::new();
+    let mut e = oci::Entry::new("bin/busybox", b'0');
+    e.data = std::fs::read(busybox()).unwrap();
+    e.mode = 0o755;
+    bb.dir("bin").entry(e).symlink("bin/sh", "busybox").symlink("bin/cat", "busybox");
+    let mut extra = LayerBuilder::new();
+    extra.file("extra", "middle layer\n").file("bin/.wh.cat", "");
+    let (bb, extra) = (LayerSpec::new(bb.tar()), LayerSpec::new(extra.tar()));
+    oci::write_image(
+        &tmp.path().join("oci"),
+        "r",
+        &[bb.clone(), extra, bb],
+        serde_json::json!({"Env": ["PATH=/bin"]}),
+    );
+    let image =
+        ImageSource::open(tmp.path().join("oci")).unwrap().image(Some("r"), &Platform::host()).unwrap();
+    let rootfs = LayerStore::open(tmp.path().join("store")).unwrap().prepare(&image).unwrap();
+    assert_eq!(rootfs.layers().len(), 2, "the repeated layer is stacked once: {:?}", rootfs.layers());
+    let sandbox = image_sandbox(&rootfs, false);
+    // The top copy of the repeated layer brings `cat` back over the middle layer's whiteout.
+    assert_eq!(common::sh_ok(&sandbox, "cat /extra"), "middle layer\n");
+}

@@ -426,8 +426,15 @@ fn over_long_names_are_refused() {
         l.file("ok", "ok").hardlink("h", &long_path);
     });
     refused(fx.unpack(&[&l]).1, "longer than 4096");
+    // Depth is bounded on its own (removal of a failed unpack recurses once per level).
+    let deep = format!("{}/f", "b/".repeat(1000).trim_end_matches('/'));
+    let l = layer(|l| {
+        l.file(&deep, "deep");
+    });
+    refused(fx.unpack(&[&l]).1, "nest deeper than 256");
+    refused(fx.prepare(&[&l]), "nest deeper than 256");
     // The limits themselves are fine: a 255-byte component in a long path.
-    let fine = format!("{}/{}", "b/".repeat(1000).trim_end_matches('/'), "z".repeat(255));
+    let fine = format!("{}/{}", "b/".repeat(200).trim_end_matches('/'), "z".repeat(255));
     let l = layer(|l| {
         l.file(&fine, "FINE");
     });
@@ -1010,7 +1017,7 @@ fn malformed_whiteouts_are_refused() {
     let lower = layer(|l| {
         l.file("a", "a").dir("d").file("d/x", "x");
     });
-    for name in [".wh..", ".wh...", ".wh.", "d/.wh..", "d/.wh...", "d/.wh.", ".wh..wh.x"] {
+    for name in [".wh..", ".wh...", ".wh.", "d/.wh..", "d/.wh...", "d/.wh.", "d/.wh..wh.x"] {
         let l = layer(|l| {
             l.file(name, "");
         });
@@ -2118,4 +2125,63 @@ fn lmeta_opt(p: &Path) -> Option<fs::Metadata> {
 fn remove_dest(dest: &Path) -> std::io::Result<()> {
     open_up(dest);
     fs::remove_dir_all(dest)
+}
+
+#[test]
+fn aufs_metadata_at_the_top_is_skipped_like_docker_does() {
+    let fx = Fx::new();
+    let l = layer(|l| {
+        l.file(".wh..wh.aufs", "").dir(".wh..wh.plnk").file(".wh..wh.plnk/123.456", "x").file("kept", "k");
+    });
+    let (root, r) = fx.unpack(&[&l]);
+    r.unwrap();
+    let names: Vec<_> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names, ["kept"]);
+    fx.check_host();
+}
+
+#[test]
+fn symlinks_cannot_deepen_directories_past_the_depth_limit() {
+    let fx = Fx::new();
+    // 200 levels by name, then a symlink to the bottom and 200 more levels through it.
+    let bottom = "d/".repeat(200);
+    let bottom = bottom.trim_end_matches('/');
+    let below = format!("s/{}/f", "e/".repeat(200).trim_end_matches('/'));
+    let l = layer(|l| {
+        l.file(format!("{bottom}/x"), "x").symlink("s", format!("/{bottom}")).file(&below, "deep");
+    });
+    refused(fx.unpack(&[&l]).1, "nest deeper than 256");
+    refused(fx.prepare(&[&l]), "nest deeper than 256");
+    fx.check_host();
+}
+
+#[test]
+fn gnu_sparse_entries_are_refused_before_they_expand() {
+    let fx = Fx::new();
+    // A sparse entry claiming a huge real size in a few bytes of stream.
+    let l = layer(|l| {
+        l.entry(entry("sparse", b'S', |e| e.data = b"x".to_vec()));
+    });
+    for result in [fx.unpack(&[&l]).1, fx.prepare(&[&l])] {
+        match result {
+            Err(e @ ImageError::Format { .. }) => assert!(e.to_string().contains("sparse"), "{e}"),
+            other => panic!("expected a Format error naming sparse entries, got {other:?}"),
+        }
+    }
+    fx.check_host();
+}
+
+#[test]
+fn extension_headers_over_the_limit_fail_before_they_are_buffered() {
+    let fx = Fx::new();
+    let l = layer(|l| {
+        l.entry(entry("f", b'0', |e| e.pax = vec![("comment".into(), vec![b'c'; 64 << 10])]));
+    });
+    let mut limits = UnpackLimits::default();
+    limits.max_header = 4096;
+    let image = fx.image(&[&l]);
+    for result in [fx.unpack_image(&image, limits).1, fx.prepare_image(&image, limits)] {
+        assert!(matches!(result, Err(ImageError::Limit { limit: 4096, .. })), "{result:?}");
+    }
+    fx.check_host();
 }

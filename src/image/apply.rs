@@ -11,11 +11,11 @@
 //! - [`Format::Overlay`]: one layer per directory, for overlayfs; whiteouts become 0/0
 //!   character devices and opaque directories get the `overlay.opaque` xattr.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -23,12 +23,13 @@ use std::rc::Rc;
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, openat, openat2};
 use nix::sys::stat::{
-    FchmodatFlags, FileStat, Mode, SFlag, UtimensatFlags, fchmod, fchmodat, fstatat, futimens, mkdirat,
-    mknodat, utimensat,
+    FchmodatFlags, FileStat, Mode, SFlag, UtimensatFlags, fchmod, fchmodat, fstat, fstatat, futimens,
+    mkdirat, mknodat, utimensat,
 };
 use nix::sys::time::TimeSpec;
 use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, fchownat, linkat, symlinkat, unlinkat};
 
+use super::guard::{Refusal, TarGuard};
 use super::{ImageError, UnpackLimits, UnpackReport};
 
 /// How layers are laid out on disk.
@@ -65,13 +66,22 @@ pub(crate) struct Applier {
     format: Format,
     /// Running as root: owners, devices and `trusted.*` xattrs are applied.
     privileged: bool,
+    /// Our effective uid and gid: files are born with them, so a chown to them is skipped.
+    ids: (u32, u32),
+    /// The process umask, when known: permission bits it does not mask are set at creation.
+    umask: Option<u32>,
     limits: UnpackLimits,
     layer: String,
     /// Paths written by the current layer (whiteouts and opaque markers keep these).
     written: HashSet<Vec<u8>>,
     /// Directories holding something the current layer wrote (an opaque marker keeps them).
     holding: HashSet<Vec<u8>>,
-    deferred: HashMap<Vec<u8>, DirMeta>,
+    deferred: BTreeMap<Vec<u8>, DirMeta>,
+    /// Depth below the root of each directory made, by (device, inode): bounds the real
+    /// depth (which symlinks can make differ from the name's) so removal stays bounded.
+    depths: HashMap<(u64, u64), usize>,
+    /// Bytes of names held in `written`, `holding` and `deferred`.
+    tracked: usize,
     /// Directory fds by path; emptied whenever anything is removed or replaced.
     cache: HashMap<Vec<u8>, Rc<OwnedFd>>,
     buf: Vec<u8>,
@@ -89,16 +99,28 @@ impl Applier {
         let fd = nix::fcntl::open(root, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
             .map_err(|e| ImageError::io("open unpack root", root, e))?;
         let privileged = nix::unistd::geteuid().is_root();
+        // A set-gid root (inherited from where the caller put it) would hand its group to
+        // every new file; entries' own owners are applied, so it is cleared.
+        let dir = File::open(root).map_err(|e| ImageError::io("open unpack root", root, e))?;
+        let mode = dir.metadata().map_err(|e| ImageError::io("stat unpack root", root, e))?.permissions();
+        if std::os::unix::fs::PermissionsExt::mode(&mode) & libc::S_ISGID != 0 {
+            fchmod(&dir, Mode::from_bits_truncate(0o755))
+                .map_err(|e| ImageError::io("chmod unpack root", root, e))?;
+        }
         Ok(Applier {
             root: Rc::new(fd),
             root_path: root.to_owned(),
             format,
             privileged,
+            ids: (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw()),
+            umask: read_umask(),
             limits,
             layer: String::new(),
             written: HashSet::new(),
             holding: HashSet::new(),
-            deferred: HashMap::new(),
+            deferred: BTreeMap::new(),
+            depths: HashMap::new(),
+            tracked: 0,
             cache: HashMap::new(),
             buf: vec![0; 256 << 10],
             report: UnpackReport { ownership: privileged, ..UnpackReport::default() },
@@ -111,9 +133,11 @@ impl Applier {
         self.layer = layer.to_owned();
         self.written.clear();
         self.holding.clear();
+        self.tracked = self.deferred.keys().map(Vec::len).sum();
         self.cache.clear();
         {
-            let mut archive = tar::Archive::new(&mut *stream);
+            let guarded = TarGuard::new(&mut *stream, self.limits.max_header as u64);
+            let mut archive = tar::Archive::new(guarded);
             let entries = archive.entries().map_err(|e| self.stream_error(e))?;
             for entry in entries {
                 let entry = entry.map_err(|e| self.stream_error(e))?;
@@ -141,6 +165,13 @@ impl Applier {
     }
 
     fn stream_error(&self, e: std::io::Error) -> ImageError {
+        if let Some(Refusal::HeaderTooLarge(_, limit)) = e.get_ref().and_then(|r| r.downcast_ref::<Refusal>())
+        {
+            return ImageError::Limit {
+                what: format!("extension header size in layer {}", self.layer),
+                limit: *limit,
+            };
+        }
         ImageError::format(format!("layer {}", self.layer), format!("malformed tar stream: {e}"))
     }
 
@@ -207,14 +238,17 @@ impl Applier {
             // umoci CVE-2021-29136: a root that is a symlink or file would redirect everything.
             return Err(self.refuse(&raw, format!("the root of the image must be a directory, not {kind:?}")));
         }
+        if path.starts_with(b".wh..wh.") {
+            // aufs bookkeeping at the top (`.wh..wh.aufs`, `.wh..wh.plnk/...`), skipped as
+            // Docker does.
+            return Ok(());
+        }
         let (dir, name) = split(&path);
         if let Some(rest) = name.strip_prefix(b".wh.") {
             return self.whiteout(dir, rest, &raw);
         }
         match kind {
-            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
-                self.file(&path, &mut entry, &meta)?
-            }
+            tar::EntryType::Regular | tar::EntryType::Continuous => self.file(&path, &mut entry, &meta)?,
             tar::EntryType::Directory => self.directory(&path, &meta)?,
             tar::EntryType::Symlink => {
                 let target = entry.link_name_bytes().map(|t| t.into_owned()).unwrap_or_default();
@@ -237,6 +271,12 @@ impl Applier {
             }
         }
         self.mark(&path);
+        if self.tracked > self.limits.max_tracked_bytes {
+            return Err(ImageError::Limit {
+                what: "bytes of entry names remembered for one layer".into(),
+                limit: self.limits.max_tracked_bytes as u64,
+            });
+        }
         Ok(())
     }
 
@@ -244,9 +284,12 @@ impl Applier {
     fn mark(&mut self, path: &[u8]) {
         let mut dir = split(path).0;
         while !dir.is_empty() && self.holding.insert(dir.to_vec()) {
+            self.tracked += dir.len();
             dir = split(dir).0;
         }
-        self.written.insert(path.to_vec());
+        if self.written.insert(path.to_vec()) {
+            self.tracked += path.len();
+        }
     }
 
     fn meta<R: Read>(&self, entry: &mut tar::Entry<'_, R>, raw: &[u8]) -> Result<Meta, ImageError> {
@@ -338,7 +381,14 @@ impl Applier {
                 Err(Errno::ENOENT) => {
                     let at = parent.as_ref().map_or(self.root.as_fd(), |p| p.as_fd());
                     match mkdirat(at, part, Mode::from_bits_truncate(0o755)) {
-                        Ok(()) | Err(Errno::EEXIST) => {}
+                        Ok(()) => match parent.as_ref() {
+                            Some(p) => self.made_dir(p.as_fd(), part, prefix)?,
+                            None => {
+                                let root = self.root.clone();
+                                self.made_dir(root.as_fd(), part, prefix)?;
+                            }
+                        },
+                        Err(Errno::EEXIST) => {}
                         Err(e) => return Err(self.io("create directory", prefix, e)),
                     }
                     self.mark(prefix);
@@ -359,6 +409,28 @@ impl Applier {
             end += 1;
         }
         parent.ok_or_else(|| self.refuse(dir, "empty directory path"))
+    }
+
+    /// Accounts for a directory just made as `name` in `parent`: one more entry, and a depth
+    /// within [`UnpackLimits::max_depth`].
+    fn made_dir(&mut self, parent: BorrowedFd<'_>, name: &[u8], path: &[u8]) -> Result<(), ImageError> {
+        self.report.entries += 1;
+        if self.report.entries > self.limits.max_entries {
+            return Err(ImageError::Limit {
+                what: "entries of the image".into(),
+                limit: self.limits.max_entries,
+            });
+        }
+        let key = |st: FileStat| (st.st_dev, st.st_ino);
+        let up = fstat(parent).map_err(|e| self.io("inspect", path, e))?;
+        let depth = self.depths.get(&key(up)).copied().unwrap_or(0) + 1;
+        if depth > self.limits.max_depth {
+            return Err(self.refuse(path, format!("directories nest deeper than {}", self.limits.max_depth)));
+        }
+        let st =
+            fstatat(parent, name, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(|e| self.io("inspect", path, e))?;
+        self.depths.insert(key(st), depth);
+        Ok(())
     }
 
     /// Creates `name` in `parent` with `create`; if the name is taken, clears it first (only a
@@ -405,7 +477,7 @@ impl Applier {
         self.place(&parent, name, path, |p| {
             let flags =
                 OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-            fd = Some(openat(p, name, flags, Mode::from_bits_truncate(0o600))?);
+            fd = Some(openat(p, name, flags, Mode::from_bits_truncate(meta.mode & 0o777))?);
             Ok(())
         })?;
         let Some(fd) = fd else { return Err(self.io("create", path, Errno::EEXIST)) };
@@ -418,7 +490,11 @@ impl Applier {
             file.write_all(&self.buf[..n]).map_err(|e| self.io("write", path, e))?;
         }
         self.set_owner(&file, path, meta);
-        fchmod(&file, Mode::from_bits_retain(meta.mode)).map_err(|e| self.io("chmod", path, e))?;
+        // Directories stay private (0700, never set-gid) until the end, so a new file's mode
+        // is exactly what it was created with unless the umask cut it or it has special bits.
+        if self.umask.is_none_or(|umask| meta.mode & (umask | 0o7000) != 0) {
+            fchmod(&file, Mode::from_bits_retain(meta.mode)).map_err(|e| self.io("chmod", path, e))?;
+        }
         self.set_xattrs(&file, path, &meta.xattrs);
         futimens(&file, &time(meta.mtime), &time(meta.mtime)).map_err(|e| self.io("set times", path, e))?;
         Ok(())
@@ -430,19 +506,29 @@ impl Applier {
         match mkdirat(&*parent, name, Mode::from_bits_truncate(0o700)) {
             Ok(()) => {}
             Err(Errno::EEXIST) => match fstatat(&*parent, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
-                Ok(st) if is_dir(&st) => {} // dir over dir: merge
-                _ => {
+                Ok(st) if is_dir(&st) => {
+                    // dir over dir: merge
+                    self.defer(path, meta);
+                    return Ok(());
+                }
+                st => {
                     self.place(&parent, name, path, |p| mkdirat(p, name, Mode::from_bits_truncate(0o700)))?;
+                    if self.format == Format::Overlay && st.is_ok_and(|st| is_whiteout(&st)) {
+                        // A directory replacing its own whiteout hides everything below it.
+                        self.opaque(path)?;
+                    }
                 }
             },
             Err(e) => return Err(self.io("create directory", path, e)),
         }
+        self.made_dir(parent.as_fd(), name, path)?;
         self.defer(path, meta);
         Ok(())
     }
 
     fn defer(&mut self, path: &[u8], meta: &Meta) {
         let owner = self.privileged.then_some((meta.uid, meta.gid));
+        self.tracked += path.len();
         self.deferred.insert(
             path.to_vec(),
             DirMeta { mode: meta.mode, owner, mtime: meta.mtime, xattrs: meta.xattrs.clone() },
@@ -611,8 +697,12 @@ impl Applier {
                     names.push(c"trusted.overlay.opaque");
                 }
                 for name in names {
-                    crate::sys::fsetxattr(fd.as_fd(), name, b"y")
-                        .map_err(|e| self.io("mark opaque", dir, e))?;
+                    match crate::sys::fsetxattr(fd.as_fd(), name, b"y") {
+                        // Root in a user namespace may not set trusted.*; user.* is there.
+                        Err(e) if e.raw_os_error() == Some(libc::EPERM) && name != c"user.overlay.opaque" => {
+                        }
+                        other => other.map_err(|e| self.io("mark opaque", dir, e))?,
+                    }
                 }
                 Ok(())
             }
@@ -670,14 +760,26 @@ impl Applier {
     }
 
     /// Removes directory `name` of `parent` and everything in it, never following a link.
-    fn remove_tree(&self, parent: &OwnedFd, name: &[u8], path: &[u8]) -> Result<(), ImageError> {
+    fn remove_tree(&mut self, parent: &OwnedFd, name: &[u8], path: &[u8]) -> Result<(), ImageError> {
+        // What was deferred for the removed directories must not land on a later namesake.
+        let below: Vec<Vec<u8>> = self
+            .deferred
+            .range(path.to_vec()..)
+            .map(|(k, _)| k)
+            .take_while(|k| k.starts_with(path))
+            .filter(|k| k.len() == path.len() || k[path.len()] == b'/')
+            .cloned()
+            .collect();
+        for k in below {
+            self.deferred.remove(&k);
+        }
         remove_tree(parent, name).map_err(|e| self.io("remove directory", path, e))
     }
 
     /// Sets the deferred directory metadata, deepest directories first; a directory replaced
     /// since (by a file or symlink) is skipped.
     fn flush(&mut self) -> Result<(), ImageError> {
-        let mut dirs: Vec<(Vec<u8>, DirMeta)> = self.deferred.drain().collect();
+        let mut dirs: Vec<(Vec<u8>, DirMeta)> = std::mem::take(&mut self.deferred).into_iter().collect();
         dirs.sort_by_key(|(p, _)| {
             std::cmp::Reverse(p.iter().filter(|&&b| b == b'/').count() + usize::from(!p.is_empty()))
         });
@@ -722,6 +824,7 @@ impl Applier {
 
     fn set_owner(&mut self, file: &File, path: &[u8], meta: &Meta) {
         if self.privileged
+            && (meta.uid, meta.gid) != self.ids
             && let Err(e) = fchown(file, Some(Uid::from_raw(meta.uid)), Some(Gid::from_raw(meta.gid)))
         {
             self.ownership_failed(path, e);
@@ -817,6 +920,14 @@ pub(crate) fn remove_tree(parent: &impl AsFd, name: &[u8]) -> nix::Result<()> {
         }
     }
     unlinkat(parent, name, UnlinkatFlags::RemoveDir)
+}
+
+/// The process umask, from `/proc/self/status` (reading it with `umask(2)` would change it
+/// for a moment under other threads).
+fn read_umask() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+    u32::from_str_radix(line.trim(), 8).ok()
 }
 
 fn split(path: &[u8]) -> (&[u8], &[u8]) {

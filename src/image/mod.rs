@@ -30,6 +30,7 @@ mod apply;
 mod blob;
 mod digest;
 mod error;
+mod guard;
 mod source;
 mod store;
 mod user;
@@ -59,17 +60,31 @@ pub(crate) enum Compression {
 pub struct UnpackLimits {
     /// Uncompressed bytes of one layer (default 32 GiB).
     pub max_bytes: u64,
-    /// Entries (files, directories, links, ...) of one unpack (default 2,000,000).
+    /// Entries (files, directories, links, ...) of one unpack, directories created for
+    /// entries whose parents have none included (default 2,000,000).
     pub max_entries: u64,
     /// Bytes of an entry name or link target (default 4096, the kernel's `PATH_MAX`).
     pub max_path: usize,
-    /// Bytes of one entry's PAX header records (default 1 MiB).
+    /// Bytes of one entry's extension headers: PAX records, GNU long names (default 1 MiB).
     pub max_header: usize,
+    /// Depth of directories below the root, counted on disk, so symlinks cannot deepen it
+    /// (default 256; real images stay under 50). Keeps removal of a failed unpack bounded.
+    pub max_depth: usize,
+    /// Bytes of entry names the unpacker remembers for one layer, to apply whiteouts and
+    /// directory metadata correctly (default 512 MiB).
+    pub max_tracked_bytes: usize,
 }
 
 impl Default for UnpackLimits {
     fn default() -> Self {
-        UnpackLimits { max_bytes: 32 << 30, max_entries: 2_000_000, max_path: 4096, max_header: 1 << 20 }
+        UnpackLimits {
+            max_bytes: 32 << 30,
+            max_entries: 2_000_000,
+            max_path: 4096,
+            max_header: 1 << 20,
+            max_depth: 256,
+            max_tracked_bytes: 512 << 20,
+        }
     }
 }
 
@@ -251,6 +266,30 @@ impl Image {
         report.layers_unpacked = self.layers.len();
         Rootfs::new(vec![rootfs.to_owned()], self.config.clone(), report)
     }
+}
+
+/// Opens `path` beneath `dir` for reading if it is a regular file (`Ok(None)` otherwise),
+/// without ever opening anything else: a device node in an image or layout must not be
+/// opened on the host (opening some devices has effects: a watchdog arms, a tape rewinds).
+/// It is found with `O_PATH`, checked, then reopened through `/proc/self/fd`.
+pub(crate) fn open_regular(
+    dir: &std::os::fd::OwnedFd,
+    path: &str,
+    scope: nix::fcntl::ResolveFlag,
+) -> nix::Result<Option<std::fs::File>> {
+    use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+    use std::os::fd::AsRawFd;
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+        .resolve(scope | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let handle = nix::fcntl::openat2(dir, path, how)?;
+    if nix::sys::stat::fstat(&handle)?.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Ok(None);
+    }
+    let reopen = format!("/proc/self/fd/{}", handle.as_raw_fd());
+    let flags = OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY;
+    let fd = nix::fcntl::open(reopen.as_str(), flags, nix::sys::stat::Mode::empty())?;
+    Ok(Some(std::fs::File::from(fd)))
 }
 
 /// Removes a tree the unpacker made, opening up directories without permissions on the way.

@@ -5,7 +5,7 @@
 //! No name taken from the image becomes a host path: blobs of a layout directory are found by
 //! validated digest only, and members of an archive are looked up in an index of the archive.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read};
@@ -14,7 +14,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
+use nix::fcntl::{OFlag, ResolveFlag};
 use nix::sys::stat::Mode;
 use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest, MediaType};
 use sha2::{Digest as _, Sha256};
@@ -25,6 +25,8 @@ use super::{Compression, Digest, ImageConfig, ImageError};
 const MAX_JSON: u64 = 4 << 20;
 /// Index nesting deeper than this is refused (real images nest once).
 const MAX_INDEX_DEPTH: usize = 4;
+/// Manifests and indexes looked at while selecting one image (each read once at most).
+const MAX_DESCRIPTORS: usize = 1024;
 /// Members of an archive source; `docker save` archives hold a handful per layer.
 const MAX_ARCHIVE_MEMBERS: usize = 100_000;
 
@@ -306,8 +308,9 @@ impl ImageSource {
                 index.manifests().iter().collect()
             }
         };
+        let mut seen = HashSet::new();
         for descriptor in candidates {
-            if let Some(image) = self.resolve(descriptor, platform, 0)? {
+            if let Some(image) = self.resolve(descriptor, platform, 0, &mut seen)? {
                 return Ok(image);
             }
         }
@@ -320,8 +323,19 @@ impl ImageSource {
         descriptor: &Descriptor,
         platform: &Platform,
         depth: usize,
+        seen: &mut HashSet<Digest>,
     ) -> Result<Option<Image>, ImageError> {
         let digest = descriptor_digest(descriptor)?;
+        // A digest already followed gave nothing (or would loop); a huge fan-out is refused.
+        if !seen.insert(digest.clone()) {
+            return Ok(None);
+        }
+        if seen.len() > MAX_DESCRIPTORS {
+            return Err(ImageError::Limit {
+                what: "manifests and indexes examined".into(),
+                limit: MAX_DESCRIPTORS as u64,
+            });
+        }
         let media_type = descriptor.media_type().to_string();
         match media_type.as_str() {
             "application/vnd.oci.image.index.v1+json" | DOCKER_MANIFEST_LIST => {
@@ -348,7 +362,7 @@ impl ImageSource {
                             p.variant().as_deref(),
                         )
                     });
-                    if fits && let Some(image) = self.resolve(child, platform, depth + 1)? {
+                    if fits && let Some(image) = self.resolve(child, platform, depth + 1, seen)? {
                         return Ok(Some(image));
                     }
                 }
@@ -632,20 +646,14 @@ pub(crate) fn open_blob(source: &Arc<SourceInner>, loc: &BlobLoc) -> Result<Blob
     };
     match &source.container {
         Container::Dir(dir) => {
-            let how = OpenHow::new()
-                .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY | OFlag::O_NONBLOCK)
-                .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-            let fd = openat2(dir, name.as_str(), how)
+            let file = super::open_regular(dir, &name, ResolveFlag::RESOLVE_BENEATH)
                 .map_err(|e| ImageError::io("open blob", source.path.join(&name), e))?;
-            let file = File::from(fd);
-            let meta =
-                file.metadata().map_err(|e| ImageError::io("stat blob", source.path.join(&name), e))?;
-            if !meta.is_file() {
+            let Some(file) = file else {
                 return Err(ImageError::format(
                     source.path.join(&name).display().to_string(),
                     "not a regular file",
                 ));
-            }
+            };
             Ok(BlobReader { inner: BlobInner::File(file) })
         }
         Container::Tar { members, .. } => {

@@ -66,6 +66,26 @@ impl LayerStore {
         // Layer paths become overlay lower directories, which must be absolute.
         let root =
             fs::canonicalize(&root).map_err(|e| ImageError::io("resolve store directory", &root, e))?;
+        // Everything below is trusted as verified content: it must be ours alone.
+        let me = nix::unistd::geteuid().as_raw();
+        for sub in ["", "layers", "locks", "tmp", "images"] {
+            use std::os::unix::fs::MetadataExt;
+            let p = root.join(sub);
+            let meta =
+                fs::symlink_metadata(&p).map_err(|e| ImageError::io("inspect store directory", &p, e))?;
+            let problem = if !meta.is_dir() {
+                Some("not a directory (a symlink?)".to_owned())
+            } else if meta.uid() != me {
+                Some(format!("owned by uid {}, not by this process's uid {me}", meta.uid()))
+            } else if meta.mode() & 0o022 != 0 {
+                Some(format!("writable by others (mode {:o})", meta.mode() & 0o7777))
+            } else {
+                None
+            };
+            if let Some(reason) = problem {
+                return Err(ImageError::format(format!("layer store directory {}", p.display()), reason));
+            }
+        }
         Ok(LayerStore { root, limits: UnpackLimits::default() })
     }
 
@@ -137,7 +157,16 @@ impl LayerStore {
 
         let record: String = image.layers.iter().map(|l| format!("{}\n", l.diff_id.hex())).collect();
         self.write_atomic(&self.root.join("images").join(image.id.hex()), record.as_bytes())?;
-        let layers = image.layers.iter().map(|l| self.layer_path(&l.diff_id)).collect();
+        // overlayfs refuses the same lower directory twice; a repeated layer (the well-known
+        // empty one, say) is kept at its topmost place, which gives the same tree.
+        let mut layers: Vec<PathBuf> = Vec::with_capacity(image.layers.len());
+        for l in image.layers.iter().rev() {
+            let path = self.layer_path(&l.diff_id);
+            if !layers.contains(&path) {
+                layers.push(path);
+            }
+        }
+        layers.reverse();
         Rootfs::new(layers, image.config.clone(), report)
     }
 
@@ -213,7 +242,12 @@ impl LayerStore {
                 report.layers_kept += 1;
                 continue;
             }
-            remove_dir_all(&entry.path())?;
+            // Out of layers/ first, so that a removal cut short never leaves a partial layer
+            // that a later prepare would take for a complete one.
+            let doomed = self.root.join("tmp").join(format!("{name}.gc.{}", crate::sys::random_u32()));
+            fs::rename(entry.path(), &doomed)
+                .map_err(|e| ImageError::io("move unused layer out", entry.path(), e))?;
+            remove_dir_all(&doomed)?;
             let _ = fs::remove_file(self.root.join("locks").join(&name));
             report.layers_removed += 1;
         }

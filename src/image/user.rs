@@ -1,11 +1,10 @@
 //! Resolves an image's `User` against the image's own `/etc/passwd` and `/etc/group` (never
 //! the host's), looking through the layers from the top.
 
-use std::fs::File;
 use std::io::Read;
 use std::path::PathBuf;
 
-use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
+use nix::fcntl::{OFlag, ResolveFlag};
 use nix::sys::stat::Mode;
 
 use super::{ImageError, ImageUser};
@@ -78,23 +77,16 @@ fn read_db(layers: &[PathBuf], path: &str) -> Result<Vec<Vec<String>>, ImageErro
         let dir =
             nix::fcntl::open(layer, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
                 .map_err(|e| ImageError::io("open layer", layer, e))?;
-        let how = OpenHow::new()
-            .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK | OFlag::O_NOCTTY)
-            .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-        let file = match openat2(&dir, path, how) {
-            Ok(fd) => File::from(fd),
+        let file = match super::open_regular(&dir, path, ResolveFlag::RESOLVE_IN_ROOT) {
+            Ok(Some(file)) => file,
             Err(nix::errno::Errno::ENOENT | nix::errno::Errno::ENOTDIR) => continue,
-            // A 0/0 character device (whiteout) cannot be opened.
-            Err(_) => return Ok(Vec::new()),
+            // Not a regular file (a whiteout, a device: never opened), or unreadable.
+            Ok(None) | Err(_) => return Ok(Vec::new()),
         };
-        let meta = file.metadata().map_err(|e| ImageError::io("stat", layer.join(path), e))?;
-        if !meta.is_file() {
-            return Ok(Vec::new());
-        }
-        let mut text = String::new();
-        file.take(MAX_DB)
-            .read_to_string(&mut text)
-            .map_err(|e| ImageError::io("read", layer.join(path), e))?;
+        let mut bytes = Vec::new();
+        file.take(MAX_DB).read_to_end(&mut bytes).map_err(|e| ImageError::io("read", layer.join(path), e))?;
+        // Latin-1 GECOS fields and the like must not make the whole file unusable.
+        let text = String::from_utf8_lossy(&bytes);
         return Ok(text
             .lines()
             .filter(|l| !l.starts_with('#'))
