@@ -58,6 +58,8 @@ pub struct SandboxBuilder {
     run_defaults: Option<RunDefaults>,
     /// `groups` came from an image's `User`, so an explicit `user` replaces them too.
     groups_from_image: bool,
+    /// Whatever must live as long as the sandbox (an image's lease on its stored layers).
+    keep_alive: Option<Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 impl SandboxBuilder {
@@ -104,6 +106,7 @@ impl SandboxBuilder {
     #[cfg(feature = "image")]
     pub fn image(&mut self, rootfs: &crate::image::Rootfs) -> &mut Self {
         self.root = Some(rootfs.root());
+        self.keep_alive = rootfs.keep_alive();
         if let Some(u) = rootfs.user() {
             self.user = Some((u.uid, u.gid));
             if !u.groups.is_empty() {
@@ -453,6 +456,7 @@ impl SandboxBuilder {
                 namespaces: ns,
                 user: self.user,
                 run_defaults: self.run_defaults.clone(),
+                _keep_alive: self.keep_alive.clone(),
                 groups,
                 hostname,
                 domainname,
@@ -632,6 +636,8 @@ pub(crate) struct Config {
     pub(crate) namespaces: Namespaces,
     /// The image's command line, environment and working directory, if it runs one.
     pub(crate) run_defaults: Option<RunDefaults>,
+    /// Kept alive with the sandbox (see `SandboxBuilder::keep_alive`).
+    pub(crate) _keep_alive: Option<Arc<dyn std::any::Any + Send + Sync>>,
     pub(crate) user: Option<(u32, u32)>,
     pub(crate) groups: Option<Vec<u32>>,
     pub(crate) hostname: Option<Vec<u8>>,

@@ -492,3 +492,22 @@ fn an_image_repeating_a_layer_mounts_and_runs() {
     // The top copy of the repeated layer brings `cat` back over the middle layer's whiteout.
     assert_eq!(common::sh_ok(&sandbox, "cat /extra"), "middle layer\n");
 }
+
+#[test]
+fn gc_keeps_forgotten_layers_while_a_rootfs_or_sandbox_holds_them() {
+    let tmp = common::tempdir();
+    two_images_sharing_a_base(&tmp.path().join("oci"));
+    let source = ImageSource::open(tmp.path().join("oci")).unwrap();
+    let a = source.image(Some("a"), &Platform::host()).unwrap();
+    let store = LayerStore::open(tmp.path().join("store")).unwrap();
+    let rootfs = store.prepare(&a).unwrap();
+    let sandbox =
+        Sandbox::builder().namespaces(common::ns(Namespaces::MOUNT)).image(&rootfs).build().unwrap();
+    drop(rootfs);
+    store.forget(&a).unwrap();
+    let report = store.gc().unwrap();
+    assert_eq!((report.layers_removed, report.layers_in_use), (0, 2), "the sandbox still uses both layers");
+    drop(sandbox);
+    let report = store.gc().unwrap();
+    assert_eq!((report.layers_removed, report.layers_in_use), (2, 0));
+}

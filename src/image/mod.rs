@@ -177,12 +177,15 @@ pub struct Rootfs {
     config: ImageConfig,
     user: Option<ImageUser>,
     report: UnpackReport,
+    /// Shared locks on the store's layers: [`LayerStore::gc`] leaves them alone while any
+    /// clone of this (or a sandbox built from it) lives.
+    pub(crate) lease: Option<std::sync::Arc<store::Lease>>,
 }
 
 impl Rootfs {
     fn new(layers: Vec<PathBuf>, config: ImageConfig, report: UnpackReport) -> Result<Rootfs, ImageError> {
         let user = config.user.as_deref().map(|u| user::resolve(&layers, u)).transpose()?;
-        Ok(Rootfs { layers, config, user, report })
+        Ok(Rootfs { layers, config, user, report, lease: None })
     }
 
     /// The layer directories, bottom first (one directory for a flattened image).
@@ -203,6 +206,11 @@ impl Rootfs {
     /// What the unpack that produced this rootfs skipped or reused.
     pub fn report(&self) -> &UnpackReport {
         &self.report
+    }
+
+    /// What keeps the layers from garbage collection while a sandbox uses them.
+    pub(crate) fn keep_alive(&self) -> Option<std::sync::Arc<dyn std::any::Any + Send + Sync>> {
+        self.lease.clone().map(|l| l as std::sync::Arc<dyn std::any::Any + Send + Sync>)
     }
 
     /// A sandbox root stacking the layers read-only under a throw-away writable upper layer.

@@ -18,7 +18,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use nix::fcntl::{Flock, FlockArg};
 
@@ -29,6 +29,12 @@ use super::{Digest, Image, ImageError, Rootfs, UnpackLimits, UnpackReport, blob,
 const MAX_LAYERS: usize = 500;
 /// Layers of one image unpacked at the same time (each also uses a decompressing thread).
 const WORKERS: usize = 2;
+
+/// Shared locks on layers, held by a [`Rootfs`] and the sandboxes built from it.
+#[derive(Debug)]
+pub(crate) struct Lease {
+    _locks: Vec<Flock<File>>,
+}
 
 /// A directory of unpacked layers shared by any number of images and processes.
 #[derive(Clone, Debug)]
@@ -45,8 +51,10 @@ pub struct GcReport {
     pub layers_removed: usize,
     /// Leftovers of interrupted unpacks, removed.
     pub temporaries_removed: usize,
-    /// Layers still in use, kept.
+    /// Layers a recorded image uses, kept.
     pub layers_kept: usize,
+    /// Layers no recorded image uses but a live [`Rootfs`] holds, kept for now.
+    pub layers_in_use: usize,
 }
 
 impl LayerStore {
@@ -106,7 +114,9 @@ impl LayerStore {
     }
 
     /// Unpacks the layers of `image` that the store lacks (up to two at a time), records the
-    /// image as a user of its layers, and returns its root file system.
+    /// image as a user of its layers, and returns its root file system. The [`Rootfs`] (and
+    /// every sandbox built from it) holds a shared lock on each of its layers (one open file
+    /// each), so that [`gc`](Self::gc) never removes a layer in use.
     ///
     /// # Errors
     /// Any verification, limit or entry error of a layer (the layer is then absent from the
@@ -167,7 +177,32 @@ impl LayerStore {
             }
         }
         layers.reverse();
-        Rootfs::new(layers, image.config.clone(), report)
+        let mut rootfs = Rootfs::new(layers, image.config.clone(), report)?;
+        rootfs.lease = Some(Arc::new(self.lease(image)?));
+        Ok(rootfs)
+    }
+
+    /// Shared locks on the layers of `image`, taken while the store-wide lock keeps gc out.
+    fn lease(&self, image: &Image) -> Result<Lease, ImageError> {
+        let mut locks = Vec::new();
+        let mut seen = HashSet::new();
+        for layer in &image.layers {
+            if !seen.insert(&layer.diff_id) {
+                continue;
+            }
+            let path = self.root.join("locks").join(layer.diff_id.hex());
+            let file = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .map_err(|e| ImageError::io("open layer lock", &path, e))?;
+            locks.push(
+                Flock::lock(file, FlockArg::LockShared)
+                    .map_err(|(_, e)| ImageError::io("lock layer", &path, e))?,
+            );
+        }
+        Ok(Lease { _locks: locks })
     }
 
     /// Unpacks layer `i` unless another process did meanwhile.
@@ -221,8 +256,9 @@ impl LayerStore {
         }
     }
 
-    /// Removes layers that no recorded image uses, and leftovers of interrupted unpacks. Waits
-    /// for running [`prepare`](Self::prepare) calls (of any process) to finish first.
+    /// Removes layers that no recorded image uses and no live [`Rootfs`] holds, and leftovers
+    /// of interrupted unpacks. Waits for running [`prepare`](Self::prepare) calls (of any
+    /// process) to finish first.
     ///
     /// # Errors
     /// [`ImageError::Io`] if the store cannot be read or a layer cannot be removed.
@@ -242,6 +278,23 @@ impl LayerStore {
                 report.layers_kept += 1;
                 continue;
             }
+            // A layer some Rootfs (in any process) still holds stays, recorded or not.
+            let lock_path = self.root.join("locks").join(&name);
+            let held = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lock_path)
+                .map_err(|e| ImageError::io("open layer lock", &lock_path, e))
+                .map(|f| Flock::lock(f, FlockArg::LockExclusiveNonblock));
+            let _exclusive_layer = match held? {
+                Ok(lock) => lock,
+                Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                    report.layers_in_use += 1;
+                    continue;
+                }
+                Err((_, e)) => return Err(ImageError::io("lock layer", &lock_path, e)),
+            };
             // Out of layers/ first, so that a removal cut short never leaves a partial layer
             // that a later prepare would take for a complete one.
             let doomed = self.root.join("tmp").join(format!("{name}.gc.{}", crate::sys::random_u32()));
