@@ -511,3 +511,55 @@ fn gc_keeps_forgotten_layers_while_a_rootfs_or_sandbox_holds_them() {
     let report = store.gc().unwrap();
     assert_eq!((report.layers_removed, report.layers_in_use), (2, 0));
 }
+
+#[test]
+fn stored_layers_stacked_by_overlayfs_show_the_same_tree_as_a_flat_unpack() {
+    if !tools("stored_layers_stacked_by_overlayfs_show_the_same_tree_as_a_flat_unpack", &["umoci"]) {
+        return;
+    }
+    let tmp = common::tempdir();
+    umoci_image(tmp.path());
+    let image =
+        ImageSource::open(tmp.path().join("oci")).unwrap().image(Some("v3"), &Platform::host()).unwrap();
+    image.unpack(tmp.path().join("flat")).unwrap();
+    let rootfs = LayerStore::open(tmp.path().join("store")).unwrap().prepare(&image).unwrap();
+    assert_eq!(rootfs.layers().len(), 4);
+
+    // The merged view, listed from inside (whiteouts and opaque directories applied by the
+    // kernel), against the flattened tree.
+    let sandbox = image_sandbox(&rootfs, false);
+    let listing = common::sh_ok(
+        &sandbox,
+        "cd / && /bin/busybox find . -xdev ! -path . ! -path ./proc ! -path ./dev -exec /bin/busybox stat -c '%n|%F|%a' {} +",
+    );
+    let mut inside: Vec<String> = listing
+        .lines()
+        .map(|l| {
+            let mut f = l.splitn(3, '|');
+            let (name, kind, mode) = (f.next().unwrap(), f.next().unwrap(), f.next().unwrap());
+            let kind = match kind {
+                "directory" => "dir",
+                "regular file" | "regular empty file" => "file",
+                "symbolic link" => "symlink",
+                "fifo" => "fifo",
+                "character special file" => "char",
+                other => other,
+            };
+            let mode = u32::from_str_radix(mode, 8).unwrap();
+            format!(
+                "{} {kind} {:o}",
+                name.trim_start_matches("./"),
+                if kind == "symlink" { 0o777 } else { mode }
+            )
+        })
+        .collect();
+    inside.sort();
+    let mut flat: Vec<String> = oci::tree(&tmp.path().join("flat/rootfs"), false)
+        .into_iter()
+        .map(|(p, (kind, mode, ..))| {
+            format!("{} {kind} {:o}", p.display(), if kind == "symlink" { 0o777 } else { mode })
+        })
+        .collect();
+    flat.sort();
+    assert_eq!(inside, flat);
+}
