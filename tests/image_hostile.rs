@@ -2185,3 +2185,30 @@ fn extension_headers_over_the_limit_fail_before_they_are_buffered() {
     }
     fx.check_host();
 }
+
+#[test]
+fn whiteout_after_new_children_hides_only_the_lower_directory_content() {
+    let fx = Fx::new();
+    let lower = layer(|l| {
+        l.dir("a").file("a/old", "old").dir("b").file("b/old", "old");
+    });
+    // `a` gets a child, then is whited out; `b` is re-declared, then whited out.
+    let upper = layer(|l| {
+        l.file("a/new", "new").file(".wh.a", "").dir("b").file("b/new", "new").file(".wh.b", "");
+    });
+    let (root, r) = fx.unpack(&[&lower, &upper]);
+    r.unwrap();
+    for d in ["a", "b"] {
+        let names: Vec<_> = fs::read_dir(root.join(d)).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["new"], "{d}: only this layer's child stays");
+    }
+    let stored = fx.prepare(&[&lower, &upper]).unwrap();
+    for d in ["a", "b"] {
+        assert_eq!(
+            oci::xattr_get(&stored.layers()[1].join(d), "user.overlay.opaque"),
+            b"y",
+            "{d} hides the lower one"
+        );
+    }
+    fx.check_host();
+}

@@ -645,9 +645,14 @@ impl Applier {
             return Err(self.refuse(raw, "malformed whiteout"));
         }
         let path = join(dir, rest);
-        if self.written.contains(&path) {
-            // Added earlier in this same layer: the whiteout only hides lower layers.
-            return Ok(());
+        if self.written.contains(&path) || self.holding.contains(&path) {
+            // Added earlier in this same layer: the whiteout only hides lower layers. What
+            // this layer wrote stays; below a real directory, lower content goes.
+            let parent = self.dir(dir, false)?;
+            let is_real_dir = parent.is_some_and(|p| {
+                fstatat(&*p, rest, AtFlags::AT_SYMLINK_NOFOLLOW).is_ok_and(|st| is_dir(&st))
+            });
+            return if is_real_dir { self.opaque(&path) } else { Ok(()) };
         }
         match self.format {
             Format::Flat => {
