@@ -141,13 +141,7 @@ impl Applier {
             let entries = archive.entries().map_err(|e| self.stream_error(e))?;
             for entry in entries {
                 let entry = entry.map_err(|e| self.stream_error(e))?;
-                self.report.entries += 1;
-                if self.report.entries > self.limits.max_entries {
-                    return Err(ImageError::Limit {
-                        what: "entries of the image".into(),
-                        limit: self.limits.max_entries,
-                    });
-                }
+                self.count_entry()?;
                 self.entry(entry)?;
             }
         }
@@ -411,9 +405,8 @@ impl Applier {
         parent.ok_or_else(|| self.refuse(dir, "empty directory path"))
     }
 
-    /// Accounts for a directory just made as `name` in `parent`: one more entry, and a depth
-    /// within [`UnpackLimits::max_depth`].
-    fn made_dir(&mut self, parent: BorrowedFd<'_>, name: &[u8], path: &[u8]) -> Result<(), ImageError> {
+    /// Counts one more entry against [`UnpackLimits::max_entries`].
+    fn count_entry(&mut self) -> Result<(), ImageError> {
         self.report.entries += 1;
         if self.report.entries > self.limits.max_entries {
             return Err(ImageError::Limit {
@@ -421,6 +414,13 @@ impl Applier {
                 limit: self.limits.max_entries,
             });
         }
+        Ok(())
+    }
+
+    /// Accounts for a directory just made as `name` in `parent`: one more entry, and a depth
+    /// within [`UnpackLimits::max_depth`].
+    fn made_dir(&mut self, parent: BorrowedFd<'_>, name: &[u8], path: &[u8]) -> Result<(), ImageError> {
+        self.count_entry()?;
         let key = |st: FileStat| (st.st_dev, st.st_ino);
         let up = fstat(parent).map_err(|e| self.io("inspect", path, e))?;
         let depth = self.depths.get(&key(up)).copied().unwrap_or(0) + 1;
@@ -539,22 +539,10 @@ impl Applier {
         let (dir, name) = split(path);
         let parent = self.parent(dir)?;
         self.place(&parent, name, path, |p| symlinkat(target, p, name))?;
-        if self.privileged
-            && let Err(e) = fchownat(
-                &*parent,
-                name,
-                Some(Uid::from_raw(meta.uid)),
-                Some(Gid::from_raw(meta.gid)),
-                AtFlags::AT_SYMLINK_NOFOLLOW,
-            )
-        {
-            self.ownership_failed(path, e);
-        }
         if !meta.xattrs.is_empty() {
             self.note_xattr(path, b"(all)", "xattrs on symlinks are not applied");
         }
-        utimensat(&*parent, name, &time(meta.mtime), &time(meta.mtime), UtimensatFlags::NoFollowSymlink)
-            .map_err(|e| self.io("set times", path, e))
+        self.finish_at(&parent, name, path, meta, false)
     }
 
     fn hardlink(&mut self, path: &[u8], raw: &[u8], target: &[u8]) -> Result<(), ImageError> {
@@ -620,9 +608,22 @@ impl Applier {
             }
             other => other?,
         };
+        self.finish_at(&parent, name, path, meta, true)
+    }
+
+    /// Sets the owner (as root), the mode (with `chmod`) and the times of `name` in `parent`,
+    /// never following it: for entries without an open fd (symlinks, devices, FIFOs).
+    fn finish_at(
+        &mut self,
+        parent: &OwnedFd,
+        name: &[u8],
+        path: &[u8],
+        meta: &Meta,
+        chmod: bool,
+    ) -> Result<(), ImageError> {
         if self.privileged
             && let Err(e) = fchownat(
-                &*parent,
+                parent,
                 name,
                 Some(Uid::from_raw(meta.uid)),
                 Some(Gid::from_raw(meta.gid)),
@@ -631,9 +632,11 @@ impl Applier {
         {
             self.ownership_failed(path, e);
         }
-        fchmodat(&*parent, name, Mode::from_bits_retain(meta.mode), FchmodatFlags::NoFollowSymlink)
-            .map_err(|e| self.io("chmod", path, e))?;
-        utimensat(&*parent, name, &time(meta.mtime), &time(meta.mtime), UtimensatFlags::NoFollowSymlink)
+        if chmod {
+            fchmodat(parent, name, Mode::from_bits_retain(meta.mode), FchmodatFlags::NoFollowSymlink)
+                .map_err(|e| self.io("chmod", path, e))?;
+        }
+        utimensat(parent, name, &time(meta.mtime), &time(meta.mtime), UtimensatFlags::NoFollowSymlink)
             .map_err(|e| self.io("set times", path, e))
     }
 
@@ -741,27 +744,7 @@ impl Applier {
 
     /// The entries of directory `fd` with whether each is a directory (not following links).
     fn list(&self, fd: &OwnedFd, path: &[u8]) -> Result<Vec<(Vec<u8>, bool)>, ImageError> {
-        let mut dir = nix::dir::Dir::openat(
-            fd,
-            ".",
-            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| self.io("list directory", path, e))?;
-        let mut out = Vec::new();
-        for ent in dir.iter() {
-            let ent = ent.map_err(|e| self.io("list directory", path, e))?;
-            let name = ent.file_name().to_bytes();
-            if name == b"." || name == b".." {
-                continue;
-            }
-            let is_directory = match ent.file_type() {
-                Some(t) => t == nix::dir::Type::Directory,
-                None => fstatat(fd, name, AtFlags::AT_SYMLINK_NOFOLLOW).is_ok_and(|st| is_dir(&st)),
-            };
-            out.push((name.to_vec(), is_directory));
-        }
-        Ok(out)
+        list(fd).map_err(|e| self.io("list directory", path, e))
     }
 
     /// Removes directory `name` of `parent` and everything in it, never following a link.
@@ -897,27 +880,7 @@ pub(crate) fn remove_tree(parent: &impl AsFd, name: &[u8]) -> nix::Result<()> {
     };
     // Owner rwx so that entries can be removed even from a mode 0555 directory.
     let _ = fchmod(&fd, Mode::from_bits_truncate(0o700));
-    let mut names = Vec::new();
-    {
-        let mut dir = nix::dir::Dir::openat(
-            &fd,
-            ".",
-            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )?;
-        for ent in dir.iter() {
-            let ent = ent?;
-            let n = ent.file_name().to_bytes();
-            if n != b"." && n != b".." {
-                names.push((n.to_vec(), ent.file_type()));
-            }
-        }
-    }
-    for (child, kind) in names {
-        let is_directory = match kind {
-            Some(t) => t == nix::dir::Type::Directory,
-            None => fstatat(&fd, child.as_slice(), AtFlags::AT_SYMLINK_NOFOLLOW).is_ok_and(|st| is_dir(&st)),
-        };
+    for (child, is_directory) in list(&fd)? {
         if is_directory {
             remove_tree(&fd, &child)?;
         } else {
@@ -933,6 +896,27 @@ fn read_umask() -> Option<u32> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
     u32::from_str_radix(line.trim(), 8).ok()
+}
+
+/// The entries of directory `fd` (without `.` and `..`), each with whether it is a directory
+/// (not following links).
+fn list(fd: &impl AsFd) -> nix::Result<Vec<(Vec<u8>, bool)>> {
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let mut dir = nix::dir::Dir::openat(fd, ".", flags, Mode::empty())?;
+    let mut out = Vec::new();
+    for ent in dir.iter() {
+        let ent = ent?;
+        let name = ent.file_name().to_bytes();
+        if name == b"." || name == b".." {
+            continue;
+        }
+        let is_directory = match ent.file_type() {
+            Some(t) => t == nix::dir::Type::Directory,
+            None => fstatat(fd, name, AtFlags::AT_SYMLINK_NOFOLLOW).is_ok_and(|st| is_dir(&st)),
+        };
+        out.push((name.to_vec(), is_directory));
+    }
+    Ok(out)
 }
 
 fn split(path: &[u8]) -> (&[u8], &[u8]) {

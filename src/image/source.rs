@@ -71,6 +71,14 @@ impl Platform {
         Platform::new("linux", architecture)
     }
 
+    fn matches_descriptor(&self, p: &oci_spec::image::Platform) -> bool {
+        self.matches(&p.os().to_string(), &p.architecture().to_string(), p.variant().as_deref())
+    }
+
+    fn matches_config(&self, c: &ImageConfiguration) -> bool {
+        self.matches(&c.os().to_string(), &c.architecture().to_string(), c.variant().as_deref())
+    }
+
     fn matches(&self, os: &str, architecture: &str, variant: Option<&str>) -> bool {
         self.os == os
             && self.architecture == architecture
@@ -346,22 +354,9 @@ impl ImageSource {
                     });
                 }
                 let what = format!("index {digest}");
-                let bytes = read_all(
-                    &self.inner,
-                    &BlobLoc::Digest(digest.clone()),
-                    &what,
-                    Some(&digest),
-                    Some(descriptor.size()),
-                )?;
-                let index: ImageIndex = parse_json(&bytes, &what)?;
+                let index: ImageIndex = self.read_json(&what, &digest, descriptor.size())?;
                 for child in index.manifests() {
-                    let fits = child.platform().as_ref().is_none_or(|p| {
-                        platform.matches(
-                            &p.os().to_string(),
-                            &p.architecture().to_string(),
-                            p.variant().as_deref(),
-                        )
-                    });
+                    let fits = child.platform().as_ref().is_none_or(|p| platform.matches_descriptor(p));
                     if fits && let Some(image) = self.resolve(child, platform, depth + 1, seen)? {
                         return Ok(Some(image));
                     }
@@ -370,11 +365,7 @@ impl ImageSource {
             }
             "application/vnd.oci.image.manifest.v1+json" | DOCKER_MANIFEST => {
                 if let Some(p) = descriptor.platform()
-                    && !platform.matches(
-                        &p.os().to_string(),
-                        &p.architecture().to_string(),
-                        p.variant().as_deref(),
-                    )
+                    && !platform.matches_descriptor(p)
                 {
                     return Ok(None);
                 }
@@ -388,10 +379,20 @@ impl ImageSource {
         }
     }
 
+    /// Reads the JSON blob `digest` of a layout, verified against its size and digest.
+    fn read_json<T: serde::de::DeserializeOwned>(
+        &self,
+        what: &str,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<T, ImageError> {
+        let bytes = read_all(&self.inner, &BlobLoc::Digest(digest.clone()), what, Some(digest), Some(size))?;
+        parse_json(&bytes, what)
+    }
+
     fn manifest(&self, digest: &Digest, size: u64, platform: &Platform) -> Result<Option<Image>, ImageError> {
         let what = format!("manifest {digest}");
-        let bytes = read_all(&self.inner, &BlobLoc::Digest(digest.clone()), &what, Some(digest), Some(size))?;
-        let manifest: ImageManifest = parse_json(&bytes, &what)?;
+        let manifest: ImageManifest = self.read_json(&what, digest, size)?;
         let config_desc = manifest.config();
         let config_digest = descriptor_digest(config_desc)?;
         let config_type = config_desc.media_type().to_string();
@@ -403,19 +404,8 @@ impl ImageSource {
             });
         }
         let config_what = format!("config {config_digest}");
-        let config_bytes = read_all(
-            &self.inner,
-            &BlobLoc::Digest(config_digest.clone()),
-            &config_what,
-            Some(&config_digest),
-            Some(config_desc.size()),
-        )?;
-        let config: ImageConfiguration = parse_json(&config_bytes, &config_what)?;
-        if !platform.matches(
-            &config.os().to_string(),
-            &config.architecture().to_string(),
-            config.variant().as_deref(),
-        ) {
+        let config: ImageConfiguration = self.read_json(&config_what, &config_digest, config_desc.size())?;
+        if !platform.matches_config(&config) {
             return Ok(None);
         }
         let diff_ids = diff_ids(&config, &config_what)?;
@@ -486,11 +476,7 @@ impl ImageSource {
         let config_bytes =
             read_all(&self.inner, &BlobLoc::Member(config_name), &config_what, Some(&config_digest), None)?;
         let config: ImageConfiguration = parse_json(&config_bytes, &config_what)?;
-        if !platform.matches(
-            &config.os().to_string(),
-            &config.architecture().to_string(),
-            config.variant().as_deref(),
-        ) {
+        if !platform.matches_config(&config) {
             return Err(self.not_found(reference, platform, available));
         }
         let diff_ids = diff_ids(&config, &config_what)?;

@@ -190,17 +190,7 @@ impl LayerStore {
             if !seen.insert(&layer.diff_id) {
                 continue;
             }
-            let path = self.root.join("locks").join(layer.diff_id.hex());
-            let file = OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path)
-                .map_err(|e| ImageError::io("open layer lock", &path, e))?;
-            locks.push(
-                Flock::lock(file, FlockArg::LockShared)
-                    .map_err(|(_, e)| ImageError::io("lock layer", &path, e))?,
-            );
+            locks.push(lock(&self.root.join("locks").join(layer.diff_id.hex()), FlockArg::LockShared)?);
         }
         Ok(Lease { _locks: locks })
     }
@@ -209,15 +199,7 @@ impl LayerStore {
     fn unpack_layer(&self, image: &Image, i: usize) -> Result<UnpackReport, ImageError> {
         let layer = &image.layers[i];
         let hex = layer.diff_id.hex();
-        let lock_path = self.root.join("locks").join(hex);
-        let lock_file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| ImageError::io("open layer lock", &lock_path, e))?;
-        let _lock = Flock::lock(lock_file, FlockArg::LockExclusive)
-            .map_err(|(_, e)| ImageError::io("lock layer", &lock_path, e))?;
+        let _lock = lock(&self.root.join("locks").join(hex), FlockArg::LockExclusive)?;
         let final_path = self.layer_path(&layer.diff_id);
         if final_path.is_dir() {
             return Ok(UnpackReport { layers_reused: 1, ownership: true, ..UnpackReport::default() });
@@ -280,14 +262,8 @@ impl LayerStore {
             }
             // A layer some Rootfs (in any process) still holds stays, recorded or not.
             let lock_path = self.root.join("locks").join(&name);
-            let held = OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&lock_path)
-                .map_err(|e| ImageError::io("open layer lock", &lock_path, e))
-                .map(|f| Flock::lock(f, FlockArg::LockExclusiveNonblock));
-            let _exclusive_layer = match held? {
+            let _exclusive_layer = match Flock::lock(lock_file(&lock_path)?, FlockArg::LockExclusiveNonblock)
+            {
                 Ok(lock) => lock,
                 Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
                     report.layers_in_use += 1;
@@ -319,14 +295,7 @@ impl LayerStore {
     }
 
     fn lock_store(&self, how: FlockArg) -> Result<Flock<File>, ImageError> {
-        let path = self.root.join("lock");
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| ImageError::io("open store lock", &path, e))?;
-        Flock::lock(file, how).map_err(|(_, e)| ImageError::io("lock store", path, e))
+        lock(&self.root.join("lock"), how)
     }
 
     fn write_atomic(&self, path: &Path, data: &[u8]) -> Result<(), ImageError> {
@@ -342,4 +311,19 @@ impl LayerStore {
             ImageError::io("write image record", path, e)
         })
     }
+}
+
+/// Opens (creating it) the lock file `path`.
+fn lock_file(path: &Path) -> Result<File, ImageError> {
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| ImageError::io("open lock file", path, e))
+}
+
+/// Takes the flock `how` on the lock file `path`, waiting for it.
+fn lock(path: &Path, how: FlockArg) -> Result<Flock<File>, ImageError> {
+    Flock::lock(lock_file(path)?, how).map_err(|(_, e)| ImageError::io("lock", path, e))
 }
