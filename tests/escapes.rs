@@ -52,7 +52,9 @@ fn descriptors_the_embedding_program_left_inheritable_do_not_reach_the_payload()
         wait_until_sleeping(payload);
         let fds = open_fds(payload);
         if is_root() && kind.contains(Namespaces::PID) {
-            // The init (a copy of this program) holds nothing but its status pipe.
+            // The init (a copy of this program) holds nothing but its status pipe once it
+            // waits for signals (it closes the rest right after forking the payload).
+            wait_until_blocked_in(child.id() as i32, "sigtimedwait");
             let init_fds = open_fds(child.id() as i32);
             assert_eq!(init_fds.len(), 1, "init holds {init_fds:?}");
         }

@@ -86,11 +86,11 @@ fn setup(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<Infallible, Failure
         None => None,
     };
     if plan.use_init {
+        // Non-dumpable before the payload exists, so however the two are scheduled the payload
+        // can neither ptrace the init nor open its /proc/<pid>/exe or fds (runc CVE-2019-5736).
+        let _ = super::prctl(libc::PR_SET_DUMPABLE, 0);
         let payload = super::fork_raw().map_err(at(Step::ForkPayload))?;
         if payload != 0 {
-            // Non-dumpable before the payload can run anything: it can neither ptrace the init
-            // nor open its /proc/<pid>/exe (runc CVE-2019-5736).
-            let _ = super::prctl(libc::PR_SET_DUMPABLE, 0);
             // The init stays in the outer user namespace and writes the payload's nested maps.
             if let (Some(sync), Some(maps)) = (&lock, lock_maps) {
                 super::mount::write_side(sync, super::mount::pid_dir(built.proc, payload), maps);
@@ -99,6 +99,9 @@ fn setup(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<Infallible, Failure
             super::close(*control);
             super::init::run(payload, status)
         }
+        // The payload is dumpable again, as before the fork (its exec resets this anyway), so
+        // its /proc files keep the ownership its setup and the nested-map writer expect.
+        let _ = super::prctl(libc::PR_SET_DUMPABLE, 1);
         super::mount::enter(&built, lock.as_ref())?;
     } else if let (Some(sync), Some(maps)) = (&lock, lock_maps) {
         // No init: a short-lived helper stays behind to write our nested maps.

@@ -188,9 +188,14 @@ pub fn run_example() -> std::path::PathBuf {
 /// Waits until process `pid` sleeps in `nanosleep` (a `sleep` payload has finished loading and
 /// holds only what it will keep): its descriptors can be inspected then.
 pub fn wait_until_sleeping(pid: i32) {
+    wait_until_blocked_in(pid, "nanosleep");
+}
+
+/// Waits (up to 10 s) until `pid` is blocked in a kernel function whose name contains `wchan`.
+pub fn wait_until_blocked_in(pid: i32, wchan: &str) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default().contains("nanosleep") {
-        assert!(std::time::Instant::now() < deadline, "process {pid} never reached its sleep");
+    while !std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default().contains(wchan) {
+        assert!(std::time::Instant::now() < deadline, "process {pid} never blocked in {wchan}");
         std::thread::yield_now();
     }
 }
