@@ -230,6 +230,32 @@ fn concurrent_prepares_of_images_sharing_a_base_store_it_once() {
 }
 
 #[test]
+fn preparing_never_waits_for_a_live_rootfs_that_uses_the_same_layer() {
+    // The race this guards: B finds the shared base missing, A renames it into place and takes
+    // its lease (a live Rootfs), then B locks the base to unpack it. Recreated by hand: A's
+    // Rootfs stays alive while its base is moved out of layers/.
+    let tmp = common::tempdir();
+    two_images_sharing_a_base(&tmp.path().join("oci"));
+    let source = ImageSource::open(tmp.path().join("oci")).unwrap();
+    let a = source.image(Some("a"), &Platform::host()).unwrap();
+    let b = source.image(Some("b"), &Platform::host()).unwrap();
+    let store_dir = tmp.path().join("store");
+    let ra = LayerStore::open(&store_dir).unwrap().prepare(&a).unwrap();
+    std::fs::rename(&ra.layers()[0], tmp.path().join("aside")).unwrap();
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done
+            .send(LayerStore::open(&store_dir).unwrap().prepare(&b).map(|rb| rb.report().layers_unpacked));
+    });
+    let unpacked = finished
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .expect("prepare still waiting after 2 minutes: blocked behind the live Rootfs")
+        .unwrap();
+    assert_eq!(unpacked, 2, "the base again, and b's own layer");
+    drop(ra);
+}
+
+#[test]
 fn gc_removes_only_layers_no_recorded_image_uses() {
     let tmp = common::tempdir();
     two_images_sharing_a_base(&tmp.path().join("oci"));

@@ -4,13 +4,15 @@
 //! <store>/            mode 0700
 //!   lock              shared while preparing, exclusive while collecting garbage
 //!   layers/<hex>/     one unpacked layer per diff_id, in overlayfs format, never changed
-//!   locks/<hex>       held while that layer is being unpacked
+//!   locks/<hex>       shared by every Rootfs using that layer (gc skips layers it finds held)
+//!   locks/<hex>.unpack  exclusive while that layer is being unpacked
 //!   tmp/              layers being unpacked; renamed into layers/ once verified
 //!   images/<hex>      per image id: the diff_ids it uses (the garbage collector's roots)
 //! ```
 //!
-//! Two processes (or threads) preparing images that share layers take the layer's lock in
-//! turn: the first unpacks it, the second finds it in place. A layer appears in `layers/` only
+//! Two processes (or threads) preparing images that share layers take the layer's unpack lock
+//! in turn: the first unpacks it, the second finds it in place. The unpack lock is not the lease
+//! lock: a preparer must never wait for a `Rootfs` that uses the layer to be dropped. A layer appears in `layers/` only
 //! by an atomic rename after its blob, size and diff_id checked out.
 
 use std::collections::HashSet;
@@ -199,7 +201,7 @@ impl LayerStore {
     fn unpack_layer(&self, image: &Image, i: usize) -> Result<UnpackReport, ImageError> {
         let layer = &image.layers[i];
         let hex = layer.diff_id.hex();
-        let _lock = lock(&self.root.join("locks").join(hex), FlockArg::LockExclusive)?;
+        let _lock = lock(&self.root.join("locks").join(format!("{hex}.unpack")), FlockArg::LockExclusive)?;
         let final_path = self.layer_path(&layer.diff_id);
         if final_path.is_dir() {
             return Ok(UnpackReport { layers_reused: 1, ownership: true, ..UnpackReport::default() });
@@ -279,6 +281,12 @@ impl LayerStore {
             remove_dir_all(&doomed)?;
             let _ = fs::remove_file(self.root.join("locks").join(&name));
             report.layers_removed += 1;
+        }
+        // No layer is being unpacked while gc holds the store exclusively: unpack locks can go.
+        for entry in self.read_dir("locks")? {
+            if entry.file_name().as_encoded_bytes().ends_with(b".unpack") {
+                let _ = fs::remove_file(entry.path());
+            }
         }
         for entry in self.read_dir("tmp")? {
             remove_dir_all(&entry.path())?;
