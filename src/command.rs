@@ -7,6 +7,7 @@ use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
+use crate::plan::WorkingDir;
 use crate::{Child, Error, ExitStatus, Output, Sandbox};
 
 /// A program to run in a sandbox, with its arguments, environment, working directory, stdio and
@@ -35,6 +36,8 @@ pub struct Command {
     inherit_env: bool,
     env: BTreeMap<OsString, Option<OsString>>,
     cwd: Option<PathBuf>,
+    /// `cwd` is the image's `WorkingDir`, created at spawn if missing.
+    cwd_from_image: bool,
     pub(crate) stdin: Option<Stdio>,
     pub(crate) stdout: Option<Stdio>,
     pub(crate) stderr: Option<Stdio>,
@@ -53,6 +56,7 @@ impl Command {
             args: Vec::new(),
             inherit_env: false,
             env,
+            cwd_from_image: cwd.is_some(),
             cwd,
             stdin: None,
             stdout: None,
@@ -121,6 +125,7 @@ impl Command {
     /// program's).
     pub fn current_dir(&mut self, dir: impl AsRef<Path>) -> &mut Self {
         self.cwd = Some(dir.as_ref().to_owned());
+        self.cwd_from_image = false;
         self
     }
 
@@ -244,7 +249,7 @@ impl Command {
             &self.program,
             &self.args,
             &self.environment(),
-            self.cwd.as_deref(),
+            self.cwd.as_deref().map(|path| WorkingDir { path, create: self.cwd_from_image }),
             stdio,
             passed,
         )

@@ -260,6 +260,11 @@ pub enum Stage {
     Capabilities,
     /// Setting `no_new_privs`.
     NoNewPrivs,
+    /// Creating an image's missing working directory.
+    CreateWorkingDir {
+        /// The directory, as seen inside the sandbox.
+        dir: PathBuf,
+    },
     /// Changing to the working directory.
     Chdir {
         /// The directory, as seen inside the sandbox.
@@ -291,6 +296,7 @@ impl fmt::Display for Stage {
             Stage::Rlimits => f.write_str("set resource limits"),
             Stage::Capabilities => f.write_str("set capabilities"),
             Stage::NoNewPrivs => f.write_str("set no_new_privs"),
+            Stage::CreateWorkingDir { dir } => write!(f, "create working directory {}", dir.display()),
             Stage::Chdir { dir } => write!(f, "change directory to {}", dir.display()),
         }
     }

@@ -11,7 +11,7 @@ use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use crate::fs::plan::FsPlan;
+use crate::fs::plan::{FsPlan, Target, target};
 use crate::privileges::CapPlan;
 use crate::sandbox::Config;
 use crate::{Error, Stage};
@@ -42,12 +42,13 @@ pub(crate) enum Step {
     Rlimits,
     Capabilities,
     NoNewPrivs,
+    CreateWorkingDir,
     Chdir,
     Exec,
 }
 
 impl Step {
-    const ALL: [Step; 23] = [
+    const ALL: [Step; 24] = [
         Step::Signals,
         Step::DeathSignal,
         Step::Fds,
@@ -69,6 +70,7 @@ impl Step {
         Step::Rlimits,
         Step::Capabilities,
         Step::NoNewPrivs,
+        Step::CreateWorkingDir,
         Step::Chdir,
         Step::Exec,
     ];
@@ -147,7 +149,18 @@ pub(crate) struct Plan<'a> {
     pub(crate) loopback: bool,
     pub(crate) creds: Creds<'a>,
     pub(crate) cwd: Option<CString>,
+    /// The working directory to create first when missing (an image's `WorkingDir`).
+    pub(crate) create_cwd: Option<Target>,
     pub(crate) exec: Exec,
+}
+
+/// The payload's working directory, as seen inside the sandbox.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct WorkingDir<'a> {
+    pub(crate) path: &'a Path,
+    /// Create it, and missing parents, when it does not exist (an image's `WorkingDir`, as runc
+    /// does); otherwise a missing directory fails the spawn, as with `std::process`.
+    pub(crate) create: bool,
 }
 
 /// The payload's program, argv and environment.
@@ -256,11 +269,14 @@ impl<'a> Plan<'a> {
     pub(crate) fn new(
         config: &'a Config,
         exec: Exec,
-        cwd: Option<&Path>,
+        cwd: Option<WorkingDir<'_>>,
         moves: Vec<(RawFd, RawFd)>,
         channels: Channels,
     ) -> Result<Plan<'a>, Error> {
-        let cwd = cwd.map(|dir| cstring("working directory", dir.as_os_str())).transpose()?;
+        let create_cwd = cwd.filter(|dir| dir.create);
+        let cwd = cwd.map(|dir| cstring("working directory", dir.path.as_os_str())).transpose()?;
+        // (After the check above, which names a bad path as the working directory.)
+        let create_cwd = create_cwd.map(|dir| target(dir.path)).transpose()?;
         Ok(Plan {
             clone_flags: config.namespaces.clone_flags(),
             use_init: config.use_init(),
@@ -281,6 +297,7 @@ impl<'a> Plan<'a> {
                 rlimits: &config.rlimits,
             },
             cwd,
+            create_cwd,
             exec,
         })
     }
@@ -316,6 +333,9 @@ impl<'a> Plan<'a> {
             Step::Rlimits => Stage::Rlimits,
             Step::Capabilities => Stage::Capabilities,
             Step::NoNewPrivs => Stage::NoNewPrivs,
+            Step::CreateWorkingDir => {
+                Stage::CreateWorkingDir { dir: self.cwd.as_deref().map(path_of).unwrap_or_default() }
+            }
             Step::Chdir => Stage::Chdir { dir: self.cwd.as_deref().map(path_of).unwrap_or_default() },
             Step::Exec => {
                 let program = match self.exec.candidates.get(index) {

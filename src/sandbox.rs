@@ -103,6 +103,11 @@ impl SandboxBuilder {
     /// [`groups`](Self::groups); every command starts with its `Env` and `WorkingDir`; and
     /// [`Sandbox::image_command`] runs its `Entrypoint` + `Cmd`. Each can be overridden: call
     /// `user`/`groups`/`root` after this, or `env`/`current_dir` on the command.
+    ///
+    /// A `WorkingDir` missing from the image is created before the payload starts, as runc
+    /// does: its missing components become directories of mode 0755 owned by the sandbox's
+    /// root, resolved inside the sandbox (symlinks of the image cannot lead out of it). A
+    /// directory given with `current_dir` must exist, as with `std::process::Command`.
     #[cfg(feature = "image")]
     pub fn image(&mut self, rootfs: &crate::image::Rootfs) -> &mut Self {
         self.root = Some(rootfs.root());

@@ -4,14 +4,13 @@
 
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::path::Path;
 
 use nix::fcntl::OFlag;
 use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType};
 
 use crate::child::Supervision;
 use crate::command::StdioKind;
-use crate::plan::{Channels, Exec, FAILURE_LEN, Plan};
+use crate::plan::{Channels, Exec, FAILURE_LEN, Plan, WorkingDir};
 use crate::resources::cgroup::SandboxCgroup;
 use crate::sandbox::Config;
 use crate::sys::clone::{Forked, clone_with_pidfd};
@@ -23,7 +22,7 @@ pub(crate) fn spawn(
     program: &OsStr,
     args: &[OsString],
     env: &[(OsString, OsString)],
-    cwd: Option<&Path>,
+    cwd: Option<WorkingDir<'_>>,
     stdio: [(RawFd, &StdioKind); 3],
     passed: Vec<(RawFd, RawFd)>,
 ) -> Result<Child, Error> {

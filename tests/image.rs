@@ -324,6 +324,15 @@ fn platform_is_selected_through_nested_indexes() {
 
 /// A one-layer image holding busybox, `/etc/passwd` and `/etc/group`, with `config`.
 fn busybox_image(dir: &Path, config: serde_json::Value) -> stockade::image::Rootfs {
+    busybox_image_with(dir, config, |_| {})
+}
+
+/// [`busybox_image`] with more entries in its layer.
+fn busybox_image_with(
+    dir: &Path,
+    config: serde_json::Value,
+    more: impl FnOnce(&mut LayerBuilder),
+) -> stockade::image::Rootfs {
     let mut l = LayerBuilder::new();
     let mut bb = oci::Entry::new("bin/busybox", b'0');
     bb.data = std::fs::read(busybox()).unwrap();
@@ -340,6 +349,7 @@ fn busybox_image(dir: &Path, config: serde_json::Value) -> stockade::image::Root
     home.uid = 1000;
     home.gid = 1000;
     l.dir("home").entry(home);
+    more(&mut l);
     oci::write_image(&dir.join("oci"), "app", &[LayerSpec::new(l.tar())], config);
     let image = ImageSource::open(dir.join("oci")).unwrap().image(Some("app"), &Platform::host()).unwrap();
     LayerStore::open(dir.join("store")).unwrap().prepare(&image).unwrap()
@@ -413,6 +423,71 @@ fn image_config_is_overridable_per_command() {
     // Plain commands get the image's Env and WorkingDir too; PATH finds `sh` inside.
     let out = sandbox.command("sh").args(["-c", "echo $GREETING $(pwd)"]).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hello /home/app\n");
+}
+
+#[test]
+fn a_missing_image_working_dir_is_created_inside_the_sandbox_only() {
+    let tmp = common::tempdir();
+    // The image's /escape names a host directory, which the image holds too: it must resolve
+    // to the image's copy, inside the sandbox's root.
+    let host = tmp.path().join("host");
+    std::fs::create_dir(&host).unwrap();
+    let in_image: Vec<PathBuf> =
+        host.ancestors().skip(1).take_while(|p| *p != Path::new("/")).map(Path::to_owned).collect();
+    let rootfs = busybox_image_with(
+        tmp.path(),
+        serde_json::json!({
+            "Env": ["PATH=/bin"],
+            "User": "app",
+            "WorkingDir": "/escape/made/deep",
+            "Cmd": ["/bin/sh", "-c", "pwd; busybox stat -c '%a %u' . ..; id -u"],
+        }),
+        |l| {
+            for dir in in_image.iter().rev().chain([&host]) {
+                l.dir(dir.strip_prefix("/").unwrap().as_os_str().as_encoded_bytes());
+            }
+            l.symlink("escape", host.as_os_str().as_encoded_bytes());
+        },
+    );
+    let layers = common::snapshot(&tmp.path().join("store/layers"));
+    // As root the payload is the image's uid 1000, which can enter the root-owned directories;
+    // rootless only uid 0 is mapped.
+    let as_image_user = common::is_root();
+    let out = image_sandbox(&rootfs, as_image_user).image_command().output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let uid = if as_image_user { 1000 } else { 0 };
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{}/made/deep\n755 0\n755 0\n{uid}\n", host.display()),
+        "created at the link's target inside the sandbox, 0755 and owned by its root"
+    );
+    assert_eq!(std::fs::read_dir(&host).unwrap().count(), 0, "created on the host");
+    assert_eq!(common::snapshot(&tmp.path().join("store/layers")), layers, "stored layers changed");
+}
+
+#[test]
+fn a_working_dir_that_cannot_be_created_or_a_missing_given_one_is_a_typed_error() {
+    use stockade::{Error, Stage};
+    let tmp = common::tempdir();
+    let rootfs =
+        busybox_image(tmp.path(), serde_json::json!({"Env": ["PATH=/bin"], "WorkingDir": "/etc/passwd/x"}));
+    let sandbox = image_sandbox(&rootfs, false);
+    let err = sandbox.command("/bin/pwd").output().unwrap_err();
+    assert!(
+        matches!(&err, Error::Setup { stage: Stage::CreateWorkingDir { dir }, source }
+            if dir == Path::new("/etc/passwd/x") && source.raw_os_error() == Some(libc::ENOTDIR)),
+        "{err}"
+    );
+    // A directory the caller gives must exist, as with std::process::Command.
+    let err = sandbox.command("/bin/pwd").current_dir("/missing").output().unwrap_err();
+    assert!(
+        matches!(&err, Error::Setup { stage: Stage::Chdir { dir }, source }
+            if dir == Path::new("/missing") && source.raw_os_error() == Some(libc::ENOENT)),
+        "{err}"
+    );
+    let out = sandbox.command("/bin/busybox").args(["ls", "/"]).current_dir("/").output().unwrap();
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && listing.contains("etc\n") && !listing.contains("missing"), "{listing}");
 }
 
 #[test]

@@ -4,6 +4,9 @@
 //! concurrently to shake out lock and descriptor races.
 
 mod common;
+#[cfg(feature = "image")]
+#[path = "common/oci.rs"]
+mod oci;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -113,6 +116,46 @@ fn eight_threads_spawning_fifty_sandboxes_each_never_allocate_after_clone() {
         t.join().unwrap();
     }
     assert_eq!(fd_count(), fds_before, "descriptors leaked");
+    assert_eq!(own_children(), Vec::<i32>::new(), "children left");
+}
+
+#[test]
+#[cfg(feature = "image")]
+fn image_sandboxes_creating_their_working_dir_never_allocate_after_clone() {
+    use stockade::image::{ImageSource, LayerStore, Platform};
+    let _ = Box::new(1u8);
+    // An overlay root of stored layers, an image user and a WorkingDir the image lacks (created
+    // after clone), or one that cannot be created (the failure-report path).
+    let tmp = tempdir();
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"].into_iter().find(|p| have(p)).expect("busybox-static");
+    let mut l = oci::LayerBuilder::new();
+    let mut bb = oci::Entry::new("bin/busybox", b'0');
+    bb.data = std::fs::read(busybox).unwrap();
+    bb.mode = 0o755;
+    l.dir("bin")
+        .entry(bb)
+        .symlink("bin/true", "busybox")
+        .dir("etc")
+        .file("etc/passwd", "root:x:0:0::/:/bin/true\n");
+    let layer = oci::LayerSpec::new(l.tar());
+    for (reference, workdir) in [("made", "/work/dir"), ("blocked", "/etc/passwd/dir")] {
+        let config = serde_json::json!({"User": "root", "WorkingDir": workdir});
+        oci::write_image(&tmp.path().join("oci"), reference, std::slice::from_ref(&layer), config);
+    }
+    let source = ImageSource::open(tmp.path().join("oci")).unwrap();
+    let store = LayerStore::open(tmp.path().join("store")).unwrap();
+    for reference in ["made", "blocked"] {
+        let rootfs = store.prepare(&source.image(Some(reference), &Platform::host()).unwrap()).unwrap();
+        let sandbox = builder(Namespaces::all()).image(&rootfs).build().unwrap();
+        for run in 0..20 {
+            let result = sandbox.command("/bin/true").stdout(Stdio::null()).status();
+            match (reference, result) {
+                ("made", Ok(status)) => assert!(status.success(), "{reference} run {run}: {status}"),
+                ("blocked", Err(Error::Setup { .. })) => {}
+                (_, other) => panic!("{reference} run {run}: {other:?}"),
+            }
+        }
+    }
     assert_eq!(own_children(), Vec::<i32>::new(), "children left");
 }
 

@@ -8,9 +8,9 @@
 //!
 //! Order: signals → parent-death signal → descriptors → wait for "go" (the parent writes id maps
 //! meanwhile) → time namespace → new session → hostname → loopback → filesystem up to the root
-//! switch ([`super::mount`]) → [fork: the init stays behind, non-dumpable] → mount lock in a
-//! nested user namespace → credentials → parent-death signal again → cwd → unblock signals →
-//! exec.
+//! switch ([`super::mount`]) → [non-dumpable, fork: the init stays behind] → mount lock in a
+//! nested user namespace → an image's missing working directory → credentials → parent-death
+//! signal again → cwd → unblock signals → exec.
 
 use std::convert::Infallible;
 use std::os::fd::RawFd;
@@ -188,6 +188,10 @@ fn write_file(path: &std::ffi::CStr, data: &[u8]) -> SysResult<()> {
 }
 
 fn exec_payload(plan: &Plan<'_>) -> Result<Infallible, Failure> {
+    // In the final root, while still its root: an image's working directory may be missing.
+    if let Some(dir) = &plan.create_cwd {
+        super::mount::create_dir(dir).map_err(at(Step::CreateWorkingDir))?;
+    }
     let creds = &plan.creds;
     // While all capabilities are still there (raising a hard limit needs CAP_SYS_RESOURCE).
     for &(resource, soft, hard) in creds.rlimits {

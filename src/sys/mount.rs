@@ -361,6 +361,18 @@ fn resolve(
     Ok(parent)
 }
 
+/// Creates directory `target` of the current root, and its missing parents (mode 0755), unless
+/// it exists; resolved like a mount target, inside the root.
+pub(super) fn create_dir(target: &Target) -> SysResult<()> {
+    if target.levels.is_empty() {
+        return Ok(());
+    }
+    let root = super::open(c"/", libc::O_PATH | libc::O_DIRECTORY)?;
+    let made = resolve(root, target, &target.levels, Create::Dir, 0o755).map(close);
+    close(root);
+    made
+}
+
 /// Whether `name` in `dir` is a symlink to exactly `link`.
 fn same_link(dir: RawFd, name: &CStr, link: &CStr) -> bool {
     let mut buf = [0u8; 4096];
