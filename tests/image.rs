@@ -503,6 +503,54 @@ fn writes_in_an_image_sandbox_leave_the_stored_layers_unchanged() {
 }
 
 #[test]
+fn image_user_is_looked_up_in_the_merged_view_of_the_layers() {
+    let tmp = common::tempdir();
+    let passwd = |uid: u32| format!("root:x:0:0::/:/bin/sh\napp:x:{uid}:{uid}::/:/bin/sh\n");
+    let mut base = LayerBuilder::new();
+    base.dir("etc")
+        .file("etc/passwd", passwd(1000))
+        .dir("usr")
+        .dir("usr/etc")
+        .file("usr/etc/passwd", passwd(3000));
+    let base = base.tar();
+    let upper =
+        |build: &dyn Fn(&mut LayerBuilder) -> &mut LayerBuilder| build(&mut LayerBuilder::new()).tar();
+    let cases: [(&str, Vec<u8>, Option<u32>); 6] = [
+        // /etc merges: the base's passwd shows through, the upper layer's group joins it.
+        ("merged", upper(&|l| l.dir("etc").file("etc/group", "root:x:0:\nwheel:x:10:app\n")), Some(1000)),
+        ("whiteout", upper(&|l| l.file(".wh.etc", "")), None),
+        ("opaque", upper(&|l| l.dir("etc").file("etc/.wh..wh..opq", "").file("etc/hosts", "x\n")), None),
+        ("symlink", upper(&|l| l.symlink("etc", "usr/etc")), Some(3000)),
+        // Resolved inside the image, like the kernel's lookup in the sandbox's root.
+        ("dotdot", upper(&|l| l.symlink("etc", "../../../../usr/./etc/")), Some(3000)),
+        ("loop", upper(&|l| l.symlink("etc", "etc2").symlink("etc2", "/etc")), None),
+    ];
+    for (name, top, uid) in cases {
+        let oci = tmp.path().join(name);
+        oci::write_image(
+            &oci,
+            name,
+            &[LayerSpec::new(base.clone()), LayerSpec::new(top)],
+            serde_json::json!({"User": "app"}),
+        );
+        let image = ImageSource::open(&oci).unwrap().image(Some(name), &Platform::host()).unwrap();
+        let stored = LayerStore::open(tmp.path().join("store")).unwrap().prepare(&image);
+        let flat = image.unpack(tmp.path().join(format!("{name}-flat")));
+        for (how, rootfs) in [("stored", stored), ("flat", flat)] {
+            match (uid, rootfs) {
+                (Some(uid), Ok(r)) => {
+                    assert_eq!(r.user().map(|u| u.uid), Some(uid), "{name} {how}");
+                    let groups = if name == "merged" { vec![10] } else { vec![] };
+                    assert_eq!(r.user().unwrap().groups, groups, "{name} {how}");
+                }
+                (None, Err(ImageError::User { user, .. })) => assert_eq!(user, "app", "{name} {how}"),
+                (_, other) => panic!("{name} {how}: {other:?}"),
+            }
+        }
+    }
+}
+
+#[test]
 fn unknown_image_user_is_a_typed_error() {
     let tmp = common::tempdir();
     let mut l = LayerBuilder::new();

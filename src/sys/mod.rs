@@ -383,6 +383,24 @@ pub(crate) fn loopback_up() -> SysResult<()> {
     result.map(drop)
 }
 
+/// `getxattr(2)`: reads extended attribute `name` of the file `fd` refers to (any descriptor,
+/// `O_PATH` included, and whatever the file's mode) into `buf`, returning its length (parent
+/// side; used by the image unpacker).
+#[cfg(feature = "image")]
+pub(crate) fn fd_getxattr(
+    fd: std::os::fd::BorrowedFd<'_>,
+    name: &CStr,
+    buf: &mut [u8],
+) -> std::io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let path =
+        std::ffi::CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).map_err(std::io::Error::other)?;
+    // SAFETY: `path` and `name` are NUL-terminated; `buf` is a live, writable slice of the
+    // length passed.
+    let ret = unsafe { libc::getxattr(path.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    check(ret as libc::c_long).map(|n| n as usize).map_err(Into::into)
+}
+
 /// `fsetxattr(2)`: sets extended attribute `name` of the open file `fd` (parent side; used by
 /// the image unpacker).
 #[cfg(feature = "image")]
