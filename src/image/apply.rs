@@ -641,6 +641,11 @@ impl Applier {
     }
 
     fn whiteout(&mut self, dir: &[u8], rest: &[u8], raw: &[u8]) -> Result<(), ImageError> {
+        if !dir.is_empty() && self.resolve(dir).err() == Some(Errno::ENOTDIR) {
+            // Nothing is below a non-directory: umoci, for one, lists the children of a
+            // directory it replaced by a file as whiteouts below that file.
+            return Ok(());
+        }
         if rest == b".wh..opq" {
             return self.opaque(dir);
         }
