@@ -456,11 +456,7 @@ impl ImageSource {
         let available: Vec<String> =
             entries.iter().flat_map(|e| e.repo_tags.clone().unwrap_or_default()).collect();
         let chosen = match reference {
-            Some(r) => entries.iter().find(|e| {
-                e.repo_tags.iter().flatten().any(|t| {
-                    reference_matches(t, r) || reference_matches(&format!("docker.io/library/{t}"), r)
-                })
-            }),
+            Some(r) => entries.iter().find(|e| e.repo_tags.iter().flatten().any(|t| reference_matches(t, r))),
             None if entries.len() == 1 => entries.first(),
             None => None,
         };
@@ -509,9 +505,10 @@ impl ImageSource {
     }
 }
 
-/// Whether an image name `name` answers to `reference`: the same string, or the same tag.
+/// Whether an image name `name` answers to `reference`: the same string, the same name in
+/// Docker's normal form, or the same tag.
 fn reference_matches(name: &str, reference: &str) -> bool {
-    if name == reference {
+    if name == reference || docker_normal(name) == docker_normal(reference) {
         return true;
     }
     // `docker.io/library/alpine:3` answers to `3` when only a tag is given.
@@ -519,6 +516,20 @@ fn reference_matches(name: &str, reference: &str) -> bool {
         && name
             .rsplit_once(':')
             .is_some_and(|(repo, tag)| !tag.contains('/') && !repo.is_empty() && tag == reference)
+}
+
+/// Docker's normal form of an image name: the default registry and namespace and the `latest`
+/// tag filled in (`alpine` → `docker.io/library/alpine:latest`, `example/app:v3` →
+/// `docker.io/example/app:v3`). A first component with a `.` or `:`, or `localhost`, is a
+/// registry and stays.
+fn docker_normal(name: &str) -> String {
+    let full = match name.split_once('/') {
+        None => format!("docker.io/library/{name}"),
+        Some((first, _)) if first.contains(['.', ':']) || first == "localhost" => name.to_owned(),
+        Some(_) => format!("docker.io/{name}"),
+    };
+    let last = full.rsplit('/').next().unwrap_or_default();
+    if last.contains(':') || full.contains('@') { full } else { format!("{full}:latest") }
 }
 
 fn descriptor_digest(d: &Descriptor) -> Result<Digest, ImageError> {
@@ -696,5 +707,33 @@ fn read_all(
 impl fmt::Debug for BlobReader {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("BlobReader")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reference_matches;
+
+    #[test]
+    fn references_match_in_docker_normal_form_or_by_tag() {
+        for (name, reference) in [
+            ("docker.io/example/app:v3", "example/app:v3"),
+            ("docker.io/library/alpine:3", "alpine:3"),
+            ("alpine:latest", "alpine"),
+            ("docker.io/library/alpine:3", "3"),
+            ("localhost:5000/app:1", "localhost:5000/app:1"),
+            ("ghcr.io/o/app:1", "ghcr.io/o/app:1"),
+        ] {
+            assert!(reference_matches(name, reference), "{name} should answer to {reference}");
+        }
+        for (name, reference) in [
+            ("example/app:v3", "example/app:v4"),
+            ("docker.io/other/app:v3", "example/app:v3"),
+            ("localhost:5000/app:1", "app:1"),
+            ("ghcr.io/o/app:1", "o/app:1"),
+            ("alpine:3", "alpine"),
+        ] {
+            assert!(!reference_matches(name, reference), "{name} should not answer to {reference}");
+        }
     }
 }
