@@ -23,9 +23,11 @@ fn run(script: &str, dir: &Path) {
     );
 }
 
+/// Whether every program in `needed` is on `PATH`; if not, records the skip of `test`.
 fn tools(test: &str, needed: &[&str]) -> bool {
+    let path = std::env::var_os("PATH").unwrap_or_default();
     for t in needed {
-        if !common::have(t) {
+        if !std::env::split_paths(&path).any(|dir| common::have(&dir.join(t).to_string_lossy())) {
             common::skip(test, &format!("{t} is not installed (.ci/run installs it)"));
             return false;
         }
@@ -72,20 +74,20 @@ fn umoci_image(dir: &Path) {
     if common::is_root() {
         run("mknod dev-null c 1 3 && chown 1000:1000 app/sub/s", &r);
     }
-    run("umoci repack --image oci:v2 b1 && rm -rf b1", dir);
+    run("umoci repack --image oci:v2 b1 && chmod -R u+rwX b1 && rm -rf b1", dir);
     run(&format!("umoci unpack {rootless} --image oci:v2 b2"), dir);
     run(
         "set -e; cd b2/rootfs; rm -rf data/gone; rm data/keep/a; echo changed > data/keep/new
         rm -rf app/sub; echo file > app/sub; chmod 0700 bin/suid; mkdir -p new/deep; echo d > new/deep/d",
         dir,
     );
-    run("umoci repack --image oci:v2b b2 && rm -rf b2", dir);
+    run("umoci repack --image oci:v2b b2 && chmod -R u+rwX b2 && rm -rf b2", dir);
     run(&format!("umoci unpack {rootless} --image oci:v2b b3"), dir);
     run(
         "set -e; cd b3/rootfs; rm -rf data/keep; mkdir data/keep; echo fresh > data/keep/fresh; rm app/sub; mkdir app/sub",
         dir,
     );
-    run("umoci repack --image oci:v3 b3 && rm -rf b3", dir);
+    run("umoci repack --image oci:v3 b3 && chmod -R u+rwX b3 && rm -rf b3", dir);
     run(
         "umoci config --image oci:v3 --config.user app --config.workingdir /app --config.env GREETING=hi --config.entrypoint /bin/sh --config.cmd -c --config.cmd 'echo $GREETING from $(pwd) as $(id -u):$(id -g)'",
         dir,
@@ -104,7 +106,7 @@ fn flattened_tree_equals_umoci_unpack_of_the_same_image() {
 
     let image =
         ImageSource::open(tmp.path().join("oci")).unwrap().image(Some("v3"), &Platform::host()).unwrap();
-    assert_eq!(image.layers().len(), 4, "umoci new + three repacks");
+    assert_eq!(image.layers().len(), 3, "one layer per repack (umoci new makes none)");
     let rootfs = image.unpack(tmp.path().join("mine")).unwrap();
     assert_eq!(rootfs.layers(), [tmp.path().join("mine/rootfs").canonicalize().unwrap()]);
 
@@ -672,7 +674,7 @@ fn stored_layers_stacked_by_overlayfs_show_the_same_tree_as_a_flat_unpack() {
         ImageSource::open(tmp.path().join("oci")).unwrap().image(Some("v3"), &Platform::host()).unwrap();
     image.unpack(tmp.path().join("flat")).unwrap();
     let rootfs = LayerStore::open(tmp.path().join("store")).unwrap().prepare(&image).unwrap();
-    assert_eq!(rootfs.layers().len(), 4);
+    assert_eq!(rootfs.layers().len(), 3);
 
     // The merged view, listed from inside (whiteouts and opaque directories applied by the
     // kernel), against the flattened tree.

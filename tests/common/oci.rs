@@ -315,7 +315,7 @@ fn walk(root: &Path, dir: &Path, owners: bool, out: &mut Tree) {
         } else if ft.is_dir() {
             ("dir", Vec::new())
         } else if ft.is_file() {
-            ("file", std::fs::read(&path).unwrap_or_default())
+            ("file", with_access(&path, &meta, 0o400, || std::fs::read(&path).unwrap()))
         } else if ft.is_fifo() {
             ("fifo", Vec::new())
         } else if ft.is_char_device() {
@@ -340,9 +340,22 @@ fn walk(root: &Path, dir: &Path, owners: bool, out: &mut Tree) {
             (kind.into(), meta.permissions().mode() & 0o7777, uid, gid, content, meta.rdev(), xattrs),
         );
         if ft.is_dir() {
-            walk(root, &path, owners, out);
+            with_access(&path, &meta, 0o500, || walk(root, &path, owners, out));
         }
     }
+}
+
+/// Runs `f` with the owner's `bits` added to `path`'s mode when they are missing (a rootless
+/// test owns the trees it reads, and its 0000 directories must be read too), then restores it.
+fn with_access<T>(path: &Path, meta: &std::fs::Metadata, bits: u32, f: impl FnOnce() -> T) -> T {
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & bits == bits || meta.uid() != nix::unistd::geteuid().as_raw() {
+        return f();
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode | bits)).unwrap();
+    let out = f();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    out
 }
 
 pub fn xattr_names(path: &Path) -> Vec<String> {
