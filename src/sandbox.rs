@@ -106,8 +106,10 @@ impl SandboxBuilder {
     ///
     /// A `WorkingDir` missing from the image is created before the payload starts, as runc
     /// does: its missing components become directories of mode 0755 owned by the sandbox's
-    /// root, resolved inside the sandbox (symlinks of the image cannot lead out of it). A
-    /// directory given with `current_dir` must exist, as with `std::process::Command`.
+    /// root, resolved inside the sandbox (symlinks of the image cannot lead out of it; mounts
+    /// are followed, so below a writable bind mount they are made in its source). A dangling
+    /// symlink on the way is an error. A directory given with `current_dir` must exist, as
+    /// with `std::process::Command`.
     #[cfg(feature = "image")]
     pub fn image(&mut self, rootfs: &crate::image::Rootfs) -> &mut Self {
         self.root = Some(rootfs.root());

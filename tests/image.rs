@@ -465,6 +465,26 @@ fn a_missing_image_working_dir_is_created_inside_the_sandbox_only() {
     );
     assert_eq!(std::fs::read_dir(&host).unwrap().count(), 0, "created on the host");
     assert_eq!(common::snapshot(&tmp.path().join("store/layers")), layers, "stored layers changed");
+
+    // Whatever the embedding program's umask (a process-wide setting: shown with the example
+    // program in its own process).
+    let example =
+        std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join("examples/image_run");
+    assert!(example.exists(), "{} missing: `cargo test` builds the examples", example.display());
+    let out = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(r#"umask 077 && exec "$0" --store "$1" "$2" -- /bin/busybox stat -c %a . .."#)
+        .arg(&example)
+        .arg(tmp.path().join("store-umask"))
+        .arg(format!("{}:app", tmp.path().join("oci").display()))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "755\n755\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

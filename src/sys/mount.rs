@@ -368,7 +368,12 @@ pub(super) fn create_dir(target: &Target) -> SysResult<()> {
         return Ok(());
     }
     let root = super::open(c"/", libc::O_PATH | libc::O_DIRECTORY)?;
+    // Exactly 0755 whatever the embedding program's umask (runc forces 022 likewise).
+    // SAFETY: umask only swaps an integer.
+    let old_umask = unsafe { libc::umask(0) };
     let made = resolve(root, target, &target.levels, Create::Dir, 0o755).map(close);
+    // SAFETY: as above; the payload inherits the embedding program's umask, as with std.
+    unsafe { libc::umask(old_umask) };
     close(root);
     made
 }
