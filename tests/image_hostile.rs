@@ -2212,3 +2212,57 @@ fn whiteout_after_new_children_hides_only_the_lower_directory_content() {
     }
     fx.check_host();
 }
+
+/// An image with `User: app` and this one layer, prepared in a store and flattened.
+fn with_user(dir: &Path, l: &LayerBuilder) -> [Result<Rootfs, ImageError>; 2] {
+    oci::write_image(
+        &dir.join("layout"),
+        "u",
+        &[LayerSpec::new(l.tar())],
+        serde_json::json!({"User": "app"}),
+    );
+    let image = ImageSource::open(dir.join("layout")).unwrap().image(Some("u"), &Platform::host()).unwrap();
+    [LayerStore::open(dir.join("store")).unwrap().prepare(&image), image.unpack(dir.join("out"))]
+}
+
+#[test]
+fn image_user_lookup_never_reads_the_hosts_files() {
+    let tmp = common::tempdir();
+    let base = fs::canonicalize(tmp.path()).unwrap();
+    // A host passwd that would resolve `app` if a lookup ever left the image.
+    fs::create_dir_all(base.join("host/etc")).unwrap();
+    fs::write(base.join("host/etc/passwd"), "app:x:4242:4242::/:/bin/sh\n").unwrap();
+    let host_etc = base.join("host/etc");
+    let climb = format!("{}{}", "../".repeat(12), host_etc.display());
+    for (i, target) in [host_etc.display().to_string(), climb].into_iter().enumerate() {
+        let dir = base.join(format!("case{i}"));
+        let l = layer(|l| {
+            l.symlink("etc", &target);
+        });
+        for result in with_user(&dir, &l) {
+            match result {
+                Err(ImageError::User { user, .. }) => assert_eq!(user, "app"),
+                other => panic!("etc -> {target}: expected an unknown user, got {other:?}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn image_user_lookup_through_endless_symlink_hops_is_a_typed_limit() {
+    let tmp = common::tempdir();
+    // Each link's target walks 800 directories up and down before naming the next link: a
+    // lookup the kernel would do, but costly; stockade stops at a step budget.
+    let mut l = LayerBuilder::new();
+    l.dir("x").file("passwd", "app:x:1:1::/:/bin/sh\n");
+    for i in 0..39 {
+        l.symlink(format!("l{i}"), format!("{}l{}", "x/../".repeat(800), i + 1));
+    }
+    l.symlink("l39", "passwd").dir("etc").symlink("etc/passwd", "../l0");
+    for result in with_user(tmp.path(), &l) {
+        match result {
+            Err(e @ ImageError::Limit { .. }) => assert!(e.to_string().contains("/etc/passwd"), "{e}"),
+            other => panic!("expected ImageError::Limit, got {other:?}"),
+        }
+    }
+}

@@ -280,9 +280,9 @@ impl Image {
 /// without ever opening anything else: a device node in an image or layout must not be
 /// opened on the host (opening some devices has effects: a watchdog arms, a tape rewinds).
 /// It is found with `O_PATH`, checked, then reopened through `/proc/self/fd`.
-pub(crate) fn open_regular(
+pub(crate) fn open_regular<P: ?Sized + nix::NixPath>(
     dir: &std::os::fd::OwnedFd,
-    path: &str,
+    path: &P,
     scope: nix::fcntl::ResolveFlag,
 ) -> nix::Result<Option<std::fs::File>> {
     use nix::fcntl::{OFlag, OpenHow, ResolveFlag};

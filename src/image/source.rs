@@ -523,9 +523,13 @@ fn reference_matches(name: &str, reference: &str) -> bool {
 /// `docker.io/example/app:v3`). A first component with a `.` or `:`, or `localhost`, is a
 /// registry and stays.
 fn docker_normal(name: &str) -> String {
+    let name =
+        name.strip_prefix("index.docker.io/").map_or(name.to_owned(), |rest| format!("docker.io/{rest}"));
     let full = match name.split_once('/') {
         None => format!("docker.io/library/{name}"),
-        Some((first, _)) if first.contains(['.', ':']) || first == "localhost" => name.to_owned(),
+        // Official images keep their `library/` namespace even with the registry spelled out.
+        Some(("docker.io", rest)) if !rest.contains('/') => format!("docker.io/library/{rest}"),
+        Some((first, _)) if first.contains(['.', ':']) || first == "localhost" => name,
         Some(_) => format!("docker.io/{name}"),
     };
     let last = full.rsplit('/').next().unwrap_or_default();
@@ -643,7 +647,7 @@ pub(crate) fn open_blob(source: &Arc<SourceInner>, loc: &BlobLoc) -> Result<Blob
     };
     match &source.container {
         Container::Dir(dir) => {
-            let file = super::open_regular(dir, &name, ResolveFlag::RESOLVE_BENEATH)
+            let file = super::open_regular(dir, name.as_str(), ResolveFlag::RESOLVE_BENEATH)
                 .map_err(|e| ImageError::io("open blob", source.path.join(&name), e))?;
             let Some(file) = file else {
                 return Err(ImageError::format(
@@ -723,6 +727,8 @@ mod tests {
             ("docker.io/library/alpine:3", "3"),
             ("localhost:5000/app:1", "localhost:5000/app:1"),
             ("ghcr.io/o/app:1", "ghcr.io/o/app:1"),
+            ("docker.io/alpine:3", "alpine:3"),
+            ("index.docker.io/library/alpine:3", "docker.io/alpine:3"),
         ] {
             assert!(reference_matches(name, reference), "{name} should answer to {reference}");
         }

@@ -2,8 +2,10 @@
 //! the host's), found in the merged view of its layers, as the sandbox will see them.
 
 use std::collections::VecDeque;
+use std::ffi::OsStr;
 use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
 
 use nix::errno::Errno;
@@ -16,6 +18,8 @@ use super::{ImageError, ImageUser};
 const MAX_DB: u64 = 4 << 20;
 /// Symlinks followed in one lookup at most, as the kernel does (`MAXSYMLINKS`).
 const MAX_LINKS: usize = 40;
+/// Layer entries examined in one lookup at most: a normal image needs a few per layer.
+const MAX_STEPS: usize = 16384;
 
 /// Resolves `user` (`name`, `uid`, `name:group`, `uid:gid`, ...) inside the image.
 pub(crate) fn resolve(layers: &[PathBuf], user: &str) -> Result<ImageUser, ImageError> {
@@ -76,7 +80,7 @@ pub(crate) fn resolve(layers: &[PathBuf], user: &str) -> Result<ImageUser, Image
 }
 
 /// The lines of a colon-separated database at `path` in the image's merged view; empty if it is
-/// missing, not a regular file, or unreadable.
+/// missing or not a regular file.
 fn read_db(layers: &[PathBuf], path: &str) -> Result<Vec<Vec<String>>, ImageError> {
     let dirs = layers
         .iter()
@@ -85,18 +89,27 @@ fn read_db(layers: &[PathBuf], path: &str) -> Result<Vec<Vec<String>>, ImageErro
                 .map_err(|e| ImageError::io("open layer", layer, e))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let Ok(Some((layer, found))) = Merged { layers: &dirs }.find(path) else {
-        return Ok(Vec::new());
-    };
+    let mut merged = Merged { layers: &dirs, steps: 0 };
+    let found = merged.find(path.as_bytes()).map_err(|e| match e {
+        LookupError::Steps => ImageError::Limit {
+            what: format!("lookups in the image's layers while looking for /{path}"),
+            limit: MAX_STEPS as u64,
+        },
+        LookupError::Sys { layer, rel, errno } => {
+            ImageError::io("look up", layers[layer].join(OsStr::from_bytes(&rel)), errno)
+        }
+    })?;
+    let Some((layer, found)) = found else { return Ok(Vec::new()) };
+    let at = layers[layer].join(OsStr::from_bytes(&found));
     // Never opened unless it is a regular file (a device, a FIFO: never).
     let scope = ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS;
-    let Ok(Some(file)) = super::open_regular(&dirs[layer], &found, scope) else {
-        return Ok(Vec::new());
+    let file = match super::open_regular(&dirs[layer], OsStr::from_bytes(&found), scope) {
+        Ok(Some(file)) => file,
+        Ok(None) => return Ok(Vec::new()),
+        Err(e) => return Err(ImageError::io("open", at, e)),
     };
     let mut bytes = Vec::new();
-    file.take(MAX_DB)
-        .read_to_end(&mut bytes)
-        .map_err(|e| ImageError::io("read", layers[layer].join(&found), e))?;
+    file.take(MAX_DB).read_to_end(&mut bytes).map_err(|e| ImageError::io("read", &at, e))?;
     // Latin-1 GECOS fields and the like must not make the whole file unusable.
     let text = String::from_utf8_lossy(&bytes);
     Ok(text
@@ -106,68 +119,84 @@ fn read_db(layers: &[PathBuf], path: &str) -> Result<Vec<Vec<String>>, ImageErro
         .collect())
 }
 
+/// Why a merged lookup stopped.
+enum LookupError {
+    /// More than [`MAX_STEPS`] entries were examined (an image built to make lookups slow).
+    Steps,
+    /// Examining `rel` in layer `layer` failed.
+    Sys { layer: usize, rel: Vec<u8>, errno: Errno },
+}
+
 /// The view overlayfs gives of layer directories in its format (bottom first), for lookups:
 /// the topmost entry of a name wins; a whiteout (a 0/0 character device) hides lower entries; a
 /// directory merges with the directories below it, down to an opaque one; symlinks resolve in
-/// the merged view. A flattened rootfs is the one-layer case.
+/// the merged view, inside the image. A flattened rootfs is the one-layer case.
 struct Merged<'a> {
     layers: &'a [OwnedFd],
+    /// Entries examined so far, against [`MAX_STEPS`].
+    steps: usize,
 }
 
 /// The topmost entry of a name in the merged view.
 enum Entry {
     /// A directory, and the layers (top first) whose directories merge into it.
     Dir(Vec<usize>),
-    Symlink(String),
+    Symlink(Vec<u8>),
     /// Anything else, in this layer.
     Other(usize),
 }
 
 impl Merged<'_> {
-    /// Finds `path` (no symlink may lead out of the image) and returns the layer holding it and
-    /// its symlink-free path there; `None` if it does not exist or is a directory.
-    fn find(&self, path: &str) -> nix::Result<Option<(usize, String)>> {
+    /// Finds `path` and returns the layer holding it and its symlink-free path there; `None` if
+    /// it does not exist or is a directory.
+    fn find(&mut self, path: &[u8]) -> Result<Option<(usize, Vec<u8>)>, LookupError> {
         let all: Vec<usize> = (0..self.layers.len()).rev().collect();
-        let (mut dir, mut visible) = (Vec::<String>::new(), all.clone());
-        let mut todo: VecDeque<String> = path.split('/').map(str::to_owned).collect();
+        // The current directory: its symlink-free path, and per level the merging layers.
+        let mut dir: Vec<u8> = Vec::new();
+        let mut levels: Vec<(usize, Vec<usize>)> = Vec::new();
+        let mut todo: VecDeque<Vec<u8>> = path.split(|&b| b == b'/').map(<[u8]>::to_vec).collect();
         let mut links = 0;
         while let Some(name) = todo.pop_front() {
-            match name.as_str() {
-                "" | "." => continue,
-                ".." => {
-                    dir.pop();
-                    visible = all.clone();
-                    for depth in 1..=dir.len() {
-                        match self.entry(&visible, &dir[..depth].join("/"))? {
-                            Some(Entry::Dir(layers)) => visible = layers,
-                            _ => return Ok(None),
-                        }
+            match name.as_slice() {
+                b"" | b"." => continue,
+                b".." => {
+                    if let Some((len, _)) = levels.pop() {
+                        dir.truncate(len);
                     }
                     continue;
                 }
                 _ => {}
             }
-            let rel = if dir.is_empty() { name.clone() } else { format!("{}/{name}", dir.join("/")) };
-            match self.entry(&visible, &rel)? {
+            let visible = levels.last().map_or(&all, |(_, v)| v);
+            let mut rel = dir.clone();
+            if !rel.is_empty() {
+                rel.push(b'/');
+            }
+            rel.extend_from_slice(&name);
+            if rel.len() >= libc::PATH_MAX as usize {
+                return Err(LookupError::Sys { layer: 0, rel, errno: Errno::ENAMETOOLONG });
+            }
+            match self.entry(visible, &rel)? {
                 None => return Ok(None),
-                Some(Entry::Dir(layers)) => {
-                    dir.push(name);
-                    visible = layers;
+                Some(Entry::Dir(merging)) => {
+                    levels.push((dir.len(), merging));
+                    dir = rel;
                 }
                 Some(Entry::Symlink(target)) => {
                     links += 1;
                     if links > MAX_LINKS {
                         return Ok(None);
                     }
-                    if target.starts_with('/') {
-                        (dir, visible) = (Vec::new(), all.clone());
+                    if target.starts_with(b"/") {
+                        dir.clear();
+                        levels.clear();
                     }
-                    for part in target.split('/').rev() {
-                        todo.push_front(part.to_owned());
+                    for part in target.split(|&b| b == b'/').rev() {
+                        todo.push_front(part.to_vec());
                     }
                 }
                 Some(Entry::Other(layer)) => {
-                    let last = todo.iter().all(|n| n.is_empty() || n == ".");
+                    let last = todo.iter().all(|n| n.is_empty() || n == b".");
                     return Ok(last.then_some((layer, rel)));
                 }
             }
@@ -176,38 +205,43 @@ impl Merged<'_> {
     }
 
     /// The topmost entry at `rel` among the `visible` layers (top first).
-    fn entry(&self, visible: &[usize], rel: &str) -> nix::Result<Option<Entry>> {
-        let mut merged: Vec<usize> = Vec::new();
+    fn entry(&mut self, visible: &[usize], rel: &[u8]) -> Result<Option<Entry>, LookupError> {
+        let mut merging: Vec<usize> = Vec::new();
         for &layer in visible {
-            let Some((fd, st)) = self.stat(layer, rel)? else { continue };
+            self.steps += 1;
+            if self.steps > MAX_STEPS {
+                return Err(LookupError::Steps);
+            }
+            let fail = |errno| LookupError::Sys { layer, rel: rel.to_vec(), errno };
+            let Some((fd, st)) = self.stat(layer, rel).map_err(fail)? else { continue };
             let kind = st.st_mode & libc::S_IFMT;
             if kind != libc::S_IFDIR {
-                if !merged.is_empty() {
+                if !merging.is_empty() {
                     break; // a non-directory below a directory is hidden by it
                 }
                 return Ok(match kind {
                     libc::S_IFCHR if st.st_rdev == 0 => None, // whiteout
                     libc::S_IFLNK => {
-                        let target = nix::fcntl::readlinkat(&fd, "")?;
-                        Some(Entry::Symlink(target.to_string_lossy().into_owned()))
+                        let target = nix::fcntl::readlinkat(&fd, "").map_err(fail)?;
+                        Some(Entry::Symlink(target.into_vec()))
                     }
                     _ => Some(Entry::Other(layer)),
                 });
             }
-            merged.push(layer);
-            if is_opaque(&fd) {
+            merging.push(layer);
+            if is_opaque(&fd).map_err(fail)? {
                 break;
             }
         }
-        Ok((!merged.is_empty()).then_some(Entry::Dir(merged)))
+        Ok((!merging.is_empty()).then_some(Entry::Dir(merging)))
     }
 
     /// `rel` in one layer, without following any symlink: an `O_PATH` descriptor and its stat.
-    fn stat(&self, layer: usize, rel: &str) -> nix::Result<Option<(OwnedFd, libc::stat)>> {
+    fn stat(&self, layer: usize, rel: &[u8]) -> nix::Result<Option<(OwnedFd, libc::stat)>> {
         let how = OpenHow::new()
             .flags(OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
             .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS);
-        match nix::fcntl::openat2(&self.layers[layer], rel, how) {
+        match nix::fcntl::openat2(&self.layers[layer], OsStr::from_bytes(rel), how) {
             Ok(fd) => {
                 let st = nix::sys::stat::fstat(&fd)?;
                 Ok(Some((fd, st)))
@@ -218,10 +252,17 @@ impl Merged<'_> {
     }
 }
 
-/// Whether directory `dir` is marked opaque for overlayfs.
-fn is_opaque(dir: &OwnedFd) -> bool {
-    [c"trusted.overlay.opaque", c"user.overlay.opaque"].into_iter().any(|name| {
+/// Whether directory `dir` is marked opaque for overlayfs (either xattr namespace).
+fn is_opaque(dir: &OwnedFd) -> nix::Result<bool> {
+    for name in [c"trusted.overlay.opaque", c"user.overlay.opaque"] {
         let mut value = [0u8; 2];
-        matches!(crate::sys::fd_getxattr(dir.as_fd(), name, &mut value), Ok(1) if value[0] == b'y')
-    })
+        match crate::sys::fd_getxattr(dir.as_fd(), name, &mut value) {
+            Ok(1) if value[0] == b'y' => return Ok(true),
+            Ok(_) => {}
+            // Absent, unsupported here, or longer than "y": not opaque by this name.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENODATA | libc::ENOTSUP | libc::ERANGE)) => {}
+            Err(e) => return Err(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))),
+        }
+    }
+    Ok(false)
 }
