@@ -641,16 +641,17 @@ impl Applier {
     }
 
     fn whiteout(&mut self, dir: &[u8], rest: &[u8], raw: &[u8]) -> Result<(), ImageError> {
+        let opaque = rest == b".wh..opq";
+        if !opaque && (rest.is_empty() || rest == b"." || rest == b".." || rest.starts_with(b".wh.")) {
+            return Err(self.refuse(raw, "malformed whiteout"));
+        }
         if !dir.is_empty() && self.resolve(dir).err() == Some(Errno::ENOTDIR) {
             // Nothing is below a non-directory: umoci, for one, lists the children of a
             // directory it replaced by a file as whiteouts below that file.
             return Ok(());
         }
-        if rest == b".wh..opq" {
+        if opaque {
             return self.opaque(dir);
-        }
-        if rest.is_empty() || rest == b"." || rest == b".." || rest.starts_with(b".wh.") {
-            return Err(self.refuse(raw, "malformed whiteout"));
         }
         let path = join(dir, rest);
         if self.written.contains(&path) || self.holding.contains(&path) {
