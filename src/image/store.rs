@@ -215,8 +215,15 @@ impl LayerStore {
             blob::stream_layer(image, layer, &self.limits, |r| applier.apply_layer(&label, r))?;
             let mut report = applier.finish()?;
             report.layers_unpacked = 1;
-            fs::rename(&tmp, &final_path)
-                .map_err(|e| ImageError::io("move layer into place", &final_path, e))?;
+            if let Err(e) = fs::rename(&tmp, &final_path) {
+                // Put in place meanwhile by a writer that did not share our lock (an older
+                // stockade, or a filesystem without working flock): the same verified content.
+                if final_path.is_dir() {
+                    let _ = remove_dir_all(&tmp);
+                    return Ok(UnpackReport { layers_reused: 1, ownership: true, ..UnpackReport::default() });
+                }
+                return Err(ImageError::io("move layer into place", &final_path, e));
+            }
             Ok(report)
         })();
         if result.is_err() {
