@@ -154,7 +154,7 @@ fn host_mount_table_is_unchanged_after_100_sandboxes() {
 }
 
 /// A caller-supplied root with a shell: the host's system directories bound in by the sandbox.
-fn caller_root() -> tempfile::TempDir {
+fn caller_root() -> TempDir {
     let root = tempdir();
     for dir in ["usr", "etc", "var/tmp"] {
         std::fs::create_dir_all(root.path().join(dir)).unwrap();

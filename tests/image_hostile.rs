@@ -25,30 +25,11 @@ type Snapshot = Vec<(String, u32, Vec<u8>)>;
 /// A temporary directory holding a host tree to protect (`host/`), image layouts
 /// (`layout<n>/`), flattened destinations (`out<n>/rootfs`) and layer stores (`store<n>/`).
 struct Fx {
-    tmp: tempfile::TempDir,
+    _tmp: common::TempDir,
     base: PathBuf,
     before: Snapshot,
     owner: (u32, u32),
     n: Cell<u32>,
-}
-
-impl Drop for Fx {
-    fn drop(&mut self) {
-        // Mode 0000 / 0555 directories the images made must not stop the clean-up as nobody.
-        open_up(self.tmp.path());
-    }
-}
-
-fn open_up(path: &Path) {
-    let Ok(meta) = fs::symlink_metadata(path) else { return };
-    if meta.is_dir() {
-        let _ = fs::set_permissions(path, fs::Permissions::from_mode(0o700));
-        if let Ok(entries) = fs::read_dir(path) {
-            for e in entries.flatten() {
-                open_up(&e.path());
-            }
-        }
-    }
 }
 
 impl Fx {
@@ -67,7 +48,7 @@ impl Fx {
         }
         let before = common::snapshot(&host);
         let meta = fs::metadata(host.join("etc/passwd")).unwrap();
-        Fx { tmp, base, before, owner: (meta.uid(), meta.gid()), n: Cell::new(0) }
+        Fx { _tmp: tmp, base, before, owner: (meta.uid(), meta.gid()), n: Cell::new(0) }
     }
 
     fn next(&self, what: &str) -> PathBuf {
@@ -2123,7 +2104,7 @@ fn lmeta_opt(p: &Path) -> Option<fs::Metadata> {
 
 /// Removes a finished destination (keeps later `check_host` scans short).
 fn remove_dest(dest: &Path) -> std::io::Result<()> {
-    open_up(dest);
+    common::open_up(dest);
     fs::remove_dir_all(dest)
 }
 

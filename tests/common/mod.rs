@@ -174,8 +174,39 @@ pub fn snapshot(dir: &std::path::Path) -> Vec<(String, u32, Vec<u8>)> {
 }
 
 /// A temporary directory any test user can use.
-pub fn tempdir() -> tempfile::TempDir {
-    tempfile::Builder::new().prefix("stockade-test-").tempdir().expect("temp dir")
+pub fn tempdir() -> TempDir {
+    TempDir(tempfile::Builder::new().prefix("stockade-test-").tempdir().expect("temp dir"))
+}
+
+/// A temporary directory removed with everything in it when dropped, including directories a
+/// test or an image made inaccessible (mode 0000 or 0555, an overlayfs work directory), which
+/// a rootless run could not otherwise remove.
+pub struct TempDir(tempfile::TempDir);
+
+impl TempDir {
+    pub fn path(&self) -> &std::path::Path {
+        self.0.path()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        open_up(self.0.path());
+    }
+}
+
+/// Gives the owner full access to every directory under `path` (not following links).
+pub fn open_up(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::symlink_metadata(path) else { return };
+    if meta.is_dir() {
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700));
+        if let Ok(entries) = std::fs::read_dir(path) {
+            for e in entries.flatten() {
+                open_up(&e.path());
+            }
+        }
+    }
 }
 
 /// The `run` example, a real embedding program (`cargo test` builds the examples).
