@@ -573,6 +573,38 @@ fn image_user_is_looked_up_in_the_merged_view_of_the_layers() {
 }
 
 #[test]
+fn a_directory_entry_replaces_the_xattrs_of_the_lower_directory() {
+    let tmp = common::tempdir();
+    let dir_with = |name: &str, value: &[u8]| {
+        let mut e = oci::Entry::new("d", b'5');
+        e.pax.push((format!("SCHILY.xattr.{name}"), value.to_vec()));
+        e
+    };
+    let mut lower = LayerBuilder::new();
+    lower.entry(dir_with("user.lower", b"1")).file("d/f", "f\n");
+    let mut upper = LayerBuilder::new();
+    upper.entry(dir_with("user.upper", b"2"));
+    oci::write_image(
+        &tmp.path().join("oci"),
+        "x",
+        &[LayerSpec::new(lower.tar()), LayerSpec::new(upper.tar())],
+        serde_json::json!({}),
+    );
+    let image =
+        ImageSource::open(tmp.path().join("oci")).unwrap().image(Some("x"), &Platform::host()).unwrap();
+    let flat = image.unpack(tmp.path().join("flat")).unwrap();
+    let d = flat.layers()[0].join("d");
+    // (Directory metadata is set once, after all layers: the last entry's is the one set.)
+    assert_eq!(oci::xattr_names(&d), ["user.upper"], "as overlayfs shows the topmost directory's");
+    assert_eq!(std::fs::read(d.join("f")).unwrap(), b"f\n", "the contents still merge");
+    assert!(flat.report().skipped_xattr_list.is_empty(), "{:?}", flat.report());
+    // In the store each layer keeps its own; overlayfs shows the top one's.
+    let stored = LayerStore::open(tmp.path().join("store")).unwrap().prepare(&image).unwrap();
+    assert_eq!(oci::xattr_names(&stored.layers()[1].join("d")), ["user.upper"]);
+    assert_eq!(oci::xattr_names(&stored.layers()[0].join("d")), ["user.lower"]);
+}
+
+#[test]
 fn unknown_image_user_is_a_typed_error() {
     let tmp = common::tempdir();
     let mut l = LayerBuilder::new();
