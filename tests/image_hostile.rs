@@ -1444,7 +1444,9 @@ fn devices_are_created_exactly_as_root_and_reported_rootless() {
     let (root, r) = fx.unpack(&[&l]);
     let flat = r.unwrap();
     let store = fx.prepare(&[&l]).unwrap();
-    for (root, report) in [(root, flat.report()), (store.layers()[0].clone(), store.report())] {
+    for (stored, root, report) in
+        [(false, root, flat.report()), (true, store.layers()[0].clone(), store.report())]
+    {
         if common::is_root() {
             let m = lmeta(root.join("dev/null"));
             assert!(m.file_type().is_char_device());
@@ -1454,12 +1456,38 @@ fn devices_are_created_exactly_as_root_and_reported_rootless() {
             assert_eq!((m.rdev(), m.mode() & 0o7777, m.gid()), (libc::makedev(7, 9), 0o660, 6));
             assert_eq!(report.skipped_devices, 0);
         } else {
-            assert!(!exists(root.join("dev/null")) && !exists(root.join("dev/loop9")));
+            // Nothing there: in the store, a whiteout hides what lower layers had.
+            for dev in ["dev/null", "dev/loop9"] {
+                assert!(if stored { is_whiteout(root.join(dev)) } else { !exists(root.join(dev)) }, "{dev}");
+            }
             assert_eq!(report.skipped_devices, 2);
             assert_eq!(report.skipped_device_list, [PathBuf::from("dev/null"), PathBuf::from("dev/loop9")]);
         }
         assert_eq!(read(root.join("dev/ok")), "ok");
     }
+    fx.check_host();
+}
+
+#[test]
+fn a_device_skipped_rootless_still_replaces_the_lower_file() {
+    if common::is_root() {
+        return common::skip(
+            "a_device_skipped_rootless_still_replaces_the_lower_file",
+            "root creates the device (devices_are_created_exactly_as_root_and_reported_rootless)",
+        );
+    }
+    let fx = Fx::new();
+    let lower = layer(|l| {
+        l.dir("dev").file("dev/x", "lower file").dir("dev/d").file("dev/d/f", "lower tree");
+    });
+    let upper = layer(|l| {
+        l.entry(entry("dev/x", b'3', |e| e.dev = (1, 3))).entry(entry("dev/d", b'4', |e| e.dev = (7, 1)));
+    });
+    let (root, r) = fx.unpack(&[&lower, &upper]);
+    assert_eq!(r.unwrap().report().skipped_devices, 2);
+    assert!(!exists(root.join("dev/x")) && !exists(root.join("dev/d")), "the lower entries show through");
+    let store = fx.prepare(&[&lower, &upper]).unwrap();
+    assert!(is_whiteout(store.layers()[1].join("dev/x")) && is_whiteout(store.layers()[1].join("dev/d")));
     fx.check_host();
 }
 

@@ -591,20 +591,18 @@ impl Applier {
             let sflag = if kind == tar::EntryType::Char { SFlag::S_IFCHR } else { SFlag::S_IFBLK };
             (sflag, nix::sys::stat::makedev(u64::from(major), u64::from(minor)))
         };
-        if sflag != SFlag::S_IFIFO && !self.privileged {
-            self.skip_device(path);
-            return Ok(());
-        }
         let (dir, name) = split(path);
         let parent = self.parent(dir)?;
+        if sflag != SFlag::S_IFIFO && !self.privileged {
+            return self.skip_device(&parent, name, path);
+        }
         let perm = Mode::from_bits_truncate(meta.mode & 0o777);
         match self.place(&parent, name, path, |p| mknodat(p, name, sflag, perm, dev)) {
             Err(ImageError::Io { source, .. })
                 if source.raw_os_error() == Some(libc::EPERM) && sflag != SFlag::S_IFIFO =>
             {
                 // Root without CAP_MKNOD in the initial namespace (e.g. in a user namespace).
-                self.skip_device(path);
-                return Ok(());
+                return self.skip_device(&parent, name, path);
             }
             other => other?,
         };
@@ -851,11 +849,27 @@ impl Applier {
         }
     }
 
-    fn skip_device(&mut self, path: &[u8]) {
+    /// A device this unpack may not create: listed in the report, and nothing left at its path
+    /// (in the store, a whiteout), since the device replaces what lower layers had there.
+    fn skip_device(&mut self, parent: &OwnedFd, name: &[u8], path: &[u8]) -> Result<(), ImageError> {
         self.report.skipped_devices += 1;
         if self.report.skipped_device_list.len() < REPORT_MAX {
             self.report.skipped_device_list.push(path_of(path));
         }
+        match self.format {
+            // "Creating" nothing succeeds once the name is free.
+            Format::Flat => {
+                self.place(parent, name, path, |p| match fstatat(p, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+                    Ok(_) => Err(Errno::EEXIST),
+                    Err(Errno::ENOENT) => Ok(()),
+                    Err(e) => Err(e),
+                })
+            }
+            Format::Overlay => {
+                self.place(parent, name, path, |p| mknodat(p, name, SFlag::S_IFCHR, Mode::empty(), 0))
+            }
+        }
+        .map(drop)
     }
 
     fn ownership_failed(&mut self, path: &[u8], e: Errno) {

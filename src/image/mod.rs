@@ -103,7 +103,8 @@ pub struct UnpackReport {
     pub ownership: bool,
     /// Owners that could not be applied, with the reason (at most 1000 listed).
     pub ownership_errors: Vec<(PathBuf, String)>,
-    /// Device nodes not created because the unpacker is not root.
+    /// Device nodes not created because the unpacker is not root. Their paths are left empty
+    /// (what lower layers had there is gone, as the device would have replaced it).
     pub skipped_devices: u64,
     /// The first 1000 of them.
     pub skipped_device_list: Vec<PathBuf>,
