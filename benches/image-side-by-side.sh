@@ -69,9 +69,10 @@ store=$work/store
 hyperfine --style basic --warmup 1 --runs "$runs" --export-json "$work/store.json" \
   --prepare "rm -rf $store && $bin --store $store --unpack-only $work/oci:base 2>/dev/null; rm -rf $out; sync; sleep $settle" \
   -n "store: second image sharing the base (new layer only)" "$bin --store $store --unpack-only $work/oci:top"
-hyperfine --style basic --warmup 1 --runs "$runs" \
+hyperfine --style basic --warmup 1 --runs "$runs" --export-json "$work/sync.json" \
   --prepare "rm -rf $store; sync; sleep $settle" \
-  -n "store: both images' layers from nothing (two at a time)" "$bin --store $store --unpack-only $work/oci:top"
+  -n "store: both images' layers from nothing (two at a time)" "$bin --store $store --unpack-only $work/oci:top" \
+  -n "store: the same, each layer flushed to disk first (--sync)" "$bin --store $store --sync --unpack-only $work/oci:top"
 hyperfine --style basic --warmup 3 --runs 50 -N \
   -n "store: rootfs ready from cached layers (process start included)" "$bin --store $store --unpack-only $work/oci:top"
 

@@ -10,6 +10,7 @@
 //!   --store DIR        the layer store (default: /var/tmp/stockade-layers-UID)
 //!   --flat DIR         flatten into DIR/rootfs instead of using the store (DIR must not exist)
 //!   --unpack-only      prepare the root file system and exit without running anything
+//!   --sync             flush each new layer to disk before it enters the store
 //!   --platform OS/ARCH[/VARIANT]  (default: this machine's)
 //!   --env KEY=VALUE    add or override an image variable (repeatable)
 //!   --cwd DIR          override the image's WorkingDir
@@ -35,6 +36,7 @@ struct Args {
     store: Option<String>,
     flat: Option<String>,
     unpack_only: bool,
+    sync: bool,
     platform: Platform,
     env: Vec<(String, String)>,
     cwd: Option<String>,
@@ -50,6 +52,7 @@ fn parse() -> Result<Args, String> {
         store: None,
         flat: None,
         unpack_only: false,
+        sync: false,
         platform: Platform::host(),
         env: Vec::new(),
         cwd: None,
@@ -63,6 +66,7 @@ fn parse() -> Result<Args, String> {
             "--store" => args.store = Some(text(it.next(), "--store")?),
             "--flat" => args.flat = Some(text(it.next(), "--flat")?),
             "--unpack-only" => args.unpack_only = true,
+            "--sync" => args.sync = true,
             "--platform" => {
                 let v = text(it.next(), "--platform")?;
                 let parts: Vec<&str> = v.split('/').collect();
@@ -121,7 +125,7 @@ fn run() -> Result<ExitCode, Box<dyn std::error::Error>> {
                 .store
                 .clone()
                 .unwrap_or_else(|| format!("/var/tmp/stockade-layers-{}", nix::unistd::geteuid()));
-            LayerStore::open(store)?.prepare(&image)?
+            LayerStore::open(store)?.with_sync(args.sync).prepare(&image)?
         }
     };
     let report = rootfs.report();

@@ -43,6 +43,7 @@ pub(crate) struct Lease {
 pub struct LayerStore {
     root: PathBuf,
     limits: UnpackLimits,
+    sync: bool,
 }
 
 /// What [`LayerStore::gc`] removed.
@@ -96,12 +97,23 @@ impl LayerStore {
                 return Err(ImageError::format(format!("layer store directory {}", p.display()), reason));
             }
         }
-        Ok(LayerStore { root, limits: UnpackLimits::default() })
+        Ok(LayerStore { root, limits: UnpackLimits::default(), sync: false })
     }
 
     /// Uses `limits` for layers unpacked from now on.
     pub fn with_limits(mut self, limits: UnpackLimits) -> LayerStore {
         self.limits = limits;
+        self
+    }
+
+    /// With `true`, every layer unpacked from now on is flushed to disk (`syncfs(2)` of the
+    /// store's file system) before it is renamed into place, and the rename and the image
+    /// records are made durable too. Off by default, as in containerd (`sync_fs`) and
+    /// containers/storage: it makes each unpack wait for the write-back. Without it, a power
+    /// loss shortly after [`prepare`](Self::prepare) can leave a layer complete in name but
+    /// with empty files, which later prepares then reuse.
+    pub fn with_sync(mut self, sync: bool) -> LayerStore {
+        self.sync = sync;
         self
     }
 
@@ -215,6 +227,10 @@ impl LayerStore {
             blob::stream_layer(image, layer, &self.limits, |r| applier.apply_layer(&label, r))?;
             let mut report = applier.finish()?;
             report.layers_unpacked = 1;
+            if self.sync {
+                let dir = File::open(&tmp).map_err(|e| ImageError::io("open", &tmp, e))?;
+                nix::unistd::syncfs(&dir).map_err(|e| ImageError::io("sync the file system of", &tmp, e))?;
+            }
             if let Err(e) = fs::rename(&tmp, &final_path) {
                 // Put in place meanwhile by a writer that did not share our lock (an older
                 // stockade, or a filesystem without working flock): the same verified content.
@@ -223,6 +239,9 @@ impl LayerStore {
                     return Ok(UnpackReport { layers_reused: 1, ownership: true, ..UnpackReport::default() });
                 }
                 return Err(ImageError::io("move layer into place", &final_path, e));
+            }
+            if self.sync {
+                self.sync_dir("layers")?;
             }
             Ok(report)
         })();
@@ -319,12 +338,25 @@ impl LayerStore {
         let write = || -> std::io::Result<()> {
             let mut f = File::create(&tmp)?;
             f.write_all(data)?;
+            if self.sync {
+                f.sync_all()?;
+            }
             fs::rename(&tmp, path)
         };
         write().map_err(|e| {
             let _ = fs::remove_file(&tmp);
             ImageError::io("write image record", path, e)
-        })
+        })?;
+        if self.sync {
+            self.sync_dir("images")?;
+        }
+        Ok(())
+    }
+
+    /// `fsync(2)` of the store's directory `sub`, making renames into it durable.
+    fn sync_dir(&self, sub: &str) -> Result<(), ImageError> {
+        let dir = self.root.join(sub);
+        File::open(&dir).and_then(|d| d.sync_all()).map_err(|e| ImageError::io("sync directory", dir, e))
     }
 }
 
