@@ -7,17 +7,9 @@
 mod common;
 
 use std::io::ErrorKind;
-use std::sync::Mutex;
 
 use common::*;
 use stockade::{ClockOffsets, Error, IdMap, Mount, Namespaces, Root, Sandbox, Stage};
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-/// Every test holds this while it runs: descriptor counts are per process.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// Runs `f`, then checks that descriptors and children are back to where they were.
 fn leaves_nothing_behind<T>(f: impl FnOnce() -> T) -> T {

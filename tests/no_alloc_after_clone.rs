@@ -79,6 +79,8 @@ fn allocator_guard_catches_an_allocation_in_a_forked_child() {
 
 #[test]
 fn eight_threads_spawning_fifty_sandboxes_each_never_allocate_after_clone() {
+    // Counts this process's descriptors and children: no other test may run meanwhile.
+    let _serial = serial();
     let _ = Box::new(1u8);
     let fds_before = fd_count();
     let configs = [Namespaces::empty(), Namespaces::all()];
@@ -123,6 +125,7 @@ fn eight_threads_spawning_fifty_sandboxes_each_never_allocate_after_clone() {
 #[cfg(feature = "image")]
 fn image_sandboxes_creating_their_working_dir_never_allocate_after_clone() {
     use stockade::image::{ImageSource, LayerStore, Platform};
+    let _serial = serial();
     let _ = Box::new(1u8);
     // An overlay root of stored layers, an image user and a WorkingDir the image lacks (created
     // after clone), or one that cannot be created (the failure-report path).

@@ -9,13 +9,8 @@ use std::time::Duration;
 use common::*;
 use stockade::{Compat, Error, Limit, Namespaces, Rlimit, Sandbox, SandboxBuilder, Stdio};
 
-/// The tests here run one at a time: they count this process's cgroups and descriptors, and
-/// some of them load the machine on purpose.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
+// The tests here run one at a time (`serial()`): they count this process's cgroups and
+// descriptors, and some of them load the machine on purpose.
 
 /// Cgroup limits need a writable cgroup tree: root here, or a delegated subtree.
 fn cgroups_writable(test: &str) -> bool {

@@ -173,6 +173,13 @@ pub fn snapshot(dir: &std::path::Path) -> Vec<(String, u32, Vec<u8>)> {
     out
 }
 
+/// Held by the tests of one binary that must not overlap: descriptor, child and cgroup counts
+/// are per process, and some tests load the machine on purpose.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A temporary directory any test user can use.
 pub fn tempdir() -> TempDir {
     TempDir(tempfile::Builder::new().prefix("stockade-test-").tempdir().expect("temp dir"))
