@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use oci::{Comp, LayerBuilder, LayerSpec};
-use stockade::image::{ImageError, ImageSource, LayerStore, Platform};
+use stockade::image::{Image, ImageError, ImageSource, LayerStore, Platform};
 use stockade::{IdMap, Namespaces, Sandbox};
 
 fn run(script: &str, dir: &Path) {
@@ -180,7 +180,9 @@ fn docker_archive_oci_archive_and_zstd_copies_unpack_to_the_same_tree() {
     );
 }
 
-fn two_images_sharing_a_base(dir: &Path) {
+/// Images `a` and `b` in an OCI layout at `dir`: a shared gzip base of 300 files, then each its
+/// own layer (`b`'s is zstd and whites out `usr/lib/f0`).
+fn two_images_sharing_a_base(dir: &Path) -> (Image, Image) {
     let mut base = LayerBuilder::new();
     base.dir("usr").dir("usr/lib");
     for i in 0..300 {
@@ -193,15 +195,15 @@ fn two_images_sharing_a_base(dir: &Path) {
     b.file("b", "only in b").file("usr/lib/.wh.f0", "");
     oci::write_image(dir, "a", &[base.clone(), LayerSpec::new(a.tar())], serde_json::json!({}));
     oci::write_image(dir, "b", &[base, LayerSpec::new(b.tar()).comp(Comp::Zstd)], serde_json::json!({}));
+    let source = ImageSource::open(dir).unwrap();
+    let image = |name| source.image(Some(name), &Platform::host()).unwrap();
+    (image("a"), image("b"))
 }
 
 #[test]
 fn concurrent_prepares_of_images_sharing_a_base_store_it_once() {
     let tmp = common::tempdir();
-    two_images_sharing_a_base(&tmp.path().join("oci"));
-    let source = ImageSource::open(tmp.path().join("oci")).unwrap();
-    let a = source.image(Some("a"), &Platform::host()).unwrap();
-    let b = source.image(Some("b"), &Platform::host()).unwrap();
+    let (a, b) = two_images_sharing_a_base(&tmp.path().join("oci"));
     assert_eq!(a.layers()[0].diff_id(), b.layers()[0].diff_id());
     let store_dir = tmp.path().join("store");
     let (ra, rb) = std::thread::scope(|s| {
@@ -237,10 +239,7 @@ fn preparing_never_waits_for_a_live_rootfs_that_uses_the_same_layer() {
     // its lease (a live Rootfs), then B locks the base to unpack it. Recreated by hand: A's
     // Rootfs stays alive while its base is moved out of layers/.
     let tmp = common::tempdir();
-    two_images_sharing_a_base(&tmp.path().join("oci"));
-    let source = ImageSource::open(tmp.path().join("oci")).unwrap();
-    let a = source.image(Some("a"), &Platform::host()).unwrap();
-    let b = source.image(Some("b"), &Platform::host()).unwrap();
+    let (a, b) = two_images_sharing_a_base(&tmp.path().join("oci"));
     let store_dir = tmp.path().join("store");
     let ra = LayerStore::open(&store_dir).unwrap().prepare(&a).unwrap();
     std::fs::rename(&ra.layers()[0], tmp.path().join("aside")).unwrap();
@@ -333,10 +332,7 @@ fn with_sync_a_layer_is_on_disk_before_it_is_in_place() {
 #[test]
 fn gc_removes_only_layers_no_recorded_image_uses() {
     let tmp = common::tempdir();
-    two_images_sharing_a_base(&tmp.path().join("oci"));
-    let source = ImageSource::open(tmp.path().join("oci")).unwrap();
-    let a = source.image(Some("a"), &Platform::host()).unwrap();
-    let b = source.image(Some("b"), &Platform::host()).unwrap();
+    let (a, b) = two_images_sharing_a_base(&tmp.path().join("oci"));
     let store = LayerStore::open(tmp.path().join("store")).unwrap();
     store.prepare(&a).unwrap();
     store.prepare(&b).unwrap();
@@ -772,9 +768,7 @@ fn an_image_repeating_a_layer_mounts_and_runs() {
 #[test]
 fn gc_keeps_forgotten_layers_while_a_rootfs_or_sandbox_holds_them() {
     let tmp = common::tempdir();
-    two_images_sharing_a_base(&tmp.path().join("oci"));
-    let source = ImageSource::open(tmp.path().join("oci")).unwrap();
-    let a = source.image(Some("a"), &Platform::host()).unwrap();
+    let (a, _) = two_images_sharing_a_base(&tmp.path().join("oci"));
     let store = LayerStore::open(tmp.path().join("store")).unwrap();
     let rootfs = store.prepare(&a).unwrap();
     let sandbox =

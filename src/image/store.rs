@@ -215,8 +215,10 @@ impl LayerStore {
         let hex = layer.diff_id.hex();
         let _lock = lock(&self.root.join("locks").join(format!("{hex}.unpack")), FlockArg::LockExclusive)?;
         let final_path = self.layer_path(&layer.diff_id);
+        // Found in place: unpacked by someone else meanwhile.
+        let reused = UnpackReport { layers_reused: 1, ownership: true, ..UnpackReport::default() };
         if final_path.is_dir() {
-            return Ok(UnpackReport { layers_reused: 1, ownership: true, ..UnpackReport::default() });
+            return Ok(reused);
         }
         let tmp =
             self.root.join("tmp").join(format!("{hex}.{}.{}", std::process::id(), crate::sys::random_u32()));
@@ -236,7 +238,7 @@ impl LayerStore {
                 // stockade, or a filesystem without working flock): the same verified content.
                 if final_path.is_dir() {
                     let _ = remove_dir_all(&tmp);
-                    return Ok(UnpackReport { layers_reused: 1, ownership: true, ..UnpackReport::default() });
+                    return Ok(reused);
                 }
                 return Err(ImageError::io("move layer into place", &final_path, e));
             }

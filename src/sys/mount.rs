@@ -44,11 +44,16 @@ pub(super) struct Built {
 /// a chroot is left to [`enter`]). `pid_ns`: the payload will be forked into a pid namespace
 /// after this.
 pub(super) fn build(fs: &FsPlan, pid_ns: bool) -> Result<Built, Failure> {
-    // Created files and directories get exactly the modes the plan says.
+    with_exact_modes(|| build_tree(fs, pid_ns))
+}
+
+/// Runs `f` with umask 0, so that what it creates gets exactly the modes asked for; the payload
+/// then inherits the embedding program's umask again, as with std.
+fn with_exact_modes<T>(f: impl FnOnce() -> T) -> T {
     // SAFETY: umask only swaps an integer.
     let old_umask = unsafe { libc::umask(0) };
-    let result = build_tree(fs, pid_ns);
-    // SAFETY: as above; the payload inherits the embedding program's umask, as with std.
+    let result = f();
+    // SAFETY: as above.
     unsafe { libc::umask(old_umask) };
     result
 }
@@ -369,11 +374,7 @@ pub(super) fn create_dir(target: &Target) -> SysResult<()> {
     }
     let root = super::open(c"/", libc::O_PATH | libc::O_DIRECTORY)?;
     // Exactly 0755 whatever the embedding program's umask (runc forces 022 likewise).
-    // SAFETY: umask only swaps an integer.
-    let old_umask = unsafe { libc::umask(0) };
-    let made = resolve(root, target, &target.levels, Create::Dir, 0o755).map(close);
-    // SAFETY: as above; the payload inherits the embedding program's umask, as with std.
-    unsafe { libc::umask(old_umask) };
+    let made = with_exact_modes(|| resolve(root, target, &target.levels, Create::Dir, 0o755).map(close));
     close(root);
     made
 }
