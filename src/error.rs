@@ -210,6 +210,14 @@ pub enum Stage {
         /// The descriptor number in the payload.
         fd: i32,
     },
+    /// Switching to uid and gid 0 of the sandbox's user namespace (its map makes some id other
+    /// than the caller's root).
+    BecomeRoot,
+    /// Entering the sandbox's cgroup namespace.
+    CgroupNamespace,
+    /// Giving the sandbox a session keyring of its own (`EDQUOT`: the user's key quota,
+    /// `/proc/sys/kernel/keys/maxkeys`, is used up).
+    SessionKeyring,
     /// Making the sandbox's processes non-dumpable.
     NonDumpable,
     /// Starting a new session (`setsid`).
@@ -278,6 +286,9 @@ impl fmt::Display for Stage {
             Stage::Signals => f.write_str("reset signals"),
             Stage::DeathSignal => f.write_str("arm parent-death signal"),
             Stage::Fds { fd } => write!(f, "set up fd {fd}"),
+            Stage::BecomeRoot => f.write_str("switch to root of the user namespace"),
+            Stage::CgroupNamespace => f.write_str("enter the cgroup namespace"),
+            Stage::SessionKeyring => f.write_str("join a new session keyring"),
             Stage::NonDumpable => f.write_str("make non-dumpable"),
             Stage::NewSession => f.write_str("start new session"),
             Stage::Hostname => f.write_str("set hostname"),

@@ -35,7 +35,11 @@ bitflags::bitflags! {
         const IPC = 1 << 4;
         /// Network namespace: only a loopback interface, brought up by stockade.
         const NET = 1 << 5;
-        /// Cgroup namespace: the payload's cgroup appears as the root of the hierarchy.
+        /// Cgroup namespace: the payload's cgroup appears as the root of every hierarchy. The
+        /// sandbox then gets a cgroup of its own in every hierarchy the embedding program can
+        /// create one in (not only those with limits), so that nothing above it — the
+        /// embedding program's or the host's groups — can be seen or written from inside, even
+        /// by a payload that mounts cgroupfs itself.
         const CGROUP = 1 << 6;
         /// Time namespace: monotonic and boot-time clocks with offsets of their own
         /// (see [`crate::SandboxBuilder::clock_offsets`]).
@@ -44,9 +48,10 @@ bitflags::bitflags! {
 }
 
 impl Namespaces {
-    /// The `clone3` flags for these namespaces, except [`Namespaces::TIME`]: a time namespace is
-    /// entered with `unshare` by the child so that its offsets can be written before any process
-    /// lives in it.
+    /// The `clone3` flags for these namespaces, except [`Namespaces::TIME`] and
+    /// [`Namespaces::CGROUP`], which the child enters with `unshare`: a time namespace so that
+    /// its offsets can be written before any process lives in it, a cgroup namespace once the
+    /// child is in every cgroup of its own (its root is the cgroup it is in when it enters).
     pub(crate) fn clone_flags(self) -> u64 {
         [
             (Namespaces::USER, flags::CLONE_NEWUSER),
@@ -55,7 +60,6 @@ impl Namespaces {
             (Namespaces::UTS, flags::CLONE_NEWUTS),
             (Namespaces::IPC, flags::CLONE_NEWIPC),
             (Namespaces::NET, flags::CLONE_NEWNET),
-            (Namespaces::CGROUP, flags::CLONE_NEWCGROUP),
         ]
         .into_iter()
         .filter(|(ns, _)| self.contains(*ns))

@@ -24,6 +24,9 @@ pub(crate) enum Step {
     Signals = 1,
     DeathSignal,
     Fds,
+    BecomeRoot,
+    CgroupNamespace,
+    SessionKeyring,
     NonDumpable,
     NewSession,
     Hostname,
@@ -48,10 +51,13 @@ pub(crate) enum Step {
 }
 
 impl Step {
-    const ALL: [Step; 24] = [
+    const ALL: [Step; 27] = [
         Step::Signals,
         Step::DeathSignal,
         Step::Fds,
+        Step::BecomeRoot,
+        Step::CgroupNamespace,
+        Step::SessionKeyring,
         Step::NonDumpable,
         Step::NewSession,
         Step::Hostname,
@@ -113,11 +119,15 @@ pub(crate) struct Channels {
     pub(crate) control: RawFd,
     /// Write end of the init's status pipe, or -1 without an init.
     pub(crate) status: RawFd,
+    /// A pidfd of the embedding process, or -1: with it the child can tell, after a credential
+    /// change cleared its parent-death signal and it re-armed it, whether the parent died in
+    /// between (inside a pid namespace `getppid` cannot say).
+    pub(crate) parent: RawFd,
     /// The parent's ends, which the child closes at once.
     pub(crate) parent_ends: [RawFd; 2],
 }
 
-pub(crate) const INTERNAL_SLOTS: usize = 2;
+pub(crate) const INTERNAL_SLOTS: usize = 3;
 
 /// Credentials the payload takes, as seen inside its user namespace.
 pub(crate) struct Creds<'a> {
@@ -136,6 +146,15 @@ pub(crate) struct Plan<'a> {
     pub(crate) clone_flags: u64,
     /// With a pid namespace: run an init as pid 1 and the payload as its child.
     pub(crate) use_init: bool,
+    /// After "go", switch to uid and gid 0 of the new user namespace: the caller's own ids are
+    /// not what the map makes root (e.g. root mapped to an unprivileged range), and files the
+    /// child creates while building the filesystem must belong to a mapped id.
+    pub(crate) become_root: bool,
+    /// Enter a new cgroup namespace after "go" (by then the child is in all its cgroups).
+    pub(crate) cgroup_ns: bool,
+    /// The embedding program's argument area `[start, end)` in the child's copy of its memory:
+    /// the init overwrites it, so `/proc/1/cmdline` shows nothing of the embedder.
+    pub(crate) arg_area: Option<(usize, usize)>,
     /// The embedding process, to detect its death before the parent-death signal was re-armed.
     pub(crate) parent_pid: libc::pid_t,
     pub(crate) fds: FdPlan,
@@ -257,7 +276,7 @@ impl FdPlan {
         let highest = moves
             .iter()
             .flat_map(|&(src, dst)| [src, dst])
-            .chain([channels.control, channels.status])
+            .chain([channels.control, channels.status, channels.parent])
             .chain(channels.parent_ends)
             .max()
             .unwrap_or(2);
@@ -280,6 +299,9 @@ impl<'a> Plan<'a> {
         Ok(Plan {
             clone_flags: config.namespaces.clone_flags(),
             use_init: config.use_init(),
+            become_root: config.become_root,
+            cgroup_ns: config.namespaces.contains(crate::Namespaces::CGROUP),
+            arg_area: if config.use_init() { arg_area() } else { None },
             parent_pid: nix::unistd::getpid().as_raw(),
             fds: FdPlan::new(moves, &channels),
             channels,
@@ -318,6 +340,9 @@ impl<'a> Plan<'a> {
             Step::Signals => Stage::Signals,
             Step::DeathSignal => Stage::DeathSignal,
             Step::Fds => Stage::Fds { fd: self.fds.moves.get(index).map_or(-1, |m| m.1) },
+            Step::BecomeRoot => Stage::BecomeRoot,
+            Step::CgroupNamespace => Stage::CgroupNamespace,
+            Step::SessionKeyring => Stage::SessionKeyring,
             Step::NonDumpable => Stage::NonDumpable,
             Step::NewSession => Stage::NewSession,
             Step::Hostname => Stage::Hostname,
@@ -347,6 +372,20 @@ impl<'a> Plan<'a> {
         };
         Error::Setup { stage, source }
     }
+}
+
+/// The embedding process's argument area (`arg_start`, `arg_end` of `/proc/self/stat`), read
+/// once; `None` if /proc is not there to say.
+fn arg_area() -> Option<(usize, usize)> {
+    static AREA: std::sync::OnceLock<Option<(usize, usize)>> = std::sync::OnceLock::new();
+    *AREA.get_or_init(|| {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // Fields after the command name, which is in parentheses and may hold anything.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let field = |n: usize| rest.split(' ').nth(n - 3)?.trim().parse::<usize>().ok();
+        let (start, end) = (field(48)?, field(49)?);
+        (start > 0 && end > start).then_some((start, end))
+    })
 }
 
 fn path_of(s: &CStr) -> PathBuf {

@@ -31,9 +31,14 @@ pub const DEFAULT_CAPABILITIES: &[Capability] = &[
 /// The capability step as the child performs it.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct CapPlan {
-    /// Bit `n` set: capability `n` is kept. Applied to the bounding, permitted, effective,
-    /// inheritable and ambient sets.
+    /// Bit `n` set: capability `n` is kept in the permitted, effective, inheritable and ambient
+    /// sets.
     pub(crate) mask: u64,
+    /// The bounding set: `mask`, or for a payload switched to another uid without an explicit
+    /// request, [`DEFAULT_CAPABILITIES`], as Docker and runc keep it. Holding nothing, such a
+    /// payload can still run programs with file capabilities (`ping`); under `no_new_privs` they
+    /// run without the extra privilege, and without it they get at most these.
+    pub(crate) bounding: u64,
     /// Highest capability number the kernel knows.
     pub(crate) last: u32,
 }
@@ -41,7 +46,8 @@ pub(crate) struct CapPlan {
 /// Decides the capability step at build time. `None`: leave capabilities alone, because the
 /// payload cannot have any to shed (an unprivileged caller without a user namespace).
 /// Without an explicit request, a root payload gets [`DEFAULT_CAPABILITIES`] and a payload
-/// switched to another uid gets none, as with container runtimes.
+/// switched to another uid gets none (but keeps them as its bounding set), as with container
+/// runtimes.
 pub(crate) fn plan(
     requested: Option<&[Capability]>,
     user_ns: bool,
@@ -65,18 +71,23 @@ pub(crate) fn plan(
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(40u32)
         .min(63);
-    let mut mask = 0u64;
-    let default: &[Capability] = if non_root_user { &[] } else { DEFAULT_CAPABILITIES };
-    for cap in requested.unwrap_or(default) {
-        let bit = cap.index() as u32;
-        if bit > last {
-            return Err(Error::invalid(
-                "capability",
-                cap,
-                format!("this kernel knows capabilities up to {last}"),
-            ));
-        }
-        mask |= 1 << bit;
-    }
-    Ok(Some(CapPlan { mask, last }))
+    let bits = |set: &[Capability]| {
+        set.iter().try_fold(0u64, |mask, cap| {
+            let bit = cap.index() as u32;
+            if bit > last {
+                return Err(Error::invalid(
+                    "capability",
+                    cap,
+                    format!("this kernel knows capabilities up to {last}"),
+                ));
+            }
+            Ok(mask | 1 << bit)
+        })
+    };
+    let (mask, bounding) = match requested {
+        Some(set) => (bits(set)?, bits(set)?),
+        None if non_root_user => (0, bits(DEFAULT_CAPABILITIES)?),
+        None => (bits(DEFAULT_CAPABILITIES)?, bits(DEFAULT_CAPABILITIES)?),
+    };
+    Ok(Some(CapPlan { mask, bounding, last }))
 }

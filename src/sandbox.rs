@@ -225,7 +225,10 @@ impl SandboxBuilder {
     /// The payload's capabilities, exactly: after exec its bounding, permitted, effective,
     /// inheritable and ambient sets all equal this set, whether it runs as root or not.
     /// Default: [`DEFAULT_CAPABILITIES`](crate::DEFAULT_CAPABILITIES) for a root payload, none
-    /// for a payload [`user`](Self::user) switches to another uid. In a user namespace they
+    /// for a payload [`user`](Self::user) switches to another uid — which keeps
+    /// `DEFAULT_CAPABILITIES` as its bounding set only, as with Docker and runc, so programs with
+    /// file capabilities (`ping`) still run (without the extra privilege under `no_new_privs`).
+    /// In a user namespace they
     /// apply to the sandbox's own namespaces only; without one they are real host capabilities
     /// (a payload given `CAP_SYS_ADMIN` there could undo its mounts).
     pub fn capabilities(&mut self, caps: impl IntoIterator<Item = Capability>) -> &mut Self {
@@ -471,6 +474,7 @@ impl SandboxBuilder {
                     .contains(Namespaces::TIME)
                     .then(|| self.clock_offsets.unwrap_or_default().to_proc_text()),
                 rlimits: self.limits.child_rlimits(),
+                become_root: user_ns.as_ref().is_some_and(UserNamespace::maps_caller_elsewhere),
                 user_ns,
                 fs,
                 caps,
@@ -654,6 +658,9 @@ pub(crate) struct Config {
     /// `(resource, soft, hard)` the payload gets, the CPU-time backstop included.
     pub(crate) rlimits: Vec<(libc::__rlimit_resource_t, u64, u64)>,
     pub(crate) user_ns: Option<UserNamespace>,
+    /// The child switches to root of its user namespace after the maps are written (see
+    /// [`UserNamespace::maps_caller_elsewhere`]).
+    pub(crate) become_root: bool,
     /// The filesystem operations of every spawn, prepared once.
     pub(crate) fs: FsPlan,
     pub(crate) caps: Option<CapPlan>,
@@ -680,6 +687,18 @@ pub(crate) struct UserNamespace {
     pub(crate) uid_writer: Writer,
     pub(crate) gid_writer: Writer,
     pub(crate) deny_setgroups: bool,
+}
+
+impl UserNamespace {
+    /// Whether the maps make some id other than the caller's own root (e.g. root mapped to an
+    /// unprivileged range): then the child, which starts with the caller's ids, must switch to
+    /// root of the namespace before it creates anything (files it made as an unmapped id would
+    /// fail with EOVERFLOW).
+    fn maps_caller_elsewhere(&self) -> bool {
+        let root_is = |map: &[IdMap], own: u32| map.iter().any(|r| r.inside == 0 && r.outside == own);
+        !(root_is(&self.uid_map, nix::unistd::geteuid().as_raw())
+            && root_is(&self.gid_map, nix::unistd::getegid().as_raw()))
+    }
 }
 
 impl Config {

@@ -68,10 +68,16 @@ pub(crate) fn spawn(
     } else {
         (None, None)
     };
+    let parent = if config.become_root {
+        Some(pidfd::open_self().map_err(|e| Error::spawn("pidfd_open of this process", e))?)
+    } else {
+        None
+    };
     let raw = |fd: &Option<OwnedFd>| fd.as_ref().map_or(-1, AsRawFd::as_raw_fd);
     let channels = Channels {
         control: child_control.as_raw_fd(),
         status: raw(&status_write),
+        parent: raw(&parent),
         parent_ends: [control.as_raw_fd(), raw(&status_read)],
     };
     let mut plan = Plan::new(config, exec, cwd, moves, channels)?;
@@ -103,6 +109,7 @@ pub(crate) fn spawn(
         }
     };
     drop(child_only);
+    drop(parent);
     drop(child_control);
     drop(status_write);
 

@@ -7,10 +7,12 @@
 //! only memory written is the plan's own scratch arrays.
 //!
 //! Order: signals → parent-death signal → descriptors → wait for "go" (the parent writes id maps
-//! meanwhile) → time namespace → new session → hostname → loopback → filesystem up to the root
-//! switch ([`super::mount`]) → [non-dumpable, fork: the init stays behind] → mount lock in a
-//! nested user namespace → an image's missing working directory → credentials → parent-death
-//! signal again → cwd → unblock signals → exec.
+//! and attaches the cgroups meanwhile) → root of the user namespace (when the map makes another
+//! id root) → cgroup namespace → a new session keyring → time namespace → new session →
+//! hostname → loopback → filesystem up to the root switch ([`super::mount`]) → [non-dumpable,
+//! fork: the init stays behind, renamed, its copy of the embedder's argv overwritten] → mount
+//! lock in a nested user namespace → an image's missing working directory → credentials →
+//! parent-death signal again → cwd → unblock signals → exec.
 
 use std::convert::Infallible;
 use std::os::fd::RawFd;
@@ -55,8 +57,30 @@ fn setup(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<Infallible, Failure
     super::set_sigmask(&super::sigset(true)).map_err(at(Step::Signals))?;
     super::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong).map_err(at(Step::DeathSignal))?;
 
-    let status = arrange_fds(plan, control)?;
+    let (status, parent) = arrange_fds(plan, control)?;
     wait_for_go(*control);
+    if plan.become_root {
+        super::setresgid(0).map_err(at(Step::BecomeRoot))?;
+        super::setresuid(0).map_err(at(Step::BecomeRoot))?;
+        // The change also made us non-dumpable, which gives our /proc files to host root: dumpable
+        // again, as before (the init turns non-dumpable before the payload exists).
+        super::prctl(libc::PR_SET_DUMPABLE, 1).map_err(at(Step::BecomeRoot))?;
+        // The credential change cleared the parent-death signal: arm it again, then make sure
+        // the parent did not die in between (inside a pid namespace getppid cannot tell).
+        super::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong).map_err(at(Step::DeathSignal))?;
+        if super::pidfd::has_exited(parent) {
+            super::exit(EXIT_ABANDONED);
+        }
+    }
+    if parent >= 0 {
+        super::close(parent);
+    }
+    // The parent has put us in every cgroup of ours before "go": that is the namespace's root.
+    if plan.cgroup_ns {
+        super::unshare(super::clone::flags::CLONE_NEWCGROUP as libc::c_int).map_err(at(Step::CgroupNamespace))?;
+    }
+    // Nothing the embedding program keeps in its session keyring is searchable from here.
+    super::join_new_session_keyring().map_err(at(Step::SessionKeyring))?;
 
     // /proc/self/timens_offsets is ours to write only while we are dumpable (an unprivileged
     // caller's child cannot write it once it turns root-owned): before the init drops that.
@@ -97,6 +121,12 @@ fn setup(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<Infallible, Failure
             }
             super::close(built.proc);
             super::close(*control);
+            super::set_name(c"stockade-init");
+            if let Some(area) = plan.arg_area {
+                // SAFETY: the init is this process's own copy of the embedding program's memory
+                // and never reads its argv; the area is its initial stack's argument strings.
+                unsafe { super::overwrite_arg_area(area, b"stockade-init") };
+            }
             super::init::run(payload, status)
         }
         // The payload is dumpable again, as before the fork (its exec resets this anyway), so
@@ -123,8 +153,9 @@ fn setup(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<Infallible, Failure
 }
 
 /// Moves stdio and passed descriptors to their numbers, moves the child's own channels out of
-/// their way, and closes every other inherited descriptor. Returns the status pipe (or -1).
-fn arrange_fds(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<RawFd, Failure> {
+/// their way, and closes every other inherited descriptor. Returns the status pipe and the
+/// parent's pidfd (each -1 when not used).
+fn arrange_fds(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<(RawFd, RawFd), Failure> {
     let fds = &mut plan.fds;
     let channels = &plan.channels;
     for fd in channels.parent_ends {
@@ -139,6 +170,11 @@ fn arrange_fds(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<RawFd, Failur
     } else {
         -1
     };
+    let parent = if channels.parent >= 0 {
+        super::dup_above(channels.parent, fds.base).map_err(&internal_failure)?
+    } else {
+        -1
+    };
     for (i, (&(src, _), slot)) in fds.moves.iter().zip(fds.scratch.iter_mut()).enumerate() {
         *slot = super::dup_above(src, fds.base).map_err(at_index(Step::Fds, i))?;
     }
@@ -147,9 +183,10 @@ fn arrange_fds(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<RawFd, Failur
     }
     // Keep 0-2, the targets and the two channels; close everything else.
     let slots = fds.keep.len();
-    if let Some([a, b]) = fds.keep.get_mut(slots.saturating_sub(INTERNAL_SLOTS)..) {
+    if let Some([a, b, c]) = fds.keep.get_mut(slots.saturating_sub(INTERNAL_SLOTS)..) {
         *a = *control;
         *b = status;
+        *c = parent;
     }
     fds.keep.sort_unstable();
     let mut next: i64 = 0;
@@ -164,7 +201,7 @@ fn arrange_fds(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<RawFd, Failur
         next = fd + 1;
     }
     super::close_range(next as u32, u32::MAX);
-    Ok(status)
+    Ok((status, parent))
 }
 
 /// Blocks until the parent says "go". End of file means the parent died or gave up before
@@ -202,7 +239,7 @@ fn exec_payload(plan: &Plan<'_>) -> Result<Infallible, Failure> {
         // still have CAP_SETPCAP in the effective set (a uid change clears it).
         super::prctl(libc::PR_SET_KEEPCAPS, 1).map_err(at(Step::Capabilities))?;
         for cap in 0..=caps.last {
-            if caps.mask & (1 << cap) == 0 {
+            if caps.bounding & (1 << cap) == 0 {
                 match super::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong) {
                     Ok(()) | Err(Errno(libc::EINVAL)) => {}
                     Err(e) => return Err(at(Step::Capabilities)(e)),
@@ -220,8 +257,9 @@ fn exec_payload(plan: &Plan<'_>) -> Result<Infallible, Failure> {
         super::setresuid(uid).map_err(at(Step::SetUid))?;
     }
     if let Some(caps) = creds.caps {
-        // All five sets equal the mask: after exec a root payload gets bounding | inheritable,
-        // any other payload its ambient set, so either way exactly the mask.
+        // Permitted, effective, inheritable and ambient equal the mask: after exec a root payload
+        // gets (bounding & inheritable) | ..., any other payload its ambient set, so either way
+        // exactly the mask.
         super::capset(caps.mask).map_err(at(Step::Capabilities))?;
         super::prctl3(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong, 0)
             .map_err(at(Step::Capabilities))?;

@@ -228,6 +228,45 @@ pub(crate) fn capset(mask: u64) -> SysResult<()> {
     check(unsafe { libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr()) }).map(drop)
 }
 
+/// Gives the calling process a new, empty, anonymous session keyring
+/// (`KEYCTL_JOIN_SESSION_KEYRING` with no name), so it cannot search, read or add to the one it
+/// inherited. `ENOSYS` (a kernel without keys) leaves nothing to inherit and counts as success.
+pub(crate) fn join_new_session_keyring() -> SysResult<()> {
+    const KEYCTL_JOIN_SESSION_KEYRING: c_long = 1;
+    // SAFETY: a null name asks for an anonymous keyring; no memory is read.
+    match check(unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, 0usize) }) {
+        Ok(_) | Err(Errno(libc::ENOSYS)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Sets the calling thread's name (`/proc/<pid>/comm`, at most 15 bytes).
+pub(crate) fn set_name(name: &CStr) {
+    // SAFETY: `name` is NUL-terminated; the kernel copies at most 16 bytes.
+    unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr() as c_ulong, 0 as c_ulong, 0 as c_ulong, 0 as c_ulong) };
+}
+
+/// Overwrites the argument area `[start, end)` of the calling process's own memory with `name`,
+/// so that `/proc/<pid>/cmdline` reads `name` and nothing else: the rest is zeroed, and the last
+/// byte is made non-zero, which makes the kernel stop at the first NUL (its `setproctitle`
+/// rule) instead of showing the zeroed tail.
+///
+/// # Safety
+/// `[start, end)` must be writable memory of this process that nothing else uses: the initial
+/// stack's argument strings of a process that never reads its `argv` again (the init).
+pub(crate) unsafe fn overwrite_arg_area((start, end): (usize, usize), name: &[u8]) {
+    let len = end - start;
+    if len < 2 {
+        return;
+    }
+    // SAFETY: the caller guarantees the region is writable and unused.
+    let area = unsafe { std::slice::from_raw_parts_mut(start as *mut u8, len) };
+    area.fill(0);
+    let n = name.len().min(len - 2);
+    area[..n].copy_from_slice(&name[..n]);
+    area[len - 1] = b' ';
+}
+
 pub(crate) fn setsid() -> SysResult<()> {
     // SAFETY: no arguments.
     check_int(unsafe { libc::setsid() }).map(drop)

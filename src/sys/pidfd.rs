@@ -87,3 +87,21 @@ pub(crate) fn send_signal(pidfd: BorrowedFd<'_>, signal: i32) -> SysResult<()> {
     };
     if ret == -1 { Err(Errno::last()) } else { Ok(()) }
 }
+
+/// A pidfd of the calling process (parent side), close-on-exec.
+pub(crate) fn open_self() -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: integer arguments; a non-negative result is a fresh descriptor nobody else owns.
+    let fd = check(unsafe { libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0) })?;
+    // SAFETY: `fd` was just returned by pidfd_open and is owned here alone.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as std::os::fd::RawFd) })
+}
+
+/// Whether the process behind `pidfd` has exited (its pidfd polls readable); allocation-free,
+/// for the child.
+pub(crate) fn has_exited(pidfd: std::os::fd::RawFd) -> bool {
+    let mut fds = [libc::pollfd { fd: pidfd, events: libc::POLLIN, revents: 0 }];
+    // SAFETY: `fds` is a valid array of one pollfd; a zero timeout never blocks.
+    let ready = retry(|| super::check_int(unsafe { libc::poll(fds.as_mut_ptr(), 1, 0) }));
+    matches!(ready, Ok(n) if n > 0)
+}
