@@ -3,6 +3,8 @@
 //! ```text
 //! cargo run --example run -- [FLAGS] -- CMD [ARGS...]
 //!
+//!   --untrusted        (first flag only) start from Sandbox::untrusted(), the recommended
+//!                      configuration for hostile code; the flags after it change it
 //!   --ns LIST          namespaces: comma-separated user,pid,mount,uts,ipc,net,cgroup,time,
 //!                      or "all" (default) or "none"
 //!   --hostname NAME    hostname inside (needs uts)
@@ -29,6 +31,9 @@
 //!   --pids N           process limit of the whole sandbox (cgroup)
 //!   --cpu-time SECS    CPU-time limit of the whole sandbox
 //!   --best-effort      run even if the host cannot enforce a cgroup limit
+//!   --cgroup-parent P  create the sandbox's cgroups under P (relative to each hierarchy's root)
+//!   --repeat N         run the command N times, one after another (each ended by --timeout);
+//!                      prints "run K" to stderr after each
 //! ```
 //!
 //! Examples:
@@ -53,9 +58,15 @@ fn main() -> ExitCode {
 }
 
 fn run() -> Result<ExitCode, Box<dyn std::error::Error>> {
-    let mut args = std::env::args().skip(1);
-    let mut builder = Sandbox::builder();
-    builder.namespaces(Namespaces::all());
+    let mut args = std::env::args().skip(1).peekable();
+    let mut builder = if args.next_if_eq("--untrusted").is_some() {
+        Sandbox::untrusted()
+    } else {
+        let mut b = Sandbox::builder();
+        b.namespaces(Namespaces::all());
+        b
+    };
+    let mut repeat = 1u64;
     let (mut uid_map, mut gid_map) = (Vec::new(), Vec::new());
     let (mut env, mut inherit_env, mut cwd, mut timeout, mut print_pid) =
         (Vec::new(), false, None, None, false);
@@ -129,6 +140,10 @@ fn run() -> Result<ExitCode, Box<dyn std::error::Error>> {
             "--best-effort" => {
                 builder.resource_compat(Compat::BestEffort);
             }
+            "--cgroup-parent" => {
+                builder.cgroup_parent(value("--cgroup-parent")?);
+            }
+            "--repeat" => repeat = value("--repeat")?.parse()?,
             "--caps" => {
                 builder.capabilities(parse_caps(&value("--caps")?)?);
             }
@@ -149,8 +164,33 @@ fn run() -> Result<ExitCode, Box<dyn std::error::Error>> {
     };
 
     let sandbox = builder.build()?;
+    for k in 1..repeat {
+        let status =
+            run_once(&sandbox, program, rest, &env, inherit_env, cwd.as_deref(), timeout, print_pid)?;
+        eprintln!("run {k}: {status}");
+    }
+    let status = run_once(&sandbox, program, rest, &env, inherit_env, cwd.as_deref(), timeout, print_pid)?;
+    Ok(match (status.code(), status.signal()) {
+        (Some(code), _) => ExitCode::from(code as u8),
+        (None, Some(sig)) => ExitCode::from(128u8.wrapping_add(sig as u8)),
+        _ => ExitCode::FAILURE,
+    })
+}
+
+/// Runs the command once and reports how it ended on stderr.
+#[allow(clippy::too_many_arguments)]
+fn run_once(
+    sandbox: &Sandbox,
+    program: &str,
+    rest: &[String],
+    env: &[(String, String)],
+    inherit_env: bool,
+    cwd: Option<&str>,
+    timeout: Option<Duration>,
+    print_pid: bool,
+) -> Result<stockade::ExitStatus, Box<dyn std::error::Error>> {
     let mut cmd = sandbox.command(program);
-    cmd.args(rest).envs(env);
+    cmd.args(rest).envs(env.iter().cloned());
     if inherit_env {
         cmd.inherit_env();
     }
@@ -173,11 +213,7 @@ fn run() -> Result<ExitCode, Box<dyn std::error::Error>> {
     if !child.unenforced().is_empty() {
         eprintln!("stockade: not enforced on this host: {:?}", child.unenforced());
     }
-    Ok(match (status.code(), status.signal()) {
-        (Some(code), _) => ExitCode::from(code as u8),
-        (None, Some(sig)) => ExitCode::from(128u8.wrapping_add(sig as u8)),
-        _ => ExitCode::FAILURE,
-    })
+    Ok(status)
 }
 
 fn parse_root(text: &str) -> Result<Root, String> {

@@ -231,12 +231,24 @@ impl Child {
         let mut chunk = vec![0u8; 64 * 1024];
         while pipes.iter().any(Option::is_some) {
             let now = Instant::now();
-            let mut wake = None;
+            let mut wake = deadline;
+            if self.status.is_none() {
+                // Reap first: a sandbox that has already ended did not hit a limit.
+                if let Some(reaped) = pidfd::wait(self.pidfd.as_fd(), true)? {
+                    self.finish(reaped, None);
+                }
+            }
             if self.status.is_none() {
                 match self.check_limits(now, deadline) {
                     Err(limit) => drop(self.end_for(limit)?),
                     Ok(next) => wake = next,
                 }
+            }
+            if self.status.is_some() && deadline.is_some_and(|d| now >= d) {
+                // The sandbox has ended, but something it started outside its control (no pid
+                // namespace or cgroup to end it with) still holds the pipes open: the time limit
+                // ends the waiting too. What was read so far is the output.
+                break;
             }
             let timeout = match wake {
                 None => PollTimeout::NONE,

@@ -41,7 +41,8 @@ pub struct Command {
     pub(crate) stdin: Option<Stdio>,
     pub(crate) stdout: Option<Stdio>,
     pub(crate) stderr: Option<Stdio>,
-    fds: Vec<(RawFd, OwnedFd)>,
+    /// `(target, descriptor, passed as it is)`; see [`Command::fd_unrestricted`].
+    fds: Vec<(RawFd, OwnedFd, bool)>,
 }
 
 impl Command {
@@ -153,6 +154,18 @@ impl Command {
     /// [`stdin`](Self::stdin) and friends). The command keeps `fd` and passes it again on every
     /// spawn. No other descriptor of the embedding program reaches the payload.
     ///
+    /// The payload can do no more with it than `fd` allows, although a descriptor is also a way
+    /// to its file (`/proc/self/fd/N` reopens it with any mode the file's permissions give the
+    /// payload's ids):
+    /// - a regular file opened read-only (or `O_PATH`) is passed as a new descriptor of the same
+    ///   file on a read-only mount, so reopening it writable fails (`EROFS`); the payload's
+    ///   descriptor has its own offset, starting at `fd`'s. This needs root (`CAP_SYS_ADMIN`);
+    ///   without it the spawn fails with [`Error::NotPermitted`] if the file is writable by the
+    ///   embedding program (and so by a payload running as the same user), and passes it as it
+    ///   is otherwise;
+    /// - a directory is refused ([`Error::InvalidValue`]): `openat(fd, "../..")` reaches the whole
+    ///   filesystem it is on. Use [`fd_unrestricted`](Self::fd_unrestricted) to pass one.
+    ///
     /// ```no_run
     /// # use stockade::{Namespaces, Sandbox};
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -162,7 +175,16 @@ impl Command {
     /// # Ok(()) }
     /// ```
     pub fn fd(&mut self, target: RawFd, fd: impl Into<OwnedFd>) -> &mut Self {
-        self.fds.push((target, fd.into()));
+        self.fds.push((target, fd.into(), false));
+        self
+    }
+
+    /// Like [`fd`](Self::fd), but passes `fd` exactly as it is, with everything it reaches: a
+    /// directory's whole filesystem (through `..`), and its file reopened with any mode the
+    /// payload's ids are allowed (through `/proc/self/fd/N`). For directories and files the
+    /// payload may fully use.
+    pub fn fd_unrestricted(&mut self, target: RawFd, fd: impl Into<OwnedFd>) -> &mut Self {
+        self.fds.push((target, fd.into(), true));
         self
     }
 
@@ -223,7 +245,7 @@ impl Command {
             nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
                 .map_or(1024, |(soft, _)| soft.min(i32::MAX as u64 / 2) as RawFd)
         };
-        for (target, _) in &self.fds {
+        for (target, ..) in &self.fds {
             if *target >= limit {
                 return Err(Error::invalid(
                     "fd",
@@ -243,7 +265,20 @@ impl Command {
             }
             seen.push(*target);
         }
-        let passed: Vec<(RawFd, RawFd)> = self.fds.iter().map(|(t, fd)| (fd.as_raw_fd(), *t)).collect();
+        // Descriptors made for this spawn only (read-only reopenings), kept until it is done.
+        let mut made: Vec<OwnedFd> = Vec::new();
+        let mut passed: Vec<(RawFd, RawFd)> = Vec::with_capacity(self.fds.len());
+        for (target, fd, unrestricted) in &self.fds {
+            let raw = match restrict(*target, fd, *unrestricted)? {
+                Some(pinned) => {
+                    let raw = pinned.as_raw_fd();
+                    made.push(pinned);
+                    raw
+                }
+                None => fd.as_raw_fd(),
+            };
+            passed.push((raw, *target));
+        }
         crate::spawn::spawn(
             &self.sandbox.config,
             &self.program,
@@ -266,6 +301,70 @@ impl Command {
             };
         }
         vars.into_iter().collect()
+    }
+}
+
+/// What [`Command::fd`] passes as `target` for `fd`: `None` to pass `fd` as it is, or a new
+/// descriptor of its file that cannot be reopened writable (see [`Command::fd`]).
+fn restrict(target: RawFd, fd: &OwnedFd, unrestricted: bool) -> Result<Option<OwnedFd>, Error> {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    use nix::sys::stat::SFlag;
+    if unrestricted {
+        return Ok(None);
+    }
+    let what = |op: &str| format!("{op} of the descriptor passed as fd {target}");
+    let st = nix::sys::stat::fstat(fd).map_err(|e| Error::spawn(what("fstat"), e))?;
+    let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
+    if kind == SFlag::S_IFDIR {
+        return Err(Error::invalid(
+            "fd",
+            target,
+            "is a directory, which reaches its whole filesystem through `..` (openat(fd, \"../..\")); \
+             pass it with Command::fd_unrestricted if that is meant",
+        ));
+    }
+    let flags = OFlag::from_bits_truncate(
+        fcntl(fd, FcntlArg::F_GETFL).map_err(|e| Error::spawn(what("F_GETFL"), e))?,
+    );
+    let path_only = flags.contains(OFlag::O_PATH);
+    if kind != SFlag::S_IFREG || !(path_only || flags & OFlag::O_ACCMODE == OFlag::O_RDONLY) {
+        return Ok(None);
+    }
+    let mode = if path_only { libc::O_PATH } else { libc::O_RDONLY | (flags & OFlag::O_NONBLOCK).bits() };
+    match crate::sys::reopen_read_only(fd.as_raw_fd(), mode) {
+        Ok(pinned) => {
+            if !path_only {
+                let offset = nix::unistd::lseek(fd, 0, nix::unistd::Whence::SeekCur).unwrap_or(0);
+                nix::unistd::lseek(&pinned, offset, nix::unistd::Whence::SeekSet)
+                    .map_err(|e| Error::spawn(what("lseek"), e))?;
+            }
+            Ok(Some(pinned))
+        }
+        // Without the privilege to make a read-only mount: safe only if this process (whose ids
+        // the payload has at most) could not write the file either.
+        Err(_) => {
+            let link = format!("/proc/self/fd/{}", fd.as_raw_fd());
+            let writable = nix::unistd::faccessat(
+                nix::fcntl::AT_FDCWD,
+                link.as_str(),
+                nix::unistd::AccessFlags::W_OK,
+                nix::fcntl::AtFlags::AT_EACCESS,
+            )
+            .is_ok();
+            if writable {
+                return Err(Error::NotPermitted {
+                    what: format!(
+                        "passing a read-only descriptor of a file writable by this user as fd {target}"
+                    ),
+                    reason:
+                        "the payload, with this user's ids, could reopen it writable through /proc/self/fd; \
+                             pinning it read-only needs CAP_SYS_ADMIN. Pass a file it may not write, a copy, \
+                             or use Command::fd_unrestricted"
+                            .into(),
+                });
+            }
+            Ok(None)
+        }
     }
 }
 

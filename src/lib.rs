@@ -62,5 +62,5 @@ pub use fs::{Mount, Root};
 pub use namespaces::{ClockOffsets, Namespaces};
 pub use privileges::{Capability, DEFAULT_CAPABILITIES};
 pub use resources::{Compat, IoLimit, Limit, ResourceUsage, Rlimit};
-pub use sandbox::{Sandbox, SandboxBuilder};
+pub use sandbox::{Sandbox, SandboxBuilder, UNTRUSTED_IDS};
 pub use userns::IdMap;

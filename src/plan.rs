@@ -375,13 +375,14 @@ impl<'a> Plan<'a> {
 }
 
 /// The embedding process's argument area (`arg_start`, `arg_end` of `/proc/self/stat`), read
-/// once; `None` if /proc is not there to say.
-fn arg_area() -> Option<(usize, usize)> {
+/// once; `None` if /proc is not there to say. The init and the cgroup reaper overwrite their
+/// copies of it with their names.
+pub(crate) fn arg_area() -> Option<(usize, usize)> {
     static AREA: std::sync::OnceLock<Option<(usize, usize)>> = std::sync::OnceLock::new();
     *AREA.get_or_init(|| {
         let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
         // Fields after the command name, which is in parentheses and may hold anything.
-        let rest = &stat[stat.rfind(')')? + 2..];
+        let rest = stat.get(stat.rfind(')')? + 2..)?;
         let field = |n: usize| rest.split(' ').nth(n - 3)?.trim().parse::<usize>().ok();
         let (start, end) = (field(48)?, field(49)?);
         (start > 0 && end > start).then_some((start, end))

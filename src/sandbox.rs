@@ -486,10 +486,12 @@ impl SandboxBuilder {
     }
 
     /// The cgroup layout spawns will use: `None` when no cgroup is wanted, or when it cannot be
-    /// had and the sandbox is best-effort.
+    /// had and the sandbox is best-effort. A sandbox without limits but with a cgroup namespace
+    /// gets groups wherever the caller can make them.
     fn cgroup_layout(&self) -> Result<Option<Layout>, Error> {
         if !self.limits.wants_cgroup() {
-            return Ok(None);
+            // A cgroup namespace still wants groups of its own, wherever they can be had.
+            return Ok(self.namespaces.contains(Namespaces::CGROUP).then(cgroup::layout).flatten());
         }
         let checked = match cgroup::layout() {
             None => Err(Error::Unsupported {
@@ -587,10 +589,62 @@ pub struct Sandbox {
     pub(crate) config: Arc<Config>,
 }
 
+/// Where the payload's ids go on the host in [`Sandbox::untrusted`] when the embedding program
+/// is root: ids 0 to 65535 inside are host ids `UNTRUSTED_IDS` to `UNTRUSTED_IDS + 65535`, which
+/// no host user or file has, so the payload's root owns nothing on the host.
+pub const UNTRUSTED_IDS: u32 = 2_000_000_000;
+
 impl Sandbox {
     /// Starts configuring a sandbox.
     pub fn builder() -> SandboxBuilder {
         SandboxBuilder::default()
+    }
+
+    /// Starts from the configuration recommended for code you do not trust; every line can be
+    /// changed afterwards on the returned builder:
+    ///
+    /// - every namespace ([`Namespaces::all`]): the payload sees only its own processes,
+    ///   mounts, hostname (`sandbox`), IPC objects, cgroups and clocks, and a network of its own
+    ///   holding only `lo`;
+    /// - ids of its own: as root, the payload's ids 0–65535 are the unused host ids from
+    ///   [`UNTRUSTED_IDS`], so its root is nobody on the host; unprivileged, it is the caller's
+    ///   own uid and gid (the only ones the caller can give);
+    /// - no capabilities ([`capabilities`](SandboxBuilder::capabilities) `[]`) and
+    ///   `no_new_privs`;
+    /// - an empty read-only root ([`Root::tmpfs`]) with the host's system directories read-only
+    ///   ([`Mount::host_system`]), a fresh `/proc` with the sensitive paths masked, a minimal
+    ///   `/dev`, and a private `/tmp` of 64 MiB;
+    /// - limits on the whole tree: 512 MiB of memory, 128 processes, 60 s of wall-clock time
+    ///   (typed errors at `build()` when the host cannot enforce them; see
+    ///   [`resource_compat`](SandboxBuilder::resource_compat) for hosts without cgroup
+    ///   delegation).
+    ///
+    /// Every sandbox also gets its own session keyring, its own cgroups in every hierarchy, and
+    /// an init that shows nothing of the embedding program.
+    ///
+    /// ```no_run
+    /// use stockade::Sandbox;
+    /// # fn main() -> Result<(), stockade::Error> {
+    /// let sandbox = Sandbox::untrusted().build()?;
+    /// let out = sandbox.command("/bin/sh").args(["-c", "id -u; ls /"]).output()?;
+    /// assert!(out.status.success());
+    /// # Ok(()) }
+    /// ```
+    pub fn untrusted() -> SandboxBuilder {
+        let mut b = SandboxBuilder::default();
+        b.namespaces(Namespaces::all())
+            .hostname("sandbox")
+            .root(Root::tmpfs())
+            .mounts(crate::Mount::host_system())
+            .mount(crate::Mount::tmpfs("/tmp").size(64 << 20))
+            .capabilities([])
+            .memory_limit(512 << 20)
+            .pids_limit(128)
+            .timeout(Duration::from_secs(60));
+        if nix::unistd::geteuid().is_root() {
+            b.uid_map([IdMap::new(0, UNTRUSTED_IDS, 65536)]).gid_map([IdMap::new(0, UNTRUSTED_IDS, 65536)]);
+        }
+        b
     }
 
     /// A command that runs `program` in this sandbox. A program without a `/` is looked up in
@@ -694,10 +748,13 @@ impl UserNamespace {
     /// unprivileged range): then the child, which starts with the caller's ids, must switch to
     /// root of the namespace before it creates anything (files it made as an unmapped id would
     /// fail with EOVERFLOW).
+    /// Maps without a root inside leave the child as it is.
     fn maps_caller_elsewhere(&self) -> bool {
         let root_is = |map: &[IdMap], own: u32| map.iter().any(|r| r.inside == 0 && r.outside == own);
-        !(root_is(&self.uid_map, nix::unistd::geteuid().as_raw())
-            && root_is(&self.gid_map, nix::unistd::getegid().as_raw()))
+        let has_root = userns::maps_inside(&self.uid_map, 0) && userns::maps_inside(&self.gid_map, 0);
+        has_root
+            && !(root_is(&self.uid_map, nix::unistd::geteuid().as_raw())
+                && root_is(&self.gid_map, nix::unistd::getegid().as_raw()))
     }
 }
 

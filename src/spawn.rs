@@ -84,9 +84,10 @@ pub(crate) fn spawn(
 
     let started = std::time::Instant::now();
     let limits = &config.limits;
+    let confine = config.namespaces.contains(crate::Namespaces::CGROUP);
     let (cgroup, unenforced) = match config.cgroup_layout {
-        Some(layout) => match SandboxCgroup::create(limits, layout, config.use_init()) {
-            Ok(cgroup) => (Some(cgroup), Vec::new()),
+        Some(layout) => match SandboxCgroup::create(limits, layout, config.use_init(), confine) {
+            Ok(cgroup) => (cgroup, Vec::new()),
             Err(_) if limits.compat == Compat::BestEffort => (None, limits.cgroup_limit_names()),
             Err(e) => return Err(e),
         },

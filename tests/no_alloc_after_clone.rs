@@ -122,6 +122,50 @@ fn eight_threads_spawning_fifty_sandboxes_each_never_allocate_after_clone() {
 }
 
 #[test]
+fn the_untrusted_preset_never_allocates_after_clone_nor_does_the_reaper() {
+    // As root: an unprivileged id range (the child becomes root of its namespace and re-arms its
+    // parent-death signal), groups in every hierarchy, a cgroup namespace, a new session keyring,
+    // the init's argv overwritten. Unprivileged: the same without the limits.
+    let _serial = serial();
+    let _ = Box::new(1u8);
+    let fds_before = fd_count();
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            thread::spawn(move || {
+                let mut b = stockade::Sandbox::untrusted();
+                if !is_root() {
+                    b.resource_compat(stockade::Compat::BestEffort);
+                }
+                let sandbox = b.build().unwrap();
+                for i in 0..20 {
+                    let status = sandbox
+                        .command("/bin/true")
+                        .stdout(Stdio::null())
+                        .fd(5, std::fs::File::open("/etc/hostname").unwrap())
+                        .status()
+                        .unwrap();
+                    assert_ne!(
+                        status.code(),
+                        Some(ALLOCATED_IN_CHILD),
+                        "thread {t} run {i}: allocation after clone"
+                    );
+                    assert!(status.success(), "thread {t} run {i}: {status}");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(fd_count(), fds_before, "descriptors leaked");
+    // A reaper that allocated would have died here (a zombie counts as a child left).
+    assert_eq!(own_children(), Vec::<i32>::new(), "children left");
+    if is_root() {
+        assert!(reaper().is_some(), "the cgroup reaper is not running");
+    }
+}
+
+#[test]
 #[cfg(feature = "image")]
 fn image_sandboxes_creating_their_working_dir_never_allocate_after_clone() {
     use stockade::image::{ImageSource, LayerStore, Platform};

@@ -47,18 +47,60 @@ fn requested_capabilities_are_exactly_what_the_payload_gets() {
 }
 
 #[test]
-fn a_payload_switched_to_another_user_has_no_capabilities_unless_asked() {
+fn a_payload_switched_to_another_user_has_no_capabilities_but_keeps_the_bounding_set() {
     if !is_root() {
         return skip(
-            "a_payload_switched_to_another_user_has_no_capabilities",
+            "a_payload_switched_to_another_user_has_no_capabilities_but_keeps_the_bounding_set",
             "needs root to switch uid without a map range",
         );
     }
-    let sandbox = Sandbox::builder().user(1000, 1000).build().unwrap();
-    assert_all_five(&capability_sets(&sandbox), 0);
+    let sets = capability_sets(&Sandbox::builder().user(1000, 1000).build().unwrap());
+    for (name, value) in &sets {
+        // As Docker and runc: nothing held, the default set as the bound of what exec may give.
+        let expected = if name == "CapBnd" { mask(DEFAULT_CAPABILITIES) } else { 0 };
+        assert_eq!(*value, expected, "{name}: {sets:?}");
+    }
     let sandbox =
         Sandbox::builder().user(1000, 1000).capabilities([Capability::CAP_NET_BIND_SERVICE]).build().unwrap();
     assert_all_five(&capability_sets(&sandbox), mask(&[Capability::CAP_NET_BIND_SERVICE]));
+}
+
+#[test]
+fn a_non_root_payload_runs_programs_with_file_capabilities_without_gaining_them() {
+    if !is_root() {
+        return skip(
+            "a_non_root_payload_runs_programs_with_file_capabilities_without_gaining_them",
+            "setting file capabilities (security.capability) needs root",
+        );
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempdir();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cat = dir.path().join("capcat");
+    std::fs::copy("/bin/cat", &cat).unwrap();
+    std::fs::set_permissions(&cat, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // cap_net_raw+ep, as `setcap` writes it (struct vfs_cap_data, revision 2, effective bit).
+    let mut xattr = Vec::new();
+    for word in [0x0200_0001u32, 1 << Capability::CAP_NET_RAW.index(), 0, 0, 0] {
+        xattr.extend_from_slice(&word.to_le_bytes());
+    }
+    let path = std::ffi::CString::new(cat.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: NUL-terminated path and name; `xattr` is a live buffer of the length passed.
+    let set = unsafe {
+        libc::setxattr(path.as_ptr(), c"security.capability".as_ptr(), xattr.as_ptr().cast(), xattr.len(), 0)
+    };
+    assert_eq!(set, 0, "setxattr: {}", std::io::Error::last_os_error());
+    let sandbox = Sandbox::builder().user(1000, 1000).build().unwrap();
+    let out = sandbox.command(&cat).arg("/proc/self/status").output().unwrap();
+    assert!(out.status.success(), "{}: {}", out.status, String::from_utf8_lossy(&out.stderr));
+    let status = String::from_utf8_lossy(&out.stdout);
+    let field = |name: &str| {
+        let line = status.lines().find(|l| l.starts_with(name)).unwrap();
+        u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
+    };
+    // Under no_new_privs the file's capability is not granted.
+    assert_eq!((field("CapEff:"), field("CapPrm:")), (0, 0), "{status}");
+    assert_eq!(field("CapBnd:"), mask(DEFAULT_CAPABILITIES), "{status}");
 }
 
 #[test]

@@ -3,7 +3,8 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::*;
@@ -23,7 +24,7 @@ fn cgroups_writable(test: &str) -> bool {
 
 /// All `sb-*` cgroup directories this process created that still exist.
 fn leftover_cgroups() -> Vec<PathBuf> {
-    let prefix = format!("sb-{}-", std::process::id());
+    let prefix = format!("{}-", cgroup_prefix());
     let mut found = Vec::new();
     let mut stack = vec![PathBuf::from("/sys/fs/cgroup")];
     while let Some(dir) = stack.pop() {
@@ -371,13 +372,14 @@ fn io_limits_are_set_on_the_sandboxes_cgroup() {
         );
     };
     // No mount or cgroup namespace: the payload reads its own cgroup's files from the host's
-    // /sys/fs/cgroup, at the path /proc/self/cgroup gives.
+    // /sys/fs/cgroup, at the path /proc/self/cgroup gives. The limits sit one level above the
+    // group the payload's processes are in.
     let sandbox = Sandbox::builder()
         .io_limit(stockade::IoLimit::new(major, minor).write_bps(1_048_576).read_iops(120))
         .build()
         .unwrap();
     let script = "p=$(grep -E '^0::|:blkio:' /proc/self/cgroup | head -n 1 | cut -d: -f3); \
-                  for d in /sys/fs/cgroup$p /sys/fs/cgroup/blkio$p; do \
+                  for d in /sys/fs/cgroup$p/.. /sys/fs/cgroup/blkio$p/..; do \
                     cat $d/io.max $d/blkio.throttle.write_bps_device $d/blkio.throttle.read_iops_device 2>/dev/null; done; true";
     let out = sh_ok(&sandbox, script);
     let dev = format!("{major}:{minor}");
@@ -430,4 +432,182 @@ fn a_cgroup_parent_at_the_hierarchy_root_stays_inside_the_cgroup_filesystem() {
     let after: Vec<_> = std::fs::read_dir("/").unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(before, after, "something was created in the host's /");
     assert_eq!(leftover_cgroups(), Vec::<PathBuf>::new());
+}
+
+#[test]
+fn with_a_cgroup_namespace_the_sandbox_has_a_group_of_its_own_in_every_hierarchy() {
+    if !cgroups_writable("with_a_cgroup_namespace_the_sandbox_has_a_group_of_its_own_in_every_hierarchy") {
+        return;
+    }
+    let _serial = serial();
+    // No limits at all: the groups exist only to confine the namespace.
+    let sandbox = builder(all_ns()).build().unwrap();
+    let mut child = sandbox.command("/bin/sleep").arg("3600").stdin(stockade::Stdio::null()).spawn().unwrap();
+    let payload = loop {
+        if let Some(&p) = children_of(child.id() as i32).first() {
+            break p;
+        }
+        std::thread::yield_now();
+    };
+    let host_view = std::fs::read_to_string(format!("/proc/{payload}/cgroup")).unwrap();
+    let ours = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(host_view.lines().count(), ours.lines().count(), "{host_view}");
+    let prefix = cgroup_prefix();
+    for line in host_view.lines() {
+        let path = line.splitn(3, ':').nth(2).unwrap();
+        assert!(path.contains(&format!("/{prefix}-")) && path.ends_with("/payload"), "{line}");
+    }
+}
+
+#[test]
+fn a_payload_mounting_cgroupfs_in_its_cgroup_namespace_sees_only_its_own_group() {
+    if !cgroups_writable("a_payload_mounting_cgroupfs_in_its_cgroup_namespace_sees_only_its_own_group") {
+        return;
+    }
+    if !have("/usr/bin/python3") {
+        return skip(
+            "a_payload_mounting_cgroupfs_in_its_cgroup_namespace_sees_only_its_own_group",
+            "python3 missing for the memory hog",
+        );
+    }
+    let _serial = serial();
+    // Real CAP_SYS_ADMIN (no user namespace, so this runs in the v2 guest too): it may mount
+    // cgroupfs, which then starts at its namespace's root.
+    let sandbox = limited(all_ns())
+        .memory_limit(64 << 20)
+        .pids_limit(64)
+        .capabilities([stockade::Capability::CAP_SYS_ADMIN])
+        .build()
+        .unwrap();
+    let script = r#"
+        mkdir -p /tmp/v2 /tmp/mem
+        mount -t cgroup2 none /tmp/v2 && echo mounted v2
+        mount -t cgroup -o memory none /tmp/mem 2>/dev/null && echo mounted v1
+        for d in /tmp/v2/*/ /tmp/mem/*/; do [ -d "$d" ] && echo group $d; done
+        grep -q . /tmp/v2/cgroup.procs && echo sees-procs
+        for f in /tmp/v2/memory.max /tmp/mem/memory.limit_in_bytes; do
+          [ -e $f ] && echo max > $f 2>/dev/null; [ -e $f ] && echo -1 > $f 2>/dev/null; true
+        done
+        cat /proc/self/cgroup | sed 's/^/self /'
+        python3 -c 'b = bytearray(256 << 20); print("allocated", len(b))'
+    "#;
+    let out = sandbox.command("/bin/sh").args(["-c", script]).output().unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(said.contains("mounted v2"), "{said}");
+    assert!(!said.contains("group "), "a group beyond its own is visible: {said}");
+    assert!(said.contains("sees-procs"), "its own group is the root it sees: {said}");
+    for line in said.lines().filter(|l| l.starts_with("self ")) {
+        assert!(line.ends_with(":/"), "{line}");
+    }
+    assert!(!said.contains("allocated"), "the limit was raised from inside: {said}");
+    assert!(out.status.usage().oom_killed, "{}: {said}", out.status);
+    assert_eq!(leftover_cgroups(), Vec::<PathBuf>::new());
+}
+
+/// `--ns` for the run example.
+fn ns_list(ns: Namespaces) -> String {
+    ns.names().map(|n| if n == "mnt" { "mount" } else { n }).collect::<Vec<_>>().join(",")
+}
+
+/// Kills `embedder` once it has finished `runs` spawns, then checks that nothing of its
+/// sandboxes survives: no process carrying `marker`, and (with `cgroup_parent`) no group.
+fn kill_after_runs(
+    mut embedder: std::process::Child,
+    runs: usize,
+    marker: &str,
+    cgroup_parent: Option<&str>,
+) {
+    let mut err = buffered(embedder.stderr.take().unwrap());
+    let mut line = String::new();
+    let mut seen = 0;
+    while seen < runs {
+        line.clear();
+        assert!(err.read_line(&mut line).unwrap() > 0, "embedder ended early");
+        if line.starts_with("run ") {
+            seen += 1;
+        }
+    }
+    embedder.kill().unwrap(); // SIGKILL: at whatever point of the next spawn it is.
+    embedder.wait().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let survivors = processes_with(marker);
+        let groups = cgroup_parent.map(leftover_groups).unwrap_or_default();
+        if survivors.is_empty() && groups.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "after the embedder's death: processes {survivors:?}, groups {groups:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Pids of processes whose command line contains `marker`.
+fn processes_with(marker: &str) -> Vec<i32> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(marker) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// Sandbox groups left under `parent` in any hierarchy.
+fn leftover_groups(parent: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for h in children_dirs(Path::new("/sys/fs/cgroup")) {
+        found.extend(children_dirs(&h.join(parent)));
+    }
+    found
+}
+
+#[test]
+fn an_embedder_killed_at_any_point_leaves_no_sandbox_process_and_no_cgroup() {
+    let _serial = serial();
+    for round in 0..6usize {
+        let marker = format!("3600.{}{round}", std::process::id());
+        let parent = format!("stockade-kill-test-{}-{round}", std::process::id());
+        let mut args: Vec<String> =
+            vec!["--repeat".into(), "100000".into(), "--timeout".into(), "0.02".into()];
+        let with_cgroups = is_root() && round % 2 == 0;
+        args.extend(["--ns".into(), ns_list(all_ns())]);
+        if with_cgroups {
+            args.extend([
+                "--cgroup-parent".into(),
+                parent.clone(),
+                "--memory".into(),
+                "67108864".into(),
+                "--pids".into(),
+                "32".into(),
+            ]);
+        }
+        args.extend([
+            "--root".into(),
+            "tmpfs".into(),
+            "--system".into(),
+            "--".into(),
+            "/bin/sleep".into(),
+            marker.clone(),
+        ]);
+        let embedder = std::process::Command::new(run_example())
+            .args(&args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Different points of the spawn cycle: after 1, 4, 7, ... completed runs.
+        kill_after_runs(embedder, 1 + round * 3, &marker, with_cgroups.then_some(parent.as_str()));
+        if with_cgroups {
+            for h in children_dirs(Path::new("/sys/fs/cgroup")) {
+                let _ = std::fs::remove_dir(h.join(&parent));
+            }
+        }
+    }
 }

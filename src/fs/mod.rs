@@ -8,6 +8,15 @@
 //! with `pivot_root` and the old root detached; in a user namespace the finished mount table is
 //! finally copied into a nested user namespace, which locks every mount and its flags so that
 //! even root inside cannot remount, unmount or uncover them.
+//!
+//! Host paths handed to the builder (bind sources, [`Root::dir`], overlay directories) must be
+//! absolute and contain no symlink in any component: each is opened once per spawn with
+//! `openat2(RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)` and that handle, not the path, is
+//! mounted. A symlink an untrusted party planted — an earlier sandbox given a writable bind of a
+//! shared directory, replacing `shared/cache` with a link to `/` — is refused (`build()` says
+//! [`Error::InvalidPath`](crate::Error::InvalidPath); a link planted after `build()` fails the
+//! spawn with `ELOOP`), never followed. A path you trust that has links in it: pass
+//! `std::fs::canonicalize(path)?`.
 
 pub(crate) mod plan;
 
@@ -46,7 +55,8 @@ impl Root {
 
     /// A directory of the caller's (e.g. an unpacked root filesystem), bound onto itself and made
     /// the root. The payload can write to it. Mount targets are resolved inside it: symlinks in
-    /// it cannot point a mount outside.
+    /// it cannot point a mount outside. `path` itself must contain no symlink (see the module
+    /// docs: a link to `/` would hand the payload the host's root).
     pub fn dir(path: impl Into<PathBuf>) -> Root {
         Root(RootKind::Dir { path: path.into(), writable: true })
     }
@@ -133,7 +143,8 @@ impl Mount {
     }
 
     /// Binds the host path `source` at `target`, writable. Recursive (submounts come along)
-    /// unless [`recursive(false)`](Mount::recursive).
+    /// unless [`recursive(false)`](Mount::recursive). `source` must contain no symlink: it is
+    /// opened without following any, so one planted in a shared directory is refused.
     pub fn bind(source: impl Into<PathBuf>, target: impl Into<PathBuf>) -> Mount {
         Mount::new(target, MountKind::Bind { source: source.into(), recursive: true }, false)
     }
@@ -348,7 +359,8 @@ pub(crate) fn normalise_target(what: &'static str, path: &Path) -> Result<PathBu
     Ok(out)
 }
 
-/// Checks a host path given as a mount source or root: absolute and present.
+/// Checks a host path given as a mount source or root: absolute, present, and reachable without
+/// following a symlink (the child opens it the same way when it mounts it).
 pub(crate) fn check_source(what: &'static str, path: &Path) -> Result<std::fs::Metadata, Error> {
     if path.as_os_str().as_bytes().contains(&0) {
         return Err(Error::NulByte { what, value: path.as_os_str().to_owned() });
@@ -360,5 +372,20 @@ pub(crate) fn check_source(what: &'static str, path: &Path) -> Result<std::fs::M
             reason: "must be an absolute host path".into(),
         });
     }
-    std::fs::metadata(path).map_err(|source| Error::PathAccess { what, path: path.to_owned(), source })
+    let c = crate::plan::cstring(what, path.as_os_str())?;
+    match crate::sys::open_host(&c, libc::O_PATH) {
+        Ok(fd) => {
+            let file = std::fs::File::from(crate::sys::owned(fd));
+            file.metadata().map_err(|source| Error::PathAccess { what, path: path.to_owned(), source })
+        }
+        Err(crate::sys::Errno(libc::ELOOP)) => Err(Error::InvalidPath {
+            what,
+            path: path.to_owned(),
+            reason: "contains a symlink: host paths are opened without following symlinks, which \
+                     an untrusted party (an earlier sandbox given a writable bind, say) could have \
+                     planted; pass the resolved path (std::fs::canonicalize) of a path you trust"
+                .into(),
+        }),
+        Err(e) => Err(Error::PathAccess { what, path: path.to_owned(), source: e.into() }),
+    }
 }

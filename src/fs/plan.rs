@@ -463,9 +463,7 @@ fn expand(
     let t = &m.target;
     match &m.kind {
         MountKind::Bind { source, recursive } => {
-            let is_dir = std::fs::metadata(source)
-                .map_err(|e| Error::PathAccess { what: "bind source", path: source.clone(), source: e })?
-                .is_dir();
+            let is_dir = super::check_source("bind source", source)?.is_dir();
             ops.push(FsOp::Bind {
                 source: cstring("bind source", source.as_os_str())?,
                 recursive: *recursive,

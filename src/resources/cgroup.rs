@@ -5,9 +5,18 @@
 //! Layouts, detected like runc (statfs of `/sys/fs/cgroup`):
 //! - unified (pure v2): one directory; the child joins at clone time with `CLONE_INTO_CGROUP`.
 //! - hybrid (v1 controllers plus a v2 mount at `/sys/fs/cgroup/unified`, as on this project's
-//!   machines) and legacy (pure v1): one directory per controller, each under the caller's own
-//!   cgroup *in that controller* (they differ); the parent writes the child's pid into each
+//!   machines) and legacy (pure v1): one directory per hierarchy, each under the caller's own
+//!   cgroup *in that hierarchy* (they differ); the parent writes the child's pid into each
 //!   while the child waits for "go".
+//!
+//! Each sandbox group holds the limits and, inside it, a leaf (`payload`) where the processes
+//! live: with a cgroup namespace, entered by the child only once it is in all its leaves, the
+//! leaf is the root of everything the payload can see, so a payload that mounts cgroupfs itself
+//! can neither read nor raise its limits, nor reach the embedding program's or the host's
+//! groups. With a cgroup namespace a sandbox gets a group in *every* hierarchy (named and
+//! unified ones too), not only in those carrying limits: otherwise the payload's namespace root
+//! there would be the embedding program's group. Group names are a random per-process prefix and
+//! a counter; a reaper process ([`super::reaper`]) removes them if this process dies.
 
 use std::fs;
 use std::os::fd::OwnedFd;
@@ -61,33 +70,6 @@ fn v1_names(controller: &str) -> &'static [&'static str] {
     }
 }
 
-/// Where each v1 controller hierarchy is mounted (read once per process).
-fn v1_mounts() -> &'static [(String, PathBuf)] {
-    static MOUNTS: std::sync::OnceLock<Vec<(String, PathBuf)>> = std::sync::OnceLock::new();
-    MOUNTS.get_or_init(read_v1_mounts)
-}
-
-/// Where each v1 controller hierarchy is mounted, from /proc/self/mountinfo.
-fn read_v1_mounts() -> Vec<(String, PathBuf)> {
-    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut out = Vec::new();
-    for line in info.lines() {
-        let Some((left, right)) = line.split_once(" - ") else { continue };
-        let mut r = right.split(' ');
-        if r.next() != Some("cgroup") {
-            continue;
-        }
-        let super_opts = r.nth(1).unwrap_or_default();
-        let Some(point) = left.split(' ').nth(4) else { continue };
-        for opt in super_opts.split(',') {
-            if !matches!(opt, "rw" | "ro") && !opt.starts_with("name=") {
-                out.push((opt.to_owned(), PathBuf::from(point)));
-            }
-        }
-    }
-    out
-}
-
 /// The caller's own cgroup path in `controller` (v1; "" for the unified hierarchy), from
 /// /proc/self/cgroup (read once per process: the embedding program is not expected to move).
 fn own_path(controller: &str) -> String {
@@ -120,10 +102,9 @@ pub(crate) fn check_available(layout: Layout, wanted: &[&'static str]) -> Result
             }
         }
         Layout::Hybrid | Layout::Legacy => {
-            let mounts = v1_mounts();
             for c in wanted {
                 for name in v1_names(c) {
-                    if !mounts.iter().any(|(n, _)| n == name) {
+                    if !mounted_hierarchies().iter().any(|h| h.controllers.iter().any(|n| n == name)) {
                         return missing(c, format!("no v1 {name} hierarchy is mounted"));
                     }
                 }
@@ -135,12 +116,15 @@ pub(crate) fn check_available(layout: Layout, wanted: &[&'static str]) -> Result
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// A name no other sandbox uses: this process's pid (for the garbage collector), a counter, and
-/// random bits (embedding processes in different pid namespaces may share pids and a parent).
+/// A name no other sandbox uses: the embedding process's random prefix (which the reaper knows
+/// its groups by) and a counter. Nothing in it says anything of the host.
 fn unique_name() -> String {
-    let random = crate::sys::random_u32();
-    format!("sb-{}-{}-{random:08x}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+    format!("{}-{}", super::reaper::prefix(), COUNTER.fetch_add(1, Ordering::Relaxed))
 }
+
+/// The name of the group inside a sandbox's own group that its processes join, and that a
+/// cgroup namespace makes their root: the limits sit one level up, out of their sight and reach.
+const LEAF: &str = "payload";
 
 /// `parent/name`, or `name` under the hierarchy's root.
 fn join(parent: &str, name: &str) -> String {
@@ -153,12 +137,128 @@ fn make_leaf(dir: &Path, op: &str) -> Result<(), Error> {
     fs::create_dir(dir).map_err(|source| Error::Cgroup { op: op.to_owned(), path: dir.to_owned(), source })
 }
 
-/// A sandbox's cgroup: one directory (v2) or one per controller (v1).
+/// One mounted cgroup hierarchy: a v1 hierarchy with its controllers (or a named one such as
+/// `name=systemd`), or the unified (v2) hierarchy.
+#[derive(Debug)]
+struct Hierarchy {
+    mount: PathBuf,
+    /// v1 controllers of the hierarchy (empty for a named or the unified hierarchy).
+    controllers: Vec<String>,
+    /// `name=...` of a named v1 hierarchy.
+    name: Option<String>,
+    unified: bool,
+}
+
+impl Hierarchy {
+    /// How the hierarchy is called in errors and in `/proc/self/cgroup`.
+    fn label(&self) -> String {
+        match (&self.name, self.unified) {
+            (_, true) => "unified".into(),
+            (Some(n), _) => n.clone(),
+            (None, _) => self.controllers.join(","),
+        }
+    }
+
+    /// The caller's own cgroup in this hierarchy, from /proc/self/cgroup.
+    fn own_path(&self) -> String {
+        let key = if self.unified {
+            String::new()
+        } else {
+            self.name.clone().or_else(|| self.controllers.first().cloned()).unwrap_or_default()
+        };
+        own_path(&key)
+    }
+}
+
+/// Every cgroup hierarchy mounted here (read once per process), from /proc/self/mountinfo.
+fn mounted_hierarchies() -> &'static [Hierarchy] {
+    static ALL: std::sync::OnceLock<Vec<Hierarchy>> = std::sync::OnceLock::new();
+    ALL.get_or_init(|| {
+        let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut out: Vec<Hierarchy> = Vec::new();
+        for line in info.lines() {
+            let Some((left, right)) = line.split_once(" - ") else { continue };
+            let mut r = right.split(' ');
+            let fstype = r.next().unwrap_or_default();
+            let super_opts = r.nth(1).unwrap_or_default();
+            let Some(point) = left.split(' ').nth(4) else { continue };
+            let h = match fstype {
+                "cgroup2" => {
+                    Hierarchy { mount: point.into(), controllers: Vec::new(), name: None, unified: true }
+                }
+                "cgroup" => {
+                    let mut h = Hierarchy {
+                        mount: point.into(),
+                        controllers: Vec::new(),
+                        name: None,
+                        unified: false,
+                    };
+                    for opt in super_opts.split(',') {
+                        if let Some(n) = opt.strip_prefix("name=") {
+                            h.name = Some(format!("name={n}"));
+                        } else if V1_CONTROLLERS.contains(&opt) {
+                            h.controllers.push(opt.to_owned());
+                        }
+                    }
+                    h
+                }
+                _ => continue,
+            };
+            // The same hierarchy mounted twice (bind mounts of it): keep the first.
+            if !out.iter().any(|o| o.label() == h.label()) {
+                out.push(h);
+            }
+        }
+        out
+    })
+}
+
+/// The controllers a v1 hierarchy can carry (mount options of a cgroup mount that name one).
+const V1_CONTROLLERS: &[&str] = &[
+    "cpu",
+    "cpuacct",
+    "cpuset",
+    "memory",
+    "devices",
+    "freezer",
+    "net_cls",
+    "blkio",
+    "perf_event",
+    "net_prio",
+    "hugetlb",
+    "pids",
+    "rdma",
+    "misc",
+];
+
+/// Whether a failure to create a group only means this caller may not make groups there (an
+/// unprivileged caller without delegation): the payload, whose ids are the caller's or
+/// subordinate ones, cannot write there either.
+fn not_ours(e: &Error) -> bool {
+    matches!(e, Error::Cgroup { source, .. }
+        if matches!(source.raw_os_error(), Some(libc::EACCES | libc::EPERM | libc::EROFS)))
+}
+
+/// One directory pair of a sandbox's cgroup: `dir` (limits, accounting) and `dir/payload`
+/// (`leaf`, where its processes live).
+#[derive(Debug)]
+struct Group {
+    /// Which hierarchy ("unified", "memory", "cpu,cpuacct", "name=systemd", ...).
+    label: String,
+    /// v1 controllers of the hierarchy.
+    controllers: Vec<String>,
+    /// cgroups-rs handle of `dir`, for hierarchies that carry limits.
+    handle: Option<Cgroup>,
+    dir: PathBuf,
+    leaf: PathBuf,
+}
+
+/// A sandbox's cgroup: one group (v2) or one per hierarchy (v1, hybrid), each a limits
+/// directory with the processes' leaf inside.
 #[derive(Debug)]
 pub(crate) struct SandboxCgroup {
     layout: Layout,
-    /// (controller, handle, directory) for every controller directory created.
-    groups: Vec<(String, Cgroup, PathBuf)>,
+    groups: Vec<Group>,
     removed: bool,
 }
 
@@ -166,42 +266,48 @@ impl SandboxCgroup {
     /// Creates the sandbox's cgroup and applies the limits. Nothing is left behind on error.
     /// `pid_ns`: the sandbox has a pid namespace, so killing its init ends the tree and the init's
     /// accounting covers it (v1 then needs neither the freezer nor cpuacct, each of which costs a
-    /// task migration per spawn).
+    /// task migration per spawn). `confine`: the sandbox has a cgroup namespace, so it gets a
+    /// group in every hierarchy the caller can create one in, not only those with limits.
+    /// `Ok(None)`: nothing was wanted and nothing could be made.
     pub(crate) fn create(
         limits: &LimitsConfig,
         layout: Layout,
         pid_ns: bool,
-    ) -> Result<SandboxCgroup, Error> {
+        confine: bool,
+    ) -> Result<Option<SandboxCgroup>, Error> {
         let name = unique_name();
-        let wanted = limits.controllers();
         let mut cg = SandboxCgroup { layout, groups: Vec::new(), removed: false };
         let result = match layout {
-            Layout::Unified => cg.create_v2(limits, &name, &wanted),
-            Layout::Hybrid | Layout::Legacy => cg.create_v1(limits, &name, &wanted, pid_ns),
+            Layout::Unified => cg.create_v2(limits, &name),
+            Layout::Hybrid | Layout::Legacy => cg.create_v1(limits, &name, pid_ns, confine),
         };
         match result {
-            Ok(()) => Ok(cg),
+            Ok(()) if cg.groups.is_empty() => Ok(None),
+            Ok(()) => Ok(Some(cg)),
             Err(e) => {
                 cg.destroy();
-                Err(e)
+                // Only a namespace's confinement was wanted, and this caller may not make groups
+                // (nor, then, may its payload write any).
+                if !limits.wants_cgroup() && not_ours(&e) { Ok(None) } else { Err(e) }
             }
         }
     }
 
-    /// The parent directory, relative to a hierarchy's root, for `controller` ("" on v2); ""
-    /// is the root itself.
-    fn parent(limits: &LimitsConfig, controller: &str) -> String {
+    /// The parent directory, relative to a hierarchy's root ("" is the root itself).
+    fn parent(limits: &LimitsConfig, h: &Hierarchy) -> String {
         match &limits.cgroup_parent {
             Some(p) => p.to_string_lossy().trim_matches('/').to_owned(),
-            None => join(&own_path(controller), "stockade"),
+            None => join(&h.own_path(), "stockade"),
         }
     }
 
-    fn create_v2(&mut self, limits: &LimitsConfig, name: &str, wanted: &[&'static str]) -> Result<(), Error> {
-        let parent = Self::parent(limits, "");
+    fn create_v2(&mut self, limits: &LimitsConfig, name: &str) -> Result<(), Error> {
+        let wanted = limits.controllers();
+        let h = Hierarchy { mount: ROOT.into(), controllers: Vec::new(), name: None, unified: true };
+        let parent = Self::parent(limits, &h);
         // Controllers must be enabled in every ancestor's subtree_control, from the root down.
         let mut dir = PathBuf::from(ROOT);
-        enable_controllers(&dir, wanted);
+        enable_controllers(&dir, &wanted);
         for part in parent.split('/').filter(|p| !p.is_empty()) {
             dir.push(part);
             if let Err(source) = fs::create_dir(&dir) {
@@ -209,17 +315,18 @@ impl SandboxCgroup {
                     return Err(Error::Cgroup { op: "create cgroup parent".into(), path: dir, source });
                 }
             }
-            enable_controllers(&dir, wanted);
+            enable_controllers(&dir, &wanted);
         }
-        gc_stale(&dir);
-        let rel = join(&parent, name);
-        let leaf = dir.join(name);
-        make_leaf(&leaf, &format!("create cgroup for {wanted:?}"))?;
         let controllers: Vec<String> = wanted.iter().map(|c| c.to_string()).collect();
-        let cg = Cgroup::load_with_specified_controllers(hierarchies::auto(), &rel, controllers);
-        self.groups.push(("unified".into(), cg, leaf.clone()));
-        for c in wanted {
-            if !leaf.join(first_file(c)).exists() {
+        let handle = Cgroup::load_with_specified_controllers(
+            hierarchies::auto(),
+            join(&parent, name),
+            controllers.clone(),
+        );
+        self.make_group(&dir, name, "unified", controllers, Some(handle))?;
+        let leaf_dir = dir.join(name);
+        for c in &wanted {
+            if !leaf_dir.join(first_file(c)).exists() {
                 return Err(Error::Unsupported {
                     what: format!("the {c} cgroup controller under {}", dir.display()),
                     reason: "it is not enabled there (cgroup.subtree_control); the parent has processes of its own or is not delegated to this user — choose a delegated parent with SandboxBuilder::cgroup_parent".into(),
@@ -233,62 +340,114 @@ impl SandboxCgroup {
         &mut self,
         limits: &LimitsConfig,
         name: &str,
-        wanted: &[&'static str],
         pid_ns: bool,
+        confine: bool,
     ) -> Result<(), Error> {
-        let mounts = v1_mounts();
         // The requested controllers first (an error then names them), then what the sandbox
         // needs besides: tree-wide CPU accounting (the CPU-time limit, or no init to account for
         // the tree) and the freezer to kill a tree that has no init.
-        let mut names: Vec<&str> = wanted.iter().flat_map(|c| v1_names(c).iter().copied()).collect();
+        let mut needed: Vec<&str> =
+            limits.controllers().iter().flat_map(|c| v1_names(c).iter().copied()).collect();
         if limits.cpu_time.is_some() || !pid_ns {
-            names.push("cpuacct");
+            needed.push("cpuacct");
         }
-        if !pid_ns || names.is_empty() {
-            names.push("freezer");
+        if !pid_ns || needed.is_empty() {
+            needed.push("freezer");
         }
-        for controller in names {
-            let Some((_, mount)) = mounts.iter().find(|(n, _)| n == controller) else {
+        let all = mounted_hierarchies();
+        for controller in &needed {
+            if !all.iter().any(|h| h.controllers.iter().any(|c| c == controller)) {
                 return Err(Error::Unsupported {
                     what: format!("the {controller} cgroup controller"),
                     reason: "no v1 hierarchy is mounted".into(),
                 });
-            };
-            let parent = Self::parent(limits, controller);
-            let parent_dir = mount.join(&parent);
-            fs::create_dir_all(&parent_dir).map_err(|source| Error::Cgroup {
-                op: format!("create {controller} cgroup parent"),
-                path: parent_dir.clone(),
-                source,
-            })?;
-            gc_stale(&parent_dir);
-            let rel = join(&parent, name);
-            let dir = mount.join(&rel);
-            make_leaf(&dir, &format!("create {controller} cgroup"))?;
-            let cg = Cgroup::load_with_specified_controllers(
-                hierarchies::auto(),
-                &rel,
-                vec![controller.to_owned()],
-            );
-            if controller == "cpuset" {
-                // A new v1 cpuset is empty and takes no task until it has CPUs and memory nodes.
-                for d in [parent_dir.as_path(), dir.as_path()] {
-                    inherit_cpuset(d).map_err(|source| Error::Cgroup {
-                        op: "initialise cpuset".into(),
-                        path: d.to_owned(),
-                        source,
-                    })?;
-                }
             }
-            self.groups.push((controller.to_owned(), cg, dir));
+        }
+        for h in all {
+            let mine: Vec<String> =
+                h.controllers.iter().filter(|c| needed.contains(&c.as_str())).cloned().collect();
+            if mine.is_empty() && !confine {
+                continue;
+            }
+            let parent = Self::parent(limits, h);
+            let parent_dir = h.mount.join(&parent);
+            let made = fs::create_dir_all(&parent_dir)
+                .map_err(|source| Error::Cgroup {
+                    op: format!("create {} cgroup parent", h.label()),
+                    path: parent_dir.clone(),
+                    source,
+                })
+                .and_then(|()| {
+                    if h.controllers.iter().any(|c| c == "cpuset") {
+                        inherit_cpuset(&parent_dir).map_err(|source| Error::Cgroup {
+                            op: "initialise cpuset".into(),
+                            path: parent_dir.clone(),
+                            source,
+                        })?;
+                    }
+                    let handle = (!mine.is_empty()).then(|| {
+                        Cgroup::load_with_specified_controllers(
+                            hierarchies::auto(),
+                            join(&parent, name),
+                            mine.clone(),
+                        )
+                    });
+                    self.make_group(&parent_dir, name, &h.label(), h.controllers.clone(), handle)
+                });
+            match made {
+                Err(e) if mine.is_empty() && not_ours(&e) => continue,
+                other => other?,
+            }
         }
         self.apply(limits)
+    }
+
+    /// Creates `parent/name` and its leaf, registered with the reaper first so that they go
+    /// even if this process is killed the next instant.
+    fn make_group(
+        &mut self,
+        parent: &Path,
+        name: &str,
+        label: &str,
+        controllers: Vec<String>,
+        handle: Option<Cgroup>,
+    ) -> Result<(), Error> {
+        super::reaper::watch(parent)?;
+        let dir = parent.join(name);
+        make_leaf(&dir, &format!("create {label} cgroup"))?;
+        let leaf = dir.join(LEAF);
+        self.groups.push(Group {
+            label: label.to_owned(),
+            controllers,
+            handle,
+            dir: dir.clone(),
+            leaf: leaf.clone(),
+        });
+        let cpuset = self.groups.last().is_some_and(|g| g.controllers.iter().any(|c| c == "cpuset"));
+        if cpuset {
+            // A new v1 cpuset is empty and takes no task until it has CPUs and memory nodes.
+            inherit_cpuset(&dir).map_err(|source| Error::Cgroup {
+                op: "initialise cpuset".into(),
+                path: dir.clone(),
+                source,
+            })?;
+        }
+        make_leaf(&leaf, &format!("create {label} cgroup"))?;
+        if cpuset {
+            inherit_cpuset(&leaf).map_err(|source| Error::Cgroup {
+                op: "initialise cpuset".into(),
+                path: leaf.clone(),
+                source,
+            })?;
+        }
+        Ok(())
     }
 
     fn apply(&self, limits: &LimitsConfig) -> Result<(), Error> {
         // cgroups-rs's apply() drops memory and cpuset write errors: set those through the
         // controllers' own setters, which report them.
-        for (controller, cg, dir) in &self.groups {
+        for Group { label: controller, handle, dir, .. } in &self.groups {
+            let Some(cg) = handle else { continue };
             if let (Some(m), Some(mem)) = (limits.memory, cg.controller_of::<MemController>()) {
                 mem.set_limit(m as i64)
                     .map_err(|e| cgroup_error(&format!("set memory limit ({controller})"), dir, e))?;
@@ -313,7 +472,8 @@ impl SandboxCgroup {
             Layout::Unified => w,
             _ => (w * 1024 / 100).clamp(2, 262_144),
         });
-        for (controller, cg, dir) in &self.groups {
+        for Group { label: controller, handle, dir, .. } in &self.groups {
+            let Some(cg) = handle else { continue };
             cg.apply(&res).map_err(|e| cgroup_error(&format!("apply {controller} limits"), dir, e))?;
         }
         if let Some(swap) = limits.memory_swap {
@@ -363,30 +523,36 @@ impl SandboxCgroup {
         })
     }
 
+    /// The limits directory of the hierarchy that carries `controller` (v2: the one directory).
     fn dir(&self, controller: &str) -> Option<&Path> {
-        let want = if self.layout == Layout::Unified { "unified" } else { controller };
-        self.groups.iter().find(|(c, ..)| c == want).map(|(.., d)| d.as_path())
+        self.group(controller).map(|g| g.dir.as_path())
+    }
+
+    fn group(&self, controller: &str) -> Option<&Group> {
+        match self.layout {
+            Layout::Unified => self.groups.first(),
+            _ => self.groups.iter().find(|g| g.controllers.iter().any(|c| c == controller)),
+        }
     }
 
     fn read(&self, controller: &str, file: &str) -> Option<String> {
         fs::read_to_string(self.dir(controller)?.join(file)).ok()
     }
 
-    /// A directory descriptor of the v2 cgroup, for `CLONE_INTO_CGROUP`.
+    /// A directory descriptor of the v2 cgroup's leaf, for `CLONE_INTO_CGROUP`.
     pub(crate) fn clone_into_fd(&self) -> Option<OwnedFd> {
         if self.layout != Layout::Unified {
             return None;
         }
-        let dir = self.dir("unified")?;
-        fs::File::open(dir).ok().map(OwnedFd::from)
+        fs::File::open(&self.groups.first()?.leaf).ok().map(OwnedFd::from)
     }
 
-    /// Moves process `pid` into every directory of the cgroup.
+    /// Moves process `pid` into the leaf of every group.
     pub(crate) fn attach(&self, pid: libc::pid_t) -> Result<(), Error> {
-        for (controller, _, dir) in &self.groups {
-            fs::write(dir.join("cgroup.procs"), pid.to_string()).map_err(|source| Error::Cgroup {
-                op: format!("join {controller} cgroup"),
-                path: dir.clone(),
+        for g in &self.groups {
+            fs::write(g.leaf.join("cgroup.procs"), pid.to_string()).map_err(|source| Error::Cgroup {
+                op: format!("join {} cgroup", g.label),
+                path: g.leaf.clone(),
                 source,
             })?;
         }
@@ -427,11 +593,19 @@ impl SandboxCgroup {
                 key(self.read("memory", "memory.events"), "oom_kill ").unwrap_or(0) > 0,
                 num(self.read("pids", "pids.peak")),
             ),
-            _ => (
-                num(self.read("memory", "memory.max_usage_in_bytes")),
-                key(self.read("memory", "memory.oom_control"), "oom_kill ").unwrap_or(0) > 0,
-                num(self.read("pids", "pids.peak")),
-            ),
+            _ => {
+                // v1 counts an OOM kill in the victim's own group only: the leaf's, usually.
+                let leaf = self
+                    .group("memory")
+                    .and_then(|g| fs::read_to_string(g.leaf.join("memory.oom_control")).ok());
+                let kills = key(self.read("memory", "memory.oom_control"), "oom_kill ").unwrap_or(0)
+                    + key(leaf, "oom_kill ").unwrap_or(0);
+                (
+                    num(self.read("memory", "memory.max_usage_in_bytes")),
+                    kills > 0,
+                    num(self.read("pids", "pids.peak")),
+                )
+            }
         }
     }
 
@@ -442,8 +616,10 @@ impl SandboxCgroup {
             return;
         }
         self.kill_all();
-        for (_, cg, dir) in self.groups.iter().rev() {
-            remove_dir_retrying(cg, dir);
+        for g in self.groups.iter().rev() {
+            // Groups the payload made inside its leaf (it may, in its own cgroup) go first.
+            remove_tree(&g.leaf, 0);
+            remove_dir_retrying(&g.dir);
         }
         self.removed = true;
     }
@@ -452,18 +628,19 @@ impl SandboxCgroup {
     pub(crate) fn kill_all(&self) {
         match self.layout {
             Layout::Unified => {
-                if let Some((_, cg, dir)) = self.groups.first() {
-                    // cgroup.kill (5.14+) kills every process atomically, forks included.
-                    if cg.kill().is_err() {
-                        kill_listed(dir);
+                if let Some(g) = self.groups.first() {
+                    // cgroup.kill (5.14+) kills every process of the subtree atomically, forks
+                    // included.
+                    if fs::write(g.dir.join("cgroup.kill"), "1").is_err() {
+                        kill_tree(&g.leaf, 0);
                     }
                 }
             }
             _ => {
                 // Freeze so nothing can fork while we kill, kill, then thaw so they can die.
-                let freezer = self.groups.iter().find(|(c, ..)| c == "freezer");
-                if let Some((_, _, dir)) = freezer {
-                    let state = dir.join("freezer.state");
+                let freezer = self.group("freezer");
+                if let Some(g) = freezer {
+                    let state = g.dir.join("freezer.state");
                     let _ = fs::write(&state, "FROZEN");
                     // FREEZING until every task has stopped; only then can nothing fork.
                     for _ in 0..1000 {
@@ -473,11 +650,11 @@ impl SandboxCgroup {
                         }
                     }
                 }
-                for (_, _, dir) in &self.groups {
-                    kill_listed(dir);
+                for g in &self.groups {
+                    kill_tree(&g.leaf, 0);
                 }
-                if let Some((_, _, dir)) = freezer {
-                    let _ = fs::write(dir.join("freezer.state"), "THAWED");
+                if let Some(g) = freezer {
+                    let _ = fs::write(g.dir.join("freezer.state"), "THAWED");
                 }
             }
         }
@@ -498,56 +675,48 @@ fn kill_listed(dir: &Path) {
     }
 }
 
+/// How deep below its leaf a payload's own groups are followed when killing and removing.
+const MAX_DEPTH: usize = 32;
+
+/// The subdirectories of a cgroup directory (child groups).
+fn child_groups(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(dir) else { return Vec::new() };
+    entries.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| e.path()).collect()
+}
+
+/// SIGKILL to every process in `dir` and the groups below it.
+fn kill_tree(dir: &Path, depth: usize) {
+    if depth < MAX_DEPTH {
+        for child in child_groups(dir) {
+            kill_tree(&child, depth + 1);
+        }
+    }
+    kill_listed(dir);
+}
+
+/// Removes `dir` and the groups below it, deepest first.
+fn remove_tree(dir: &Path, depth: usize) {
+    if depth < MAX_DEPTH {
+        for child in child_groups(dir) {
+            remove_tree(&child, depth + 1);
+        }
+    }
+    remove_dir_retrying(dir);
+}
+
 /// `rmdir` with retries on EBUSY: killed processes leave the cgroup only once the kernel has
 /// finished tearing them down.
-fn remove_dir_retrying(cg: &Cgroup, dir: &Path) {
+fn remove_dir_retrying(dir: &Path) {
     let mut delay = Duration::from_micros(100);
     for _ in 0..40 {
-        match cg.delete() {
+        match fs::remove_dir(dir) {
             Ok(()) => return,
-            Err(_) if !dir.exists() => return,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
             Err(_) => {
                 kill_listed(dir);
                 std::thread::sleep(delay);
                 delay = (delay * 2).min(Duration::from_millis(100));
             }
-        }
-    }
-}
-
-/// Removes empty cgroups left by embedding processes that died without cleaning up: named by a
-/// pid that no longer exists here, and untouched for a minute (so a peer's group that was just
-/// made and is about to be joined is never taken). A cgroup holding processes cannot be removed
-/// (rmdir fails) and is left alone.
-fn gc_stale(parent: &Path) {
-    static DONE: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
-    {
-        let mut done = DONE.lock().unwrap_or_else(|e| e.into_inner());
-        if done.iter().any(|p| p == parent) {
-            return;
-        }
-        done.push(parent.to_owned());
-    }
-    let Ok(entries) = fs::read_dir(parent) else { return };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("sb-")).and_then(|n| n.split('-').next())
-        else {
-            continue;
-        };
-        let Ok(pid) = pid.parse::<i32>() else { continue };
-        let alive = !matches!(
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
-            Err(nix::errno::Errno::ESRCH)
-        );
-        let idle = entry
-            .metadata()
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age > Duration::from_secs(60));
-        if !alive && idle {
-            let _ = fs::remove_dir(entry.path());
         }
     }
 }

@@ -6,6 +6,7 @@
 //! ([`Child::wait`](crate::Child::wait) and friends), backed by `RLIMIT_CPU` in the payload.
 
 pub(crate) mod cgroup;
+pub(crate) mod reaper;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -206,6 +207,10 @@ pub struct ResourceUsage {
     pub peak_pids: Option<u64>,
 }
 
+/// The longest wall-clock or CPU-time limit: longer ones could not be added to a clock reading
+/// or turned into `RLIMIT_CPU` seconds without overflowing, and would silently mean "none".
+const MAX_TIME_LIMIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// Resource settings of a sandbox, as collected by the builder.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct LimitsConfig {
@@ -273,6 +278,16 @@ impl LimitsConfig {
         for (what, d) in [("timeout", self.wall_time), ("cpu time limit", self.cpu_time)] {
             if d.is_some_and(|d| d.is_zero()) {
                 return Err(Error::invalid(what, "0s", "must be longer than zero"));
+            }
+            if let Some(d) = d.filter(|d| *d > MAX_TIME_LIMIT) {
+                return Err(Error::invalid(
+                    what,
+                    format!("{d:?}"),
+                    format!(
+                        "longer than the longest limit stockade can enforce ({} s, about 100 years)",
+                        MAX_TIME_LIMIT.as_secs()
+                    ),
+                ));
             }
         }
         if self.memory_swap.is_some() && self.memory.is_none() {

@@ -67,7 +67,8 @@ fn setup(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<Infallible, Failure
         super::prctl(libc::PR_SET_DUMPABLE, 1).map_err(at(Step::BecomeRoot))?;
         // The credential change cleared the parent-death signal: arm it again, then make sure
         // the parent did not die in between (inside a pid namespace getppid cannot tell).
-        super::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong).map_err(at(Step::DeathSignal))?;
+        super::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong)
+            .map_err(at(Step::DeathSignal))?;
         if super::pidfd::has_exited(parent) {
             super::exit(EXIT_ABANDONED);
         }
@@ -77,7 +78,8 @@ fn setup(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<Infallible, Failure
     }
     // The parent has put us in every cgroup of ours before "go": that is the namespace's root.
     if plan.cgroup_ns {
-        super::unshare(super::clone::flags::CLONE_NEWCGROUP as libc::c_int).map_err(at(Step::CgroupNamespace))?;
+        super::unshare(super::clone::flags::CLONE_NEWCGROUP as libc::c_int)
+            .map_err(at(Step::CgroupNamespace))?;
     }
     // Nothing the embedding program keeps in its session keyring is searchable from here.
     super::join_new_session_keyring().map_err(at(Step::SessionKeyring))?;

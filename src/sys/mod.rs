@@ -19,6 +19,7 @@ pub(crate) mod clone;
 mod init;
 mod mount;
 pub(crate) mod pidfd;
+pub(crate) mod reaper;
 
 use std::ffi::CStr;
 use std::os::fd::RawFd;
@@ -136,6 +137,59 @@ pub(crate) fn open(path: &CStr, flags: c_int) -> SysResult<RawFd> {
     retry(|| check_int(unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC, 0o600) }))
 }
 
+pub(crate) const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+pub(crate) const RESOLVE_NO_SYMLINKS: u64 = 0x04;
+pub(crate) const RESOLVE_IN_ROOT: u64 = 0x10;
+
+/// `struct open_how` of `openat2(2)`.
+#[repr(C)]
+struct OpenHow {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+}
+
+/// `openat2(dirfd, path, flags | O_CLOEXEC, resolve)`.
+pub(crate) fn openat2(dirfd: RawFd, path: &CStr, flags: c_int, resolve: u64) -> SysResult<RawFd> {
+    let how = OpenHow { flags: (flags | libc::O_CLOEXEC) as u64, mode: 0, resolve };
+    // SAFETY: `how` is a valid open_how of the size passed; `path` is NUL-terminated.
+    retry(|| {
+        check(unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                dirfd,
+                path.as_ptr(),
+                &how as *const OpenHow,
+                std::mem::size_of::<OpenHow>(),
+            )
+        })
+        .map(|fd| fd as RawFd)
+    })
+}
+
+/// Opens a host path the embedding program handed over (a bind source, a root or overlay
+/// directory) without following any symlink or magic link on the way: `ELOOP` if one is there.
+/// Used by the parent to validate and by the child to mount, so a link planted meanwhile (by an
+/// earlier sandbox with a writable bind, say) is refused, never followed.
+pub(crate) fn open_host(path: &CStr, flags: c_int) -> SysResult<RawFd> {
+    openat2(libc::AT_FDCWD, path, flags, RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)
+}
+
+/// A new descriptor (`flags`, close-on-exec) of the file `fd` refers to, opened through a
+/// detached read-only mount of just that file: reopening it writable, even through
+/// `/proc/self/fd`, fails with `EROFS` whatever the opener's privileges. Parent side; needs
+/// `CAP_SYS_ADMIN` over this process's mount namespace.
+pub(crate) fn reopen_read_only(fd: RawFd, flags: c_int) -> std::io::Result<std::os::fd::OwnedFd> {
+    mount::reopen_read_only(fd, flags).map(owned).map_err(Into::into)
+}
+
+/// Takes ownership of a descriptor a wrapper here just returned (parent side).
+pub(crate) fn owned(fd: RawFd) -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd;
+    // SAFETY: callers pass a fresh descriptor that nothing else owns or will close.
+    unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }
+}
+
 /// Opens `path` (relative to `dirfd`) for writing, writes all of `data`, closes it.
 pub(crate) fn write_file_at(dirfd: RawFd, path: &CStr, data: &[u8]) -> SysResult<()> {
     // SAFETY: `path` is NUL-terminated; the mode is unused without O_CREAT.
@@ -243,7 +297,9 @@ pub(crate) fn join_new_session_keyring() -> SysResult<()> {
 /// Sets the calling thread's name (`/proc/<pid>/comm`, at most 15 bytes).
 pub(crate) fn set_name(name: &CStr) {
     // SAFETY: `name` is NUL-terminated; the kernel copies at most 16 bytes.
-    unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr() as c_ulong, 0 as c_ulong, 0 as c_ulong, 0 as c_ulong) };
+    unsafe {
+        libc::prctl(libc::PR_SET_NAME, name.as_ptr() as c_ulong, 0 as c_ulong, 0 as c_ulong, 0 as c_ulong)
+    };
 }
 
 /// Overwrites the argument area `[start, end)` of the calling process's own memory with `name`,

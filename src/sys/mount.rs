@@ -11,7 +11,10 @@ use std::ffi::CStr;
 use std::os::fd::RawFd;
 
 use super::child::{Failure, at, at_index};
-use super::{Errno, SysResult, check, check_int, close, retry};
+use super::{
+    Errno, RESOLVE_IN_ROOT, RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS, SysResult, check, check_int, close,
+    open_host, openat2, retry,
+};
 use crate::fs::plan::{Create, FsOp, FsPlan, RootOp, Target, attr};
 use crate::plan::Step;
 
@@ -26,9 +29,6 @@ const AT_RECURSIVE: u32 = 0x8000;
 const AT_EMPTY_PATH: u32 = libc::AT_EMPTY_PATH as u32;
 const MOVE_MOUNT_F_EMPTY_PATH: u32 = 0x4;
 const MOVE_MOUNT_T_EMPTY_PATH: u32 = 0x40;
-const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
-const RESOLVE_NO_SYMLINKS: u64 = 0x04;
-const RESOLVE_IN_ROOT: u64 = 0x10;
 
 /// What [`build`] leaves for [`enter`].
 pub(super) struct Built {
@@ -138,7 +138,7 @@ fn attach_root(root: &RootOp) -> SysResult<RawFd> {
             finish_fs(fs, attr::NOSUID | attr::NODEV)?
         }
         RootOp::Bind { source, writable } => {
-            let m = open_tree(libc::AT_FDCWD, source, true)?;
+            let m = open_host_tree(source, true)?;
             let ro = if *writable { 0 } else { attr::RDONLY };
             set_attrs(m, ro | attr::NODEV, true)?;
             m
@@ -154,12 +154,12 @@ fn attach_root(root: &RootOp) -> SysResult<RawFd> {
                 fsconfig(fs, c"userxattr", None)?;
             }
             for lower in lowers {
-                fsconfig(fs, c"lowerdir+", Some(lower))?;
+                fsconfig_host_dir(fs, c"lowerdir+", lower)?;
             }
             let scratch = match upper {
                 Some((upper, work)) => {
-                    fsconfig(fs, c"upperdir", Some(upper))?;
-                    fsconfig(fs, c"workdir", Some(work))?;
+                    fsconfig_host_dir(fs, c"upperdir", upper)?;
+                    fsconfig_host_dir(fs, c"workdir", work)?;
                     -1
                 }
                 None => {
@@ -194,7 +194,7 @@ fn apply(root: RawFd, staging: RawFd, op: &FsOp, may_create: bool) -> SysResult<
     let creating = |c: Create| if may_create { c } else { Create::Nothing };
     match op {
         FsOp::Bind { source, recursive, attrs, create, target } => {
-            let m = open_tree(libc::AT_FDCWD, source, *recursive)?;
+            let m = open_host_tree(source, *recursive)?;
             set_attrs(m, *attrs, *recursive)?;
             attach(m, root, target, creating(*create))
         }
@@ -387,9 +387,40 @@ fn same_link(dir: RawFd, name: &CStr, link: &CStr) -> bool {
     n >= 0 && buf.get(..n as usize) == Some(link.to_bytes())
 }
 
+/// A detached copy of the mount tree at host path `source`, opened once without following any
+/// symlink (one planted by an untrusted party, e.g. an earlier sandbox given a writable bind of
+/// a shared directory, cannot redirect it) and cloned through that handle.
+fn open_host_tree(source: &CStr, recursive: bool) -> SysResult<RawFd> {
+    let fd = open_host(source, libc::O_PATH)?;
+    let m = open_tree(fd, c"", recursive);
+    close(fd);
+    m
+}
+
+/// Gives overlayfs the host directory `dir` as option `key`, opened once without following any
+/// symlink and named through that handle (`/proc/self/fd/N`), not by its path.
+fn fsconfig_host_dir(fs: RawFd, key: &CStr, dir: &CStr) -> SysResult<()> {
+    let fd = open_host(dir, libc::O_PATH | libc::O_DIRECTORY)?;
+    let mut buf = [0u8; 64];
+    let done = fd_path(&mut buf, fd, b"").and_then(|path| fsconfig(fs, key, Some(path)));
+    close(fd);
+    done
+}
+
+/// Parent side of [`super::reopen_read_only`].
+pub(super) fn reopen_read_only(fd: RawFd, flags: libc::c_int) -> SysResult<RawFd> {
+    let m = open_tree(fd, c"", false)?;
+    let done = set_attrs(m, attr::RDONLY | attr::NOSUID | attr::NODEV, false).and_then(|()| {
+        let mut buf = [0u8; 64];
+        super::open(fd_path(&mut buf, m, b"")?, flags)
+    });
+    close(m);
+    done
+}
+
 /// Opens host device `path`, checks it is character device `rdev`, and clones a mount of it.
 fn clone_device(path: &CStr, (major, minor): (u32, u32)) -> SysResult<RawFd> {
-    let fd = super::open(path, libc::O_PATH)?;
+    let fd = open_host(path, libc::O_PATH)?;
     let ok = fstat(fd).map(|st| {
         st.st_mode & libc::S_IFMT == libc::S_IFCHR
             && libc::major(st.st_rdev) == major
@@ -491,11 +522,13 @@ fn decimal(buf: &mut [u8; 16], mut n: u32) -> &CStr {
     CStr::from_bytes_until_nul(&buf[..=len]).unwrap_or(c"0")
 }
 
-/// Writes `/proc/self/fd/<fd>/<suffix>` into `buf` (no allocation).
+/// Writes `/proc/self/fd/<fd>/<suffix>` (or `/proc/self/fd/<fd>` for an empty suffix) into
+/// `buf` (no allocation).
 fn fd_path<'a>(buf: &'a mut [u8; 64], fd: RawFd, suffix: &[u8]) -> SysResult<&'a CStr> {
     let mut num = [0u8; 16];
     let digits = decimal(&mut num, fd as u32).to_bytes();
-    let parts: [&[u8]; 5] = [b"/proc/self/fd/", digits, b"/", suffix, b"\0"];
+    let slash: &[u8] = if suffix.is_empty() { b"" } else { b"/" };
+    let parts: [&[u8]; 5] = [b"/proc/self/fd/", digits, slash, suffix, b"\0"];
     if parts.iter().map(|p| p.len()).sum::<usize>() > buf.len() {
         return Err(Errno(libc::ENAMETOOLONG));
     }
@@ -612,30 +645,6 @@ fn set_attrs(fd: RawFd, attrs: u64, recursive: bool) -> SysResult<()> {
         )
     })
     .map(drop)
-}
-
-/// `struct open_how` of `openat2(2)`.
-#[repr(C)]
-struct OpenHow {
-    flags: u64,
-    mode: u64,
-    resolve: u64,
-}
-
-fn openat2(dirfd: RawFd, path: &CStr, flags: libc::c_int, resolve: u64) -> SysResult<RawFd> {
-    let how = OpenHow { flags: (flags | libc::O_CLOEXEC) as u64, mode: 0, resolve };
-    // SAFETY: `how` is a valid open_how of the size passed; `path` is NUL-terminated.
-    retry(|| {
-        check_fd(unsafe {
-            libc::syscall(
-                libc::SYS_openat2,
-                dirfd,
-                path.as_ptr(),
-                &how as *const OpenHow,
-                std::mem::size_of::<OpenHow>(),
-            )
-        })
-    })
 }
 
 fn openat(dirfd: RawFd, path: &CStr, flags: libc::c_int, mode: u32) -> SysResult<RawFd> {

@@ -60,14 +60,29 @@ pub fn skip(test: &str, reason: &str) {
     }
 }
 
-/// Number of open descriptors of this process.
+/// Number of open descriptors of this process. As root, the cgroup reaper (which keeps one
+/// socket for the life of the process) is started first, so counts taken before and after a
+/// test's first cgroup compare.
 pub fn fd_count() -> usize {
+    if is_root() {
+        cgroup_prefix();
+    }
     std::fs::read_dir("/proc/self/fd").expect("read /proc/self/fd").count() - 1
 }
 
-/// Pids of this process's children (over all threads).
+/// Pids of this process's children (over all threads), except the reaper stockade starts once
+/// per embedding program (it lives as long as the program; see [`reaper`]).
 pub fn own_children() -> Vec<i32> {
-    children_of(std::process::id() as i32)
+    children_of(std::process::id() as i32).into_iter().filter(|&p| Some(p) != reaper()).collect()
+}
+
+/// The pid of this process's cgroup reaper (a child named `stockade-reaper`), if it has one.
+/// A reaper that died (a zombie) counts as none.
+pub fn reaper() -> Option<i32> {
+    children_of(std::process::id() as i32).into_iter().find(|p| {
+        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+        stat.contains("(stockade-reaper)") && !stat.contains(") Z ")
+    })
 }
 
 /// Pids of the children of `pid` (over all its threads).
@@ -236,4 +251,36 @@ pub fn wait_until_blocked_in(pid: i32, wchan: &str) {
         assert!(std::time::Instant::now() < deadline, "process {pid} never blocked in {wchan}");
         std::thread::yield_now();
     }
+}
+
+/// The random prefix (`sb-` and 16 hex digits) of the cgroups this process's sandboxes get, found
+/// the way an administrator would: from a sandbox's `/proc/<pid>/cgroup`, read on the host. Needs
+/// cgroups this user can create (root).
+pub fn cgroup_prefix() -> String {
+    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PREFIX
+        .get_or_init(|| {
+            let sandbox = Sandbox::builder().pids_limit(16).build().expect("sandbox with a pids limit");
+            let mut child = sandbox
+                .command("/bin/sleep")
+                .arg("60")
+                .stdin(stockade::Stdio::null())
+                .spawn()
+                .expect("spawn sleep");
+            let text = std::fs::read_to_string(format!("/proc/{}/cgroup", child.id())).unwrap();
+            child.kill().unwrap();
+            child.wait().unwrap();
+            let name = text
+                .split(['/', '\n', ':'])
+                .find(|part| part.starts_with("sb-"))
+                .unwrap_or_else(|| panic!("no sandbox group in {text}"));
+            name.rsplit_once('-').expect("sb-PREFIX-N").0.to_owned()
+        })
+        .clone()
+}
+
+/// The subdirectories of `dir` (none if it cannot be read).
+pub fn children_dirs(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    entries.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| e.path()).collect()
 }

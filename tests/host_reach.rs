@@ -1,0 +1,554 @@
+//! Reaching the host through shared kernel objects and host-side paths (security.md, section E):
+//! cgroupfs, keyrings, symlinks planted in host paths, payload root as host root, the init as a
+//! copy of the embedding program, passed descriptors, an embedder killed at any instant. Each
+//! test attacks the way a payload would and checks the effect on the host.
+
+mod common;
+
+use std::io::BufRead;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::*;
+use stockade::{Error, IdMap, Mount, Namespaces, Root, Sandbox, Stage, UNTRUSTED_IDS};
+
+fn text(out: &stockade::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// A host process in a cgroup of its own in the v1 freezer and pids hierarchies (root only), the
+/// sentinel the payload must neither freeze nor kill. Removed on drop.
+struct HostSentinel {
+    process: std::process::Child,
+    groups: Vec<PathBuf>,
+}
+
+impl HostSentinel {
+    fn new(name: &str) -> HostSentinel {
+        let process = std::process::Command::new("/bin/sleep").arg("3600").spawn().unwrap();
+        let mut groups = Vec::new();
+        for hierarchy in ["freezer", "pids"] {
+            let dir = Path::new("/sys/fs/cgroup").join(hierarchy).join(name);
+            if std::fs::create_dir(&dir).is_ok() {
+                std::fs::write(dir.join("cgroup.procs"), process.id().to_string()).unwrap();
+                groups.push(dir);
+            }
+        }
+        HostSentinel { process, groups }
+    }
+
+    /// Alive, and its freezer group thawed.
+    fn assert_untouched(&mut self) {
+        assert!(self.process.try_wait().unwrap().is_none(), "the host process was killed");
+        for g in &self.groups {
+            if let Ok(state) = std::fs::read_to_string(g.join("freezer.state")) {
+                assert_eq!(state.trim(), "THAWED", "the host process was frozen");
+            }
+            let procs = std::fs::read_to_string(g.join("cgroup.procs")).unwrap();
+            assert_eq!(procs.trim(), self.process.id().to_string(), "{}", g.display());
+            assert!(common::children_dirs(g).is_empty(), "a group appeared in {}", g.display());
+        }
+    }
+}
+
+impl Drop for HostSentinel {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+        for g in &self.groups {
+            let _ = std::fs::remove_dir(g);
+        }
+    }
+}
+
+#[test]
+fn a_payload_that_mounts_cgroupfs_itself_sees_and_raises_nothing_of_the_host() {
+    if !have("/usr/bin/unshare") || !have("/usr/bin/python3") {
+        return skip(
+            "a_payload_that_mounts_cgroupfs_itself_sees_and_raises_nothing_of_the_host",
+            "util-linux unshare or python3 missing for the attack",
+        );
+    }
+    let _serial = serial();
+    let sentinel_name = format!("stockade-sentinel-{}", std::process::id());
+    let mut sentinel = is_root().then(|| HostSentinel::new(&sentinel_name));
+    let mut b = rooted(Namespaces::all(), Root::tmpfs());
+    b.mount(Mount::tmpfs("/tmp"));
+    if is_root() {
+        b.memory_limit(64 << 20).pids_limit(64);
+    }
+    let sandbox = b.build().unwrap();
+    // The attack: a nested user + mount + cgroup namespace (nothing forbids it yet), every
+    // hierarchy mounted, a look around, every write that would matter, then memory beyond the
+    // limit.
+    let script = r#"
+        cat /proc/self/cgroup | sed 's/^/self /'
+        unshare -UCm --map-root-user sh -c '
+          for h in freezer pids memory devices cpu systemd; do
+            mkdir -p /tmp/$h
+            o=$h; [ $h = systemd ] && o=none,name=systemd
+            mount -t cgroup -o $o cgroup /tmp/$h 2>/dev/null && echo mounted $h
+          done
+          mkdir -p /tmp/unified; mount -t cgroup2 none /tmp/unified 2>/dev/null && echo mounted unified
+          for d in /tmp/*/*/; do [ -d "$d" ] && echo group $d; done
+          echo max > /tmp/pids/pids.max 2>/dev/null && echo raised pids
+          echo -1 > /tmp/memory/memory.limit_in_bytes 2>/dev/null && echo raised memory
+          mkdir /tmp/freezer/escape 2>/dev/null && echo made-group
+          for f in /tmp/freezer/*/freezer.state; do echo FROZEN > $f 2>/dev/null && echo froze $f; done
+        '
+        python3 -c 'b = bytearray(256 << 20); print("allocated", len(b))'
+    "#;
+    let out = sh(&sandbox, script);
+    let said = text(&out);
+    // The attack ran: the hierarchies were mounted.
+    assert!(said.contains("mounted freezer") && said.contains("mounted unified"), "{said}");
+    // Nothing above the sandbox's own group is visible: no host or embedder group names.
+    for line in said.lines().filter(|l| l.starts_with("group ")) {
+        assert!(
+            is_root() && line.ends_with("/escape/"),
+            "the payload sees a group beyond its own: {line}\n{said}"
+        );
+    }
+    for line in said.lines().filter(|l| l.starts_with("self ")) {
+        if is_root() {
+            assert!(line.ends_with(":/"), "the payload's cgroup path reveals the host's: {line}");
+        }
+    }
+    for line in said.lines().filter(|l| l.starts_with("froze ")) {
+        // Only a group of its own making (inside its own) can it freeze.
+        assert!(is_root() && line.contains("/escape/"), "{line}\n{said}");
+    }
+    if is_root() {
+        // Its own leaf it may change; the limits above it hold.
+        assert!(!said.contains("allocated"), "the memory limit was raised: {said}");
+        assert!(out.status.usage().oom_killed, "{}: {said}", out.status);
+        sentinel.as_mut().unwrap().assert_untouched();
+        assert_no_group_named("escape");
+    } else {
+        // Without cgroup delegation the sandbox has no group of its own, and nothing of the
+        // embedder's groups is writable for its ids.
+        for forbidden in ["raised pids", "raised memory", "made-group"] {
+            assert!(!said.contains(forbidden), "{forbidden}: {said}");
+        }
+    }
+}
+
+/// Fails if a directory called `name` exists anywhere under /sys/fs/cgroup (a few levels deep).
+fn assert_no_group_named(name: &str) {
+    let mut stack = vec![(PathBuf::from("/sys/fs/cgroup"), 0)];
+    while let Some((dir, depth)) = stack.pop() {
+        for child in children_dirs(&dir) {
+            assert!(child.file_name().is_none_or(|n| n != name), "{} outlived the sandbox", child.display());
+            if depth < 7 {
+                stack.push((child, depth + 1));
+            }
+        }
+    }
+}
+
+/// The key's payload, read by this process through its session keyring.
+fn keyctl(args: [libc::c_ulong; 4]) -> libc::c_long {
+    // SAFETY: keyctl with integer arguments (callers pass pointers to live buffers as needed).
+    unsafe { libc::syscall(libc::SYS_keyctl, args[0], args[1], args[2], args[3]) }
+}
+
+#[test]
+fn every_sandbox_has_its_own_session_keyring() {
+    if !have("/usr/bin/python3") {
+        return skip("every_sandbox_has_its_own_session_keyring", "python3 missing for the probe");
+    }
+    const KEY_SPEC_SESSION_KEYRING: i32 = -3;
+    let desc = format!("stockade-secret-{}", std::process::id());
+    let cdesc = std::ffi::CString::new(desc.clone()).unwrap();
+    let secret = b"s3cret-value";
+    // SAFETY: NUL-terminated strings and a live payload buffer of the length passed.
+    let key = unsafe {
+        libc::syscall(
+            libc::SYS_add_key,
+            c"user".as_ptr(),
+            cdesc.as_ptr(),
+            secret.as_ptr(),
+            secret.len(),
+            KEY_SPEC_SESSION_KEYRING,
+        )
+    };
+    assert!(key > 0, "add_key: {}", std::io::Error::last_os_error());
+    let contents = || {
+        let mut buf = [0u8; 4096];
+        let n =
+            keyctl([11, KEY_SPEC_SESSION_KEYRING as libc::c_ulong, buf.as_mut_ptr() as _, buf.len() as _]);
+        buf[..n.max(0) as usize].to_vec()
+    };
+    let before = contents();
+    let probe = format!(
+        "import ctypes, os\n\
+         l = ctypes.CDLL(None, use_errno=True)\n\
+         r = l.syscall(250, 10, -3, b'user', b'{desc}', 0)\n\
+         print('search', r, ctypes.get_errno())\n\
+         buf = ctypes.create_string_buffer(64)\n\
+         r = l.syscall(250, 11, {key}, buf, 64)\n\
+         print('read', r, buf.raw[:12])\n\
+         r = l.syscall(248, b'user', b'planted', b'x', 1, -3)\n\
+         print('added', r > 0)\n"
+    );
+    let attempt = |sandbox: &Sandbox| {
+        let out = sandbox.command("/usr/bin/python3").args(["-c", &probe]).output().unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for ns in [Namespaces::empty(), Namespaces::all()] {
+        if ns.is_empty() && !is_root() {
+            continue;
+        }
+        let said = attempt(&sandbox(ns));
+        assert!(said.contains("search -1 126"), "{ns:?}: the key was found: {said}");
+        assert!(said.contains("read -1"), "{ns:?}: the key was read: {said}");
+        assert!(!said.contains("s3cret"), "{ns:?}: {said}");
+        // The payload may use a keyring of its own; ours is unchanged.
+        assert!(said.contains("added True"), "{ns:?}: {said}");
+        assert_eq!(contents(), before, "{ns:?}: the embedder's session keyring changed");
+    }
+    // Control: a plain child process finds and reads it, so the refusals come from the sandbox.
+    let control = std::process::Command::new("/usr/bin/python3").args(["-c", &probe]).output().unwrap();
+    let said = String::from_utf8_lossy(&control.stdout);
+    assert!(said.contains("read 12 b's3cret-value'"), "control: {said}");
+    keyctl([3, key as libc::c_ulong, 0, 0]); // KEYCTL_REVOKE
+}
+
+#[test]
+fn a_symlink_planted_in_a_shared_directory_never_redirects_a_bind() {
+    let shared = tempdir();
+    let secret = tempdir();
+    std::fs::write(secret.path().join("sentinel"), "host secret").unwrap();
+    let cache = shared.path().join("cache");
+    std::fs::create_dir(&cache).unwrap();
+    // Configured while `cache` is a real directory.
+    let victim =
+        rooted(Namespaces::all(), Root::tmpfs()).mount(Mount::bind(&cache, "/cache")).build().unwrap();
+    // A first sandbox, given the shared directory writable, plants the link.
+    let planter = rooted(Namespaces::all(), Root::tmpfs())
+        .mount(Mount::bind(shared.path(), "/shared"))
+        .build()
+        .unwrap();
+    let link = format!(
+        "ln -s {} /shared/cache.new && mv -T /shared/cache.new /shared/cache",
+        secret.path().display()
+    );
+    sh_ok(&planter, &format!("rmdir /shared/cache && {link}"));
+    assert!(std::fs::symlink_metadata(&cache).unwrap().file_type().is_symlink());
+
+    // The sandbox built before: the spawn refuses the link.
+    let err = victim.command("/bin/sh").args(["-c", "echo pwned > /cache/sentinel"]).output().unwrap_err();
+    match &err {
+        Error::Setup { stage: Stage::Mount { target, .. }, source } => {
+            assert_eq!(target, Path::new("/cache"));
+            assert_eq!(source.raw_os_error(), Some(libc::ELOOP), "{err}");
+        }
+        other => panic!("expected a mount setup error, got {other}"),
+    }
+    // Built after: refused at build(), naming the path.
+    let err =
+        rooted(Namespaces::all(), Root::tmpfs()).mount(Mount::bind(&cache, "/cache")).build().unwrap_err();
+    assert!(matches!(&err, Error::InvalidPath { path, .. } if *path == cache), "{err}");
+    assert_eq!(std::fs::read_to_string(secret.path().join("sentinel")).unwrap(), "host secret");
+
+    // A root directory or overlay layer that is a link to the host's root: refused too.
+    let to_root = shared.path().join("root-link");
+    std::os::unix::fs::symlink("/", &to_root).unwrap();
+    for root in [Root::dir(&to_root), Root::overlay([&to_root])] {
+        let err = builder(Namespaces::all()).root(root).build().unwrap_err();
+        assert!(matches!(&err, Error::InvalidPath { path, .. } if *path == to_root), "{err}");
+    }
+}
+
+/// The id range the payload's ids 0-65535 go to for this user, or why there is none.
+fn unprivileged_range() -> Result<u32, String> {
+    if is_root() {
+        return Ok(UNTRUSTED_IDS);
+    }
+    let user = "nobody";
+    let subuid = std::fs::read_to_string("/etc/subuid").unwrap_or_default();
+    subuid
+        .lines()
+        .filter_map(|l| l.strip_prefix(&format!("{user}:")))
+        .filter_map(|rest| rest.split_once(':'))
+        .find(|(_, count)| count.parse::<u32>().is_ok_and(|c| c >= 65536))
+        .map(|(start, _)| start.parse().unwrap())
+        .ok_or_else(|| format!("no 65536-id range for {user} in /etc/subuid"))
+}
+
+#[test]
+fn an_unprivileged_id_range_works_as_root_for_every_root_and_mount_type() {
+    let base = match unprivileged_range() {
+        Ok(base) => base,
+        Err(why) => {
+            return skip("an_unprivileged_id_range_works_as_root_for_every_root_and_mount_type", &why);
+        }
+    };
+    // A caller's root directory belongs to the caller, whom the map leaves out: the payload's
+    // root cannot create in it, so the mount targets exist already.
+    let rootfs = tempdir();
+    for dir in ["bin", "usr", "lib", "lib64", "sbin", "tmp", "proc", "dev", "scratch", "made", "host"] {
+        std::fs::create_dir(rootfs.path().join(dir)).unwrap();
+    }
+    std::fs::write(rootfs.path().join("etc-note"), "").unwrap();
+    std::os::unix::fs::symlink("/scratch", rootfs.path().join("link")).unwrap();
+    for (link, to) in [("bin", "usr/bin"), ("lib", "usr/lib"), ("lib64", "usr/lib64"), ("sbin", "usr/sbin")] {
+        if std::fs::symlink_metadata(Path::new("/").join(link)).is_ok_and(|m| m.file_type().is_symlink()) {
+            std::fs::remove_dir(rootfs.path().join(link)).unwrap();
+            std::os::unix::fs::symlink(to, rootfs.path().join(link)).unwrap();
+        }
+    }
+    open_up(rootfs.path());
+    chmod_tree(rootfs.path(), 0o755);
+    let lower = tempdir();
+    std::fs::write(lower.path().join("from-lower"), "lower").unwrap();
+    // A host file the caller can write, bound writable: the payload's root must not be able to.
+    let sentinel_dir = tempdir();
+    let sentinel = sentinel_dir.path().join("sentinel");
+    std::fs::write(&sentinel, "untouched").unwrap();
+    let roots = [
+        ("tmpfs", Root::tmpfs()),
+        ("dir", Root::dir(rootfs.path())),
+        ("dir_readonly", Root::dir_readonly(rootfs.path())),
+        ("host_readonly", Root::host_readonly()),
+        ("overlay", Root::overlay([lower.path()])),
+    ];
+    for (name, root) in roots {
+        let mut b = builder(Namespaces::all() | Namespaces::USER);
+        b.uid_map([IdMap::new(0, base, 65536)]).gid_map([IdMap::new(0, base, 65536)]).root(root);
+        // The host's own root (read-only) has no room for new targets: existing ones there.
+        let (scratch, note, host) = if name == "host_readonly" {
+            ("/tmp", "/etc/hostname", "/mnt")
+        } else {
+            b.mounts(Mount::host_system())
+                .mount(Mount::dir("/made"))
+                .mount(Mount::symlink("/scratch", "/link"));
+            ("/scratch", "/etc-note", "/host")
+        };
+        b.mount(Mount::tmpfs(scratch).size(1 << 20))
+            .mount(Mount::file(note, "hello\n"))
+            .mount(Mount::mqueue("/dev/mqueue"))
+            .mount(Mount::bind(sentinel_dir.path(), host));
+        let sandbox = b.build().unwrap_or_else(|e| panic!("{name}: {e}"));
+        let out = sh(
+            &sandbox,
+            &format!(
+                "id -u; id -g; touch {scratch}/x && echo scratch-ok; cat {note}; \
+                 echo pwned > {host}/sentinel 2>/dev/null && echo wrote-host; \
+                 [ -e /from-lower ] && echo lower-visible; true"
+            ),
+        );
+        let said = text(&out);
+        assert!(out.status.success(), "{name}: {}: {said}", out.status);
+        assert!(said.starts_with("0\n0\nscratch-ok\nhello\n"), "{name}: {said}");
+        assert!(!said.contains("wrote-host"), "{name}: payload root wrote a host file: {said}");
+        assert_eq!(name == "overlay", said.contains("lower-visible"), "{name}: {said}");
+    }
+    assert_eq!(std::fs::read_to_string(&sentinel).unwrap(), "untouched");
+    // Control: with the default map (root inside is the caller) the same write goes through.
+    if !is_root() {
+        return;
+    }
+    let plain =
+        rooted(Namespaces::all(), Root::tmpfs()).mount(Mount::bind(sentinel_dir.path(), "/host")).build();
+    sh_ok(&plain.unwrap(), "echo changed > /host/sentinel");
+    assert_eq!(std::fs::read_to_string(&sentinel).unwrap(), "changed\n");
+}
+
+/// `chmod mode` on `dir` and the directories below it.
+fn chmod_tree(dir: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).unwrap();
+    for child in children_dirs(dir) {
+        if !std::fs::symlink_metadata(&child).unwrap().file_type().is_symlink() {
+            chmod_tree(&child, mode);
+        }
+    }
+}
+
+#[test]
+fn the_init_shows_nothing_of_the_embedding_program() {
+    // The run example is the embedding program; a secret rides on its command line and in its
+    // environment.
+    let out = std::process::Command::new(run_example())
+        .env("STOCKADE_TEST_SECRET", "env-secret-4711")
+        .args([
+            "--env",
+            "UNRELATED=argv-secret-4711",
+            "--",
+            "/bin/sh",
+            "-c",
+            "cat /proc/1/cmdline; echo; cat /proc/1/comm; cat /proc/1/environ 2>/dev/null && echo read-environ; \
+             readlink /proc/1/exe 2>/dev/null && echo read-exe; \
+             [ -n \"$(cat /proc/1/maps 2>/dev/null)\" ] && echo read-maps; true",
+        ])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said} {}", String::from_utf8_lossy(&out.stderr));
+    let mut lines = said.lines();
+    assert_eq!(lines.next().map(|l| l.trim_end_matches(['\0', ' '])), Some("stockade-init"), "{said:?}");
+    assert_eq!(lines.next(), Some("stockade-init"), "{said:?}");
+    for leak in ["4711", "read-environ", "read-exe", "read-maps", "examples/run"] {
+        assert!(!said.contains(leak), "{leak}: {said:?}");
+    }
+}
+
+/// A file opened read-only, passed with `Command::fd`: reopened writable through
+/// /proc/self/fd by a payload with every privilege over its namespaces.
+#[test]
+fn a_file_passed_read_only_cannot_be_reopened_writable() {
+    let dir = tempdir();
+    let file = dir.path().join("config");
+    std::fs::write(&file, "original").unwrap();
+    let attack = "echo pwned > /proc/self/fd/3 && echo wrote; cat <&3";
+    for ns in [Namespaces::empty(), Namespaces::all()] {
+        if ns.is_empty() && !is_root() {
+            continue;
+        }
+        let sandbox = sandbox(ns);
+        let result = sandbox
+            .command("/bin/sh")
+            .args(["-c", attack])
+            .fd(3, std::fs::File::open(&file).unwrap())
+            .output();
+        if is_root() {
+            let out = result.unwrap();
+            let said = text(&out);
+            assert!(!said.contains("wrote"), "{ns:?}: {said}");
+            assert!(said.contains("Read-only file system"), "{ns:?}: {said}");
+            assert!(said.contains("original"), "{ns:?}: the payload cannot read it: {said}");
+        } else {
+            // Without root the file cannot be pinned read-only, and this user may write it.
+            let err = result.unwrap_err();
+            assert!(matches!(&err, Error::NotPermitted { what, .. } if what.contains("fd 3")), "{err}");
+        }
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "original");
+    }
+    // A file this user may not write either passes as it is, rootless too.
+    let out = sandbox(Namespaces::all())
+        .command("/bin/sh")
+        .args(["-c", "echo x > /proc/self/fd/3 || echo refused; head -c 3 <&3; echo"])
+        .fd(3, std::fs::File::open("/etc/passwd").unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().last(), Some("roo"), "{}", text(&out));
+    assert!(text(&out).contains("refused"), "{}", text(&out));
+    if is_root() {
+        // Control: passed unrestricted, the same attack changes the host file.
+        let out = sandbox(Namespaces::all())
+            .command("/bin/sh")
+            .args(["-c", attack])
+            .fd_unrestricted(3, std::fs::File::open(&file).unwrap())
+            .output()
+            .unwrap();
+        assert!(text(&out).contains("wrote"), "{}", text(&out));
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "pwned\n");
+    }
+}
+
+#[test]
+fn a_directory_descriptor_is_refused_unless_passed_unrestricted() {
+    let dir = tempdir();
+    std::fs::write(dir.path().join("inside"), "x").unwrap();
+    let open_dir = || OwnedFd::from(std::fs::File::open(dir.path()).unwrap());
+    let sandbox = sandbox(Namespaces::all());
+    let err = sandbox.command("/bin/true").fd(5, open_dir()).output().unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidValue { what: "fd", value, reason } if value == "5" && reason.contains("directory")),
+        "{err}"
+    );
+    // Opted in, it works, with what it reaches (here: its filesystem's root through `..`).
+    let out = sandbox
+        .command("/bin/sh")
+        .args(["-c", "ls /proc/self/fd/5/; ls /proc/self/fd/5/../../ | grep -c ."])
+        .fd_unrestricted(5, open_dir())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("inside\n"), "{}", text(&out));
+}
+
+#[test]
+fn output_honours_its_time_limit_when_a_payload_outside_any_namespace_keeps_its_pipes() {
+    // No pid namespace and no cgroup: nothing can end what the payload starts in the background.
+    let marker = format!("3600.{}", std::process::id());
+    let sandbox = builder(Namespaces::empty()).timeout(Duration::from_secs(1)).build().unwrap();
+    let script = format!("sleep {marker} & echo started");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(sandbox.command("/bin/sh").args(["-c", &script]).output());
+    });
+    let out = rx.recv_timeout(Duration::from_secs(120)).expect("output() never returned");
+    let _ = std::process::Command::new("pkill").args(["-f", &format!("sleep {marker}")]).status();
+    let out = out.unwrap();
+    assert_eq!(out.stdout, b"started\n");
+    // The payload itself ended in time: not a limit.
+    assert!(out.status.success(), "{}", out.status);
+}
+
+#[test]
+fn time_limits_out_of_range_are_typed_errors() {
+    for (what, b) in [
+        ("timeout", Sandbox::builder().timeout(Duration::MAX).build()),
+        ("cpu time limit", Sandbox::builder().cpu_time_limit(Duration::MAX).build()),
+        ("timeout", Sandbox::builder().timeout(Duration::from_secs(200 * 365 * 86_400)).build()),
+    ] {
+        let err = b.unwrap_err();
+        assert!(matches!(&err, Error::InvalidValue { what: w, .. } if *w == what), "{err}");
+    }
+}
+
+#[test]
+fn the_untrusted_preset_is_nobody_on_the_host_with_limits_and_nothing_of_the_host() {
+    let built = Sandbox::untrusted().build();
+    if !is_root() {
+        // Without cgroup delegation its limits cannot be enforced: a typed error, not a weaker
+        // sandbox; with best effort it runs and says what is missing.
+        let err = built.unwrap_err();
+        assert!(matches!(&err, Error::Unsupported { .. } | Error::Cgroup { .. }), "{err}");
+        let sandbox = Sandbox::untrusted().resource_compat(stockade::Compat::BestEffort).build().unwrap();
+        let child = sandbox.command("/bin/true").spawn().unwrap();
+        assert!(!child.unenforced().is_empty());
+        return;
+    }
+    let sandbox = built.unwrap();
+    let mut child = sandbox
+        .command("/bin/sh")
+        .args(["-c", "id -u; hostname; grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status; ls /sys/class/net 2>/dev/null || ip -o link 2>/dev/null | wc -l; ls /; sleep 3600"])
+        .stdout(stockade::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = buffered(child.stdout.take().unwrap());
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    while out.read_line(&mut line).unwrap() > 0 {
+        lines.push(line.trim_end().to_owned());
+        line.clear();
+        if lines.last().is_some_and(|l| l == "usr") {
+            break;
+        }
+    }
+    // From the host: the payload runs as an unused id, not as root.
+    let payload = children_of(child.id() as i32)[0];
+    let status = std::fs::read_to_string(format!("/proc/{payload}/status")).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert!(uid_line.split_whitespace().skip(1).all(|u| u == UNTRUSTED_IDS.to_string()), "{uid_line}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(lines[0], "0");
+    assert_eq!(lines[1], "sandbox");
+    assert!(lines.contains(&"CapEff:\t0000000000000000".to_owned()), "{lines:?}");
+    assert!(lines.contains(&"CapBnd:\t0000000000000000".to_owned()), "{lines:?}");
+    assert!(lines.contains(&"NoNewPrivs:\t1".to_owned()), "{lines:?}");
+    assert!(lines.contains(&"tmp".to_owned()), "{lines:?}");
+    // The limits are there.
+    let hog = sandbox
+        .command("/bin/sh")
+        .args(["-c", "x=$(head -c 900000000 /dev/zero | tr '\\0' a); echo survived"])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&hog.stdout).contains("survived"), "{}", hog.status);
+}
