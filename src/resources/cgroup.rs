@@ -412,6 +412,13 @@ impl SandboxCgroup {
         controllers: Vec<String>,
         handle: Option<Cgroup>,
     ) -> Result<(), Error> {
+        // A caller that may not make groups here (no delegation) starts no reaper for nothing.
+        nix::unistd::access(parent, nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK)
+            .map_err(|e| Error::Cgroup {
+                op: format!("create {label} cgroup"),
+                path: parent.to_owned(),
+                source: e.into(),
+            })?;
         super::reaper::watch(parent)?;
         let dir = parent.join(name);
         make_leaf(&dir, &format!("create {label} cgroup"))?;
