@@ -64,13 +64,17 @@ pub(crate) fn prefix() -> &'static str {
 /// removed even if this process is killed the next instant. Idempotent per directory (by device
 /// and inode: a parent removed and made again is watched again). Starts the reaper on first use.
 pub(crate) fn watch(parent: &Path) -> Result<(), Error> {
-    let (dir, id) = open_dir(parent).map_err(|source| Error::Cgroup {
-        op: "open for the reaper".into(),
-        path: parent.to_owned(),
-        source,
-    })?;
+    let error = |source| Error::Cgroup { op: "open for the reaper".into(), path: parent.to_owned(), source };
+    // On the spawn path: a directory already watched costs a stat, not an open.
+    let meta = std::fs::metadata(parent).map_err(error)?;
+    let known = (meta.dev(), meta.ino());
     let mut guard = STATE.lock().unwrap_or_else(PoisonError::into_inner);
     let state = &mut *guard;
+    state.ensure_running()?;
+    if state.watched.iter().any(|w| w.id == known) {
+        return Ok(());
+    }
+    let (dir, id) = open_dir(parent).map_err(error)?;
     for attempt in 0..2 {
         state.ensure_running()?;
         if state.watched.iter().any(|w| w.id == id) {
