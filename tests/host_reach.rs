@@ -557,3 +557,32 @@ fn the_untrusted_preset_is_nobody_on_the_host_with_limits_and_nothing_of_the_hos
         .unwrap();
     assert!(!String::from_utf8_lossy(&hog.stdout).contains("survived"), "{}", hog.status);
 }
+
+#[test]
+fn kernel_information_is_masked_or_refused() {
+    let sandbox = rooted(Namespaces::all(), Root::tmpfs()).mount(Mount::sysfs("/sys")).build().unwrap();
+    let out = sh(
+        &sandbox,
+        "for f in /proc/cmdline /proc/kallsyms /proc/kcore /proc/keys; do echo $f $(cat $f 2>/dev/null | wc -c); done; \
+         dmesg >/dev/null 2>&1 && echo read-dmesg; touch /sys/kernel/x 2>/dev/null && echo wrote-sys-kernel; \
+         for f in /sys/kernel/*; do [ -w $f ] && [ -f $f ] && echo > $f 2>/dev/null && echo wrote $f; done; echo done",
+    );
+    let said = text(&out);
+    for f in ["/proc/cmdline", "/proc/kallsyms", "/proc/kcore", "/proc/keys"] {
+        if Path::new(f).exists() {
+            assert!(said.contains(&format!("{f} 0\n")), "{f} readable inside: {said}");
+        }
+    }
+    assert!(!said.contains("wrote"), "{said}");
+    assert!(said.ends_with("done\n"), "{said}");
+    // Control: the host's command line is not empty, so the masks above did the hiding.
+    assert!(!std::fs::read("/proc/cmdline").unwrap().is_empty());
+    if std::fs::read_to_string("/proc/sys/kernel/dmesg_restrict").is_ok_and(|v| v.trim() == "1") {
+        assert!(!said.contains("read-dmesg"), "{said}");
+    } else {
+        skip(
+            "kernel_information_is_masked_or_refused (dmesg)",
+            "kernel.dmesg_restrict is 0 on this host: anyone may read the log until the syscall filter closes syslog(2)",
+        );
+    }
+}

@@ -312,11 +312,14 @@ impl Mount {
 }
 
 /// Paths masked by default in a sandbox with a fresh `/proc` or its own root (the OCI runtime
-/// defaults): kernel memory, keys and timers, firmware and power-capping interfaces.
+/// defaults, plus the kernel's command line and symbol table): kernel memory, keys and timers,
+/// boot parameters and symbol addresses, firmware and power-capping interfaces.
 pub(crate) const DEFAULT_MASKED: &[&str] = &[
     "/proc/acpi",
     "/proc/asound",
+    "/proc/cmdline",
     "/proc/interrupts",
+    "/proc/kallsyms",
     "/proc/kcore",
     "/proc/keys",
     "/proc/latency_stats",
