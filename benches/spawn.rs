@@ -44,6 +44,8 @@ fn spawn(c: &mut Criterion) {
         ("stockade_user_pid_mount_uts_ipc", builder(ns5)),
         ("stockade_user_pid_mount_uts_ipc_memory_pids", limited),
         ("stockade_all_namespaces", builder(Namespaces::all())),
+        // Without the cgroup namespace, and so without a group in every hierarchy.
+        ("stockade_all_namespaces_but_cgroup", builder(Namespaces::all() - Namespaces::CGROUP)),
         ("stockade_tmpfs_root_all_but_net", tmpfs_root),
     ];
     for (name, builder) in cases {
