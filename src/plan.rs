@@ -165,6 +165,8 @@ pub(crate) struct Plan<'a> {
     pub(crate) time_offsets: Option<&'a [u8]>,
     /// The sandbox's filesystem operations (prepared once, at build).
     pub(crate) fs: &'a FsPlan,
+    /// Scratch for the child: a descriptor (or `-errno`) per `fs.host_sources()`.
+    pub(crate) host_fds: Vec<RawFd>,
     pub(crate) loopback: bool,
     pub(crate) creds: Creds<'a>,
     pub(crate) cwd: Option<CString>,
@@ -309,6 +311,7 @@ impl<'a> Plan<'a> {
             domainname: config.domainname.as_deref(),
             time_offsets: config.time_offsets.as_deref(),
             fs: &config.fs,
+            host_fds: vec![-1; config.fs.host_sources().count()],
             loopback: config.loopback(),
             creds: Creds {
                 groups: config.groups.as_deref(),

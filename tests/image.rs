@@ -833,3 +833,38 @@ fn stored_layers_stacked_by_overlayfs_show_the_same_tree_as_a_flat_unpack() {
     flat.sort();
     assert_eq!(inside, flat);
 }
+
+#[test]
+fn an_image_runs_as_root_of_an_unprivileged_id_range() {
+    if !common::is_root() {
+        return common::skip(
+            "an_image_runs_as_root_of_an_unprivileged_id_range",
+            "needs root to map a range it does not own (rootless, the image's files are the caller's)",
+        );
+    }
+    let tmp = common::tempdir();
+    let rootfs = busybox_image(tmp.path(), serde_json::json!({"User": "root", "Cmd": ["/bin/sh"]}));
+    // The store is private to its owner (0700): the layers are opened with the embedding
+    // program's ids, before the sandbox takes the unprivileged ones.
+    let ids = [IdMap::new(0, stockade::UNTRUSTED_IDS, 65536)];
+    let sandbox = Sandbox::builder()
+        .namespaces(Namespaces::all())
+        .uid_map(ids)
+        .gid_map(ids)
+        .image(&rootfs)
+        .mount(stockade::Mount::tmpfs("/tmp"))
+        .build()
+        .unwrap();
+    let out = sandbox
+        .image_command_args([
+            "/bin/sh",
+            "-c",
+            "id -u; echo made > /tmp/x && cat /tmp/x; cat /etc/group | head -1",
+        ])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}: {said} {}", out.status, String::from_utf8_lossy(&out.stderr));
+    // Root inside; the image's files keep their host owners, which this range does not map.
+    assert_eq!(said, "0\nmade\nroot:x:0:\n");
+}

@@ -570,6 +570,29 @@ fn expand(
 }
 
 impl FsPlan {
+    /// The host paths the caller handed over, in the order the child consumes them: the root's
+    /// (a bound directory; overlay lowers, then upper and work), then each bind's source. The
+    /// child opens them all before it takes the ids of its namespace (see
+    /// `sys::mount::open_sources`).
+    pub(crate) fn host_sources(&self) -> impl Iterator<Item = &CStr> {
+        let root: &[CString] = match &self.root {
+            RootOp::Bind { source, .. } => std::slice::from_ref(source),
+            RootOp::Overlay { lowers, .. } => lowers,
+            _ => &[],
+        };
+        let upper = match &self.root {
+            RootOp::Overlay { upper: Some((upper, work)), .. } => {
+                [Some(upper.as_c_str()), Some(work.as_c_str())]
+            }
+            _ => [None, None],
+        };
+        let binds = self.ops.iter().filter_map(|op| match op {
+            FsOp::Bind { source, .. } => Some(source.as_c_str()),
+            _ => None,
+        });
+        root.iter().map(CString::as_c_str).chain(upper.into_iter().flatten()).chain(binds)
+    }
+
     /// The stage to report for a failure of operation `index` (or of the root, `u32::MAX`).
     pub(crate) fn stage(&self, step: crate::plan::Step, index: usize) -> Stage {
         use crate::plan::Step;

@@ -59,6 +59,9 @@ fn setup(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<Infallible, Failure
 
     let (status, parent) = arrange_fds(plan, control)?;
     wait_for_go(*control);
+    // With the embedding program's own ids still: the paths it handed over are its to open,
+    // whatever the ids the map gives the sandbox can reach.
+    super::mount::open_sources(plan.fs, &mut plan.host_fds);
     if plan.become_root {
         super::setresgid(0).map_err(at(Step::BecomeRoot))?;
         super::setresuid(0).map_err(at(Step::BecomeRoot))?;
@@ -105,7 +108,7 @@ fn setup(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<Infallible, Failure
             write_file(c"/proc/sys/net/ipv4/ip_unprivileged_port_start", b"0").map_err(at(Step::Loopback))?;
         }
     }
-    let built = super::mount::build(plan.fs, plan.use_init)?;
+    let built = super::mount::build(plan.fs, &plan.host_fds, plan.use_init)?;
     let lock_maps = plan.fs.lock_maps.as_ref().map(|(u, g)| (u.as_slice(), g.as_slice()));
     let lock = match lock_maps {
         Some(_) => Some(super::mount::lock_sync()?),

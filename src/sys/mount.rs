@@ -43,8 +43,42 @@ pub(super) struct Built {
 /// Builds the filesystem described by `fs` and switches to the new root (with `pivot_root`;
 /// a chroot is left to [`enter`]). `pid_ns`: the payload will be forked into a pid namespace
 /// after this.
-pub(super) fn build(fs: &FsPlan, pid_ns: bool) -> Result<Built, Failure> {
-    with_exact_modes(|| build_tree(fs, pid_ns))
+pub(super) fn build(fs: &FsPlan, host_fds: &[RawFd], pid_ns: bool) -> Result<Built, Failure> {
+    let mut sources = Sources { fds: host_fds, next: 0 };
+    let built = with_exact_modes(|| build_tree(fs, &mut sources, pid_ns));
+    // What a failure left unused (each used one was closed by its user).
+    for &fd in host_fds.get(sources.next..).unwrap_or(&[]) {
+        if fd >= 0 {
+            close(fd);
+        }
+    }
+    built
+}
+
+/// Opens every host path of `fs` (see `FsPlan::host_sources`) without following a symlink, into
+/// `fds`; a path that cannot be opened gets `-errno`, reported when its mount is made.
+pub(super) fn open_sources(fs: &FsPlan, fds: &mut [RawFd]) {
+    for (source, slot) in fs.host_sources().zip(fds.iter_mut()) {
+        *slot = match open_host(source, libc::O_PATH) {
+            Ok(fd) => fd,
+            Err(Errno(e)) => -e,
+        };
+    }
+}
+
+/// The opened host paths, handed out in the order they were opened.
+struct Sources<'a> {
+    fds: &'a [RawFd],
+    next: usize,
+}
+
+impl Sources<'_> {
+    /// The next opened path; the caller closes it.
+    fn take(&mut self) -> SysResult<RawFd> {
+        let fd = self.fds.get(self.next).copied().unwrap_or(-libc::EBADF);
+        self.next += 1;
+        if fd >= 0 { Ok(fd) } else { Err(Errno(-fd)) }
+    }
 }
 
 /// Runs `f` with umask 0, so that what it creates gets exactly the modes asked for; the payload
@@ -83,7 +117,7 @@ pub(super) fn enter(built: &Built, lock: Option<&LockSync>) -> Result<(), Failur
     Ok(())
 }
 
-fn build_tree(fs: &FsPlan, pid_ns: bool) -> Result<Built, Failure> {
+fn build_tree(fs: &FsPlan, sources: &mut Sources<'_>, pid_ns: bool) -> Result<Built, Failure> {
     if !fs.mount_ns {
         return Ok(Built { proc: -1, switched: false, chroot: false });
     }
@@ -98,14 +132,14 @@ fn build_tree(fs: &FsPlan, pid_ns: bool) -> Result<Built, Failure> {
             new_fs(c"proc", &[], attr::NOSUID | attr::NODEV | attr::NOEXEC).map_err(at(Step::LockMounts))?
         }
     };
-    let root = attach_root(&fs.root).map_err(at(Step::Root))?;
+    let root = attach_root(&fs.root, sources).map_err(at(Step::Root))?;
     let staging = if fs.staging {
         new_fs(c"tmpfs", &[(c"mode", Some(c"700"))], 0).map_err(at(Step::Root))?
     } else {
         -1
     };
     for (i, op) in fs.ops.iter().enumerate() {
-        apply(root, staging, op, fs.may_create).map_err(at_index(Step::Mount, i))?;
+        apply(root, staging, op, fs.may_create, sources).map_err(at_index(Step::Mount, i))?;
     }
     if staging >= 0 {
         close(staging);
@@ -127,7 +161,7 @@ fn build_tree(fs: &FsPlan, pid_ns: bool) -> Result<Built, Failure> {
 }
 
 /// Makes the new root and attaches it on top of `/`; returns a descriptor of it.
-fn attach_root(root: &RootOp) -> SysResult<RawFd> {
+fn attach_root(root: &RootOp, sources: &mut Sources<'_>) -> SysResult<RawFd> {
     let mnt = match root {
         RootOp::Host => return super::open(c"/", libc::O_PATH | libc::O_DIRECTORY),
         RootOp::Tmpfs { options } => {
@@ -137,8 +171,8 @@ fn attach_root(root: &RootOp) -> SysResult<RawFd> {
             }
             finish_fs(fs, attr::NOSUID | attr::NODEV)?
         }
-        RootOp::Bind { source, writable } => {
-            let m = open_host_tree(source, true)?;
+        RootOp::Bind { writable, .. } => {
+            let m = host_tree(sources.take()?, true)?;
             let ro = if *writable { 0 } else { attr::RDONLY };
             set_attrs(m, ro | attr::NODEV, true)?;
             m
@@ -153,13 +187,13 @@ fn attach_root(root: &RootOp) -> SysResult<RawFd> {
             if *userxattr {
                 fsconfig(fs, c"userxattr", None)?;
             }
-            for lower in lowers {
-                fsconfig_host_dir(fs, c"lowerdir+", lower)?;
+            for _ in lowers {
+                fsconfig_host_dir(fs, c"lowerdir+", sources.take()?)?;
             }
             let scratch = match upper {
-                Some((upper, work)) => {
-                    fsconfig_host_dir(fs, c"upperdir", upper)?;
-                    fsconfig_host_dir(fs, c"workdir", work)?;
+                Some(_) => {
+                    fsconfig_host_dir(fs, c"upperdir", sources.take()?)?;
+                    fsconfig_host_dir(fs, c"workdir", sources.take()?)?;
                     -1
                 }
                 None => {
@@ -189,12 +223,18 @@ fn attach_root(root: &RootOp) -> SysResult<RawFd> {
     Ok(mnt)
 }
 
-fn apply(root: RawFd, staging: RawFd, op: &FsOp, may_create: bool) -> SysResult<()> {
+fn apply(
+    root: RawFd,
+    staging: RawFd,
+    op: &FsOp,
+    may_create: bool,
+    sources: &mut Sources<'_>,
+) -> SysResult<()> {
     // On the host's own root nothing is created: a missing target is an error.
     let creating = |c: Create| if may_create { c } else { Create::Nothing };
     match op {
-        FsOp::Bind { source, recursive, attrs, create, target } => {
-            let m = open_host_tree(source, *recursive)?;
+        FsOp::Bind { recursive, attrs, create, target, .. } => {
+            let m = host_tree(sources.take()?, *recursive)?;
             set_attrs(m, *attrs, *recursive)?;
             attach(m, root, target, creating(*create))
         }
@@ -387,20 +427,18 @@ fn same_link(dir: RawFd, name: &CStr, link: &CStr) -> bool {
     n >= 0 && buf.get(..n as usize) == Some(link.to_bytes())
 }
 
-/// A detached copy of the mount tree at host path `source`, opened once without following any
-/// symlink (one planted by an untrusted party, e.g. an earlier sandbox given a writable bind of
-/// a shared directory, cannot redirect it) and cloned through that handle.
-fn open_host_tree(source: &CStr, recursive: bool) -> SysResult<RawFd> {
-    let fd = open_host(source, libc::O_PATH)?;
+/// A detached copy of the mount tree at an opened host path `fd` (see [`open_sources`]: opened
+/// once without following any symlink, so one planted by an untrusted party, e.g. an earlier
+/// sandbox given a writable bind of a shared directory, cannot redirect it); closes `fd`.
+fn host_tree(fd: RawFd, recursive: bool) -> SysResult<RawFd> {
     let m = open_tree(fd, c"", recursive);
     close(fd);
     m
 }
 
-/// Gives overlayfs the host directory `dir` as option `key`, opened once without following any
-/// symlink and named through that handle (`/proc/self/fd/N`), not by its path.
-fn fsconfig_host_dir(fs: RawFd, key: &CStr, dir: &CStr) -> SysResult<()> {
-    let fd = open_host(dir, libc::O_PATH | libc::O_DIRECTORY)?;
+/// Gives overlayfs the opened host directory `fd` as option `key`, named through that handle
+/// (`/proc/self/fd/N`), not by its path; closes `fd`.
+fn fsconfig_host_dir(fs: RawFd, key: &CStr, fd: RawFd) -> SysResult<()> {
     let mut buf = [0u8; 64];
     let done = fd_path(&mut buf, fd, b"").and_then(|path| fsconfig(fs, key, Some(path)));
     close(fd);
