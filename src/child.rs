@@ -139,7 +139,11 @@ impl Child {
 
     /// Limits that were requested but are not enforced on this host (with
     /// [`Compat::BestEffort`](crate::Compat::BestEffort)), e.g. `["memory", "pids"]` for an
-    /// unprivileged caller without cgroup delegation. Empty when everything is enforced.
+    /// unprivileged caller without cgroup delegation; and `"cgroup namespace (own groups)"` when
+    /// a sandbox with [`Namespaces::CGROUP`](crate::Namespaces::CGROUP) could not get a group of
+    /// its own in every cgroup hierarchy (no delegation, a read-only or unmounted hierarchy), so
+    /// that a payload mounting cgroupfs would see the embedding program's groups there. Empty
+    /// when everything is enforced.
     pub fn unenforced(&self) -> &[&'static str] {
         &self.supervision.unenforced
     }
@@ -226,6 +230,7 @@ impl Child {
     /// fires ends the sandbox, which closes the pipes.
     fn read_both(&mut self) -> io::Result<(Vec<u8>, Vec<u8>)> {
         let deadline = self.wall_deadline();
+        let contained = self.status_pipe.is_some() || self.supervision.cgroup.is_some();
         let mut pipes: [Option<File>; 2] = [self.stdout.take().map(|o| o.0), self.stderr.take().map(|e| e.0)];
         let mut bufs: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
         let mut chunk = vec![0u8; 64 * 1024];
@@ -244,10 +249,12 @@ impl Child {
                     Ok(next) => wake = next,
                 }
             }
-            if self.status.is_some() && deadline.is_some_and(|d| now >= d) {
+            if !contained && self.status.is_some() && deadline.is_some_and(|d| now >= d) {
                 // The sandbox has ended, but something it started outside its control (no pid
                 // namespace or cgroup to end it with) still holds the pipes open: the time limit
-                // ends the waiting too. What was read so far is the output.
+                // ends the waiting too. What was read so far is the output. (With a pid
+                // namespace or a cgroup every writer is dead once the sandbox is reaped, so the
+                // pipes end by themselves and nothing in flight is lost.)
                 break;
             }
             let timeout = match wake {

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use crate::plan::WorkingDir;
@@ -266,19 +266,42 @@ impl Command {
             seen.push(*target);
         }
         // Descriptors made for this spawn only (read-only reopenings), kept until it is done.
-        let mut made: Vec<OwnedFd> = Vec::new();
+        let mut made: Vec<(RawFd, StdioKind)> = Vec::new();
         let mut passed: Vec<(RawFd, RawFd)> = Vec::with_capacity(self.fds.len());
         for (target, fd, unrestricted) in &self.fds {
-            let raw = match restrict(*target, fd, *unrestricted)? {
-                Some(pinned) => {
-                    let raw = pinned.as_raw_fd();
-                    made.push(pinned);
-                    raw
-                }
-                None => fd.as_raw_fd(),
-            };
+            let pinned = if *unrestricted { None } else { restrict(*target, fd.as_fd())? };
+            let raw = pinned.as_ref().map_or(fd.as_raw_fd(), AsRawFd::as_raw_fd);
             passed.push((raw, *target));
+            made.extend(pinned.map(|p| (*target, StdioKind::Fd(p))));
         }
+        // Stdio follows the same rule: a file given (or inherited) read-only stays read-only, and
+        // no device node (/dev/null included) can be changed through it.
+        for (target, kind) in stdio {
+            let null = match kind {
+                StdioKind::Null => Some(OwnedFd::from(
+                    std::fs::OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .open("/dev/null")
+                        .map_err(|e| Error::spawn("open /dev/null", e))?,
+                )),
+                _ => None,
+            };
+            let fd = match (kind, &null) {
+                (_, Some(null)) => Some(null.as_fd()),
+                (StdioKind::Fd(fd), _) => Some(fd.as_fd()),
+                (StdioKind::Inherit, _) => crate::sys::borrow_std(target),
+                _ => None,
+            };
+            match (fd.map(|fd| restrict(target, fd)).transpose()?.flatten(), null) {
+                (Some(pinned), _) => made.push((target, StdioKind::Fd(pinned))),
+                (None, Some(null)) => made.push((target, StdioKind::Fd(null))),
+                (None, None) => {}
+            }
+        }
+        let stdio = stdio.map(|(target, kind)| {
+            (target, made.iter().find(|(t, _)| *t == target && target < 3).map_or(kind, |(_, k)| k))
+        });
         crate::spawn::spawn(
             &self.sandbox.config,
             &self.program,
@@ -304,14 +327,13 @@ impl Command {
     }
 }
 
-/// What [`Command::fd`] passes as `target` for `fd`: `None` to pass `fd` as it is, or a new
-/// descriptor of its file that cannot be reopened writable (see [`Command::fd`]).
-fn restrict(target: RawFd, fd: &OwnedFd, unrestricted: bool) -> Result<Option<OwnedFd>, Error> {
+/// What the payload gets as descriptor `target` for `fd` (a passed descriptor or stdio; see
+/// [`Command::fd`]): `None` to pass `fd` as it is, or a new descriptor of the same file that
+/// cannot be reopened with more access, nor have its mode changed, through `/proc/self/fd`.
+fn restrict(target: RawFd, fd: BorrowedFd<'_>) -> Result<Option<OwnedFd>, Error> {
     use nix::fcntl::{FcntlArg, OFlag, fcntl};
     use nix::sys::stat::SFlag;
-    if unrestricted {
-        return Ok(None);
-    }
+    const PIPEFS_MAGIC: i64 = 0x5049_5045;
     let what = |op: &str| format!("{op} of the descriptor passed as fd {target}");
     let st = nix::sys::stat::fstat(fd).map_err(|e| Error::spawn(what("fstat"), e))?;
     let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
@@ -327,45 +349,57 @@ fn restrict(target: RawFd, fd: &OwnedFd, unrestricted: bool) -> Result<Option<Ow
         fcntl(fd, FcntlArg::F_GETFL).map_err(|e| Error::spawn(what("F_GETFL"), e))?,
     );
     let path_only = flags.contains(OFlag::O_PATH);
-    if kind != SFlag::S_IFREG || !(path_only || flags & OFlag::O_ACCMODE == OFlag::O_RDONLY) {
+    let read_only = path_only || flags & OFlag::O_ACCMODE == OFlag::O_RDONLY;
+    let device = kind == SFlag::S_IFCHR || kind == SFlag::S_IFBLK;
+    let named_fifo = kind == SFlag::S_IFIFO
+        && nix::sys::statfs::fstatfs(fd).is_ok_and(|f| f.filesystem_type().0 != PIPEFS_MAGIC);
+    // What can be reopened with more access: files and named FIFOs handed over for reading, and
+    // devices (whose node a payload that owns it could also chmod on the host) — a terminal
+    // excepted: whoever may read it may write it. Pipes and sockets cannot be turned into more
+    // than the channel they are.
+    let device = device && !nix::unistd::isatty(fd).unwrap_or(false);
+    if !(device || (read_only && (kind == SFlag::S_IFREG || named_fifo))) {
         return Ok(None);
     }
-    let mode = if path_only { libc::O_PATH } else { libc::O_RDONLY | (flags & OFlag::O_NONBLOCK).bits() };
-    match crate::sys::reopen_read_only(fd.as_raw_fd(), mode) {
-        Ok(pinned) => {
-            if !path_only {
-                let offset = nix::unistd::lseek(fd, 0, nix::unistd::Whence::SeekCur).unwrap_or(0);
-                nix::unistd::lseek(&pinned, offset, nix::unistd::Whence::SeekSet)
-                    .map_err(|e| Error::spawn(what("lseek"), e))?;
-            }
-            Ok(Some(pinned))
+    // A FIFO opens for writing whatever mount it is on: only a caller that could not write it
+    // either may pass it read-only.
+    let access = if read_only { libc::O_RDONLY } else { (flags & OFlag::O_ACCMODE).bits() };
+    let mode =
+        if path_only { libc::O_PATH } else { access | libc::O_NOCTTY | (flags & OFlag::O_NONBLOCK).bits() };
+    let pinned = if named_fifo { None } else { crate::sys::reopen_read_only(fd.as_raw_fd(), mode).ok() };
+    if let Some(pinned) = pinned {
+        if kind == SFlag::S_IFREG && !path_only {
+            let offset = nix::unistd::lseek(fd, 0, nix::unistd::Whence::SeekCur).unwrap_or(0);
+            nix::unistd::lseek(&pinned, offset, nix::unistd::Whence::SeekSet)
+                .map_err(|e| Error::spawn(what("lseek"), e))?;
         }
-        // Without the privilege to make a read-only mount: safe only if this process (whose ids
-        // the payload has at most) could not write the file either.
-        Err(_) => {
-            let link = format!("/proc/self/fd/{}", fd.as_raw_fd());
-            let writable = nix::unistd::faccessat(
-                nix::fcntl::AT_FDCWD,
-                link.as_str(),
-                nix::unistd::AccessFlags::W_OK,
-                nix::fcntl::AtFlags::AT_EACCESS,
-            )
-            .is_ok();
-            if writable {
-                return Err(Error::NotPermitted {
-                    what: format!(
-                        "passing a read-only descriptor of a file writable by this user as fd {target}"
-                    ),
-                    reason:
-                        "the payload, with this user's ids, could reopen it writable through /proc/self/fd; \
-                             pinning it read-only needs CAP_SYS_ADMIN. Pass a file it may not write, a copy, \
-                             or use Command::fd_unrestricted"
-                            .into(),
-                });
-            }
-            Ok(None)
-        }
+        return Ok(Some(pinned));
     }
+    // Not pinned (no privilege for a read-only mount, or a FIFO): safe only if the payload, whose
+    // ids are at most this process's, could neither write the file nor, as its owner, chmod it.
+    let owned = st.st_uid == nix::unistd::geteuid().as_raw();
+    // Writable by everyone already (/dev/null), or handed over writable: nothing more to gain.
+    if !read_only || (st.st_mode & 0o002 != 0 && !owned) {
+        return Ok(None);
+    }
+    let link = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    let writable = nix::unistd::faccessat(
+        nix::fcntl::AT_FDCWD,
+        link.as_str(),
+        nix::unistd::AccessFlags::W_OK,
+        nix::fcntl::AtFlags::AT_EACCESS,
+    )
+    .is_ok();
+    if writable || owned {
+        return Err(Error::NotPermitted {
+            what: format!("passing a read-only descriptor as fd {target} of a file this user may write or owns"),
+            reason: "the payload, with this user's ids, could reopen it writable (or chmod it) through \
+                     /proc/self/fd; pinning a file or device read-only needs CAP_SYS_ADMIN, and a FIFO cannot \
+                     be pinned. Pass one it may not write, a copy, or use Command::fd_unrestricted (Stdio::unrestricted)"
+                .into(),
+        });
+    }
+    Ok(None)
 }
 
 /// What a payload's stdin, stdout or stderr is connected to.
@@ -384,6 +418,8 @@ pub(crate) enum StdioKind {
     Null,
     Piped,
     Fd(OwnedFd),
+    /// Passed as it is (see [`Stdio::unrestricted`]).
+    Unrestricted(OwnedFd),
 }
 
 impl Stdio {
@@ -401,10 +437,19 @@ impl Stdio {
     pub fn piped() -> Stdio {
         Stdio(StdioKind::Piped)
     }
+
+    /// `fd` exactly as it is, like [`Command::fd_unrestricted`]: unlike `Stdio::from(fd)`, a
+    /// file opened read-only is not pinned read-only (the payload may reopen it with any mode
+    /// its ids allow through `/proc/self/fd/N`). For files the payload may fully use.
+    pub fn unrestricted(fd: impl Into<OwnedFd>) -> Stdio {
+        Stdio(StdioKind::Unrestricted(fd.into()))
+    }
 }
 
 impl From<OwnedFd> for Stdio {
-    /// Any open descriptor: a file, a socket, one end of a pipe...
+    /// Any open descriptor: a file, a socket, one end of a pipe... It allows the payload no more
+    /// than it allows, as with [`Command::fd`] (a file opened read-only stays read-only; a
+    /// directory is refused); [`Stdio::unrestricted`] passes it as it is.
     fn from(fd: OwnedFd) -> Stdio {
         Stdio(StdioKind::Fd(fd))
     }

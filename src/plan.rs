@@ -119,9 +119,9 @@ pub(crate) struct Channels {
     pub(crate) control: RawFd,
     /// Write end of the init's status pipe, or -1 without an init.
     pub(crate) status: RawFd,
-    /// A pidfd of the embedding process, or -1: with it the child can tell, after a credential
-    /// change cleared its parent-death signal and it re-armed it, whether the parent died in
-    /// between (inside a pid namespace `getppid` cannot say).
+    /// A pidfd of the embedding process: with it the child can tell, once its parent-death
+    /// signal is armed (and again after a credential change cleared and it re-armed it), whether
+    /// the parent died before (inside a pid namespace `getppid` cannot say).
     pub(crate) parent: RawFd,
     /// The parent's ends, which the child closes at once.
     pub(crate) parent_ends: [RawFd; 2],

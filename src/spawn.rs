@@ -53,7 +53,7 @@ pub(crate) fn spawn(
                 child_only.push(theirs);
                 parent_stdio[target as usize] = Some(ours);
             }
-            StdioKind::Fd(fd) => moves.push((fd.as_raw_fd(), target)),
+            StdioKind::Fd(fd) | StdioKind::Unrestricted(fd) => moves.push((fd.as_raw_fd(), target)),
         }
     }
     moves.extend(passed);
@@ -68,11 +68,9 @@ pub(crate) fn spawn(
     } else {
         (None, None)
     };
-    let parent = if config.become_root {
-        Some(pidfd::open_self().map_err(|e| Error::spawn("pidfd_open of this process", e))?)
-    } else {
-        None
-    };
+    // The child checks it once its parent-death signal is armed: this process may have died
+    // before, and then no signal ever comes.
+    let parent = Some(pidfd::open_self().map_err(|e| Error::spawn("pidfd_open of this process", e))?);
     let raw = |fd: &Option<OwnedFd>| fd.as_ref().map_or(-1, AsRawFd::as_raw_fd);
     let channels = Channels {
         control: child_control.as_raw_fd(),
@@ -94,6 +92,13 @@ pub(crate) fn spawn(
         None if limits.wants_cgroup() => (None, limits.cgroup_limit_names()),
         None => (None, Vec::new()),
     };
+    // A cgroup namespace rooted anywhere but in groups of the sandbox's own (no delegation, a
+    // read-only or unmounted hierarchy, a best-effort failure) shows the embedding program's
+    // groups: say so.
+    let mut unenforced = unenforced;
+    if confine && !cgroup.as_ref().is_some_and(SandboxCgroup::confines_every_hierarchy) {
+        unenforced.push(crate::resources::CGROUP_CONFINEMENT);
+    }
     let cgroup_fd = cgroup.as_ref().and_then(SandboxCgroup::clone_into_fd);
 
     let old_mask = sys::block_all_signals();

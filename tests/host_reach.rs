@@ -125,7 +125,9 @@ fn a_payload_that_mounts_cgroupfs_itself_sees_and_raises_nothing_of_the_host() {
         assert!(is_root() && line.contains("/escape/"), "{line}\n{said}");
     }
     if is_root() {
-        // Its own leaf it may change; the limits above it hold.
+        // Its own leaf it may change, but it can neither nest groups in it nor freeze it; the
+        // limits above it hold.
+        assert!(!said.contains("made-group"), "{said}");
         assert!(!said.contains("allocated"), "the memory limit was raised: {said}");
         assert!(out.status.usage().oom_killed, "{}: {said}", out.status);
         sentinel.as_mut().unwrap().assert_untouched();
@@ -585,4 +587,52 @@ fn kernel_information_is_masked_or_refused() {
             "kernel.dmesg_restrict is 0 on this host: anyone may read the log until the syscall filter closes syslog(2)",
         );
     }
+}
+
+#[test]
+fn stdio_allows_no_more_than_it_was_opened_for_and_changes_no_device_node() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempdir();
+    let input = dir.path().join("input");
+    std::fs::write(&input, "original").unwrap();
+    let null_mode = || std::fs::metadata("/dev/null").unwrap().permissions().mode() & 0o7777;
+    let before = null_mode();
+    let attack = "echo PWNED > /proc/self/fd/0 && echo wrote; chmod 600 /proc/self/fd/0 && echo chmod-fd; \
+                  chmod 600 /proc/self/fd/1 && echo chmod-null; chmod 600 /dev/null 2>/dev/null && echo chmod-dev; \
+                  head -c 8 <&0; echo";
+    for ns in [Namespaces::empty(), Namespaces::all()] {
+        if ns.is_empty() && !is_root() {
+            continue;
+        }
+        let sandbox = rooted(ns | Namespaces::MOUNT, Root::tmpfs()).build().unwrap();
+        let result = sandbox
+            .command("/bin/sh")
+            .args(["-c", attack])
+            .stdin(std::fs::File::open(&input).unwrap())
+            .stdout(stockade::Stdio::null())
+            .stderr(stockade::Stdio::piped())
+            .spawn();
+        if !is_root() {
+            // This user's own file cannot be pinned read-only without root: refused.
+            assert!(matches!(result, Err(Error::NotPermitted { .. })), "{ns:?}: {:?}", result.err());
+            continue;
+        }
+        let out = result.unwrap().wait_with_output().unwrap();
+        let said = text(&out);
+        for forbidden in ["wrote", "chmod-fd", "chmod-null", "chmod-dev"] {
+            assert!(!said.contains(forbidden), "{ns:?}: {forbidden}: {said}");
+        }
+        assert_eq!(std::fs::read_to_string(&input).unwrap(), "original");
+        assert_eq!(null_mode(), before, "{ns:?}: the host's /dev/null changed");
+    }
+    // Passed as it is on request: the same reopening then writes the file (the control).
+    let sandbox = sandbox(Namespaces::all());
+    let out = sandbox
+        .command("/bin/sh")
+        .args(["-c", "echo PWNED > /proc/self/fd/0 && echo wrote"])
+        .stdin(stockade::Stdio::unrestricted(std::fs::File::open(&input).unwrap()))
+        .output()
+        .unwrap();
+    assert!(text(&out).contains("wrote"), "{}", text(&out));
+    assert_eq!(std::fs::read_to_string(&input).unwrap(), "PWNED\n");
 }

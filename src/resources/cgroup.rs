@@ -231,6 +231,32 @@ const V1_CONTROLLERS: &[&str] = &[
     "misc",
 ];
 
+/// The owner given to a leaf and the files that move, freeze or nest processes: an id no user
+/// namespace maps, so that even a payload whose root is the caller (and so the leaf's creator)
+/// can read its leaf but make no group in it, freeze nothing and move nothing — the groups it
+/// could otherwise make would outlive the sandbox, and a frozen one would keep it alive.
+const SEALED_UID: u32 = u32::MAX - 1;
+
+/// Gives `leaf` and its controlling files to [`SEALED_UID`]. Needs `CAP_CHOWN`; without it (a
+/// caller with delegated cgroups) the leaf stays the caller's, and so its payload's.
+fn seal(leaf: &Path) {
+    let owner = Some(nix::unistd::Uid::from_raw(SEALED_UID));
+    for file in [
+        "",
+        "cgroup.procs",
+        "tasks",
+        "cgroup.threads",
+        "freezer.state",
+        "cgroup.freeze",
+        "cgroup.subtree_control",
+    ] {
+        let path = leaf.join(file);
+        if file.is_empty() || path.exists() {
+            let _ = nix::unistd::chown(&path, owner, None);
+        }
+    }
+}
+
 /// Whether a failure to create a group only means this caller may not make groups there (an
 /// unprivileged caller without delegation): the payload, whose ids are the caller's or
 /// subordinate ones, cannot write there either.
@@ -291,6 +317,17 @@ impl SandboxCgroup {
                 if !limits.wants_cgroup() && not_ours(&e) { Ok(None) } else { Err(e) }
             }
         }
+    }
+
+    /// Whether the sandbox has a group in every hierarchy this process is in (`/proc/self/cgroup`
+    /// lists them all, mounted here or not), so a cgroup namespace shows nothing beyond them.
+    pub(crate) fn confines_every_hierarchy(&self) -> bool {
+        static COUNT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        let all = *COUNT.get_or_init(|| {
+            fs::read_to_string("/proc/self/cgroup")
+                .map_or(usize::MAX, |t| t.lines().filter(|l| !l.is_empty()).count())
+        });
+        self.groups.len() >= all
     }
 
     /// The parent directory, relative to a hierarchy's root ("" is the root itself).
@@ -440,6 +477,7 @@ impl SandboxCgroup {
             })?;
         }
         make_leaf(&leaf, &format!("create {label} cgroup"))?;
+        seal(&leaf);
         if cpuset {
             inherit_cpuset(&leaf).map_err(|source| Error::Cgroup {
                 op: "initialise cpuset".into(),
@@ -661,7 +699,9 @@ impl SandboxCgroup {
                     kill_tree(&g.leaf, 0);
                 }
                 if let Some(g) = freezer {
-                    let _ = fs::write(g.dir.join("freezer.state"), "THAWED");
+                    for dir in [&g.dir, &g.leaf] {
+                        let _ = fs::write(dir.join("freezer.state"), "THAWED");
+                    }
                 }
             }
         }

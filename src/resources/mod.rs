@@ -207,6 +207,10 @@ pub struct ResourceUsage {
     pub peak_pids: Option<u64>,
 }
 
+/// How [`Child::unenforced`](crate::Child::unenforced) names a cgroup namespace that could not
+/// be rooted in groups of the sandbox's own in every hierarchy.
+pub(crate) const CGROUP_CONFINEMENT: &str = "cgroup namespace (own groups)";
+
 /// The longest wall-clock or CPU-time limit: longer ones could not be added to a clock reading
 /// or turned into `RLIMIT_CPU` seconds without overflowing, and would silently mean "none".
 const MAX_TIME_LIMIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);

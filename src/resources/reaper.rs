@@ -74,6 +74,14 @@ pub(crate) fn watch(parent: &Path) -> Result<(), Error> {
     if state.watched.iter().any(|w| w.id == known) {
         return Ok(());
     }
+    if state.watched.len() >= sys::MAX_DIRS {
+        // The reaper would not keep it: refuse rather than leave groups it will not remove.
+        return Err(Error::Cgroup {
+            op: format!("hand to the reaper (it watches at most {} cgroup parents)", sys::MAX_DIRS),
+            path: parent.to_owned(),
+            source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+        });
+    }
     let (dir, id) = open_dir(parent).map_err(error)?;
     for attempt in 0..2 {
         state.ensure_running()?;

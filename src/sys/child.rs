@@ -59,6 +59,11 @@ fn setup(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<Infallible, Failure
 
     let (status, parent) = arrange_fds(plan, control)?;
     wait_for_go(*control);
+    // The parent-death signal was armed first thing; had the parent died before that, no signal
+    // will ever come (and "go" may still have been waiting in the socket): look.
+    if super::pidfd::has_exited(parent) {
+        super::exit(EXIT_ABANDONED);
+    }
     // With the embedding program's own ids still: the paths it handed over are its to open,
     // whatever the ids the map gives the sandbox can reach.
     super::mount::open_sources(plan.fs, &mut plan.host_fds);

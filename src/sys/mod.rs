@@ -183,6 +183,19 @@ pub(crate) fn reopen_read_only(fd: RawFd, flags: c_int) -> std::io::Result<std::
     mount::reopen_read_only(fd, flags).map(owned).map_err(Into::into)
 }
 
+/// This process's own standard descriptor `fd` (0, 1 or 2), borrowed for the duration of a
+/// spawn that inherits it; `None` if it is closed.
+pub(crate) fn borrow_std(fd: RawFd) -> Option<std::os::fd::BorrowedFd<'static>> {
+    // SAFETY: F_GETFD only reads the descriptor's flags.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+        return None;
+    }
+    // SAFETY: the descriptor is open (above); 0, 1 and 2 stay open for as long as the process
+    // keeps them, the borrow lives only while the spawn that inherits them runs, and nothing
+    // here closes them.
+    Some(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) })
+}
+
 /// Takes ownership of a descriptor a wrapper here just returned (parent side).
 pub(crate) fn owned(fd: RawFd) -> std::os::fd::OwnedFd {
     use std::os::fd::FromRawFd;
@@ -284,12 +297,14 @@ pub(crate) fn capset(mask: u64) -> SysResult<()> {
 
 /// Gives the calling process a new, empty, anonymous session keyring
 /// (`KEYCTL_JOIN_SESSION_KEYRING` with no name), so it cannot search, read or add to the one it
-/// inherited. `ENOSYS` (a kernel without keys) leaves nothing to inherit and counts as success.
+/// inherited. `ENOSYS` (a kernel without keys) and `EPERM` (a seccomp filter around the
+/// embedding program refuses `keyctl`, and so refuses it to the payload too, which inherits the
+/// filter) leave nothing reachable and count as success.
 pub(crate) fn join_new_session_keyring() -> SysResult<()> {
     const KEYCTL_JOIN_SESSION_KEYRING: c_long = 1;
     // SAFETY: a null name asks for an anonymous keyring; no memory is read.
     match check(unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, 0usize) }) {
-        Ok(_) | Err(Errno(libc::ENOSYS)) => Ok(()),
+        Ok(_) | Err(Errno(libc::ENOSYS | libc::EPERM)) => Ok(()),
         Err(e) => Err(e),
     }
 }

@@ -248,7 +248,9 @@ fn apply(
         }
         FsOp::DevNode { source, rdev, target } => {
             let m = clone_device(source, *rdev)?;
-            set_attrs(m, attr::NOSUID | attr::NOEXEC, false)?;
+            // Read-only: writing to a device needs no writable mount, but changing the node (the
+            // host's own, bound here) does: a payload that owns it cannot chmod it.
+            set_attrs(m, attr::RDONLY | attr::NOSUID | attr::NOEXEC, false)?;
             attach(m, root, target, creating(Create::File))
         }
         FsOp::File { name, contents, mode, attrs, target } => {
@@ -448,9 +450,13 @@ fn fsconfig_host_dir(fs: RawFd, key: &CStr, fd: RawFd) -> SysResult<()> {
 /// Parent side of [`super::reopen_read_only`].
 pub(super) fn reopen_read_only(fd: RawFd, flags: libc::c_int) -> SysResult<RawFd> {
     let m = open_tree(fd, c"", false)?;
-    let done = set_attrs(m, attr::RDONLY | attr::NOSUID | attr::NODEV, false).and_then(|()| {
+    let done = set_attrs(m, attr::RDONLY | attr::NOSUID, false).and_then(|()| {
         let mut buf = [0u8; 64];
-        super::open(fd_path(&mut buf, m, b"")?, flags)
+        let pinned = super::open(fd_path(&mut buf, m, b"")?, flags)?;
+        // Only now nodev: our own descriptor of a device is open; any later open of it through
+        // this mount (a reopen through /proc/self/fd) is refused, in any mode. (A read-only mount
+        // alone does not stop writes to a device, only its chmod.)
+        set_attrs(m, attr::NODEV, false).inspect_err(|_| close(pinned)).map(|()| pinned)
     });
     close(m);
     done

@@ -31,7 +31,7 @@ use libc::{c_int, c_long, c_ulong};
 use super::{Errno, SysResult, check, check_int, retry};
 
 /// How many parent directories one reaper watches; more are closed unwatched.
-const MAX_DIRS: usize = 256;
+pub(crate) const MAX_DIRS: usize = 256;
 /// How deep under a sandbox group nested groups are removed (a sandbox group holds a leaf).
 const MAX_DEPTH: u32 = 4;
 /// Per watched directory: how long groups that stay busy are retried, in nanoseconds.
