@@ -156,15 +156,22 @@ impl Command {
     ///
     /// The payload can do no more with it than `fd` allows, although a descriptor is also a way
     /// to its file (`/proc/self/fd/N` reopens it with any mode the file's permissions give the
-    /// payload's ids):
+    /// payload's ids, and lets an owner chmod it). The same holds for stdio given as a file or
+    /// inherited:
     /// - a regular file opened read-only (or `O_PATH`) is passed as a new descriptor of the same
-    ///   file on a read-only mount, so reopening it writable fails (`EROFS`); the payload's
-    ///   descriptor has its own offset, starting at `fd`'s. This needs root (`CAP_SYS_ADMIN`);
-    ///   without it the spawn fails with [`Error::NotPermitted`] if the file is writable by the
-    ///   embedding program (and so by a payload running as the same user), and passes it as it
-    ///   is otherwise;
+    ///   file on a read-only mount, so reopening it writable (or chmod) fails with `EROFS`; the
+    ///   payload's descriptor has its own offset, starting at `fd`'s. A device node (not a
+    ///   terminal) likewise, on a read-only and nodev mount: it cannot be reopened at all nor its
+    ///   host node changed. This needs root (`CAP_SYS_ADMIN`); without it the spawn fails with
+    ///   [`Error::NotPermitted`] if the file is writable by, or belongs to, the embedding
+    ///   program's user (and so a payload running as it), and passes it as it is otherwise;
+    /// - a named FIFO opened read-only cannot be pinned (a FIFO opens for writing on any mount):
+    ///   refused like such a file when this user may write it or owns it;
     /// - a directory is refused ([`Error::InvalidValue`]): `openat(fd, "../..")` reaches the whole
-    ///   filesystem it is on. Use [`fd_unrestricted`](Self::fd_unrestricted) to pass one.
+    ///   filesystem it is on;
+    /// - pipes, sockets and files opened for writing pass as they are.
+    ///
+    /// [`fd_unrestricted`](Self::fd_unrestricted) passes any of them as it is.
     ///
     /// ```no_run
     /// # use stockade::{Namespaces, Sandbox};

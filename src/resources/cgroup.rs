@@ -416,11 +416,17 @@ impl SandboxCgroup {
                 })
                 .and_then(|()| {
                     if h.controllers.iter().any(|c| c == "cpuset") {
-                        inherit_cpuset(&parent_dir).map_err(|source| Error::Cgroup {
-                            op: "initialise cpuset".into(),
-                            path: parent_dir.clone(),
-                            source,
-                        })?;
+                        // Every level create_dir_all may have made, from the top: a new v1
+                        // cpuset takes no task (nor child's CPUs) until it has its own.
+                        let mut level = h.mount.clone();
+                        for part in parent.split('/').filter(|p| !p.is_empty()) {
+                            level.push(part);
+                            inherit_cpuset(&level).map_err(|source| Error::Cgroup {
+                                op: "initialise cpuset".into(),
+                                path: level.clone(),
+                                source,
+                            })?;
+                        }
                     }
                     let handle = (!mine.is_empty()).then(|| {
                         Cgroup::load_with_specified_controllers(
