@@ -421,11 +421,7 @@ impl SandboxCgroup {
                         let mut level = h.mount.clone();
                         for part in parent.split('/').filter(|p| !p.is_empty()) {
                             level.push(part);
-                            inherit_cpuset(&level).map_err(|source| Error::Cgroup {
-                                op: "initialise cpuset".into(),
-                                path: level.clone(),
-                                source,
-                            })?;
+                            init_cpuset(&level)?;
                         }
                     }
                     let handle = (!mine.is_empty()).then(|| {
@@ -475,21 +471,12 @@ impl SandboxCgroup {
         });
         let cpuset = self.groups.last().is_some_and(|g| g.controllers.iter().any(|c| c == "cpuset"));
         if cpuset {
-            // A new v1 cpuset is empty and takes no task until it has CPUs and memory nodes.
-            inherit_cpuset(&dir).map_err(|source| Error::Cgroup {
-                op: "initialise cpuset".into(),
-                path: dir.clone(),
-                source,
-            })?;
+            init_cpuset(&dir)?;
         }
         make_leaf(&leaf, &format!("create {label} cgroup"))?;
         seal(&leaf);
         if cpuset {
-            inherit_cpuset(&leaf).map_err(|source| Error::Cgroup {
-                op: "initialise cpuset".into(),
-                path: leaf.clone(),
-                source,
-            })?;
+            init_cpuset(&leaf)?;
         }
         Ok(())
     }
@@ -780,6 +767,15 @@ fn enable_controllers(dir: &Path, wanted: &[&str]) {
     for c in wanted {
         let _ = fs::write(dir.join("cgroup.subtree_control"), format!("+{c}"));
     }
+}
+
+/// Gives the new v1 cpuset `dir` its parent's CPUs and memory nodes: an empty one takes no task.
+fn init_cpuset(dir: &Path) -> Result<(), Error> {
+    inherit_cpuset(dir).map_err(|source| Error::Cgroup {
+        op: "initialise cpuset".into(),
+        path: dir.to_owned(),
+        source,
+    })
 }
 
 /// Copies the parent's `cpuset.cpus` and `cpuset.mems` into `dir` where they are empty.
