@@ -62,9 +62,10 @@ fn fork_bomb_is_held_at_the_pids_limit_and_everything_is_gone_afterwards() {
     let sandbox = limited(all_ns()).pids_limit(32).timeout(Duration::from_secs(2)).build().unwrap();
     let mut child = sandbox
         .command("/bin/sh")
-        // `exec`: once the bomb has taken every pid, the shell could not fork a `sleep` (and would
-        // end the sandbox early, exit 2); exec needs no new process.
-        .args(["-c", "bomb() { bomb | bomb & }; bomb; exec sleep 100"])
+        // The bomb goes off in a subshell, the only process this shell forks (while pids are
+        // plenty), then it execs: a shell that failed to fork once the bomb has taken every pid
+        // would end the sandbox early (dash exits 2), whatever the limit did.
+        .args(["-c", "(bomb() { bomb | bomb & }; bomb); exec sleep 100"])
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
