@@ -230,7 +230,6 @@ impl Child {
     /// fires ends the sandbox, which closes the pipes.
     fn read_both(&mut self) -> io::Result<(Vec<u8>, Vec<u8>)> {
         let deadline = self.wall_deadline();
-        let contained = self.status_pipe.is_some() || self.supervision.cgroup.is_some();
         let mut pipes: [Option<File>; 2] = [self.stdout.take().map(|o| o.0), self.stderr.take().map(|e| e.0)];
         let mut bufs: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
         let mut chunk = vec![0u8; 64 * 1024];
@@ -249,15 +248,13 @@ impl Child {
                     Ok(next) => wake = next,
                 }
             }
-            if !contained && self.status.is_some() && deadline.is_some_and(|d| now >= d) {
-                // The sandbox has ended, but something it started outside its control (no pid
-                // namespace or cgroup to end it with) still holds the pipes open: the time limit
-                // ends the waiting too. What was read so far is the output. (With a pid
-                // namespace or a cgroup every writer is dead once the sandbox is reaped, so the
-                // pipes end by themselves and nothing in flight is lost.)
-                break;
-            }
+            // Past the time limit with the sandbox ended, yet the pipes still open: something it
+            // started outside its control (no pid namespace or cgroup to end it with, or a
+            // process it passed them to) holds them. Take what is already in them, without
+            // waiting, and stop: that is the output.
+            let draining = self.status.is_some() && deadline.is_some_and(|d| now >= d);
             let timeout = match wake {
+                _ if draining => PollTimeout::ZERO,
                 None => PollTimeout::NONE,
                 Some(w) => poll_timeout(w.saturating_duration_since(now)),
             };
@@ -278,6 +275,9 @@ impl Child {
                 .map(|(i, _)| i)
                 .collect();
             drop(fds);
+            if draining && ready.is_empty() {
+                break;
+            }
             for i in ready {
                 let Some(file) = pipes[i].as_mut() else { continue };
                 match file.read(&mut chunk) {

@@ -276,7 +276,7 @@ impl Command {
         let mut made: Vec<(RawFd, StdioKind)> = Vec::new();
         let mut passed: Vec<(RawFd, RawFd)> = Vec::with_capacity(self.fds.len());
         for (target, fd, unrestricted) in &self.fds {
-            let pinned = if *unrestricted { None } else { restrict(*target, fd.as_fd())? };
+            let pinned = if *unrestricted { None } else { restrict(*target, fd.as_fd(), &self.sandbox)? };
             let raw = pinned.as_ref().map_or(fd.as_raw_fd(), AsRawFd::as_raw_fd);
             passed.push((raw, *target));
             made.extend(pinned.map(|p| (*target, StdioKind::Fd(p))));
@@ -300,7 +300,7 @@ impl Command {
                 (StdioKind::Inherit, _) => crate::sys::borrow_std(target),
                 _ => None,
             };
-            match (fd.map(|fd| restrict(target, fd)).transpose()?.flatten(), null) {
+            match (fd.map(|fd| restrict(target, fd, &self.sandbox)).transpose()?.flatten(), null) {
                 (Some(pinned), _) => made.push((target, StdioKind::Fd(pinned))),
                 (None, Some(null)) => made.push((target, StdioKind::Fd(null))),
                 (None, None) => {}
@@ -337,7 +337,7 @@ impl Command {
 /// What the payload gets as descriptor `target` for `fd` (a passed descriptor or stdio; see
 /// [`Command::fd`]): `None` to pass `fd` as it is, or a new descriptor of the same file that
 /// cannot be reopened with more access, nor have its mode changed, through `/proc/self/fd`.
-fn restrict(target: RawFd, fd: BorrowedFd<'_>) -> Result<Option<OwnedFd>, Error> {
+fn restrict(target: RawFd, fd: BorrowedFd<'_>, sandbox: &Sandbox) -> Result<Option<OwnedFd>, Error> {
     use nix::fcntl::{FcntlArg, OFlag, fcntl};
     use nix::sys::stat::SFlag;
     const PIPEFS_MAGIC: i64 = 0x5049_5045;
@@ -364,7 +364,11 @@ fn restrict(target: RawFd, fd: BorrowedFd<'_>) -> Result<Option<OwnedFd>, Error>
     // devices (whose node a payload that owns it could also chmod on the host) — a terminal
     // excepted: whoever may read it may write it. Pipes and sockets cannot be turned into more
     // than the channel they are.
-    let device = device && !nix::unistd::isatty(fd).unwrap_or(false);
+    // Only nodes without state of their own are reopened: a fresh open of /dev/fuse or
+    // /dev/net/tun would lose the session the caller set up. The memory devices (major 1:
+    // null, zero, full, random, ...) are what stdio uses.
+    let stateless = libc::major(st.st_rdev) == 1;
+    let device = device && !nix::unistd::isatty(fd).unwrap_or(false) && (read_only || stateless);
     if !(device || (read_only && (kind == SFlag::S_IFREG || named_fifo))) {
         return Ok(None);
     }
@@ -390,14 +394,25 @@ fn restrict(target: RawFd, fd: BorrowedFd<'_>) -> Result<Option<OwnedFd>, Error>
         return Ok(None);
     }
     let link = format!("/proc/self/fd/{}", fd.as_raw_fd());
-    let writable = nix::unistd::faccessat(
-        nix::fcntl::AT_FDCWD,
-        link.as_str(),
-        nix::unistd::AccessFlags::W_OK,
-        nix::fcntl::AtFlags::AT_EACCESS,
-    )
-    .is_ok();
-    if writable || owned {
+    // Only a clear "no" means not writable; anything else (no /proc to ask) counts as yes.
+    let writable = !matches!(
+        nix::unistd::faccessat(
+            nix::fcntl::AT_FDCWD,
+            link.as_str(),
+            nix::unistd::AccessFlags::W_OK,
+            nix::fcntl::AtFlags::AT_EACCESS,
+        ),
+        Err(nix::errno::Errno::EACCES | nix::errno::Errno::EROFS)
+    );
+    // The payload's ids may be more than this user's (a range through newuidmap): a file one of
+    // them owns, or may write as its group, is as good as writable to it.
+    let payload_owned = sandbox.config.user_ns.as_ref().is_some_and(|u| {
+        let mapped = |map: &[crate::IdMap], id: u32| {
+            map.iter().any(|r| id >= r.outside && u64::from(id) < u64::from(r.outside) + u64::from(r.count))
+        };
+        mapped(&u.uid_map, st.st_uid) || (st.st_mode & 0o020 != 0 && mapped(&u.gid_map, st.st_gid))
+    });
+    if writable || owned || payload_owned {
         return Err(Error::NotPermitted {
             what: format!("passing a read-only descriptor as fd {target} of a file this user may write or owns"),
             reason: "the payload, with this user's ids, could reopen it writable (or chmod it) through \

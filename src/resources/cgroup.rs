@@ -237,24 +237,17 @@ const V1_CONTROLLERS: &[&str] = &[
 /// could otherwise make would outlive the sandbox, and a frozen one would keep it alive.
 const SEALED_UID: u32 = u32::MAX - 1;
 
-/// Gives `leaf` and its controlling files to [`SEALED_UID`]. Needs `CAP_CHOWN`; without it (a
-/// caller with delegated cgroups) the leaf stays the caller's, and so its payload's.
-fn seal(leaf: &Path) {
+/// Gives `leaf` and every file in it to [`SEALED_UID`]; false if that could not be done (no
+/// `CAP_CHOWN`: a caller with delegated cgroups), and the leaf stays the caller's, and so its
+/// payload's (reported as unconfined).
+fn seal(leaf: &Path) -> bool {
     let owner = Some(nix::unistd::Uid::from_raw(SEALED_UID));
-    for file in [
-        "",
-        "cgroup.procs",
-        "tasks",
-        "cgroup.threads",
-        "freezer.state",
-        "cgroup.freeze",
-        "cgroup.subtree_control",
-    ] {
-        let path = leaf.join(file);
-        if file.is_empty() || path.exists() {
-            let _ = nix::unistd::chown(&path, owner, None);
-        }
+    let Ok(entries) = fs::read_dir(leaf) else { return false };
+    let mut sealed = nix::unistd::chown(leaf, owner, None).is_ok();
+    for entry in entries.flatten() {
+        sealed &= nix::unistd::chown(&entry.path(), owner, None).is_ok();
     }
+    sealed
 }
 
 /// Whether a failure to create a group only means this caller may not make groups there (an
@@ -286,6 +279,8 @@ pub(crate) struct SandboxCgroup {
     layout: Layout,
     groups: Vec<Group>,
     removed: bool,
+    /// Every leaf belongs to [`SEALED_UID`].
+    sealed: bool,
 }
 
 impl SandboxCgroup {
@@ -302,7 +297,7 @@ impl SandboxCgroup {
         confine: bool,
     ) -> Result<Option<SandboxCgroup>, Error> {
         let name = unique_name();
-        let mut cg = SandboxCgroup { layout, groups: Vec::new(), removed: false };
+        let mut cg = SandboxCgroup { layout, groups: Vec::new(), removed: false, sealed: true };
         let result = match layout {
             Layout::Unified => cg.create_v2(limits, &name),
             Layout::Hybrid | Layout::Legacy => cg.create_v1(limits, &name, pid_ns, confine),
@@ -319,15 +314,16 @@ impl SandboxCgroup {
         }
     }
 
-    /// Whether the sandbox has a group in every hierarchy this process is in (`/proc/self/cgroup`
-    /// lists them all, mounted here or not), so a cgroup namespace shows nothing beyond them.
+    /// Whether the sandbox has a sealed group in every hierarchy this process is in
+    /// (`/proc/self/cgroup` lists them all, mounted here or not), so a cgroup namespace shows
+    /// nothing beyond them and the payload can change nothing in them.
     pub(crate) fn confines_every_hierarchy(&self) -> bool {
         static COUNT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
         let all = *COUNT.get_or_init(|| {
             fs::read_to_string("/proc/self/cgroup")
                 .map_or(usize::MAX, |t| t.lines().filter(|l| !l.is_empty()).count())
         });
-        self.groups.len() >= all
+        self.sealed && self.groups.len() >= all
     }
 
     /// The parent directory, relative to a hierarchy's root ("" is the root itself).
@@ -474,7 +470,7 @@ impl SandboxCgroup {
             init_cpuset(&dir)?;
         }
         make_leaf(&leaf, &format!("create {label} cgroup"))?;
-        seal(&leaf);
+        self.sealed &= seal(&leaf);
         if cpuset {
             init_cpuset(&leaf)?;
         }
