@@ -1,5 +1,9 @@
 //! What the payload may do as a process (security.md A6): exactly the capabilities asked for,
 //! in all five sets, and no privileges gained through set-user-ID programs.
+//!
+//! The tests run one at a time (`serial`): two of them write a program and then exec it, which
+//! fails with ETXTBSY while a sandbox another test clones meanwhile still holds the copy's
+//! descriptor.
 
 mod common;
 
@@ -30,6 +34,9 @@ fn assert_all_five(sets: &[(String, u64)], expected: u64) {
 
 #[test]
 fn a_root_payload_has_exactly_the_default_capabilities_in_all_five_sets() {
+    // One at a time: two tests here write a program and then exec it, which fails with ETXTBSY
+    // while a sandbox cloned meanwhile by another test still holds the copy\'s descriptor.
+    let _serial = serial();
     assert_all_five(&capability_sets(&sandbox(Namespaces::all())), mask(DEFAULT_CAPABILITIES));
     if is_root() {
         // Real root without a user namespace: the same set, not the host's full one.
@@ -39,6 +46,9 @@ fn a_root_payload_has_exactly_the_default_capabilities_in_all_five_sets() {
 
 #[test]
 fn requested_capabilities_are_exactly_what_the_payload_gets() {
+    // One at a time: two tests here write a program and then exec it, which fails with ETXTBSY
+    // while a sandbox cloned meanwhile by another test still holds the copy\'s descriptor.
+    let _serial = serial();
     for set in [vec![], vec![Capability::CAP_NET_RAW, Capability::CAP_KILL], vec![Capability::CAP_SYS_ADMIN]]
     {
         let sandbox = builder(Namespaces::all()).capabilities(set.clone()).build().unwrap();
@@ -48,6 +58,9 @@ fn requested_capabilities_are_exactly_what_the_payload_gets() {
 
 #[test]
 fn a_payload_switched_to_another_user_has_no_capabilities_but_keeps_the_bounding_set() {
+    // One at a time: two tests here write a program and then exec it, which fails with ETXTBSY
+    // while a sandbox cloned meanwhile by another test still holds the copy\'s descriptor.
+    let _serial = serial();
     if !is_root() {
         return skip(
             "a_payload_switched_to_another_user_has_no_capabilities_but_keeps_the_bounding_set",
@@ -67,6 +80,9 @@ fn a_payload_switched_to_another_user_has_no_capabilities_but_keeps_the_bounding
 
 #[test]
 fn a_non_root_payload_runs_programs_with_file_capabilities_without_gaining_them() {
+    // One at a time: two tests here write a program and then exec it, which fails with ETXTBSY
+    // while a sandbox cloned meanwhile by another test still holds the copy\'s descriptor.
+    let _serial = serial();
     if !is_root() {
         return skip(
             "a_non_root_payload_runs_programs_with_file_capabilities_without_gaining_them",
@@ -105,6 +121,9 @@ fn a_non_root_payload_runs_programs_with_file_capabilities_without_gaining_them(
 
 #[test]
 fn no_new_privs_is_on_unless_allowed() {
+    // One at a time: two tests here write a program and then exec it, which fails with ETXTBSY
+    // while a sandbox cloned meanwhile by another test still holds the copy\'s descriptor.
+    let _serial = serial();
     let on = sh_ok(&sandbox(Namespaces::all()), "grep NoNewPrivs /proc/self/status");
     assert_eq!(on.split_whitespace().nth(1), Some("1"));
     let sandbox = builder(Namespaces::all()).allow_new_privileges().build().unwrap();
@@ -114,6 +133,9 @@ fn no_new_privs_is_on_unless_allowed() {
 
 #[test]
 fn a_setuid_root_program_gains_nothing_under_no_new_privs() {
+    // One at a time: two tests here write a program and then exec it, which fails with ETXTBSY
+    // while a sandbox cloned meanwhile by another test still holds the copy\'s descriptor.
+    let _serial = serial();
     if !is_root() {
         return skip(
             "a_setuid_root_program_gains_nothing_under_no_new_privs",
@@ -136,6 +158,9 @@ fn a_setuid_root_program_gains_nothing_under_no_new_privs() {
 
 #[test]
 fn capabilities_cannot_be_granted_by_an_unprivileged_caller_without_a_user_namespace() {
+    // One at a time: two tests here write a program and then exec it, which fails with ETXTBSY
+    // while a sandbox cloned meanwhile by another test still holds the copy\'s descriptor.
+    let _serial = serial();
     if is_root() {
         return skip("capabilities_cannot_be_granted_by_an_unprivileged_caller", "root can grant them");
     }
