@@ -362,8 +362,8 @@ fn restrict(target: RawFd, fd: BorrowedFd<'_>, sandbox: &Sandbox) -> Result<Opti
         && nix::sys::statfs::fstatfs(fd).is_ok_and(|f| f.filesystem_type().0 != PIPEFS_MAGIC);
     // What can be reopened with more access: files and named FIFOs handed over for reading, and
     // devices (whose node a payload that owns it could also chmod on the host) — a terminal
-    // excepted: whoever may read it may write it. Pipes and sockets cannot be turned into more
-    // than the channel they are.
+    // excepted: whoever may read it may write it. Sockets cannot be reopened; a pipe's end can be
+    // reopened as its other end, which reaches nothing beyond the pipe itself.
     // Only nodes without state of their own are reopened: a fresh open of /dev/fuse or
     // /dev/net/tun would lose the session the caller set up. The memory devices (major 1:
     // null, zero, full, random, ...) are what stdio uses.
