@@ -278,12 +278,24 @@ pub enum Stage {
         /// The directory, as seen inside the sandbox.
         dir: PathBuf,
     },
+    /// Applying the Landlock rules: creating the ruleset, adding the rule for `path` (empty
+    /// for a port rule or the ruleset itself; `ENOENT`: the path does not exist in the
+    /// sandbox), or restricting the payload.
+    Landlock {
+        /// The rule's path, as seen inside the sandbox.
+        path: PathBuf,
+    },
+    /// Installing the syscall filter.
+    SyscallFilter,
 }
 
 impl fmt::Display for Stage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Stage::Signals => f.write_str("reset signals"),
+            Stage::Landlock { path } if path.as_os_str().is_empty() => f.write_str("apply the Landlock rules"),
+            Stage::Landlock { path } => write!(f, "add the Landlock rule for {}", path.display()),
+            Stage::SyscallFilter => f.write_str("install the syscall filter"),
             Stage::DeathSignal => f.write_str("arm parent-death signal"),
             Stage::Fds { fd } => write!(f, "set up fd {fd}"),
             Stage::BecomeRoot => f.write_str("switch to root of the user namespace"),

@@ -40,6 +40,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+mod access;
 mod child;
 mod command;
 mod error;
@@ -51,10 +52,12 @@ mod plan;
 mod privileges;
 mod resources;
 mod sandbox;
+mod seccomp;
 mod spawn;
 mod sys;
 mod userns;
 
+pub use access::{ABI, AccessFs, AccessNet, BitFlags, LANDLOCK, LANDLOCK_NETWORK, LANDLOCK_SCOPES, Landlock, Scope};
 pub use child::{Child, ChildStderr, ChildStdin, ChildStdout, ExitStatus, Output};
 pub use command::{Command, Stdio};
 pub use error::{Error, Stage};
@@ -62,5 +65,6 @@ pub use fs::{Mount, Root};
 pub use namespaces::{ClockOffsets, Namespaces};
 pub use privileges::{Capability, DEFAULT_CAPABILITIES};
 pub use resources::{Compat, IoLimit, Limit, ResourceUsage, Rlimit};
+pub use seccomp::{Action, ArgCmp, Cmp, SyscallFilter, SyscallRule};
 pub use sandbox::{Sandbox, SandboxBuilder, UNTRUSTED_IDS};
 pub use userns::IdMap;

@@ -48,10 +48,12 @@ pub(crate) enum Step {
     CreateWorkingDir,
     Chdir,
     Exec,
+    Landlock,
+    SyscallFilter,
 }
 
 impl Step {
-    const ALL: [Step; 27] = [
+    const ALL: [Step; 29] = [
         Step::Signals,
         Step::DeathSignal,
         Step::Fds,
@@ -79,6 +81,8 @@ impl Step {
         Step::CreateWorkingDir,
         Step::Chdir,
         Step::Exec,
+        Step::Landlock,
+        Step::SyscallFilter,
     ];
 
     fn from_u32(n: u32) -> Option<Step> {
@@ -136,6 +140,12 @@ pub(crate) struct Creds<'a> {
     pub(crate) uid: Option<libc::uid_t>,
     pub(crate) caps: Option<CapPlan>,
     pub(crate) no_new_privs: bool,
+    /// The file mode creation mask.
+    pub(crate) umask: u32,
+    /// Landlock rules, applied after `no_new_privs`.
+    pub(crate) landlock: Option<&'a crate::access::LandlockPlan>,
+    /// The syscall filter, installed right before exec.
+    pub(crate) seccomp: Option<&'a [crate::seccomp::SockFilter]>,
     /// `(resource, soft, hard)` for `prlimit`.
     pub(crate) rlimits: &'a [(libc::__rlimit_resource_t, u64, u64)],
 }
@@ -319,6 +329,9 @@ impl<'a> Plan<'a> {
                 uid: config.user.map(|(uid, _)| uid),
                 caps: config.caps,
                 no_new_privs: config.no_new_privs,
+                umask: config.umask,
+                landlock: config.landlock.as_ref(),
+                seccomp: config.seccomp.as_deref(),
                 rlimits: &config.rlimits,
             },
             cwd,
@@ -365,6 +378,10 @@ impl<'a> Plan<'a> {
                 Stage::CreateWorkingDir { dir: self.cwd.as_deref().map(path_of).unwrap_or_default() }
             }
             Step::Chdir => Stage::Chdir { dir: self.cwd.as_deref().map(path_of).unwrap_or_default() },
+            Step::Landlock => Stage::Landlock {
+                path: self.creds.landlock.map(|l| l.path(index)).unwrap_or_default(),
+            },
+            Step::SyscallFilter => Stage::SyscallFilter,
             Step::Exec => {
                 let program = match self.exec.candidates.get(index) {
                     Some(path) if source.kind() != std::io::ErrorKind::NotFound => path_of(path),

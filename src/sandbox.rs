@@ -12,7 +12,10 @@ use crate::privileges::{self, CapPlan};
 use crate::resources::LimitsConfig;
 use crate::resources::cgroup::{self, Layout};
 use crate::userns::{self, IdKind, IdMap, Writer};
-use crate::{Capability, ClockOffsets, Command, Compat, Error, IoLimit, Mount, Namespaces, Rlimit, Root};
+use crate::{
+    Capability, ClockOffsets, Command, Compat, Error, IoLimit, Landlock, Mount, Namespaces, Rlimit, Root,
+    SyscallFilter,
+};
 use std::time::Duration;
 
 /// Longest hostname / domain name the kernel accepts (`__NEW_UTS_LEN`).
@@ -54,6 +57,10 @@ pub struct SandboxBuilder {
     root_size: Option<u64>,
     capabilities: Option<Vec<Capability>>,
     allow_new_privs: bool,
+    syscall_filter: Option<SyscallFilter>,
+    no_syscall_filter: bool,
+    landlock: Option<Landlock>,
+    umask: Option<u32>,
     limits: LimitsConfig,
     run_defaults: Option<RunDefaults>,
     /// `groups` came from an image's `User`, so an explicit `user` replaces them too.
@@ -240,6 +247,38 @@ impl SandboxBuilder {
     /// By default `no_new_privs` is set: such programs run without the extra privileges.
     pub fn allow_new_privileges(&mut self) -> &mut Self {
         self.allow_new_privs = true;
+        self
+    }
+
+    /// The payload's syscall filter (default: [`SyscallFilter::default_profile`], adapted to
+    /// the payload's capabilities). Built once, at [`build`](Self::build); installed by the
+    /// child as its last step before `execve`, so the filter must allow `execve` and
+    /// `rt_sigprocmask` (and, for setup failures to be reported, `write` and `exit_group`).
+    /// With [`allow_new_privileges`](Self::allow_new_privileges) it is installed before the
+    /// payload's ids and capabilities change instead, and must allow those calls too.
+    pub fn syscall_filter(&mut self, filter: SyscallFilter) -> &mut Self {
+        self.syscall_filter = Some(filter);
+        self.no_syscall_filter = false;
+        self
+    }
+
+    /// Runs the payload without any syscall filter: every system call the kernel has is open
+    /// to it. Only for payloads you trust, or sandboxes that filter otherwise.
+    pub fn no_syscall_filter(&mut self) -> &mut Self {
+        self.no_syscall_filter = true;
+        self.syscall_filter = None;
+        self
+    }
+
+    /// Landlock rules for the payload (default: none). See [`Landlock`].
+    pub fn landlock(&mut self, rules: Landlock) -> &mut Self {
+        self.landlock = Some(rules);
+        self
+    }
+
+    /// The payload's file mode creation mask (default `0o022`, as Docker sets it).
+    pub fn umask(&mut self, mask: u32) -> &mut Self {
+        self.umask = Some(mask);
         self
     }
 
@@ -461,6 +500,28 @@ impl SandboxBuilder {
         };
 
         let fs = fs.plan(ns, lock_maps(user_ns.as_ref()))?;
+        let no_new_privs = !self.allow_new_privs;
+        if let Some(mask) = self.umask.filter(|m| *m > 0o777) {
+            return Err(Error::invalid("umask", format!("{mask:#o}"), "must be at most 0o777"));
+        }
+        let seccomp = if self.no_syscall_filter {
+            None
+        } else {
+            let filter = self.syscall_filter.clone().unwrap_or_default();
+            Some(filter.compile(caps.map_or(0, |c| c.mask))?)
+        };
+        let (landlock, unenforced) = match &self.landlock {
+            Some(rules) => rules.plan()?,
+            None => (None, Vec::new()),
+        };
+        // Both need no_new_privs, or CAP_SYS_ADMIN in the payload's user namespace until the
+        // credentials change (then they are applied before it).
+        if (seccomp.is_some() || landlock.is_some()) && !no_new_privs && user_ns.is_none() && !privileged {
+            return Err(Error::NotPermitted {
+                what: "a syscall filter or Landlock rules with new privileges allowed".into(),
+                reason: "installing them needs no_new_privs or CAP_SYS_ADMIN; drop allow_new_privileges, add Namespaces::USER, or no_syscall_filter".into(),
+            });
+        }
         Ok(Sandbox {
             config: Arc::new(Config {
                 namespaces: ns,
@@ -478,7 +539,11 @@ impl SandboxBuilder {
                 user_ns,
                 fs,
                 caps,
-                no_new_privs: !self.allow_new_privs,
+                no_new_privs,
+                umask: self.umask.unwrap_or(0o022),
+                seccomp,
+                landlock,
+                unenforced,
                 limits: self.limits.clone(),
                 cgroup_layout,
             }),
@@ -719,6 +784,13 @@ pub(crate) struct Config {
     pub(crate) fs: FsPlan,
     pub(crate) caps: Option<CapPlan>,
     pub(crate) no_new_privs: bool,
+    pub(crate) umask: u32,
+    /// The compiled syscall filter (`None`: none, explicitly).
+    pub(crate) seccomp: Option<Vec<crate::seccomp::SockFilter>>,
+    pub(crate) landlock: Option<crate::access::LandlockPlan>,
+    /// What this sandbox asked for and the host cannot enforce (best effort), reported by
+    /// every child.
+    pub(crate) unenforced: Vec<&'static str>,
     pub(crate) limits: LimitsConfig,
     /// Where each spawn's cgroup goes (`None`: no cgroup).
     pub(crate) cgroup_layout: Option<Layout>,

@@ -96,6 +96,7 @@ pub(crate) fn spawn(
     // read-only or unmounted hierarchy, a best-effort failure) shows the embedding program's
     // groups: say so.
     let mut unenforced = unenforced;
+    unenforced.extend(&config.unenforced);
     if confine && !cgroup.as_ref().is_some_and(SandboxCgroup::confines_every_hierarchy) {
         unenforced.push(crate::resources::CGROUP_CONFINEMENT);
     }

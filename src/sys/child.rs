@@ -223,6 +223,33 @@ fn wait_for_go(control: RawFd) {
     }
 }
 
+/// Creates the Landlock ruleset, adds its rules (paths resolved in the sandbox's root) and
+/// restricts this process with it.
+fn apply_landlock(creds: &crate::plan::Creds<'_>) -> Result<(), Failure> {
+    let Some(rules) = creds.landlock else { return Ok(()) };
+    let whole = at_index(Step::Landlock, usize::MAX);
+    let ruleset = super::landlock::create_ruleset(&rules.attr).map_err(&whole)?;
+    let added = (|| {
+        for (i, (path, access)) in rules.paths.iter().enumerate() {
+            super::landlock::add_path_rule(ruleset, path, *access, rules.file_rights)
+                .map_err(at_index(Step::Landlock, i))?;
+        }
+        for &(access, port) in &rules.ports {
+            super::landlock::add_port_rule(ruleset, access, port).map_err(&whole)?;
+        }
+        super::landlock::restrict_self(ruleset).map_err(&whole)
+    })();
+    super::close(ruleset);
+    added
+}
+
+fn install_filter(creds: &crate::plan::Creds<'_>) -> Result<(), Failure> {
+    match creds.seccomp {
+        Some(program) => super::install_seccomp(program).map_err(at(Step::SyscallFilter)),
+        None => Ok(()),
+    }
+}
+
 /// `unshare(CLONE_NEWTIME)` and write the offsets: they apply to processes created (or exec'd)
 /// from now on, which is why the namespace is not requested at clone time.
 fn enter_time_namespace(offsets: &[u8]) -> SysResult<()> {
@@ -240,6 +267,12 @@ fn exec_payload(plan: &Plan<'_>) -> Result<Infallible, Failure> {
         super::mount::create_dir(dir).map_err(at(Step::CreateWorkingDir))?;
     }
     let creds = &plan.creds;
+    // Landlock and seccomp need no_new_privs, or CAP_SYS_ADMIN: without the first, applied
+    // while the second is still held (the filter then also sees the credential calls).
+    if !creds.no_new_privs {
+        apply_landlock(creds)?;
+        install_filter(creds)?;
+    }
     // While all capabilities are still there (raising a hard limit needs CAP_SYS_RESOURCE).
     for &(resource, soft, hard) in creds.rlimits {
         super::prlimit(resource, soft, hard).map_err(at(Step::Rlimits))?;
@@ -287,6 +320,7 @@ fn exec_payload(plan: &Plan<'_>) -> Result<Infallible, Failure> {
     }
     if creds.no_new_privs {
         super::prctl(libc::PR_SET_NO_NEW_PRIVS, 1).map_err(at(Step::NoNewPrivs))?;
+        apply_landlock(creds)?;
     }
     // Changing credentials clears the parent-death signal: arm it again, then make sure the
     // parent did not die in between (without an init, our parent is the embedding process;
@@ -297,6 +331,11 @@ fn exec_payload(plan: &Plan<'_>) -> Result<Infallible, Failure> {
     }
     if let Some(dir) = &plan.cwd {
         super::chdir(dir).map_err(at(Step::Chdir))?;
+    }
+    super::umask(creds.umask);
+    if creds.no_new_privs {
+        // The last step before exec: from here on the payload's rules apply.
+        install_filter(creds)?;
     }
     super::set_sigmask(&super::sigset(false)).map_err(at(Step::Signals))?;
 

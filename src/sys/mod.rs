@@ -17,6 +17,7 @@
 pub(crate) mod child;
 pub(crate) mod clone;
 mod init;
+pub(crate) mod landlock;
 mod mount;
 pub(crate) mod pidfd;
 pub(crate) mod reaper;
@@ -293,6 +294,27 @@ pub(crate) fn capset(mask: u64) -> SysResult<()> {
     let data = [word(mask), word(mask >> 32)];
     // SAFETY: header and the two data words are valid for the version-3 layout.
     check(unsafe { libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr()) }).map(drop)
+}
+
+/// Installs a seccomp filter on the calling thread (which needs `no_new_privs` or
+/// `CAP_SYS_ADMIN` in its user namespace).
+pub(crate) fn install_seccomp(program: &[crate::seccomp::SockFilter]) -> SysResult<()> {
+    #[repr(C)]
+    struct SockFprog {
+        len: u16,
+        filter: *const crate::seccomp::SockFilter,
+    }
+    const SECCOMP_SET_MODE_FILTER: c_ulong = 1;
+    let prog = SockFprog { len: program.len() as u16, filter: program.as_ptr() };
+    // SAFETY: `prog` points at `len` instructions that outlive the call (the kernel copies them).
+    check(unsafe { libc::syscall(libc::SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0 as c_ulong, &prog as *const SockFprog) })
+        .map(drop)
+}
+
+/// Sets the file mode creation mask.
+pub(crate) fn umask(mask: u32) {
+    // SAFETY: umask cannot fail.
+    unsafe { libc::umask(mask as libc::mode_t) };
 }
 
 /// Gives the calling process a new, empty, anonymous session keyring

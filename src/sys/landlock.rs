@@ -1,0 +1,101 @@
+//! Landlock system calls, allocation-free, for the child (and the ABI probe of the parent).
+
+use std::ffi::CStr;
+use std::os::fd::RawFd;
+
+use super::{Errno, SysResult, check};
+
+/// `struct landlock_ruleset_attr` as of ABI 6; older kernels accept it when the fields they do
+/// not know are zero.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct RulesetAttr {
+    pub(crate) handled_access_fs: u64,
+    pub(crate) handled_access_net: u64,
+    pub(crate) scoped: u64,
+}
+
+/// `struct landlock_path_beneath_attr` (packed in the kernel's header).
+#[repr(C, packed)]
+struct PathBeneathAttr {
+    allowed_access: u64,
+    parent_fd: i32,
+}
+
+/// `struct landlock_net_port_attr`.
+#[repr(C)]
+struct NetPortAttr {
+    allowed_access: u64,
+    port: u64,
+}
+
+const CREATE_RULESET_VERSION: u32 = 1;
+const RULE_PATH_BENEATH: libc::c_long = 1;
+const RULE_NET_PORT: libc::c_long = 2;
+
+/// The Landlock ABI version of the running kernel; 0 without Landlock.
+pub(crate) fn abi_version() -> i32 {
+    // SAFETY: with a null attribute and size 0 the kernel reads no memory.
+    let ret = unsafe {
+        libc::syscall(libc::SYS_landlock_create_ruleset, std::ptr::null::<RulesetAttr>(), 0usize, CREATE_RULESET_VERSION)
+    };
+    if ret < 0 { 0 } else { ret as i32 }
+}
+
+pub(crate) fn create_ruleset(attr: &RulesetAttr) -> SysResult<RawFd> {
+    // SAFETY: `attr` is a valid ruleset attribute of the size passed.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            attr as *const RulesetAttr,
+            std::mem::size_of::<RulesetAttr>(),
+            0u32,
+        )
+    })
+    .map(|fd| fd as RawFd)
+}
+
+/// Allows `access` beneath `path` (resolved from the current root); for a file only the rights
+/// a file can have are kept (`file_rights`), as the kernel refuses directory rights on one.
+pub(crate) fn add_path_rule(ruleset: RawFd, path: &CStr, access: u64, file_rights: u64) -> SysResult<()> {
+    let fd = super::open(path, libc::O_PATH | libc::O_CLOEXEC)?;
+    let access = match is_dir(fd) {
+        Ok(true) => access,
+        Ok(false) => access & file_rights,
+        Err(e) => {
+            super::close(fd);
+            return Err(e);
+        }
+    };
+    let attr = PathBeneathAttr { allowed_access: access, parent_fd: fd };
+    // SAFETY: `attr` is a valid path-beneath attribute; `fd` is open.
+    let ret = check(unsafe {
+        libc::syscall(libc::SYS_landlock_add_rule, ruleset, RULE_PATH_BENEATH, &attr as *const PathBeneathAttr, 0u32)
+    });
+    super::close(fd);
+    ret.map(drop)
+}
+
+pub(crate) fn add_port_rule(ruleset: RawFd, access: u64, port: u16) -> SysResult<()> {
+    let attr = NetPortAttr { allowed_access: access, port: port as u64 };
+    // SAFETY: `attr` is a valid net-port attribute.
+    check(unsafe {
+        libc::syscall(libc::SYS_landlock_add_rule, ruleset, RULE_NET_PORT, &attr as *const NetPortAttr, 0u32)
+    })
+    .map(drop)
+}
+
+pub(crate) fn restrict_self(ruleset: RawFd) -> SysResult<()> {
+    // SAFETY: plain integer arguments.
+    check(unsafe { libc::syscall(libc::SYS_landlock_restrict_self, ruleset, 0u32) }).map(drop)
+}
+
+fn is_dir(fd: RawFd) -> SysResult<bool> {
+    // SAFETY: an all-zero `stat` is a valid value to be overwritten.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a valid buffer for fstat.
+    if unsafe { libc::fstat(fd, &mut st) } == -1 {
+        return Err(Errno::last());
+    }
+    Ok(st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+}
