@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use crate::plan::WorkingDir;
@@ -330,6 +331,10 @@ impl Command {
                 None => vars.remove(k),
             };
         }
+        // As Docker does when neither the caller nor the image sets them.
+        vars.entry("PATH".into()).or_insert_with(|| OsStr::from_bytes(crate::plan::DEFAULT_PATH).to_owned());
+        let home = self.sandbox.config.home.as_deref().unwrap_or(Path::new("/"));
+        vars.entry("HOME".into()).or_insert_with(|| home.as_os_str().to_owned());
         vars.into_iter().collect()
     }
 }

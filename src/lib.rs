@@ -45,6 +45,7 @@ mod child;
 mod command;
 mod error;
 mod fs;
+mod identity;
 #[cfg(feature = "image")]
 pub mod image;
 mod namespaces;

@@ -209,7 +209,7 @@ pub(crate) struct Exec {
 }
 
 /// `PATH` used to find a program when the payload's environment has none (as `execvp` does).
-const DEFAULT_PATH: &[u8] = b"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub(crate) const DEFAULT_PATH: &[u8] = b"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 pub(crate) fn cstring(what: &'static str, value: &OsStr) -> Result<CString, Error> {
     CString::new(value.as_bytes()).map_err(|_| Error::NulByte { what, value: value.to_owned() })

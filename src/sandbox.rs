@@ -45,6 +45,10 @@ pub struct SandboxBuilder {
     uid_map: Option<Vec<IdMap>>,
     gid_map: Option<Vec<IdMap>>,
     user: Option<(u32, u32)>,
+    /// A user spec to resolve in the sandbox's own `/etc/passwd` at build.
+    user_name: Option<String>,
+    /// The payload's home directory, from the `/etc/passwd` entry of its user.
+    home: Option<PathBuf>,
     groups: Option<Vec<u32>>,
     hostname: Option<OsString>,
     domainname: Option<OsString>,
@@ -99,6 +103,24 @@ impl SandboxBuilder {
     /// [`image`](Self::image)) including the groups it brought.
     pub fn user(&mut self, uid: u32, gid: u32) -> &mut Self {
         self.user = Some((uid, gid));
+        self.user_name = None;
+        self.home = None;
+        if std::mem::take(&mut self.groups_from_image) {
+            self.groups = None;
+        }
+        self
+    }
+
+    /// The user the payload runs as, by name, as Docker's `--user` takes it: `name`, `uid`,
+    /// `name:group`, `uid:gid`, `name:gid`, ... Resolved at [`build`](Self::build) in the
+    /// sandbox's own `/etc/passwd` and `/etc/group` (of its [`image`](Self::image), root
+    /// directory or overlay layers, or of a directory bound at `/etc`; never the host's unless
+    /// the sandbox's root is the host's). A user named without a group gets its primary group
+    /// and, unless [`groups`](Self::groups) says otherwise, the groups that list it as a
+    /// member; its home directory becomes `HOME` unless a command sets one. A name that is not
+    /// there is an [`Error::InvalidValue`] naming it. Replaces [`user`](Self::user).
+    pub fn user_name(&mut self, spec: impl Into<String>) -> &mut Self {
+        self.user_name = Some(spec.into());
         if std::mem::take(&mut self.groups_from_image) {
             self.groups = None;
         }
@@ -123,6 +145,8 @@ impl SandboxBuilder {
         self.keep_alive = rootfs.keep_alive();
         if let Some(u) = rootfs.user() {
             self.user = Some((u.uid, u.gid));
+            self.user_name = None;
+            self.home = u.home.clone();
             if !u.groups.is_empty() {
                 self.groups = Some(u.groups.clone());
                 self.groups_from_image = true;
@@ -389,6 +413,54 @@ impl SandboxBuilder {
     /// ([`Error::NamespaceRequired`]), a malformed or insufficient id map ([`Error::IdMap`]), or
     /// namespaces that need privileges the caller lacks ([`Error::NotPermitted`]).
     pub fn build(&self) -> Result<Sandbox, Error> {
+        let Some(spec) = &self.user_name else { return self.build_resolved() };
+        let identity = self.resolve_user(spec)?;
+        let mut resolved = self.clone();
+        resolved.user_name = None;
+        resolved.user = Some((identity.uid, identity.gid));
+        resolved.home = identity.home;
+        if resolved.groups.is_none() {
+            resolved.groups = Some(identity.groups);
+        }
+        resolved.build_resolved()
+    }
+
+    /// Finds the user `spec` in the sandbox's own `/etc/passwd` and `/etc/group`.
+    fn resolve_user(&self, spec: &str) -> Result<crate::identity::Identity, Error> {
+        use crate::fs::{MountKind, RootKind};
+        use crate::identity::LookupFailure;
+        let etc_bind = self.mounts.iter().rev().find_map(|m| match &m.kind {
+            MountKind::Bind { source, .. } if m.target == std::path::Path::new("/etc") => Some(source.clone()),
+            _ => None,
+        });
+        let (layers, etc) = match (etc_bind, self.root.as_ref().map(|r| &r.0)) {
+            (Some(source), _) => (vec![source], "."),
+            (None, None | Some(RootKind::HostReadonly)) => (vec![PathBuf::from("/")], "etc"),
+            (None, Some(RootKind::Tmpfs)) => (Vec::new(), "etc"),
+            (None, Some(RootKind::Dir { path, .. })) => (vec![path.clone()], "etc"),
+            (None, Some(RootKind::Overlay { lowers, upper })) => {
+                let mut layers = lowers.clone();
+                layers.extend(upper.iter().map(|(upper, _)| upper.clone()));
+                (layers, "etc")
+            }
+        };
+        crate::identity::resolve_at(&layers, etc, spec).map_err(|e| match e {
+            LookupFailure::Io { op, path, errno } => {
+                Error::PathAccess { what: op, path, source: std::io::Error::from(errno) }
+            }
+            LookupFailure::Limit { what, limit } => {
+                Error::invalid("user", spec, format!("more than {limit} {what}"))
+            }
+            LookupFailure::User { reason } if layers.is_empty() => Error::invalid(
+                "user",
+                spec,
+                format!("{reason}: the sandbox's root has none (bind a directory at /etc, or give numeric ids)"),
+            ),
+            LookupFailure::User { reason } => Error::invalid("user", spec, reason),
+        })
+    }
+
+    fn build_resolved(&self) -> Result<Sandbox, Error> {
         let ns = self.namespaces;
         let needs = |what: &'static str, ns_flag: Namespaces, name: &'static str| {
             if ns.contains(ns_flag) { Ok(()) } else { Err(Error::NamespaceRequired { what, needs: name }) }
@@ -540,6 +612,7 @@ impl SandboxBuilder {
                 fs,
                 caps,
                 no_new_privs,
+                home: self.home.clone(),
                 umask: self.umask.unwrap_or(0o022),
                 seccomp,
                 landlock,
@@ -784,6 +857,8 @@ pub(crate) struct Config {
     pub(crate) fs: FsPlan,
     pub(crate) caps: Option<CapPlan>,
     pub(crate) no_new_privs: bool,
+    /// `HOME` for commands that set none (the user's home from `/etc/passwd`, else `/`).
+    pub(crate) home: Option<PathBuf>,
     pub(crate) umask: u32,
     /// The compiled syscall filter (`None`: none, explicitly).
     pub(crate) seccomp: Option<Vec<crate::seccomp::SockFilter>>,

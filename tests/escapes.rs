@@ -230,9 +230,14 @@ fn tiocsti_keystroke_injection_into_the_terminal_fails() {
         assert_eq!(queued, 0, "{kind:?}: keystrokes reached the terminal");
     }
     if is_root() {
-        // Control: given CAP_SYS_ADMIN (root, no user namespace) the same probe does inject, so
-        // the refusals above come from the sandbox, not from the test.
-        let control = Sandbox::builder().capabilities([Capability::CAP_SYS_ADMIN]).build().unwrap();
+        // Given CAP_SYS_ADMIN (root, no user namespace), which passes the kernel's own check,
+        // the syscall filter still refuses the request.
+        let filtered = Sandbox::builder().capabilities([Capability::CAP_SYS_ADMIN]).build().unwrap();
+        assert_eq!(attempt(&filtered), ("refused 1\n".to_owned(), 0));
+        // Control: without the filter the same probe does inject, so the refusals above come
+        // from the sandbox, not from the test.
+        let control =
+            Sandbox::builder().capabilities([Capability::CAP_SYS_ADMIN]).no_syscall_filter().build().unwrap();
         let (said, queued) = attempt(&control);
         assert_eq!((said.as_str(), queued), ("injected\n", 1));
     }

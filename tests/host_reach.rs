@@ -78,8 +78,12 @@ fn a_payload_that_mounts_cgroupfs_itself_sees_and_raises_nothing_of_the_host() {
     if is_root() {
         b.memory_limit(64 << 20).pids_limit(64);
     }
-    let sandbox = b.build().unwrap();
-    // The attack: a nested user + mount + cgroup namespace (nothing forbids it yet), every
+    // The default syscall filter refuses the first step, a nested user namespace.
+    let filtered = sh(&b.build().unwrap(), "unshare -UCm --map-root-user true; echo unshare $?");
+    assert_eq!(String::from_utf8_lossy(&filtered.stdout), "unshare 1\n", "{}", text(&filtered));
+    // The confinement beneath it, without the filter.
+    let sandbox = b.no_syscall_filter().build().unwrap();
+    // The attack: a nested user + mount + cgroup namespace (allowed without the filter), every
     // hierarchy mounted, a look around, every write that would matter, then memory beyond the
     // limit.
     let script = r#"
@@ -208,7 +212,13 @@ fn every_sandbox_has_its_own_session_keyring() {
         if ns.is_empty() && !is_root() {
             continue;
         }
+        // The default syscall filter refuses every key call.
         let said = attempt(&sandbox(ns));
+        assert!(said.contains("search -1 1\n") && said.contains("added False"), "{ns:?}: {said}");
+        assert!(!said.contains("s3cret"), "{ns:?}: {said}");
+        assert_eq!(contents(), before, "{ns:?}: the embedder's session keyring changed");
+        // Beneath it, the sandbox's own session keyring: the calls work, the key is not there.
+        let said = attempt(&builder(ns).no_syscall_filter().build().unwrap());
         assert!(said.contains("search -1 126"), "{ns:?}: the key was found: {said}");
         assert!(said.contains("read -1"), "{ns:?}: the key was read: {said}");
         assert!(!said.contains("s3cret"), "{ns:?}: {said}");

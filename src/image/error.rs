@@ -118,6 +118,16 @@ pub enum ImageError {
 }
 
 impl ImageError {
+    /// The image's `User` could not be resolved (see [`crate::identity`]).
+    pub(crate) fn from_lookup(user: &str, e: crate::identity::LookupFailure) -> ImageError {
+        use crate::identity::LookupFailure;
+        match e {
+            LookupFailure::Io { op, path, errno } => ImageError::io(op, path, errno),
+            LookupFailure::Limit { what, limit } => ImageError::Limit { what, limit },
+            LookupFailure::User { reason } => ImageError::User { user: user.to_owned(), reason },
+        }
+    }
+
     pub(crate) fn io(
         op: impl Into<String>,
         path: impl Into<PathBuf>,

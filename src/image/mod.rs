@@ -33,7 +33,6 @@ mod error;
 mod guard;
 mod source;
 mod store;
-mod user;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -168,6 +167,8 @@ pub struct ImageUser {
     pub gid: u32,
     /// Supplementary groups from the image's `/etc/group`.
     pub groups: Vec<u32>,
+    /// The home directory from the image's `/etc/passwd`, if the user has an entry.
+    pub home: Option<PathBuf>,
 }
 
 /// An image's root file system, ready to run: its layer directories (bottom first) and its
@@ -185,7 +186,9 @@ pub struct Rootfs {
 
 impl Rootfs {
     fn new(layers: Vec<PathBuf>, config: ImageConfig, report: UnpackReport) -> Result<Rootfs, ImageError> {
-        let user = config.user.as_deref().map(|u| user::resolve(&layers, u)).transpose()?;
+        let user = config.user.as_deref().map(|u| crate::identity::resolve(&layers, u)
+                .map(|id| ImageUser { uid: id.uid, gid: id.gid, groups: id.groups, home: id.home })
+                .map_err(|e| ImageError::from_lookup(u, e))).transpose()?;
         Ok(Rootfs { layers, config, user, report, lease: None })
     }
 
@@ -277,29 +280,6 @@ impl Image {
     }
 }
 
-/// Opens `path` beneath `dir` for reading if it is a regular file (`Ok(None)` otherwise),
-/// without ever opening anything else: a device node in an image or layout must not be
-/// opened on the host (opening some devices has effects: a watchdog arms, a tape rewinds).
-/// It is found with `O_PATH`, checked, then reopened through `/proc/self/fd`.
-pub(crate) fn open_regular<P: ?Sized + nix::NixPath>(
-    dir: &std::os::fd::OwnedFd,
-    path: &P,
-    scope: nix::fcntl::ResolveFlag,
-) -> nix::Result<Option<std::fs::File>> {
-    use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
-    use std::os::fd::AsRawFd;
-    let how = OpenHow::new()
-        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
-        .resolve(scope | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-    let handle = nix::fcntl::openat2(dir, path, how)?;
-    if nix::sys::stat::fstat(&handle)?.st_mode & libc::S_IFMT != libc::S_IFREG {
-        return Ok(None);
-    }
-    let reopen = format!("/proc/self/fd/{}", handle.as_raw_fd());
-    let flags = OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY;
-    let fd = nix::fcntl::open(reopen.as_str(), flags, nix::sys::stat::Mode::empty())?;
-    Ok(Some(std::fs::File::from(fd)))
-}
 
 /// Removes a tree the unpacker made, opening up directories without permissions on the way.
 pub(crate) fn remove_dir_all(path: &Path) -> Result<(), ImageError> {

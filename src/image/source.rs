@@ -647,7 +647,7 @@ pub(crate) fn open_blob(source: &Arc<SourceInner>, loc: &BlobLoc) -> Result<Blob
     };
     match &source.container {
         Container::Dir(dir) => {
-            let file = super::open_regular(dir, name.as_str(), ResolveFlag::RESOLVE_BENEATH)
+            let file = crate::identity::open_regular(dir, name.as_str(), ResolveFlag::RESOLVE_BENEATH)
                 .map_err(|e| ImageError::io("open blob", source.path.join(&name), e))?;
             let Some(file) = file else {
                 return Err(ImageError::format(

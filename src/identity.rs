@@ -1,5 +1,7 @@
-//! Resolves an image's `User` against the image's own `/etc/passwd` and `/etc/group` (never
-//! the host's), found in the merged view of its layers, as the sandbox will see them.
+//! Identity by name: resolves a user spec (`name`, `uid`, `name:group`, `uid:gid`, ...)
+//! against the sandbox's own `/etc/passwd` and `/etc/group` (an image's, a root directory's;
+//! never the host's unless the sandbox's root is the host's), found in the merged view of its
+//! layers, as the sandbox will see them.
 
 use std::collections::VecDeque;
 use std::ffi::OsStr;
@@ -12,7 +14,33 @@ use nix::errno::Errno;
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::Mode;
 
-use super::{ImageError, ImageUser};
+/// A user resolved inside the sandbox's root.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Identity {
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    /// Supplementary groups from `/etc/group` (empty when the spec names a group).
+    pub(crate) groups: Vec<u32>,
+    /// The home directory from `/etc/passwd`, if the user has an entry.
+    pub(crate) home: Option<PathBuf>,
+}
+
+/// Why a spec could not be resolved.
+#[derive(Debug)]
+pub(crate) enum LookupFailure {
+    /// A layer or database could not be opened or read.
+    Io { op: &'static str, path: PathBuf, errno: Errno },
+    /// The layers were built to make lookups endless.
+    Limit { what: String, limit: u64 },
+    /// The spec names no user or group there, or a bad id.
+    User { reason: String },
+}
+
+impl LookupFailure {
+    fn io(op: &'static str, path: impl Into<PathBuf>, errno: impl Into<Errno>) -> LookupFailure {
+        LookupFailure::Io { op, path: path.into(), errno: errno.into() }
+    }
+}
 
 /// The largest passwd or group file read.
 const MAX_DB: u64 = 4 << 20;
@@ -22,14 +50,19 @@ const MAX_LINKS: usize = 40;
 const MAX_STEPS: usize = 16384;
 
 /// Resolves `user` (`name`, `uid`, `name:group`, `uid:gid`, ...) inside the image.
-pub(crate) fn resolve(layers: &[PathBuf], user: &str) -> Result<ImageUser, ImageError> {
-    let err = |reason: String| ImageError::User { user: user.to_owned(), reason };
+pub(crate) fn resolve(layers: &[PathBuf], user: &str) -> Result<Identity, LookupFailure> {
+    resolve_at(layers, "etc", user)
+}
+
+/// Like [`resolve`], with the databases in directory `etc` (relative to the layers).
+pub(crate) fn resolve_at(layers: &[PathBuf], etc: &str, user: &str) -> Result<Identity, LookupFailure> {
+    let err = |reason: String| LookupFailure::User { reason };
     let (u, g) = match user.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (user, None),
     };
-    let passwd = read_db(layers, "etc/passwd")?;
-    let group = read_db(layers, "etc/group")?;
+    let passwd = read_db(layers, &format!("{etc}/passwd"))?;
+    let group = read_db(layers, &format!("{etc}/group"))?;
     // passwd: name:x:uid:gid:gecos:home:shell
     let entry = passwd.iter().find(|f| match u.parse::<u32>() {
         Ok(uid) => f.get(2).and_then(|v| v.parse::<u32>().ok()) == Some(uid),
@@ -41,7 +74,7 @@ pub(crate) fn resolve(layers: &[PathBuf], user: &str) -> Result<ImageUser, Image
             .get(2)
             .and_then(|v| v.parse().ok())
             .ok_or_else(|| err(format!("bad uid for {u} in /etc/passwd")))?,
-        (Err(_), None) => return Err(err(format!("no user {u:?} in the image's /etc/passwd"))),
+        (Err(_), None) => return Err(err(format!("no user {u:?} in the sandbox's /etc/passwd"))),
     };
     let name = entry.and_then(|e| e.first().cloned());
     let (gid, groups) = match g {
@@ -52,7 +85,7 @@ pub(crate) fn resolve(layers: &[PathBuf], user: &str) -> Result<ImageUser, Image
                     .iter()
                     .find(|f| f.first().map(String::as_str) == Some(g))
                     .and_then(|f| f.get(2).and_then(|v| v.parse().ok()))
-                    .ok_or_else(|| err(format!("no group {g:?} in the image's /etc/group")))?,
+                    .ok_or_else(|| err(format!("no group {g:?} in the sandbox's /etc/group")))?,
             };
             (gid, Vec::new())
         }
@@ -76,40 +109,41 @@ pub(crate) fn resolve(layers: &[PathBuf], user: &str) -> Result<ImageUser, Image
     if uid == u32::MAX || gid == u32::MAX {
         return Err(err("id out of range".into()));
     }
-    Ok(ImageUser { uid, gid, groups })
+    let home = entry.and_then(|e| e.get(5)).filter(|h| h.starts_with('/')).map(PathBuf::from);
+    Ok(Identity { uid, gid, groups, home })
 }
 
 /// The lines of a colon-separated database at `path` in the image's merged view; empty if it is
 /// missing or not a regular file.
-fn read_db(layers: &[PathBuf], path: &str) -> Result<Vec<Vec<String>>, ImageError> {
+fn read_db(layers: &[PathBuf], path: &str) -> Result<Vec<Vec<String>>, LookupFailure> {
     let dirs = layers
         .iter()
         .map(|layer| {
             nix::fcntl::open(layer, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
-                .map_err(|e| ImageError::io("open layer", layer, e))
+                .map_err(|e| LookupFailure::io("open layer", layer, e))
         })
         .collect::<Result<Vec<_>, _>>()?;
     let mut merged = Merged { layers: &dirs, steps: 0 };
     let found = merged.find(path.as_bytes()).map_err(|e| match e {
-        LookupError::Steps => ImageError::Limit {
-            what: format!("lookups in the image's layers while looking for /{path}"),
+        LookupError::Steps => LookupFailure::Limit {
+            what: format!("lookups in the sandbox's layers while looking for /{path}"),
             limit: MAX_STEPS as u64,
         },
         LookupError::Sys { layer, rel, errno } => {
-            ImageError::io("look up", layers[layer].join(OsStr::from_bytes(&rel)), errno)
+            LookupFailure::io("look up", layers[layer].join(OsStr::from_bytes(&rel)), errno)
         }
     })?;
     let Some((layer, found)) = found else { return Ok(Vec::new()) };
     let at = layers[layer].join(OsStr::from_bytes(&found));
     // Never opened unless it is a regular file (a device, a FIFO: never).
     let scope = ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS;
-    let file = match super::open_regular(&dirs[layer], OsStr::from_bytes(&found), scope) {
+    let file = match open_regular(&dirs[layer], OsStr::from_bytes(&found), scope) {
         Ok(Some(file)) => file,
         Ok(None) => return Ok(Vec::new()),
-        Err(e) => return Err(ImageError::io("open", at, e)),
+        Err(e) => return Err(LookupFailure::io("open", at, e)),
     };
     let mut bytes = Vec::new();
-    file.take(MAX_DB).read_to_end(&mut bytes).map_err(|e| ImageError::io("read", &at, e))?;
+    file.take(MAX_DB).read_to_end(&mut bytes).map_err(|e| LookupFailure::io("read", &at, Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))))?;
     // Latin-1 GECOS fields and the like must not make the whole file unusable.
     let text = String::from_utf8_lossy(&bytes);
     Ok(text
@@ -265,4 +299,28 @@ fn is_opaque(dir: &OwnedFd) -> nix::Result<bool> {
         }
     }
     Ok(false)
+}
+
+/// Opens `path` beneath `dir` for reading if it is a regular file (`Ok(None)` otherwise),
+/// without ever opening anything else: a device node in an image or layout must not be
+/// opened on the host (opening some devices has effects: a watchdog arms, a tape rewinds).
+/// It is found with `O_PATH`, checked, then reopened through `/proc/self/fd`.
+pub(crate) fn open_regular<P: ?Sized + nix::NixPath>(
+    dir: &std::os::fd::OwnedFd,
+    path: &P,
+    scope: nix::fcntl::ResolveFlag,
+) -> nix::Result<Option<std::fs::File>> {
+    use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+    use std::os::fd::AsRawFd;
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+        .resolve(scope | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let handle = nix::fcntl::openat2(dir, path, how)?;
+    if nix::sys::stat::fstat(&handle)?.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Ok(None);
+    }
+    let reopen = format!("/proc/self/fd/{}", handle.as_raw_fd());
+    let flags = OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY;
+    let fd = nix::fcntl::open(reopen.as_str(), flags, nix::sys::stat::Mode::empty())?;
+    Ok(Some(std::fs::File::from(fd)))
 }
