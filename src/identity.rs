@@ -50,6 +50,7 @@ const MAX_LINKS: usize = 40;
 const MAX_STEPS: usize = 16384;
 
 /// Resolves `user` (`name`, `uid`, `name:group`, `uid:gid`, ...) inside the image.
+#[cfg(feature = "image")]
 pub(crate) fn resolve(layers: &[PathBuf], user: &str) -> Result<Identity, LookupFailure> {
     resolve_at(layers, "etc", user)
 }

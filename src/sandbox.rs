@@ -425,6 +425,42 @@ impl SandboxBuilder {
         resolved.build_resolved()
     }
 
+    /// The Landlock rules of [`Landlock::from_mounts`]: one per mount point, with the rights its
+    /// mount gives.
+    fn landlock_mount_rules(&self) -> Vec<(PathBuf, crate::BitFlags<crate::AccessFs>)> {
+        use crate::AccessFs;
+        use crate::fs::{MountKind, RootKind};
+        let read_exec = AccessFs::ReadFile | AccessFs::ReadDir | AccessFs::Execute;
+        let all = crate::BitFlags::<AccessFs>::all();
+        let rights = |writable: bool| if writable { all } else { read_exec };
+        let mut rules = Vec::new();
+        let root_writable = match self.root.as_ref().map(|r| &r.0) {
+            None => true,
+            Some(RootKind::Tmpfs | RootKind::HostReadonly) => false,
+            Some(RootKind::Dir { writable, .. }) => *writable,
+            Some(RootKind::Overlay { .. }) => true,
+        };
+        rules.push((PathBuf::from("/"), rights(root_writable)));
+        if self.root.is_some() {
+            // The default /proc and /dev (or whatever a mount puts there).
+            rules.push((PathBuf::from("/proc"), all));
+            rules.push((PathBuf::from("/dev"), all));
+        }
+        for m in &self.mounts {
+            let writable = match &m.kind {
+                MountKind::Bind { .. } | MountKind::Tmpfs { .. } | MountKind::Mqueue => !m.readonly,
+                MountKind::Proc | MountKind::Dev => true,
+                MountKind::Sysfs => false,
+                // Files, directories and links live in the mount above them; masks and
+                // read-only remounts only take away.
+                MountKind::File { .. } | MountKind::Dir { .. } | MountKind::Symlink { .. } => continue,
+                MountKind::Mask | MountKind::ReadOnly => continue,
+            };
+            rules.push((m.target.clone(), rights(writable)));
+        }
+        rules
+    }
+
     /// Finds the user `spec` in the sandbox's own `/etc/passwd` and `/etc/group`.
     fn resolve_user(&self, spec: &str) -> Result<crate::identity::Identity, Error> {
         use crate::fs::{MountKind, RootKind};
@@ -583,7 +619,7 @@ impl SandboxBuilder {
             Some(filter.compile(caps.map_or(0, |c| c.mask))?)
         };
         let (landlock, unenforced) = match &self.landlock {
-            Some(rules) => rules.plan()?,
+            Some(rules) => rules.plan(self.landlock_mount_rules())?,
             None => (None, Vec::new()),
         };
         // Both need no_new_privs, or CAP_SYS_ADMIN in the payload's user namespace until the
@@ -749,6 +785,12 @@ impl Sandbox {
     ///   own uid and gid (the only ones the caller can give);
     /// - no capabilities ([`capabilities`](SandboxBuilder::capabilities) `[]`) and
     ///   `no_new_privs`;
+    /// - the default syscall filter ([`SyscallFilter::default_profile`]): no new user
+    ///   namespaces, mounts, keyrings, `bpf`, `io_uring`, `perf_event_open`, ...;
+    /// - Landlock ([`Landlock::from_mounts`]): the payload reaches only what its mounts show,
+    ///   read-only where they are, and can neither signal nor reach an abstract unix socket
+    ///   outside the sandbox; on a kernel without (all of) Landlock the sandbox runs without
+    ///   the missing parts and [`Child::unenforced`](crate::Child::unenforced) names them;
     /// - an empty read-only root ([`Root::tmpfs`]) with the host's system directories read-only
     ///   ([`Mount::host_system`]), a fresh `/proc` with the sensitive paths masked, a minimal
     ///   `/dev`, and a private `/tmp` of 64 MiB;
@@ -776,6 +818,11 @@ impl Sandbox {
             .mounts(crate::Mount::host_system())
             .mount(crate::Mount::tmpfs("/tmp").size(64 << 20))
             .capabilities([])
+            .landlock(
+                Landlock::from_mounts()
+                    .scope(crate::Scope::AbstractUnixSocket | crate::Scope::Signal)
+                    .compat(Compat::BestEffort),
+            )
             .memory_limit(512 << 20)
             .pids_limit(128)
             .timeout(Duration::from_secs(60));

@@ -39,6 +39,8 @@ pub const LANDLOCK_SCOPES: &str = "landlock scopes";
 /// with [`Stage::Landlock`](crate::Stage::Landlock).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Landlock {
+    /// Also a rule per mount of the sandbox (see [`Landlock::from_mounts`]).
+    follow_mounts: bool,
     paths: Vec<(PathBuf, BitFlags<AccessFs>)>,
     tcp: Option<Vec<(BitFlags<AccessNet>, u16)>>,
     scopes: BitFlags<Scope>,
@@ -54,7 +56,16 @@ impl Default for Landlock {
 impl Landlock {
     /// Rules that allow nothing yet: add paths, ports and scopes.
     pub fn new() -> Landlock {
-        Landlock { paths: Vec::new(), tcp: None, scopes: BitFlags::empty(), compat: Compat::Enforce }
+        Landlock { follow_mounts: false, paths: Vec::new(), tcp: None, scopes: BitFlags::empty(), compat: Compat::Enforce }
+    }
+
+    /// Rules that mirror the sandbox's filesystem, computed at build from its root and
+    /// mounts: read and execute beneath the root and every read-only mount, everything beneath
+    /// writable ones (a writable root, `/tmp`, a writable bind), `/dev` and `/proc`. Nothing
+    /// else is reachable, whatever a payload manages to do to its mount namespace. Add more
+    /// with the other methods.
+    pub fn from_mounts() -> Landlock {
+        Landlock { follow_mounts: true, ..Landlock::new() }
     }
 
     /// Allows `access` beneath `path` (the path itself and, for a directory, everything below).
@@ -116,7 +127,12 @@ impl Landlock {
 
     /// Checks the rules against the running kernel and prepares them for the child. Returns
     /// the plan (`None`: nothing the kernel can enforce) and what is left unenforced.
-    pub(crate) fn plan(&self) -> Result<(Option<LandlockPlan>, Vec<&'static str>), Error> {
+    ///
+    /// `mounts`: the rules [`from_mounts`](Self::from_mounts) stands for, used when it was.
+    pub(crate) fn plan(
+        &self,
+        mounts: Vec<(PathBuf, BitFlags<AccessFs>)>,
+    ) -> Result<(Option<LandlockPlan>, Vec<&'static str>), Error> {
         let abi_number = crate::sys::landlock::abi_version();
         let abi = ABI::from(abi_number);
         let mut unenforced = Vec::new();
@@ -156,9 +172,10 @@ impl Landlock {
             }
             attr.scoped = (self.scopes & known).bits();
         }
-        let paths = self
-            .paths
+        let from_mounts = if self.follow_mounts { mounts } else { Vec::new() };
+        let paths = from_mounts
             .iter()
+            .chain(&self.paths)
             .map(|(path, access)| {
                 if !path.is_absolute() {
                     return Err(Error::InvalidPath {

@@ -517,8 +517,7 @@ pub(crate) fn loopback_up() -> SysResult<()> {
 
 /// `getxattr(2)`: reads extended attribute `name` of the file `fd` refers to (any descriptor,
 /// `O_PATH` included, and whatever the file's mode) into `buf`, returning its length (parent
-/// side; used by the image unpacker).
-#[cfg(feature = "image")]
+/// side; used by the image unpacker and the user lookup).
 pub(crate) fn fd_getxattr(
     fd: std::os::fd::BorrowedFd<'_>,
     name: &CStr,
