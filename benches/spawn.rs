@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use stockade::{Mount, Namespaces, Root, Sandbox, SandboxBuilder, Stdio};
+use stockade::{Landlock, Mount, Namespaces, Root, Sandbox, SandboxBuilder, Scope, Stdio};
 
 fn builder(ns: Namespaces) -> SandboxBuilder {
     let ns = if nix::unistd::geteuid().is_root() || ns.is_empty() { ns } else { ns | Namespaces::USER };
@@ -35,6 +35,13 @@ fn spawn(c: &mut Criterion) {
     // a minimal /dev, in every namespace but net: the bubblewrap-style sandbox.
     let mut tmpfs_root = builder(Namespaces::all() - Namespaces::NET);
     tmpfs_root.root(Root::tmpfs()).mounts(Mount::host_system());
+    // The same without the default syscall filter, which every other case installs: the
+    // filter's cost is the ratio of the two.
+    let mut unfiltered = tmpfs_root.clone();
+    unfiltered.no_syscall_filter();
+    // The same with Landlock rules mirroring its mounts, as the untrusted preset has.
+    let mut landlocked = tmpfs_root.clone();
+    landlocked.landlock(Landlock::from_mounts().scope(Scope::AbstractUnixSocket | Scope::Signal));
     // The same plus a cgroup with memory and pids limits (created, joined, read and removed
     // per spawn).
     let mut limited = builder(ns5);
@@ -47,6 +54,8 @@ fn spawn(c: &mut Criterion) {
         // Without the cgroup namespace, and so without a group in every hierarchy.
         ("stockade_all_namespaces_but_cgroup", builder(Namespaces::all() - Namespaces::CGROUP)),
         ("stockade_tmpfs_root_all_but_net", tmpfs_root),
+        ("stockade_tmpfs_root_all_but_net_no_filter", unfiltered),
+        ("stockade_tmpfs_root_all_but_net_landlock", landlocked),
     ];
     for (name, builder) in cases {
         let sandbox = builder.build().expect("build sandbox");
@@ -57,6 +66,11 @@ fn spawn(c: &mut Criterion) {
             })
         });
     }
+    group.finish();
+
+    // Building a sandbox compiles its filter (once; every spawn reuses it).
+    let mut group = c.benchmark_group("build");
+    group.bench_function("untrusted_preset", |b| b.iter(|| Sandbox::untrusted().build().expect("build")));
     group.finish();
 }
 

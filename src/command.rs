@@ -15,7 +15,8 @@ use crate::{Child, Error, ExitStatus, Output, Sandbox};
 /// extra descriptors.
 ///
 /// Unlike `std::process::Command`, the environment starts **empty**: the payload sees exactly
-/// the variables set here, unless [`inherit_env`](Command::inherit_env) is called.
+/// the variables set here (and the image's), unless [`inherit_env`](Command::inherit_env) is
+/// called, plus `PATH` and `HOME` defaults when none is set (see [`env`](Command::env)).
 ///
 /// ```no_run
 /// use stockade::{Namespaces, Sandbox};
@@ -83,7 +84,10 @@ impl Command {
         self
     }
 
-    /// Sets an environment variable of the payload.
+    /// Sets an environment variable of the payload. The environment starts empty; when neither
+    /// the caller nor the image sets them, the payload gets `PATH` (the usual system
+    /// directories) and `HOME` (its user's home directory from the sandbox's `/etc/passwd`,
+    /// else `/`), as Docker gives them.
     pub fn env(&mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> &mut Self {
         self.env.insert(key.as_ref().to_owned(), Some(value.as_ref().to_owned()));
         self
@@ -103,6 +107,7 @@ impl Command {
     }
 
     /// Removes a variable (set here, or inherited with [`inherit_env`](Self::inherit_env)).
+    /// Removing `PATH` or `HOME` also keeps out their defaults (see [`env`](Self::env)).
     pub fn env_remove(&mut self, key: impl AsRef<OsStr>) -> &mut Self {
         self.env.insert(key.as_ref().to_owned(), None);
         self
@@ -331,10 +336,14 @@ impl Command {
                 None => vars.remove(k),
             };
         }
-        // As Docker does when neither the caller nor the image sets them.
-        vars.entry("PATH".into()).or_insert_with(|| OsStr::from_bytes(crate::plan::DEFAULT_PATH).to_owned());
+        // As Docker does when neither the caller nor the image sets them (nor removed them).
         let home = self.sandbox.config.home.as_deref().unwrap_or(Path::new("/"));
-        vars.entry("HOME".into()).or_insert_with(|| home.as_os_str().to_owned());
+        let defaults = [("PATH", OsStr::from_bytes(crate::plan::DEFAULT_PATH)), ("HOME", home.as_os_str())];
+        for (key, value) in defaults {
+            if !self.env.contains_key(OsStr::new(key)) {
+                vars.entry(key.into()).or_insert_with(|| value.to_owned());
+            }
+        }
         vars.into_iter().collect()
     }
 }

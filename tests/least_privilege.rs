@@ -278,8 +278,9 @@ fn landlock_network_and_scopes_are_enforced_or_reported_as_the_kernel_allows() {
         "{}",
         text(&out)
     );
-    // Control: without the rules the init can be signalled and any port bound.
-    let out = python(&untrusted().build().unwrap(), code);
+    // Control: without these rules (the preset's own scope signals too) the init can be
+    // signalled and any port bound.
+    let out = python(&untrusted().landlock(Landlock::from_mounts()).build().unwrap(), code);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "8080 bound\n8081 bound\nsignal init allowed\n");
 }
 

