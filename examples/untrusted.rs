@@ -46,9 +46,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Landlock mirroring the mounts (read-only where they are), no signals and no abstract
     // unix sockets beyond the sandbox. Best effort: a kernel without it says so below.
     b.landlock(
-        Landlock::from_mounts()
-            .scope(Scope::AbstractUnixSocket | Scope::Signal)
-            .compat(Compat::BestEffort),
+        Landlock::from_mounts().scope(Scope::AbstractUnixSocket | Scope::Signal).compat(Compat::BestEffort),
     );
     // Limits on the whole tree: memory (OOM-killed beyond), processes (fork bombs stop),
     // wall-clock time.

@@ -293,7 +293,9 @@ impl fmt::Display for Stage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Stage::Signals => f.write_str("reset signals"),
-            Stage::Landlock { path } if path.as_os_str().is_empty() => f.write_str("apply the Landlock rules"),
+            Stage::Landlock { path } if path.as_os_str().is_empty() => {
+                f.write_str("apply the Landlock rules")
+            }
             Stage::Landlock { path } => write!(f, "add the Landlock rule for {}", path.display()),
             Stage::SyscallFilter => f.write_str("install the syscall filter"),
             Stage::DeathSignal => f.write_str("arm parent-death signal"),

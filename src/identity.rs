@@ -144,7 +144,9 @@ fn read_db(layers: &[PathBuf], path: &str) -> Result<Vec<Vec<String>>, LookupFai
         Err(e) => return Err(LookupFailure::io("open", at, e)),
     };
     let mut bytes = Vec::new();
-    file.take(MAX_DB).read_to_end(&mut bytes).map_err(|e| LookupFailure::io("read", &at, Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))))?;
+    file.take(MAX_DB).read_to_end(&mut bytes).map_err(|e| {
+        LookupFailure::io("read", &at, Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
+    })?;
     // Latin-1 GECOS fields and the like must not make the whole file unusable.
     let text = String::from_utf8_lossy(&bytes);
     Ok(text

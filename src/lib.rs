@@ -58,7 +58,9 @@ mod spawn;
 mod sys;
 mod userns;
 
-pub use access::{ABI, AccessFs, AccessNet, BitFlags, LANDLOCK, LANDLOCK_NETWORK, LANDLOCK_SCOPES, Landlock, Scope};
+pub use access::{
+    ABI, AccessFs, AccessNet, BitFlags, LANDLOCK, LANDLOCK_NETWORK, LANDLOCK_SCOPES, Landlock, Scope,
+};
 pub use child::{Child, ChildStderr, ChildStdin, ChildStdout, ExitStatus, Output};
 pub use command::{Command, Stdio};
 pub use error::{Error, Stage};
@@ -66,6 +68,6 @@ pub use fs::{Mount, Root};
 pub use namespaces::{ClockOffsets, Namespaces};
 pub use privileges::{Capability, DEFAULT_CAPABILITIES};
 pub use resources::{Compat, IoLimit, Limit, ResourceUsage, Rlimit};
-pub use seccomp::{Action, ArgCmp, Cmp, SyscallFilter, SyscallRule};
 pub use sandbox::{Sandbox, SandboxBuilder, UNTRUSTED_IDS};
+pub use seccomp::{Action, ArgCmp, Cmp, SyscallFilter, SyscallRule};
 pub use userns::IdMap;

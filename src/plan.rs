@@ -378,9 +378,9 @@ impl<'a> Plan<'a> {
                 Stage::CreateWorkingDir { dir: self.cwd.as_deref().map(path_of).unwrap_or_default() }
             }
             Step::Chdir => Stage::Chdir { dir: self.cwd.as_deref().map(path_of).unwrap_or_default() },
-            Step::Landlock => Stage::Landlock {
-                path: self.creds.landlock.map(|l| l.path(index)).unwrap_or_default(),
-            },
+            Step::Landlock => {
+                Stage::Landlock { path: self.creds.landlock.map(|l| l.path(index)).unwrap_or_default() }
+            }
             Step::SyscallFilter => Stage::SyscallFilter,
             Step::Exec => {
                 let program = match self.exec.candidates.get(index) {

@@ -466,7 +466,9 @@ impl SandboxBuilder {
         use crate::fs::{MountKind, RootKind};
         use crate::identity::LookupFailure;
         let etc_bind = self.mounts.iter().rev().find_map(|m| match &m.kind {
-            MountKind::Bind { source, .. } if m.target == std::path::Path::new("/etc") => Some(source.clone()),
+            MountKind::Bind { source, .. } if m.target == std::path::Path::new("/etc") => {
+                Some(source.clone())
+            }
             _ => None,
         });
         let (layers, etc) = match (etc_bind, self.root.as_ref().map(|r| &r.0)) {
@@ -490,7 +492,9 @@ impl SandboxBuilder {
             LookupFailure::User { reason } if layers.is_empty() => Error::invalid(
                 "user",
                 spec,
-                format!("{reason}: the sandbox's root has none (bind a directory at /etc, or give numeric ids)"),
+                format!(
+                    "{reason}: the sandbox's root has none (bind a directory at /etc, or give numeric ids)"
+                ),
             ),
             LookupFailure::User { reason } => Error::invalid("user", spec, reason),
         })

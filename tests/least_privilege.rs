@@ -9,8 +9,8 @@ use std::path::Path;
 
 use common::*;
 use stockade::{
-    AccessFs, Action, ArgCmp, Cmp, Compat, Error, IdMap, Landlock, Mount, Namespaces, Root, Sandbox, SandboxBuilder,
-    Scope, SyscallFilter, SyscallRule, UNTRUSTED_IDS,
+    AccessFs, Action, ArgCmp, Cmp, Compat, Error, IdMap, Landlock, Mount, Namespaces, Root, Sandbox,
+    SandboxBuilder, Scope, SyscallFilter, SyscallRule, UNTRUSTED_IDS,
 };
 
 fn text(out: &stockade::Output) -> String {
@@ -47,7 +47,8 @@ fn the_payload_runs_filtered_with_no_new_privs_and_exactly_its_capabilities() {
         assert_eq!(status_field(&status, set), "0000000000000000", "{set}");
     }
     // A root payload with the default capabilities, in a user namespace: all five sets exactly.
-    let status = sh_ok(&sandbox(Namespaces::USER | Namespaces::PID | Namespaces::MOUNT), "cat /proc/self/status");
+    let status =
+        sh_ok(&sandbox(Namespaces::USER | Namespaces::PID | Namespaces::MOUNT), "cat /proc/self/status");
     let want = stockade::DEFAULT_CAPABILITIES.iter().fold(0u64, |m, c| m | 1 << c.index());
     for set in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
         assert_eq!(u64::from_str_radix(&status_field(&status, set), 16).unwrap(), want, "{set}");
@@ -88,14 +89,18 @@ fn bad_rules_are_typed_errors_at_build_naming_the_rule() {
         ),
         (
             SyscallFilter::default_profile().rule(
-                (0..7).fold(SyscallRule::new("read", Action::Allow), |r, i| r.when(ArgCmp::new(i % 6, Cmp::Ne(i as u64)))),
+                (0..7).fold(SyscallRule::new("read", Action::Allow), |r, i| {
+                    r.when(ArgCmp::new(i % 6, Cmp::Ne(i as u64)))
+                }),
             ),
             "read",
         ),
     ];
     for (filter, named) in cases {
         match untrusted().syscall_filter(filter.clone()).build() {
-            Err(Error::InvalidValue { value, .. }) => assert!(value.contains(named), "{value} for {filter:?}"),
+            Err(Error::InvalidValue { value, .. }) => {
+                assert!(value.contains(named), "{value} for {filter:?}")
+            }
             other => panic!("{filter:?}: {other:?}"),
         }
     }
@@ -156,7 +161,8 @@ fn oci_and_docker_profiles_load_into_the_same_filter() {
     }"#;
     let filter = SyscallFilter::from_oci_json(oci).unwrap();
     let sandbox = untrusted().syscall_filter(filter).build().unwrap();
-    let out = sh(&sandbox, "mkdir /tmp/d; echo mkdir $?; uname >/dev/null; echo uname $?; rmdir /tmp/none 2>&1");
+    let out =
+        sh(&sandbox, "mkdir /tmp/d; echo mkdir $?; uname >/dev/null; echo uname $?; rmdir /tmp/none 2>&1");
     // uname's rule needs CAP_SYS_ADMIN, which the payload lacks; rmdir's applies without it.
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
@@ -183,14 +189,21 @@ fn landlock_limits_the_payload_to_the_paths_and_rights_given() {
     if landlock_abi() < 1 {
         let built = untrusted().landlock(Landlock::new().read("/usr")).build();
         assert!(matches!(built, Err(Error::Unsupported { .. })), "{built:?}");
-        return skip("landlock_limits_the_payload_to_the_paths_and_rights_given", "no Landlock on this kernel");
+        return skip(
+            "landlock_limits_the_payload_to_the_paths_and_rights_given",
+            "no Landlock on this kernel",
+        );
     }
     let host = tempdir();
     std::fs::write(host.path().join("sentinel"), "untouched").unwrap();
     open_up(host.path());
     // Writable for anyone: only Landlock stands between the payload and the directory.
     std::fs::set_permissions(host.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
-    std::fs::set_permissions(host.path().join("sentinel"), std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    std::fs::set_permissions(
+        host.path().join("sentinel"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o666),
+    )
+    .unwrap();
     let mut rules = Landlock::new().read_exec("/usr").read_write("/tmp").read("/data");
     for dir in ["/lib", "/lib64", "/bin"] {
         if Path::new(dir).exists() {
@@ -227,19 +240,17 @@ fn landlock_limits_the_payload_to_the_paths_and_rights_given() {
         other => panic!("{other:?}"),
     }
     // Relative paths are refused at build.
-    assert!(matches!(untrusted().landlock(Landlock::new().read("tmp")).build(), Err(Error::InvalidPath { .. })));
+    assert!(matches!(
+        untrusted().landlock(Landlock::new().read("tmp")).build(),
+        Err(Error::InvalidPath { .. })
+    ));
 }
 
 #[test]
 fn landlock_network_and_scopes_are_enforced_or_reported_as_the_kernel_allows() {
     let abi = landlock_abi();
-    let rules = || {
-        Landlock::new()
-            .read_write("/")
-            .allow("/", AccessFs::Execute)
-            .tcp_bind(8080)
-            .scope(Scope::Signal)
-    };
+    let rules =
+        || Landlock::new().read_write("/").allow("/", AccessFs::Execute).tcp_bind(8080).scope(Scope::Signal);
     if abi < 6 {
         // The older-kernel lane: enforcing is a typed error; best effort runs and says what is
         // missing.
@@ -262,7 +273,10 @@ fn landlock_network_and_scopes_are_enforced_or_reported_as_the_kernel_allows() {
         );
     }
     if !have("/usr/bin/python3") {
-        return skip("landlock_network_and_scopes_are_enforced_or_reported_as_the_kernel_allows", "python3 missing");
+        return skip(
+            "landlock_network_and_scopes_are_enforced_or_reported_as_the_kernel_allows",
+            "python3 missing",
+        );
     }
     let code = "import socket, os\n\
                 for port in (8080, 8081):\n\
@@ -317,7 +331,10 @@ fn a_user_named_in_the_sandboxs_own_passwd_runs_with_its_ids_groups_and_home() {
     let Some((mut b, _etc)) = with_own_etc(test, passwd, group) else { return };
     b.user_name("app");
     let out = sh_ok(&b.build().unwrap(), "id -u; id -g; id -G; echo $HOME; echo $PATH");
-    assert_eq!(out, "1000\n1000\n1000 50\n/home/app\n/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n");
+    assert_eq!(
+        out,
+        "1000\n1000\n1000 50\n/home/app\n/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
+    );
     // user:group by name: that group, no supplementary ones.
     b.user_name("app:audio");
     assert_eq!(sh_ok(&b.build().unwrap(), "id -u; id -G"), "1000\n29\n");
@@ -351,7 +368,15 @@ fn commands_get_umask_path_and_home_defaults_unless_set() {
         "0022\n/\n/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
     );
     b.umask(0o077);
-    let out = b.build().unwrap().command("/bin/sh").args(["-c", "umask; echo $HOME; echo $PATH"]).env("HOME", "/x").env("PATH", "/bin").output().unwrap();
+    let out = b
+        .build()
+        .unwrap()
+        .command("/bin/sh")
+        .args(["-c", "umask; echo $HOME; echo $PATH"])
+        .env("HOME", "/x")
+        .env("PATH", "/bin")
+        .output()
+        .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "0077\n/x\n/bin\n");
     assert!(matches!(b.umask(0o1000).build(), Err(Error::InvalidValue { what: "umask", .. })));
 }

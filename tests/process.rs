@@ -63,7 +63,10 @@ fn payload_environment_is_exactly_what_the_caller_set() {
         let out = sandbox.command("/usr/bin/env").env("ONLY", "this").env("AND", "that").output().unwrap();
         // PATH and HOME are Docker's defaults, not the host's.
         let defaults = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n";
-        assert_eq!(String::from_utf8(out.stdout).unwrap(), format!("AND=that\nHOME=/\nONLY=this\n{defaults}"));
+        assert_eq!(
+            String::from_utf8(out.stdout).unwrap(),
+            format!("AND=that\nHOME=/\nONLY=this\n{defaults}")
+        );
         let bare = sandbox.command("/usr/bin/env").env_remove("PATH").env_remove("HOME").output().unwrap();
         assert_eq!(bare.stdout, b"");
     }

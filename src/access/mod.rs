@@ -56,7 +56,13 @@ impl Default for Landlock {
 impl Landlock {
     /// Rules that allow nothing yet: add paths, ports and scopes.
     pub fn new() -> Landlock {
-        Landlock { follow_mounts: false, paths: Vec::new(), tcp: None, scopes: BitFlags::empty(), compat: Compat::Enforce }
+        Landlock {
+            follow_mounts: false,
+            paths: Vec::new(),
+            tcp: None,
+            scopes: BitFlags::empty(),
+            compat: Compat::Enforce,
+        }
     }
 
     /// Rules that mirror the sandbox's filesystem, computed at build from its root and
@@ -156,7 +162,10 @@ impl Landlock {
         if let Some(tcp) = &self.tcp {
             let handled_net = AccessNet::from_all(abi);
             if handled_net.is_empty() {
-                missing(LANDLOCK_NETWORK, format!("TCP rules need Landlock ABI 4 (Linux 6.7); this kernel has {abi_number}"))?;
+                missing(
+                    LANDLOCK_NETWORK,
+                    format!("TCP rules need Landlock ABI 4 (Linux 6.7); this kernel has {abi_number}"),
+                )?;
             } else {
                 attr.handled_access_net = handled_net.bits();
                 ports = tcp.iter().map(|(access, port)| (access.bits(), *port)).collect();
@@ -209,6 +218,9 @@ impl LandlockPlan {
     /// The path of rule `index`, for errors.
     pub(crate) fn path(&self, index: usize) -> PathBuf {
         use std::os::unix::ffi::OsStrExt;
-        self.paths.get(index).map(|(p, _)| Path::new(std::ffi::OsStr::from_bytes(p.to_bytes())).to_path_buf()).unwrap_or_default()
+        self.paths
+            .get(index)
+            .map(|(p, _)| Path::new(std::ffi::OsStr::from_bytes(p.to_bytes())).to_path_buf())
+            .unwrap_or_default()
     }
 }

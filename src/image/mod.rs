@@ -186,9 +186,15 @@ pub struct Rootfs {
 
 impl Rootfs {
     fn new(layers: Vec<PathBuf>, config: ImageConfig, report: UnpackReport) -> Result<Rootfs, ImageError> {
-        let user = config.user.as_deref().map(|u| crate::identity::resolve(&layers, u)
-                .map(|id| ImageUser { uid: id.uid, gid: id.gid, groups: id.groups, home: id.home })
-                .map_err(|e| ImageError::from_lookup(u, e))).transpose()?;
+        let user = config
+            .user
+            .as_deref()
+            .map(|u| {
+                crate::identity::resolve(&layers, u)
+                    .map(|id| ImageUser { uid: id.uid, gid: id.gid, groups: id.groups, home: id.home })
+                    .map_err(|e| ImageError::from_lookup(u, e))
+            })
+            .transpose()?;
         Ok(Rootfs { layers, config, user, report, lease: None })
     }
 
@@ -279,7 +285,6 @@ impl Image {
         Rootfs::new(vec![rootfs.to_owned()], self.config.clone(), report)
     }
 }
-
 
 /// Removes a tree the unpacker made, opening up directories without permissions on the way.
 pub(crate) fn remove_dir_all(path: &Path) -> Result<(), ImageError> {

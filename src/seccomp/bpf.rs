@@ -20,7 +20,8 @@ pub(crate) struct SockFilter {
     pub(crate) k: u32,
 }
 
-const BPF_LD_W_ABS: u16 = 0x00 | 0x00 | 0x20;
+/// `BPF_LD | BPF_W | BPF_ABS` (the first two are 0).
+const BPF_LD_W_ABS: u16 = 0x20;
 const BPF_ALU_AND_K: u16 = 0x04 | 0x50;
 const BPF_JMP_JA: u16 = 0x05;
 const BPF_JEQ_K: u16 = 0x05 | 0x10;
@@ -218,12 +219,12 @@ const fn jump(code: u16, k: u32, jt: u8, jf: u8) -> SockFilter {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     //! The compiled program is run here by a small interpreter of the instructions it uses, so
     //! every comparison is checked against the plain Rust meaning of the rule.
     use super::*;
 
-    fn run(prog: &[SockFilter], nr: u32, arch: u32, args: [u64; 6]) -> u32 {
+    pub(in crate::seccomp) fn run(prog: &[SockFilter], nr: u32, arch: u32, args: [u64; 6]) -> u32 {
         let mut data = [0u8; 64];
         data[0..4].copy_from_slice(&nr.to_le_bytes());
         data[4..8].copy_from_slice(&arch.to_le_bytes());

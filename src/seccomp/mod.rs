@@ -29,8 +29,8 @@ use std::str::FromStr;
 use syscalls::Sysno;
 
 use crate::{Capability, Error};
-pub(crate) use bpf::SockFilter;
 use bpf::Entry;
+pub(crate) use bpf::SockFilter;
 
 /// What the kernel does with a system call a rule matches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -243,7 +243,9 @@ impl SyscallFilter {
                 (BTreeMap::new(), action.ret())
             }
         };
-        let mut by_nr: BTreeMap<u32, (Vec<(Vec<ArgCmp>, u32)>, Option<(Action, &str)>)> = BTreeMap::new();
+        // Per call: its conditional rules (with their return values) and its rule for every call.
+        type Rules = (Vec<(Vec<ArgCmp>, u32)>, Option<Action>);
+        let mut by_nr: BTreeMap<u32, Rules> = BTreeMap::new();
         let holds = |cap: &Capability| caps & cap_bits(std::slice::from_ref(cap)) != 0;
         for rule in &self.rules {
             rule.action.check()?;
@@ -268,14 +270,14 @@ impl SyscallFilter {
             let (conditional, fallback) = by_nr.entry(nr).or_default();
             if rule.args.is_empty() {
                 match fallback {
-                    Some((action, _)) if *action != rule.action => {
+                    Some(action) if *action != rule.action => {
                         return Err(Error::invalid(
                             "syscall rule",
                             &rule.name,
                             format!("conflicting actions {action:?} and {:?} for every call", rule.action),
                         ));
                     }
-                    _ => *fallback = Some((rule.action, &rule.name)),
+                    _ => *fallback = Some(rule.action),
                 }
             } else if let Some((_, other)) = conditional.iter().find(|(args, _)| *args == rule.args) {
                 if *other != rule.action.ret() {
@@ -293,7 +295,7 @@ impl SyscallFilter {
             let base = table.remove(&nr).unwrap_or(Entry { rules: Vec::new(), fallback: default });
             let fallback = match fallback {
                 // A rule for every call replaces what the base did with it.
-                Some((action, _)) => action.ret(),
+                Some(action) => action.ret(),
                 // Conditional rules alone go first; the base's rules and action still follow.
                 None => {
                     rules.extend(base.rules);
@@ -329,4 +331,95 @@ fn number(name: &str, skip_unknown: bool) -> Result<Option<u32>, Error> {
 /// Bit `n` set for capability `n` of `caps`.
 fn cap_bits(caps: &[Capability]) -> u64 {
     caps.iter().filter(|c| c.index() < 64).fold(0, |m, c| m | 1 << c.index())
+}
+
+#[cfg(test)]
+mod tests {
+    //! The default profile, compiled and run through the interpreter of `bpf::tests`.
+    use super::*;
+
+    fn verdict(filter: &SyscallFilter, caps: u64, name: &str, args: [u64; 6]) -> u32 {
+        let prog = filter.compile(caps).unwrap();
+        let nr = Sysno::from_str(name).unwrap().id() as u32;
+        bpf::tests::run(&prog, nr, bpf::NATIVE_ARCH, args)
+    }
+
+    #[test]
+    fn the_default_profile_refuses_each_class_with_its_errno() {
+        let f = SyscallFilter::default_profile();
+        let (allow, eperm, enosys) =
+            (Action::Allow.ret(), Action::Errno(libc::EPERM).ret(), Action::Errno(libc::ENOSYS).ret());
+        let prog = f.compile(0).unwrap();
+        assert!(prog.len() < bpf::MAX_INSTRUCTIONS / 2, "{} instructions", prog.len());
+        for name in ["read", "openat", "execve", "mmap", "futex", "rt_sigreturn", "wait4"] {
+            assert_eq!(verdict(&f, 0, name, [0; 6]), allow, "{name}");
+        }
+        for name in [
+            "keyctl",
+            "add_key",
+            "request_key",
+            "bpf",
+            "perf_event_open",
+            "userfaultfd",
+            "io_uring_setup",
+            "io_uring_enter",
+            "mount",
+            "umount2",
+            "fsopen",
+            "fsmount",
+            "move_mount",
+            "open_tree",
+            "mount_setattr",
+            "setns",
+            "kexec_load",
+            "init_module",
+            "reboot",
+            "swapon",
+            "acct",
+            "quotactl",
+            "open_by_handle_at",
+            "chroot",
+            "pivot_root",
+            "modify_ldt",
+        ] {
+            assert_eq!(verdict(&f, 0, name, [0; 6]), eperm, "{name}");
+        }
+        assert_eq!(verdict(&f, 0, "clone3", [0; 6]), enosys);
+        let newuser = libc::CLONE_NEWUSER as u64;
+        assert_eq!(verdict(&f, 0, "clone", [newuser | libc::SIGCHLD as u64, 0, 0, 0, 0, 0]), eperm);
+        assert_eq!(verdict(&f, 0, "clone", [libc::SIGCHLD as u64, 0, 0, 0, 0, 0]), allow);
+        assert_eq!(verdict(&f, 0, "unshare", [newuser, 0, 0, 0, 0, 0]), eperm);
+        assert_eq!(verdict(&f, 0, "unshare", [libc::CLONE_FILES as u64, 0, 0, 0, 0, 0]), allow);
+        // The 32-bit request, whatever the register's upper half holds.
+        for request in [libc::TIOCSTI, libc::TIOCSTI | 1 << 32, libc::TIOCLINUX] {
+            assert_eq!(verdict(&f, 0, "ioctl", [0, request, 0, 0, 0, 0]), eperm, "{request:#x}");
+        }
+        assert_eq!(verdict(&f, 0, "ioctl", [0, libc::TIOCGWINSZ, 0, 0, 0, 0]), allow);
+        assert_eq!(
+            verdict(&f, 0, "socket", [libc::AF_VSOCK as u64, 1, 0, 0, 0, 0]),
+            Action::Errno(libc::EAFNOSUPPORT).ret()
+        );
+        assert_eq!(verdict(&f, 0, "socket", [libc::AF_INET as u64 | 1 << 32, 1, 0, 0, 0, 0]), allow);
+        assert_eq!(verdict(&f, 0, "personality", [0x0040000, 0, 0, 0, 0, 0]), eperm);
+        assert_eq!(verdict(&f, 0, "personality", [0xffff_ffff, 0, 0, 0, 0, 0]), allow);
+        assert_eq!(bpf::tests::run(&prog, 1000, bpf::NATIVE_ARCH, [0; 6]), enosys);
+        // CAP_SYS_ADMIN opens the mount family and namespaces other than user namespaces.
+        let admin = 1 << Capability::CAP_SYS_ADMIN.index();
+        assert_eq!(verdict(&f, admin, "mount", [0; 6]), allow);
+        assert_eq!(verdict(&f, admin, "unshare", [libc::CLONE_NEWNS as u64, 0, 0, 0, 0, 0]), allow);
+        assert_eq!(verdict(&f, admin, "unshare", [newuser, 0, 0, 0, 0, 0]), eperm);
+    }
+
+    #[test]
+    fn conditional_rules_go_before_the_base_and_a_plain_rule_replaces_it() {
+        // A conditional rule on ioctl keeps the base's TIOCSTI refusal behind it.
+        let f = SyscallFilter::default_profile().rule(
+            SyscallRule::new("ioctl", Action::Errno(libc::ENOTTY)).when(ArgCmp::low32(1, Cmp::Eq(0x5401))),
+        );
+        assert_eq!(verdict(&f, 0, "ioctl", [0, 0x5401, 0, 0, 0, 0]), Action::Errno(libc::ENOTTY).ret());
+        assert_eq!(verdict(&f, 0, "ioctl", [0, libc::TIOCSTI, 0, 0, 0, 0]), Action::Errno(libc::EPERM).ret());
+        // A rule for every call replaces the base's handling.
+        let f = SyscallFilter::default_profile().allow("ioctl");
+        assert_eq!(verdict(&f, 0, "ioctl", [0, libc::TIOCSTI, 0, 0, 0, 0]), Action::Allow.ret());
+    }
 }

@@ -58,7 +58,11 @@ impl SyscallFilter {
 /// The rules of one profile entry. Comparisons of distinct arguments must all hold (one
 /// rule); several comparisons of the same argument are alternatives (one rule each), as runc
 /// reads them.
-fn rules(syscall: &LinuxSyscall, needs: Vec<Capability>, unless: Vec<Capability>) -> Result<Vec<SyscallRule>, Error> {
+fn rules(
+    syscall: &LinuxSyscall,
+    needs: Vec<Capability>,
+    unless: Vec<Capability>,
+) -> Result<Vec<SyscallRule>, Error> {
     let action = action(syscall.action(), syscall.errno_ret())?;
     let args = syscall
         .args()
@@ -88,7 +92,8 @@ fn rules(syscall: &LinuxSyscall, needs: Vec<Capability>, unless: Vec<Capability>
     let mut indices: Vec<u8> = args.iter().map(|a| a.index).collect();
     indices.sort_unstable();
     let repeated = indices.windows(2).any(|w| w[0] == w[1]);
-    let groups: Vec<Vec<ArgCmp>> = if repeated { args.into_iter().map(|a| vec![a]).collect() } else { vec![args] };
+    let groups: Vec<Vec<ArgCmp>> =
+        if repeated { args.into_iter().map(|a| vec![a]).collect() } else { vec![args] };
     Ok(syscall
         .names()
         .iter()
@@ -131,7 +136,9 @@ fn arch_names() -> &'static [&'static str] {
 fn applies_here(gate: &Value, empty: bool) -> bool {
     let arches = gate.get("arches").and_then(Value::as_array);
     let arch_ok = match arches {
-        Some(list) if !list.is_empty() => list.iter().any(|a| a.as_str().is_some_and(|a| arch_names().contains(&a))),
+        Some(list) if !list.is_empty() => {
+            list.iter().any(|a| a.as_str().is_some_and(|a| arch_names().contains(&a)))
+        }
         _ => empty,
     };
     let kernel_ok = match gate.get("minKernel").and_then(Value::as_str) {
@@ -144,7 +151,8 @@ fn applies_here(gate: &Value, empty: bool) -> bool {
 /// Whether an `excludes` gate's architecture or kernel condition holds.
 fn excludes_here(gate: &Value) -> bool {
     let arches = gate.get("arches").and_then(Value::as_array);
-    let arch = arches.is_some_and(|l| l.iter().any(|a| a.as_str().is_some_and(|a| arch_names().contains(&a))));
+    let arch =
+        arches.is_some_and(|l| l.iter().any(|a| a.as_str().is_some_and(|a| arch_names().contains(&a))));
     let kernel = gate.get("minKernel").and_then(Value::as_str).is_some_and(kernel_at_least);
     arch || kernel
 }
@@ -163,7 +171,8 @@ fn caps(gate: &Value) -> Result<Vec<Capability>, Error> {
 }
 
 fn kernel_at_least(min: &str) -> bool {
-    let release = nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default();
+    let release =
+        nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default();
     let parse = |s: &str| -> Vec<u32> {
         s.split(|c: char| !c.is_ascii_digit()).take(2).map(|n| n.parse().unwrap_or(0)).collect()
     };

@@ -37,7 +37,12 @@ const RULE_NET_PORT: libc::c_long = 2;
 pub(crate) fn abi_version() -> i32 {
     // SAFETY: with a null attribute and size 0 the kernel reads no memory.
     let ret = unsafe {
-        libc::syscall(libc::SYS_landlock_create_ruleset, std::ptr::null::<RulesetAttr>(), 0usize, CREATE_RULESET_VERSION)
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<RulesetAttr>(),
+            0usize,
+            CREATE_RULESET_VERSION,
+        )
     };
     if ret < 0 { 0 } else { ret as i32 }
 }
@@ -70,7 +75,13 @@ pub(crate) fn add_path_rule(ruleset: RawFd, path: &CStr, access: u64, file_right
     let attr = PathBeneathAttr { allowed_access: access, parent_fd: fd };
     // SAFETY: `attr` is a valid path-beneath attribute; `fd` is open.
     let ret = check(unsafe {
-        libc::syscall(libc::SYS_landlock_add_rule, ruleset, RULE_PATH_BENEATH, &attr as *const PathBeneathAttr, 0u32)
+        libc::syscall(
+            libc::SYS_landlock_add_rule,
+            ruleset,
+            RULE_PATH_BENEATH,
+            &attr as *const PathBeneathAttr,
+            0u32,
+        )
     });
     super::close(fd);
     ret.map(drop)

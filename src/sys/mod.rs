@@ -307,8 +307,10 @@ pub(crate) fn install_seccomp(program: &[crate::seccomp::SockFilter]) -> SysResu
     const SECCOMP_SET_MODE_FILTER: c_ulong = 1;
     let prog = SockFprog { len: program.len() as u16, filter: program.as_ptr() };
     // SAFETY: `prog` points at `len` instructions that outlive the call (the kernel copies them).
-    check(unsafe { libc::syscall(libc::SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0 as c_ulong, &prog as *const SockFprog) })
-        .map(drop)
+    check(unsafe {
+        libc::syscall(libc::SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0 as c_ulong, &prog as *const SockFprog)
+    })
+    .map(drop)
 }
 
 /// Sets the file mode creation mask.
