@@ -12,7 +12,6 @@ use std::path::PathBuf;
 
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
-use nix::sys::stat::Mode;
 
 /// A user resolved inside the sandbox's root.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -120,8 +119,12 @@ fn read_db(layers: &[PathBuf], path: &str) -> Result<Vec<Vec<String>>, LookupFai
     let dirs = layers
         .iter()
         .map(|layer| {
-            nix::fcntl::open(layer, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
-                .map_err(|e| LookupFailure::io("open layer", layer, e))
+            // Through no symlink, as every host path of a sandbox is opened.
+            let path = std::ffi::CString::new(layer.as_os_str().as_bytes())
+                .map_err(|_| LookupFailure::io("open layer", layer, Errno::EINVAL))?;
+            crate::sys::open_host(&path, libc::O_PATH | libc::O_DIRECTORY)
+                .map(crate::sys::owned)
+                .map_err(|e| LookupFailure::io("open layer", layer, Errno::from_raw(e.0)))
         })
         .collect::<Result<Vec<_>, _>>()?;
     let mut merged = Merged { layers: &dirs, steps: 0 };

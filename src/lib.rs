@@ -59,7 +59,8 @@ mod sys;
 mod userns;
 
 pub use access::{
-    ABI, AccessFs, AccessNet, BitFlags, LANDLOCK, LANDLOCK_NETWORK, LANDLOCK_SCOPES, Landlock, Scope,
+    ABI, AccessFs, AccessNet, BitFlags, LANDLOCK, LANDLOCK_FILE_RIGHTS, LANDLOCK_NETWORK, LANDLOCK_SCOPES,
+    Landlock, Scope,
 };
 pub use child::{Child, ChildStderr, ChildStdin, ChildStdout, ExitStatus, Output};
 pub use command::{Command, Stdio};

@@ -465,12 +465,25 @@ impl SandboxBuilder {
     fn resolve_user(&self, spec: &str) -> Result<crate::identity::Identity, Error> {
         use crate::fs::{MountKind, RootKind};
         use crate::identity::LookupFailure;
-        let etc_bind = self.mounts.iter().rev().find_map(|m| match &m.kind {
-            MountKind::Bind { source, .. } if m.target == std::path::Path::new("/etc") => {
+        // The last mount that decides what /etc/passwd and /etc/group are.
+        let path = std::path::Path::new;
+        let covering = [path("/etc"), path("/etc/passwd"), path("/etc/group")];
+        let etc_bind = match self.mounts.iter().rev().find(|m| covering.contains(&m.target.as_path())) {
+            None => None,
+            Some(Mount { target, kind: MountKind::Bind { source, .. }, .. }) if target == path("/etc") => {
                 Some(source.clone())
             }
-            _ => None,
-        });
+            Some(m) => {
+                return Err(Error::invalid(
+                    "user",
+                    spec,
+                    format!(
+                        "the sandbox's user database comes from the mount at {}, which is not a directory bound at /etc: give numeric ids",
+                        m.target.display()
+                    ),
+                ));
+            }
+        };
         let (layers, etc) = match (etc_bind, self.root.as_ref().map(|r| &r.0)) {
             (Some(source), _) => (vec![source], "."),
             (None, None | Some(RootKind::HostReadonly)) => (vec![PathBuf::from("/")], "etc"),
@@ -620,7 +633,7 @@ impl SandboxBuilder {
             None
         } else {
             let filter = self.syscall_filter.clone().unwrap_or_default();
-            Some(filter.compile(caps.map_or(0, |c| c.mask))?)
+            Some(filter.compile(caps.map_or(0, |c| c.mask), !no_new_privs)?)
         };
         let (landlock, unenforced) = match &self.landlock {
             Some(rules) => rules.plan(self.landlock_mount_rules())?,

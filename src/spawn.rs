@@ -112,7 +112,10 @@ pub(crate) fn spawn(
         Ok(Forked::Parent { pid, pidfd, in_cgroup }) => (pid, pidfd, in_cgroup),
         Err(e) => {
             let ns: Vec<_> = config.namespaces.names().collect();
-            return Err(Error::spawn(format!("clone3 with namespaces {ns:?}"), e));
+            return Err(Error::spawn(
+                format!("clone3 (or clone, where clone3 is refused) with namespaces {ns:?}"),
+                e,
+            ));
         }
     };
     drop(child_only);

@@ -58,6 +58,28 @@ fn the_payload_runs_filtered_with_no_new_privs_and_exactly_its_capabilities() {
 }
 
 #[test]
+fn the_filter_and_landlock_hold_with_new_privileges_allowed_too() {
+    // Without no_new_privs both go in before the credentials change, while the payload still
+    // holds CAP_SYS_ADMIN in its user namespace.
+    let mut b = untrusted();
+    b.allow_new_privileges().landlock(Landlock::from_mounts());
+    let out = sh_ok(
+        &b.build().unwrap(),
+        "grep -E '^(Seccomp|NoNewPrivs|CapEff)' /proc/self/status; touch /usr/x 2>&1; true",
+    );
+    assert!(out.contains("Seccomp:\t2") && out.contains("NoNewPrivs:\t0"), "{out}");
+    assert!(out.contains("CapEff:\t0000000000000000"), "{out}");
+    assert!(out.contains("touch: cannot touch '/usr/x'"), "{out}");
+    // A custom filter that refuses what the child still calls then is refused at build.
+    let mut b = untrusted();
+    b.allow_new_privileges().syscall_filter(SyscallFilter::default_profile().refuse("setresuid"));
+    assert!(matches!(b.build(), Err(Error::InvalidValue { what: "syscall filter", .. })));
+    let mut b = untrusted();
+    b.syscall_filter(SyscallFilter::default_profile().refuse("execve"));
+    assert!(matches!(b.build(), Err(Error::InvalidValue { what: "syscall filter", .. })));
+}
+
+#[test]
 fn running_without_a_filter_is_explicit() {
     let mut b = untrusted();
     b.no_syscall_filter();
@@ -206,7 +228,8 @@ fn landlock_limits_the_payload_to_the_paths_and_rights_given() {
     .unwrap();
     let mut rules = Landlock::new().read_exec("/usr").read_write("/tmp").read("/data");
     for dir in ["/lib", "/lib64", "/bin"] {
-        if Path::new(dir).exists() {
+        // Directories of their own (not merged-usr links, which /usr covers).
+        if std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) {
             rules = rules.read_exec(dir);
         }
     }
@@ -236,6 +259,16 @@ fn landlock_limits_the_payload_to_the_paths_and_rights_given() {
         Err(Error::Setup { stage: stockade::Stage::Landlock { path }, source }) => {
             assert_eq!(path, Path::new("/no/such/dir"));
             assert_eq!(source.raw_os_error(), Some(libc::ENOENT));
+        }
+        other => panic!("{other:?}"),
+    }
+    // A rule through a symlink (a planted one would widen it) fails the spawn, naming it.
+    let mut b = untrusted();
+    b.mount(Mount::symlink("/usr", "/tmp-link")).landlock(Landlock::new().read("/tmp-link"));
+    match b.build().unwrap().command("/bin/true").status() {
+        Err(Error::Setup { stage: stockade::Stage::Landlock { path }, source }) => {
+            assert_eq!(path, Path::new("/tmp-link"));
+            assert_eq!(source.raw_os_error(), Some(libc::ELOOP));
         }
         other => panic!("{other:?}"),
     }
@@ -353,6 +386,13 @@ fn a_user_named_in_the_sandboxs_own_passwd_runs_with_its_ids_groups_and_home() {
         }
         other => panic!("{other:?}"),
     }
+    // A later mount hides the bound /etc: the name is not looked up where the payload will not
+    // see it.
+    b.user_name("app").mount(Mount::tmpfs("/etc"));
+    match b.build() {
+        Err(Error::InvalidValue { what: "user", reason, .. }) => assert!(reason.contains("/etc"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
     // A root without /etc: names cannot be resolved (numeric ids still can).
     let mut b = untrusted();
     b.user_name("app");
@@ -379,4 +419,33 @@ fn commands_get_umask_path_and_home_defaults_unless_set() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "0077\n/x\n/bin\n");
     assert!(matches!(b.umask(0o1000).build(), Err(Error::InvalidValue { what: "umask", .. })));
+}
+
+#[test]
+fn stockade_spawns_under_its_own_default_filter_which_refuses_clone3() {
+    // The `run` example as the payload of a filtered sandbox: its clone3 gets ENOSYS, it falls
+    // back to clone, and its own sandbox (no namespaces: new user namespaces are refused) runs
+    // under a second copy of the filter.
+    let mut b = untrusted();
+    b.mount(Mount::bind_ro(run_example(), "/stockade-run"));
+    let out = b
+        .build()
+        .unwrap()
+        .command("/stockade-run")
+        .args(["--ns", "none", "--", "/bin/sh", "-c", "grep -E '^Seccomp_filters' /proc/self/status"])
+        .output()
+        .unwrap();
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("Seccomp_filters:\t2"), "{said}");
+    // And a nested sandbox that asks for a user namespace is refused, with the reason.
+    let out = b
+        .build()
+        .unwrap()
+        .command("/stockade-run")
+        .args(["--ns", "user", "--", "/bin/true"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("Operation not permitted"), "{}", text(&out));
 }

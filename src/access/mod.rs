@@ -8,7 +8,7 @@
 //! use stockade::{Landlock, Sandbox};
 //! # fn main() -> Result<(), stockade::Error> {
 //! let sandbox = Sandbox::untrusted()
-//!     .landlock(Landlock::new().read_exec("/usr").read_exec("/lib").read_write("/tmp").restrict_tcp())
+//!     .landlock(Landlock::new().read_exec("/usr").read_write("/tmp").restrict_tcp())
 //!     .build()?;
 //! # Ok(()) }
 //! ```
@@ -30,13 +30,20 @@ pub const LANDLOCK: &str = "landlock";
 pub const LANDLOCK_NETWORK: &str = "landlock network";
 /// See [`LANDLOCK`]: scoping needs Landlock ABI 6 (Linux 6.12).
 pub const LANDLOCK_SCOPES: &str = "landlock scopes";
+/// See [`LANDLOCK`]: restricting `truncate` needs Landlock ABI 3 (Linux 6.2) and device
+/// `ioctl`s ABI 5 (Linux 6.10); before, paths given without write access can still be
+/// truncated and their devices' `ioctl`s used.
+pub const LANDLOCK_FILE_RIGHTS: &str = "landlock truncate and device ioctl rights";
 
 /// Landlock rules for the payload. Once any is given, the filesystem is restricted: the payload
 /// can reach only the paths listed, each with the rights given (every right the running
 /// kernel knows is handled, so what is not allowed is refused with `EACCES`). TCP is restricted
 /// when a port rule or [`restrict_tcp`](Self::restrict_tcp) is given. Paths are inside the
-/// sandbox, resolved in its final root; a path that does not exist there fails the spawn
-/// with [`Stage::Landlock`](crate::Stage::Landlock).
+/// sandbox, resolved in its final root through no symlink (as host paths are: a link a
+/// payload planted must not widen a rule); a path that does not exist there, or leads through
+/// a symlink, fails the spawn with [`Stage::Landlock`](crate::Stage::Landlock) (`ENOENT`,
+/// `ELOOP`). Rights only add up down the tree (Landlock has no deny rules): a path below one
+/// given write access is writable whatever its own rule says.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Landlock {
     /// Also a rule per mount of the sandbox (see [`Landlock::from_mounts`]).
@@ -68,8 +75,10 @@ impl Landlock {
     /// Rules that mirror the sandbox's filesystem, computed at build from its root and
     /// mounts: read and execute beneath the root and every read-only mount, everything beneath
     /// writable ones (a writable root, `/tmp`, a writable bind), `/dev` and `/proc`. Nothing
-    /// else is reachable, whatever a payload manages to do to its mount namespace. Add more
-    /// with the other methods.
+    /// else is reachable, whatever a payload manages to do to its mount namespace. Rights add
+    /// up: a read-only mount below a writable one (a read-only bind in a writable root) is
+    /// writable as far as Landlock goes, and only its mount keeps it read-only. Add more with
+    /// the other methods.
     pub fn from_mounts() -> Landlock {
         Landlock { follow_mounts: true, ..Landlock::new() }
     }
@@ -157,10 +166,17 @@ impl Landlock {
             return Ok((None, unenforced));
         }
         let handled_fs = AccessFs::from_all(abi);
+        if abi_number < 5 {
+            missing(
+                LANDLOCK_FILE_RIGHTS,
+                format!("this kernel has Landlock ABI {abi_number}; truncate needs 3 and device ioctls 5"),
+            )?;
+        }
         let mut attr = RulesetAttr { handled_access_fs: handled_fs.bits(), ..RulesetAttr::default() };
         let mut ports = Vec::new();
         if let Some(tcp) = &self.tcp {
-            let handled_net = AccessNet::from_all(abi);
+            // TCP only: UDP rights of later ABIs would stay handled with no way to allow them.
+            let handled_net = AccessNet::from_all(abi) & (AccessNet::BindTcp | AccessNet::ConnectTcp);
             if handled_net.is_empty() {
                 missing(
                     LANDLOCK_NETWORK,
@@ -182,10 +198,10 @@ impl Landlock {
             attr.scoped = (self.scopes & known).bits();
         }
         let from_mounts = if self.follow_mounts { mounts } else { Vec::new() };
-        let paths = from_mounts
-            .iter()
-            .chain(&self.paths)
-            .map(|(path, access)| {
+        let mirrored = from_mounts.iter().map(|rule| (rule, true));
+        let paths = mirrored
+            .chain(self.paths.iter().map(|rule| (rule, false)))
+            .map(|((path, access), follow)| {
                 if !path.is_absolute() {
                     return Err(Error::InvalidPath {
                         what: "landlock path",
@@ -194,7 +210,7 @@ impl Landlock {
                     });
                 }
                 let c = crate::plan::cstring("landlock path", path.as_os_str())?;
-                Ok((c, (*access & handled_fs).bits()))
+                Ok((c, (*access & handled_fs).bits(), follow))
             })
             .collect::<Result<Vec<_>, Error>>()?;
         let file_rights = AccessFs::from_file(abi).bits();
@@ -206,8 +222,10 @@ impl Landlock {
 #[derive(Debug)]
 pub(crate) struct LandlockPlan {
     pub(crate) attr: RulesetAttr,
-    /// `(path inside the sandbox, rights)`.
-    pub(crate) paths: Vec<(CString, u64)>,
+    /// `(path inside the sandbox, rights, follow symlinks)`: a mount point mirrored by
+    /// [`Landlock::from_mounts`] is found as its mount was; a path the caller gave, through no
+    /// symlink.
+    pub(crate) paths: Vec<(CString, u64, bool)>,
     /// `(rights, TCP port)`.
     pub(crate) ports: Vec<(u64, u16)>,
     /// The rights a rule on a file (not a directory) may carry.
@@ -220,7 +238,7 @@ impl LandlockPlan {
         use std::os::unix::ffi::OsStrExt;
         self.paths
             .get(index)
-            .map(|(p, _)| Path::new(std::ffi::OsStr::from_bytes(p.to_bytes())).to_path_buf())
+            .map(|(p, _, _)| Path::new(std::ffi::OsStr::from_bytes(p.to_bytes())).to_path_buf())
             .unwrap_or_default()
     }
 }

@@ -78,7 +78,7 @@ pub(crate) fn compile(
     #[cfg(not(target_arch = "x86_64"))]
     let _ = unknown_abi;
     let segments = segments(table, default);
-    emit_tree(&segments, table, &mut out);
+    emit_tree(&segments, table, &mut out).map_err(|()| out.len())?;
     if out.len() > MAX_INSTRUCTIONS { Err(out.len()) } else { Ok(out) }
 }
 
@@ -115,25 +115,31 @@ fn segments(table: &BTreeMap<u32, Entry>, default: u32) -> Vec<(u32, Leaf)> {
 
 /// Emits a binary search over `segments`: at each node, `A >= pivot` jumps (through a long
 /// `ja`, whatever the distance) to the upper half; otherwise the lower half follows.
-fn emit_tree(segments: &[(u32, Leaf)], table: &BTreeMap<u32, Entry>, out: &mut Vec<SockFilter>) {
+fn emit_tree(
+    segments: &[(u32, Leaf)],
+    table: &BTreeMap<u32, Entry>,
+    out: &mut Vec<SockFilter>,
+) -> Result<(), ()> {
     if let [(_, leaf)] = segments {
         match *leaf {
             Leaf::Ret(k) => out.push(stmt(BPF_RET_K, k)),
-            Leaf::Rules(nr) => emit_rules(&table[&nr], out),
+            Leaf::Rules(nr) => emit_rules(&table[&nr], out)?,
         }
-        return;
+        return Ok(());
     }
     let mid = segments.len() / 2;
     out.push(jump(BPF_JGE_K, segments[mid].0, 0, 1));
     let ja = out.len();
     out.push(stmt(BPF_JMP_JA, 0));
-    emit_tree(&segments[..mid], table, out);
+    emit_tree(&segments[..mid], table, out)?;
     out[ja].k = (out.len() - ja - 1) as u32;
-    emit_tree(&segments[mid..], table, out);
+    emit_tree(&segments[mid..], table, out)
 }
 
 /// A call's rules in order; the first whose comparisons all hold gives its action.
-fn emit_rules(entry: &Entry, out: &mut Vec<SockFilter>) {
+/// Fails only if a rule is too long for a conditional jump past it (255 instructions; rules
+/// of at most six comparisons need 43).
+fn emit_rules(entry: &Entry, out: &mut Vec<SockFilter>) -> Result<(), ()> {
     for (args, action) in &entry.rules {
         let mut fails = Vec::new();
         for arg in args {
@@ -142,8 +148,7 @@ fn emit_rules(entry: &Entry, out: &mut Vec<SockFilter>) {
         out.push(stmt(BPF_RET_K, *action));
         let next = out.len();
         for (at, field) in fails {
-            // Rules are short (at most six comparisons of at most seven instructions).
-            let offset = u8::try_from(next - at - 1).unwrap_or(u8::MAX);
+            let offset = u8::try_from(next - at - 1).map_err(drop)?;
             match field {
                 Field::True => out[at].jt = offset,
                 Field::False => out[at].jf = offset,
@@ -151,6 +156,39 @@ fn emit_rules(entry: &Entry, out: &mut Vec<SockFilter>) {
         }
     }
     out.push(stmt(BPF_RET_K, entry.fallback));
+    Ok(())
+}
+
+/// What `program` returns for system call `nr` of this machine's ABI with `args`: a small
+/// interpreter of the instructions [`compile`] emits, to check a filter before it is used.
+pub(crate) fn evaluate(program: &[SockFilter], nr: u32, arch: u32, args: [u64; 6]) -> u32 {
+    let mut data = [0u8; 64];
+    data[0..4].copy_from_slice(&nr.to_ne_bytes());
+    data[4..8].copy_from_slice(&arch.to_ne_bytes());
+    for (i, a) in args.iter().enumerate() {
+        data[16 + 8 * i..24 + 8 * i].copy_from_slice(&a.to_ne_bytes());
+    }
+    let (mut a, mut pc) = (0u32, 0usize);
+    while let Some(i) = program.get(pc) {
+        pc += 1;
+        let cond = |taken: bool| if taken { i.jt as usize } else { i.jf as usize };
+        match i.code {
+            BPF_LD_W_ABS => {
+                let k = i.k as usize;
+                let word = data.get(k..k + 4).and_then(|w| <[u8; 4]>::try_from(w).ok()).unwrap_or_default();
+                a = u32::from_ne_bytes(word);
+            }
+            BPF_ALU_AND_K => a &= i.k,
+            BPF_JMP_JA => pc += i.k as usize,
+            BPF_JEQ_K => pc += cond(a == i.k),
+            BPF_JGT_K => pc += cond(a > i.k),
+            BPF_JGE_K => pc += cond(a >= i.k),
+            BPF_RET_K => return i.k,
+            _ => break,
+        }
+    }
+    // The kernel refuses such a program; nothing compiled here is one.
+    RET_KILL_PROCESS
 }
 
 /// Which branch of a conditional jump leads to "this rule does not match".
@@ -225,31 +263,7 @@ pub(super) mod tests {
     use super::*;
 
     pub(in crate::seccomp) fn run(prog: &[SockFilter], nr: u32, arch: u32, args: [u64; 6]) -> u32 {
-        let mut data = [0u8; 64];
-        data[0..4].copy_from_slice(&nr.to_le_bytes());
-        data[4..8].copy_from_slice(&arch.to_le_bytes());
-        for (i, a) in args.iter().enumerate() {
-            data[16 + 8 * i..24 + 8 * i].copy_from_slice(&a.to_le_bytes());
-        }
-        let (mut a, mut pc) = (0u32, 0usize);
-        loop {
-            let i = prog[pc];
-            pc += 1;
-            let cond = |taken: bool| if taken { i.jt as usize } else { i.jf as usize };
-            match i.code {
-                BPF_LD_W_ABS => {
-                    let k = i.k as usize;
-                    a = u32::from_le_bytes(data[k..k + 4].try_into().unwrap());
-                }
-                BPF_ALU_AND_K => a &= i.k,
-                BPF_JMP_JA => pc += i.k as usize,
-                BPF_JEQ_K => pc += cond(a == i.k),
-                BPF_JGT_K => pc += cond(a > i.k),
-                BPF_JGE_K => pc += cond(a >= i.k),
-                BPF_RET_K => return i.k,
-                other => panic!("unexpected instruction {other:#x}"),
-            }
-        }
+        evaluate(prog, nr, arch, args)
     }
 
     fn holds(cmp: Cmp, low32: bool, v: u64) -> bool {

@@ -181,7 +181,7 @@ impl SyscallFilter {
     /// profile allows, minus `io_uring_*`, `modify_ldt` and the calls that change or query
     /// mounts; refused with `EPERM` is every other call the kernel has, among them:
     ///
-    /// - new namespaces: `unshare` and `clone` with a namespace flag, `setns`; `clone3` fails
+    /// - new namespaces: `unshare`, `clone` with a namespace flag, `setns`; `clone3` fails
     ///   with `ENOSYS`, so libcs fall back to `clone`, whose flags the filter can see;
     /// - the mount family (`mount`, `umount2`, `fsopen`, `fsconfig`, `fsmount`, `fspick`,
     ///   `move_mount`, `open_tree`, `mount_setattr`), `pivot_root`, `chroot` without
@@ -197,7 +197,8 @@ impl SyscallFilter {
     /// - `ioctl` `TIOCSTI` (typing into a terminal) and `TIOCLINUX`.
     ///
     /// `socket` of a family other than `AF_UNIX`, `AF_INET`, `AF_INET6`, `AF_NETLINK` and
-    /// `AF_PACKET` fails with `EAFNOSUPPORT` (no `AF_VSOCK`, `AF_ALG`, `AF_BLUETOOTH`, ...).
+    /// `AF_PACKET`, and `socketpair` of any but `AF_UNIX`, fail with `EAFNOSUPPORT` (no
+    /// `AF_VSOCK`, `AF_ALG`, `AF_TIPC`, `AF_BLUETOOTH`, ...).
     /// System calls newer than the filter knows fail with `ENOSYS`.
     ///
     /// As with Docker, capabilities given to the payload open the calls they are for:
@@ -234,7 +235,40 @@ impl SyscallFilter {
 
     /// Compiles the filter for a payload holding the capabilities `caps` (bit `n`: capability
     /// `n`).
-    pub(crate) fn compile(&self, caps: u64) -> Result<Vec<SockFilter>, Error> {
+    /// `early`: installed before the credential changes (without `no_new_privs`), so those
+    /// calls must pass too.
+    pub(crate) fn compile(&self, caps: u64, early: bool) -> Result<Vec<SockFilter>, Error> {
+        let program = self.compile_table(caps)?;
+        // What the child itself calls once the filter is in: refusing it would make every
+        // spawn fail, with its report lost if `write` is refused.
+        const AFTER: &[&str] = &["rt_sigprocmask", "execve", "write", "exit_group"];
+        const EARLY: &[&str] = &[
+            "prlimit64",
+            "prctl",
+            "setgroups",
+            "setresgid",
+            "setresuid",
+            "capset",
+            "getppid",
+            "chdir",
+            "umask",
+        ];
+        let needed = AFTER.iter().chain(if early { EARLY } else { &[] });
+        for name in needed {
+            let Some(nr) = number(name, true)? else { continue };
+            let verdict = bpf::evaluate(&program, nr, bpf::NATIVE_ARCH, [0; 6]);
+            if verdict != Action::Allow.ret() && verdict != Action::Log.ret() {
+                return Err(Error::invalid(
+                    "syscall filter",
+                    format!("refusing {name}"),
+                    "the sandbox calls it after installing the filter (rt_sigprocmask, execve, write and exit_group; without no_new_privs also the credential calls): allow it",
+                ));
+            }
+        }
+        Ok(program)
+    }
+
+    fn compile_table(&self, caps: u64) -> Result<Vec<SockFilter>, Error> {
         let enosys = Action::Errno(libc::ENOSYS).ret();
         let (mut table, default) = match self.base {
             Base::Default => (profile::table(caps), enosys),
@@ -339,7 +373,7 @@ mod tests {
     use super::*;
 
     fn verdict(filter: &SyscallFilter, caps: u64, name: &str, args: [u64; 6]) -> u32 {
-        let prog = filter.compile(caps).unwrap();
+        let prog = filter.compile(caps, false).unwrap();
         let nr = Sysno::from_str(name).unwrap().id() as u32;
         bpf::tests::run(&prog, nr, bpf::NATIVE_ARCH, args)
     }
@@ -349,7 +383,7 @@ mod tests {
         let f = SyscallFilter::default_profile();
         let (allow, eperm, enosys) =
             (Action::Allow.ret(), Action::Errno(libc::EPERM).ret(), Action::Errno(libc::ENOSYS).ret());
-        let prog = f.compile(0).unwrap();
+        let prog = f.compile(0, false).unwrap();
         assert!(prog.len() < bpf::MAX_INSTRUCTIONS / 2, "{} instructions", prog.len());
         for name in ["read", "openat", "execve", "mmap", "futex", "rt_sigreturn", "wait4"] {
             assert_eq!(verdict(&f, 0, name, [0; 6]), allow, "{name}");
@@ -389,7 +423,13 @@ mod tests {
         assert_eq!(verdict(&f, 0, "clone", [newuser | libc::SIGCHLD as u64, 0, 0, 0, 0, 0]), eperm);
         assert_eq!(verdict(&f, 0, "clone", [libc::SIGCHLD as u64, 0, 0, 0, 0, 0]), allow);
         assert_eq!(verdict(&f, 0, "unshare", [newuser, 0, 0, 0, 0, 0]), eperm);
-        assert_eq!(verdict(&f, 0, "unshare", [libc::CLONE_FILES as u64, 0, 0, 0, 0, 0]), allow);
+        assert_eq!(verdict(&f, 0, "unshare", [libc::CLONE_FILES as u64, 0, 0, 0, 0, 0]), eperm);
+        let eafnosupport = Action::Errno(libc::EAFNOSUPPORT).ret();
+        assert_eq!(verdict(&f, 0, "socketpair", [libc::AF_UNIX as u64, 1, 0, 0, 0, 0]), allow);
+        assert_eq!(verdict(&f, 0, "socketpair", [libc::AF_VSOCK as u64, 1, 0, 0, 0, 0]), eafnosupport);
+        // Every call the machine's table knows is allowed or refused; none falls to ENOSYS.
+        let last = Sysno::last();
+        assert_ne!(verdict(&f, 0, last.name(), [0; 6]), enosys, "{last}");
         // The 32-bit request, whatever the register's upper half holds.
         for request in [libc::TIOCSTI, libc::TIOCSTI | 1 << 32, libc::TIOCLINUX] {
             assert_eq!(verdict(&f, 0, "ioctl", [0, request, 0, 0, 0, 0]), eperm, "{request:#x}");

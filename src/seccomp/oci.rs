@@ -101,12 +101,27 @@ fn rules(
             groups.iter().map(|args| SyscallRule {
                 name: name.clone(),
                 action,
-                args: args.clone(),
+                // Arguments the kernel reads as 32-bit are compared on their low half: a
+                // payload can set the upper half of the register to anything (libseccomp
+                // compares all 64 bits, which a 0x1_0000_0028 "family" slips past).
+                args: args.iter().map(|a| ArgCmp { low32: int_argument(name, a.index), ..*a }).collect(),
                 needs: needs.clone(),
                 unless: unless.clone(),
             })
         })
         .collect())
+}
+
+/// Whether argument `index` of `name` is an `int` (or `unsigned int`) to the kernel, among the
+/// calls profiles filter by argument.
+fn int_argument(name: &str, index: u8) -> bool {
+    matches!(
+        (name, index),
+        ("socket" | "socketpair", 0..=2)
+            | ("ioctl" | "fcntl" | "kill" | "setsockopt" | "getsockopt", 1)
+            | ("personality" | "prctl", 0)
+            | ("tgkill", 2)
+    )
 }
 
 fn action(action: LinuxSeccompAction, errno: Option<u32>) -> Result<Action, Error> {

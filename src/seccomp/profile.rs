@@ -276,7 +276,6 @@ const ALLOWED: &[&str] = &[
     "sigaltstack",
     "signalfd",
     "signalfd4",
-    "socketpair",
     "splice",
     "stat",
     "statfs",
@@ -349,7 +348,8 @@ const BY_CAPABILITY: &[(Capability, &[&str])] = &[
     (Capability::CAP_DAC_READ_SEARCH, &["open_by_handle_at"]),
 ];
 
-/// Every namespace flag of `clone` and `unshare`.
+/// Every namespace flag of `clone` (`CLONE_NEWTIME` shares its bit with the exit signal: only
+/// `unshare` and `clone3` can ask for it, and both are refused).
 const CLONE_NAMESPACES: u64 = (libc::CLONE_NEWNS
     | libc::CLONE_NEWCGROUP
     | libc::CLONE_NEWUTS
@@ -357,8 +357,6 @@ const CLONE_NAMESPACES: u64 = (libc::CLONE_NEWNS
     | libc::CLONE_NEWUSER
     | libc::CLONE_NEWPID
     | libc::CLONE_NEWNET) as u64;
-/// `CLONE_NEWTIME` shares its bit with the exit signal of `clone`: only `unshare` has it.
-const CLONE_NEWTIME: u64 = 0x80;
 
 /// Socket families a payload may create; others get `EAFNOSUPPORT`, as from a kernel without
 /// them.
@@ -380,7 +378,12 @@ pub(super) fn table(caps: u64) -> BTreeMap<u32, Entry> {
     let has = |cap: Capability| caps & (1 << cap.index()) != 0;
     // Every call this machine has is refused, then the allowed ones opened.
     let mut table: BTreeMap<u32, Entry> =
-        Sysno::iter().map(|s| (s.id() as u32, Entry { rules: Vec::new(), fallback: eperm })).collect();
+        // Every number from the first to the last the table knows (`Sysno::iter` stops short of
+        // the last one).
+        (Sysno::first().id()..=Sysno::last().id())
+            .filter_map(|id| Sysno::new(id as usize))
+            .map(|s| (s.id() as u32, Entry { rules: Vec::new(), fallback: eperm }))
+            .collect();
     let mut set = |name: &str, entry: Entry| {
         if let Some(nr) = nr(name) {
             table.insert(nr, entry);
@@ -399,14 +402,15 @@ pub(super) fn table(caps: u64) -> BTreeMap<u32, Entry> {
     }
     // New namespaces: never a user namespace (the way in to most of the kernel's attack
     // surface); others with CAP_SYS_ADMIN.
-    let (clone_mask, unshare_mask) = if has(Capability::CAP_SYS_ADMIN) {
-        (libc::CLONE_NEWUSER as u64, libc::CLONE_NEWUSER as u64)
-    } else {
-        (CLONE_NAMESPACES, CLONE_NAMESPACES | CLONE_NEWTIME)
-    };
+    // `unshare` only with CAP_SYS_ADMIN, as with Docker.
     let no_flags = |mask| vec![(vec![ArgCmp::new(0, Cmp::MaskedEq { mask, value: 0 })], allow)];
-    set("clone", Entry { rules: no_flags(clone_mask), fallback: eperm });
-    set("unshare", Entry { rules: no_flags(unshare_mask), fallback: eperm });
+    if has(Capability::CAP_SYS_ADMIN) {
+        let newuser = libc::CLONE_NEWUSER as u64;
+        set("clone", Entry { rules: no_flags(newuser), fallback: eperm });
+        set("unshare", Entry { rules: no_flags(newuser), fallback: eperm });
+    } else {
+        set("clone", Entry { rules: no_flags(CLONE_NAMESPACES), fallback: eperm });
+    }
     set("clone3", plain(Action::Errno(libc::ENOSYS).ret()));
     let refuse_request = |request: u64| (vec![ArgCmp::low32(1, Cmp::Eq(request))], eperm);
     set(
@@ -417,6 +421,11 @@ pub(super) fn table(caps: u64) -> BTreeMap<u32, Entry> {
         },
     );
     let family = |f: &i32| (vec![ArgCmp::low32(0, Cmp::Eq(*f as u64))], allow);
+    // A pair of sockets runs its family's code as much as one socket does: unix only.
+    set(
+        "socketpair",
+        Entry { rules: vec![family(&libc::AF_UNIX)], fallback: Action::Errno(libc::EAFNOSUPPORT).ret() },
+    );
     set(
         "socket",
         Entry {

@@ -60,10 +60,24 @@ pub(crate) fn create_ruleset(attr: &RulesetAttr) -> SysResult<RawFd> {
     .map(|fd| fd as RawFd)
 }
 
-/// Allows `access` beneath `path` (resolved from the current root); for a file only the rights
-/// a file can have are kept (`file_rights`), as the kernel refuses directory rights on one.
-pub(crate) fn add_path_rule(ruleset: RawFd, path: &CStr, access: u64, file_rights: u64) -> SysResult<()> {
-    let fd = super::open(path, libc::O_PATH | libc::O_CLOEXEC)?;
+/// Allows `access` beneath `path` (resolved from the current root, through no symlink: one
+/// planted by an earlier payload must not widen the rule, `ELOOP`); for a file only the rights
+/// a file can have are kept (`file_rights`), as the kernel refuses directory rights on one. A
+/// rule left with no rights grants nothing and is not added. `follow`: resolve symlinks (inside
+/// the sandbox's root), as the mount code did for a mount point the rule mirrors.
+pub(crate) fn add_path_rule(
+    ruleset: RawFd,
+    path: &CStr,
+    access: u64,
+    file_rights: u64,
+    follow: bool,
+) -> SysResult<()> {
+    let resolve = if follow {
+        super::RESOLVE_NO_MAGICLINKS
+    } else {
+        super::RESOLVE_NO_SYMLINKS | super::RESOLVE_NO_MAGICLINKS
+    };
+    let fd = super::openat2(libc::AT_FDCWD, path, libc::O_PATH | libc::O_CLOEXEC, resolve)?;
     let access = match is_dir(fd) {
         Ok(true) => access,
         Ok(false) => access & file_rights,
@@ -72,6 +86,10 @@ pub(crate) fn add_path_rule(ruleset: RawFd, path: &CStr, access: u64, file_right
             return Err(e);
         }
     };
+    if access == 0 {
+        super::close(fd);
+        return Ok(());
+    }
     let attr = PathBeneathAttr { allowed_access: access, parent_fd: fd };
     // SAFETY: `attr` is a valid path-beneath attribute; `fd` is open.
     let ret = check(unsafe {
