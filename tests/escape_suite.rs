@@ -566,26 +566,6 @@ fn host_has_key(desc: &str) -> bool {
     keyctl(KEYCTL_SEARCH, KEY_SPEC_USER_KEYRING, c"user".as_ptr() as _, cdesc.as_ptr() as _, 0) > 0
 }
 
-/// A pseudo-terminal pair (master, slave), in raw mode, that is nobody's controlling terminal.
-fn open_pty() -> (std::fs::File, std::fs::File) {
-    // SAFETY: standard posix_openpt/grantpt/unlockpt/ptsname_r sequence on descriptors owned here.
-    unsafe {
-        let master = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
-        assert!(master >= 0);
-        assert_eq!(libc::grantpt(master), 0);
-        assert_eq!(libc::unlockpt(master), 0);
-        let mut name = [0 as libc::c_char; 128];
-        assert_eq!(libc::ptsname_r(master, name.as_mut_ptr(), name.len()), 0);
-        let slave = libc::open(name.as_ptr(), libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
-        assert!(slave >= 0);
-        // Raw mode: every byte injected or typed counts at once (not only complete lines).
-        let mut t: libc::termios = std::mem::zeroed();
-        assert_eq!(libc::tcgetattr(slave, &mut t), 0);
-        libc::cfmakeraw(&mut t);
-        assert_eq!(libc::tcsetattr(slave, libc::TCSANOW, &t), 0);
-        (std::fs::File::from_raw_fd(master), std::fs::File::from_raw_fd(slave))
-    }
-}
 
 /// Bytes waiting in a terminal's input queue (where TIOCSTI injects).
 fn queued(tty: &std::fs::File) -> i32 {

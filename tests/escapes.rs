@@ -186,21 +186,6 @@ fn killing_the_embedding_program_kills_a_payload_without_namespaces() {
     kill_embedder_and_check_sandbox_dies("none", "echo started; exec sleep 3600", 1);
 }
 
-/// A pseudo-terminal pair: (master, slave), both without becoming our controlling terminal.
-fn open_pty() -> (std::fs::File, std::fs::File) {
-    // SAFETY: standard posix_openpt/grantpt/unlockpt/ptsname_r sequence on descriptors owned here.
-    unsafe {
-        let master = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
-        assert!(master >= 0);
-        assert_eq!(libc::grantpt(master), 0);
-        assert_eq!(libc::unlockpt(master), 0);
-        let mut name = [0 as libc::c_char; 128];
-        assert_eq!(libc::ptsname_r(master, name.as_mut_ptr(), name.len()), 0);
-        let slave = libc::open(name.as_ptr(), libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
-        assert!(slave >= 0);
-        (std::fs::File::from_raw_fd(master), std::fs::File::from_raw_fd(slave))
-    }
-}
 
 #[test]
 fn tiocsti_keystroke_injection_into_the_terminal_fails() {
