@@ -36,6 +36,14 @@
 //! As root every namespace is available. Unprivileged programs add [`Namespaces::USER`]; the
 //! payload is then root inside a user namespace that maps only the caller's own ids (or more,
 //! through `newuidmap`/`newgidmap`).
+//!
+//! ## Least privilege by default
+//! Every payload runs under a syscall filter ([`SyscallFilter::default_profile`]: Docker's
+//! allow-list, narrowed) with `no_new_privs` and exactly the capabilities asked for; weakening
+//! either is explicit ([`SandboxBuilder::no_syscall_filter`],
+//! [`SandboxBuilder::allow_new_privileges`]). [`Landlock`] rules and identity by name
+//! ([`SandboxBuilder::user_name`]) are there when wanted, and [`Sandbox::untrusted`] is the
+//! recommended configuration with all of it.
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
