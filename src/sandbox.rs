@@ -441,9 +441,13 @@ impl SandboxBuilder {
             Some(RootKind::Overlay { .. }) => true,
         };
         rules.push((PathBuf::from("/"), rights(root_writable)));
-        if self.root.is_some() {
-            // The default /proc and /dev (or whatever a mount puts there).
+        // The default /proc (with a pid namespace) and /dev that come with a root; a mount of
+        // the caller's at either adds its own rule below.
+        let claimed = |path: &str| self.mounts.iter().any(|m| m.target == std::path::Path::new(path));
+        if self.root.is_some() && self.namespaces.contains(Namespaces::PID) && !claimed("/proc") {
             rules.push((PathBuf::from("/proc"), all));
+        }
+        if self.root.is_some() && !claimed("/dev") {
             rules.push((PathBuf::from("/dev"), all));
         }
         for m in &self.mounts {
@@ -468,7 +472,10 @@ impl SandboxBuilder {
         // The last mount that decides what /etc/passwd and /etc/group are.
         let path = std::path::Path::new;
         let covering = [path("/etc"), path("/etc/passwd"), path("/etc/group")];
-        let etc_bind = match self.mounts.iter().rev().find(|m| covering.contains(&m.target.as_path())) {
+        // Read-only remounts and directories over an existing one keep what is there.
+        let keeps = |m: &&Mount| matches!(m.kind, MountKind::ReadOnly | MountKind::Dir { .. });
+        let decides = |m: &&Mount| covering.contains(&m.target.as_path()) && !keeps(m);
+        let etc_bind = match self.mounts.iter().rev().find(decides) {
             None => None,
             Some(Mount { target, kind: MountKind::Bind { source, .. }, .. }) if target == path("/etc") => {
                 Some(source.clone())

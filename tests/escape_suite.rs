@@ -566,7 +566,6 @@ fn host_has_key(desc: &str) -> bool {
     keyctl(KEYCTL_SEARCH, KEY_SPEC_USER_KEYRING, c"user".as_ptr() as _, cdesc.as_ptr() as _, 0) > 0
 }
 
-
 /// Bytes waiting in a terminal's input queue (where TIOCSTI injects).
 fn queued(tty: &std::fs::File) -> i32 {
     let mut n: libc::c_int = 0;

@@ -186,7 +186,6 @@ fn killing_the_embedding_program_kills_a_payload_without_namespaces() {
     kill_embedder_and_check_sandbox_dies("none", "echo started; exec sleep 3600", 1);
 }
 
-
 #[test]
 fn tiocsti_keystroke_injection_into_the_terminal_fails() {
     if !have("/usr/bin/python3") {

@@ -294,7 +294,8 @@ fn landlock_network_and_scopes_are_enforced_or_reported_as_the_kernel_allows() {
         let missing = child.unenforced().to_vec();
         let want: &[&str] = match abi {
             0 => &[stockade::LANDLOCK],
-            1..=3 => &[stockade::LANDLOCK_NETWORK, stockade::LANDLOCK_SCOPES],
+            1..=3 => &[stockade::LANDLOCK_NETWORK, stockade::LANDLOCK_SCOPES, stockade::LANDLOCK_FILE_RIGHTS],
+            4 => &[stockade::LANDLOCK_SCOPES, stockade::LANDLOCK_FILE_RIGHTS],
             _ => &[stockade::LANDLOCK_SCOPES],
         };
         for w in want {
@@ -368,6 +369,10 @@ fn a_user_named_in_the_sandboxs_own_passwd_runs_with_its_ids_groups_and_home() {
         out,
         "1000\n1000\n1000 50\n/home/app\n/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
     );
+    // A read-only remount of /etc keeps what the bind put there.
+    let mut ro = b.clone();
+    ro.mount(Mount::read_only_path("/etc"));
+    assert_eq!(sh_ok(&ro.build().unwrap(), "id -u"), "1000\n");
     // user:group by name: that group, no supplementary ones.
     b.user_name("app:audio");
     assert_eq!(sh_ok(&b.build().unwrap(), "id -u; id -G"), "1000\n29\n");

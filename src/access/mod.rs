@@ -77,8 +77,10 @@ impl Landlock {
     /// writable ones (a writable root, `/tmp`, a writable bind), `/dev` and `/proc`. Nothing
     /// else is reachable, whatever a payload manages to do to its mount namespace. Rights add
     /// up: a read-only mount below a writable one (a read-only bind in a writable root) is
-    /// writable as far as Landlock goes, and only its mount keeps it read-only. Add more with
-    /// the other methods.
+    /// writable as far as Landlock goes, and only its mount keeps it read-only. Like every
+    /// rule, each mount point is found through no symlink: a mount whose target path leads
+    /// through one (in a caller's root directory) fails the spawn with
+    /// [`Stage::Landlock`](crate::Stage::Landlock). Add more with the other methods.
     pub fn from_mounts() -> Landlock {
         Landlock { follow_mounts: true, ..Landlock::new() }
     }
@@ -134,7 +136,9 @@ impl Landlock {
     /// What to do on a kernel that lacks Landlock or part of what is asked (default:
     /// [`Compat::Enforce`], a typed error at build). With [`Compat::BestEffort`] the sandbox
     /// runs without the missing parts and [`Child::unenforced`](crate::Child::unenforced)
-    /// names them ([`LANDLOCK`], [`LANDLOCK_NETWORK`], [`LANDLOCK_SCOPES`]).
+    /// names them ([`LANDLOCK`], [`LANDLOCK_NETWORK`], [`LANDLOCK_SCOPES`]). Kernels before
+    /// 6.10 cannot restrict `truncate` or device `ioctl`s: that is reported as
+    /// [`LANDLOCK_FILE_RIGHTS`] under either setting, never an error.
     pub fn compat(mut self, compat: Compat) -> Landlock {
         self.compat = compat;
         self
@@ -166,12 +170,7 @@ impl Landlock {
             return Ok((None, unenforced));
         }
         let handled_fs = AccessFs::from_all(abi);
-        if abi_number < 5 {
-            missing(
-                LANDLOCK_FILE_RIGHTS,
-                format!("this kernel has Landlock ABI {abi_number}; truncate needs 3 and device ioctls 5"),
-            )?;
-        }
+
         let mut attr = RulesetAttr { handled_access_fs: handled_fs.bits(), ..RulesetAttr::default() };
         let mut ports = Vec::new();
         if let Some(tcp) = &self.tcp {
@@ -198,10 +197,10 @@ impl Landlock {
             attr.scoped = (self.scopes & known).bits();
         }
         let from_mounts = if self.follow_mounts { mounts } else { Vec::new() };
-        let mirrored = from_mounts.iter().map(|rule| (rule, true));
-        let paths = mirrored
-            .chain(self.paths.iter().map(|rule| (rule, false)))
-            .map(|((path, access), follow)| {
+        let paths = from_mounts
+            .iter()
+            .chain(&self.paths)
+            .map(|(path, access)| {
                 if !path.is_absolute() {
                     return Err(Error::InvalidPath {
                         what: "landlock path",
@@ -210,10 +209,15 @@ impl Landlock {
                     });
                 }
                 let c = crate::plan::cstring("landlock path", path.as_os_str())?;
-                Ok((c, (*access & handled_fs).bits(), follow))
+                Ok((c, (*access & handled_fs).bits()))
             })
             .collect::<Result<Vec<_>, Error>>()?;
         let file_rights = AccessFs::from_file(abi).bits();
+        // Reported under either setting, never an error: every kernel before 6.10 lacks them,
+        // and the rest of Landlock is worth having there.
+        if abi_number < 5 {
+            unenforced.push(LANDLOCK_FILE_RIGHTS);
+        }
         Ok((Some(LandlockPlan { attr, paths, ports, file_rights }), unenforced))
     }
 }
@@ -222,10 +226,8 @@ impl Landlock {
 #[derive(Debug)]
 pub(crate) struct LandlockPlan {
     pub(crate) attr: RulesetAttr,
-    /// `(path inside the sandbox, rights, follow symlinks)`: a mount point mirrored by
-    /// [`Landlock::from_mounts`] is found as its mount was; a path the caller gave, through no
-    /// symlink.
-    pub(crate) paths: Vec<(CString, u64, bool)>,
+    /// `(path inside the sandbox, rights)`, each found through no symlink.
+    pub(crate) paths: Vec<(CString, u64)>,
     /// `(rights, TCP port)`.
     pub(crate) ports: Vec<(u64, u16)>,
     /// The rights a rule on a file (not a directory) may carry.
@@ -238,7 +240,7 @@ impl LandlockPlan {
         use std::os::unix::ffi::OsStrExt;
         self.paths
             .get(index)
-            .map(|(p, _, _)| Path::new(std::ffi::OsStr::from_bytes(p.to_bytes())).to_path_buf())
+            .map(|(p, _)| Path::new(std::ffi::OsStr::from_bytes(p.to_bytes())).to_path_buf())
             .unwrap_or_default()
     }
 }

@@ -35,6 +35,9 @@ pub(crate) const MAX_INSTRUCTIONS: usize = 4096;
 /// `SECCOMP_RET_KILL_PROCESS`: what a call from another ABI of the machine gets.
 pub(crate) const RET_KILL_PROCESS: u32 = 0x8000_0000;
 
+#[cfg(not(target_endian = "little"))]
+compile_error!("the seccomp compiler reads arguments and the architecture as little-endian");
+
 /// `AUDIT_ARCH_*` of the machine: only its native calls are looked up.
 #[cfg(target_arch = "x86_64")]
 pub(crate) const NATIVE_ARCH: u32 = 0xC000_003E;

@@ -341,8 +341,11 @@ impl SyscallFilter {
         bpf::compile(&table, default, enosys).map_err(|len| {
             Error::invalid(
                 "syscall filter",
-                format!("of {len} instructions"),
-                format!("the kernel runs at most {}", bpf::MAX_INSTRUCTIONS),
+                format!("of {len} instructions or more"),
+                format!(
+                    "the kernel runs at most {}, and a rule must fit in a 255-instruction jump",
+                    bpf::MAX_INSTRUCTIONS
+                ),
             )
         })
     }

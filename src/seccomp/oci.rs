@@ -117,10 +117,9 @@ fn rules(
 fn int_argument(name: &str, index: u8) -> bool {
     matches!(
         (name, index),
-        ("socket" | "socketpair", 0..=2)
-            | ("ioctl" | "fcntl" | "kill" | "setsockopt" | "getsockopt", 1)
+        ("socket" | "socketpair" | "setsockopt" | "getsockopt" | "tgkill", 0..=2)
+            | ("ioctl" | "fcntl" | "kill" | "tkill" | "setns", 0..=1)
             | ("personality" | "prctl", 0)
-            | ("tgkill", 2)
     )
 }
 

@@ -230,8 +230,8 @@ fn apply_landlock(creds: &crate::plan::Creds<'_>) -> Result<(), Failure> {
     let whole = at_index(Step::Landlock, usize::MAX);
     let ruleset = super::landlock::create_ruleset(&rules.attr).map_err(&whole)?;
     let added = (|| {
-        for (i, (path, access, follow)) in rules.paths.iter().enumerate() {
-            super::landlock::add_path_rule(ruleset, path, *access, rules.file_rights, *follow)
+        for (i, (path, access)) in rules.paths.iter().enumerate() {
+            super::landlock::add_path_rule(ruleset, path, *access, rules.file_rights)
                 .map_err(at_index(Step::Landlock, i))?;
         }
         for &(access, port) in &rules.ports {

@@ -63,20 +63,9 @@ pub(crate) fn create_ruleset(attr: &RulesetAttr) -> SysResult<RawFd> {
 /// Allows `access` beneath `path` (resolved from the current root, through no symlink: one
 /// planted by an earlier payload must not widen the rule, `ELOOP`); for a file only the rights
 /// a file can have are kept (`file_rights`), as the kernel refuses directory rights on one. A
-/// rule left with no rights grants nothing and is not added. `follow`: resolve symlinks (inside
-/// the sandbox's root), as the mount code did for a mount point the rule mirrors.
-pub(crate) fn add_path_rule(
-    ruleset: RawFd,
-    path: &CStr,
-    access: u64,
-    file_rights: u64,
-    follow: bool,
-) -> SysResult<()> {
-    let resolve = if follow {
-        super::RESOLVE_NO_MAGICLINKS
-    } else {
-        super::RESOLVE_NO_SYMLINKS | super::RESOLVE_NO_MAGICLINKS
-    };
+/// rule left with no rights grants nothing and is not added.
+pub(crate) fn add_path_rule(ruleset: RawFd, path: &CStr, access: u64, file_rights: u64) -> SysResult<()> {
+    let resolve = super::RESOLVE_NO_SYMLINKS | super::RESOLVE_NO_MAGICLINKS;
     let fd = super::openat2(libc::AT_FDCWD, path, libc::O_PATH | libc::O_CLOEXEC, resolve)?;
     let access = match is_dir(fd) {
         Ok(true) => access,
