@@ -48,21 +48,65 @@ const MAX_LINKS: usize = 40;
 /// Layer entries examined in one lookup at most: a normal image needs a few per layer.
 const MAX_STEPS: usize = 16384;
 
+/// Where the sandbox's `/etc/passwd` or `/etc/group` comes from.
+#[derive(Clone, Debug)]
+pub(crate) enum Db {
+    /// `path` in the merged view of layer directories (bottom first).
+    Layers(Vec<PathBuf>, String),
+    /// A host file bound at the database's path.
+    File(PathBuf),
+    /// Contents given by the caller (`Mount::file`).
+    Text(Vec<u8>),
+    /// None: an empty directory or a mask covers it.
+    Empty,
+}
+
+impl Db {
+    fn read(&self) -> Result<Vec<Vec<String>>, LookupFailure> {
+        match self {
+            Db::Layers(layers, path) => read_db(layers, path),
+            Db::Text(bytes) => Ok(parse_db(bytes)),
+            Db::Empty => Ok(Vec::new()),
+            Db::File(path) => {
+                let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+                    .map_err(|_| LookupFailure::io("open", path, Errno::EINVAL))?;
+                let fd = crate::sys::open_host(&c, libc::O_PATH)
+                    .map(crate::sys::owned)
+                    .map_err(|e| LookupFailure::io("open", path, Errno::from_raw(e.0)))?;
+                let file = open_regular(&fd, "", ResolveFlag::empty())
+                    .map_err(|e| LookupFailure::io("open", path, e))?;
+                let mut bytes = Vec::new();
+                if let Some(file) = file {
+                    file.take(MAX_DB).read_to_end(&mut bytes).map_err(|e| {
+                        LookupFailure::io(
+                            "read",
+                            path,
+                            Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+                        )
+                    })?;
+                }
+                Ok(parse_db(&bytes))
+            }
+        }
+    }
+}
+
 /// Resolves `user` (`name`, `uid`, `name:group`, `uid:gid`, ...) inside the image.
 #[cfg(feature = "image")]
 pub(crate) fn resolve(layers: &[PathBuf], user: &str) -> Result<Identity, LookupFailure> {
-    resolve_at(layers, "etc", user)
+    let db = |name: &str| Db::Layers(layers.to_vec(), format!("etc/{name}"));
+    resolve_in(&db("passwd"), &db("group"), user)
 }
 
-/// Like [`resolve`], with the databases in directory `etc` (relative to the layers).
-pub(crate) fn resolve_at(layers: &[PathBuf], etc: &str, user: &str) -> Result<Identity, LookupFailure> {
+/// Resolves `user` against the databases `passwd` and `group`.
+pub(crate) fn resolve_in(passwd: &Db, group: &Db, user: &str) -> Result<Identity, LookupFailure> {
     let err = |reason: String| LookupFailure::User { reason };
     let (u, g) = match user.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (user, None),
     };
-    let passwd = read_db(layers, &format!("{etc}/passwd"))?;
-    let group = read_db(layers, &format!("{etc}/group"))?;
+    let passwd = passwd.read()?;
+    let group = group.read()?;
     // passwd: name:x:uid:gid:gecos:home:shell
     let entry = passwd.iter().find(|f| match u.parse::<u32>() {
         Ok(uid) => f.get(2).and_then(|v| v.parse::<u32>().ok()) == Some(uid),
@@ -150,13 +194,14 @@ fn read_db(layers: &[PathBuf], path: &str) -> Result<Vec<Vec<String>>, LookupFai
     file.take(MAX_DB).read_to_end(&mut bytes).map_err(|e| {
         LookupFailure::io("read", &at, Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
     })?;
+    Ok(parse_db(&bytes))
+}
+
+/// The lines of a colon-separated database, split into fields.
+fn parse_db(bytes: &[u8]) -> Vec<Vec<String>> {
     // Latin-1 GECOS fields and the like must not make the whole file unusable.
-    let text = String::from_utf8_lossy(&bytes);
-    Ok(text
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .map(|l| l.split(':').map(str::to_owned).collect())
-        .collect())
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_DB as usize)]);
+    text.lines().filter(|l| !l.starts_with('#')).map(|l| l.split(':').map(str::to_owned).collect()).collect()
 }
 
 /// Why a merged lookup stopped.

@@ -113,9 +113,11 @@ impl SandboxBuilder {
 
     /// The user the payload runs as, by name, as Docker's `--user` takes it: `name`, `uid`,
     /// `name:group`, `uid:gid`, `name:gid`, ... Resolved at [`build`](Self::build) in the
-    /// sandbox's own `/etc/passwd` and `/etc/group` (of its [`image`](Self::image), root
-    /// directory or overlay layers, or of a directory bound at `/etc`; never the host's unless
-    /// the sandbox's root is the host's). A user named without a group gets its primary group
+    /// sandbox's own `/etc/passwd` and `/etc/group`: each is what the last mount covering it
+    /// puts there (a directory bound at `/etc`, a file bound or given with [`Mount::file`] at
+    /// its path; nothing, for another kind of mount), else the one of the sandbox's
+    /// [`image`](Self::image), root directory or overlay layers; never the host's unless the
+    /// sandbox's root is the host's. A user named without a group gets its primary group
     /// and, unless [`groups`](Self::groups) says otherwise, the groups that list it as a
     /// member; its home directory becomes `HOME` unless a command sets one. A name that is not
     /// there is an [`Error::InvalidValue`] naming it. Replaces [`user`](Self::user).
@@ -468,52 +470,54 @@ impl SandboxBuilder {
     /// Finds the user `spec` in the sandbox's own `/etc/passwd` and `/etc/group`.
     fn resolve_user(&self, spec: &str) -> Result<crate::identity::Identity, Error> {
         use crate::fs::{MountKind, RootKind};
+        use crate::identity::Db;
         use crate::identity::LookupFailure;
-        // The last mount that decides what /etc/passwd and /etc/group are.
         let path = std::path::Path::new;
-        let covering = [path("/etc"), path("/etc/passwd"), path("/etc/group")];
-        // Read-only remounts and directories over an existing one keep what is there.
-        let keeps = |m: &&Mount| matches!(m.kind, MountKind::ReadOnly | MountKind::Dir { .. });
-        let decides = |m: &&Mount| covering.contains(&m.target.as_path()) && !keeps(m);
-        let etc_bind = match self.mounts.iter().rev().find(decides) {
-            None => None,
-            Some(Mount { target, kind: MountKind::Bind { source, .. }, .. }) if target == path("/etc") => {
-                Some(source.clone())
-            }
-            Some(m) => {
-                return Err(Error::invalid(
-                    "user",
-                    spec,
-                    format!(
-                        "the sandbox's user database comes from the mount at {}, which is not a directory bound at /etc: give numeric ids",
-                        m.target.display()
-                    ),
-                ));
-            }
-        };
-        let (layers, etc) = match (etc_bind, self.root.as_ref().map(|r| &r.0)) {
-            (Some(source), _) => (vec![source], "."),
-            (None, None | Some(RootKind::HostReadonly)) => (vec![PathBuf::from("/")], "etc"),
-            (None, Some(RootKind::Tmpfs)) => (Vec::new(), "etc"),
-            (None, Some(RootKind::Dir { path, .. })) => (vec![path.clone()], "etc"),
-            (None, Some(RootKind::Overlay { lowers, upper })) => {
+        let root_layers = match self.root.as_ref().map(|r| &r.0) {
+            None | Some(RootKind::HostReadonly) => vec![PathBuf::from("/")],
+            Some(RootKind::Tmpfs) => Vec::new(),
+            Some(RootKind::Dir { path, .. }) => vec![path.clone()],
+            Some(RootKind::Overlay { lowers, upper }) => {
                 let mut layers = lowers.clone();
                 layers.extend(upper.iter().map(|(upper, _)| upper.clone()));
-                (layers, "etc")
+                layers
             }
         };
-        crate::identity::resolve_at(&layers, etc, spec).map_err(|e| match e {
+        // Each database is what the last mount covering it puts there (read-only remounts and
+        // directories over an existing one keep what is there), else the root's.
+        let db = |name: &str| {
+            let file = PathBuf::from("/etc").join(name);
+            let covers = |m: &&Mount| {
+                (m.target == path("/etc") || m.target == file)
+                    && !matches!(m.kind, MountKind::ReadOnly | MountKind::Dir { .. })
+            };
+            match self.mounts.iter().rev().find(covers) {
+                None if root_layers.is_empty() => Db::Empty,
+                None => Db::Layers(root_layers.clone(), format!("etc/{name}")),
+                Some(Mount { target, kind: MountKind::Bind { source, .. }, .. })
+                    if target == path("/etc") =>
+                {
+                    Db::Layers(vec![source.clone()], name.to_owned())
+                }
+                Some(Mount { kind: MountKind::Bind { source, .. }, .. }) => Db::File(source.clone()),
+                Some(Mount { kind: MountKind::File { contents, .. }, .. }) => Db::Text(contents.clone()),
+                Some(_) => Db::Empty,
+            }
+        };
+        let (passwd, group) = (db("passwd"), db("group"));
+        let no_passwd = matches!(passwd, Db::Empty);
+        crate::identity::resolve_in(&passwd, &group, spec).map_err(|e| match e {
             LookupFailure::Io { op, path, errno } => {
                 Error::PathAccess { what: op, path, source: std::io::Error::from(errno) }
             }
             LookupFailure::Limit { what, limit } => {
                 Error::invalid("user", spec, format!("more than {limit} {what}"))
             }
-            LookupFailure::User { reason } if layers.is_empty() => Error::invalid(
+            LookupFailure::User { reason } if no_passwd => Error::invalid(
                 "user",
                 spec,
                 format!(
-                    "{reason}: the sandbox's root has none (bind a directory at /etc, or give numeric ids)"
+                    "{reason}: the sandbox has none (bind a directory at /etc, give /etc/passwd with Mount::file, or give numeric ids)"
                 ),
             ),
             LookupFailure::User { reason } => Error::invalid("user", spec, reason),

@@ -335,6 +335,18 @@ fn landlock_network_and_scopes_are_enforced_or_reported_as_the_kernel_allows() {
 /// A root of the sandbox's own with `/etc/passwd` and `/etc/group` bound at `/etc`, and the ids
 /// mapped a range wide; `None` (skip logged) without a range for the unprivileged user.
 fn with_own_etc(test: &str, passwd: &str, group: &str) -> Option<(SandboxBuilder, common::TempDir)> {
+    let mut b = with_id_range(test)?;
+    let etc = tempdir();
+    std::fs::write(etc.path().join("passwd"), passwd).unwrap();
+    std::fs::write(etc.path().join("group"), group).unwrap();
+    open_up(etc.path());
+    b.mount(Mount::bind_ro(etc.path(), "/etc"));
+    Some((b, etc))
+}
+
+/// The recommended configuration with 65536 ids mapped (as root its own range; unprivileged,
+/// nobody's subordinate range); `None` (skip logged) without one.
+fn with_id_range(test: &str) -> Option<SandboxBuilder> {
     let base = if is_root() {
         UNTRUSTED_IDS
     } else {
@@ -347,14 +359,9 @@ fn with_own_etc(test: &str, passwd: &str, group: &str) -> Option<(SandboxBuilder
             }
         }
     };
-    let etc = tempdir();
-    std::fs::write(etc.path().join("passwd"), passwd).unwrap();
-    std::fs::write(etc.path().join("group"), group).unwrap();
-    open_up(etc.path());
     let mut b = untrusted();
     b.uid_map([IdMap::new(0, base, 65536)]).gid_map([IdMap::new(0, base, 65536)]);
-    b.mount(Mount::bind_ro(etc.path(), "/etc"));
-    Some((b, etc))
+    Some(b)
 }
 
 #[test]
@@ -397,6 +404,13 @@ fn a_user_named_in_the_sandboxs_own_passwd_runs_with_its_ids_groups_and_home() {
     match b.build() {
         Err(Error::InvalidValue { what: "user", reason, .. }) => assert!(reason.contains("/etc"), "{reason}"),
         other => panic!("{other:?}"),
+    }
+    // Databases given as files of the sandbox's own (in its tmpfs root).
+    if let Some(mut b) = with_id_range(test) {
+        b.mount(Mount::file("/etc/passwd", passwd.replace("app:", "file-app:")))
+            .mount(Mount::file("/etc/group", group.replace("app", "file-app")))
+            .user_name("file-app");
+        assert_eq!(sh_ok(&b.build().unwrap(), "id -u; id -G; echo $HOME"), "1000\n1000 50\n/home/file-app\n");
     }
     // A root without /etc: names cannot be resolved (numeric ids still can).
     let mut b = untrusted();
