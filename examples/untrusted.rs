@@ -51,15 +51,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Limits on the whole tree: memory (OOM-killed beyond), processes (fork bombs stop),
     // wall-clock time.
     b.memory_limit(512 << 20).pids_limit(128).timeout(Duration::from_secs(60));
-    let sandbox = match b.build() {
-        Ok(sandbox) => sandbox,
-        Err(stockade::Error::Unsupported { what, reason }) => {
-            eprintln!("untrusted: {what}: {reason}; running without cgroup limits");
-            b.resource_compat(Compat::BestEffort).build()?
+    // Without cgroup delegation (most unprivileged users) the limits cannot be had: say so and
+    // run without them, the way `resource_compat(Compat::BestEffort)` does.
+    let spawn = |sandbox: stockade::Sandbox| sandbox.command(&args[0]).args(&args[1..]).spawn();
+    let mut child = match b.build().and_then(spawn) {
+        Ok(child) => child,
+        Err(e @ (stockade::Error::Unsupported { .. } | stockade::Error::Cgroup { .. })) => {
+            eprintln!("untrusted: {e}; running without the cgroup limits");
+            spawn(b.resource_compat(Compat::BestEffort).build()?)?
         }
         Err(e) => return Err(e.into()),
     };
-    let mut child = sandbox.command(&args[0]).args(&args[1..]).spawn()?;
     if !child.unenforced().is_empty() {
         eprintln!("untrusted: not enforced on this host: {:?}", child.unenforced());
     }

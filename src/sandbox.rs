@@ -823,7 +823,8 @@ impl Sandbox {
     ///   ([`Mount::host_system`]), a fresh `/proc` with the sensitive paths masked, a minimal
     ///   `/dev`, and a private `/tmp` of 64 MiB;
     /// - limits on the whole tree: 512 MiB of memory, 128 processes, 60 s of wall-clock time
-    ///   (typed errors at `build()` when the host cannot enforce them; see
+    ///   (a typed error when the host cannot enforce them: at `build()` for a controller the
+    ///   host lacks, at spawn, [`Error::Cgroup`], where the caller may not create groups; see
     ///   [`resource_compat`](SandboxBuilder::resource_compat) for hosts without cgroup
     ///   delegation).
     ///
