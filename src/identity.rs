@@ -73,8 +73,7 @@ impl Db {
                 let fd = crate::sys::open_host(&c, libc::O_PATH)
                     .map(crate::sys::owned)
                     .map_err(|e| LookupFailure::io("open", path, Errno::from_raw(e.0)))?;
-                let file = open_regular(&fd, "", ResolveFlag::empty())
-                    .map_err(|e| LookupFailure::io("open", path, e))?;
+                let file = reopen_regular(fd).map_err(|e| LookupFailure::io("open", path, e))?;
                 let mut bytes = Vec::new();
                 if let Some(file) = file {
                     file.take(MAX_DB).read_to_end(&mut bytes).map_err(|e| {
@@ -362,11 +361,17 @@ pub(crate) fn open_regular<P: ?Sized + nix::NixPath>(
     scope: nix::fcntl::ResolveFlag,
 ) -> nix::Result<Option<std::fs::File>> {
     use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
-    use std::os::fd::AsRawFd;
     let how = OpenHow::new()
         .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
         .resolve(scope | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-    let handle = nix::fcntl::openat2(dir, path, how)?;
+    reopen_regular(nix::fcntl::openat2(dir, path, how)?)
+}
+
+/// Reopens the `O_PATH` descriptor `handle` for reading if it is a regular file (`Ok(None)`
+/// otherwise), through `/proc/self/fd`.
+fn reopen_regular(handle: std::os::fd::OwnedFd) -> nix::Result<Option<std::fs::File>> {
+    use nix::fcntl::OFlag;
+    use std::os::fd::AsRawFd;
     if nix::sys::stat::fstat(&handle)?.st_mode & libc::S_IFMT != libc::S_IFREG {
         return Ok(None);
     }

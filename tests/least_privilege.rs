@@ -412,6 +412,20 @@ fn a_user_named_in_the_sandboxs_own_passwd_runs_with_its_ids_groups_and_home() {
             .user_name("file-app");
         assert_eq!(sh_ok(&b.build().unwrap(), "id -u; id -G; echo $HOME"), "1000\n1000 50\n/home/file-app\n");
     }
+    // Databases given as host files bound at their paths.
+    if let Some(mut b) = with_id_range(test) {
+        let files = tempdir();
+        std::fs::write(files.path().join("passwd"), passwd.replace("app:", "bound-app:")).unwrap();
+        std::fs::write(files.path().join("group"), group.replace("app", "bound-app")).unwrap();
+        open_up(files.path());
+        b.mount(Mount::bind_ro(files.path().join("passwd"), "/etc/passwd"))
+            .mount(Mount::bind_ro(files.path().join("group"), "/etc/group"))
+            .user_name("bound-app");
+        assert_eq!(
+            sh_ok(&b.build().unwrap(), "id -u; id -G; echo $HOME"),
+            "1000\n1000 50\n/home/bound-app\n"
+        );
+    }
     // A root without /etc: names cannot be resolved (numeric ids still can).
     let mut b = untrusted();
     b.user_name("app");
