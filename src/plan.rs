@@ -409,6 +409,6 @@ pub(crate) fn arg_area() -> Option<(usize, usize)> {
     })
 }
 
-fn path_of(s: &CStr) -> PathBuf {
+pub(crate) fn path_of(s: &CStr) -> PathBuf {
     PathBuf::from(OsStr::from_bytes(s.to_bytes()))
 }

@@ -525,19 +525,7 @@ impl HostKey {
     fn plant(tag: &str) -> HostKey {
         let desc = marker(tag);
         let secret = format!("secret-of-{desc}").into_bytes();
-        let cdesc = std::ffi::CString::new(desc.clone()).unwrap();
-        // SAFETY: NUL-terminated strings and a live payload buffer of the length passed.
-        let id = unsafe {
-            libc::syscall(
-                libc::SYS_add_key,
-                c"user".as_ptr(),
-                cdesc.as_ptr(),
-                secret.as_ptr(),
-                secret.len(),
-                KEY_SPEC_USER_KEYRING,
-            )
-        };
-        assert!(id > 0, "add_key on the host: {}", std::io::Error::last_os_error());
+        let id = add_user_key(&desc, &secret, KEY_SPEC_USER_KEYRING as i32);
         HostKey { id, desc, secret }
     }
 

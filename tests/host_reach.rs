@@ -171,20 +171,8 @@ fn every_sandbox_has_its_own_session_keyring() {
     }
     const KEY_SPEC_SESSION_KEYRING: i32 = -3;
     let desc = format!("stockade-secret-{}", std::process::id());
-    let cdesc = std::ffi::CString::new(desc.clone()).unwrap();
     let secret = b"s3cret-value";
-    // SAFETY: NUL-terminated strings and a live payload buffer of the length passed.
-    let key = unsafe {
-        libc::syscall(
-            libc::SYS_add_key,
-            c"user".as_ptr(),
-            cdesc.as_ptr(),
-            secret.as_ptr(),
-            secret.len(),
-            KEY_SPEC_SESSION_KEYRING,
-        )
-    };
-    assert!(key > 0, "add_key: {}", std::io::Error::last_os_error());
+    let key = add_user_key(&desc, secret, KEY_SPEC_SESSION_KEYRING);
     let contents = || {
         let mut buf = [0u8; 4096];
         let n =

@@ -14,7 +14,7 @@
 //! ```
 
 use std::ffi::CString;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 pub use landlock::{ABI, AccessFs, AccessNet, BitFlags, Scope};
 
@@ -237,10 +237,6 @@ pub(crate) struct LandlockPlan {
 impl LandlockPlan {
     /// The path of rule `index`, for errors.
     pub(crate) fn path(&self, index: usize) -> PathBuf {
-        use std::os::unix::ffi::OsStrExt;
-        self.paths
-            .get(index)
-            .map(|(p, _)| Path::new(std::ffi::OsStr::from_bytes(p.to_bytes())).to_path_buf())
-            .unwrap_or_default()
+        self.paths.get(index).map(|(p, _)| crate::plan::path_of(p)).unwrap_or_default()
     }
 }

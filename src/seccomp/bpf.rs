@@ -260,14 +260,10 @@ const fn jump(code: u16, k: u32, jt: u8, jf: u8) -> SockFilter {
 }
 
 #[cfg(test)]
-pub(super) mod tests {
-    //! The compiled program is run here by a small interpreter of the instructions it uses, so
-    //! every comparison is checked against the plain Rust meaning of the rule.
+mod tests {
+    //! The compiled program is run here by [`evaluate`], so every comparison is checked against
+    //! the plain Rust meaning of the rule.
     use super::*;
-
-    pub(in crate::seccomp) fn run(prog: &[SockFilter], nr: u32, arch: u32, args: [u64; 6]) -> u32 {
-        evaluate(prog, nr, arch, args)
-    }
 
     fn holds(cmp: Cmp, low32: bool, v: u64) -> bool {
         let v = if low32 { v as u32 as u64 } else { v };
@@ -304,7 +300,7 @@ pub(super) mod tests {
                     table.insert(7, Entry { rules: vec![(vec![arg], 1)], fallback: 2 });
                     let prog = compile(&table, 3, 4).unwrap();
                     for &v in &edges {
-                        let got = run(&prog, 7, NATIVE_ARCH, [0, 0, v, 0, 0, 0]);
+                        let got = evaluate(&prog, 7, NATIVE_ARCH, [0, 0, v, 0, 0, 0]);
                         let want = if holds(cmp, low32, v) { 1 } else { 2 };
                         assert_eq!(got, want, "{cmp:?} low32={low32} on {v:#x}");
                     }
@@ -322,11 +318,11 @@ pub(super) mod tests {
         let prog = compile(&table, 9, 4).unwrap();
         for nr in 0..1000u32 {
             let want = if nr < 900 && nr % 3 == 0 { 100 + nr % 7 } else { 9 };
-            assert_eq!(run(&prog, nr, NATIVE_ARCH, [0; 6]), want, "syscall {nr}");
+            assert_eq!(evaluate(&prog, nr, NATIVE_ARCH, [0; 6]), want, "syscall {nr}");
         }
-        assert_eq!(run(&prog, 3, 0x4000_0003, [0; 6]), RET_KILL_PROCESS, "another ABI");
+        assert_eq!(evaluate(&prog, 3, 0x4000_0003, [0; 6]), RET_KILL_PROCESS, "another ABI");
         #[cfg(target_arch = "x86_64")]
-        assert_eq!(run(&prog, X32_SYSCALL_BIT | 3, NATIVE_ARCH, [0; 6]), 4, "x32");
+        assert_eq!(evaluate(&prog, X32_SYSCALL_BIT | 3, NATIVE_ARCH, [0; 6]), 4, "x32");
     }
 
     #[test]
@@ -338,9 +334,9 @@ pub(super) mod tests {
             Entry { rules: vec![(vec![eq(0, 1), eq(1, 2)], 10), (vec![eq(0, 1)], 11)], fallback: 12 },
         );
         let prog = compile(&table, 9, 4).unwrap();
-        assert_eq!(run(&prog, 1, NATIVE_ARCH, [1, 2, 0, 0, 0, 0]), 10);
-        assert_eq!(run(&prog, 1, NATIVE_ARCH, [1, 3, 0, 0, 0, 0]), 11);
-        assert_eq!(run(&prog, 1, NATIVE_ARCH, [2, 2, 0, 0, 0, 0]), 12);
-        assert_eq!(run(&prog, 2, NATIVE_ARCH, [1, 2, 0, 0, 0, 0]), 9);
+        assert_eq!(evaluate(&prog, 1, NATIVE_ARCH, [1, 2, 0, 0, 0, 0]), 10);
+        assert_eq!(evaluate(&prog, 1, NATIVE_ARCH, [1, 3, 0, 0, 0, 0]), 11);
+        assert_eq!(evaluate(&prog, 1, NATIVE_ARCH, [2, 2, 0, 0, 0, 0]), 12);
+        assert_eq!(evaluate(&prog, 2, NATIVE_ARCH, [1, 2, 0, 0, 0, 0]), 9);
     }
 }

@@ -19,12 +19,7 @@ impl SyscallFilter {
     /// `SCMP_ACT_TRACE`), an argument index past 5, or a masked comparison without its
     /// second value ([`Error::InvalidValue`]).
     pub fn from_oci(seccomp: &LinuxSeccomp) -> Result<SyscallFilter, Error> {
-        let default = action(seccomp.default_action(), seccomp.default_errno_ret())?;
-        let mut filter = SyscallFilter { base: Base::Empty(default), rules: Vec::new(), skip_unknown: true };
-        for syscall in seccomp.syscalls().iter().flatten() {
-            filter.rules.extend(rules(syscall, Vec::new(), Vec::new())?);
-        }
-        Ok(filter)
+        gated(seccomp, &[])
     }
 
     /// Like [`from_oci`](Self::from_oci), from JSON text: an OCI `linux.seccomp` object or a
@@ -39,20 +34,26 @@ impl SyscallFilter {
     pub fn from_oci_json(json: &str) -> Result<SyscallFilter, Error> {
         let bad = |e: serde_json::Error| Error::invalid("seccomp profile", "JSON", e.to_string());
         let value: Value = serde_json::from_str(json).map_err(bad)?;
-        let seccomp: LinuxSeccomp = serde_json::from_value(value.clone()).map_err(bad)?;
-        let default = action(seccomp.default_action(), seccomp.default_errno_ret())?;
-        let mut filter = SyscallFilter { base: Base::Empty(default), rules: Vec::new(), skip_unknown: true };
         let entries = value.get("syscalls").and_then(Value::as_array).cloned().unwrap_or_default();
-        for (entry, syscall) in entries.iter().zip(seccomp.syscalls().iter().flatten()) {
-            let gate = |key: &str| entry.get(key).cloned().unwrap_or(Value::Null);
-            let (includes, excludes) = (gate("includes"), gate("excludes"));
-            if !applies_here(&includes, true) || excludes_here(&excludes) {
-                continue;
-            }
-            filter.rules.extend(rules(syscall, caps(&includes)?, caps(&excludes)?)?);
-        }
-        Ok(filter)
+        let seccomp: LinuxSeccomp = serde_json::from_value(value).map_err(bad)?;
+        gated(&seccomp, &entries)
     }
+}
+
+/// The filter for `seccomp` whose `i`th rule carries the Docker gates (`includes`, `excludes`)
+/// of `entries[i]`, if any.
+fn gated(seccomp: &LinuxSeccomp, entries: &[Value]) -> Result<SyscallFilter, Error> {
+    let default = action(seccomp.default_action(), seccomp.default_errno_ret())?;
+    let mut filter = SyscallFilter { base: Base::Empty(default), rules: Vec::new(), skip_unknown: true };
+    for (i, syscall) in seccomp.syscalls().iter().flatten().enumerate() {
+        let gate = |key: &str| entries.get(i).and_then(|e| e.get(key)).cloned().unwrap_or(Value::Null);
+        let (includes, excludes) = (gate("includes"), gate("excludes"));
+        if !applies_here(&includes) || excludes_here(&excludes) {
+            continue;
+        }
+        filter.rules.extend(rules(syscall, caps(&includes)?, caps(&excludes)?)?);
+    }
+    Ok(filter)
 }
 
 /// The rules of one profile entry. Comparisons of distinct arguments must all hold (one
@@ -145,20 +146,16 @@ fn arch_names() -> &'static [&'static str] {
     if cfg!(target_arch = "x86_64") { &["amd64", "x86_64"] } else { &["arm64", "aarch64"] }
 }
 
-/// Whether an `includes` gate's architecture and kernel conditions hold (`empty`: what an
-/// absent condition means).
-fn applies_here(gate: &Value, empty: bool) -> bool {
+/// Whether an `includes` gate's architecture and kernel conditions hold (an absent one does).
+fn applies_here(gate: &Value) -> bool {
     let arches = gate.get("arches").and_then(Value::as_array);
     let arch_ok = match arches {
         Some(list) if !list.is_empty() => {
             list.iter().any(|a| a.as_str().is_some_and(|a| arch_names().contains(&a)))
         }
-        _ => empty,
+        _ => true,
     };
-    let kernel_ok = match gate.get("minKernel").and_then(Value::as_str) {
-        Some(min) => kernel_at_least(min),
-        None => empty,
-    };
+    let kernel_ok = gate.get("minKernel").and_then(Value::as_str).is_none_or(kernel_at_least);
     arch_ok && kernel_ok
 }
 

@@ -375,7 +375,7 @@ fn nr(name: &str) -> Option<u32> {
 pub(super) fn table(caps: u64) -> BTreeMap<u32, Entry> {
     let eperm = Action::Errno(libc::EPERM).ret();
     let allow = Action::Allow.ret();
-    let has = |cap: Capability| caps & (1 << cap.index()) != 0;
+    let has = |cap: Capability| super::holds(caps, cap);
     // Every call this machine has is refused, then the allowed ones opened.
     let mut table: BTreeMap<u32, Entry> =
         // Every number from the first to the last the table knows (`Sysno::iter` stops short of

@@ -305,3 +305,22 @@ pub fn open_pty() -> (std::fs::File, std::fs::File) {
         (std::fs::File::from_raw_fd(master), std::fs::File::from_raw_fd(slave))
     }
 }
+
+/// Adds a `user` key `desc` holding `secret` to `keyring` (a `KEY_SPEC_*`) of this process;
+/// returns its id.
+pub fn add_user_key(desc: &str, secret: &[u8], keyring: i32) -> i64 {
+    let cdesc = std::ffi::CString::new(desc).unwrap();
+    // SAFETY: NUL-terminated strings and a live payload buffer of the length passed.
+    let id = unsafe {
+        libc::syscall(
+            libc::SYS_add_key,
+            c"user".as_ptr(),
+            cdesc.as_ptr(),
+            secret.as_ptr(),
+            secret.len(),
+            keyring,
+        )
+    };
+    assert!(id > 0, "add_key {desc}: {}", std::io::Error::last_os_error());
+    id
+}
