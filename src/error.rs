@@ -250,6 +250,8 @@ pub enum Stage {
     Loopback,
     /// Starting the payload process under the sandbox's init.
     ForkPayload,
+    /// Running the sandbox's init program (`stockade-init`, from a memfd) as pid 1.
+    Init,
     /// Setting supplementary groups.
     SetGroups,
     /// Switching to the payload's gid.
@@ -315,6 +317,7 @@ impl fmt::Display for Stage {
             Stage::LockMounts => f.write_str("lock mounts in a nested user namespace"),
             Stage::Loopback => f.write_str("bring up loopback interface lo"),
             Stage::ForkPayload => f.write_str("start payload under init"),
+            Stage::Init => f.write_str("exec the init program stockade-init"),
             Stage::SetGroups => f.write_str("set supplementary groups"),
             Stage::SetGid { gid } => write!(f, "set gid {gid}"),
             Stage::SetUid { uid } => write!(f, "set uid {uid}"),

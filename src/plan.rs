@@ -3,7 +3,7 @@
 //! and every array already allocated. All validation that can happen without a process happens
 //! here, so bad input becomes a typed error before anything is cloned.
 //!
-//! The child reads the plan (its copy-on-write copy of the parent's memory) and writes only into
+//! The child reads the plan (it shares the parent's memory until it execs) and writes only into
 //! the scratch arrays sized for it here.
 
 use std::ffi::{CStr, CString, OsStr, OsString};
@@ -50,10 +50,11 @@ pub(crate) enum Step {
     Exec,
     Landlock,
     SyscallFilter,
+    Init,
 }
 
 impl Step {
-    const ALL: [Step; 29] = [
+    const ALL: [Step; 30] = [
         Step::Signals,
         Step::DeathSignal,
         Step::Fds,
@@ -83,6 +84,7 @@ impl Step {
         Step::Exec,
         Step::Landlock,
         Step::SyscallFilter,
+        Step::Init,
     ];
 
     fn from_u32(n: u32) -> Option<Step> {
@@ -117,7 +119,8 @@ pub(crate) struct FdPlan {
 }
 
 /// The child's own channels to the parent: the control socket and, with an init, the status
-/// pipe. These are the raw numbers in the parent; the child moves them above `FdPlan::base`.
+/// pipe and the init program. These are the raw numbers in the parent; the child moves them
+/// above `FdPlan::base`.
 pub(crate) struct Channels {
     /// Child end of the control socket: "go" arrives here, failures leave here.
     pub(crate) control: RawFd,
@@ -127,11 +130,13 @@ pub(crate) struct Channels {
     /// signal is armed (and again after a credential change cleared and it re-armed it), whether
     /// the parent died before (inside a pid namespace `getppid` cannot say).
     pub(crate) parent: RawFd,
+    /// The init program's sealed memfd ([`crate::sys::init_program_fd`]), or -1 without an init.
+    pub(crate) init_program: RawFd,
     /// The parent's ends, which the child closes at once.
     pub(crate) parent_ends: [RawFd; 2],
 }
 
-pub(crate) const INTERNAL_SLOTS: usize = 3;
+pub(crate) const INTERNAL_SLOTS: usize = 4;
 
 /// Credentials the payload takes, as seen inside its user namespace.
 pub(crate) struct Creds<'a> {
@@ -162,9 +167,8 @@ pub(crate) struct Plan<'a> {
     pub(crate) become_root: bool,
     /// Enter a new cgroup namespace after "go" (by then the child is in all its cgroups).
     pub(crate) cgroup_ns: bool,
-    /// The embedding program's argument area `[start, end)` in the child's copy of its memory:
-    /// the init overwrites it, so `/proc/1/cmdline` shows nothing of the embedder.
-    pub(crate) arg_area: Option<(usize, usize)>,
+    /// With an init: the payload's stack (it shares the embedder's memory until its exec).
+    pub(crate) payload_stack: Option<crate::sys::clone::Stack>,
     /// The embedding process, to detect its death before the parent-death signal was re-armed.
     pub(crate) parent_pid: libc::pid_t,
     pub(crate) fds: FdPlan,
@@ -288,7 +292,7 @@ impl FdPlan {
         let highest = moves
             .iter()
             .flat_map(|&(src, dst)| [src, dst])
-            .chain([channels.control, channels.status, channels.parent])
+            .chain([channels.control, channels.status, channels.parent, channels.init_program])
             .chain(channels.parent_ends)
             .max()
             .unwrap_or(2);
@@ -313,7 +317,7 @@ impl<'a> Plan<'a> {
             use_init: config.use_init(),
             become_root: config.become_root,
             cgroup_ns: config.namespaces.contains(crate::Namespaces::CGROUP),
-            arg_area: if config.use_init() { arg_area() } else { None },
+            payload_stack: None,
             parent_pid: nix::unistd::getpid().as_raw(),
             fds: FdPlan::new(moves, &channels),
             channels,
@@ -382,6 +386,7 @@ impl<'a> Plan<'a> {
                 Stage::Landlock { path: self.creds.landlock.map(|l| l.path(index)).unwrap_or_default() }
             }
             Step::SyscallFilter => Stage::SyscallFilter,
+            Step::Init => Stage::Init,
             Step::Exec => {
                 let program = match self.exec.candidates.get(index) {
                     Some(path) if source.kind() != std::io::ErrorKind::NotFound => path_of(path),
@@ -395,8 +400,8 @@ impl<'a> Plan<'a> {
 }
 
 /// The embedding process's argument area (`arg_start`, `arg_end` of `/proc/self/stat`), read
-/// once; `None` if /proc is not there to say. The init and the cgroup reaper overwrite their
-/// copies of it with their names.
+/// once; `None` if /proc is not there to say. The cgroup reaper overwrites its copy of it with
+/// its name.
 pub(crate) fn arg_area() -> Option<(usize, usize)> {
     static AREA: std::sync::OnceLock<Option<(usize, usize)>> = std::sync::OnceLock::new();
     *AREA.get_or_init(|| {

@@ -658,8 +658,19 @@ impl SandboxBuilder {
                 reason: "installing them needs no_new_privs or CAP_SYS_ADMIN; drop allow_new_privileges, add Namespaces::USER, or no_syscall_filter".into(),
             });
         }
+        // With a pid namespace, pid 1 is the init program, run from a sealed memfd each spawn
+        // passes to its child.
+        let init_program = if ns.contains(Namespaces::PID) {
+            Some(
+                crate::sys::init_program()
+                    .map_err(|e| Error::spawn("memfd_create for the init program stockade-init", e))?,
+            )
+        } else {
+            None
+        };
         Ok(Sandbox {
             config: Arc::new(Config {
+                init_program,
                 namespaces: ns,
                 user: self.user,
                 run_defaults: self.run_defaults.clone(),
@@ -913,6 +924,8 @@ impl Sandbox {
 #[derive(Debug)]
 pub(crate) struct Config {
     pub(crate) namespaces: Namespaces,
+    /// The init program (a sealed memfd), with a pid namespace.
+    pub(crate) init_program: Option<std::os::fd::OwnedFd>,
     /// The image's command line, environment and working directory, if it runs one.
     pub(crate) run_defaults: Option<RunDefaults>,
     /// Kept alive with the sandbox (see `SandboxBuilder::keep_alive`).

@@ -13,7 +13,7 @@ use crate::command::StdioKind;
 use crate::plan::{Channels, Exec, FAILURE_LEN, Plan, WorkingDir};
 use crate::resources::cgroup::SandboxCgroup;
 use crate::sandbox::Config;
-use crate::sys::clone::{Forked, clone_with_pidfd};
+use crate::sys::clone::{Forked, Stack};
 use crate::sys::{self, pidfd};
 use crate::{Child, Compat, Error, userns};
 
@@ -72,13 +72,21 @@ pub(crate) fn spawn(
     // before, and then no signal ever comes.
     let parent = Some(pidfd::open_self().map_err(|e| Error::spawn("pidfd_open of this process", e))?);
     let raw = |fd: &Option<OwnedFd>| fd.as_ref().map_or(-1, AsRawFd::as_raw_fd);
+    let init_program = config.init_program.as_ref().map_or(-1, AsRawFd::as_raw_fd);
     let channels = Channels {
         control: child_control.as_raw_fd(),
         status: raw(&status_write),
         parent: raw(&parent),
+        init_program,
         parent_ends: [control.as_raw_fd(), raw(&status_read)],
     };
+    // The child, and with an init the payload, share this process's memory until they exec:
+    // each runs on a stack of its own, kept (like the plan) until both have exec'd or died.
+    let stack = Stack::new().map_err(|e| Error::spawn("mmap the child's stack", e))?;
     let mut plan = Plan::new(config, exec, cwd, moves, channels)?;
+    if config.use_init() {
+        plan.payload_stack = Some(Stack::new().map_err(|e| Error::spawn("mmap the payload's stack", e))?);
+    }
 
     let started = std::time::Instant::now();
     let limits = &config.limits;
@@ -103,13 +111,16 @@ pub(crate) fn spawn(
     let cgroup_fd = cgroup.as_ref().and_then(SandboxCgroup::clone_into_fd);
 
     let old_mask = sys::block_all_signals();
-    let forked = clone_with_pidfd(plan.clone_flags, cgroup_fd.as_ref().map(AsRawFd::as_raw_fd));
-    if !matches!(forked, Ok(Forked::Child)) {
-        let _ = sys::set_sigmask(&old_mask);
-    }
+    let flags = plan.clone_flags;
+    let cgroup_raw = cgroup_fd.as_ref().map(AsRawFd::as_raw_fd);
+    // The plan and the stack live in this frame until the child has exec'd (end of file on the
+    // control socket: its close-on-exec end closes only in the exec, or at exit) or died (every
+    // path below that gives up kills it and waits for it), and the plan is not touched here
+    // until then: the rule `start` states.
+    let forked = sys::child::start(flags, cgroup_raw, &stack, &mut plan);
+    let _ = sys::set_sigmask(&old_mask);
     let (pid, pidfd, in_cgroup) = match forked {
-        Ok(Forked::Child) => sys::child::run(&mut plan),
-        Ok(Forked::Parent { pid, pidfd, in_cgroup }) => (pid, pidfd, in_cgroup),
+        Ok(Forked { pid, pidfd, in_cgroup }) => (pid, pidfd, in_cgroup),
         Err(e) => {
             let ns: Vec<_> = config.namespaces.names().collect();
             return Err(Error::spawn(

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::*;
-use stockade::{Error, IdMap, Mount, Namespaces, Root, Sandbox, Stage, UNTRUSTED_IDS};
+use stockade::{Error, IdMap, Mount, Namespaces, Root, Sandbox, Stage, Stdio, UNTRUSTED_IDS};
 
 fn text(out: &stockade::Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
@@ -523,7 +523,7 @@ fn the_untrusted_preset_is_nobody_on_the_host_with_limits_and_nothing_of_the_hos
     let mut child = sandbox
         .command("/bin/sh")
         .args(["-c", "id -u; hostname; grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status; ls /sys/class/net 2>/dev/null || ip -o link 2>/dev/null | wc -l; ls /; sleep 3600"])
-        .stdout(stockade::Stdio::piped())
+        .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     let mut out = buffered(child.stdout.take().unwrap());
@@ -608,7 +608,7 @@ fn stdio_allows_no_more_than_it_was_opened_for_and_changes_no_device_node() {
             .args(["-c", attack])
             .stdin(std::fs::File::open(&input).unwrap())
             .stdout(stockade::Stdio::null())
-            .stderr(stockade::Stdio::piped())
+            .stderr(Stdio::piped())
             .spawn();
         if !is_root() {
             // This user's own file cannot be pinned read-only without root: refused.
@@ -633,4 +633,64 @@ fn stdio_allows_no_more_than_it_was_opened_for_and_changes_no_device_node() {
         .unwrap();
     assert!(text(&out).contains("wrote"), "{}", text(&out));
     assert_eq!(std::fs::read_to_string(&input).unwrap(), "PWNED\n");
+}
+
+/// The embedding process's own dumpable flag (1: its /proc files are its own, it can be traced
+/// by its user and dump core).
+fn embedder_dumpable() -> i32 {
+    // SAFETY: PR_GET_DUMPABLE takes no pointers.
+    unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) }
+}
+
+#[test]
+fn changing_ids_in_the_sandbox_leaves_the_embedding_process_dumpable() {
+    // The child shares the embedder's memory until its exec, and the kernel makes that memory
+    // non-dumpable on every id change: the child restores the flag, else the embedder would
+    // stay non-dumpable (and an unprivileged one could not write its next child's id maps).
+    let base = match unprivileged_range() {
+        Ok(base) => base,
+        Err(why) => return skip("changing_ids_in_the_sandbox_leaves_the_embedding_process_dumpable", &why),
+    };
+    assert_eq!(embedder_dumpable(), 1, "the test process starts dumpable");
+    let mut ranged = builder(Namespaces::all() | Namespaces::USER);
+    ranged.uid_map([IdMap::new(0, base, 65536)]).gid_map([IdMap::new(0, base, 65536)]);
+    let mut as_user = ranged.clone();
+    as_user.user(1000, 1000);
+    let mut cases = vec![("root of an id range", ranged), ("a user of an id range", as_user)];
+    if is_root() {
+        let mut plain = Sandbox::builder();
+        plain.user(4242, 4343);
+        cases.push(("another user without a user namespace", plain));
+    }
+    for (what, builder) in cases {
+        let sandbox = builder.build().unwrap();
+        for _ in 0..2 {
+            let out = sandbox.command("/bin/sh").args(["-c", "id -u"]).output().unwrap();
+            assert!(out.status.success(), "{what}: {out:?}");
+            assert_eq!(embedder_dumpable(), 1, "{what}: the embedding process became non-dumpable");
+        }
+    }
+}
+
+#[test]
+fn the_init_is_a_program_of_its_own_holding_none_of_the_embedders_memory() {
+    let sandbox = sandbox(Namespaces::all());
+    let mut child = sandbox.command("/bin/cat").stdin(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+    let init = child.id();
+    // The payload runs only once the init has exec'd (it waits for the init's "ready").
+    let exe = std::fs::read_link(format!("/proc/{init}/exe")).unwrap();
+    assert!(exe.to_string_lossy().starts_with("/memfd:stockade-init"), "{exe:?}");
+    let maps = std::fs::read_to_string(format!("/proc/{init}/maps")).unwrap();
+    let ours = std::env::current_exe().unwrap();
+    assert!(!maps.contains(&*ours.to_string_lossy()), "the init maps the test binary:\n{maps}");
+    assert!(!maps.contains("libc"), "the init maps the C library:\n{maps}");
+    let status = std::fs::read_to_string(format!("/proc/{init}/status")).unwrap();
+    let rss_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap();
+    assert!(rss_kib < 1024, "the init holds {rss_kib} KiB resident");
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success());
 }

@@ -1,21 +1,28 @@
 //! The post-clone child: runs in the new process between `clone` and `execve`.
 //!
-//! Rules for everything reachable from [`run`] (a test with an aborting allocator enforces the
-//! first): no allocation, no locks, no formatting, no logging, no panics — the process is a copy
-//! of a possibly multi-threaded program whose other threads may hold any lock. Only the
-//! allocation-free wrappers of [`crate::sys`] and reads of the prepared [`Plan`] are used; the
-//! only memory written is the plan's own scratch arrays.
+//! Rules for everything reachable from [`entry`] (a test with an aborting allocator enforces the
+//! first): no allocation, no locks, no formatting, no logging, no panics, no C-library calls —
+//! the process shares the memory of a possibly multi-threaded program (`CLONE_VM`, see
+//! [`super::clone`]) whose other threads may hold any lock, and the `errno` of the thread that
+//! spawned it. Only the raw wrappers of [`crate::sys`] and reads of the prepared [`Plan`] are
+//! used; the only memory written is the plan's own scratch arrays and this process's stack.
 //!
 //! Order: signals → parent-death signal → descriptors → wait for "go" (the parent writes id maps
 //! and attaches the cgroups meanwhile) → root of the user namespace (when the map makes another
 //! id root) → cgroup namespace → a new session keyring → time namespace → new session →
-//! hostname → loopback → filesystem up to the root switch ([`super::mount`]) → [non-dumpable,
-//! fork: the init stays behind, renamed, its copy of the embedder's argv overwritten] → mount
-//! lock in a nested user namespace → an image's missing working directory → credentials →
-//! parent-death signal again → cwd → unblock signals → exec.
+//! hostname → loopback → filesystem up to the root switch ([`super::mount`]) → [with a pid
+//! namespace: the payload starts on its own stack; this process writes its nested maps and execs
+//! `stockade-init` ([`super::init`]), which turns non-dumpable and only then lets the payload
+//! go on] → mount lock in a nested user namespace → an image's missing working directory →
+//! credentials → parent-death signal again → cwd → unblock signals → exec.
+//!
+//! A credential change makes the process's memory non-dumpable, and that memory is the
+//! embedder's: each one is followed by restoring the embedder's dumpable flag as it was.
 
 use std::convert::Infallible;
 use std::os::fd::RawFd;
+
+use libc::c_void;
 
 use super::{Errno, SysResult};
 use crate::plan::{FAILURE_LEN, INTERNAL_SLOTS, Plan, Step, encode_failure};
@@ -40,24 +47,104 @@ pub(super) fn at_index(step: Step, index: usize) -> impl Fn(Errno) -> Failure {
     move |errno| Failure { step, errno, index: index as u32 }
 }
 
-/// The child's entry point. Never returns: it either execs the payload, becomes the pid-1 init,
-/// or reports a failure to the parent and exits.
-pub(crate) fn run(plan: &mut Plan<'_>) -> ! {
+/// The child's entry point (see [`super::clone::clone_with_pidfd`]); `arg` is the spawn's
+/// [`Plan`]. Never returns: it either execs the payload, becomes the pid-1 init, or reports a
+/// failure to the parent and exits.
+///
+/// # Safety
+/// `arg` must point at a `Plan` that stays valid, and that nothing else uses, until this
+/// process has exec'd or died.
+pub(crate) unsafe extern "C" fn entry(arg: *mut c_void) -> ! {
+    // SAFETY: the caller's contract.
+    let plan = unsafe { &mut *(arg as *mut Plan<'static>) };
     let mut control = plan.channels.control;
     let Err(failure) = setup(plan, &mut control);
+    report(control, failure)
+}
+
+/// Clones the sandbox's first process (namespaces `flags`, in the cgroup directory `cgroup`),
+/// which runs [`entry`] with `plan` on `stack`.
+///
+/// The caller must keep `plan` and `stack` alive, and must not touch the plan, until the child
+/// has exec'd or died: the child shares this memory. (A safe function for the one caller,
+/// `spawn`, which keeps both in its frame and waits for one or the other on every path.)
+pub(crate) fn start(
+    flags: u64,
+    cgroup: Option<RawFd>,
+    stack: &super::clone::Stack,
+    plan: &mut Plan<'_>,
+) -> SysResult<super::clone::Forked> {
+    let arg = plan as *mut Plan<'_> as *mut c_void;
+    // SAFETY: `entry` follows the post-clone rules; the caller keeps `plan` and `stack` valid and
+    // unused until the child has exec'd or died (above).
+    unsafe { super::clone::clone_with_pidfd(flags, cgroup, stack, entry, arg) }
+}
+
+fn report(control: RawFd, failure: Failure) -> ! {
     let record = encode_failure(failure.step, failure.errno.0, failure.index);
     let _ = super::write_all(control, &record[..FAILURE_LEN]);
     super::exit(EXIT_SETUP_FAILED)
 }
 
+/// What the payload process, started by the child that becomes the init, continues with.
+struct PayloadStart<'p> {
+    plan: *const Plan<'p>,
+    built: *const super::mount::Built,
+    lock: Option<*const super::mount::LockSync>,
+    control: RawFd,
+    /// Read end of the pipe the init closes once it is non-dumpable, and the write end (the
+    /// init's; the payload closes its copy).
+    ready: (RawFd, RawFd),
+    dumpable: libc::c_ulong,
+}
+
+/// The payload's entry point under an init; `arg` is a [`PayloadStart`] on the init's stack.
+///
+/// # Safety
+/// `arg` must point at a `PayloadStart` that, with everything it points at, stays valid until
+/// this process has exec'd or died.
+unsafe extern "C" fn payload_entry(arg: *mut c_void) -> ! {
+    // SAFETY: the caller's contract; the init never returns from the frame holding it, and the
+    // plan outlives both (see `entry`).
+    let start = unsafe { &*(arg as *const PayloadStart<'static>) };
+    // SAFETY: as above.
+    let (plan, built, lock) = unsafe { (&*start.plan, &*start.built, start.lock.map(|l| &*l)) };
+    let Err(failure) = continue_payload(start, plan, built, lock);
+    report(start.control, failure)
+}
+
+fn continue_payload(
+    start: &PayloadStart<'_>,
+    plan: &Plan<'_>,
+    built: &super::mount::Built,
+    lock: Option<&super::mount::LockSync>,
+) -> Result<Infallible, Failure> {
+    super::close(start.ready.1);
+    super::mount::enter(built, lock)?;
+    if built.proc >= 0 {
+        super::close(built.proc);
+    }
+    // The init closes its end once it is non-dumpable: only then may the payload's own code run.
+    let mut byte = [0u8; 1];
+    match super::read(start.ready.0, &mut byte) {
+        Ok(0) => {}
+        Ok(_) => return Err(at(Step::Init)(Errno(libc::EPROTO))),
+        Err(e) => return Err(at(Step::Init)(e)),
+    }
+    super::close(start.ready.0);
+    exec_payload(plan, start.dumpable)
+}
+
 fn setup(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<Infallible, Failure> {
+    // The embedder's dumpable flag: credential changes clear it in this shared memory.
+    let dumpable = super::dumpable();
     // Dispositions back to default (ignored signals would survive exec); everything blocked
     // until just before exec, so the init can wait for signals instead of being interrupted.
     super::reset_signal_dispositions();
     super::set_sigmask(&super::sigset(true)).map_err(at(Step::Signals))?;
     super::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong).map_err(at(Step::DeathSignal))?;
 
-    let (status, parent) = arrange_fds(plan, control)?;
+    let (status, parent, init_program) = arrange_fds(plan, control)?;
     wait_for_go(*control);
     // The parent-death signal was armed first thing; had the parent died before that, no signal
     // will ever come (and "go" may still have been waiting in the socket): look.
@@ -70,9 +157,9 @@ fn setup(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<Infallible, Failure
     if plan.become_root {
         super::setresgid(0).map_err(at(Step::BecomeRoot))?;
         super::setresuid(0).map_err(at(Step::BecomeRoot))?;
-        // The change also made us non-dumpable, which gives our /proc files to host root: dumpable
-        // again, as before (the init turns non-dumpable before the payload exists).
-        super::prctl(libc::PR_SET_DUMPABLE, 1).map_err(at(Step::BecomeRoot))?;
+        // The change also made our memory, the embedder's, non-dumpable, which gives our /proc
+        // files to host root: dumpable again, as before.
+        super::prctl(libc::PR_SET_DUMPABLE, dumpable).map_err(at(Step::BecomeRoot))?;
         // The credential change cleared the parent-death signal: arm it again, then make sure
         // the parent did not die in between (inside a pid namespace getppid cannot tell).
         super::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong)
@@ -80,9 +167,6 @@ fn setup(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<Infallible, Failure
         if super::pidfd::has_exited(parent) {
             super::exit(EXIT_ABANDONED);
         }
-    }
-    if parent >= 0 {
-        super::close(parent);
     }
     // The parent has put us in every cgroup of ours before "go": that is the namespace's root.
     if plan.cgroup_ns {
@@ -120,29 +204,53 @@ fn setup(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<Infallible, Failure
         None => None,
     };
     if plan.use_init {
-        // Non-dumpable before the payload exists, so however the two are scheduled the payload
-        // can neither ptrace the init nor open its /proc/<pid>/exe or fds (runc CVE-2019-5736).
-        let _ = super::prctl(libc::PR_SET_DUMPABLE, 0);
-        let payload = super::fork_raw().map_err(at(Step::ForkPayload))?;
-        if payload != 0 {
-            // The init stays in the outer user namespace and writes the payload's nested maps.
-            if let (Some(sync), Some(maps)) = (&lock, lock_maps) {
-                super::mount::write_side(sync, super::mount::pid_dir(built.proc, payload), maps);
-            }
-            super::close(built.proc);
-            super::close(*control);
-            super::set_name(c"stockade-init");
-            if let Some(area) = plan.arg_area {
-                // SAFETY: the init is this process's own copy of the embedding program's memory
-                // and never reads its argv; the area is its initial stack's argument strings.
-                unsafe { super::overwrite_arg_area(area, b"stockade-init") };
-            }
-            super::init::run(payload, status)
+        // The payload starts on its own stack, sharing this memory until its exec; this process
+        // becomes the init. The payload waits for the init's "ready" (its end of this pipe
+        // closing) before its own code runs: by then the init is non-dumpable, so the payload
+        // can neither ptrace it nor open its /proc/<pid>/exe or fds (runc CVE-2019-5736).
+        let stack = plan.payload_stack.as_ref().ok_or(Failure {
+            step: Step::ForkPayload,
+            errno: Errno(libc::EINVAL),
+            index: 0,
+        })?;
+        let ready = super::pipe().map_err(at(Step::ForkPayload))?;
+        let start = PayloadStart {
+            plan: &*plan,
+            built: &built,
+            lock: lock.as_ref().map(|l| l as *const _),
+            control: *control,
+            ready,
+            dumpable,
+        };
+        // SAFETY: `start` lives in this frame, which this process never leaves (it execs or
+        // exits from here); the plan and the stack outlive both processes (see `entry`).
+        let payload = unsafe {
+            super::clone::clone_on_stack(
+                stack,
+                payload_entry,
+                &start as *const PayloadStart<'_> as *mut c_void,
+            )
         }
-        // The payload is dumpable again, as before the fork (its exec resets this anyway), so
-        // its /proc files keep the ownership its setup and the nested-map writer expect.
-        let _ = super::prctl(libc::PR_SET_DUMPABLE, 1);
-        super::mount::enter(&built, lock.as_ref())?;
+        .map_err(at(Step::ForkPayload))?;
+        super::close(ready.0);
+        // The init stays in the outer user namespace and writes the payload's nested maps.
+        if let (Some(sync), Some(maps)) = (&lock, lock_maps) {
+            super::mount::write_side(sync, super::mount::pid_dir(built.proc, payload), maps);
+        }
+        super::close(built.proc);
+        let kept = [status, ready.1, parent];
+        for fd in kept.into_iter().filter(|&fd| fd >= 0) {
+            if let Err(e) = super::keep_on_exec(fd) {
+                let _ = super::kill(payload, libc::SIGKILL);
+                return Err(at(Step::Init)(e));
+            }
+        }
+        let mut text = [0u8; 96];
+        let values = [payload as i64, status as i64, ready.1 as i64, parent as i64];
+        let environment = super::init::environment(&mut text, values);
+        let errno = super::init::exec(init_program, environment);
+        let _ = super::kill(payload, libc::SIGKILL);
+        return Err(at(Step::Init)(errno));
     } else if let (Some(sync), Some(maps)) = (&lock, lock_maps) {
         // No init: a short-lived helper stays behind to write our nested maps.
         let helper = super::fork_raw().map_err(at(Step::LockMounts))?;
@@ -159,13 +267,13 @@ fn setup(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<Infallible, Failure
     if built.proc >= 0 {
         super::close(built.proc);
     }
-    exec_payload(plan)
+    exec_payload(plan, dumpable)
 }
 
 /// Moves stdio and passed descriptors to their numbers, moves the child's own channels out of
-/// their way, and closes every other inherited descriptor. Returns the status pipe and the
-/// parent's pidfd (each -1 when not used).
-fn arrange_fds(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<(RawFd, RawFd), Failure> {
+/// their way, and closes every other inherited descriptor. Returns the status pipe, the
+/// parent's pidfd and the init program (each -1 when not used).
+fn arrange_fds(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<(RawFd, RawFd, RawFd), Failure> {
     let fds = &mut plan.fds;
     let channels = &plan.channels;
     for fd in channels.parent_ends {
@@ -185,6 +293,11 @@ fn arrange_fds(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<(RawFd, RawFd
     } else {
         -1
     };
+    let init_program = if channels.init_program >= 0 {
+        super::dup_above(channels.init_program, fds.base).map_err(&internal_failure)?
+    } else {
+        -1
+    };
     for (i, (&(src, _), slot)) in fds.moves.iter().zip(fds.scratch.iter_mut()).enumerate() {
         *slot = super::dup_above(src, fds.base).map_err(at_index(Step::Fds, i))?;
     }
@@ -193,10 +306,11 @@ fn arrange_fds(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<(RawFd, RawFd
     }
     // Keep 0-2, the targets and the two channels; close everything else.
     let slots = fds.keep.len();
-    if let Some([a, b, c]) = fds.keep.get_mut(slots.saturating_sub(INTERNAL_SLOTS)..) {
+    if let Some([a, b, c, d]) = fds.keep.get_mut(slots.saturating_sub(INTERNAL_SLOTS)..) {
         *a = *control;
         *b = status;
         *c = parent;
+        *d = init_program;
     }
     fds.keep.sort_unstable();
     let mut next: i64 = 0;
@@ -211,7 +325,7 @@ fn arrange_fds(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<(RawFd, RawFd
         next = fd + 1;
     }
     super::close_range(next as u32, u32::MAX);
-    Ok((status, parent))
+    Ok((status, parent, init_program))
 }
 
 /// Blocks until the parent says "go". End of file means the parent died or gave up before
@@ -261,7 +375,7 @@ fn write_file(path: &std::ffi::CStr, data: &[u8]) -> SysResult<()> {
     super::write_file_at(libc::AT_FDCWD, path, data)
 }
 
-fn exec_payload(plan: &Plan<'_>) -> Result<Infallible, Failure> {
+fn exec_payload(plan: &Plan<'_>, dumpable: libc::c_ulong) -> Result<Infallible, Failure> {
     // In the final root, while still its root: an image's working directory may be missing.
     if let Some(dir) = &plan.create_cwd {
         super::mount::create_dir(dir).map_err(at(Step::CreateWorkingDir))?;
@@ -298,6 +412,11 @@ fn exec_payload(plan: &Plan<'_>) -> Result<Infallible, Failure> {
     }
     if let Some(uid) = creds.uid {
         super::setresuid(uid).map_err(at(Step::SetUid))?;
+    }
+    if creds.gid.is_some() || creds.uid.is_some() {
+        // Changing ids made this memory, the embedder's, non-dumpable: restore its flag. (The
+        // payload's exec gives it memory of its own, with the kernel's rules for the flag.)
+        super::prctl(libc::PR_SET_DUMPABLE, dumpable).map_err(at(Step::NonDumpable))?;
     }
     if let Some(caps) = creds.caps {
         // Permitted, effective, inheritable and ambient equal the mask: after exec a root payload

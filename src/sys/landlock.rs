@@ -3,7 +3,7 @@
 use std::ffi::CStr;
 use std::os::fd::RawFd;
 
-use super::{Errno, SysResult, check};
+use super::SysResult;
 
 /// `struct landlock_ruleset_attr` as of ABI 6; older kernels accept it when the fields they do
 /// not know are zero.
@@ -36,21 +36,14 @@ const RULE_NET_PORT: libc::c_long = 2;
 /// The Landlock ABI version of the running kernel; 0 without Landlock.
 pub(crate) fn abi_version() -> i32 {
     // SAFETY: with a null attribute and size 0 the kernel reads no memory.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_landlock_create_ruleset,
-            std::ptr::null::<RulesetAttr>(),
-            0usize,
-            CREATE_RULESET_VERSION,
-        )
-    };
-    if ret < 0 { 0 } else { ret as i32 }
+    let ret = unsafe { raw!(libc::SYS_landlock_create_ruleset, 0usize, 0usize, CREATE_RULESET_VERSION) };
+    ret.map_or(0, |v| v as i32)
 }
 
 pub(crate) fn create_ruleset(attr: &RulesetAttr) -> SysResult<RawFd> {
     // SAFETY: `attr` is a valid ruleset attribute of the size passed.
-    check(unsafe {
-        libc::syscall(
+    (unsafe {
+        raw!(
             libc::SYS_landlock_create_ruleset,
             attr as *const RulesetAttr,
             std::mem::size_of::<RulesetAttr>(),
@@ -81,15 +74,9 @@ pub(crate) fn add_path_rule(ruleset: RawFd, path: &CStr, access: u64, file_right
     }
     let attr = PathBeneathAttr { allowed_access: access, parent_fd: fd };
     // SAFETY: `attr` is a valid path-beneath attribute; `fd` is open.
-    let ret = check(unsafe {
-        libc::syscall(
-            libc::SYS_landlock_add_rule,
-            ruleset,
-            RULE_PATH_BENEATH,
-            &attr as *const PathBeneathAttr,
-            0u32,
-        )
-    });
+    let ret = unsafe {
+        raw!(libc::SYS_landlock_add_rule, ruleset, RULE_PATH_BENEATH, &attr as *const PathBeneathAttr, 0u32,)
+    };
     super::close(fd);
     ret.map(drop)
 }
@@ -97,23 +84,19 @@ pub(crate) fn add_path_rule(ruleset: RawFd, path: &CStr, access: u64, file_right
 pub(crate) fn add_port_rule(ruleset: RawFd, access: u64, port: u16) -> SysResult<()> {
     let attr = NetPortAttr { allowed_access: access, port: port as u64 };
     // SAFETY: `attr` is a valid net-port attribute.
-    check(unsafe {
-        libc::syscall(libc::SYS_landlock_add_rule, ruleset, RULE_NET_PORT, &attr as *const NetPortAttr, 0u32)
-    })
-    .map(drop)
+    (unsafe { raw!(libc::SYS_landlock_add_rule, ruleset, RULE_NET_PORT, &attr as *const NetPortAttr, 0u32) })
+        .map(drop)
 }
 
 pub(crate) fn restrict_self(ruleset: RawFd) -> SysResult<()> {
     // SAFETY: plain integer arguments.
-    check(unsafe { libc::syscall(libc::SYS_landlock_restrict_self, ruleset, 0u32) }).map(drop)
+    (unsafe { raw!(libc::SYS_landlock_restrict_self, ruleset, 0u32) }).map(drop)
 }
 
 fn is_dir(fd: RawFd) -> SysResult<bool> {
     // SAFETY: an all-zero `stat` is a valid value to be overwritten.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: `st` is a valid buffer for fstat.
-    if unsafe { libc::fstat(fd, &mut st) } == -1 {
-        return Err(Errno::last());
-    }
+    unsafe { raw!(libc::SYS_fstat, fd, &mut st as *mut libc::stat) }?;
     Ok(st.st_mode & libc::S_IFMT == libc::S_IFDIR)
 }

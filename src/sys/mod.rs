@@ -14,9 +14,24 @@
 
 #![allow(unsafe_code)]
 
+/// Makes a system call without the C library: the kernel's result or error number, with nothing
+/// written to the thread-local `errno`. The child shares the embedding program's memory
+/// (`CLONE_VM`), and with it the `errno` of the thread that spawned it, which keeps running: a
+/// C-library wrapper failing in the child would change what that thread reads. Every wrapper the
+/// child reaches uses this. Arguments are passed as machine words (integers sign-extended, as
+/// the kernel reads only the width it expects).
+macro_rules! raw {
+    ($nr:expr $(, $arg:expr)* $(,)?) => {
+        $crate::sys::raw_call($nr, [$($arg as usize),*])
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use raw;
+
 pub(crate) mod child;
 pub(crate) mod clone;
 mod init;
+pub(crate) use init::program as init_program;
 pub(crate) mod landlock;
 mod mount;
 pub(crate) mod pidfd;
@@ -47,13 +62,34 @@ impl From<Errno> for std::io::Error {
 
 pub(crate) type SysResult<T> = Result<T, Errno>;
 
-/// Converts a libc-style return value (`-1` + errno on failure) into a result.
+/// See [`raw!`].
+///
+/// # Safety
+/// As for the system call `nr` with these arguments.
+#[inline(always)]
+pub(crate) unsafe fn raw_call<const N: usize>(nr: c_long, args: [usize; N]) -> SysResult<c_long> {
+    let mut a = [0usize; 6];
+    for (slot, arg) in a.iter_mut().zip(args) {
+        *slot = arg;
+    }
+    // SAFETY: the caller's contract; unused argument registers are zero, which no call reads.
+    let ret = unsafe { syscalls::raw::syscall6(nr as usize, a[0], a[1], a[2], a[3], a[4], a[5]) } as isize;
+    // The kernel returns -errno in [-4095, -1] on failure.
+    if (-4095..0).contains(&ret) { Err(Errno(-ret as i32)) } else { Ok(ret as c_long) }
+}
+
+/// Converts a libc-style return value (`-1` + errno on failure) into a result (parent side only).
 fn check(ret: c_long) -> SysResult<c_long> {
     if ret == -1 { Err(Errno::last()) } else { Ok(ret) }
 }
 
 fn check_int(ret: c_int) -> SysResult<c_int> {
     if ret == -1 { Err(Errno::last()) } else { Ok(ret) }
+}
+
+/// The descriptor a raw call returned.
+fn fd_of(ret: SysResult<c_long>) -> SysResult<RawFd> {
+    ret.map(|fd| fd as RawFd)
 }
 
 /// Retries a system call interrupted by a signal.
@@ -69,7 +105,7 @@ fn retry<T>(mut f: impl FnMut() -> SysResult<T>) -> SysResult<T> {
 pub(crate) fn close(fd: RawFd) {
     // SAFETY: closing a descriptor number has no memory-safety effect; callers only close
     // descriptors they own (in the child, every descriptor is the child's own copy).
-    unsafe { libc::close(fd) };
+    let _ = unsafe { raw!(libc::SYS_close, fd) };
 }
 
 /// Closes `[first, last]`. Falls back to a loop over `/proc`-free `close` calls when
@@ -79,13 +115,16 @@ pub(crate) fn close_range(first: u32, last: u32) {
         return;
     }
     // SAFETY: close_range only closes descriptors; no memory is passed to the kernel.
-    let ret = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0u32) };
-    if ret == 0 {
+    if unsafe { raw!(libc::SYS_close_range, first, last, 0u32) }.is_ok() {
         return;
     }
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: `lim` is a valid, writable rlimit.
-    let max = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+    let mut lim = libc::rlimit64 { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `lim` is a valid, writable rlimit64; no new limit is passed.
+    let max = if unsafe {
+        raw!(libc::SYS_prlimit64, 0, libc::RLIMIT_NOFILE, 0usize, &mut lim as *mut libc::rlimit64)
+    }
+    .is_ok()
+    {
         lim.rlim_cur.min(1 << 20) as u32
     } else {
         1024
@@ -100,7 +139,7 @@ pub(crate) fn close_range(first: u32, last: u32) {
 /// `fcntl(fd, F_DUPFD_CLOEXEC, min)`: a close-on-exec copy of `fd` numbered at least `min`.
 pub(crate) fn dup_above(fd: RawFd, min: RawFd) -> SysResult<RawFd> {
     // SAFETY: F_DUPFD_CLOEXEC takes an integer argument; no memory is involved.
-    check_int(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, min) })
+    fd_of(unsafe { raw!(libc::SYS_fcntl, fd, libc::F_DUPFD_CLOEXEC, min) })
 }
 
 /// `dup3(old, new, 0)`: `new` becomes a copy of `old` without close-on-exec.
@@ -108,23 +147,22 @@ pub(crate) fn dup_onto(old: RawFd, new: RawFd) -> SysResult<()> {
     if old == new {
         // dup3 refuses old == new; clear close-on-exec instead.
         // SAFETY: F_SETFD takes an integer argument.
-        return check_int(unsafe { libc::fcntl(old, libc::F_SETFD, 0) }).map(drop);
+        return unsafe { raw!(libc::SYS_fcntl, old, libc::F_SETFD, 0) }.map(drop);
     }
     // SAFETY: dup3 takes two descriptor numbers and flags.
-    retry(|| check_int(unsafe { libc::dup3(old, new, 0) })).map(drop)
+    retry(|| unsafe { raw!(libc::SYS_dup3, old, new, 0) }).map(drop)
 }
 
 pub(crate) fn read(fd: RawFd, buf: &mut [u8]) -> SysResult<usize> {
     // SAFETY: `buf` is a valid writable slice of `buf.len()` bytes.
-    retry(|| check(unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) } as c_long))
-        .map(|n| n as usize)
+    retry(|| unsafe { raw!(libc::SYS_read, fd, buf.as_mut_ptr(), buf.len()) }).map(|n| n as usize)
 }
 
 /// Writes all of `buf`, retrying on short writes and EINTR.
 pub(crate) fn write_all(fd: RawFd, mut buf: &[u8]) -> SysResult<()> {
     while !buf.is_empty() {
         // SAFETY: `buf` is a valid readable slice of `buf.len()` bytes.
-        let n = retry(|| check(unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) } as c_long))?;
+        let n = retry(|| unsafe { raw!(libc::SYS_write, fd, buf.as_ptr(), buf.len()) })?;
         if n == 0 {
             return Err(Errno(libc::EIO));
         }
@@ -135,7 +173,9 @@ pub(crate) fn write_all(fd: RawFd, mut buf: &[u8]) -> SysResult<()> {
 
 pub(crate) fn open(path: &CStr, flags: c_int) -> SysResult<RawFd> {
     // SAFETY: `path` is a valid NUL-terminated string; mode is only read with O_CREAT.
-    retry(|| check_int(unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC, 0o600) }))
+    fd_of(retry(|| unsafe {
+        raw!(libc::SYS_openat, libc::AT_FDCWD, path.as_ptr(), flags | libc::O_CLOEXEC, 0o600)
+    }))
 }
 
 pub(crate) const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
@@ -155,16 +195,15 @@ pub(crate) fn openat2(dirfd: RawFd, path: &CStr, flags: c_int, resolve: u64) -> 
     let how = OpenHow { flags: (flags | libc::O_CLOEXEC) as u64, mode: 0, resolve };
     // SAFETY: `how` is a valid open_how of the size passed; `path` is NUL-terminated.
     retry(|| {
-        check(unsafe {
-            libc::syscall(
+        fd_of(unsafe {
+            raw!(
                 libc::SYS_openat2,
                 dirfd,
                 path.as_ptr(),
                 &how as *const OpenHow,
-                std::mem::size_of::<OpenHow>(),
+                std::mem::size_of::<OpenHow>()
             )
         })
-        .map(|fd| fd as RawFd)
     })
 }
 
@@ -207,9 +246,9 @@ pub(crate) fn owned(fd: RawFd) -> std::os::fd::OwnedFd {
 /// Opens `path` (relative to `dirfd`) for writing, writes all of `data`, closes it.
 pub(crate) fn write_file_at(dirfd: RawFd, path: &CStr, data: &[u8]) -> SysResult<()> {
     // SAFETY: `path` is NUL-terminated; the mode is unused without O_CREAT.
-    let fd = retry(|| {
-        check_int(unsafe { libc::openat(dirfd, path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC, 0) })
-    })?;
+    let fd = fd_of(retry(|| unsafe {
+        raw!(libc::SYS_openat, dirfd, path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC, 0)
+    }))?;
     let result = write_all(fd, data);
     close(fd);
     result
@@ -232,8 +271,10 @@ pub(crate) fn sigset(filled: bool) -> libc::sigset_t {
 /// Replaces the signal mask of the calling thread.
 pub(crate) fn set_sigmask(set: &libc::sigset_t) -> SysResult<()> {
     // SAFETY: `set` is a valid sigset_t; the old mask is not requested.
-    let ret = unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, set, std::ptr::null_mut()) };
-    if ret == 0 { Ok(()) } else { Err(Errno(ret)) }
+    unsafe {
+        raw!(libc::SYS_rt_sigprocmask, libc::SIG_SETMASK, set as *const libc::sigset_t, 0usize, SIGSET_SIZE)
+    }
+    .map(drop)
 }
 
 /// Blocks every signal in the calling thread and returns the previous mask. Spawning does this
@@ -247,21 +288,36 @@ pub(crate) fn block_all_signals() -> libc::sigset_t {
     old
 }
 
+/// The kernel's signal set size (`_NSIG / 8`), which the `rt_sig*` calls take.
+const SIGSET_SIZE: usize = 8;
+
 /// Resets every signal disposition to `SIG_DFL` (SIGKILL and SIGSTOP cannot change and are
 /// skipped). Ignored signals survive `execve`, and Rust's runtime ignores SIGPIPE, so without this
 /// the payload would inherit the embedding program's dispositions.
 pub(crate) fn reset_signal_dispositions() {
-    // SAFETY: sigaction is plain data and fully initialised by zeroed() + the fields we set.
-    let mut act: libc::sigaction = unsafe { std::mem::zeroed() };
-    act.sa_sigaction = libc::SIG_DFL;
-    for sig in 1..=libc::SIGRTMAX() {
+    // The kernel's `struct sigaction` (handler, flags, restorer where the arch has one, mask):
+    // all zero is SIG_DFL with no flags and an empty mask on every layout.
+    let act = [0u64; 4];
+    for sig in 1..=64 {
         if sig == libc::SIGKILL || sig == libc::SIGSTOP {
             continue;
         }
-        // SAFETY: `act` is valid; the old action is not requested. Invalid numbers (reserved by
-        // the C library) fail with EINVAL, which is harmless.
-        unsafe { libc::sigaction(sig, &act, std::ptr::null_mut()) };
+        // SAFETY: `act` is a valid kernel sigaction; the old action is not requested.
+        let _ = unsafe { raw!(libc::SYS_rt_sigaction, sig, act.as_ptr(), 0usize, SIGSET_SIZE) };
     }
+}
+
+/// `prctl(PR_GET_DUMPABLE)`: whether this process's memory (shared with the embedding program
+/// until exec) is dumpable; 1 if the call fails.
+pub(crate) fn dumpable() -> c_ulong {
+    // SAFETY: integer arguments.
+    unsafe { raw!(libc::SYS_prctl, libc::PR_GET_DUMPABLE, 0, 0, 0, 0) }.map_or(1, |v| v as c_ulong)
+}
+
+/// Clears close-on-exec on `fd`, so it survives an exec.
+pub(crate) fn keep_on_exec(fd: RawFd) -> SysResult<()> {
+    // SAFETY: F_SETFD takes an integer argument.
+    unsafe { raw!(libc::SYS_fcntl, fd, libc::F_SETFD, 0) }.map(drop)
 }
 
 pub(crate) fn prctl(option: c_int, arg: c_ulong) -> SysResult<()> {
@@ -270,7 +326,7 @@ pub(crate) fn prctl(option: c_int, arg: c_ulong) -> SysResult<()> {
 
 pub(crate) fn prctl3(option: c_int, arg2: c_ulong, arg3: c_ulong) -> SysResult<()> {
     // SAFETY: the prctl options used here take integer arguments only.
-    check_int(unsafe { libc::prctl(option, arg2, arg3, 0 as c_ulong, 0 as c_ulong) }).map(drop)
+    unsafe { raw!(libc::SYS_prctl, option, arg2, arg3, 0, 0) }.map(drop)
 }
 
 /// Sets the effective, permitted and inheritable capability sets of the calling thread to
@@ -293,7 +349,7 @@ pub(crate) fn capset(mask: u64) -> SysResult<()> {
     let word = |w: u64| Data { effective: w as u32, permitted: w as u32, inheritable: w as u32 };
     let data = [word(mask), word(mask >> 32)];
     // SAFETY: header and the two data words are valid for the version-3 layout.
-    check(unsafe { libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr()) }).map(drop)
+    (unsafe { raw!(libc::SYS_capset, &header as *const Header, data.as_ptr()) }).map(drop)
 }
 
 /// Installs a seccomp filter on the calling thread (which needs `no_new_privs` or
@@ -307,16 +363,14 @@ pub(crate) fn install_seccomp(program: &[crate::seccomp::SockFilter]) -> SysResu
     const SECCOMP_SET_MODE_FILTER: c_ulong = 1;
     let prog = SockFprog { len: program.len() as u16, filter: program.as_ptr() };
     // SAFETY: `prog` points at `len` instructions that outlive the call (the kernel copies them).
-    check(unsafe {
-        libc::syscall(libc::SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0 as c_ulong, &prog as *const SockFprog)
-    })
-    .map(drop)
+    (unsafe { raw!(libc::SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0 as c_ulong, &prog as *const SockFprog) })
+        .map(drop)
 }
 
 /// Sets the file mode creation mask.
 pub(crate) fn umask(mask: u32) {
     // SAFETY: umask cannot fail.
-    unsafe { libc::umask(mask as libc::mode_t) };
+    let _ = unsafe { raw!(libc::SYS_umask, mask) };
 }
 
 /// Gives the calling process a new, empty, anonymous session keyring
@@ -327,7 +381,7 @@ pub(crate) fn umask(mask: u32) {
 pub(crate) fn join_new_session_keyring() -> SysResult<()> {
     const KEYCTL_JOIN_SESSION_KEYRING: c_long = 1;
     // SAFETY: a null name asks for an anonymous keyring; no memory is read.
-    match check(unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, 0usize) }) {
+    match unsafe { raw!(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, 0usize) } {
         Ok(_) | Err(Errno(libc::ENOSYS | libc::EPERM)) => Ok(()),
         Err(e) => Err(e),
     }
@@ -336,9 +390,7 @@ pub(crate) fn join_new_session_keyring() -> SysResult<()> {
 /// Sets the calling thread's name (`/proc/<pid>/comm`, at most 15 bytes).
 pub(crate) fn set_name(name: &CStr) {
     // SAFETY: `name` is NUL-terminated; the kernel copies at most 16 bytes.
-    unsafe {
-        libc::prctl(libc::PR_SET_NAME, name.as_ptr() as c_ulong, 0 as c_ulong, 0 as c_ulong, 0 as c_ulong)
-    };
+    let _ = unsafe { raw!(libc::SYS_prctl, libc::PR_SET_NAME, name.as_ptr(), 0, 0, 0) };
 }
 
 /// Overwrites the argument area `[start, end)` of the calling process's own memory with `name`,
@@ -364,17 +416,17 @@ pub(crate) unsafe fn overwrite_arg_area((start, end): (usize, usize), name: &[u8
 
 pub(crate) fn setsid() -> SysResult<()> {
     // SAFETY: no arguments.
-    check_int(unsafe { libc::setsid() }).map(drop)
+    unsafe { raw!(libc::SYS_setsid) }.map(drop)
 }
 
 pub(crate) fn sethostname(name: &[u8]) -> SysResult<()> {
     // SAFETY: `name` is a valid slice; the kernel copies `len` bytes.
-    check_int(unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) }).map(drop)
+    unsafe { raw!(libc::SYS_sethostname, name.as_ptr(), name.len()) }.map(drop)
 }
 
 pub(crate) fn setdomainname(name: &[u8]) -> SysResult<()> {
     // SAFETY: `name` is a valid slice; the kernel copies `len` bytes.
-    check_int(unsafe { libc::setdomainname(name.as_ptr().cast(), name.len()) }).map(drop)
+    unsafe { raw!(libc::SYS_setdomainname, name.as_ptr(), name.len()) }.map(drop)
 }
 
 pub(crate) fn mount(
@@ -386,34 +438,34 @@ pub(crate) fn mount(
 ) -> SysResult<()> {
     let p = |s: Option<&CStr>| s.map_or(std::ptr::null(), CStr::as_ptr);
     // SAFETY: every pointer is either null or a valid NUL-terminated string.
-    check_int(unsafe { libc::mount(p(source), target.as_ptr(), p(fstype), flags, p(data).cast()) }).map(drop)
+    unsafe { raw!(libc::SYS_mount, p(source), target.as_ptr(), p(fstype), flags, p(data)) }.map(drop)
 }
 
 pub(crate) fn unshare(flags: c_int) -> SysResult<()> {
     // SAFETY: integer flags only.
-    check_int(unsafe { libc::unshare(flags) }).map(drop)
+    unsafe { raw!(libc::SYS_unshare, flags) }.map(drop)
 }
 
 pub(crate) fn setgroups(groups: &[libc::gid_t]) -> SysResult<()> {
     // SAFETY: `groups` is a valid slice of gid_t. The raw system call is used because glibc's
     // wrapper broadcasts the change to all threads with a signal, which needs locks.
-    check(unsafe { libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) }).map(drop)
+    (unsafe { raw!(libc::SYS_setgroups, groups.len(), groups.as_ptr()) }).map(drop)
 }
 
 pub(crate) fn setresgid(gid: libc::gid_t) -> SysResult<()> {
     // SAFETY: integer arguments. Raw system call: glibc's wrapper synchronises all threads (setxid
     // broadcast), which must not happen in a forked child.
-    check(unsafe { libc::syscall(libc::SYS_setresgid, gid, gid, gid) }).map(drop)
+    (unsafe { raw!(libc::SYS_setresgid, gid, gid, gid) }).map(drop)
 }
 
 pub(crate) fn setresuid(uid: libc::uid_t) -> SysResult<()> {
     // SAFETY: integer arguments. Raw system call for the same reason as setresgid.
-    check(unsafe { libc::syscall(libc::SYS_setresuid, uid, uid, uid) }).map(drop)
+    (unsafe { raw!(libc::SYS_setresuid, uid, uid, uid) }).map(drop)
 }
 
 pub(crate) fn chdir(path: &CStr) -> SysResult<()> {
     // SAFETY: `path` is a valid NUL-terminated string.
-    check_int(unsafe { libc::chdir(path.as_ptr()) }).map(drop)
+    unsafe { raw!(libc::SYS_chdir, path.as_ptr()) }.map(drop)
 }
 
 /// 32 random bits from the kernel (the clock's nanoseconds if getrandom fails).
@@ -432,48 +484,42 @@ pub(crate) fn random_u32() -> u32 {
 pub(crate) fn prlimit(resource: libc::__rlimit_resource_t, soft: u64, hard: u64) -> SysResult<()> {
     let new = libc::rlimit64 { rlim_cur: soft, rlim_max: hard };
     // SAFETY: `new` is a valid rlimit64; the old value is not requested.
-    check_int(unsafe { libc::prlimit64(0, resource, &new, std::ptr::null_mut()) }).map(drop)
+    unsafe { raw!(libc::SYS_prlimit64, 0, resource, &new as *const libc::rlimit64, 0usize) }.map(drop)
 }
 
 /// `execve`; returns only on failure.
 pub(crate) fn execve(path: &CStr, argv: &[*const libc::c_char], envp: &[*const libc::c_char]) -> Errno {
     // SAFETY: `argv` and `envp` are NULL-terminated arrays of pointers into CStrings the parent
     // keeps alive (the child's copy of its memory); `path` is NUL-terminated.
-    unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
-    Errno::last()
+    match unsafe { raw!(libc::SYS_execve, path.as_ptr(), argv.as_ptr(), envp.as_ptr()) } {
+        Err(e) => e,
+        Ok(_) => Errno(libc::EINVAL),
+    }
 }
 
 /// `fork` as a raw system call: no `pthread_atfork` handlers, no C-library locks.
 pub(crate) fn fork_raw() -> SysResult<libc::pid_t> {
     // SAFETY: clone without CLONE_VM behaves like fork: the child gets a copy of the address
     // space and continues from here; no stack or TLS argument is needed.
-    check(unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD as c_ulong, 0usize, 0usize, 0usize, 0usize) })
+    (unsafe { raw!(libc::SYS_clone, libc::SIGCHLD as c_ulong, 0usize, 0usize, 0usize, 0usize) })
         .map(|p| p as libc::pid_t)
 }
 
 pub(crate) fn getppid() -> libc::pid_t {
     // SAFETY: no arguments.
-    unsafe { libc::getppid() }
+    unsafe { raw!(libc::SYS_getppid) }.map_or(0, |p| p as libc::pid_t)
 }
 
 pub(crate) fn kill(pid: libc::pid_t, sig: c_int) -> SysResult<()> {
     // SAFETY: integer arguments.
-    check_int(unsafe { libc::kill(pid, sig) }).map(drop)
-}
-
-/// `waitpid(pid, WNOHANG)`: `Ok(None)` when no child changed state.
-pub(crate) fn waitpid_nohang(pid: libc::pid_t) -> SysResult<Option<(libc::pid_t, c_int)>> {
-    let mut status: c_int = 0;
-    // SAFETY: `status` is a valid writable int.
-    let ret = retry(|| check_int(unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) }))?;
-    Ok(if ret == 0 { None } else { Some((ret, status)) })
+    unsafe { raw!(libc::SYS_kill, pid, sig) }.map(drop)
 }
 
 /// `waitpid(pid, 0)`: blocks until the child `pid` exits; returns its wait status.
 pub(crate) fn waitpid(pid: libc::pid_t) -> SysResult<c_int> {
     let mut status: c_int = 0;
     // SAFETY: `status` is a valid writable int.
-    retry(|| check_int(unsafe { libc::waitpid(pid, &mut status, 0) }))?;
+    retry(|| unsafe { raw!(libc::SYS_wait4, pid, &mut status as *mut c_int, 0, 0usize) })?;
     Ok(status)
 }
 
@@ -481,38 +527,36 @@ pub(crate) fn waitpid(pid: libc::pid_t) -> SysResult<c_int> {
 pub(crate) fn pipe() -> SysResult<(RawFd, RawFd)> {
     let mut fds = [-1 as c_int; 2];
     // SAFETY: `fds` is a valid array of two ints.
-    check_int(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    unsafe { raw!(libc::SYS_pipe2, fds.as_mut_ptr(), libc::O_CLOEXEC) }?;
     Ok((fds[0], fds[1]))
-}
-
-/// Waits for one of the signals in `set` (which must be blocked) and returns its number.
-pub(crate) fn sigwait(set: &libc::sigset_t) -> SysResult<c_int> {
-    // SAFETY: `set` is valid; siginfo is not requested.
-    retry(|| check_int(unsafe { libc::sigwaitinfo(set, std::ptr::null_mut()) }))
 }
 
 /// Ends the calling process at once, without running destructors or `atexit` handlers.
 pub(crate) fn exit(code: c_int) -> ! {
-    // SAFETY: _exit never returns and touches no user-space state.
-    unsafe { libc::_exit(code) }
+    loop {
+        // SAFETY: exit_group ends every thread of the process and never returns.
+        let _ = unsafe { raw!(libc::SYS_exit_group, code) };
+    }
 }
 
 /// Brings the loopback interface of the current network namespace up.
 pub(crate) fn loopback_up() -> SysResult<()> {
     // SAFETY: socket() takes integers; the descriptor is closed below.
-    let sock = check_int(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
+    let sock =
+        fd_of(unsafe { raw!(libc::SYS_socket, libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
     // SAFETY: ifreq is plain data; an all-zero value is valid.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
         *dst = *src as libc::c_char;
     }
     // SAFETY: `req` is a valid ifreq naming "lo"; SIOCGIFFLAGS fills ifru_flags.
-    let result = check_int(unsafe { libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut req) }).and_then(|_| {
-        // SAFETY: ifru_flags is the union member SIOCGIFFLAGS just filled.
-        unsafe { req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short };
-        // SAFETY: `req` is valid; SIOCSIFFLAGS reads the name and flags.
-        check_int(unsafe { libc::ioctl(sock, libc::SIOCSIFFLAGS, &req) })
-    });
+    let result = unsafe { raw!(libc::SYS_ioctl, sock, libc::SIOCGIFFLAGS, &mut req as *mut libc::ifreq) }
+        .and_then(|_| {
+            // SAFETY: ifru_flags is the union member SIOCGIFFLAGS just filled.
+            unsafe { req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short };
+            // SAFETY: `req` is valid; SIOCSIFFLAGS reads the name and flags.
+            unsafe { raw!(libc::SYS_ioctl, sock, libc::SIOCSIFFLAGS, &req as *const libc::ifreq) }
+        });
     close(sock);
     result.map(drop)
 }

@@ -12,8 +12,8 @@ use std::os::fd::RawFd;
 
 use super::child::{Failure, at, at_index};
 use super::{
-    Errno, RESOLVE_IN_ROOT, RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS, SysResult, check, check_int, close,
-    open_host, openat2, retry,
+    Errno, RESOLVE_IN_ROOT, RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS, SysResult, close, fd_of, open_host,
+    openat2, retry,
 };
 use crate::fs::plan::{Create, FsOp, FsPlan, RootOp, Target, attr};
 use crate::plan::Step;
@@ -85,10 +85,10 @@ impl Sources<'_> {
 /// then inherits the embedding program's umask again, as with std.
 fn with_exact_modes<T>(f: impl FnOnce() -> T) -> T {
     // SAFETY: umask only swaps an integer.
-    let old_umask = unsafe { libc::umask(0) };
+    let old_umask = unsafe { raw!(libc::SYS_umask, 0) }.unwrap_or(0o022);
     let result = f();
     // SAFETY: as above.
-    unsafe { libc::umask(old_umask) };
+    let _ = unsafe { raw!(libc::SYS_umask, old_umask) };
     result
 }
 
@@ -263,7 +263,7 @@ fn apply(
             let written = super::write_all(f, contents);
             close(f);
             written?;
-            let m = check_fd(open_tree_raw(staging, name, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC))?;
+            let m = open_tree_raw(staging, name, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC)?;
             set_attrs(m, *attrs, false)?;
             attach(m, root, target, creating(Create::File))
         }
@@ -425,8 +425,8 @@ pub(super) fn create_dir(target: &Target) -> SysResult<()> {
 fn same_link(dir: RawFd, name: &CStr, link: &CStr) -> bool {
     let mut buf = [0u8; 4096];
     // SAFETY: `buf` is writable for its length; `name` is NUL-terminated.
-    let n = unsafe { libc::readlinkat(dir, name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    n >= 0 && buf.get(..n as usize) == Some(link.to_bytes())
+    let n = unsafe { raw!(libc::SYS_readlinkat, dir, name.as_ptr(), buf.as_mut_ptr(), buf.len()) };
+    matches!(n, Ok(n) if buf.get(..n as usize) == Some(link.to_bytes()))
 }
 
 /// A detached copy of the mount tree at an opened host path `fd` (see [`open_sources`]: opened
@@ -586,13 +586,9 @@ fn fd_path<'a>(buf: &'a mut [u8; 64], fd: RawFd, suffix: &[u8]) -> SysResult<&'a
 
 // ---- thin wrappers of the mount API --------------------------------------------------------
 
-fn check_fd(ret: libc::c_long) -> SysResult<RawFd> {
-    check(ret).map(|fd| fd as RawFd)
-}
-
 fn fsopen(fstype: &CStr) -> SysResult<RawFd> {
     // SAFETY: `fstype` is NUL-terminated; flags are integers.
-    check_fd(unsafe { libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), FSOPEN_CLOEXEC) })
+    fd_of(unsafe { raw!(libc::SYS_fsopen, fstype.as_ptr(), FSOPEN_CLOEXEC) })
 }
 
 /// Sets a string option (`Some`) or a flag option (`None`) on a filesystem context.
@@ -602,26 +598,18 @@ fn fsconfig(fs: RawFd, key: &CStr, value: Option<&CStr>) -> SysResult<()> {
         None => (FSCONFIG_SET_FLAG, std::ptr::null()),
     };
     // SAFETY: key and value are NUL-terminated or null as the command requires.
-    check(unsafe { libc::syscall(libc::SYS_fsconfig, fs, cmd, key.as_ptr(), value, 0) }).map(drop)
+    (unsafe { raw!(libc::SYS_fsconfig, fs, cmd, key.as_ptr(), value, 0) }).map(drop)
 }
 
 /// Creates the filesystem of context `fs` and mounts it detached with `attrs`; closes `fs`.
 fn finish_fs(fs: RawFd, attrs: u64) -> SysResult<RawFd> {
     // SAFETY: CMD_CREATE takes no key or value.
-    let created = check(unsafe {
-        libc::syscall(
-            libc::SYS_fsconfig,
-            fs,
-            FSCONFIG_CMD_CREATE,
-            std::ptr::null::<u8>(),
-            std::ptr::null::<u8>(),
-            0,
-        )
-    });
+    let created = unsafe {
+        raw!(libc::SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, std::ptr::null::<u8>(), std::ptr::null::<u8>(), 0,)
+    };
     // SAFETY: integer arguments.
-    let m = created.and_then(|_| {
-        check_fd(unsafe { libc::syscall(libc::SYS_fsmount, fs, FSMOUNT_CLOEXEC, attrs as u32) })
-    });
+    let m =
+        created.and_then(|_| fd_of(unsafe { raw!(libc::SYS_fsmount, fs, FSMOUNT_CLOEXEC, attrs as u32) }));
     close(fs);
     m
 }
@@ -637,9 +625,9 @@ fn new_fs(fstype: &CStr, options: &[(&CStr, Option<&CStr>)], attrs: u64) -> SysR
     finish_fs(fs, attrs)
 }
 
-fn open_tree_raw(dirfd: RawFd, path: &CStr, flags: u32) -> libc::c_long {
+fn open_tree_raw(dirfd: RawFd, path: &CStr, flags: u32) -> SysResult<RawFd> {
     // SAFETY: `path` is NUL-terminated; flags are integers.
-    unsafe { libc::syscall(libc::SYS_open_tree, dirfd, path.as_ptr(), flags) }
+    fd_of(unsafe { raw!(libc::SYS_open_tree, dirfd, path.as_ptr(), flags) })
 }
 
 /// A detached copy of the mount tree at `path` (relative to `dirfd`; empty path: `dirfd`
@@ -652,13 +640,12 @@ fn open_tree(dirfd: RawFd, path: &CStr, recursive: bool) -> SysResult<RawFd> {
     if path.is_empty() {
         flags |= AT_EMPTY_PATH;
     }
-    check_fd(open_tree_raw(dirfd, path, flags))
+    open_tree_raw(dirfd, path, flags)
 }
 
 fn move_mount(from: RawFd, to_dir: RawFd, to_path: &CStr, flags: u32) -> SysResult<()> {
     // SAFETY: both paths are NUL-terminated (the source path is empty: F_EMPTY_PATH).
-    check(unsafe { libc::syscall(libc::SYS_move_mount, from, c"".as_ptr(), to_dir, to_path.as_ptr(), flags) })
-        .map(drop)
+    (unsafe { raw!(libc::SYS_move_mount, from, c"".as_ptr(), to_dir, to_path.as_ptr(), flags) }).map(drop)
 }
 
 /// `struct mount_attr` of `mount_setattr(2)`.
@@ -678,8 +665,8 @@ fn set_attrs(fd: RawFd, attrs: u64, recursive: bool) -> SysResult<()> {
     let a = MountAttr { attr_set: attrs, attr_clr: 0, propagation: 0, userns_fd: 0 };
     let flags = AT_EMPTY_PATH | if recursive { AT_RECURSIVE } else { 0 };
     // SAFETY: `a` is a valid mount_attr of the size passed; the path is empty.
-    check(unsafe {
-        libc::syscall(
+    (unsafe {
+        raw!(
             libc::SYS_mount_setattr,
             fd,
             c"".as_ptr(),
@@ -693,42 +680,42 @@ fn set_attrs(fd: RawFd, attrs: u64, recursive: bool) -> SysResult<()> {
 
 fn openat(dirfd: RawFd, path: &CStr, flags: libc::c_int, mode: u32) -> SysResult<RawFd> {
     // SAFETY: `path` is NUL-terminated.
-    retry(|| check_int(unsafe { libc::openat(dirfd, path.as_ptr(), flags | libc::O_CLOEXEC, mode) }))
+    fd_of(retry(|| unsafe { raw!(libc::SYS_openat, dirfd, path.as_ptr(), flags | libc::O_CLOEXEC, mode) }))
 }
 
 fn mkdirat(dirfd: RawFd, name: &CStr, mode: u32) -> SysResult<()> {
     // SAFETY: `name` is NUL-terminated.
-    check_int(unsafe { libc::mkdirat(dirfd, name.as_ptr(), mode) }).map(drop)
+    unsafe { raw!(libc::SYS_mkdirat, dirfd, name.as_ptr(), mode) }.map(drop)
 }
 
 fn symlinkat(link: &CStr, dirfd: RawFd, name: &CStr) -> SysResult<()> {
     // SAFETY: both strings are NUL-terminated.
-    check_int(unsafe { libc::symlinkat(link.as_ptr(), dirfd, name.as_ptr()) }).map(drop)
+    unsafe { raw!(libc::SYS_symlinkat, link.as_ptr(), dirfd, name.as_ptr()) }.map(drop)
 }
 
 fn fstat(fd: RawFd) -> SysResult<libc::stat> {
     // SAFETY: stat is plain data; fstat fills it.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: `st` is valid and writable.
-    check_int(unsafe { libc::fstat(fd, &mut st) }).map(|_| st)
+    unsafe { raw!(libc::SYS_fstat, fd, &mut st as *mut libc::stat) }.map(|_| st)
 }
 
 fn fchdir(fd: RawFd) -> SysResult<()> {
     // SAFETY: integer argument.
-    check_int(unsafe { libc::fchdir(fd) }).map(drop)
+    unsafe { raw!(libc::SYS_fchdir, fd) }.map(drop)
 }
 
 fn pivot_root(new_root: &CStr, put_old: &CStr) -> SysResult<()> {
     // SAFETY: both paths are NUL-terminated.
-    check(unsafe { libc::syscall(libc::SYS_pivot_root, new_root.as_ptr(), put_old.as_ptr()) }).map(drop)
+    (unsafe { raw!(libc::SYS_pivot_root, new_root.as_ptr(), put_old.as_ptr()) }).map(drop)
 }
 
 fn umount2(path: &CStr, flags: libc::c_int) -> SysResult<()> {
     // SAFETY: `path` is NUL-terminated.
-    check_int(unsafe { libc::umount2(path.as_ptr(), flags) }).map(drop)
+    unsafe { raw!(libc::SYS_umount2, path.as_ptr(), flags) }.map(drop)
 }
 
 fn chroot(path: &CStr) -> SysResult<()> {
     // SAFETY: `path` is NUL-terminated.
-    check_int(unsafe { libc::chroot(path.as_ptr()) }).map(drop)
+    unsafe { raw!(libc::SYS_chroot, path.as_ptr()) }.map(drop)
 }

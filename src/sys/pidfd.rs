@@ -3,7 +3,7 @@
 
 use std::os::fd::{AsRawFd, BorrowedFd};
 
-use super::{Errno, SysResult, check, retry};
+use super::{Errno, SysResult, retry};
 
 /// How a process ended, as `waitid` reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,8 +48,8 @@ pub(crate) fn wait(pidfd: BorrowedFd<'_>, nohang: bool) -> SysResult<Option<Reap
     retry(|| {
         // SAFETY: `info` and `usage` are valid and writable; the raw system call (unlike the C
         // library's wrapper) reports the reaped process's resource usage.
-        check(unsafe {
-            libc::syscall(
+        unsafe {
+            raw!(
                 libc::SYS_waitid,
                 P_PIDFD,
                 pidfd.as_raw_fd(),
@@ -57,7 +57,7 @@ pub(crate) fn wait(pidfd: BorrowedFd<'_>, nohang: bool) -> SysResult<Option<Reap
                 options,
                 &mut usage as *mut libc::rusage,
             )
-        })
+        }
     })?;
     // SAFETY: waitid filled `info` (or left it zeroed with WNOHANG); si_pid/si_status are valid to
     // read for SIGCHLD siginfo.
@@ -92,7 +92,7 @@ pub(crate) fn send_signal(pidfd: BorrowedFd<'_>, signal: i32) -> SysResult<()> {
 pub(crate) fn open_self() -> std::io::Result<std::os::fd::OwnedFd> {
     use std::os::fd::FromRawFd;
     // SAFETY: integer arguments; a non-negative result is a fresh descriptor nobody else owns.
-    let fd = check(unsafe { libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0) })?;
+    let fd = (unsafe { raw!(libc::SYS_pidfd_open, libc::getpid(), 0) })?;
     // SAFETY: `fd` was just returned by pidfd_open and is owned here alone.
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as std::os::fd::RawFd) })
 }
@@ -102,6 +102,9 @@ pub(crate) fn open_self() -> std::io::Result<std::os::fd::OwnedFd> {
 pub(crate) fn has_exited(pidfd: std::os::fd::RawFd) -> bool {
     let mut fds = [libc::pollfd { fd: pidfd, events: libc::POLLIN, revents: 0 }];
     // SAFETY: `fds` is a valid array of one pollfd; a zero timeout never blocks.
-    let ready = retry(|| super::check_int(unsafe { libc::poll(fds.as_mut_ptr(), 1, 0) }));
+    let zero = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let ready = retry(|| unsafe {
+        raw!(libc::SYS_ppoll, fds.as_mut_ptr(), 1, &zero as *const libc::timespec, 0usize, 0usize)
+    });
     matches!(ready, Ok(n) if n > 0)
 }

@@ -1,0 +1,113 @@
+//! The sandbox's pid 1, when it has a pid namespace: the program `stockade-init`
+//! ([`program.rs`](program), built by `build.rs`), run from a sealed memfd.
+//!
+//! A process that is pid 1 of a namespace must reap orphans (or they pile up as zombies), gets no
+//! default signal handling (signals it does not handle are dropped), and takes the namespace
+//! down when it exits. The init therefore keeps every signal blocked and waits for them; forwards
+//! each one except SIGCHLD to the payload; reaps every child on SIGCHLD; and when the payload
+//! ends, writes the payload's wait status to the parent and exits.
+//!
+//! It is a program of its own rather than a copy of the embedding program: the first child
+//! shares the embedder's memory (`CLONE_VM`) until it execs this, so spawning never copies the
+//! embedder's page tables for it, and the init holds none of the embedder's memory for the
+//! sandbox's life.
+
+use std::ffi::CStr;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use super::{Errno, SysResult};
+
+/// The init program's bytes.
+static PROGRAM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/stockade-init"));
+
+/// A sealed, close-on-exec memfd holding the init program (parent side, once per sandbox).
+/// Sealed against writes, so a payload that reaches the init's `/proc/<pid>/exe` cannot change
+/// what later inits run.
+pub(crate) fn program() -> std::io::Result<OwnedFd> {
+    make_program().map_err(Into::into)
+}
+
+fn make_program() -> SysResult<OwnedFd> {
+    const MFD_CLOEXEC: u32 = 0x1;
+    const MFD_ALLOW_SEALING: u32 = 0x2;
+    const MFD_EXEC: u32 = 0x10;
+    const F_ADD_SEALS: i32 = 1033;
+    const SEALS: i32 = 0x1 | 0x2 | 0x4 | 0x8; // SEAL, SHRINK, GROW, WRITE
+    let name = c"stockade-init";
+    // MFD_EXEC (Linux 6.3+) asks for an executable memfd where vm.memfd_noexec would otherwise
+    // make it non-executable; older kernels refuse the flag (EINVAL) and make it executable.
+    // SAFETY: `name` is NUL-terminated; flags are integers.
+    let fd = match unsafe {
+        raw!(libc::SYS_memfd_create, name.as_ptr(), MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_EXEC)
+    } {
+        Err(Errno(libc::EINVAL)) => {
+            // SAFETY: as above.
+            unsafe { raw!(libc::SYS_memfd_create, name.as_ptr(), MFD_CLOEXEC | MFD_ALLOW_SEALING) }?
+        }
+        other => other?,
+    };
+    let fd = super::owned(fd as RawFd);
+    super::write_all(fd.as_raw_fd(), PROGRAM)?;
+    // SAFETY: integer arguments.
+    unsafe { raw!(libc::SYS_fcntl, fd.as_raw_fd(), F_ADD_SEALS, SEALS) }?;
+    Ok(fd)
+}
+
+/// The `STOCKADE_INIT=...` environment entry for the init: payload pid and three descriptors
+/// (each -1 when absent). Written into `buf` without allocating; returns it NUL-terminated.
+pub(super) fn environment(buf: &mut [u8; 96], values: [i64; 4]) -> &CStr {
+    const KEY: &[u8] = b"STOCKADE_INIT=";
+    let mut len = 0;
+    let mut push = |b: u8, len: &mut usize| {
+        if let Some(slot) = buf.get_mut(*len) {
+            *slot = b;
+            *len += 1;
+        }
+    };
+    for &b in KEY {
+        push(b, &mut len);
+    }
+    for (i, value) in values.into_iter().enumerate() {
+        if i > 0 {
+            push(b',', &mut len);
+        }
+        if value < 0 {
+            push(b'-', &mut len);
+        }
+        let mut digits = [0u8; 20];
+        let mut n = value.unsigned_abs();
+        let mut count = 0;
+        loop {
+            if let Some(d) = digits.get_mut(count) {
+                *d = b'0' + (n % 10) as u8;
+            }
+            count += 1;
+            n /= 10;
+            if n == 0 || count == digits.len() {
+                break;
+            }
+        }
+        for &d in digits.iter().take(count).rev() {
+            push(d, &mut len);
+        }
+    }
+    push(0, &mut len);
+    // The buffer holds the longest entry (14 + 4 × 20 digits and signs + 3 commas + NUL needs
+    // 99 at worst, but pids and descriptors have at most 10 digits).
+    CStr::from_bytes_until_nul(&buf[..]).unwrap_or(c"STOCKADE_INIT=")
+}
+
+/// Execs the init program (`program`, a descriptor of the memfd) with `environment`; returns
+/// only on failure.
+pub(super) fn exec(program: RawFd, environment: &CStr) -> Errno {
+    let argv = [c"stockade-init".as_ptr(), std::ptr::null()];
+    let envp = [environment.as_ptr(), std::ptr::null()];
+    // SAFETY: both arrays are NULL-terminated and point at NUL-terminated strings that live on
+    // this stack frame; the path is empty with AT_EMPTY_PATH.
+    match unsafe {
+        raw!(libc::SYS_execveat, program, c"".as_ptr(), argv.as_ptr(), envp.as_ptr(), libc::AT_EMPTY_PATH)
+    } {
+        Err(e) => e,
+        Ok(_) => Errno(libc::EINVAL),
+    }
+}

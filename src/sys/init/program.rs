@@ -1,0 +1,242 @@
+//! `stockade-init`: the sandbox's pid 1, a program of its own (about a kilobyte, no C library),
+//! built by `build.rs` and run from a sealed memfd. It is not a copy of the embedding program:
+//! it holds none of its memory, and the spawn never copies the embedder's page tables for it.
+//!
+//! The child that becomes pid 1 starts the payload, then execs this with every signal blocked,
+//! and `STOCKADE_INIT=<payload pid>,<status fd>,<ready fd>,<parent pidfd>` as its only
+//! environment (-1 for an absent descriptor). It then:
+//! 1. turns non-dumpable and names itself, then closes the ready descriptor: the payload waits
+//!    for that before its exec, so it can never ptrace or open the init while it is dumpable;
+//! 2. re-arms its parent-death signal and exits if the embedding process died meanwhile;
+//! 3. closes every descriptor but the status pipe;
+//! 4. waits for signals: forwards each to the payload, except SIGCHLD, on which it reaps every
+//!    child; when the payload is reaped it writes the payload's wait status (native-endian i32)
+//!    to the status pipe and exits with the payload's code, which makes the kernel kill
+//!    whatever else is left in the namespace.
+//!
+//! Compiled separately (`#![no_std]`, static, no start files); not part of the library crate.
+
+#![no_std]
+#![no_main]
+#![allow(unsafe_code)]
+
+use core::arch::{asm, global_asm};
+
+#[cfg(target_arch = "x86_64")]
+global_asm!(
+    ".globl _start",
+    "_start:",
+    "mov rdi, rsp",
+    "and rsp, -16",
+    "call {main}",
+    "ud2",
+    main = sym main,
+);
+
+#[cfg(target_arch = "aarch64")]
+global_asm!(
+    ".globl _start",
+    "_start:",
+    "mov x0, sp",
+    "bl {main}",
+    "brk #1",
+    main = sym main,
+);
+
+#[cfg(target_arch = "x86_64")]
+mod nr {
+    pub const WRITE: usize = 1;
+    pub const CLOSE: usize = 3;
+    pub const KILL: usize = 62;
+    pub const WAIT4: usize = 61;
+    pub const PRCTL: usize = 157;
+    pub const RT_SIGTIMEDWAIT: usize = 128;
+    pub const PPOLL: usize = 271;
+    pub const EXIT_GROUP: usize = 231;
+    pub const CLOSE_RANGE: usize = 436;
+}
+
+#[cfg(target_arch = "aarch64")]
+mod nr {
+    pub const WRITE: usize = 64;
+    pub const CLOSE: usize = 57;
+    pub const KILL: usize = 129;
+    pub const WAIT4: usize = 260;
+    pub const PRCTL: usize = 167;
+    pub const RT_SIGTIMEDWAIT: usize = 137;
+    pub const PPOLL: usize = 73;
+    pub const EXIT_GROUP: usize = 94;
+    pub const CLOSE_RANGE: usize = 436;
+}
+
+const SIGCHLD: isize = 17;
+const SIGKILL: usize = 9;
+const EINTR: isize = 4;
+const PR_SET_PDEATHSIG: usize = 1;
+const PR_SET_DUMPABLE: usize = 4;
+const PR_SET_NAME: usize = 15;
+const WNOHANG: usize = 1;
+const POLLIN: i16 = 1;
+
+/// `struct pollfd`.
+#[repr(C)]
+struct PollFd {
+    fd: i32,
+    events: i16,
+    revents: i16,
+}
+/// Exit code when the init cannot do its job (bad environment, sigwait failure).
+const EXIT_BROKEN: usize = 127;
+/// Exit code when the embedding process died before the parent-death signal was re-armed.
+const EXIT_ABANDONED: usize = 126;
+
+#[cfg(target_arch = "x86_64")]
+unsafe fn syscall(n: usize, a: usize, b: usize, c: usize, d: usize) -> isize {
+    let ret: isize;
+    // SAFETY: the caller passes arguments valid for system call `n`.
+    unsafe {
+        asm!("syscall", inlateout("rax") n as isize => ret, in("rdi") a, in("rsi") b, in("rdx") c,
+             in("r10") d, out("rcx") _, out("r11") _, options(nostack));
+    }
+    ret
+}
+
+#[cfg(target_arch = "aarch64")]
+unsafe fn syscall(n: usize, a: usize, b: usize, c: usize, d: usize) -> isize {
+    let ret: isize;
+    // SAFETY: the caller passes arguments valid for system call `n`.
+    unsafe {
+        asm!("svc 0", in("x8") n, inlateout("x0") a as isize => ret, in("x1") b, in("x2") c,
+             in("x3") d, options(nostack));
+    }
+    ret
+}
+
+fn call(n: usize, a: usize, b: usize, c: usize, d: usize) -> isize {
+    loop {
+        // SAFETY: every call below passes integers or pointers to live locals.
+        let ret = unsafe { syscall(n, a, b, c, d) };
+        if ret != -EINTR {
+            return ret;
+        }
+    }
+}
+
+fn exit(code: usize) -> ! {
+    loop {
+        call(nr::EXIT_GROUP, code, 0, 0, 0);
+    }
+}
+
+/// Parses `<int>,<int>,<int>,<int>` (each may be -1).
+fn parse(mut s: *const u8) -> Option<[isize; 4]> {
+    let mut out = [0isize; 4];
+    for (i, slot) in out.iter_mut().enumerate() {
+        // SAFETY: `s` walks a NUL-terminated string from the initial stack and stops at its NUL.
+        let mut c = unsafe { *s };
+        let negative = c == b'-';
+        if negative {
+            s = s.wrapping_add(1);
+            c = unsafe { *s };
+        }
+        let mut value: isize = 0;
+        let mut digits = 0;
+        while c.is_ascii_digit() && digits < 10 {
+            value = value * 10 + (c - b'0') as isize;
+            digits += 1;
+            s = s.wrapping_add(1);
+            c = unsafe { *s };
+        }
+        if digits == 0 || (i < 3 && c != b',') || (i == 3 && c != 0) {
+            return None;
+        }
+        s = s.wrapping_add(1);
+        *slot = if negative { -value } else { value };
+    }
+    Some(out)
+}
+
+/// Finds `STOCKADE_INIT=` in the environment of the initial stack `sp`.
+fn arguments(sp: *const usize) -> Option<[isize; 4]> {
+    const KEY: &[u8] = b"STOCKADE_INIT=";
+    // SAFETY: the kernel's initial stack: argc, argv[argc], NULL, envp..., NULL.
+    unsafe {
+        let argc = *sp;
+        let mut env = sp.add(1 + argc + 1) as *const *const u8;
+        while !(*env).is_null() {
+            let var = *env;
+            if (0..KEY.len()).all(|i| *var.add(i) == KEY[i]) {
+                return parse(var.add(KEY.len()));
+            }
+            env = env.add(1);
+        }
+    }
+    None
+}
+
+unsafe extern "C" fn main(sp: *const usize) -> ! {
+    let Some([payload, status, ready, parent]) = arguments(sp) else { exit(EXIT_BROKEN) };
+    call(nr::PRCTL, PR_SET_DUMPABLE, 0, 0, 0);
+    call(nr::PRCTL, PR_SET_NAME, b"stockade-init\0".as_ptr() as usize, 0, 0);
+    if ready >= 0 {
+        call(nr::CLOSE, ready as usize, 0, 0, 0);
+    }
+    call(nr::PRCTL, PR_SET_PDEATHSIG, SIGKILL, 0, 0);
+    if parent >= 0 {
+        let mut fd = PollFd { fd: parent as i32, events: POLLIN, revents: 0 };
+        let zero = [0usize; 2];
+        let n = call(nr::PPOLL, &mut fd as *mut PollFd as usize, 1, zero.as_ptr() as usize, 0);
+        if n != 0 {
+            // Readable (the embedding process exited) or an error: nobody is left to serve.
+            call(nr::KILL, payload as usize, SIGKILL, 0, 0);
+            exit(EXIT_ABANDONED);
+        }
+    }
+    // Nothing of the host (stdio, the embedding program's descriptors) stays open in a process
+    // that lives as long as the sandbox.
+    if status > 0 {
+        call(nr::CLOSE_RANGE, 0, status as usize - 1, 0, 0);
+    }
+    call(nr::CLOSE_RANGE, (status + 1).max(0) as usize, u32::MAX as usize, 0, 0);
+    let all = [u64::MAX];
+    loop {
+        let signal = call(nr::RT_SIGTIMEDWAIT, all.as_ptr() as usize, 0, 0, 8);
+        if signal < 0 {
+            exit(EXIT_BROKEN);
+        }
+        if signal == SIGCHLD {
+            reap(payload, status);
+        } else {
+            // The payload may be gone already (ESRCH); nothing to do then.
+            call(nr::KILL, payload as usize, signal as usize, 0, 0);
+        }
+    }
+}
+
+/// Reaps every exited child; if one of them is the payload, reports its status and exits.
+fn reap(payload: isize, status: isize) {
+    loop {
+        let mut wait_status: i32 = 0;
+        let pid = call(nr::WAIT4, usize::MAX, &mut wait_status as *mut i32 as usize, WNOHANG, 0);
+        if pid <= 0 {
+            return;
+        }
+        if pid == payload {
+            if status >= 0 {
+                let bytes = wait_status.to_ne_bytes();
+                call(nr::WRITE, status as usize, bytes.as_ptr() as usize, bytes.len(), 0);
+            }
+            let code = if wait_status & 0x7f == 0 {
+                (wait_status >> 8) & 0xff
+            } else {
+                128 + (wait_status & 0x7f)
+            };
+            exit(code as usize);
+        }
+    }
+}
+
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
+    exit(EXIT_BROKEN)
+}
