@@ -31,6 +31,7 @@
 //!   --pids N           process limit of the whole sandbox (cgroup)
 //!   --cpu-time SECS    CPU-time limit of the whole sandbox
 //!   --best-effort      run even if the host cannot enforce a cgroup limit
+//!   --no-filter        no syscall filter (every sandbox gets the default one otherwise)
 //!   --cgroup-parent P  create the sandbox's cgroups under P (relative to each hierarchy's root)
 //!   --repeat N         run the command N times, one after another (each ended by --timeout);
 //!                      prints "run K" to stderr after each
@@ -139,6 +140,9 @@ fn run() -> Result<ExitCode, Box<dyn std::error::Error>> {
             }
             "--best-effort" => {
                 builder.resource_compat(Compat::BestEffort);
+            }
+            "--no-filter" => {
+                builder.no_syscall_filter();
             }
             "--cgroup-parent" => {
                 builder.cgroup_parent(value("--cgroup-parent")?);
