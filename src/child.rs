@@ -263,6 +263,12 @@ impl Child {
                 .enumerate()
                 .filter_map(|(i, p)| p.as_ref().map(|f| (i, PollFd::new(f.as_fd(), PollFlags::POLLIN))))
                 .unzip();
+            // Until it has ended, the sandbox's own end wakes us too: ending it (its cgroup
+            // removed) ends what it left behind holding the pipes (a session command's
+            // background processes, which no pid namespace of its own takes down).
+            if self.status.is_none() {
+                fds.push(PollFd::new(self.pidfd.as_fd(), PollFlags::POLLIN));
+            }
             match nix::poll::poll(&mut fds, timeout) {
                 Ok(_) => {}
                 Err(nix::errno::Errno::EINTR) => continue,

@@ -33,6 +33,8 @@ use crate::{Child, Error, ExitStatus, Output, Sandbox};
 #[derive(Debug)]
 pub struct Command {
     sandbox: Sandbox,
+    /// The session this command runs in, if any.
+    session: Option<std::sync::Arc<crate::session::Target>>,
     program: OsString,
     args: Vec<OsString>,
     inherit_env: bool,
@@ -55,6 +57,7 @@ impl Command {
         };
         Command {
             sandbox,
+            session: None,
             program: program.to_owned(),
             args: Vec::new(),
             inherit_env: false,
@@ -323,7 +326,23 @@ impl Command {
             self.cwd.as_deref().map(|path| WorkingDir { path, create: self.cwd_from_image }),
             stdio,
             passed,
+            match &self.session {
+                Some(s) => crate::spawn::Mode::Join {
+                    holder: s.holder.as_fd(),
+                    flags: s.flags,
+                    program: s.program(),
+                },
+                None => crate::spawn::Mode::Run,
+            },
         )
+        .map(|spawned| spawned.child)
+    }
+
+    /// A command that runs in a started session.
+    pub(crate) fn in_session(session: std::sync::Arc<crate::session::Target>, program: &OsStr) -> Command {
+        let mut command = Command::new(session.sandbox.clone(), program);
+        command.session = Some(session);
+        command
     }
 
     /// The payload's final environment, sorted by name.

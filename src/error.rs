@@ -250,8 +250,12 @@ pub enum Stage {
     Loopback,
     /// Starting the payload process under the sandbox's init.
     ForkPayload,
-    /// Running the sandbox's init program (`stockade-init`, from a memfd) as pid 1.
+    /// Running the sandbox's init program (`stockade-init`, from a memfd) as pid 1, or a
+    /// session's holder.
     Init,
+    /// Joining a started session's namespaces (`setns`): the session has ended, or its holder
+    /// was killed.
+    JoinSession,
     /// Setting supplementary groups.
     SetGroups,
     /// Switching to the payload's gid.
@@ -318,6 +322,7 @@ impl fmt::Display for Stage {
             Stage::Loopback => f.write_str("bring up loopback interface lo"),
             Stage::ForkPayload => f.write_str("start payload under init"),
             Stage::Init => f.write_str("exec the init program stockade-init"),
+            Stage::JoinSession => f.write_str("join the session's namespaces"),
             Stage::SetGroups => f.write_str("set supplementary groups"),
             Stage::SetGid { gid } => write!(f, "set gid {gid}"),
             Stage::SetUid { uid } => write!(f, "set uid {uid}"),

@@ -51,10 +51,11 @@ pub(crate) enum Step {
     Landlock,
     SyscallFilter,
     Init,
+    JoinSession,
 }
 
 impl Step {
-    const ALL: [Step; 30] = [
+    const ALL: [Step; 31] = [
         Step::Signals,
         Step::DeathSignal,
         Step::Fds,
@@ -85,6 +86,7 @@ impl Step {
         Step::Landlock,
         Step::SyscallFilter,
         Step::Init,
+        Step::JoinSession,
     ];
 
     fn from_u32(n: u32) -> Option<Step> {
@@ -161,6 +163,9 @@ pub(crate) struct Plan<'a> {
     pub(crate) clone_flags: u64,
     /// With a pid namespace: run an init as pid 1 and the payload as its child.
     pub(crate) use_init: bool,
+    /// The first process shares the embedder's memory (`CLONE_VM`); false for sandboxes whose
+    /// processes change ids, which would make that memory non-dumpable (see `sys::child`).
+    pub(crate) share_memory: bool,
     /// After "go", switch to uid and gid 0 of the new user namespace: the caller's own ids are
     /// not what the map makes root (e.g. root mapped to an unprivileged range), and files the
     /// child creates while building the filesystem must belong to a mapped id.
@@ -169,6 +174,12 @@ pub(crate) struct Plan<'a> {
     pub(crate) cgroup_ns: bool,
     /// With an init: the payload's stack (it shares the embedder's memory until its exec).
     pub(crate) payload_stack: Option<crate::sys::clone::Stack>,
+    /// A session's holder: instead of a program, the payload sends a pidfd of itself over the
+    /// control socket and execs the init program in its holding mode (see
+    /// [`crate::Session`]).
+    pub(crate) hold: bool,
+    /// A command in a started session: the process joins the holder's namespaces.
+    pub(crate) join: Option<Join>,
     /// The embedding process, to detect its death before the parent-death signal was re-armed.
     pub(crate) parent_pid: libc::pid_t,
     pub(crate) fds: FdPlan,
@@ -187,6 +198,22 @@ pub(crate) struct Plan<'a> {
     /// The working directory to create first when missing (an image's `WorkingDir`).
     pub(crate) create_cwd: Option<Target>,
     pub(crate) exec: Exec,
+}
+
+/// How a session command enters its session: a joiner process, sharing this process's memory,
+/// joins the holder's pid namespace, starts the command (which joins the others), sends its pid
+/// to the parent and becomes its relay: the init program, reporting its status.
+pub(crate) struct Join {
+    /// A pidfd of the session's holder.
+    pub(crate) holder: RawFd,
+    /// The namespaces to join (`CLONE_NEW*`).
+    pub(crate) flags: libc::c_int,
+    /// The command's stack (the joiner runs on the spawn's own).
+    pub(crate) stack: crate::sys::clone::Stack,
+    /// A cgroup directory to start the command in (`CLONE_INTO_CGROUP`), or -1.
+    pub(crate) cgroup: RawFd,
+    /// The relay's "ready" pipe (read end, write end), made by the joiner for the command.
+    pub(crate) ready: (std::sync::atomic::AtomicI32, std::sync::atomic::AtomicI32),
 }
 
 /// The payload's working directory, as seen inside the sandbox.
@@ -315,9 +342,12 @@ impl<'a> Plan<'a> {
         Ok(Plan {
             clone_flags: config.namespaces.clone_flags(),
             use_init: config.use_init(),
+            share_memory: !config.changes_ids(),
             become_root: config.become_root,
             cgroup_ns: config.namespaces.contains(crate::Namespaces::CGROUP),
             payload_stack: None,
+            hold: false,
+            join: None,
             parent_pid: nix::unistd::getpid().as_raw(),
             fds: FdPlan::new(moves, &channels),
             channels,
@@ -387,6 +417,7 @@ impl<'a> Plan<'a> {
             }
             Step::SyscallFilter => Stage::SyscallFilter,
             Step::Init => Stage::Init,
+            Step::JoinSession => Stage::JoinSession,
             Step::Exec => {
                 let program = match self.exec.candidates.get(index) {
                     Some(path) if source.kind() != std::io::ErrorKind::NotFound => path_of(path),

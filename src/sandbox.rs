@@ -878,6 +878,16 @@ impl Sandbox {
         Command::new(self.clone(), program.as_ref())
     }
 
+    /// Starts a [`Session`](crate::Session): this sandbox, running, in which commands run one
+    /// after another or side by side, sharing its filesystem state (like `docker exec`); each
+    /// command with its own limits and accounting. Needs [`Namespaces::MOUNT`].
+    ///
+    /// # Errors
+    /// As [`Command::spawn`]; [`Error::InvalidValue`] without a mount namespace.
+    pub fn start(&self) -> Result<crate::Session, Error> {
+        crate::session::Session::start(self)
+    }
+
     /// A command running the image's `Entrypoint` followed by its `Cmd` (see
     /// [`SandboxBuilder::image`]); without an image, a command with an empty program, which
     /// fails to spawn.
@@ -996,6 +1006,12 @@ impl UserNamespace {
 
 impl Config {
     /// A pid namespace gets an init as pid 1.
+    /// Whether the sandbox's processes change ids before exec (root of an id range, or a
+    /// payload user): they then need memory of their own (see `sys::child`).
+    pub(crate) fn changes_ids(&self) -> bool {
+        self.become_root || self.user.is_some()
+    }
+
     pub(crate) fn use_init(&self) -> bool {
         self.namespaces.contains(Namespaces::PID)
     }

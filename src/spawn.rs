@@ -3,7 +3,7 @@
 //! whether it reached `execve` (end of file) or failed (a `{step, errno, index}` record).
 
 use std::ffi::{OsStr, OsString};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use nix::fcntl::OFlag;
 use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType};
@@ -17,6 +17,26 @@ use crate::sys::clone::{Forked, Stack};
 use crate::sys::{self, pidfd};
 use crate::{Child, Compat, Error, userns};
 
+/// What a spawn starts.
+#[derive(Clone, Copy)]
+pub(crate) enum Mode<'a> {
+    /// A sandbox running the command.
+    Run,
+    /// A session's sandbox: its payload is a holder (the init program, `program`) that sends a
+    /// pidfd of itself back.
+    Hold { program: RawFd },
+    /// A command in a started session: joins the namespaces `flags` of the holder `holder`;
+    /// the init program `program` relays its status.
+    Join { holder: BorrowedFd<'a>, flags: libc::c_int, program: RawFd },
+}
+
+/// A started sandbox, and with [`Mode::Hold`] the holder's pidfd.
+pub(crate) struct Spawned {
+    pub(crate) child: Child,
+    pub(crate) holder: Option<OwnedFd>,
+}
+
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn spawn(
     config: &Config,
     program: &OsStr,
@@ -25,8 +45,12 @@ pub(crate) fn spawn(
     cwd: Option<WorkingDir<'_>>,
     stdio: [(RawFd, &StdioKind); 3],
     passed: Vec<(RawFd, RawFd)>,
-) -> Result<Child, Error> {
+    mode: Mode<'_>,
+) -> Result<Spawned, Error> {
     let exec = Exec::new(program, args, env)?;
+    let joining = matches!(mode, Mode::Join { .. });
+    // A session command is no sandbox's first process: no init of its own.
+    let use_init = config.use_init() && !joining;
 
     // Descriptors the child needs only until it has copied them; dropped right after clone.
     let mut child_only: Vec<OwnedFd> = Vec::new();
@@ -61,7 +85,8 @@ pub(crate) fn spawn(
     let (control, child_control) =
         nix::sys::socket::socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
             .map_err(|e| Error::spawn("socketpair", e))?;
-    let (status_read, status_write) = if config.use_init() {
+    // The init, or a session command's relay, reports the payload's status through a pipe.
+    let (status_read, status_write) = if use_init || joining {
         let (r, w) =
             nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).map_err(|e| Error::spawn("pipe2", e))?;
         (Some(r), Some(w))
@@ -72,7 +97,10 @@ pub(crate) fn spawn(
     // before, and then no signal ever comes.
     let parent = Some(pidfd::open_self().map_err(|e| Error::spawn("pidfd_open of this process", e))?);
     let raw = |fd: &Option<OwnedFd>| fd.as_ref().map_or(-1, AsRawFd::as_raw_fd);
-    let init_program = config.init_program.as_ref().map_or(-1, AsRawFd::as_raw_fd);
+    let init_program = match mode {
+        Mode::Hold { program } | Mode::Join { program, .. } => program,
+        Mode::Run => config.init_program.as_ref().map_or(-1, AsRawFd::as_raw_fd),
+    };
     let channels = Channels {
         control: child_control.as_raw_fd(),
         status: raw(&status_write),
@@ -84,7 +112,9 @@ pub(crate) fn spawn(
     // each runs on a stack of its own, kept (like the plan) until both have exec'd or died.
     let stack = Stack::new().map_err(|e| Error::spawn("mmap the child's stack", e))?;
     let mut plan = Plan::new(config, exec, cwd, moves, channels)?;
-    if config.use_init() {
+    plan.use_init = use_init;
+    plan.hold = matches!(mode, Mode::Hold { .. });
+    if use_init {
         plan.payload_stack = Some(Stack::new().map_err(|e| Error::spawn("mmap the payload's stack", e))?);
     }
 
@@ -92,7 +122,7 @@ pub(crate) fn spawn(
     let limits = &config.limits;
     let confine = config.namespaces.contains(crate::Namespaces::CGROUP);
     let (cgroup, unenforced) = match config.cgroup_layout {
-        Some(layout) => match SandboxCgroup::create(limits, layout, config.use_init(), confine) {
+        Some(layout) => match SandboxCgroup::create(limits, layout, use_init, confine && !joining) {
             Ok(cgroup) => (cgroup, Vec::new()),
             Err(_) if limits.compat == Compat::BestEffort => (None, limits.cgroup_limit_names()),
             Err(e) => return Err(e),
@@ -117,7 +147,20 @@ pub(crate) fn spawn(
     // control socket: its close-on-exec end closes only in the exec, or at exit) or died (every
     // path below that gives up kills it and waits for it), and the plan is not touched here
     // until then: the rule `start` states.
-    let forked = sys::child::start(flags, cgroup_raw, &stack, &mut plan);
+    let forked = match mode {
+        Mode::Join { holder, flags, .. } => {
+            let join = crate::plan::Join {
+                holder: holder.as_raw_fd(),
+                flags,
+                stack: Stack::new().map_err(|e| Error::spawn("mmap the command's stack", e))?,
+                cgroup: cgroup_raw.unwrap_or(-1),
+                ready: ((-1).into(), (-1).into()),
+            };
+            plan.join = Some(join);
+            sys::child::start_joiner(&stack, &mut plan)
+        }
+        _ => sys::child::start(flags, cgroup_raw, &stack, &mut plan),
+    };
     let _ = sys::set_sigmask(&old_mask);
     let (pid, pidfd, in_cgroup) = match forked {
         Ok(Forked { pid, pidfd, in_cgroup }) => (pid, pidfd, in_cgroup),
@@ -129,6 +172,9 @@ pub(crate) fn spawn(
             ));
         }
     };
+    // Should anything below panic, the stack and the plan must not be freed under a child still
+    // using them: the guard kills it and waits for it first.
+    let unwinding = Unwinding(pidfd.as_fd());
     drop(child_only);
     drop(parent);
     drop(child_control);
@@ -146,11 +192,15 @@ pub(crate) fn spawn(
         let _ = pidfd::wait(pidfd.as_fd(), false);
         if reported { plan.failure_to_error(&record) } else { e }
     };
+    // A session command is the joiner's child: the joiner says which, and whether it started
+    // in its cgroup.
+    let (target, in_cgroup) =
+        if joining { command_of_joiner(&control, &plan).map_err(abort)? } else { (pid, in_cgroup) };
     // cgroup v1 (or no clone3): the child joins its cgroup now, before it runs anything.
     if let (Some(cgroup), false) = (&cgroup, in_cgroup) {
-        cgroup.attach(pid).map_err(abort)?;
+        cgroup.attach(target).map_err(abort)?;
     }
-    if let Some(user_ns) = &config.user_ns {
+    if let (Some(user_ns), false) = (&config.user_ns, joining) {
         // /proc/<pid>, proven through the pidfd to be our child: maps are written through it.
         let dir = userns::ProcDir::open(pid, pidfd.as_fd()).map_err(abort)?;
         dir.write_maps(
@@ -161,6 +211,11 @@ pub(crate) fn spawn(
         .map_err(abort)?;
     }
     release(&control).map_err(abort)?;
+    // A session's holder sends a pidfd of itself before its exec.
+    let holder = match mode {
+        Mode::Hold { .. } => Some(receive_holder(&control).map_err(abort)?),
+        _ => None,
+    };
 
     // End of file: the close-on-exec socket closed in execve. Otherwise a failure record.
     let mut record = [0u8; FAILURE_LEN];
@@ -172,6 +227,7 @@ pub(crate) fn spawn(
     };
     match n {
         Ok(0) => {
+            drop(unwinding);
             let supervision = Supervision {
                 started,
                 wall_limit: limits.wall_time,
@@ -179,7 +235,7 @@ pub(crate) fn spawn(
                 cgroup,
                 unenforced,
             };
-            Ok(Child::new(pid, pidfd, status_read, parent_stdio, supervision))
+            Ok(Spawned { child: Child::new(pid, pidfd, status_read, parent_stdio, supervision), holder })
         }
         Ok(FAILURE_LEN) => {
             // The child exits right after reporting; reap it so nothing is left behind.
@@ -191,6 +247,73 @@ pub(crate) fn spawn(
             std::io::Error::new(std::io::ErrorKind::InvalidData, format!("short record of {n} bytes")),
         ))),
         Err(e) => Err(abort(Error::spawn("read setup result", e))),
+    }
+}
+
+/// Kills and reaps the child whose pidfd it holds if dropped while unwinding (see `spawn`).
+struct Unwinding<'a>(BorrowedFd<'a>);
+
+impl Drop for Unwinding<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = pidfd::send_signal(self.0, libc::SIGKILL);
+            let _ = pidfd::wait(self.0, false);
+        }
+    }
+}
+
+/// The session command a joiner started, and whether it started in its cgroup: the joiner's
+/// 8-byte message (pid, flag), or its failure record.
+fn command_of_joiner(control: &OwnedFd, plan: &Plan<'_>) -> Result<(libc::pid_t, bool), Error> {
+    let mut message = [0u8; FAILURE_LEN];
+    let n = loop {
+        match nix::unistd::read(control, &mut message) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => break other.map_err(|e| Error::spawn("read the session command's pid", e))?,
+        }
+    };
+    match n {
+        8 => {
+            let mut pid = [0u8; 4];
+            pid.copy_from_slice(&message[..4]);
+            Ok((libc::pid_t::from_ne_bytes(pid), message[4] != 0))
+        }
+        FAILURE_LEN => Err(plan.failure_to_error(&message)),
+        n => Err(Error::spawn(
+            "read the session command's pid",
+            std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{n} bytes from the joiner")),
+        )),
+    }
+}
+
+/// Receives the holder's pidfd (one byte of data with SCM_RIGHTS).
+fn receive_holder(control: &OwnedFd) -> Result<OwnedFd, Error> {
+    let mut byte = [0u8; 1];
+    let mut iov = [std::io::IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!(RawFd);
+    let msg = loop {
+        match nix::sys::socket::recvmsg::<()>(
+            control.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => break other.map_err(|e| Error::spawn("receive the session holder's pidfd", e))?,
+        }
+    };
+    let fd = msg.cmsgs().ok().and_then(|mut c| {
+        c.find_map(|c| match c {
+            nix::sys::socket::ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
+            _ => None,
+        })
+    });
+    match (msg.bytes, fd) {
+        (1, Some(fd)) => Ok(sys::owned(fd)),
+        _ => Err(Error::spawn(
+            "receive the session holder's pidfd",
+            std::io::Error::new(std::io::ErrorKind::InvalidData, "no descriptor in the holder's message"),
+        )),
     }
 }
 

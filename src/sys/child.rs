@@ -16,8 +16,11 @@
 //! go on] → mount lock in a nested user namespace → an image's missing working directory →
 //! credentials → parent-death signal again → cwd → unblock signals → exec.
 //!
-//! A credential change makes the process's memory non-dumpable, and that memory is the
-//! embedder's: each one is followed by restoring the embedder's dumpable flag as it was.
+//! A credential change makes the process's memory non-dumpable (and the flag must then stay
+//! off until exec: a dumpable process with the payload's ids could be traced by them). Shared
+//! memory is the embedder's, so a sandbox whose processes change ids (root of an id range, a
+//! payload user) gets a first process with memory of its own, a copy, as `fork` makes
+//! ([`Plan::share_memory`]); the others never change ids and never touch the flag.
 
 use std::convert::Infallible;
 use std::os::fd::RawFd;
@@ -58,7 +61,8 @@ pub(crate) unsafe extern "C" fn entry(arg: *mut c_void) -> ! {
     // SAFETY: the caller's contract.
     let plan = unsafe { &mut *(arg as *mut Plan<'static>) };
     let mut control = plan.channels.control;
-    let Err(failure) = setup(plan, &mut control);
+    let Err(failure) =
+        if plan.join.is_some() { setup_command(plan, &mut control) } else { setup(plan, &mut control) };
     report(control, failure)
 }
 
@@ -75,9 +79,10 @@ pub(crate) fn start(
     plan: &mut Plan<'_>,
 ) -> SysResult<super::clone::Forked> {
     let arg = plan as *mut Plan<'_> as *mut c_void;
+    let share = plan.share_memory;
     // SAFETY: `entry` follows the post-clone rules; the caller keeps `plan` and `stack` valid and
     // unused until the child has exec'd or died (above).
-    unsafe { super::clone::clone_with_pidfd(flags, cgroup, stack, entry, arg) }
+    unsafe { super::clone::clone_with_pidfd(flags, cgroup, share, stack, entry, arg) }
 }
 
 fn report(control: RawFd, failure: Failure) -> ! {
@@ -92,10 +97,11 @@ struct PayloadStart<'p> {
     built: *const super::mount::Built,
     lock: Option<*const super::mount::LockSync>,
     control: RawFd,
+    /// The init program (a session's holder execs it too).
+    program: RawFd,
     /// Read end of the pipe the init closes once it is non-dumpable, and the write end (the
     /// init's; the payload closes its copy).
     ready: (RawFd, RawFd),
-    dumpable: libc::c_ulong,
 }
 
 /// The payload's entry point under an init; `arg` is a [`PayloadStart`] on the init's stack.
@@ -132,12 +138,10 @@ fn continue_payload(
         Err(e) => return Err(at(Step::Init)(e)),
     }
     super::close(start.ready.0);
-    exec_payload(plan, start.dumpable)
+    exec_payload(plan, Ends { control: start.control, parent: -1, program: start.program })
 }
 
 fn setup(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<Infallible, Failure> {
-    // The embedder's dumpable flag: credential changes clear it in this shared memory.
-    let dumpable = super::dumpable();
     // Dispositions back to default (ignored signals would survive exec); everything blocked
     // until just before exec, so the init can wait for signals instead of being interrupted.
     super::reset_signal_dispositions();
@@ -157,9 +161,9 @@ fn setup(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<Infallible, Failure
     if plan.become_root {
         super::setresgid(0).map_err(at(Step::BecomeRoot))?;
         super::setresuid(0).map_err(at(Step::BecomeRoot))?;
-        // The change also made our memory, the embedder's, non-dumpable, which gives our /proc
-        // files to host root: dumpable again, as before.
-        super::prctl(libc::PR_SET_DUMPABLE, dumpable).map_err(at(Step::BecomeRoot))?;
+        // The change also made us non-dumpable, which gives our /proc files to host root:
+        // dumpable again (this memory is our own copy: ids change only in one, see above).
+        super::prctl(libc::PR_SET_DUMPABLE, 1).map_err(at(Step::BecomeRoot))?;
         // The credential change cleared the parent-death signal: arm it again, then make sure
         // the parent did not die in between (inside a pid namespace getppid cannot tell).
         super::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong)
@@ -219,8 +223,8 @@ fn setup(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<Infallible, Failure
             built: &built,
             lock: lock.as_ref().map(|l| l as *const _),
             control: *control,
+            program: init_program,
             ready,
-            dumpable,
         };
         // SAFETY: `start` lives in this frame, which this process never leaves (it execs or
         // exits from here); the plan and the stack outlive both processes (see `entry`).
@@ -238,19 +242,22 @@ fn setup(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<Infallible, Failure
             super::mount::write_side(sync, super::mount::pid_dir(built.proc, payload), maps);
         }
         super::close(built.proc);
+        // From here a failure must end the payload before this frame (which holds `start`) is
+        // left: the payload may still be reading it.
+        let abandon = |errno: Errno| {
+            let _ = super::kill(payload, libc::SIGKILL);
+            let _ = super::waitpid(payload);
+            at(Step::Init)(errno)
+        };
         let kept = [status, ready.1, parent];
         for fd in kept.into_iter().filter(|&fd| fd >= 0) {
-            if let Err(e) = super::keep_on_exec(fd) {
-                let _ = super::kill(payload, libc::SIGKILL);
-                return Err(at(Step::Init)(e));
-            }
+            super::keep_on_exec(fd).map_err(abandon)?;
         }
         let mut text = [0u8; 96];
         let values = [payload as i64, status as i64, ready.1 as i64, parent as i64];
         let environment = super::init::environment(&mut text, values);
         let errno = super::init::exec(init_program, environment);
-        let _ = super::kill(payload, libc::SIGKILL);
-        return Err(at(Step::Init)(errno));
+        return Err(abandon(errno));
     } else if let (Some(sync), Some(maps)) = (&lock, lock_maps) {
         // No init: a short-lived helper stays behind to write our nested maps.
         let helper = super::fork_raw().map_err(at(Step::LockMounts))?;
@@ -267,9 +274,125 @@ fn setup(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<Infallible, Failure
     if built.proc >= 0 {
         super::close(built.proc);
     }
-    exec_payload(plan, dumpable)
+    exec_payload(plan, Ends { control: *control, parent: -1, program: init_program })
 }
 
+/// Clones the joiner of a session command (see [`crate::plan::Join`]): it shares this
+/// process's memory, runs [`join_entry`] with `plan` on `stack`, starts the command as its own
+/// child, tells the parent the command's pid over the control socket, and execs the init
+/// program as the command's relay (it reports the command's status and forwards signals).
+///
+/// The caller keeps `plan` and `stack` alive, and touches neither, until both have exec'd or
+/// died, as for [`start`].
+pub(crate) fn start_joiner(
+    stack: &super::clone::Stack,
+    plan: &mut Plan<'_>,
+) -> SysResult<super::clone::Forked> {
+    // Joining a time namespace needs memory of its own (EUSERS otherwise), and ids change only
+    // in memory of its own: then the joiner gets a copy, and the command shares that.
+    let time = plan.join.as_ref().is_some_and(|j| j.flags & libc::CLONE_NEWTIME != 0);
+    let share = plan.share_memory && !time;
+    let arg = plan as *mut Plan<'_> as *mut c_void;
+    // SAFETY: `join_entry` follows the post-clone rules; the caller keeps `plan` and `stack`
+    // valid (above).
+    unsafe { super::clone::clone_with_pidfd(0, None, share, stack, join_entry, arg) }
+}
+
+/// The joiner's entry point.
+///
+/// # Safety
+/// As for [`entry`]; `plan.join` is set.
+unsafe extern "C" fn join_entry(arg: *mut c_void) -> ! {
+    // SAFETY: the caller's contract; only shared access here (the command takes the plan as its
+    // own; the joiner writes only the atomics of `join`).
+    let plan = unsafe { &*(arg as *const Plan<'static>) };
+    let control = plan.channels.control;
+    let Err(failure) = join(plan, arg);
+    report(control, failure)
+}
+
+fn join(plan: &Plan<'_>, arg: *mut c_void) -> Result<Infallible, Failure> {
+    use std::sync::atomic::Ordering;
+    let einval = Failure { step: Step::JoinSession, errno: Errno(libc::EINVAL), index: 0 };
+    let join = plan.join.as_ref().ok_or(einval)?;
+    let channels = &plan.channels;
+    // The relay this becomes must see SIGCHLD (an ignored one would reap the command for it).
+    super::reset_signal_dispositions();
+    super::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong).map_err(at(Step::DeathSignal))?;
+    if super::pidfd::has_exited(channels.parent) {
+        super::exit(EXIT_ABANDONED);
+    }
+    // Every namespace of the holder at once: the kernel enters the user namespace first and
+    // checks the others against it, with this process's privileges over them (the embedding
+    // user owns the session's user namespaces). The pid namespace applies to children: the
+    // command. Joining changes no id, so shared memory's dumpable flag stays as it is.
+    super::setns(join.holder, join.flags).map_err(at(Step::JoinSession))?;
+    // Closed by the relay once it is non-dumpable; the command waits for that before its own
+    // code runs (as a sandbox's payload waits for its init).
+    let ready = super::pipe().map_err(at(Step::ForkPayload))?;
+    join.ready.0.store(ready.0, Ordering::SeqCst);
+    join.ready.1.store(ready.1, Ordering::SeqCst);
+    let cgroup = (join.cgroup >= 0).then_some(join.cgroup);
+    // The command shares the joiner's memory (the embedder's, or the joiner's own copy).
+    // SAFETY: `entry` follows the post-clone rules; the plan and the command's stack outlive it
+    // (the caller's contract).
+    let command = unsafe { super::clone::clone_with_pidfd(0, cgroup, true, &join.stack, entry, arg) }
+        .map_err(at(Step::ForkPayload))?;
+    let pid = command.pid;
+    drop(command.pidfd);
+    super::close(ready.0);
+    // From here a failure must end the command first (it may still be reading this memory).
+    let abandon = |errno: Errno| {
+        let _ = super::kill(pid, libc::SIGKILL);
+        let _ = super::waitpid(pid);
+        at(Step::Init)(errno)
+    };
+    let mut message = [0u8; 8];
+    message[..4].copy_from_slice(&pid.to_ne_bytes());
+    message[4] = command.in_cgroup as u8;
+    super::write_all(channels.control, &message).map_err(abandon)?;
+    for fd in [channels.status, ready.1, channels.parent].into_iter().filter(|&fd| fd >= 0) {
+        super::keep_on_exec(fd).map_err(abandon)?;
+    }
+    let mut text = [0u8; 96];
+    let values = [pid as i64, channels.status as i64, ready.1 as i64, channels.parent as i64];
+    let environment = super::init::environment(&mut text, values);
+    Err(abandon(super::init::exec(channels.init_program, environment)))
+}
+
+/// A session command: in the session's namespaces already (the joiner's), it waits until its
+/// relay is non-dumpable, arranges its descriptors, waits for "go" (the parent has put it in its
+/// cgroup), becomes root of the namespace when the map makes another id root, and goes on like
+/// any payload.
+fn setup_command(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<Infallible, Failure> {
+    use std::sync::atomic::Ordering;
+    let einval = Failure { step: Step::JoinSession, errno: Errno(libc::EINVAL), index: 0 };
+    let join = plan.join.as_ref().ok_or(einval)?;
+    let ready = (join.ready.0.load(Ordering::SeqCst), join.ready.1.load(Ordering::SeqCst));
+    super::close(ready.1);
+    let mut byte = [0u8; 1];
+    match super::read(ready.0, &mut byte) {
+        Ok(0) => {}
+        Ok(_) => return Err(at(Step::Init)(Errno(libc::EPROTO))),
+        Err(e) => return Err(at(Step::Init)(e)),
+    }
+    super::close(ready.0);
+    super::reset_signal_dispositions();
+    super::set_sigmask(&super::sigset(true)).map_err(at(Step::Signals))?;
+    super::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong).map_err(at(Step::DeathSignal))?;
+    let (_, parent, program) = arrange_fds(plan, control)?;
+    wait_for_go(*control);
+    if super::pidfd::has_exited(parent) {
+        super::exit(EXIT_ABANDONED);
+    }
+    if plan.become_root {
+        super::setresgid(0).map_err(at(Step::BecomeRoot))?;
+        super::setresuid(0).map_err(at(Step::BecomeRoot))?;
+    }
+    super::join_new_session_keyring().map_err(at(Step::SessionKeyring))?;
+    super::setsid().map_err(at(Step::NewSession))?;
+    exec_payload(plan, Ends { control: *control, parent, program })
+}
 /// Moves stdio and passed descriptors to their numbers, moves the child's own channels out of
 /// their way, and closes every other inherited descriptor. Returns the status pipe, the
 /// parent's pidfd and the init program (each -1 when not used).
@@ -375,7 +498,25 @@ fn write_file(path: &std::ffi::CStr, data: &[u8]) -> SysResult<()> {
     super::write_file_at(libc::AT_FDCWD, path, data)
 }
 
-fn exec_payload(plan: &Plan<'_>, dumpable: libc::c_ulong) -> Result<Infallible, Failure> {
+/// The payload's descriptors that [`exec_payload`] uses.
+struct Ends {
+    /// The channel to the parent (a session's holder sends its pidfd there).
+    control: RawFd,
+    /// A pidfd of the embedding process (a session command's parent), or -1.
+    parent: RawFd,
+    /// The init program (a session's holder execs it), or -1.
+    program: RawFd,
+}
+
+/// The payload's last steps: credentials, Landlock, the syscall filter, exec.
+fn exec_payload(plan: &Plan<'_>, ends: Ends) -> Result<Infallible, Failure> {
+    let parent = ends.parent;
+    if plan.hold {
+        // The session's holder: its namespaces are what commands join, through this pidfd.
+        let me = super::pidfd_of_self().map_err(at(Step::Init))?;
+        super::send_fd(ends.control, me).map_err(at(Step::Init))?;
+        super::close(me);
+    }
     // In the final root, while still its root: an image's working directory may be missing.
     if let Some(dir) = &plan.create_cwd {
         super::mount::create_dir(dir).map_err(at(Step::CreateWorkingDir))?;
@@ -413,11 +554,7 @@ fn exec_payload(plan: &Plan<'_>, dumpable: libc::c_ulong) -> Result<Infallible, 
     if let Some(uid) = creds.uid {
         super::setresuid(uid).map_err(at(Step::SetUid))?;
     }
-    if creds.gid.is_some() || creds.uid.is_some() {
-        // Changing ids made this memory, the embedder's, non-dumpable: restore its flag. (The
-        // payload's exec gives it memory of its own, with the kernel's rules for the flag.)
-        super::prctl(libc::PR_SET_DUMPABLE, dumpable).map_err(at(Step::NonDumpable))?;
-    }
+
     if let Some(caps) = creds.caps {
         // Permitted, effective, inheritable and ambient equal the mask: after exec a root payload
         // gets (bounding & inheritable) | ..., any other payload its ambient set, so either way
@@ -445,7 +582,12 @@ fn exec_payload(plan: &Plan<'_>, dumpable: libc::c_ulong) -> Result<Infallible, 
     // parent did not die in between (without an init, our parent is the embedding process;
     // with one, the init, whose own death takes the namespace down).
     super::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong).map_err(at(Step::DeathSignal))?;
-    if !plan.use_init && super::getppid() != plan.parent_pid {
+    if parent >= 0 {
+        // A session command's parent is the embedding process, outside its pid namespace.
+        if super::pidfd::has_exited(parent) {
+            super::exit(EXIT_ABANDONED);
+        }
+    } else if !plan.use_init && super::getppid() != plan.parent_pid {
         super::exit(EXIT_ABANDONED);
     }
     if let Some(dir) = &plan.cwd {
@@ -458,6 +600,9 @@ fn exec_payload(plan: &Plan<'_>, dumpable: libc::c_ulong) -> Result<Infallible, 
     }
     super::set_sigmask(&super::sigset(false)).map_err(at(Step::Signals))?;
 
+    if plan.hold {
+        return Err(at(Step::Init)(super::init::exec_holder(ends.program)));
+    }
     // Like execvp: try each candidate; remember EACCES but keep looking; stop on other errors.
     let exec = &plan.exec;
     let mut failure = Failure { step: Step::Exec, errno: Errno(libc::ENOENT), index: 0 };

@@ -124,9 +124,9 @@ impl Drop for Stack {
 static CLONE3_REFUSED: AtomicBool = AtomicBool::new(false);
 
 /// Creates a child process in new namespaces (`flags`, without `CLONE_PIDFD`, which is added),
-/// sharing this process's memory and running `entry(arg)` on `stack`, delivering SIGCHLD to the
-/// parent on exit, and started in the cgroup `cgroup` (a directory descriptor) when clone3 is
-/// available.
+/// sharing this process's memory (`share_memory`; otherwise with a copy of it, as `fork`) and
+/// running `entry(arg)` on `stack`, delivering SIGCHLD to the parent on exit, and started in
+/// the cgroup `cgroup` (a directory descriptor) when clone3 is available.
 ///
 /// # Safety
 /// `entry` must follow the post-clone rules (see [`super::child`]) and never return; `arg` and
@@ -134,11 +134,12 @@ static CLONE3_REFUSED: AtomicBool = AtomicBool::new(false);
 pub(crate) unsafe fn clone_with_pidfd(
     flags: u64,
     cgroup: Option<RawFd>,
+    share_memory: bool,
     stack: &Stack,
     entry: Entry,
     arg: *mut c_void,
 ) -> SysResult<Forked> {
-    let flags = flags | flags::CLONE_VM;
+    let flags = flags | if share_memory { flags::CLONE_VM } else { 0 };
     if !CLONE3_REFUSED.load(Ordering::Relaxed) {
         // SAFETY: the caller's contract.
         match unsafe { clone3(flags, cgroup, stack, entry, arg) } {
@@ -167,8 +168,17 @@ pub(crate) unsafe fn clone_on_stack(stack: &Stack, entry: Entry, arg: *mut c_voi
     let word = flags::CLONE_VM as usize | libc::SIGCHLD as usize;
     // SAFETY: legacy clone with a stack and no pointers for the kernel to write; the caller's
     // contract covers `entry`, `arg` and `stack`.
-    unsafe { trampoline(libc::SYS_clone, [word, stack.top(), 0, 0, 0], entry, arg) }
-        .map(|pid| pid as libc::pid_t)
+    match unsafe { trampoline(libc::SYS_clone, [word, stack.top(), 0, 0, 0], entry, arg) } {
+        // Kernels before 6.0 refuse CLONE_VM once the caller has a time namespace for its
+        // children: a copy of this memory then, as fork makes.
+        Err(Errno(libc::EINVAL)) => {
+            let word = libc::SIGCHLD as usize;
+            // SAFETY: as above; the child runs on `stack` in its own copy of this memory.
+            unsafe { trampoline(libc::SYS_clone, [word, stack.top(), 0, 0, 0], entry, arg) }
+        }
+        other => other,
+    }
+    .map(|pid| pid as libc::pid_t)
 }
 
 fn flags_fit_legacy_clone(flags: u64) -> bool {
@@ -187,7 +197,8 @@ unsafe fn clone3(
     let args = CloneArgs {
         flags: flags | flags::CLONE_PIDFD | if cgroup.is_some() { flags::CLONE_INTO_CGROUP } else { 0 },
         pidfd: &mut pidfd as *mut libc::c_int as u64,
-        exit_signal: libc::SIGCHLD as u64,
+        // With CLONE_PARENT the child's exit signal is its parent's choice (clone3 refuses one).
+        exit_signal: if flags & libc::CLONE_PARENT as u64 != 0 { 0 } else { libc::SIGCHLD as u64 },
         stack: stack.base as u64,
         stack_size: stack.top() as u64 - stack.base as u64,
         cgroup: cgroup.map_or(0, |fd| fd as u64),

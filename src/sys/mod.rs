@@ -254,18 +254,16 @@ pub(crate) fn write_file_at(dirfd: RawFd, path: &CStr, data: &[u8]) -> SysResult
     result
 }
 
-/// A full signal set; `filled == false` gives an empty one.
+/// A full signal set (every one of the kernel's 64 signals, the two the C library keeps for
+/// itself included); `filled == false` gives an empty one. Built directly: no C library.
 pub(crate) fn sigset(filled: bool) -> libc::sigset_t {
-    // SAFETY: sigset_t is plain data; sigfillset/sigemptyset initialise it completely.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        if filled {
-            libc::sigfillset(&mut set);
-        } else {
-            libc::sigemptyset(&mut set);
-        }
-        set
+    // SAFETY: sigset_t is plain data, valid all-zero; the kernel reads its first 8 bytes.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    if filled {
+        // SAFETY: sigset_t is at least 8 bytes on Linux; this writes its first word.
+        unsafe { std::ptr::write_unaligned(&mut set as *mut libc::sigset_t as *mut u64, u64::MAX) };
     }
+    set
 }
 
 /// Replaces the signal mask of the calling thread.
@@ -305,13 +303,6 @@ pub(crate) fn reset_signal_dispositions() {
         // SAFETY: `act` is a valid kernel sigaction; the old action is not requested.
         let _ = unsafe { raw!(libc::SYS_rt_sigaction, sig, act.as_ptr(), 0usize, SIGSET_SIZE) };
     }
-}
-
-/// `prctl(PR_GET_DUMPABLE)`: whether this process's memory (shared with the embedding program
-/// until exec) is dumpable; 1 if the call fails.
-pub(crate) fn dumpable() -> c_ulong {
-    // SAFETY: integer arguments.
-    unsafe { raw!(libc::SYS_prctl, libc::PR_GET_DUMPABLE, 0, 0, 0, 0) }.map_or(1, |v| v as c_ulong)
 }
 
 /// Clears close-on-exec on `fd`, so it survives an exec.
@@ -439,6 +430,49 @@ pub(crate) fn mount(
     let p = |s: Option<&CStr>| s.map_or(std::ptr::null(), CStr::as_ptr);
     // SAFETY: every pointer is either null or a valid NUL-terminated string.
     unsafe { raw!(libc::SYS_mount, p(source), target.as_ptr(), p(fstype), flags, p(data)) }.map(drop)
+}
+
+/// `setns(fd, flags)`: joins the namespaces `flags` of the process behind the pidfd `fd`, all at
+/// once (Linux 5.8+).
+pub(crate) fn setns(fd: RawFd, flags: c_int) -> SysResult<()> {
+    // SAFETY: integer arguments.
+    unsafe { raw!(libc::SYS_setns, fd, flags) }.map(drop)
+}
+
+/// A pidfd of the calling process (allocation-free, for the child), close-on-exec.
+pub(crate) fn pidfd_of_self() -> SysResult<RawFd> {
+    // SAFETY: integer arguments.
+    let pid = unsafe { raw!(libc::SYS_getpid) }?;
+    // SAFETY: integer arguments.
+    fd_of(unsafe { raw!(libc::SYS_pidfd_open, pid, 0) })
+}
+
+/// Sends the descriptor `fd` over the socket `socket` (SCM_RIGHTS, one byte of data),
+/// allocation-free.
+pub(crate) fn send_fd(socket: RawFd, fd: RawFd) -> SysResult<()> {
+    #[repr(C)]
+    struct Control {
+        header: libc::cmsghdr,
+        fd: c_int,
+        _pad: c_int,
+    }
+    // SAFETY: cmsghdr is plain data; all-zero is valid and the fields are set below.
+    let mut control: Control = unsafe { std::mem::zeroed() };
+    control.header.cmsg_len = std::mem::size_of::<libc::cmsghdr>() + std::mem::size_of::<c_int>();
+    control.header.cmsg_level = libc::SOL_SOCKET;
+    control.header.cmsg_type = libc::SCM_RIGHTS;
+    control.fd = fd;
+    let byte = [b'p'];
+    let mut iov = libc::iovec { iov_base: byte.as_ptr() as *mut libc::c_void, iov_len: 1 };
+    // SAFETY: msghdr is plain data; all-zero is valid and the fields are set below.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = &mut control as *mut Control as *mut libc::c_void;
+    msg.msg_controllen = std::mem::size_of::<Control>();
+    // SAFETY: `msg` points at live buffers of the sizes given.
+    retry(|| unsafe { raw!(libc::SYS_sendmsg, socket, &msg as *const libc::msghdr, libc::MSG_NOSIGNAL) })
+        .map(drop)
 }
 
 pub(crate) fn unshare(flags: c_int) -> SysResult<()> {

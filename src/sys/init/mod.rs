@@ -48,8 +48,15 @@ fn make_program() -> SysResult<OwnedFd> {
     };
     let fd = super::owned(fd as RawFd);
     super::write_all(fd.as_raw_fd(), PROGRAM)?;
+    // F_SEAL_EXEC (Linux 6.3+) also keeps its mode from changing (a payload that reached it
+    // through /proc/1/exe could otherwise make it non-executable for later spawns).
+    const F_SEAL_EXEC: i32 = 0x20;
     // SAFETY: integer arguments.
-    unsafe { raw!(libc::SYS_fcntl, fd.as_raw_fd(), F_ADD_SEALS, SEALS) }?;
+    match unsafe { raw!(libc::SYS_fcntl, fd.as_raw_fd(), F_ADD_SEALS, SEALS | F_SEAL_EXEC) } {
+        // SAFETY: as above.
+        Err(Errno(libc::EINVAL)) => unsafe { raw!(libc::SYS_fcntl, fd.as_raw_fd(), F_ADD_SEALS, SEALS) }?,
+        other => other?,
+    };
     Ok(fd)
 }
 
@@ -97,10 +104,23 @@ pub(super) fn environment(buf: &mut [u8; 96], values: [i64; 4]) -> &CStr {
     CStr::from_bytes_until_nul(&buf[..]).unwrap_or(c"STOCKADE_INIT=")
 }
 
+/// Execs the init program in its holding mode (a session's holder, see [`crate::Session`]):
+/// it only waits, until it is killed. Returns only on failure.
+pub(super) fn exec_holder(program: RawFd) -> Errno {
+    exec_as(program, c"stockade-hold", c"STOCKADE_INIT=hold")
+}
+
 /// Execs the init program (`program`, a descriptor of the memfd) with `environment`; returns
 /// only on failure.
 pub(super) fn exec(program: RawFd, environment: &CStr) -> Errno {
-    let argv = [c"stockade-init".as_ptr(), std::ptr::null()];
+    exec_as(program, c"stockade-init", environment)
+}
+
+fn exec_as(program: RawFd, name: &CStr, environment: &CStr) -> Errno {
+    if program < 0 {
+        return Errno(libc::EBADF);
+    }
+    let argv = [name.as_ptr(), std::ptr::null()];
     let envp = [environment.as_ptr(), std::ptr::null()];
     // SAFETY: both arrays are NULL-terminated and point at NUL-terminated strings that live on
     // this stack frame; the path is empty with AT_EMPTY_PATH.

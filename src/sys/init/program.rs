@@ -156,8 +156,16 @@ fn parse(mut s: *const u8) -> Option<[isize; 4]> {
     Some(out)
 }
 
+/// What the environment asks for.
+enum Mode {
+    /// Be the sandbox's pid 1: payload pid, status, ready and parent descriptors.
+    Init([isize; 4]),
+    /// Be a session's holder: wait until killed.
+    Hold,
+}
+
 /// Finds `STOCKADE_INIT=` in the environment of the initial stack `sp`.
-fn arguments(sp: *const usize) -> Option<[isize; 4]> {
+fn arguments(sp: *const usize) -> Option<Mode> {
     const KEY: &[u8] = b"STOCKADE_INIT=";
     // SAFETY: the kernel's initial stack: argc, argv[argc], NULL, envp..., NULL.
     unsafe {
@@ -166,7 +174,11 @@ fn arguments(sp: *const usize) -> Option<[isize; 4]> {
         while !(*env).is_null() {
             let var = *env;
             if (0..KEY.len()).all(|i| *var.add(i) == KEY[i]) {
-                return parse(var.add(KEY.len()));
+                let value = var.add(KEY.len());
+                if (0..5).all(|i| *value.add(i) == b"hold\0"[i]) {
+                    return Some(Mode::Hold);
+                }
+                return parse(value).map(Mode::Init);
             }
             env = env.add(1);
         }
@@ -175,7 +187,11 @@ fn arguments(sp: *const usize) -> Option<[isize; 4]> {
 }
 
 unsafe extern "C" fn main(sp: *const usize) -> ! {
-    let Some([payload, status, ready, parent]) = arguments(sp) else { exit(EXIT_BROKEN) };
+    let [payload, status, ready, parent] = match arguments(sp) {
+        Some(Mode::Init(values)) => values,
+        Some(Mode::Hold) => hold(),
+        None => exit(EXIT_BROKEN),
+    };
     call(nr::PRCTL, PR_SET_DUMPABLE, 0, 0, 0);
     call(nr::PRCTL, PR_SET_NAME, b"stockade-init\0".as_ptr() as usize, 0, 0);
     if ready >= 0 {
@@ -210,6 +226,19 @@ unsafe extern "C" fn main(sp: *const usize) -> ! {
             // The payload may be gone already (ESRCH); nothing to do then.
             call(nr::KILL, payload as usize, signal as usize, 0, 0);
         }
+    }
+}
+
+/// A session's holder: a process whose namespaces commands join. It holds nothing and does
+/// nothing; signals take their default action (it runs with the payload's credentials, filter
+/// and Landlock rules, and its signals unblocked).
+fn hold() -> ! {
+    call(nr::PRCTL, PR_SET_DUMPABLE, 0, 0, 0);
+    call(nr::PRCTL, PR_SET_NAME, b"stockade-hold\0".as_ptr() as usize, 0, 0);
+    call(nr::CLOSE_RANGE, 0, u32::MAX as usize, 0, 0);
+    loop {
+        // No descriptors, no timeout: sleeps until a signal ends the process.
+        call(nr::PPOLL, 0, 0, 0, 0);
     }
 }
 

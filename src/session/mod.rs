@@ -1,0 +1,152 @@
+//! Warm sandboxes: a [`Session`] is a started sandbox (namespaces, root, cgroup and init
+//! alive) in which commands run like `docker exec`, and a [`Pool`] keeps sessions started ahead.
+//!
+//! A session's sandbox runs a *holder* as its payload: the init program in a mode where it only
+//! waits, with the payload's credentials, syscall filter and Landlock rules. A command joins
+//! the holder's namespaces (`setns` through its pidfd, all at once), so it sees the session's
+//! filesystem as earlier commands left it, then takes its own credentials, filter and rules and
+//! execs, as any payload does. Each command gets a cgroup of its own with the sandbox's limits
+//! (when it has any), so its usage (peak memory, CPU time, OOM, processes) is its own and
+//! whatever it leaves running is killed when it ends.
+
+mod pool;
+
+use std::ffi::OsStr;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
+
+pub use pool::{Pool, Pooled};
+
+use crate::{Child, Command, Error, Namespaces, Sandbox, Stdio};
+
+/// A started sandbox in which [`command`](Session::command)s run, sharing its filesystem
+/// state; see the [module documentation](self). Ends (every process in it killed, its cgroups
+/// removed) on [`stop`](Session::stop) or drop.
+///
+/// ```no_run
+/// use stockade::{Mount, Namespaces, Root, Sandbox};
+/// # fn main() -> Result<(), stockade::Error> {
+/// let sandbox = Sandbox::builder()
+///     .namespaces(Namespaces::all())
+///     .root(Root::tmpfs())
+///     .mounts(Mount::host_system())
+///     .mount(Mount::tmpfs("/work"))
+///     .memory_limit(256 << 20)
+///     .build()?;
+/// let session = sandbox.start()?;
+/// session.command("/bin/sh").args(["-c", "echo hi > /work/a"]).status()?;
+/// let out = session.command("/bin/cat").arg("/work/a").output()?;
+/// assert_eq!(out.stdout, b"hi\n");
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Session {
+    target: Arc<Target>,
+    /// The session's own sandbox (its init, or the holder itself without a pid namespace).
+    child: Child,
+}
+
+/// What a session command joins.
+#[derive(Debug)]
+pub(crate) struct Target {
+    pub(crate) sandbox: Sandbox,
+    /// A pidfd of the holder.
+    pub(crate) holder: OwnedFd,
+    /// The namespaces to join (`CLONE_NEW*`).
+    pub(crate) flags: libc::c_int,
+    /// The init program, when the sandbox has none of its own (no pid namespace).
+    own_program: Option<OwnedFd>,
+}
+
+impl Target {
+    /// The init program's descriptor (a command's relay runs it).
+    pub(crate) fn program(&self) -> std::os::fd::RawFd {
+        match (&self.own_program, &self.sandbox.config.init_program) {
+            (Some(fd), _) | (None, Some(fd)) => fd.as_raw_fd(),
+            (None, None) => -1,
+        }
+    }
+}
+
+impl Session {
+    pub(crate) fn start(sandbox: &Sandbox) -> Result<Session, Error> {
+        let config = &sandbox.config;
+        if !config.namespaces.contains(Namespaces::MOUNT) {
+            return Err(Error::invalid(
+                "session",
+                "without Namespaces::MOUNT",
+                "a session keeps a filesystem of its own for its commands; add Namespaces::MOUNT",
+            ));
+        }
+        // Without a pid namespace there is no init, and no init program made at build: the
+        // holder and the commands' relays need one.
+        let own_program = match &config.init_program {
+            Some(_) => None,
+            None => Some(
+                crate::sys::init_program()
+                    .map_err(|e| Error::spawn("memfd_create for the init program stockade-init", e))?,
+            ),
+        };
+        let program = own_program.as_ref().or(config.init_program.as_ref()).map_or(-1, AsRawFd::as_raw_fd);
+        let null = || Stdio::null().0;
+        let (stdin, stdout, stderr) = (null(), null(), null());
+        let spawned = crate::spawn::spawn(
+            config,
+            OsStr::new("stockade-hold"),
+            &[],
+            &[],
+            None,
+            [(0, &stdin), (1, &stdout), (2, &stderr)],
+            Vec::new(),
+            crate::spawn::Mode::Hold { program },
+        )?;
+        let holder = spawned.holder.ok_or_else(|| {
+            Error::spawn("start a session", std::io::Error::other("the holder sent no pidfd"))
+        })?;
+        let flags = [
+            (Namespaces::USER, libc::CLONE_NEWUSER),
+            (Namespaces::MOUNT, libc::CLONE_NEWNS),
+            (Namespaces::PID, libc::CLONE_NEWPID),
+            (Namespaces::UTS, libc::CLONE_NEWUTS),
+            (Namespaces::IPC, libc::CLONE_NEWIPC),
+            (Namespaces::NET, libc::CLONE_NEWNET),
+            (Namespaces::CGROUP, libc::CLONE_NEWCGROUP),
+            (Namespaces::TIME, libc::CLONE_NEWTIME),
+        ]
+        .into_iter()
+        .filter(|(ns, _)| config.namespaces.contains(*ns))
+        .fold(0, |acc, (_, flag)| acc | flag);
+        let target = Target { sandbox: sandbox.clone(), holder, flags, own_program };
+        Ok(Session { target: Arc::new(target), child: spawned.child })
+    }
+
+    /// A command to run in this session, configured like [`Sandbox::command`]'s (the same
+    /// environment rules, stdio, descriptors, limits and time limits, which apply to this
+    /// command alone).
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        Command::in_session(self.target.clone(), program.as_ref())
+    }
+
+    /// The sandbox this session was started from.
+    pub fn sandbox(&self) -> &Sandbox {
+        &self.target.sandbox
+    }
+
+    /// The pid of the session's first process, in the embedding program's pid namespace (its
+    /// init with a pid namespace, otherwise its holder).
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the session is still running (its holder or init has not ended).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Ends the session: kills every process in it and removes its cgroups. Commands still
+    /// running end with it; their [`Child`]ren report it when waited for.
+    pub fn stop(mut self) -> Result<(), Error> {
+        self.child.kill().map_err(|source| Error::Io { op: "kill session", source })?;
+        self.child.wait().map(drop).map_err(|source| Error::Io { op: "wait for session", source })
+    }
+}

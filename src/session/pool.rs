@@ -1,0 +1,186 @@
+//! [`Pool`]: sessions started ahead, for callers that want a fresh sandbox per request at warm
+//! latency.
+
+use std::collections::VecDeque;
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+
+use crate::{Error, Sandbox, Session};
+
+/// Keeps `size` [`Session`]s of one sandbox started ahead. [`get`](Pool::get) hands one out at
+/// once (or starts one if none is ready); when the [`Pooled`] session is dropped it is stopped,
+/// and a background thread starts a fresh one, so every caller gets a sandbox nobody used.
+/// Dropping the pool stops its thread and every session it holds.
+///
+/// ```no_run
+/// use stockade::{Namespaces, Pool, Sandbox};
+/// # fn main() -> Result<(), stockade::Error> {
+/// let sandbox = Sandbox::builder().namespaces(Namespaces::all()).build()?;
+/// let pool = Pool::new(&sandbox, 4);
+/// let session = pool.get()?;
+/// let out = session.command("/bin/echo").arg("warm").output()?;
+/// assert_eq!(out.stdout, b"warm\n");
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Pool {
+    shared: Arc<Shared>,
+    /// Used sessions go to the refiller, which stops them off the caller's path.
+    returns: Option<Sender<Session>>,
+    refiller: Option<JoinHandle<()>>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    sandbox: Sandbox,
+    size: usize,
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    ready: VecDeque<Session>,
+    /// The last error starting a session in the background (reported by the next `get` that
+    /// finds none ready).
+    failure: Option<Error>,
+    closing: bool,
+}
+
+impl Pool {
+    /// A pool of `size` sessions of `sandbox`, started in the background from now on.
+    pub fn new(sandbox: &Sandbox, size: usize) -> Pool {
+        let shared = Arc::new(Shared {
+            sandbox: sandbox.clone(),
+            size,
+            state: Mutex::new(State::default()),
+            changed: Condvar::new(),
+        });
+        let (returns, used) = channel();
+        let worker = shared.clone();
+        let refiller = std::thread::Builder::new()
+            .name("stockade-pool".into())
+            .spawn(move || refill(&worker, &used))
+            .ok();
+        Pool { shared, returns: Some(returns), refiller }
+    }
+
+    /// A started session nobody has used: one started ahead, or a new one when none is ready.
+    ///
+    /// # Errors
+    /// As [`Sandbox::start`].
+    pub fn get(&self) -> Result<Pooled, Error> {
+        let taken = {
+            let mut state = lock(&self.shared.state);
+            let session = state.ready.pop_front();
+            if session.is_none() {
+                if let Some(e) = state.failure.take() {
+                    return Err(e);
+                }
+            }
+            session
+        };
+        self.shared.changed.notify_all();
+        let session = match taken {
+            Some(session) => session,
+            None => self.shared.sandbox.start()?,
+        };
+        Ok(Pooled { session: Some(session), returns: self.returns.clone() })
+    }
+
+    /// How many sessions are started and waiting.
+    pub fn ready(&self) -> usize {
+        lock(&self.shared.state).ready.len()
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        lock(&self.shared.state).closing = true;
+        self.shared.changed.notify_all();
+        drop(self.returns.take());
+        if let Some(thread) = self.refiller.take() {
+            let _ = thread.join();
+        }
+        let ready = std::mem::take(&mut lock(&self.shared.state).ready);
+        for session in ready {
+            let _ = session.stop();
+        }
+    }
+}
+
+/// The background thread: stops used sessions and keeps `size` started.
+fn refill(shared: &Shared, used: &Receiver<Session>) {
+    loop {
+        while let Ok(session) = used.try_recv() {
+            let _ = session.stop();
+        }
+        let mut state = lock(&shared.state);
+        if state.closing {
+            return;
+        }
+        if state.ready.len() >= shared.size || state.failure.is_some() {
+            // Wake on a taken session or closing; look at used sessions now and then.
+            state = shared
+                .changed
+                .wait_timeout(state, std::time::Duration::from_millis(50))
+                .map(|(s, _)| s)
+                .unwrap_or_else(|e| e.into_inner().0);
+            drop(state);
+            continue;
+        }
+        drop(state);
+        let started = shared.sandbox.start();
+        let mut state = lock(&shared.state);
+        match started {
+            Ok(session) if !state.closing => state.ready.push_back(session),
+            Ok(session) => {
+                drop(state);
+                let _ = session.stop();
+                return;
+            }
+            Err(e) => state.failure = Some(e),
+        }
+    }
+}
+
+fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A session taken from a [`Pool`]; derefs to [`Session`]. Dropping it stops the session (in
+/// the pool's thread) and makes room for a fresh one.
+#[derive(Debug)]
+pub struct Pooled {
+    session: Option<Session>,
+    returns: Option<Sender<Session>>,
+}
+
+impl std::ops::Deref for Pooled {
+    type Target = Session;
+    fn deref(&self) -> &Session {
+        self.session.as_ref().expect("a pooled session is present until dropped")
+    }
+}
+
+impl std::ops::DerefMut for Pooled {
+    fn deref_mut(&mut self) -> &mut Session {
+        self.session.as_mut().expect("a pooled session is present until dropped")
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        let Some(session) = self.session.take() else { return };
+        // Stopped by the pool's thread; if the pool is gone, here.
+        match &self.returns {
+            Some(returns) => {
+                if let Err(unsent) = returns.send(session) {
+                    let _ = unsent.0.stop();
+                }
+            }
+            None => drop(session.stop()),
+        }
+    }
+}

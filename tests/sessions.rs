@@ -1,0 +1,214 @@
+//! Warm sandboxes: a started session keeps its filesystem between commands, each command gets
+//! its own accounting and limits, and a pool hands out sandboxes nobody used. Every test runs
+//! as root and as uid 65534 (with a user namespace); parts that need cgroups say so when they
+//! cannot run. Some tests count this process's descriptors and children, so all run one at a
+//! time.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use stockade::{Compat, Error, Mount, Namespaces, Pool, Root, Sandbox, SandboxBuilder, Stdio};
+
+/// A tmpfs root with the host's system directories and a writable /work, every namespace.
+fn session_builder() -> SandboxBuilder {
+    let mut b = rooted(Namespaces::all(), Root::tmpfs());
+    b.mount(Mount::tmpfs("/work")).hostname("warm");
+    b
+}
+
+/// Whether this process can make cgroups (root, or delegation).
+fn can_make_cgroups() -> bool {
+    Sandbox::builder().memory_limit(64 << 20).build().is_ok_and(|s| s.command("/bin/true").status().is_ok())
+}
+
+#[test]
+fn a_session_keeps_files_between_commands_and_shows_its_namespaces() {
+    let _serial = serial();
+    let sandbox = session_builder().build().unwrap();
+    let session = sandbox.start().unwrap();
+    let first = session.command("/bin/sh").args(["-c", "echo kept > /work/note; hostname"]).output().unwrap();
+    assert!(first.status.success(), "{first:?}");
+    assert_eq!(first.stdout, b"warm\n");
+    // The second command sees the first one's file, the session's init (1) and holder (2), and
+    // is itself a process of the session's pid namespace.
+    let second =
+        sh_ok_in(&session, "cat /work/note; ls -d /proc/[0-9]* | sort -n -t/ -k3 | head -2; echo $$");
+    let lines: Vec<&str> = second.lines().collect();
+    assert_eq!(lines[0], "kept");
+    assert_eq!(&lines[1..3], ["/proc/1", "/proc/2"]);
+    let pid: u32 = lines[3].parse().unwrap();
+    assert!(pid > 2, "the command is a process of the session: {pid}");
+    // Nothing of it reached the host.
+    assert!(!std::path::Path::new("/work/note").exists());
+    session.stop().unwrap();
+}
+
+/// Runs `script` with `/bin/sh -c` in the session; asserts success, returns stdout.
+fn sh_ok_in(session: &stockade::Session, script: &str) -> String {
+    let out = session.command("/bin/sh").args(["-c", script]).output().unwrap();
+    assert!(out.status.success(), "{script}: {out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn each_command_reports_its_own_peak_memory() {
+    let _serial = serial();
+    let mut b = session_builder();
+    b.memory_limit(512 << 20);
+    if !can_make_cgroups() {
+        skip(
+            "each_command_reports_its_own_peak_memory (cgroup part)",
+            "no cgroup delegation: the figures come from each command's own rusage",
+        );
+        b.resource_compat(Compat::BestEffort);
+    }
+    let session = b.build().unwrap().start().unwrap();
+    let big = session
+        .command("/usr/bin/python3")
+        .args(["-c", "b = b'x' * (200 << 20); print(len(b))"])
+        .output()
+        .unwrap();
+    assert!(big.status.success(), "{big:?}");
+    let small = session.command("/usr/bin/python3").args(["-c", "b = b'x' * (10 << 20)"]).output().unwrap();
+    assert!(small.status.success(), "{small:?}");
+    let (big, small) = (big.status.usage().peak_memory.unwrap(), small.status.usage().peak_memory.unwrap());
+    assert!(big >= 200 << 20, "the first command's peak: {big}");
+    assert!(small < 100 << 20, "the second command reports its own peak, not the first's: {small}");
+}
+
+#[test]
+fn a_command_over_its_memory_limit_is_killed_alone_and_the_session_goes_on() {
+    let _serial = serial();
+    if !can_make_cgroups() {
+        return skip(
+            "a_command_over_its_memory_limit_is_killed_alone_and_the_session_goes_on",
+            "memory limits need cgroups this user can make (root or delegation)",
+        );
+    }
+    let mut b = session_builder();
+    b.memory_limit(64 << 20);
+    let session = b.build().unwrap().start().unwrap();
+    let hog = session.command("/usr/bin/python3").args(["-c", "b = b'x' * (256 << 20)"]).output().unwrap();
+    assert_eq!(hog.status.limit(), Some(stockade::Limit::Memory), "{hog:?}");
+    // The limit was the command's: the next one has all of it again.
+    let next = session.command("/usr/bin/python3").args(["-c", "b = b'x' * (32 << 20)"]).output().unwrap();
+    assert!(next.status.success(), "{next:?}");
+}
+
+#[test]
+fn what_a_command_leaves_running_ends_with_it() {
+    let _serial = serial();
+    if !can_make_cgroups() {
+        return skip(
+            "what_a_command_leaves_running_ends_with_it",
+            "a command's processes are found through its cgroup, which needs root or delegation",
+        );
+    }
+    let mut b = session_builder();
+    b.pids_limit(64);
+    let session = b.build().unwrap().start().unwrap();
+    let out = session.command("/bin/sh").args(["-c", "sleep 1000 & echo $!"]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let left: u32 = String::from_utf8(out.stdout).unwrap().trim().parse().unwrap();
+    // Waited for: its cgroup, with the sleep in it, is gone.
+    let ps = sh_ok_in(&session, &format!("test -e /proc/{left} && echo alive || echo gone"));
+    assert_eq!(ps.trim(), "gone");
+}
+
+#[test]
+fn time_limits_apply_to_each_command() {
+    let _serial = serial();
+    let mut b = session_builder();
+    b.timeout(Duration::from_secs(2));
+    let session = b.build().unwrap().start().unwrap();
+    let mut slow = session.command("/bin/sleep").arg("1000").spawn().unwrap();
+    let status = slow.wait().unwrap();
+    assert!(status.timed_out(), "{status:?}");
+    // The session outlives its command's limit.
+    assert_eq!(sh_ok_in(&session, "echo still"), "still\n");
+}
+
+#[test]
+fn commands_run_side_by_side_with_their_own_stdio() {
+    let _serial = serial();
+    let session = session_builder().build().unwrap().start().unwrap();
+    let mut a = session.command("/bin/cat").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let b = session.command("/bin/echo").arg("b").output().unwrap();
+    assert_eq!(b.stdout, b"b\n");
+    use std::io::Write;
+    a.stdin.take().unwrap().write_all(b"to a\n").unwrap();
+    let out = a.wait_with_output().unwrap();
+    assert_eq!(out.stdout, b"to a\n");
+}
+
+#[test]
+fn a_session_ends_on_drop_and_leaves_nothing_behind() {
+    let _serial = serial();
+    let sandbox = session_builder().build().unwrap();
+    let (fds, children) = (fd_count(), own_children());
+    let session = sandbox.start().unwrap();
+    let init = session.id() as i32;
+    let mut running = session.command("/bin/sleep").arg("1000").spawn().unwrap();
+    assert!(running.try_wait().unwrap().is_none());
+    drop(session);
+    // The command died with its session.
+    let status = running.wait().unwrap();
+    assert!(!status.success());
+    drop(running);
+    assert!(wait_gone(init, Duration::from_secs(10)), "the session's init {init} is still there");
+    assert_eq!(fd_count(), fds, "descriptor leaked");
+    assert_eq!(own_children(), children, "process left behind");
+}
+
+#[test]
+fn a_command_in_an_ended_session_is_a_typed_error() {
+    let _serial = serial();
+    let session = session_builder().build().unwrap().start().unwrap();
+    // A command may end its own session: kill the holder, and with it the init.
+    let _ = session.command("/bin/sh").args(["-c", "kill -9 2"]).status();
+    let mut session = session;
+    for _ in 0..100 {
+        if !session.is_running() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!session.is_running());
+    let err = session.command("/bin/true").status().unwrap_err();
+    assert!(matches!(&err, Error::Setup { stage: stockade::Stage::JoinSession, .. }), "{err}");
+}
+
+#[test]
+fn a_session_needs_a_mount_namespace() {
+    let _serial = serial();
+    let sandbox = builder(Namespaces::UTS).build().unwrap();
+    let err = sandbox.start().unwrap_err();
+    assert!(matches!(&err, Error::InvalidValue { what: "session", .. }), "{err}");
+}
+
+#[test]
+fn a_pool_hands_out_sandboxes_nobody_used_and_refills() {
+    let _serial = serial();
+    let sandbox = session_builder().build().unwrap();
+    let (fds, children) = (fd_count(), own_children());
+    {
+        let pool = Pool::new(&sandbox, 2);
+        for round in 0..4 {
+            let session = pool.get().unwrap();
+            let seen = sh_ok_in(&session, "cat /work/mark 2>/dev/null; echo used > /work/mark");
+            assert_eq!(seen, "", "round {round}: a pooled session had been used before");
+        }
+        // Refilled in the background: wait for the event, not the clock.
+        for _ in 0..200 {
+            if pool.ready() == 2 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        assert_eq!(pool.ready(), 2);
+    }
+    assert_eq!(fd_count(), fds, "descriptor leaked");
+    assert_eq!(own_children(), children, "process left behind");
+}
