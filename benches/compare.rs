@@ -10,6 +10,12 @@
 //! - E: D + cgroup memory and pids limits
 //! - F: E + the default syscall filter (A–E run without one, as their raw limits do)
 //!
+//! Then, warm: `/bin/true` in a started session of configuration C, and a pool checkout +
+//! command + return, each against std in the same rounds. Then throughput: 16 threads spawning
+//! configuration C for `COMPARE_SECONDS` (default 10; 0 skips it) against 16 threads running
+//! bwrap with the same isolation, with the process's descriptors, threads, zombies, the mount
+//! table and stockade's cgroup directories counted before and after.
+//!
 //! Run as root (the raw limits write cgroup v1 groups and maps): `cargo bench --bench compare`,
 //! or `benches/compare/run.sh`, which adds the command-line peers (bwrap, runc, unshare) through
 //! hyperfine. `COMPARE_ROUNDS` (default 300) sets the rounds; `COMPARE_OUT=FILE` also writes
@@ -141,7 +147,135 @@ fn main() {
             ms(o99)
         ));
     }
+    let config_c = raw::Config { namespaces: true, root: true, net: false, cgroup: false, filter: false };
+    let c = stockade(config_c).build().expect("build sandbox C");
+    let (session_line, pool_line) = warm(&c, rounds);
+    println!("{session_line}\n{pool_line}");
+    out.push_str(&format!("{session_line}\n{pool_line}\n"));
+    let seconds: u64 = std::env::var("COMPARE_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
+    if seconds > 0 {
+        let line = throughput(&c, Duration::from_secs(seconds));
+        println!("{line}");
+        out.push_str(&format!("{line}\n"));
+    }
     if let Ok(path) = std::env::var("COMPARE_OUT") {
         std::fs::write(path, out).expect("write COMPARE_OUT");
     }
+}
+
+/// A started session's command and a pool's checkout + command + return, each interleaved with
+/// std; returns the two table lines.
+fn warm(sandbox: &Sandbox, rounds: usize) -> (String, String) {
+    let session = sandbox.start().expect("start session");
+    let pool = stockade::Pool::new(sandbox, 4);
+    let (mut std_times, mut in_session, mut pooled) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds + 10 {
+        let t = Instant::now();
+        assert!(std::process::Command::new("/bin/true").status().unwrap().success());
+        let std_time = t.elapsed();
+        let t = Instant::now();
+        assert!(session.command("/bin/true").stdin(Stdio::null()).status().unwrap().success());
+        let session_time = t.elapsed();
+        // The pool refills in the background; wait for a ready session outside the timing, as a
+        // server between requests would have.
+        while pool.ready() == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let t = Instant::now();
+        {
+            let fresh = pool.get().expect("pool checkout");
+            assert!(fresh.command("/bin/true").stdin(Stdio::null()).status().unwrap().success());
+        }
+        let pool_time = t.elapsed();
+        if round >= 10 {
+            std_times.push(std_time);
+            in_session.push(session_time);
+            pooled.push(pool_time);
+        }
+    }
+    let std50 = percentile(&mut std_times, 0.5);
+    let line = |name: &str, times: &mut Vec<Duration>| {
+        let (p50, p99) = (percentile(times, 0.5), percentile(times, 0.99));
+        format!(
+            "{name}\t{:.4}\t{:.4}\tvs std p50 {:.4}: {:.2}x",
+            ms(p50),
+            ms(p99),
+            ms(std50),
+            p50.as_secs_f64() / std50.as_secs_f64()
+        )
+    };
+    (line("session command (C)", &mut in_session), line("pool checkout + command + return (C)", &mut pooled))
+}
+
+/// Counts of what a spawning process must give back: descriptors, threads, zombie children,
+/// mount table lines, stockade cgroup directories.
+fn leak_counts() -> [usize; 5] {
+    let count = |dir: &str| std::fs::read_dir(dir).map_or(0, |d| d.count());
+    let me = std::process::id();
+    let zombies = std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+                .filter(|stat| {
+                    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+                    let fields: Vec<&str> = rest.split_whitespace().collect();
+                    fields.first() == Some(&"Z") && fields.get(1) == Some(&me.to_string().as_str())
+                })
+                .count()
+        })
+        .unwrap_or(0);
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").map_or(0, |m| m.lines().count());
+    let groups = std::process::Command::new("sh")
+        .args(["-c", "find /sys/fs/cgroup -maxdepth 6 -type d -name 'sb-*' 2>/dev/null | wc -l"])
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse().ok())
+        .unwrap_or(0);
+    [count("/proc/self/fd"), count("/proc/self/task"), zombies, mounts, groups]
+}
+
+/// 16 threads spawning in `sandbox` for `length`, then 16 threads running bwrap with the same
+/// isolation; sandboxes per second of each and the leak counts.
+fn throughput(sandbox: &Sandbox, length: Duration) -> String {
+    let before = leak_counts();
+    let run = |work: &(dyn Fn() + Sync)| -> f64 {
+        let done = std::sync::atomic::AtomicUsize::new(0);
+        let start = Instant::now();
+        std::thread::scope(|s| {
+            for _ in 0..16 {
+                s.spawn(|| {
+                    while start.elapsed() < length {
+                        work();
+                        done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                });
+            }
+        });
+        done.into_inner() as f64 / start.elapsed().as_secs_f64()
+    };
+    let ours =
+        run(&|| assert!(sandbox.command("/bin/true").stdin(Stdio::null()).status().unwrap().success()));
+    let after = leak_counts();
+    let mut bwrap = std::process::Command::new("bwrap");
+    bwrap.args(["--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--tmpfs", "/"]);
+    bwrap.args(["--ro-bind", "/usr", "/usr"]);
+    for p in ["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"] {
+        match std::fs::read_link(p) {
+            Ok(to) => drop(bwrap.arg("--symlink").arg(to).arg(p)),
+            Err(_) if std::path::Path::new(p).is_dir() => drop(bwrap.args(["--ro-bind", p, p])),
+            Err(_) => {}
+        }
+    }
+    bwrap.args(["--proc", "/proc", "--dev", "/dev", "--remount-ro", "/", "/bin/true"]);
+    let args: Vec<std::ffi::OsString> = bwrap.get_args().map(|a| a.to_owned()).collect();
+    let theirs = run(&|| {
+        let status = std::process::Command::new("bwrap").args(&args).status().expect("run bwrap");
+        assert!(status.success());
+    });
+    format!(
+        "throughput C, 16 threads, {}s\tstockade {ours:.0}/s\tbwrap {theirs:.0}/s\tratio {:.2}\t\
+         fds/threads/zombies/mounts/cgroups before {before:?} after {after:?}",
+        length.as_secs(),
+        ours / theirs
+    )
 }

@@ -210,10 +210,10 @@ pub(crate) struct Join {
     pub(crate) flags: libc::c_int,
     /// The command's stack (the joiner runs on the spawn's own).
     pub(crate) stack: crate::sys::clone::Stack,
-    /// A cgroup directory to start the command in (`CLONE_INTO_CGROUP`), or -1.
-    pub(crate) cgroup: RawFd,
     /// The relay's "ready" pipe (read end, write end), made by the joiner for the command.
     pub(crate) ready: (std::sync::atomic::AtomicI32, std::sync::atomic::AtomicI32),
+    /// A pidfd of the joiner (the command's relay), for the command's parent-death check.
+    pub(crate) relay: std::sync::atomic::AtomicI32,
 }
 
 /// The payload's working directory, as seen inside the sandbox.

@@ -880,10 +880,11 @@ impl Sandbox {
 
     /// Starts a [`Session`](crate::Session): this sandbox, running, in which commands run one
     /// after another or side by side, sharing its filesystem state (like `docker exec`); each
-    /// command with its own limits and accounting. Needs [`Namespaces::MOUNT`].
+    /// command with its own limits and accounting. Needs [`Namespaces::MOUNT`] and
+    /// [`Namespaces::PID`].
     ///
     /// # Errors
-    /// As [`Command::spawn`]; [`Error::InvalidValue`] without a mount namespace.
+    /// As [`Command::spawn`]; [`Error::InvalidValue`] without a mount or pid namespace.
     pub fn start(&self) -> Result<crate::Session, Error> {
         crate::session::Session::start(self)
     }

@@ -139,6 +139,15 @@ pub(crate) fn spawn(
         unenforced.push(crate::resources::CGROUP_CONFINEMENT);
     }
     let cgroup_fd = cgroup.as_ref().and_then(SandboxCgroup::clone_into_fd);
+    if let Mode::Join { holder, flags, .. } = mode {
+        plan.join = Some(crate::plan::Join {
+            holder: holder.as_raw_fd(),
+            flags,
+            stack: Stack::new().map_err(|e| Error::spawn("mmap the command's stack", e))?,
+            ready: ((-1).into(), (-1).into()),
+            relay: (-1).into(),
+        });
+    }
 
     let old_mask = sys::block_all_signals();
     let flags = plan.clone_flags;
@@ -148,17 +157,7 @@ pub(crate) fn spawn(
     // path below that gives up kills it and waits for it), and the plan is not touched here
     // until then: the rule `start` states.
     let forked = match mode {
-        Mode::Join { holder, flags, .. } => {
-            let join = crate::plan::Join {
-                holder: holder.as_raw_fd(),
-                flags,
-                stack: Stack::new().map_err(|e| Error::spawn("mmap the command's stack", e))?,
-                cgroup: cgroup_raw.unwrap_or(-1),
-                ready: ((-1).into(), (-1).into()),
-            };
-            plan.join = Some(join);
-            sys::child::start_joiner(&stack, &mut plan)
-        }
+        Mode::Join { .. } => sys::child::start_joiner(&stack, &mut plan),
         _ => sys::child::start(flags, cgroup_raw, &stack, &mut plan),
     };
     let _ = sys::set_sigmask(&old_mask);
@@ -213,7 +212,7 @@ pub(crate) fn spawn(
     release(&control).map_err(abort)?;
     // A session's holder sends a pidfd of itself before its exec.
     let holder = match mode {
-        Mode::Hold { .. } => Some(receive_holder(&control).map_err(abort)?),
+        Mode::Hold { .. } => Some(receive_holder(&control, &plan).map_err(abort)?),
         _ => None,
     };
 
@@ -228,10 +227,12 @@ pub(crate) fn spawn(
     match n {
         Ok(0) => {
             drop(unwinding);
+            // A session's own sandbox lives until it is stopped: its commands have the limits.
+            let session = matches!(mode, Mode::Hold { .. });
             let supervision = Supervision {
                 started,
-                wall_limit: limits.wall_time,
-                cpu_limit: limits.cpu_time,
+                wall_limit: limits.wall_time.filter(|_| !session),
+                cpu_limit: limits.cpu_time.filter(|_| !session),
                 cgroup,
                 unenforced,
             };
@@ -262,8 +263,8 @@ impl Drop for Unwinding<'_> {
     }
 }
 
-/// The session command a joiner started, and whether it started in its cgroup: the joiner's
-/// 8-byte message (pid, flag), or its failure record.
+/// The session command a joiner started (it is put in its cgroup by this process, never at
+/// clone time): the joiner's 8-byte message, or its failure record.
 fn command_of_joiner(control: &OwnedFd, plan: &Plan<'_>) -> Result<(libc::pid_t, bool), Error> {
     let mut message = [0u8; FAILURE_LEN];
     let n = loop {
@@ -276,7 +277,7 @@ fn command_of_joiner(control: &OwnedFd, plan: &Plan<'_>) -> Result<(libc::pid_t,
         8 => {
             let mut pid = [0u8; 4];
             pid.copy_from_slice(&message[..4]);
-            Ok((libc::pid_t::from_ne_bytes(pid), message[4] != 0))
+            Ok((libc::pid_t::from_ne_bytes(pid), false))
         }
         FAILURE_LEN => Err(plan.failure_to_error(&message)),
         n => Err(Error::spawn(
@@ -286,10 +287,10 @@ fn command_of_joiner(control: &OwnedFd, plan: &Plan<'_>) -> Result<(libc::pid_t,
     }
 }
 
-/// Receives the holder's pidfd (one byte of data with SCM_RIGHTS).
-fn receive_holder(control: &OwnedFd) -> Result<OwnedFd, Error> {
-    let mut byte = [0u8; 1];
-    let mut iov = [std::io::IoSliceMut::new(&mut byte)];
+/// Receives the holder's pidfd (one byte of data with SCM_RIGHTS), or its failure record.
+fn receive_holder(control: &OwnedFd, plan: &Plan<'_>) -> Result<OwnedFd, Error> {
+    let mut data = [0u8; FAILURE_LEN];
+    let mut iov = [std::io::IoSliceMut::new(&mut data)];
     let mut space = nix::cmsg_space!(RawFd);
     let msg = loop {
         match nix::sys::socket::recvmsg::<()>(
@@ -308,11 +309,13 @@ fn receive_holder(control: &OwnedFd) -> Result<OwnedFd, Error> {
             _ => None,
         })
     });
-    match (msg.bytes, fd) {
+    let bytes = msg.bytes;
+    match (bytes, fd) {
         (1, Some(fd)) => Ok(sys::owned(fd)),
+        (FAILURE_LEN, None) => Err(plan.failure_to_error(&data)),
         _ => Err(Error::spawn(
             "receive the session holder's pidfd",
-            std::io::Error::new(std::io::ErrorKind::InvalidData, "no descriptor in the holder's message"),
+            std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{bytes} bytes, no descriptor")),
         )),
     }
 }

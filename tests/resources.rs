@@ -375,14 +375,14 @@ fn io_limits_are_set_on_the_sandboxes_cgroup() {
         );
     };
     // No mount or cgroup namespace: the payload reads its own cgroup's files from the host's
-    // /sys/fs/cgroup, at the path /proc/self/cgroup gives. The limits sit one level above the
-    // group the payload's processes are in.
+    // /sys/fs/cgroup, at the path /proc/self/cgroup gives. Without a cgroup namespace the limits
+    // sit in the group the payload's processes are in.
     let sandbox = Sandbox::builder()
         .io_limit(stockade::IoLimit::new(major, minor).write_bps(1_048_576).read_iops(120))
         .build()
         .unwrap();
     let script = "p=$(grep -E '^0::|:blkio:' /proc/self/cgroup | head -n 1 | cut -d: -f3); \
-                  for d in /sys/fs/cgroup$p/.. /sys/fs/cgroup/blkio$p/..; do \
+                  for d in /sys/fs/cgroup$p /sys/fs/cgroup/blkio$p; do \
                     cat $d/io.max $d/blkio.throttle.write_bps_device $d/blkio.throttle.read_iops_device 2>/dev/null; done; true";
     let out = sh_ok(&sandbox, script);
     let dev = format!("{major}:{minor}");

@@ -181,11 +181,70 @@ fn a_command_in_an_ended_session_is_a_typed_error() {
 }
 
 #[test]
-fn a_session_needs_a_mount_namespace() {
+fn a_session_needs_a_mount_and_a_pid_namespace() {
     let _serial = serial();
-    let sandbox = builder(Namespaces::UTS).build().unwrap();
-    let err = sandbox.start().unwrap_err();
-    assert!(matches!(&err, Error::InvalidValue { what: "session", .. }), "{err}");
+    for ns in [Namespaces::UTS, Namespaces::MOUNT] {
+        let sandbox = builder(ns).build().unwrap();
+        let err = sandbox.start().unwrap_err();
+        assert!(matches!(&err, Error::InvalidValue { what: "session", .. }), "{ns:?}: {err}");
+    }
+}
+
+#[test]
+fn a_process_left_in_the_session_cannot_open_a_new_commands_memory() {
+    // Until its exec a command's memory is a copy of the embedding program's (its joiner's,
+    // made non-dumpable first): a process an earlier command left behind, with the same ids and
+    // namespaces, must not be able to open it. The attacker watches /proc for new pids and
+    // records any /proc/<pid>/mem it opens while the pid still maps the test binary.
+    let _serial = serial();
+    if !have("/usr/bin/python3") {
+        return skip(
+            "a_process_left_in_the_session_cannot_open_a_new_commands_memory",
+            "no /usr/bin/python3",
+        );
+    }
+    // Without a time namespace, which alone would force a copy anyway.
+    let mut b = rooted(Namespaces::all() - Namespaces::TIME, Root::tmpfs());
+    b.mount(Mount::tmpfs("/work"));
+    let session = b.build().unwrap().start().unwrap();
+    let ours = std::env::current_exe().unwrap();
+    let name = ours.file_name().unwrap().to_string_lossy().into_owned();
+    let attacker = format!(
+        r#"
+import os, time
+seen = set(os.listdir('/proc'))
+open('/work/watching', 'w').close()
+while not os.path.exists('/work/stop'):
+    for p in os.listdir('/proc'):
+        if not p.isdigit() or p in seen:
+            continue
+        try:
+            f = open('/proc/%s/mem' % p, 'r+b', buffering=0)
+        except OSError:
+            seen.add(p)
+            continue
+        try:
+            maps = open('/proc/%s/maps' % p).read()
+        except OSError:
+            maps = ''
+        if '{name}' in maps:
+            line = [l for l in maps.splitlines() if '{name}' in l][0]
+            open('/work/leak', 'a').write('opened the memory of %s: %s\\n' % (p, line))
+        f.close()
+        seen.add(p)
+"#
+    );
+    let mut watcher =
+        session.command("/usr/bin/python3").args(["-c", &attacker]).stdout(Stdio::null()).spawn().unwrap();
+    // Started once the file is there (or the watcher ended early, which the wait below reports).
+    let up = "for i in $(seq 1000); do [ -e /work/watching ] && break; sleep 0.01; done; echo up";
+    assert_eq!(sh_ok_in(&session, up), "up\n");
+    for _ in 0..100 {
+        assert!(session.command("/bin/true").status().unwrap().success());
+    }
+    sh_ok_in(&session, "touch /work/stop");
+    assert!(watcher.wait().unwrap().success());
+    assert_eq!(sh_ok_in(&session, "cat /work/leak 2>/dev/null; true"), "");
 }
 
 #[test]

@@ -67,7 +67,9 @@ hyperfine -N --warmup 20 --runs "$rounds" --style basic --export-json "$work/cli
 
 python3 - "$work/inproc.tsv" "$work/cli.json" <<'PY'
 import json, sys
-rows = [l.split("\t") for l in open(sys.argv[1]).read().splitlines()]
+lines = open(sys.argv[1]).read().splitlines()
+rows = [l.split("\t") for l in lines if l.split("\t")[0] in ("std", "A", "B", "C", "D", "E", "F")]
+extra = [l for l in lines if l.split("\t")[0] not in ("std", "A", "B", "C", "D", "E", "F")]
 std = [float(x) for x in rows[0][1:]]
 def pct(times, p):
     times = sorted(times)
@@ -80,6 +82,12 @@ print(f"| std::process::Command | {std[0]:.3f} | {std[1]:.3f} | | | |")
 for name, r50, r99, o50, o99 in ([r[0]] + [float(x) for x in r[1:]] for r in rows[1:]):
     print(f"| {name}: raw limit | {r50:.3f} | {r99:.3f} | | | |")
     print(f"| {name}: stockade | {o50:.3f} | {o99:.3f} | {o50 / r50:.2f} | {o99 / o50:.2f} | {o50 / std[0]:.2f} |")
+print()
+print("| warm and throughput | p50 ms | p99 ms | ratio |")
+print("|---|---|---|---|")
+for l in extra:
+    parts = l.split("\t")
+    print("| " + " | ".join(parts) + " |")
 print()
 print("| whole process, C | p50 ms | p99 ms | stockade-CLI/this p50 |")
 print("|---|---|---|---|")

@@ -1,6 +1,6 @@
-//! One cgroup per spawned sandbox, in the embedding process (through cgroups-rs): detect the
-//! host's layout, create the group under the chosen parent, apply limits, let the child join,
-//! read usage, and on the way out kill whatever is left and remove the directories.
+//! One cgroup per spawned sandbox, in the embedding process: detect the host's layout, create
+//! the group under the chosen parent, write the limits into its files, let the child join, read
+//! usage, and on the way out kill whatever is left and remove the directories.
 //!
 //! Layouts, detected like runc (statfs of `/sys/fs/cgroup`):
 //! - unified (pure v2): one directory; the child joins at clone time with `CLONE_INTO_CGROUP`.
@@ -9,11 +9,13 @@
 //!   cgroup *in that hierarchy* (they differ); the parent writes the child's pid into each
 //!   while the child waits for "go".
 //!
-//! Each sandbox group holds the limits and, inside it, a leaf (`payload`) where the processes
-//! live: with a cgroup namespace, entered by the child only once it is in all its leaves, the
-//! leaf is the root of everything the payload can see, so a payload that mounts cgroupfs itself
-//! can neither read nor raise its limits, nor reach the embedding program's or the host's
-//! groups. With a cgroup namespace a sandbox gets a group in *every* hierarchy (named and
+//! With a cgroup namespace, each sandbox group holds the limits and, inside it, a leaf
+//! (`payload`) where the processes live: the namespace, entered by the child only once it is in
+//! all its leaves, is rooted there, so a payload that mounts cgroupfs itself can neither read
+//! nor raise its limits, nor reach the embedding program's or the host's groups. Without one,
+//! the processes live in the group itself. Either way the directory they live in and its files
+//! belong to an id no namespace maps. With a cgroup namespace a sandbox gets a group in *every*
+//! hierarchy (named and
 //! unified ones too), not only in those carrying limits: otherwise the payload's namespace root
 //! there would be the embedding program's group. Group names are a random per-process prefix and
 //! a counter; a reaper process ([`super::reaper`]) removes them if this process dies.
@@ -23,10 +25,6 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-
-use cgroups_rs::cpuset::CpuSetController;
-use cgroups_rs::memory::MemController;
-use cgroups_rs::{Cgroup, MaxValue, Resources, hierarchies};
 
 use super::LimitsConfig;
 use crate::Error;
@@ -241,11 +239,19 @@ const SEALED_UID: u32 = u32::MAX - 1;
 /// `CAP_CHOWN`: a caller with delegated cgroups), and the leaf stays the caller's, and so its
 /// payload's (reported as unconfined).
 fn seal(leaf: &Path) -> bool {
+    use nix::fcntl::{AtFlags, OFlag, open};
     let owner = Some(nix::unistd::Uid::from_raw(SEALED_UID));
-    let Ok(entries) = fs::read_dir(leaf) else { return false };
-    let mut sealed = nix::unistd::chown(leaf, owner, None).is_ok();
+    // Through a descriptor of the directory: each file costs a one-component lookup.
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let (Ok(dir), Ok(entries)) = (open(leaf, flags, nix::sys::stat::Mode::empty()), fs::read_dir(leaf))
+    else {
+        return false;
+    };
+    let mut sealed = nix::unistd::fchown(&dir, owner, None).is_ok();
     for entry in entries.flatten() {
-        sealed &= nix::unistd::chown(&entry.path(), owner, None).is_ok();
+        let name = entry.file_name();
+        sealed &=
+            nix::unistd::fchownat(&dir, name.as_os_str(), owner, None, AtFlags::AT_SYMLINK_NOFOLLOW).is_ok();
     }
     sealed
 }
@@ -259,15 +265,14 @@ fn not_ours(e: &Error) -> bool {
 }
 
 /// One directory pair of a sandbox's cgroup: `dir` (limits, accounting) and `dir/payload`
-/// (`leaf`, where its processes live).
+/// (`leaf`, where its processes live), or with no cgroup namespace `dir` alone (`leaf` is
+/// `dir`).
 #[derive(Debug)]
 struct Group {
     /// Which hierarchy ("unified", "memory", "cpu,cpuacct", "name=systemd", ...).
     label: String,
     /// v1 controllers of the hierarchy.
     controllers: Vec<String>,
-    /// cgroups-rs handle of `dir`, for hierarchies that carry limits.
-    handle: Option<Cgroup>,
     dir: PathBuf,
     leaf: PathBuf,
 }
@@ -281,6 +286,10 @@ pub(crate) struct SandboxCgroup {
     removed: bool,
     /// Every leaf belongs to [`SEALED_UID`].
     sealed: bool,
+    /// Processes live in a leaf below each group (a cgroup namespace's root, with the limits
+    /// one level up); without a cgroup namespace they live in the group itself, which saves a
+    /// directory (a mkdir and an rmdir per hierarchy) on every spawn.
+    leaf: bool,
 }
 
 impl SandboxCgroup {
@@ -297,7 +306,8 @@ impl SandboxCgroup {
         confine: bool,
     ) -> Result<Option<SandboxCgroup>, Error> {
         let name = unique_name();
-        let mut cg = SandboxCgroup { layout, groups: Vec::new(), removed: false, sealed: true };
+        let mut cg =
+            SandboxCgroup { layout, groups: Vec::new(), removed: false, sealed: true, leaf: confine };
         let result = match layout {
             Layout::Unified => cg.create_v2(limits, &name),
             Layout::Hybrid | Layout::Legacy => cg.create_v1(limits, &name, pid_ns, confine),
@@ -351,12 +361,7 @@ impl SandboxCgroup {
             enable_controllers(&dir, &wanted);
         }
         let controllers: Vec<String> = wanted.iter().map(|c| c.to_string()).collect();
-        let handle = Cgroup::load_with_specified_controllers(
-            hierarchies::auto(),
-            join(&parent, name),
-            controllers.clone(),
-        );
-        self.make_group(&dir, name, "unified", controllers, Some(handle))?;
+        self.make_group(&dir, name, "unified", controllers)?;
         let leaf_dir = dir.join(name);
         for c in &wanted {
             if !leaf_dir.join(first_file(c)).exists() {
@@ -420,14 +425,7 @@ impl SandboxCgroup {
                             init_cpuset(&level)?;
                         }
                     }
-                    let handle = (!mine.is_empty()).then(|| {
-                        Cgroup::load_with_specified_controllers(
-                            hierarchies::auto(),
-                            join(&parent, name),
-                            mine.clone(),
-                        )
-                    });
-                    self.make_group(&parent_dir, name, &h.label(), h.controllers.clone(), handle)
+                    self.make_group(&parent_dir, name, &h.label(), h.controllers.clone())
                 });
             match made {
                 Err(e) if mine.is_empty() && not_ours(&e) => continue,
@@ -445,7 +443,6 @@ impl SandboxCgroup {
         name: &str,
         label: &str,
         controllers: Vec<String>,
-        handle: Option<Cgroup>,
     ) -> Result<(), Error> {
         // A caller that may not make groups here (no delegation) starts no reaper for nothing.
         nix::unistd::access(parent, nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK)
@@ -457,11 +454,10 @@ impl SandboxCgroup {
         super::reaper::watch(parent)?;
         let dir = parent.join(name);
         make_leaf(&dir, &format!("create {label} cgroup"))?;
-        let leaf = dir.join(LEAF);
+        let leaf = if self.leaf { dir.join(LEAF) } else { dir.clone() };
         self.groups.push(Group {
             label: label.to_owned(),
             controllers,
-            handle,
             dir: dir.clone(),
             leaf: leaf.clone(),
         });
@@ -469,46 +465,52 @@ impl SandboxCgroup {
         if cpuset {
             init_cpuset(&dir)?;
         }
-        make_leaf(&leaf, &format!("create {label} cgroup"))?;
-        self.sealed &= seal(&leaf);
-        if cpuset {
-            init_cpuset(&leaf)?;
+        if self.leaf {
+            make_leaf(&leaf, &format!("create {label} cgroup"))?;
+            if cpuset {
+                init_cpuset(&leaf)?;
+            }
         }
+        self.sealed &= seal(&leaf);
         Ok(())
     }
 
+    /// Writes the limits into the groups' files (directly: the limits are a few numbers, and
+    /// a library handle per spawn would parse the mount table again each time).
     fn apply(&self, limits: &LimitsConfig) -> Result<(), Error> {
-        // cgroups-rs's apply() drops memory and cpuset write errors: set those through the
-        // controllers' own setters, which report them.
-        for Group { label: controller, handle, dir, .. } in &self.groups {
-            let Some(cg) = handle else { continue };
-            if let (Some(m), Some(mem)) = (limits.memory, cg.controller_of::<MemController>()) {
-                mem.set_limit(m as i64)
-                    .map_err(|e| cgroup_error(&format!("set memory limit ({controller})"), dir, e))?;
-            }
-            if let Some(cpuset) = cg.controller_of::<CpuSetController>() {
-                if let Some(cpus) = &limits.cpuset_cpus {
-                    cpuset.set_cpus(cpus).map_err(|e| cgroup_error("set cpuset.cpus", dir, e))?;
-                }
-                if let Some(mems) = &limits.cpuset_mems {
-                    cpuset.set_mems(mems).map_err(|e| cgroup_error("set cpuset.mems", dir, e))?;
-                }
-            }
+        let v2 = self.layout == Layout::Unified;
+        if let Some(bytes) = limits.memory {
+            self.write(
+                "memory",
+                if v2 { "memory.max" } else { "memory.limit_in_bytes" },
+                &bytes.to_string(),
+            )?;
         }
-        let mut res = Resources::default();
-        res.pid.maximum_number_of_processes = limits.pids.map(|p| MaxValue::Value(p as i64));
+        if let Some(cpus) = &limits.cpuset_cpus {
+            self.write("cpuset", "cpuset.cpus", cpus)?;
+        }
+        if let Some(mems) = &limits.cpuset_mems {
+            self.write("cpuset", "cpuset.mems", mems)?;
+        }
+        if let Some(count) = limits.pids {
+            self.write("pids", "pids.max", &count.to_string())?;
+        }
         if let Some((quota, period)) = limits.cpu_quota {
-            res.cpu.quota = Some(quota.as_micros() as i64);
-            res.cpu.period = Some(period.as_micros() as u64);
+            let (quota, period) = (quota.as_micros(), period.as_micros());
+            if v2 {
+                self.write("cpu", "cpu.max", &format!("{quota} {period}"))?;
+            } else {
+                self.write("cpu", "cpu.cfs_period_us", &period.to_string())?;
+                self.write("cpu", "cpu.cfs_quota_us", &quota.to_string())?;
+            }
         }
-        res.cpu.shares = limits.cpu_weight.map(|w| match self.layout {
-            // cgroups-rs writes cpu.weight on v2 and cpu.shares on v1 (1024 = weight 100).
-            Layout::Unified => w,
-            _ => (w * 1024 / 100).clamp(2, 262_144),
-        });
-        for Group { label: controller, handle, dir, .. } in &self.groups {
-            let Some(cg) = handle else { continue };
-            cg.apply(&res).map_err(|e| cgroup_error(&format!("apply {controller} limits"), dir, e))?;
+        if let Some(weight) = limits.cpu_weight {
+            if v2 {
+                self.write("cpu", "cpu.weight", &weight.to_string())?;
+            } else {
+                // cpu.shares: 1024 is weight 100.
+                self.write("cpu", "cpu.shares", &(weight * 1024 / 100).clamp(2, 262_144).to_string())?;
+            }
         }
         if let Some(swap) = limits.memory_swap {
             match self.layout {
@@ -794,13 +796,4 @@ fn first_file(controller: &str) -> &'static str {
         "io" => "io.max",
         _ => "cgroup.procs",
     }
-}
-
-fn cgroup_error(op: &str, dir: &Path, e: cgroups_rs::error::Error) -> Error {
-    let source = std::error::Error::source(&e)
-        .and_then(|s| s.downcast_ref::<std::io::Error>())
-        .and_then(std::io::Error::raw_os_error)
-        .map(std::io::Error::from_raw_os_error)
-        .unwrap_or_else(|| std::io::Error::other(e.to_string()));
-    Error::Cgroup { op: op.to_owned(), path: dir.to_owned(), source }
 }

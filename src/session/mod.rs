@@ -54,40 +54,30 @@ pub(crate) struct Target {
     pub(crate) holder: OwnedFd,
     /// The namespaces to join (`CLONE_NEW*`).
     pub(crate) flags: libc::c_int,
-    /// The init program, when the sandbox has none of its own (no pid namespace).
-    own_program: Option<OwnedFd>,
 }
 
 impl Target {
     /// The init program's descriptor (a command's relay runs it).
     pub(crate) fn program(&self) -> std::os::fd::RawFd {
-        match (&self.own_program, &self.sandbox.config.init_program) {
-            (Some(fd), _) | (None, Some(fd)) => fd.as_raw_fd(),
-            (None, None) => -1,
-        }
+        self.sandbox.config.init_program.as_ref().map_or(-1, AsRawFd::as_raw_fd)
     }
 }
 
 impl Session {
     pub(crate) fn start(sandbox: &Sandbox) -> Result<Session, Error> {
         let config = &sandbox.config;
-        if !config.namespaces.contains(Namespaces::MOUNT) {
+        let needed = Namespaces::MOUNT | Namespaces::PID;
+        if !config.namespaces.contains(needed) {
             return Err(Error::invalid(
                 "session",
-                "without Namespaces::MOUNT",
-                "a session keeps a filesystem of its own for its commands; add Namespaces::MOUNT",
+                format!("namespaces {:?}", config.namespaces.names().collect::<Vec<_>>()),
+                "a session needs Namespaces::MOUNT (a filesystem of its own for its commands) and \
+                 Namespaces::PID (an init whose end takes every process of the session with it)",
             ));
         }
-        // Without a pid namespace there is no init, and no init program made at build: the
-        // holder and the commands' relays need one.
-        let own_program = match &config.init_program {
-            Some(_) => None,
-            None => Some(
-                crate::sys::init_program()
-                    .map_err(|e| Error::spawn("memfd_create for the init program stockade-init", e))?,
-            ),
-        };
-        let program = own_program.as_ref().or(config.init_program.as_ref()).map_or(-1, AsRawFd::as_raw_fd);
+        // A pid namespace has an init, and its program (made at build) also serves the holder
+        // and the commands' relays.
+        let program = config.init_program.as_ref().map_or(-1, AsRawFd::as_raw_fd);
         let null = || Stdio::null().0;
         let (stdin, stdout, stderr) = (null(), null(), null());
         let spawned = crate::spawn::spawn(
@@ -116,13 +106,14 @@ impl Session {
         .into_iter()
         .filter(|(ns, _)| config.namespaces.contains(*ns))
         .fold(0, |acc, (_, flag)| acc | flag);
-        let target = Target { sandbox: sandbox.clone(), holder, flags, own_program };
+        let target = Target { sandbox: sandbox.clone(), holder, flags };
         Ok(Session { target: Arc::new(target), child: spawned.child })
     }
 
     /// A command to run in this session, configured like [`Sandbox::command`]'s (the same
     /// environment rules, stdio, descriptors, limits and time limits, which apply to this
-    /// command alone).
+    /// command alone). Its [`Child::id`] is the pid of the command's relay, a small process
+    /// outside the session that reports the command's status and forwards signals to it.
     pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
         Command::in_session(self.target.clone(), program.as_ref())
     }

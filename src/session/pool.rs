@@ -11,7 +11,8 @@ use crate::{Error, Sandbox, Session};
 /// Keeps `size` [`Session`]s of one sandbox started ahead. [`get`](Pool::get) hands one out at
 /// once (or starts one if none is ready); when the [`Pooled`] session is dropped it is stopped,
 /// and a background thread starts a fresh one, so every caller gets a sandbox nobody used.
-/// Dropping the pool stops its thread and every session it holds.
+/// Dropping the pool stops the sessions it holds; its thread (whose end would end the sessions
+/// it started, as their parent) stays until every session handed out has been dropped.
 ///
 /// ```no_run
 /// use stockade::{Namespaces, Pool, Sandbox};
@@ -26,6 +27,8 @@ use crate::{Error, Sandbox, Session};
 #[derive(Debug)]
 pub struct Pool {
     shared: Arc<Shared>,
+    /// One more reference per session handed out: none left means the thread can be joined.
+    out: Arc<()>,
     /// Used sessions go to the refiller, which stops them off the caller's path.
     returns: Option<Sender<Session>>,
     refiller: Option<JoinHandle<()>>,
@@ -63,7 +66,7 @@ impl Pool {
             .name("stockade-pool".into())
             .spawn(move || refill(&worker, &used))
             .ok();
-        Pool { shared, returns: Some(returns), refiller }
+        Pool { shared, out: Arc::new(()), returns: Some(returns), refiller }
     }
 
     /// A started session nobody has used: one started ahead, or a new one when none is ready.
@@ -73,20 +76,17 @@ impl Pool {
     pub fn get(&self) -> Result<Pooled, Error> {
         let taken = {
             let mut state = lock(&self.shared.state);
-            let session = state.ready.pop_front();
-            if session.is_none() {
-                if let Some(e) = state.failure.take() {
-                    return Err(e);
-                }
-            }
-            session
+            // A background failure is old news: the start below (and the thread's next try)
+            // says what holds now.
+            state.failure = None;
+            state.ready.pop_front()
         };
         self.shared.changed.notify_all();
         let session = match taken {
             Some(session) => session,
             None => self.shared.sandbox.start()?,
         };
-        Ok(Pooled { session: Some(session), returns: self.returns.clone() })
+        Ok(Pooled { session: Some(session), returns: self.returns.clone(), _out: self.out.clone() })
     }
 
     /// How many sessions are started and waiting.
@@ -100,17 +100,18 @@ impl Drop for Pool {
         lock(&self.shared.state).closing = true;
         self.shared.changed.notify_all();
         drop(self.returns.take());
+        // The thread stops the ready sessions, then waits for those handed out: wait for it
+        // only if none is out (it then ends at once).
         if let Some(thread) = self.refiller.take() {
-            let _ = thread.join();
-        }
-        let ready = std::mem::take(&mut lock(&self.shared.state).ready);
-        for session in ready {
-            let _ = session.stop();
+            if Arc::strong_count(&self.out) == 1 {
+                let _ = thread.join();
+            }
         }
     }
 }
 
-/// The background thread: stops used sessions and keeps `size` started.
+/// The background thread: stops used sessions and keeps `size` started; once the pool is
+/// dropped, stops the ready ones and stays until every session handed out has come back.
 fn refill(shared: &Shared, used: &Receiver<Session>) {
     loop {
         while let Ok(session) = used.try_recv() {
@@ -118,6 +119,15 @@ fn refill(shared: &Shared, used: &Receiver<Session>) {
         }
         let mut state = lock(&shared.state);
         if state.closing {
+            let ready = std::mem::take(&mut state.ready);
+            drop(state);
+            for session in ready {
+                let _ = session.stop();
+            }
+            // Every sender gone (the pool's and each Pooled's): nothing started here is left.
+            while let Ok(session) = used.recv() {
+                let _ = session.stop();
+            }
             return;
         }
         if state.ready.len() >= shared.size || state.failure.is_some() {
@@ -138,7 +148,6 @@ fn refill(shared: &Shared, used: &Receiver<Session>) {
             Ok(session) => {
                 drop(state);
                 let _ = session.stop();
-                return;
             }
             Err(e) => state.failure = Some(e),
         }
@@ -155,6 +164,7 @@ fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
 pub struct Pooled {
     session: Option<Session>,
     returns: Option<Sender<Session>>,
+    _out: Arc<()>,
 }
 
 impl std::ops::Deref for Pooled {

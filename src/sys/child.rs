@@ -148,7 +148,7 @@ fn setup(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<Infallible, Failure
     super::set_sigmask(&super::sigset(true)).map_err(at(Step::Signals))?;
     super::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong).map_err(at(Step::DeathSignal))?;
 
-    let (status, parent, init_program) = arrange_fds(plan, control)?;
+    let (status, parent, init_program) = arrange_fds(plan, control, None)?;
     wait_for_go(*control);
     // The parent-death signal was armed first thing; had the parent died before that, no signal
     // will ever come (and "go" may still have been waiting in the socket): look.
@@ -288,14 +288,15 @@ pub(crate) fn start_joiner(
     stack: &super::clone::Stack,
     plan: &mut Plan<'_>,
 ) -> SysResult<super::clone::Forked> {
-    // Joining a time namespace needs memory of its own (EUSERS otherwise), and ids change only
-    // in memory of its own: then the joiner gets a copy, and the command shares that.
-    let time = plan.join.as_ref().is_some_and(|j| j.flags & libc::CLONE_NEWTIME != 0);
-    let share = plan.share_memory && !time;
+    // The joiner always gets a copy of this memory, which it makes non-dumpable before the
+    // command (sharing that copy) exists: a session already runs untrusted processes with the
+    // command's namespaces and, once it drops its capabilities, its credentials, which could
+    // otherwise open /proc/<command>/mem before its exec. (A copy also lets it join a time
+    // namespace, which needs memory of its own, and lets the command change ids.)
     let arg = plan as *mut Plan<'_> as *mut c_void;
     // SAFETY: `join_entry` follows the post-clone rules; the caller keeps `plan` and `stack`
     // valid (above).
-    unsafe { super::clone::clone_with_pidfd(0, None, share, stack, join_entry, arg) }
+    unsafe { super::clone::clone_with_pidfd(0, None, false, stack, join_entry, arg) }
 }
 
 /// The joiner's entry point.
@@ -316,6 +317,8 @@ fn join(plan: &Plan<'_>, arg: *mut c_void) -> Result<Infallible, Failure> {
     let einval = Failure { step: Step::JoinSession, errno: Errno(libc::EINVAL), index: 0 };
     let join = plan.join.as_ref().ok_or(einval)?;
     let channels = &plan.channels;
+    // This memory is the joiner's own copy (see `start_joiner`).
+    super::prctl(libc::PR_SET_DUMPABLE, 0).map_err(at(Step::NonDumpable))?;
     // The relay this becomes must see SIGCHLD (an ignored one would reap the command for it).
     super::reset_signal_dispositions();
     super::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong).map_err(at(Step::DeathSignal))?;
@@ -325,22 +328,28 @@ fn join(plan: &Plan<'_>, arg: *mut c_void) -> Result<Infallible, Failure> {
     // Every namespace of the holder at once: the kernel enters the user namespace first and
     // checks the others against it, with this process's privileges over them (the embedding
     // user owns the session's user namespaces). The pid namespace applies to children: the
-    // command. Joining changes no id, so shared memory's dumpable flag stays as it is.
+    // command.
     super::setns(join.holder, join.flags).map_err(at(Step::JoinSession))?;
+    // The command's parent-death check looks at this process (its relay) through this.
+    let relay = super::pidfd_of_self().map_err(at(Step::DeathSignal))?;
+    join.relay.store(relay, Ordering::SeqCst);
     // Closed by the relay once it is non-dumpable; the command waits for that before its own
     // code runs (as a sandbox's payload waits for its init).
     let ready = super::pipe().map_err(at(Step::ForkPayload))?;
     join.ready.0.store(ready.0, Ordering::SeqCst);
     join.ready.1.store(ready.1, Ordering::SeqCst);
-    let cgroup = (join.cgroup >= 0).then_some(join.cgroup);
-    // The command shares the joiner's memory (the embedder's, or the joiner's own copy).
-    // SAFETY: `entry` follows the post-clone rules; the plan and the command's stack outlive it
-    // (the caller's contract).
-    let command = unsafe { super::clone::clone_with_pidfd(0, cgroup, true, &join.stack, entry, arg) }
+    // The command shares the joiner's (non-dumpable) copy. The parent puts it in its cgroup:
+    // CLONE_INTO_CGROUP would be checked against the session's cgroup namespace, which the
+    // command's group is outside of.
+    // SAFETY: `entry` follows the post-clone rules; the plan and the command's stack are in this
+    // copy of memory, which lives as long as either process.
+    let command = unsafe { super::clone::clone_with_pidfd(0, None, true, &join.stack, entry, arg) }
         .map_err(at(Step::ForkPayload))?;
     let pid = command.pid;
-    drop(command.pidfd);
+    use std::os::fd::IntoRawFd;
+    super::close(command.pidfd.into_raw_fd());
     super::close(ready.0);
+    super::close(relay);
     // From here a failure must end the command first (it may still be reading this memory).
     let abandon = |errno: Errno| {
         let _ = super::kill(pid, libc::SIGKILL);
@@ -349,7 +358,6 @@ fn join(plan: &Plan<'_>, arg: *mut c_void) -> Result<Infallible, Failure> {
     };
     let mut message = [0u8; 8];
     message[..4].copy_from_slice(&pid.to_ne_bytes());
-    message[4] = command.in_cgroup as u8;
     super::write_all(channels.control, &message).map_err(abandon)?;
     for fd in [channels.status, ready.1, channels.parent].into_iter().filter(|&fd| fd >= 0) {
         super::keep_on_exec(fd).map_err(abandon)?;
@@ -369,6 +377,12 @@ fn setup_command(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<Infallible,
     let einval = Failure { step: Step::JoinSession, errno: Errno(libc::EINVAL), index: 0 };
     let join = plan.join.as_ref().ok_or(einval)?;
     let ready = (join.ready.0.load(Ordering::SeqCst), join.ready.1.load(Ordering::SeqCst));
+    let relay = join.relay.load(Ordering::SeqCst);
+    // Dies with the relay (which dies with the embedding process); look in case it already has.
+    super::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong).map_err(at(Step::DeathSignal))?;
+    if super::pidfd::has_exited(relay) {
+        super::exit(EXIT_ABANDONED);
+    }
     super::close(ready.1);
     let mut byte = [0u8; 1];
     match super::read(ready.0, &mut byte) {
@@ -380,7 +394,7 @@ fn setup_command(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<Infallible,
     super::reset_signal_dispositions();
     super::set_sigmask(&super::sigset(true)).map_err(at(Step::Signals))?;
     super::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong).map_err(at(Step::DeathSignal))?;
-    let (_, parent, program) = arrange_fds(plan, control)?;
+    let (_, parent, program) = arrange_fds(plan, control, Some(relay))?;
     wait_for_go(*control);
     if super::pidfd::has_exited(parent) {
         super::exit(EXIT_ABANDONED);
@@ -396,7 +410,12 @@ fn setup_command(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<Infallible,
 /// Moves stdio and passed descriptors to their numbers, moves the child's own channels out of
 /// their way, and closes every other inherited descriptor. Returns the status pipe, the
 /// parent's pidfd and the init program (each -1 when not used).
-fn arrange_fds(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<(RawFd, RawFd, RawFd), Failure> {
+/// `parent` replaces the parent's pidfd of the plan (a session command watches its relay).
+fn arrange_fds(
+    plan: &mut Plan<'_>,
+    control: &mut RawFd,
+    parent: Option<RawFd>,
+) -> Result<(RawFd, RawFd, RawFd), Failure> {
     let fds = &mut plan.fds;
     let channels = &plan.channels;
     for fd in channels.parent_ends {
@@ -411,11 +430,9 @@ fn arrange_fds(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<(RawFd, RawFd
     } else {
         -1
     };
-    let parent = if channels.parent >= 0 {
-        super::dup_above(channels.parent, fds.base).map_err(&internal_failure)?
-    } else {
-        -1
-    };
+    let parent_fd = parent.unwrap_or(channels.parent);
+    let parent =
+        if parent_fd >= 0 { super::dup_above(parent_fd, fds.base).map_err(&internal_failure)? } else { -1 };
     let init_program = if channels.init_program >= 0 {
         super::dup_above(channels.init_program, fds.base).map_err(&internal_failure)?
     } else {

@@ -52,6 +52,7 @@ mod nr {
     pub const PRCTL: usize = 157;
     pub const RT_SIGTIMEDWAIT: usize = 128;
     pub const PPOLL: usize = 271;
+    pub const RT_SIGSUSPEND: usize = 130;
     pub const EXIT_GROUP: usize = 231;
     pub const CLOSE_RANGE: usize = 436;
 }
@@ -65,6 +66,7 @@ mod nr {
     pub const PRCTL: usize = 167;
     pub const RT_SIGTIMEDWAIT: usize = 137;
     pub const PPOLL: usize = 73;
+    pub const RT_SIGSUSPEND: usize = 133;
     pub const EXIT_GROUP: usize = 94;
     pub const CLOSE_RANGE: usize = 436;
 }
@@ -237,8 +239,15 @@ fn hold() -> ! {
     call(nr::PRCTL, PR_SET_NAME, b"stockade-hold\0".as_ptr() as usize, 0, 0);
     call(nr::CLOSE_RANGE, 0, u32::MAX as usize, 0, 0);
     loop {
-        // No descriptors, no timeout: sleeps until a signal ends the process.
-        call(nr::PPOLL, 0, 0, 0, 0);
+        // No descriptors, no timeout: sleeps until a signal ends the process. Should a filter
+        // refuse ppoll, sigsuspend with nothing blocked does the same; should that be refused
+        // too, the holder ends (and with it the session) rather than spin.
+        if call(nr::PPOLL, 0, 0, 0, 0) < 0 {
+            let none = [0u64];
+            // Returns only with an error other than EINTR (`call` retries those).
+            call(nr::RT_SIGSUSPEND, none.as_ptr() as usize, 8, 0, 0);
+            exit(EXIT_BROKEN);
+        }
     }
 }
 
