@@ -162,6 +162,37 @@ fn the_untrusted_preset_never_allocates_after_clone_nor_does_the_reaper() {
 }
 
 #[test]
+fn session_commands_never_allocate_after_clone_nor_do_their_joiners() {
+    // The session's holder, each command's joiner (joining the namespaces, becoming the relay)
+    // and the command itself, in the untrusted preset, from two threads; and the failure path.
+    let _serial = serial();
+    let _ = Box::new(1u8);
+    let fds_before = fd_count();
+    let threads: Vec<_> = (0..2)
+        .map(|t| {
+            thread::spawn(move || {
+                let mut b = stockade::Sandbox::untrusted();
+                if !is_root() {
+                    b.resource_compat(stockade::Compat::BestEffort);
+                }
+                let session = b.build().unwrap().start().unwrap();
+                for i in 0..20 {
+                    if i % 10 == 9 {
+                        let err = session.command("/no/such/program").spawn().unwrap_err();
+                        assert!(matches!(err, Error::Exec { .. }), "thread {t} run {i}: {err}");
+                        continue;
+                    }
+                    let status = session.command("/bin/true").stdout(Stdio::null()).status().unwrap();
+                    assert_ran_without_allocating(status, t, i);
+                }
+                session.stop().unwrap();
+            })
+        })
+        .collect();
+    join_and_check_nothing_left(threads, fds_before);
+}
+
+#[test]
 #[cfg(feature = "image")]
 fn image_sandboxes_creating_their_working_dir_never_allocate_after_clone() {
     use stockade::image::{ImageSource, LayerStore, Platform};

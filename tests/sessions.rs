@@ -229,7 +229,7 @@ while not os.path.exists('/work/stop'):
             maps = ''
         if '{name}' in maps:
             line = [l for l in maps.splitlines() if '{name}' in l][0]
-            open('/work/leak', 'a').write('opened the memory of %s: %s\\n' % (p, line))
+            open('/work/leak', 'a').write('opened the memory of %s: %s\n' % (p, line))
         f.close()
         seen.add(p)
 "#
