@@ -329,6 +329,7 @@ impl Command {
             match &self.session {
                 Some(s) => crate::spawn::Mode::Join {
                     holder: s.holder.as_fd(),
+                    root: s.root.as_fd(),
                     flags: s.flags,
                     program: s.program(),
                 },

@@ -206,6 +206,9 @@ pub(crate) struct Plan<'a> {
 pub(crate) struct Join {
     /// A pidfd of the session's holder.
     pub(crate) holder: RawFd,
+    /// The holder's root directory (`/proc/<holder>/root`, opened at the session's start): the
+    /// command's root, which need not be its mount namespace's (a sandbox that had to chroot).
+    pub(crate) root: RawFd,
     /// The namespaces to join (`CLONE_NEW*`).
     pub(crate) flags: libc::c_int,
     /// The command's stack (the joiner runs on the spawn's own).

@@ -25,9 +25,9 @@ pub(crate) enum Mode<'a> {
     /// A session's sandbox: its payload is a holder (the init program, `program`) that sends a
     /// pidfd of itself back.
     Hold { program: RawFd },
-    /// A command in a started session: joins the namespaces `flags` of the holder `holder`;
-    /// the init program `program` relays its status.
-    Join { holder: BorrowedFd<'a>, flags: libc::c_int, program: RawFd },
+    /// A command in a started session: joins the namespaces `flags` of the holder `holder` and
+    /// its root directory `root`; the init program `program` relays its status.
+    Join { holder: BorrowedFd<'a>, root: BorrowedFd<'a>, flags: libc::c_int, program: RawFd },
 }
 
 /// A started sandbox, and with [`Mode::Hold`] the holder's pidfd.
@@ -139,9 +139,10 @@ pub(crate) fn spawn(
         unenforced.push(crate::resources::CGROUP_CONFINEMENT);
     }
     let cgroup_fd = cgroup.as_ref().and_then(SandboxCgroup::clone_into_fd);
-    if let Mode::Join { holder, flags, .. } = mode {
+    if let Mode::Join { holder, root, flags, .. } = mode {
         plan.join = Some(crate::plan::Join {
             holder: holder.as_raw_fd(),
+            root: root.as_raw_fd(),
             flags,
             stack: Stack::new().map_err(|e| Error::spawn("mmap the command's stack", e))?,
             ready: ((-1).into(), (-1).into()),

@@ -11,11 +11,40 @@ use std::time::Duration;
 use common::*;
 use stockade::{Compat, Error, Mount, Namespaces, Pool, Root, Sandbox, SandboxBuilder, Stdio};
 
-/// A tmpfs root with the host's system directories and a writable /work, every namespace.
+/// A tmpfs root with the host's system directories and a writable /work, every namespace (as
+/// root without a user namespace where none can be made: the cgroup v2 guest).
 fn session_builder() -> SandboxBuilder {
-    let mut b = rooted(Namespaces::all(), Root::tmpfs());
+    let all = if user_namespaces_work() { Namespaces::all() } else { Namespaces::all() - Namespaces::USER };
+    let mut b = rooted(all, Root::tmpfs());
     b.mount(Mount::tmpfs("/work")).hostname("warm");
     b
+}
+
+/// Whether this host lets this process make user namespaces.
+fn user_namespaces_work() -> bool {
+    static WORK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *WORK.get_or_init(|| {
+        let works = Sandbox::builder()
+            .namespaces(Namespaces::USER)
+            .build()
+            .is_ok_and(|s| s.command("/bin/true").status().is_ok_and(|st| st.success()));
+        if !works {
+            skip(
+                "sessions in a user namespace",
+                "this host refuses user namespaces: sessions run without one",
+            );
+        }
+        works
+    })
+}
+
+/// Python for the memory tests, or a recorded skip.
+fn python(test: &str) -> bool {
+    let there = have("/usr/bin/python3");
+    if !there {
+        skip(test, "no /usr/bin/python3 to allocate memory with");
+    }
+    there
 }
 
 /// Whether this process can make cgroups (root, or delegation).
@@ -53,8 +82,24 @@ fn sh_ok_in(session: &stockade::Session, script: &str) -> String {
 }
 
 #[test]
+fn commands_start_in_the_sessions_root_even_where_it_is_a_chroot() {
+    // A sandbox that chroots (use_chroot(), or a host whose root cannot be pivoted) has a root
+    // other than its mount namespace's: commands must land in the sandbox's, not the host's.
+    let _serial = serial();
+    let mut b = session_builder();
+    b.use_chroot();
+    let session = b.build().unwrap().start().unwrap();
+    assert_eq!(sh_ok_in(&session, "echo there > /work/mark; ls /"), sh_ok_in(&session, "ls /"));
+    assert_eq!(sh_ok_in(&session, "cat /work/mark"), "there\n");
+    assert!(!sh_ok_in(&session, "ls /").contains("home"), "a command sees the host's root");
+}
+
+#[test]
 fn each_command_reports_its_own_peak_memory() {
     let _serial = serial();
+    if !python("each_command_reports_its_own_peak_memory") {
+        return;
+    }
     let mut b = session_builder();
     b.memory_limit(512 << 20);
     if !can_make_cgroups() {
@@ -81,6 +126,9 @@ fn each_command_reports_its_own_peak_memory() {
 #[test]
 fn a_command_over_its_memory_limit_is_killed_alone_and_the_session_goes_on() {
     let _serial = serial();
+    if !python("a_command_over_its_memory_limit_is_killed_alone_and_the_session_goes_on") {
+        return;
+    }
     if !can_make_cgroups() {
         return skip(
             "a_command_over_its_memory_limit_is_killed_alone_and_the_session_goes_on",
@@ -197,15 +245,13 @@ fn a_process_left_in_the_session_cannot_open_a_new_commands_memory() {
     // namespaces, must not be able to open it. The attacker watches /proc for new pids and
     // records any /proc/<pid>/mem it opens while the pid still maps the test binary.
     let _serial = serial();
-    if !have("/usr/bin/python3") {
-        return skip(
-            "a_process_left_in_the_session_cannot_open_a_new_commands_memory",
-            "no /usr/bin/python3",
-        );
+    if !python("a_process_left_in_the_session_cannot_open_a_new_commands_memory") {
+        return;
     }
     // Without a time namespace, which alone would force a copy anyway.
-    let mut b = rooted(Namespaces::all() - Namespaces::TIME, Root::tmpfs());
-    b.mount(Mount::tmpfs("/work"));
+    let mut b = session_builder();
+    let all = if user_namespaces_work() { Namespaces::all() } else { Namespaces::all() - Namespaces::USER };
+    b.namespaces(ns(all - Namespaces::TIME));
     let session = b.build().unwrap().start().unwrap();
     let ours = std::env::current_exe().unwrap();
     let name = ours.file_name().unwrap().to_string_lossy().into_owned();

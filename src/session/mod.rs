@@ -12,7 +12,8 @@
 mod pool;
 
 use std::ffi::OsStr;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Arc;
 
 pub use pool::{Pool, Pooled};
@@ -20,8 +21,12 @@ pub use pool::{Pool, Pooled};
 use crate::{Child, Command, Error, Namespaces, Sandbox, Stdio};
 
 /// A started sandbox in which [`command`](Session::command)s run, sharing its filesystem
-/// state; see the [module documentation](self). Ends (every process in it killed, its cgroups
-/// removed) on [`stop`](Session::stop) or drop.
+/// state. Its payload is a *holder* that only waits (the init program, with the payload's
+/// credentials, filter and Landlock rules); each command joins the holder's namespaces and
+/// root, takes its own credentials, filter and rules, and gets a cgroup of its own with the
+/// sandbox's limits (when it has any), so its usage is its own and what it leaves running ends
+/// with it. Ends (every process in it killed, its cgroups removed) on
+/// [`stop`](Session::stop) or drop.
 ///
 /// ```no_run
 /// use stockade::{Mount, Namespaces, Root, Sandbox};
@@ -52,8 +57,32 @@ pub(crate) struct Target {
     pub(crate) sandbox: Sandbox,
     /// A pidfd of the holder.
     pub(crate) holder: OwnedFd,
+    /// The holder's root directory, where commands start.
+    pub(crate) root: OwnedFd,
     /// The namespaces to join (`CLONE_NEW*`).
     pub(crate) flags: libc::c_int,
+}
+
+/// The holder's root directory (`/proc/<pid>/root`, an `O_PATH` handle), proven to be the
+/// holder's: its pidfd says it is still alive after the open, so its pid was not reused.
+fn holder_root(holder: &OwnedFd) -> Result<OwnedFd, Error> {
+    let fdinfo = format!("/proc/self/fdinfo/{}", holder.as_raw_fd());
+    let pid = std::fs::read_to_string(&fdinfo)
+        .ok()
+        .and_then(|info| info.lines().find_map(|l| l.strip_prefix("Pid:")?.trim().parse::<i32>().ok()))
+        .filter(|&pid| pid > 0)
+        .ok_or_else(|| Error::spawn("read the session holder's pid", std::io::Error::other(fdinfo)))?;
+    let path = format!("/proc/{pid}/root");
+    let root = std::fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+        .open(&path)
+        .map_err(|e| Error::spawn(format!("open {path}"), e))?;
+    let mut poll = [nix::poll::PollFd::new(holder.as_fd(), nix::poll::PollFlags::POLLIN)];
+    match nix::poll::poll(&mut poll, nix::poll::PollTimeout::ZERO) {
+        Ok(0) => Ok(root.into()),
+        _ => Err(Error::spawn("start a session", std::io::Error::other("the holder ended while starting"))),
+    }
 }
 
 impl Target {
@@ -106,7 +135,8 @@ impl Session {
         .into_iter()
         .filter(|(ns, _)| config.namespaces.contains(*ns))
         .fold(0, |acc, (_, flag)| acc | flag);
-        let target = Target { sandbox: sandbox.clone(), holder, flags };
+        let root = holder_root(&holder)?;
+        let target = Target { sandbox: sandbox.clone(), holder, root, flags };
         Ok(Session { target: Arc::new(target), child: spawned.child })
     }
 

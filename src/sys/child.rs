@@ -330,6 +330,9 @@ fn join(plan: &Plan<'_>, arg: *mut c_void) -> Result<Infallible, Failure> {
     // user owns the session's user namespaces). The pid namespace applies to children: the
     // command.
     super::setns(join.holder, join.flags).map_err(at(Step::JoinSession))?;
+    // setns put this process at its mount namespace's root; the holder's own may be a chroot.
+    super::mount::fchdir(join.root).map_err(at(Step::JoinSession))?;
+    super::mount::chroot(c".").map_err(at(Step::JoinSession))?;
     // The command's parent-death check looks at this process (its relay) through this.
     let relay = super::pidfd_of_self().map_err(at(Step::DeathSignal))?;
     join.relay.store(relay, Ordering::SeqCst);

@@ -700,7 +700,7 @@ fn fstat(fd: RawFd) -> SysResult<libc::stat> {
     unsafe { raw!(libc::SYS_fstat, fd, &mut st as *mut libc::stat) }.map(|_| st)
 }
 
-fn fchdir(fd: RawFd) -> SysResult<()> {
+pub(super) fn fchdir(fd: RawFd) -> SysResult<()> {
     // SAFETY: integer argument.
     unsafe { raw!(libc::SYS_fchdir, fd) }.map(drop)
 }
@@ -715,7 +715,7 @@ fn umount2(path: &CStr, flags: libc::c_int) -> SysResult<()> {
     unsafe { raw!(libc::SYS_umount2, path.as_ptr(), flags) }.map(drop)
 }
 
-fn chroot(path: &CStr) -> SysResult<()> {
+pub(super) fn chroot(path: &CStr) -> SysResult<()> {
     // SAFETY: `path` is NUL-terminated.
     unsafe { raw!(libc::SYS_chroot, path.as_ptr()) }.map(drop)
 }
