@@ -44,6 +44,8 @@ pub struct Child {
     pub stdout: Option<ChildStdout>,
     /// The payload's stderr, when it was [`Stdio::piped`](crate::Stdio::piped).
     pub stderr: Option<ChildStderr>,
+    /// A session command's own pidfd (`pidfd` is its relay's): killed with it.
+    command: Option<OwnedFd>,
 }
 
 /// What the embedding process keeps watching while a sandbox runs.
@@ -74,7 +76,14 @@ impl Child {
             stdin: stdin.map(|fd| ChildStdin(File::from(fd))),
             stdout: stdout.map(|fd| ChildStdout(File::from(fd))),
             stderr: stderr.map(|fd| ChildStderr(File::from(fd))),
+            command: None,
         }
+    }
+
+    /// A session command: `command` is its own pidfd, signalled along with its relay's.
+    pub(crate) fn with_command(mut self, command: Option<OwnedFd>) -> Child {
+        self.command = command;
+        self
     }
 
     /// The pid of the sandbox's first process, in the embedding program's pid namespace (the
@@ -126,6 +135,11 @@ impl Child {
     pub fn kill(&mut self) -> io::Result<()> {
         if self.status.is_some() {
             return Ok(());
+        }
+        // A session command first: once its relay is gone nothing else would end it (its
+        // parent-death signal may have been cleared by a setuid exec).
+        if let Some(command) = &self.command {
+            let _ = pidfd::send_signal(command.as_fd(), libc::SIGKILL);
         }
         let sent = match pidfd::send_signal(self.pidfd.as_fd(), libc::SIGKILL) {
             Ok(()) | Err(crate::sys::Errno(libc::ESRCH)) => Ok(()),

@@ -200,9 +200,10 @@ pub(crate) struct Plan<'a> {
     pub(crate) exec: Exec,
 }
 
-/// How a session command enters its session: a joiner process, sharing this process's memory,
-/// joins the holder's pid namespace, starts the command (which joins the others), sends its pid
-/// to the parent and becomes its relay: the init program, reporting its status.
+/// How a session command enters its session: a joiner process, with a non-dumpable copy of this
+/// process's memory, joins the holder's namespaces and root, starts the command sharing that
+/// copy, sends the parent its pidfd, waits until the parent has put it in its cgroup, and
+/// becomes its relay: the init program, reporting its status and forwarding signals.
 pub(crate) struct Join {
     /// A pidfd of the session's holder.
     pub(crate) holder: RawFd,
@@ -213,10 +214,10 @@ pub(crate) struct Join {
     pub(crate) flags: libc::c_int,
     /// The command's stack (the joiner runs on the spawn's own).
     pub(crate) stack: crate::sys::clone::Stack,
-    /// The relay's "ready" pipe (read end, write end), made by the joiner for the command.
-    pub(crate) ready: (std::sync::atomic::AtomicI32, std::sync::atomic::AtomicI32),
     /// A pidfd of the joiner (the command's relay), for the command's parent-death check.
     pub(crate) relay: std::sync::atomic::AtomicI32,
+    /// The embedding program's argument area, which the joiner overwrites in its copy.
+    pub(crate) arg_area: Option<(usize, usize)>,
 }
 
 /// The payload's working directory, as seen inside the sandbox.

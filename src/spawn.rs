@@ -145,8 +145,8 @@ pub(crate) fn spawn(
             root: root.as_raw_fd(),
             flags,
             stack: Stack::new().map_err(|e| Error::spawn("mmap the command's stack", e))?,
-            ready: ((-1).into(), (-1).into()),
             relay: (-1).into(),
+            arg_area: crate::plan::arg_area(),
         });
     }
 
@@ -192,10 +192,26 @@ pub(crate) fn spawn(
         let _ = pidfd::wait(pidfd.as_fd(), false);
         if reported { plan.failure_to_error(&record) } else { e }
     };
-    // A session command is the joiner's child: the joiner says which, and whether it started
-    // in its cgroup.
-    let (target, in_cgroup) =
-        if joining { command_of_joiner(&control, &plan).map_err(abort)? } else { (pid, in_cgroup) };
+    // A session command is the joiner's child: the joiner sends its pidfd, and waits (not
+    // reaping it) until the command is in its cgroup, so the pid cannot be reused meanwhile.
+    let command = if joining {
+        Some(receive_pidfd(&control, &plan, "the session command's pidfd").map_err(abort)?)
+    } else {
+        None
+    };
+    let abort = |e: Error| {
+        if let Some(command) = &command {
+            let _ = pidfd::send_signal(command.as_fd(), libc::SIGKILL);
+        }
+        abort(e)
+    };
+    let (target, in_cgroup) = match &command {
+        Some(fd) => (
+            pidfd::pid_of(fd.as_fd()).map_err(|e| abort(Error::spawn("the session command's pid", e)))?,
+            false,
+        ),
+        None => (pid, in_cgroup),
+    };
     // cgroup v1 (or no clone3): the child joins its cgroup now, before it runs anything.
     if let (Some(cgroup), false) = (&cgroup, in_cgroup) {
         cgroup.attach(target).map_err(abort)?;
@@ -211,9 +227,15 @@ pub(crate) fn spawn(
         .map_err(abort)?;
     }
     release(&control).map_err(abort)?;
+    if joining {
+        // The second message: one for the command ("go"), one for the joiner ("attached").
+        release(&control).map_err(abort)?;
+    }
     // A session's holder sends a pidfd of itself before its exec.
     let holder = match mode {
-        Mode::Hold { .. } => Some(receive_holder(&control, &plan).map_err(abort)?),
+        Mode::Hold { .. } => {
+            Some(receive_pidfd(&control, &plan, "the session holder's pidfd").map_err(abort)?)
+        }
         _ => None,
     };
 
@@ -237,7 +259,8 @@ pub(crate) fn spawn(
                 cgroup,
                 unenforced,
             };
-            Ok(Spawned { child: Child::new(pid, pidfd, status_read, parent_stdio, supervision), holder })
+            let child = Child::new(pid, pidfd, status_read, parent_stdio, supervision).with_command(command);
+            Ok(Spawned { child, holder })
         }
         Ok(FAILURE_LEN) => {
             // The child exits right after reporting; reap it so nothing is left behind.
@@ -264,32 +287,9 @@ impl Drop for Unwinding<'_> {
     }
 }
 
-/// The session command a joiner started (it is put in its cgroup by this process, never at
-/// clone time): the joiner's 8-byte message, or its failure record.
-fn command_of_joiner(control: &OwnedFd, plan: &Plan<'_>) -> Result<(libc::pid_t, bool), Error> {
-    let mut message = [0u8; FAILURE_LEN];
-    let n = loop {
-        match nix::unistd::read(control, &mut message) {
-            Err(nix::errno::Errno::EINTR) => continue,
-            other => break other.map_err(|e| Error::spawn("read the session command's pid", e))?,
-        }
-    };
-    match n {
-        8 => {
-            let mut pid = [0u8; 4];
-            pid.copy_from_slice(&message[..4]);
-            Ok((libc::pid_t::from_ne_bytes(pid), false))
-        }
-        FAILURE_LEN => Err(plan.failure_to_error(&message)),
-        n => Err(Error::spawn(
-            "read the session command's pid",
-            std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{n} bytes from the joiner")),
-        )),
-    }
-}
-
-/// Receives the holder's pidfd (one byte of data with SCM_RIGHTS), or its failure record.
-fn receive_holder(control: &OwnedFd, plan: &Plan<'_>) -> Result<OwnedFd, Error> {
+/// Receives a pidfd (one byte of data with SCM_RIGHTS: a session's holder, or a session
+/// command from its joiner), or a failure record.
+fn receive_pidfd(control: &OwnedFd, plan: &Plan<'_>, what: &str) -> Result<OwnedFd, Error> {
     let mut data = [0u8; FAILURE_LEN];
     let mut iov = [std::io::IoSliceMut::new(&mut data)];
     let mut space = nix::cmsg_space!(RawFd);
@@ -301,7 +301,7 @@ fn receive_holder(control: &OwnedFd, plan: &Plan<'_>) -> Result<OwnedFd, Error> 
             MsgFlags::MSG_CMSG_CLOEXEC,
         ) {
             Err(nix::errno::Errno::EINTR) => continue,
-            other => break other.map_err(|e| Error::spawn("receive the session holder's pidfd", e))?,
+            other => break other.map_err(|e| Error::spawn(format!("receive {what}"), e))?,
         }
     };
     let fd = msg.cmsgs().ok().and_then(|mut c| {
@@ -315,7 +315,7 @@ fn receive_holder(control: &OwnedFd, plan: &Plan<'_>) -> Result<OwnedFd, Error> 
         (1, Some(fd)) => Ok(sys::owned(fd)),
         (FAILURE_LEN, None) => Err(plan.failure_to_error(&data)),
         _ => Err(Error::spawn(
-            "receive the session holder's pidfd",
+            format!("receive {what}"),
             std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{bytes} bytes, no descriptor")),
         )),
     }

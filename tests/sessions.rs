@@ -242,8 +242,9 @@ fn a_session_needs_a_mount_and_a_pid_namespace() {
 fn a_process_left_in_the_session_cannot_open_a_new_commands_memory() {
     // Until its exec a command's memory is a copy of the embedding program's (its joiner's,
     // made non-dumpable first): a process an earlier command left behind, with the same ids and
-    // namespaces, must not be able to open it. The attacker watches /proc for new pids and
-    // records any /proc/<pid>/mem it opens while the pid still maps the test binary.
+    // namespaces, must not be able to open it, nor read the embedder's argv in it. The attacker
+    // watches /proc for new pids and records any /proc/<pid>/mem it opens while the pid still
+    // maps the test binary, and any cmdline naming the test binary.
     let _serial = serial();
     if !python("a_process_left_in_the_session_cannot_open_a_new_commands_memory") {
         return;
@@ -264,6 +265,12 @@ while not os.path.exists('/work/stop'):
     for p in os.listdir('/proc'):
         if not p.isdigit() or p in seen:
             continue
+        try:
+            argv = open('/proc/%s/cmdline' % p, 'rb').read()
+        except OSError:
+            argv = b''
+        if b'{name}' in argv:
+            open('/work/leak', 'a').write('read the embedder argv in /proc/%s/cmdline\n' % p)
         try:
             f = open('/proc/%s/mem' % p, 'r+b', buffering=0)
         except OSError:

@@ -66,12 +66,8 @@ pub(crate) struct Target {
 /// The holder's root directory (`/proc/<pid>/root`, an `O_PATH` handle), proven to be the
 /// holder's: its pidfd says it is still alive after the open, so its pid was not reused.
 fn holder_root(holder: &OwnedFd) -> Result<OwnedFd, Error> {
-    let fdinfo = format!("/proc/self/fdinfo/{}", holder.as_raw_fd());
-    let pid = std::fs::read_to_string(&fdinfo)
-        .ok()
-        .and_then(|info| info.lines().find_map(|l| l.strip_prefix("Pid:")?.trim().parse::<i32>().ok()))
-        .filter(|&pid| pid > 0)
-        .ok_or_else(|| Error::spawn("read the session holder's pid", std::io::Error::other(fdinfo)))?;
+    let pid = crate::sys::pidfd::pid_of(holder.as_fd())
+        .map_err(|e| Error::spawn("read the session holder's pid", e))?;
     let path = format!("/proc/{pid}/root");
     let root = std::fs::File::options()
         .read(true)

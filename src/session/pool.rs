@@ -70,6 +70,9 @@ impl Pool {
     }
 
     /// A started session nobody has used: one started ahead, or a new one when none is ready.
+    /// A session started here, on the calling thread, dies with that thread like any sandbox
+    /// (its parent-death signal follows the thread that spawned it); those started ahead belong
+    /// to the pool's thread.
     ///
     /// # Errors
     /// As [`Sandbox::start`].

@@ -319,6 +319,13 @@ fn join(plan: &Plan<'_>, arg: *mut c_void) -> Result<Infallible, Failure> {
     let channels = &plan.channels;
     // This memory is the joiner's own copy (see `start_joiner`).
     super::prctl(libc::PR_SET_DUMPABLE, 0).map_err(at(Step::NonDumpable))?;
+    // Anyone may read a process's /proc/<pid>/cmdline, and until its exec the command's is
+    // this copy's: the embedding program's argv. Overwritten here, in the copy.
+    if let Some(area) = join.arg_area {
+        // SAFETY: this memory is the joiner's own copy of the embedding program's, whose argv
+        // nothing here reads; the area is its initial stack's argument strings.
+        unsafe { super::overwrite_arg_area(area, b"stockade-join") };
+    }
     // The relay this becomes must see SIGCHLD (an ignored one would reap the command for it).
     super::reset_signal_dispositions();
     super::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong).map_err(at(Step::DeathSignal))?;
@@ -336,11 +343,9 @@ fn join(plan: &Plan<'_>, arg: *mut c_void) -> Result<Infallible, Failure> {
     // The command's parent-death check looks at this process (its relay) through this.
     let relay = super::pidfd_of_self().map_err(at(Step::DeathSignal))?;
     join.relay.store(relay, Ordering::SeqCst);
-    // Closed by the relay once it is non-dumpable; the command waits for that before its own
-    // code runs (as a sandbox's payload waits for its init).
-    let ready = super::pipe().map_err(at(Step::ForkPayload))?;
-    join.ready.0.store(ready.0, Ordering::SeqCst);
-    join.ready.1.store(ready.1, Ordering::SeqCst);
+    // Unlike a sandbox's init (pid 1, which its payload can name), the relay lives outside the
+    // session's pid namespace (sessions always have one): nothing in the session can name it to
+    // trace it, so the command need not wait for it to turn non-dumpable.
     // The command shares the joiner's (non-dumpable) copy. The parent puts it in its cgroup:
     // CLONE_INTO_CGROUP would be checked against the session's cgroup namespace, which the
     // command's group is outside of.
@@ -350,8 +355,7 @@ fn join(plan: &Plan<'_>, arg: *mut c_void) -> Result<Infallible, Failure> {
         .map_err(at(Step::ForkPayload))?;
     let pid = command.pid;
     use std::os::fd::IntoRawFd;
-    super::close(command.pidfd.into_raw_fd());
-    super::close(ready.0);
+    let command_pidfd = command.pidfd.into_raw_fd();
     super::close(relay);
     // From here a failure must end the command first (it may still be reading this memory).
     let abandon = |errno: Errno| {
@@ -359,41 +363,40 @@ fn join(plan: &Plan<'_>, arg: *mut c_void) -> Result<Infallible, Failure> {
         let _ = super::waitpid(pid);
         at(Step::Init)(errno)
     };
-    let mut message = [0u8; 8];
-    message[..4].copy_from_slice(&pid.to_ne_bytes());
-    super::write_all(channels.control, &message).map_err(abandon)?;
-    for fd in [channels.status, ready.1, channels.parent].into_iter().filter(|&fd| fd >= 0) {
+    // The parent gets the command's pidfd (it signals the command through it, and puts it in
+    // its cgroup), and says when it has: until then the command is not reaped (this process
+    // is not yet its relay), so its pid cannot be reused under the parent.
+    let sent = super::send_fd(channels.control, command_pidfd);
+    super::close(command_pidfd);
+    sent.map_err(abandon)?;
+    let mut attached = [0u8; 1];
+    match super::read(channels.control, &mut attached) {
+        Ok(1) => {}
+        Ok(_) => return Err(abandon(Errno(libc::ECANCELED))),
+        Err(e) => return Err(abandon(e)),
+    }
+    for fd in [channels.status, channels.parent].into_iter().filter(|&fd| fd >= 0) {
         super::keep_on_exec(fd).map_err(abandon)?;
     }
     let mut text = [0u8; 96];
-    let values = [pid as i64, channels.status as i64, ready.1 as i64, channels.parent as i64];
+    let values = [pid as i64, channels.status as i64, -1, channels.parent as i64];
     let environment = super::init::environment(&mut text, values);
     Err(abandon(super::init::exec(channels.init_program, environment)))
 }
 
-/// A session command: in the session's namespaces already (the joiner's), it waits until its
-/// relay is non-dumpable, arranges its descriptors, waits for "go" (the parent has put it in its
-/// cgroup), becomes root of the namespace when the map makes another id root, and goes on like
-/// any payload.
+/// A session command: in the session's namespaces already (the joiner's), it arranges its
+/// descriptors, waits for "go" (the parent has put it in its cgroup), becomes root of the
+/// namespace when the map makes another id root, and goes on like any payload.
 fn setup_command(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<Infallible, Failure> {
     use std::sync::atomic::Ordering;
     let einval = Failure { step: Step::JoinSession, errno: Errno(libc::EINVAL), index: 0 };
     let join = plan.join.as_ref().ok_or(einval)?;
-    let ready = (join.ready.0.load(Ordering::SeqCst), join.ready.1.load(Ordering::SeqCst));
     let relay = join.relay.load(Ordering::SeqCst);
     // Dies with the relay (which dies with the embedding process); look in case it already has.
     super::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong).map_err(at(Step::DeathSignal))?;
     if super::pidfd::has_exited(relay) {
         super::exit(EXIT_ABANDONED);
     }
-    super::close(ready.1);
-    let mut byte = [0u8; 1];
-    match super::read(ready.0, &mut byte) {
-        Ok(0) => {}
-        Ok(_) => return Err(at(Step::Init)(Errno(libc::EPROTO))),
-        Err(e) => return Err(at(Step::Init)(e)),
-    }
-    super::close(ready.0);
     super::reset_signal_dispositions();
     super::set_sigmask(&super::sigset(true)).map_err(at(Step::Signals))?;
     super::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong).map_err(at(Step::DeathSignal))?;
@@ -405,6 +408,8 @@ fn setup_command(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<Infallible,
     if plan.become_root {
         super::setresgid(0).map_err(at(Step::BecomeRoot))?;
         super::setresuid(0).map_err(at(Step::BecomeRoot))?;
+        // A credential change sets the flag to fs.suid_dumpable, which may be 1: off again.
+        super::prctl(libc::PR_SET_DUMPABLE, 0).map_err(at(Step::NonDumpable))?;
     }
     super::join_new_session_keyring().map_err(at(Step::SessionKeyring))?;
     super::setsid().map_err(at(Step::NewSession))?;
@@ -574,6 +579,12 @@ fn exec_payload(plan: &Plan<'_>, ends: Ends) -> Result<Infallible, Failure> {
     if let Some(uid) = creds.uid {
         super::setresuid(uid).map_err(at(Step::SetUid))?;
     }
+    if plan.join.is_some() && (creds.uid.is_some() || creds.gid.is_some()) {
+        // A session command's memory is a copy of the embedder's until its exec, in a session
+        // with processes of the same ids: the change set the flag to fs.suid_dumpable (maybe
+        // 1); off again.
+        super::prctl(libc::PR_SET_DUMPABLE, 0).map_err(at(Step::NonDumpable))?;
+    }
 
     if let Some(caps) = creds.caps {
         // Permitted, effective, inheritable and ambient equal the mask: after exec a root payload
@@ -603,7 +614,7 @@ fn exec_payload(plan: &Plan<'_>, ends: Ends) -> Result<Infallible, Failure> {
     // with one, the init, whose own death takes the namespace down).
     super::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong).map_err(at(Step::DeathSignal))?;
     if parent >= 0 {
-        // A session command's parent is the embedding process, outside its pid namespace.
+        // A session command's parent is its relay, outside its pid namespace (getppid says 0).
         if super::pidfd::has_exited(parent) {
             super::exit(EXIT_ABANDONED);
         }

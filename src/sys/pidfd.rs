@@ -88,6 +88,17 @@ pub(crate) fn send_signal(pidfd: BorrowedFd<'_>, signal: i32) -> SysResult<()> {
     if ret == -1 { Err(Errno::last()) } else { Ok(()) }
 }
 
+/// The pid (in this process's pid namespace) of the process behind `pidfd`, from
+/// `/proc/self/fdinfo` (parent side).
+pub(crate) fn pid_of(pidfd: BorrowedFd<'_>) -> std::io::Result<libc::pid_t> {
+    let path = format!("/proc/self/fdinfo/{}", pidfd.as_raw_fd());
+    let info = std::fs::read_to_string(&path)?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("Pid:")?.trim().parse::<libc::pid_t>().ok())
+        .filter(|&pid| pid > 0)
+        .ok_or_else(|| std::io::Error::other(format!("{path}: no live process")))
+}
+
 /// A pidfd of the calling process (parent side), close-on-exec.
 pub(crate) fn open_self() -> std::io::Result<std::os::fd::OwnedFd> {
     use std::os::fd::FromRawFd;
