@@ -53,6 +53,11 @@ impl Namespaces {
     /// its offsets can be written before any process lives in it, a cgroup namespace once the
     /// child is in every cgroup of its own (its root is the cgroup it is in when it enters).
     pub(crate) fn clone_flags(self) -> u64 {
+        (self - Namespaces::TIME - Namespaces::CGROUP).flags()
+    }
+
+    /// The `CLONE_NEW*` flags of all these namespaces (what `setns` takes to join them).
+    pub(crate) fn flags(self) -> u64 {
         [
             (Namespaces::USER, flags::CLONE_NEWUSER),
             (Namespaces::PID, flags::CLONE_NEWPID),
@@ -60,6 +65,8 @@ impl Namespaces {
             (Namespaces::UTS, flags::CLONE_NEWUTS),
             (Namespaces::IPC, flags::CLONE_NEWIPC),
             (Namespaces::NET, flags::CLONE_NEWNET),
+            (Namespaces::CGROUP, flags::CLONE_NEWCGROUP),
+            (Namespaces::TIME, flags::CLONE_NEWTIME),
         ]
         .into_iter()
         .filter(|(ns, _)| self.contains(*ns))

@@ -633,6 +633,7 @@ impl SandboxCgroup {
                 // v1 counts an OOM kill in the victim's own group only: the leaf's, usually.
                 let leaf = self
                     .group("memory")
+                    .filter(|g| g.leaf != g.dir)
                     .and_then(|g| fs::read_to_string(g.leaf.join("memory.oom_control")).ok());
                 let kills = key(self.read("memory", "memory.oom_control"), "oom_kill ").unwrap_or(0)
                     + key(leaf, "oom_kill ").unwrap_or(0);
@@ -654,8 +655,7 @@ impl SandboxCgroup {
         self.kill_all();
         for g in self.groups.iter().rev() {
             // Groups the payload made inside its leaf (it may, in its own cgroup) go first.
-            remove_tree(&g.leaf, 0);
-            remove_dir_retrying(&g.dir);
+            remove_tree(&g.dir, 0);
         }
         self.removed = true;
     }

@@ -118,19 +118,7 @@ impl Session {
         let holder = spawned.holder.ok_or_else(|| {
             Error::spawn("start a session", std::io::Error::other("the holder sent no pidfd"))
         })?;
-        let flags = [
-            (Namespaces::USER, libc::CLONE_NEWUSER),
-            (Namespaces::MOUNT, libc::CLONE_NEWNS),
-            (Namespaces::PID, libc::CLONE_NEWPID),
-            (Namespaces::UTS, libc::CLONE_NEWUTS),
-            (Namespaces::IPC, libc::CLONE_NEWIPC),
-            (Namespaces::NET, libc::CLONE_NEWNET),
-            (Namespaces::CGROUP, libc::CLONE_NEWCGROUP),
-            (Namespaces::TIME, libc::CLONE_NEWTIME),
-        ]
-        .into_iter()
-        .filter(|(ns, _)| config.namespaces.contains(*ns))
-        .fold(0, |acc, (_, flag)| acc | flag);
+        let flags = config.namespaces.flags() as libc::c_int;
         let root = holder_root(&holder)?;
         let target = Target { sandbox: sandbox.clone(), holder, root, flags };
         Ok(Session { target: Arc::new(target), child: spawned.child })

@@ -275,7 +275,7 @@ unsafe fn trampoline(
             out("r11") _,
         );
     }
-    if (-4095..0).contains(&ret) { Err(Errno(-ret as i32)) } else { Ok(ret as libc::c_long) }
+    super::kernel_result(ret)
 }
 
 /// See the x86_64 version.
@@ -309,5 +309,5 @@ unsafe fn trampoline(
             in("x21") entry,
         );
     }
-    if (-4095..0).contains(&ret) { Err(Errno(-ret as i32)) } else { Ok(ret as libc::c_long) }
+    super::kernel_result(ret)
 }

@@ -74,7 +74,11 @@ pub(crate) unsafe fn raw_call<const N: usize>(nr: c_long, args: [usize; N]) -> S
     }
     // SAFETY: the caller's contract; unused argument registers are zero, which no call reads.
     let ret = unsafe { syscalls::raw::syscall6(nr as usize, a[0], a[1], a[2], a[3], a[4], a[5]) } as isize;
-    // The kernel returns -errno in [-4095, -1] on failure.
+    kernel_result(ret)
+}
+
+/// A system call's raw return value as a result: the kernel returns -errno in [-4095, -1].
+pub(crate) fn kernel_result(ret: isize) -> SysResult<c_long> {
     if (-4095..0).contains(&ret) { Err(Errno(-ret as i32)) } else { Ok(ret as c_long) }
 }
 

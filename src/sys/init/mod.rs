@@ -62,45 +62,34 @@ fn make_program() -> SysResult<OwnedFd> {
 
 /// The `STOCKADE_INIT=...` environment entry for the init: payload pid and three descriptors
 /// (each -1 when absent). Written into `buf` without allocating; returns it NUL-terminated.
-pub(super) fn environment(buf: &mut [u8; 96], values: [i64; 4]) -> &CStr {
-    const KEY: &[u8] = b"STOCKADE_INIT=";
+pub(super) fn environment(buf: &mut [u8; 64], values: [i32; 4]) -> &CStr {
     let mut len = 0;
-    let mut push = |b: u8, len: &mut usize| {
-        if let Some(slot) = buf.get_mut(*len) {
-            *slot = b;
-            *len += 1;
+    let mut push = |bytes: &[u8]| {
+        for &b in bytes {
+            if let Some(slot) = buf.get_mut(len) {
+                *slot = b;
+                len += 1;
+            }
         }
     };
-    for &b in KEY {
-        push(b, &mut len);
-    }
+    push(b"STOCKADE_INIT=");
     for (i, value) in values.into_iter().enumerate() {
-        if i > 0 {
-            push(b',', &mut len);
-        }
-        if value < 0 {
-            push(b'-', &mut len);
-        }
-        let mut digits = [0u8; 20];
-        let mut n = value.unsigned_abs();
-        let mut count = 0;
-        loop {
-            if let Some(d) = digits.get_mut(count) {
-                *d = b'0' + (n % 10) as u8;
-            }
-            count += 1;
+        push(if i == 0 { b"" } else { b"," });
+        push(if value < 0 { b"-" } else { b"" });
+        // At most 10 digits, written from the right.
+        let (mut digits, mut start, mut n) = ([0u8; 10], 10usize, value.unsigned_abs());
+        while let Some(d) = start.checked_sub(1).and_then(|i| digits.get_mut(i)) {
+            *d = b'0' + (n % 10) as u8;
+            start -= 1;
             n /= 10;
-            if n == 0 || count == digits.len() {
+            if n == 0 {
                 break;
             }
         }
-        for &d in digits.iter().take(count).rev() {
-            push(d, &mut len);
-        }
+        push(digits.get(start..).unwrap_or(&[]));
     }
-    push(0, &mut len);
-    // The buffer holds the longest entry (14 + 4 × 20 digits and signs + 3 commas + NUL needs
-    // 99 at worst, but pids and descriptors have at most 10 digits).
+    push(b"\0");
+    // 14 + 4 × 11 + 3 + 1 = 62 bytes at most.
     CStr::from_bytes_until_nul(&buf[..]).unwrap_or(c"STOCKADE_INIT=")
 }
 
