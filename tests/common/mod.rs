@@ -73,16 +73,22 @@ pub fn fd_count() -> usize {
 /// Pids of this process's children (over all threads), except the reaper stockade starts once
 /// per embedding program (it lives as long as the program; see [`reaper`]).
 pub fn own_children() -> Vec<i32> {
-    children_of(std::process::id() as i32).into_iter().filter(|&p| Some(p) != reaper()).collect()
+    // Each child is asked whether it is the reaper: a second scan of the children lists could
+    // miss it while it moves to another thread of this process (a test thread that started it
+    // ending), and count it as left behind.
+    children_of(std::process::id() as i32).into_iter().filter(|&p| !is_reaper(p)).collect()
 }
 
 /// The pid of this process's cgroup reaper (a child named `stockade-reaper`), if it has one.
 /// A reaper that died (a zombie) counts as none.
 pub fn reaper() -> Option<i32> {
-    children_of(std::process::id() as i32).into_iter().find(|p| {
-        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
-        stat.contains("(stockade-reaper)") && !stat.contains(") Z ")
-    })
+    children_of(std::process::id() as i32).into_iter().find(|&p| is_reaper(p))
+}
+
+/// Whether `pid` is a live cgroup reaper.
+fn is_reaper(pid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.contains("(stockade-reaper)") && !stat.contains(") Z ")
 }
 
 /// Pids of the children of `pid` (over all its threads).
