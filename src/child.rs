@@ -46,6 +46,15 @@ pub struct Child {
     pub stderr: Option<ChildStderr>,
     /// A session command's own pidfd (`pidfd` is its relay's): killed with it.
     command: Option<OwnedFd>,
+    /// The limit this process killed the sandbox for, until it is reaped.
+    ending: Option<Limit>,
+}
+
+/// Where a sandbox is, for one who waits without blocking: ended, or to be looked at again
+/// when its pidfd turns readable or at the instant given (a deadline, a CPU-time check).
+pub(crate) enum Progress {
+    Ended(ExitStatus),
+    Running(Option<Instant>),
 }
 
 /// What the embedding process keeps watching while a sandbox runs.
@@ -77,6 +86,7 @@ impl Child {
             stdout: stdout.map(|fd| ChildStdout(File::from(fd))),
             stderr: stderr.map(|fd| ChildStderr(File::from(fd))),
             command: None,
+            ending: None,
         }
     }
 
@@ -165,19 +175,51 @@ impl Child {
     /// Waits until the sandbox ends or a limit (`deadline`, the wall-clock limit, the CPU-time
     /// limit) ends it.
     fn supervise(&mut self, deadline: Option<Instant>) -> io::Result<ExitStatus> {
-        let deadline = earliest(deadline, self.wall_deadline());
         loop {
-            // Reap first: a sandbox that has already ended did not hit a limit.
-            if let Some(reaped) = pidfd::wait(self.pidfd.as_fd(), true)? {
-                return Ok(self.finish(reaped, None));
+            match self.progress(deadline)? {
+                Progress::Ended(status) => return Ok(status),
+                Progress::Running(wake) => {
+                    let timeout = wake.map(|w| w.saturating_duration_since(Instant::now()));
+                    poll_readable(self.pidfd.as_fd(), timeout)?;
+                }
             }
-            let now = Instant::now();
-            let wake = match self.check_limits(now, deadline) {
-                Err(limit) => return self.end_for(limit),
-                Ok(wake) => wake,
-            };
-            poll_readable(self.pidfd.as_fd(), wake.map(|w| w.saturating_duration_since(now)))?;
         }
+    }
+
+    /// One look at the sandbox, never blocking: reaps it if it has ended; kills it if a limit
+    /// (`deadline`, the wall-clock limit, the CPU-time limit) has been reached, to be reaped
+    /// at a later look. The caller looks again once the pidfd is readable, or at the instant
+    /// returned.
+    pub(crate) fn progress(&mut self, deadline: Option<Instant>) -> io::Result<Progress> {
+        if let Some(status) = self.status {
+            return Ok(Progress::Ended(status));
+        }
+        // Reap first: a sandbox that has already ended did not hit a limit.
+        if let Some(reaped) = pidfd::wait(self.pidfd.as_fd(), true)? {
+            return Ok(Progress::Ended(self.finish(reaped, None)));
+        }
+        if self.ending.is_some() {
+            return Ok(Progress::Running(None));
+        }
+        let deadline = earliest(deadline, self.wall_deadline());
+        match self.check_limits(Instant::now(), deadline) {
+            Err(limit) => {
+                self.kill()?;
+                self.ending = Some(limit);
+                Ok(Progress::Running(None))
+            }
+            Ok(wake) => Ok(Progress::Running(wake)),
+        }
+    }
+
+    /// Drops the payload's stdin (as `wait` does first).
+    pub(crate) fn close_stdin(&mut self) {
+        drop(self.stdin.take());
+    }
+
+    /// Whether the sandbox's wall-clock limit has passed.
+    pub(crate) fn wall_deadline_passed(&self) -> bool {
+        self.wall_deadline().is_some_and(|d| Instant::now() >= d)
     }
 
     fn wall_deadline(&self) -> Option<Instant> {
@@ -337,11 +379,15 @@ impl Child {
         }
         let cpu_exceeded =
             self.supervision.cpu_limit.is_some_and(|l| usage.user_time + usage.system_time >= l);
-        let limit = limit.or(match exit {
+        // The init (or relay) kills the payload itself at the wall-clock limit when nobody
+        // waited; its deadline counts from later than ours, so ours has passed by then.
+        let wall_passed = self.wall_deadline_passed();
+        let limit = limit.or(self.ending).or(match exit {
             Exit::Signal { signal: libc::SIGKILL, .. } if usage.oom_killed => Some(Limit::Memory),
             Exit::Signal { signal: libc::SIGXCPU | libc::SIGKILL, .. } if cpu_exceeded => {
                 Some(Limit::CpuTime)
             }
+            Exit::Signal { signal: libc::SIGKILL, .. } if wall_passed => Some(Limit::WallClock),
             _ => None,
         });
         let status = ExitStatus { exit, limit, usage };

@@ -248,6 +248,38 @@ impl Command {
         child.wait_with_output()
     }
 
+    /// [`spawn`](Command::spawn) for async code (feature `tokio`): the sandbox is registered
+    /// with the current tokio runtime, to be awaited without blocking a thread. Spawning itself
+    /// runs on the calling thread (the few milliseconds of setup, as `tokio::process` does for
+    /// fork and exec).
+    ///
+    /// # Errors
+    /// As [`spawn`](Command::spawn); [`Error::Io`] when not called from within a tokio runtime
+    /// (the sandbox is then killed and reaped).
+    ///
+    /// # Panics
+    /// If the current tokio runtime was built without its I/O driver (`enable_io`), as tokio's
+    /// own I/O types do.
+    #[cfg(feature = "tokio")]
+    pub fn spawn_async(&mut self) -> Result<crate::AsyncChild, Error> {
+        crate::AsyncChild::new(self.spawn()?)
+    }
+
+    /// [`status`](Command::status) for async code (feature `tokio`).
+    #[cfg(feature = "tokio")]
+    pub async fn status_async(&mut self) -> Result<ExitStatus, Error> {
+        let mut child = self.spawn_async()?;
+        child.wait().await.map_err(|source| Error::Io { op: "wait for sandbox", source })
+    }
+
+    /// [`output`](Command::output) for async code (feature `tokio`): stdout and stderr are
+    /// piped and stdin is null unless set.
+    #[cfg(feature = "tokio")]
+    pub async fn output_async(&mut self) -> Result<Output, Error> {
+        let child = self.spawn_with_defaults(StdioKind::Null, StdioKind::Piped)?;
+        crate::AsyncChild::new(child)?.wait_with_output().await
+    }
+
     fn spawn_with_defaults(&mut self, stdin: StdioKind, out: StdioKind) -> Result<Child, Error> {
         let stdio = [
             (0, self.stdin.as_ref().map_or(&stdin, |s| &s.0)),

@@ -49,6 +49,8 @@
 #![warn(missing_docs)]
 
 mod access;
+#[cfg(feature = "tokio")]
+mod asynchronous;
 mod child;
 mod command;
 mod error;
@@ -71,6 +73,8 @@ pub use access::{
     ABI, AccessFs, AccessNet, BitFlags, LANDLOCK, LANDLOCK_FILE_RIGHTS, LANDLOCK_NETWORK, LANDLOCK_SCOPES,
     Landlock, Scope,
 };
+#[cfg(feature = "tokio")]
+pub use asynchronous::{AsyncChild, AsyncChildStderr, AsyncChildStdin, AsyncChildStdout};
 pub use child::{Child, ChildStderr, ChildStdin, ChildStdout, ExitStatus, Output};
 pub use command::{Command, Stdio};
 pub use error::{Error, Stage};

@@ -182,6 +182,10 @@ pub(crate) struct Plan<'a> {
     pub(crate) join: Option<Join>,
     /// The embedding process, to detect its death before the parent-death signal was re-armed.
     pub(crate) parent_pid: libc::pid_t,
+    /// The wall-clock limit in milliseconds, which the init (or a session command's relay)
+    /// enforces itself; -1 for none (or one too long to say in an `i32`, which only the
+    /// embedding program's supervision then enforces).
+    pub(crate) wall_limit_ms: i32,
     pub(crate) fds: FdPlan,
     pub(crate) channels: Channels,
     pub(crate) hostname: Option<&'a [u8]>,
@@ -353,6 +357,11 @@ impl<'a> Plan<'a> {
             hold: false,
             join: None,
             parent_pid: nix::unistd::getpid().as_raw(),
+            wall_limit_ms: config
+                .limits
+                .wall_time
+                .and_then(|w| i32::try_from(w.as_millis().max(1)).ok())
+                .unwrap_or(-1),
             fds: FdPlan::new(moves, &channels),
             channels,
             hostname: config.hostname.as_deref(),

@@ -114,6 +114,10 @@ pub(crate) fn spawn(
     let mut plan = Plan::new(config, exec, cwd, moves, channels)?;
     plan.use_init = use_init;
     plan.hold = matches!(mode, Mode::Hold { .. });
+    if plan.hold {
+        // A session's own sandbox has no time limits: its commands have them.
+        plan.wall_limit_ms = -1;
+    }
     if use_init {
         plan.payload_stack = Some(Stack::new().map_err(|e| Error::spawn("mmap the payload's stack", e))?);
     }

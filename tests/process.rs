@@ -325,3 +325,19 @@ fn root_runs_the_payload_as_the_requested_user_without_a_user_namespace() {
     let out = sandbox.command("/bin/sh").args(["-c", "id -u; id -g; id -G"]).output().unwrap();
     assert_eq!(String::from_utf8(out.stdout).unwrap(), "4242\n4343\n4343 4444\n");
 }
+
+#[test]
+fn the_init_kills_the_payload_at_the_wall_clock_limit_while_nobody_waits() {
+    use std::os::fd::AsFd;
+    // The embedding program never calls wait: it only watches the pidfd, with no timeout. The
+    // sandbox ends all the same, at its limit, through its own init.
+    let sandbox =
+        builder(Namespaces::PID | Namespaces::MOUNT).timeout(Duration::from_millis(300)).build().unwrap();
+    let mut child = sandbox.command("/bin/sleep").arg("1000").spawn().unwrap();
+    let mut fds = [nix::poll::PollFd::new(child.as_fd(), nix::poll::PollFlags::POLLIN)];
+    assert_eq!(nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE).unwrap(), 1);
+    let status = child.try_wait().unwrap().expect("the sandbox has ended");
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status}");
+    assert_eq!(status.limit(), Some(stockade::Limit::WallClock), "{status}");
+    assert!(status.usage().wall_time >= Duration::from_millis(300));
+}

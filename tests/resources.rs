@@ -22,27 +22,6 @@ fn cgroups_writable(test: &str) -> bool {
     false
 }
 
-/// All `sb-*` cgroup directories this process created that still exist.
-fn leftover_cgroups() -> Vec<PathBuf> {
-    let prefix = format!("{}-", cgroup_prefix());
-    let mut found = Vec::new();
-    let mut stack = vec![PathBuf::from("/sys/fs/cgroup")];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-        for e in entries.flatten() {
-            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                let path = e.path();
-                if e.file_name().to_string_lossy().starts_with(&prefix) {
-                    found.push(path);
-                } else if path.components().count() < 9 {
-                    stack.push(path);
-                }
-            }
-        }
-    }
-    found
-}
-
 fn limited(ns: Namespaces) -> SandboxBuilder {
     builder(ns)
 }

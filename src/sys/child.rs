@@ -253,8 +253,8 @@ fn setup(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<Infallible, Failure
         for fd in kept.into_iter().filter(|&fd| fd >= 0) {
             super::keep_on_exec(fd).map_err(abandon)?;
         }
-        let mut text = [0u8; 64];
-        let values = [payload, status, ready.1, parent];
+        let mut text = [0u8; 80];
+        let values = [payload, status, ready.1, parent, plan.wall_limit_ms];
         let environment = super::init::environment(&mut text, values);
         let errno = super::init::exec(init_program, environment);
         return Err(abandon(errno));
@@ -378,8 +378,8 @@ fn join(plan: &Plan<'_>, arg: *mut c_void) -> Result<Infallible, Failure> {
     for fd in [channels.status, channels.parent].into_iter().filter(|&fd| fd >= 0) {
         super::keep_on_exec(fd).map_err(abandon)?;
     }
-    let mut text = [0u8; 64];
-    let values = [pid, channels.status, -1, channels.parent];
+    let mut text = [0u8; 80];
+    let values = [pid, channels.status, -1, channels.parent, plan.wall_limit_ms];
     let environment = super::init::environment(&mut text, values);
     Err(abandon(super::init::exec(channels.init_program, environment)))
 }

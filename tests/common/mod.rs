@@ -285,6 +285,27 @@ pub fn cgroup_prefix() -> String {
         .clone()
 }
 
+/// All `sb-*` cgroup directories this process created that still exist.
+pub fn leftover_cgroups() -> Vec<std::path::PathBuf> {
+    let prefix = format!("{}-", cgroup_prefix());
+    let mut found = Vec::new();
+    let mut stack = vec![std::path::PathBuf::from("/sys/fs/cgroup")];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for e in entries.flatten() {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                let path = e.path();
+                if e.file_name().to_string_lossy().starts_with(&prefix) {
+                    found.push(path);
+                } else if path.components().count() < 9 {
+                    stack.push(path);
+                }
+            }
+        }
+    }
+    found
+}
+
 /// The subdirectories of `dir` (none if it cannot be read).
 pub fn children_dirs(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };

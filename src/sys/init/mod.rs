@@ -60,9 +60,10 @@ fn make_program() -> SysResult<OwnedFd> {
     Ok(fd)
 }
 
-/// The `STOCKADE_INIT=...` environment entry for the init: payload pid and three descriptors
-/// (each -1 when absent). Written into `buf` without allocating; returns it NUL-terminated.
-pub(super) fn environment(buf: &mut [u8; 64], values: [i32; 4]) -> &CStr {
+/// The `STOCKADE_INIT=...` environment entry for the init: payload pid, three descriptors and
+/// the wall-clock limit in milliseconds (each -1 when absent). Written into `buf` without
+/// allocating; returns it NUL-terminated.
+pub(super) fn environment(buf: &mut [u8; 80], values: [i32; 5]) -> &CStr {
     let mut len = 0;
     let mut push = |bytes: &[u8]| {
         for &b in bytes {
@@ -89,7 +90,7 @@ pub(super) fn environment(buf: &mut [u8; 64], values: [i32; 4]) -> &CStr {
         push(digits.get(start..).unwrap_or(&[]));
     }
     push(b"\0");
-    // 14 + 4 × 11 + 3 + 1 = 62 bytes at most.
+    // 14 + 5 × 11 + 4 + 1 = 74 bytes at most.
     CStr::from_bytes_until_nul(&buf[..]).unwrap_or(c"STOCKADE_INIT=")
 }
 

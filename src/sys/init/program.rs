@@ -3,8 +3,8 @@
 //! it holds none of its memory, and the spawn never copies the embedder's page tables for it.
 //!
 //! The child that becomes pid 1 starts the payload, then execs this with every signal blocked,
-//! and `STOCKADE_INIT=<payload pid>,<status fd>,<ready fd>,<parent pidfd>` as its only
-//! environment (-1 for an absent descriptor). It then:
+//! and `STOCKADE_INIT=<payload pid>,<status fd>,<ready fd>,<parent pidfd>,<wall ms>` as its
+//! only environment (-1 for an absent descriptor or no wall-clock limit). It then:
 //! 1. turns non-dumpable and names itself, then closes the ready descriptor: the payload waits
 //!    for that before its exec, so it can never ptrace or open the init while it is dumpable;
 //! 2. re-arms its parent-death signal and exits if the embedding process died meanwhile;
@@ -12,7 +12,10 @@
 //! 4. waits for signals: forwards each to the payload, except SIGCHLD, on which it reaps every
 //!    child; when the payload is reaped it writes the payload's wait status (native-endian i32)
 //!    to the status pipe and exits with the payload's code, which makes the kernel kill
-//!    whatever else is left in the namespace.
+//!    whatever else is left in the namespace;
+//! 5. with a wall-clock limit, kills the payload with SIGKILL when that much time has passed
+//!    since its start, so the limit holds even while the embedding program never waits (its
+//!    own supervision, when it waits, fires first: it counts from before the clone).
 //!
 //! Compiled separately (`#![no_std]`, static, no start files); not part of the library crate.
 
@@ -55,6 +58,7 @@ mod nr {
     pub const RT_SIGSUSPEND: usize = 130;
     pub const EXIT_GROUP: usize = 231;
     pub const CLOSE_RANGE: usize = 436;
+    pub const CLOCK_GETTIME: usize = 228;
 }
 
 #[cfg(target_arch = "aarch64")]
@@ -69,16 +73,43 @@ mod nr {
     pub const RT_SIGSUSPEND: usize = 133;
     pub const EXIT_GROUP: usize = 94;
     pub const CLOSE_RANGE: usize = 436;
+    pub const CLOCK_GETTIME: usize = 113;
 }
 
 const SIGCHLD: isize = 17;
 const SIGKILL: usize = 9;
 const EINTR: isize = 4;
+const EAGAIN: isize = 11;
+const CLOCK_MONOTONIC: usize = 1;
 const PR_SET_PDEATHSIG: usize = 1;
 const PR_SET_DUMPABLE: usize = 4;
 const PR_SET_NAME: usize = 15;
 const WNOHANG: usize = 1;
 const POLLIN: i16 = 1;
+
+/// `struct timespec`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Timespec {
+    sec: i64,
+    nsec: i64,
+}
+
+impl Timespec {
+    fn now() -> Timespec {
+        let mut t = Timespec { sec: 0, nsec: 0 };
+        call(nr::CLOCK_GETTIME, CLOCK_MONOTONIC, &mut t as *mut Timespec as usize, 0, 0);
+        t
+    }
+
+    fn nanos(self) -> i128 {
+        self.sec as i128 * 1_000_000_000 + self.nsec as i128
+    }
+
+    fn from_nanos(n: i128) -> Timespec {
+        Timespec { sec: (n / 1_000_000_000) as i64, nsec: (n % 1_000_000_000) as i64 }
+    }
+}
 
 /// `struct pollfd`.
 #[repr(C)]
@@ -130,9 +161,9 @@ fn exit(code: usize) -> ! {
     }
 }
 
-/// Parses `<int>,<int>,<int>,<int>` (each may be -1).
-fn parse(mut s: *const u8) -> Option<[isize; 4]> {
-    let mut out = [0isize; 4];
+/// Parses `<int>,<int>,<int>,<int>,<int>` (each may be -1).
+fn parse(mut s: *const u8) -> Option<[isize; 5]> {
+    let mut out = [0isize; 5];
     for (i, slot) in out.iter_mut().enumerate() {
         // SAFETY: `s` walks a NUL-terminated string from the initial stack and stops at its NUL.
         let mut c = unsafe { *s };
@@ -149,7 +180,7 @@ fn parse(mut s: *const u8) -> Option<[isize; 4]> {
             s = s.wrapping_add(1);
             c = unsafe { *s };
         }
-        if digits == 0 || (i < 3 && c != b',') || (i == 3 && c != 0) {
+        if digits == 0 || (i < 4 && c != b',') || (i == 4 && c != 0) {
             return None;
         }
         s = s.wrapping_add(1);
@@ -160,8 +191,9 @@ fn parse(mut s: *const u8) -> Option<[isize; 4]> {
 
 /// What the environment asks for.
 enum Mode {
-    /// Be the sandbox's pid 1: payload pid, status, ready and parent descriptors.
-    Init([isize; 4]),
+    /// Be the sandbox's pid 1: payload pid, status, ready and parent descriptors, wall-clock
+    /// limit in milliseconds.
+    Init([isize; 5]),
     /// Be a session's holder: wait until killed.
     Hold,
 }
@@ -189,7 +221,8 @@ fn arguments(sp: *const usize) -> Option<Mode> {
 }
 
 unsafe extern "C" fn main(sp: *const usize) -> ! {
-    let [payload, status, ready, parent] = match arguments(sp) {
+    let start = Timespec::now();
+    let [payload, status, ready, parent, wall_ms] = match arguments(sp) {
         Some(Mode::Init(values)) => values,
         Some(Mode::Hold) => hold(),
         None => exit(EXIT_BROKEN),
@@ -217,8 +250,18 @@ unsafe extern "C" fn main(sp: *const usize) -> ! {
     }
     call(nr::CLOSE_RANGE, (status + 1).max(0) as usize, u32::MAX as usize, 0, 0);
     let all = [u64::MAX];
+    let mut deadline = (wall_ms >= 0).then(|| start.nanos() + wall_ms as i128 * 1_000_000);
     loop {
-        let signal = call(nr::RT_SIGTIMEDWAIT, all.as_ptr() as usize, 0, 0, 8);
+        // Until the deadline (if any): what is left of it, as a relative timeout.
+        let left = deadline.map(|d| Timespec::from_nanos((d - Timespec::now().nanos()).max(0)));
+        let timeout = left.as_ref().map_or(0, |t| t as *const Timespec as usize);
+        let signal = call(nr::RT_SIGTIMEDWAIT, all.as_ptr() as usize, 0, timeout, 8);
+        if signal == -EAGAIN && deadline.is_some() {
+            // The wall-clock limit: the payload goes; reaping it (SIGCHLD) ends the rest.
+            call(nr::KILL, payload as usize, SIGKILL, 0, 0);
+            deadline = None;
+            continue;
+        }
         if signal < 0 {
             exit(EXIT_BROKEN);
         }

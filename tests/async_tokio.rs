@@ -1,0 +1,236 @@
+//! Sandboxes awaited from async code (feature `tokio`): many at once on one thread, time limits
+//! on timers, streamed stdio, session commands, and nothing left behind by a cancelled future.
+//! Every test runs as root and as uid 65534 (with a user namespace); they count this process's
+//! descriptors, threads and children, so they run one at a time.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use stockade::{Limit, Namespaces, Root, Stdio};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A current-thread runtime: everything below runs on the test's own thread.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime")
+}
+
+/// Threads of this process.
+fn thread_count() -> usize {
+    std::fs::read_dir("/proc/self/task").expect("read /proc/self/task").count()
+}
+
+/// Raises the descriptor limit to its hard maximum: 500 sandboxes hold several each.
+fn raise_fd_limit() {
+    let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard).unwrap();
+}
+
+#[test]
+fn five_hundred_sandboxes_awaited_on_one_thread_finish_with_their_own_output_and_leave_nothing() {
+    let _serial = serial();
+    raise_fd_limit();
+    let (fds, children, threads) = (fd_count(), own_children(), thread_count());
+    // As root each sandbox also gets cgroups of its own (pids and memory limits).
+    let groups_before = if is_root() { Some(leftover_cgroups()) } else { None };
+    let mut b = builder(Namespaces::PID | Namespaces::MOUNT | Namespaces::IPC | Namespaces::UTS);
+    if is_root() {
+        b.pids_limit(8).memory_limit(64 << 20);
+    } else {
+        skip(
+            "five_hundred_sandboxes_awaited_on_one_thread (cgroups part)",
+            "no cgroup delegation for this user: the sandboxes run without cgroups",
+        );
+    }
+    let sandbox = b.build().unwrap();
+    runtime().block_on(async {
+        // All 500 are started first, each blocked reading its stdin: they are alive at once.
+        let mut started = Vec::new();
+        for i in 0..500 {
+            let child = sandbox
+                .command("/bin/sh")
+                .args(["-c", "read line; echo \"$line from $$\""])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn_async()
+                .unwrap_or_else(|e| panic!("spawn {i}: {e}"));
+            started.push(child);
+        }
+        assert_eq!(own_children().len(), children.len() + 500, "500 sandboxes alive at once");
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, mut child) in started.into_iter().enumerate() {
+            tasks.spawn(async move {
+                let mut stdin = child.stdin.take().unwrap();
+                stdin.write_all(format!("sandbox {i}\n").as_bytes()).await.unwrap();
+                drop(stdin);
+                let out = child.wait_with_output().await.unwrap();
+                (i, out)
+            });
+        }
+        let mut seen = vec![false; 500];
+        while let Some(done) = tasks.join_next().await {
+            let (i, out) = done.unwrap();
+            assert!(out.status.success(), "sandbox {i}: {} {:?}", out.status, out.stderr);
+            // pid 2: the payload under the sandbox's own init.
+            assert_eq!(String::from_utf8(out.stdout).unwrap(), format!("sandbox {i} from 2\n"));
+            seen[i] = true;
+        }
+        assert!(seen.iter().all(|&s| s));
+    });
+    drop(sandbox); // (it holds a descriptor of the init program)
+    assert_eq!(fd_count(), fds, "descriptors back to their starting count");
+    assert_eq!(own_children(), children, "no process left");
+    assert_eq!(thread_count(), threads, "threads back to their starting count");
+    if let Some(before) = groups_before {
+        assert_eq!(leftover_cgroups(), before, "cgroups back to their starting set");
+    }
+}
+
+#[test]
+fn a_dropped_future_kills_its_sandbox_and_leaves_no_process() {
+    let _serial = serial();
+    let (fds, children) = (fd_count(), own_children());
+    let sandbox = builder(Namespaces::PID | Namespaces::MOUNT).build().unwrap();
+    runtime().block_on(async {
+        // The output future spawns its sandbox on the first poll, then is cancelled.
+        let mut command = sandbox.command("/bin/sleep");
+        command.arg("1000");
+        let output = command.output_async();
+        tokio::pin!(output);
+        let alive = tokio::select! {
+            biased;
+            _ = &mut output => panic!("sleep 1000 ended"),
+            () = std::future::ready(()) => own_children().len(),
+        };
+        assert_eq!(alive, children.len() + 1, "the sandbox was running when the future was dropped");
+    });
+    assert_eq!(own_children(), children, "the cancelled future left a process");
+
+    // And a child dropped while its wait is pending.
+    runtime().block_on(async {
+        let mut child = sandbox.command("/bin/sleep").arg("1000").spawn_async().unwrap();
+        let pid = child.id() as i32;
+        tokio::select! {
+            biased;
+            _ = child.wait() => panic!("sleep 1000 ended"),
+            () = std::future::ready(()) => {}
+        }
+        drop(child);
+        assert!(pidfd_open(pid).is_none(), "the dropped sandbox's init {pid} still exists");
+    });
+    drop(sandbox);
+    assert_eq!(own_children(), children);
+    assert_eq!(fd_count(), fds);
+}
+
+#[test]
+fn wall_clock_and_cpu_limits_fire_on_timers_while_the_thread_serves_other_tasks() {
+    let _serial = serial();
+    let wall =
+        builder(Namespaces::PID | Namespaces::MOUNT).timeout(Duration::from_millis(300)).build().unwrap();
+    runtime().block_on(async {
+        // While the sandbox sleeps, another task on the same thread makes progress: waiting
+        // blocks nothing. It counts sandboxes run to completion meanwhile.
+        let quick = builder(Namespaces::PID | Namespaces::MOUNT).build().unwrap();
+        let mut child = wall.command("/bin/sleep").arg("1000").spawn_async().unwrap();
+        let (status, others) = tokio::join!(child.wait(), async {
+            let mut n = 0;
+            for _ in 0..3 {
+                let out = quick.command("/bin/echo").arg("meanwhile").output_async().await.unwrap();
+                assert_eq!(out.stdout, b"meanwhile\n");
+                n += 1;
+            }
+            n
+        });
+        let status = status.unwrap();
+        assert_eq!(others, 3);
+        assert!(status.timed_out(), "{status}");
+        assert_eq!(status.limit(), Some(Limit::WallClock));
+        assert!(status.usage().wall_time >= Duration::from_millis(300));
+    });
+
+    // The CPU-time check reads the sandbox's cgroup: it needs cgroups this user may make.
+    if !is_root() {
+        skip(
+            "wall_clock_and_cpu_limits_fire_on_timers (CPU part)",
+            "no cgroup delegation for this user: CPU time is then only RLIMIT_CPU's, per process",
+        );
+        return;
+    }
+    let cpu_limited = builder(Namespaces::PID | Namespaces::MOUNT)
+        .cpu_time_limit(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    runtime().block_on(async {
+        let status =
+            cpu_limited.command("/bin/sh").args(["-c", "while :; do :; done"]).status_async().await.unwrap();
+        assert_eq!(status.limit(), Some(Limit::CpuTime), "{status}");
+        // Ended by the timer-driven check, before RLIMIT_CPU's backstop (a whole second).
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "{status}");
+    });
+}
+
+#[test]
+fn piped_stdin_and_stdout_stream_while_the_sandbox_runs() {
+    let _serial = serial();
+    let sandbox = builder(Namespaces::PID | Namespaces::MOUNT | Namespaces::NET).build().unwrap();
+    runtime().block_on(async {
+        let mut child =
+            sandbox.command("/bin/cat").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn_async().unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        // Each line comes back before the next is sent: a real conversation, not a batch.
+        for line in ["one\n", "two\n", "three\n"] {
+            stdin.write_all(line.as_bytes()).await.unwrap();
+            let mut back = vec![0u8; line.len()];
+            stdout.read_exact(&mut back).await.unwrap();
+            assert_eq!(back, line.as_bytes());
+        }
+        drop(stdin);
+        let mut rest = Vec::new();
+        stdout.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty());
+        assert!(child.wait().await.unwrap().success());
+    });
+}
+
+#[test]
+fn session_commands_are_awaited_like_any_sandbox() {
+    let _serial = serial();
+    let children = own_children();
+    let mut b = rooted(Namespaces::MOUNT | Namespaces::PID, Root::tmpfs());
+    b.mount(stockade::Mount::tmpfs("/work"));
+    let sandbox = b.build().unwrap();
+    let session = sandbox.start().unwrap();
+    runtime().block_on(async {
+        let first =
+            session.command("/bin/sh").args(["-c", "echo kept > /work/note"]).status_async().await.unwrap();
+        assert!(first.success());
+        let out = session.command("/bin/cat").arg("/work/note").output_async().await.unwrap();
+        assert_eq!(out.stdout, b"kept\n");
+        let mut killed = session.command("/bin/sleep").arg("1000").spawn_async().unwrap();
+        killed.start_kill().unwrap();
+        let status = killed.wait().await.unwrap();
+        assert_eq!(status.signal(), Some(libc::SIGKILL));
+    });
+    session.stop().unwrap();
+    assert_eq!(own_children(), children);
+}
+
+#[test]
+fn spawning_async_outside_a_runtime_is_a_typed_error_and_leaves_no_process() {
+    let _serial = serial();
+    let (fds, children) = (fd_count(), own_children());
+    let sandbox = builder(Namespaces::PID | Namespaces::MOUNT).build().unwrap();
+    let err = sandbox.command("/bin/sleep").arg("1000").spawn_async().unwrap_err();
+    assert!(
+        matches!(&err, stockade::Error::Io { op, .. } if op.contains("tokio")),
+        "unexpected error: {err:?}"
+    );
+    assert!(err.to_string().contains("tokio runtime"), "{err}");
+    drop(sandbox);
+    assert_eq!(own_children(), children);
+    assert_eq!(fd_count(), fds);
+}
