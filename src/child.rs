@@ -44,6 +44,9 @@ pub struct Child {
     pub stdout: Option<ChildStdout>,
     /// The payload's stderr, when it was [`Stdio::piped`](crate::Stdio::piped).
     pub stderr: Option<ChildStderr>,
+    /// The caller's end of the payload's terminal, when it has one
+    /// ([`Command::terminal`](crate::Command::terminal)).
+    pub terminal: Option<crate::Terminal>,
     /// A session command's own pidfd (`pidfd` is its relay's): killed with it.
     command: Option<OwnedFd>,
     /// The limit this process killed the sandbox for, until it is reaped.
@@ -85,9 +88,16 @@ impl Child {
             stdin: stdin.map(|fd| ChildStdin(File::from(fd))),
             stdout: stdout.map(|fd| ChildStdout(File::from(fd))),
             stderr: stderr.map(|fd| ChildStderr(File::from(fd))),
+            terminal: None,
             command: None,
             ending: None,
         }
+    }
+
+    /// The master of the payload's terminal, if it has one.
+    pub(crate) fn with_terminal(mut self, master: Option<OwnedFd>) -> Child {
+        self.terminal = master.map(crate::Terminal::new);
+        self
     }
 
     /// A session command: `command` is its own pidfd, signalled along with its relay's.

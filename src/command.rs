@@ -47,6 +47,8 @@ pub struct Command {
     pub(crate) stderr: Option<Stdio>,
     /// `(target, descriptor, passed as it is)`; see [`Command::fd_unrestricted`].
     fds: Vec<(RawFd, OwnedFd, bool)>,
+    /// A pseudo-terminal for the payload, of this size.
+    terminal: Option<crate::sys::pty::Size>,
 }
 
 impl Command {
@@ -68,6 +70,7 @@ impl Command {
             stdout: None,
             stderr: None,
             fds: Vec::new(),
+            terminal: None,
         }
     }
 
@@ -280,7 +283,28 @@ impl Command {
         crate::AsyncChild::new(child)?.wait_with_output().await
     }
 
+    /// Gives the payload a pseudo-terminal of `rows` × `cols`, as `docker run -t` does: the
+    /// terminal is made inside the sandbox, in its own `/dev/pts` (which a `/dev` of stockade's
+    /// has: [`Mount::dev`](crate::Mount::dev), [`Root::tmpfs`](crate::Root::tmpfs) with the
+    /// system directories, an image), and is the payload's controlling terminal, with the
+    /// payload leading a session of its own: job control works (a `^C` written to the terminal
+    /// interrupts the foreground job), and no terminal of the host's is ever the payload's, so
+    /// `TIOCSTI`-style input injection into the host stays impossible.
+    ///
+    /// It becomes the payload's stdin, stdout and stderr, except those set with
+    /// [`stdin`](Command::stdin) / [`stdout`](Command::stdout) / [`stderr`](Command::stderr).
+    /// The caller's end is [`Child::terminal`](crate::Child::terminal): read what the payload
+    /// prints, write what it reads, [`resize`](crate::Terminal::resize) it (the payload gets
+    /// `SIGWINCH`). Without a `/dev/pts` of its own the sandbox uses the one it sees.
+    pub fn terminal(&mut self, rows: u16, cols: u16) -> &mut Self {
+        self.terminal = Some(crate::sys::pty::Size { rows, cols });
+        self
+    }
+
     fn spawn_with_defaults(&mut self, stdin: StdioKind, out: StdioKind) -> Result<Child, Error> {
+        // With a terminal, whatever stdio the caller did not set is the terminal.
+        let (stdin, out) =
+            if self.terminal.is_some() { (StdioKind::Terminal, StdioKind::Terminal) } else { (stdin, out) };
         let stdio = [
             (0, self.stdin.as_ref().map_or(&stdin, |s| &s.0)),
             (1, self.stdout.as_ref().map_or(&out, |s| &s.0)),
@@ -358,6 +382,7 @@ impl Command {
             self.cwd.as_deref().map(|path| WorkingDir { path, create: self.cwd_from_image }),
             stdio,
             passed,
+            self.terminal,
             match &self.session {
                 Some(s) => crate::spawn::Mode::Join {
                     holder: s.holder.as_fd(),
@@ -508,6 +533,8 @@ pub(crate) enum StdioKind {
     Fd(OwnedFd),
     /// Passed as it is (see [`Stdio::unrestricted`]).
     Unrestricted(OwnedFd),
+    /// The payload's terminal (see [`Command::terminal`]): made in the sandbox.
+    Terminal,
 }
 
 impl Stdio {

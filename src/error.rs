@@ -222,6 +222,9 @@ pub enum Stage {
     NonDumpable,
     /// Starting a new session (`setsid`).
     NewSession,
+    /// Making the payload's pseudo-terminal (see [`Command::terminal`](crate::Command::terminal))
+    /// in the sandbox's `/dev/pts` and making it the controlling terminal.
+    Terminal,
     /// Setting the hostname.
     Hostname,
     /// Setting the NIS domain name.
@@ -311,6 +314,7 @@ impl fmt::Display for Stage {
             Stage::SessionKeyring => f.write_str("join a new session keyring"),
             Stage::NonDumpable => f.write_str("make non-dumpable"),
             Stage::NewSession => f.write_str("start new session"),
+            Stage::Terminal => f.write_str("make the payload's terminal in /dev/pts"),
             Stage::Hostname => f.write_str("set hostname"),
             Stage::Domainname => f.write_str("set domain name"),
             Stage::TimeNamespace => f.write_str("enter time namespace and set clock offsets"),

@@ -67,6 +67,7 @@ mod seccomp;
 mod session;
 mod spawn;
 mod sys;
+mod terminal;
 mod userns;
 
 pub use access::{
@@ -74,7 +75,7 @@ pub use access::{
     Landlock, Scope,
 };
 #[cfg(feature = "tokio")]
-pub use asynchronous::{AsyncChild, AsyncChildStderr, AsyncChildStdin, AsyncChildStdout};
+pub use asynchronous::{AsyncChild, AsyncChildStderr, AsyncChildStdin, AsyncChildStdout, AsyncTerminal};
 pub use child::{Child, ChildStderr, ChildStdin, ChildStdout, ExitStatus, Output};
 pub use command::{Command, Stdio};
 pub use error::{Error, Stage};
@@ -85,4 +86,5 @@ pub use resources::{Compat, IoLimit, Limit, ResourceUsage, Rlimit};
 pub use sandbox::{Sandbox, SandboxBuilder, UNTRUSTED_IDS};
 pub use seccomp::{Action, ArgCmp, Cmp, SyscallFilter, SyscallRule};
 pub use session::{Pool, Pooled, Session};
+pub use terminal::Terminal;
 pub use userns::IdMap;

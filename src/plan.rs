@@ -52,10 +52,11 @@ pub(crate) enum Step {
     SyscallFilter,
     Init,
     JoinSession,
+    Terminal,
 }
 
 impl Step {
-    const ALL: [Step; 31] = [
+    const ALL: [Step; 32] = [
         Step::Signals,
         Step::DeathSignal,
         Step::Fds,
@@ -87,6 +88,7 @@ impl Step {
         Step::SyscallFilter,
         Step::Init,
         Step::JoinSession,
+        Step::Terminal,
     ];
 
     fn from_u32(n: u32) -> Option<Step> {
@@ -186,6 +188,8 @@ pub(crate) struct Plan<'a> {
     /// enforces itself; -1 for none (or one too long to say in an `i32`, which only the
     /// embedding program's supervision then enforces).
     pub(crate) wall_limit_ms: i32,
+    /// A terminal for the payload: its size, and which of stdin, stdout and stderr it is.
+    pub(crate) terminal: Option<(crate::sys::pty::Size, [bool; 3])>,
     pub(crate) fds: FdPlan,
     pub(crate) channels: Channels,
     pub(crate) hostname: Option<&'a [u8]>,
@@ -362,6 +366,7 @@ impl<'a> Plan<'a> {
                 .wall_time
                 .and_then(|w| i32::try_from(w.as_millis().max(1)).ok())
                 .unwrap_or(-1),
+            terminal: None,
             fds: FdPlan::new(moves, &channels),
             channels,
             hostname: config.hostname.as_deref(),
@@ -408,6 +413,7 @@ impl<'a> Plan<'a> {
             Step::SessionKeyring => Stage::SessionKeyring,
             Step::NonDumpable => Stage::NonDumpable,
             Step::NewSession => Stage::NewSession,
+            Step::Terminal => Stage::Terminal,
             Step::Hostname => Stage::Hostname,
             Step::Domainname => Stage::Domainname,
             Step::TimeNamespace => Stage::TimeNamespace,

@@ -45,6 +45,7 @@ pub(crate) fn spawn(
     cwd: Option<WorkingDir<'_>>,
     stdio: [(RawFd, &StdioKind); 3],
     passed: Vec<(RawFd, RawFd)>,
+    terminal: Option<sys::pty::Size>,
     mode: Mode<'_>,
 ) -> Result<Spawned, Error> {
     let exec = Exec::new(program, args, env)?;
@@ -58,7 +59,8 @@ pub(crate) fn spawn(
     let mut moves = Vec::with_capacity(3 + passed.len());
     for (target, kind) in stdio {
         match kind {
-            StdioKind::Inherit => {}
+            // The child copies the terminal it makes over these.
+            StdioKind::Inherit | StdioKind::Terminal => {}
             StdioKind::Null => {
                 let null = nix::fcntl::open(
                     "/dev/null",
@@ -114,6 +116,10 @@ pub(crate) fn spawn(
     let mut plan = Plan::new(config, exec, cwd, moves, channels)?;
     plan.use_init = use_init;
     plan.hold = matches!(mode, Mode::Hold { .. });
+    plan.terminal = terminal.filter(|_| !plan.hold).map(|size| {
+        let on = |i: usize| matches!(stdio[i].1, StdioKind::Terminal);
+        (size, [on(0), on(1), on(2)])
+    });
     if plan.hold {
         // A session's own sandbox has no time limits: its commands have them.
         plan.wall_limit_ms = -1;
@@ -199,7 +205,7 @@ pub(crate) fn spawn(
     // A session command is the joiner's child: the joiner sends its pidfd, and waits (not
     // reaping it) until the command is in its cgroup, so the pid cannot be reused meanwhile.
     let command = if joining {
-        Some(receive_pidfd(&control, &plan, "the session command's pidfd").map_err(abort)?)
+        Some(receive_fd(&control, &plan, "the session command's pidfd").map_err(abort)?)
     } else {
         None
     };
@@ -237,10 +243,13 @@ pub(crate) fn spawn(
     }
     // A session's holder sends a pidfd of itself before its exec.
     let holder = match mode {
-        Mode::Hold { .. } => {
-            Some(receive_pidfd(&control, &plan, "the session holder's pidfd").map_err(abort)?)
-        }
+        Mode::Hold { .. } => Some(receive_fd(&control, &plan, "the session holder's pidfd").map_err(abort)?),
         _ => None,
+    };
+    // The payload sends the master of the terminal it made, before its exec.
+    let terminal = match plan.terminal {
+        Some(_) => Some(receive_fd(&control, &plan, "the payload's terminal").map_err(abort)?),
+        None => None,
     };
 
     // End of file: the close-on-exec socket closed in execve. Otherwise a failure record.
@@ -263,7 +272,9 @@ pub(crate) fn spawn(
                 cgroup,
                 unenforced,
             };
-            let child = Child::new(pid, pidfd, status_read, parent_stdio, supervision).with_command(command);
+            let child = Child::new(pid, pidfd, status_read, parent_stdio, supervision)
+                .with_command(command)
+                .with_terminal(terminal);
             Ok(Spawned { child, holder })
         }
         Ok(FAILURE_LEN) => {
@@ -293,7 +304,7 @@ impl Drop for Unwinding<'_> {
 
 /// Receives a pidfd (one byte of data with SCM_RIGHTS: a session's holder, or a session
 /// command from its joiner), or a failure record.
-fn receive_pidfd(control: &OwnedFd, plan: &Plan<'_>, what: &str) -> Result<OwnedFd, Error> {
+fn receive_fd(control: &OwnedFd, plan: &Plan<'_>, what: &str) -> Result<OwnedFd, Error> {
     let mut data = [0u8; FAILURE_LEN];
     let mut iov = [std::io::IoSliceMut::new(&mut data)];
     let mut space = nix::cmsg_space!(RawFd);

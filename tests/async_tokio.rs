@@ -234,3 +234,29 @@ fn spawning_async_outside_a_runtime_is_a_typed_error_and_leaves_no_process() {
     assert_eq!(own_children(), children);
     assert_eq!(fd_count(), fds);
 }
+
+#[test]
+fn a_terminal_is_read_and_written_asynchronously() {
+    let _serial = serial();
+    let sandbox = rooted(Namespaces::PID | Namespaces::IPC | Namespaces::UTS, Root::tmpfs()).build().unwrap();
+    runtime().block_on(async {
+        let mut child = sandbox.command("/bin/sh").arg("-i").terminal(24, 80).spawn_async().unwrap();
+        let mut terminal = child.terminal.take().expect("a terminal");
+        assert_eq!(terminal.size().unwrap(), (24, 80));
+        terminal.write_all(b"echo answer $((6*7))\n").await.unwrap();
+        let mut screen = Vec::new();
+        let mut chunk = [0u8; 256];
+        // The echo of the line shows "$((6*7))"; the answer only in the output.
+        while !String::from_utf8_lossy(&screen).contains("answer 42") {
+            let n = terminal.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "the terminal ended early: {}", String::from_utf8_lossy(&screen));
+            screen.extend_from_slice(&chunk[..n]);
+        }
+        terminal.resize(50, 120).unwrap();
+        terminal.write_all(b"stty size; exit 3\n").await.unwrap();
+        let mut rest = Vec::new();
+        terminal.read_to_end(&mut rest).await.unwrap(); // end of file once the shell is gone
+        assert!(String::from_utf8_lossy(&rest).contains("50 120"), "{}", String::from_utf8_lossy(&rest));
+        assert_eq!(child.wait().await.unwrap().code(), Some(3));
+    });
+}

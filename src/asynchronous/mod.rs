@@ -48,6 +48,9 @@ pub struct AsyncChild {
     pub stdout: Option<AsyncChildStdout>,
     /// The payload's stderr, when it was [`Stdio::piped`](crate::Stdio::piped).
     pub stderr: Option<AsyncChildStderr>,
+    /// The caller's end of the payload's terminal
+    /// ([`Command::terminal`](crate::Command::terminal)).
+    pub terminal: Option<AsyncTerminal>,
 }
 
 impl AsyncChild {
@@ -76,9 +79,18 @@ impl AsyncChild {
             .map(|fd| pipe::Receiver::from_owned_fd(fd).map(AsyncChildStderr))
             .transpose()
             .map_err(register("register the sandbox's stderr with tokio"))?;
-        let pidfd = crate::sys::pidfd::register_with_tokio(child.as_fd())
+        let pidfd = child
+            .as_fd()
+            .try_clone_to_owned()
+            .and_then(|fd| crate::sys::register_with_tokio(fd, tokio::io::Interest::READABLE))
             .map_err(register("register the sandbox's pidfd with tokio"))?;
-        Ok(AsyncChild { child, pidfd, stdin, stdout, stderr })
+        let terminal = child
+            .terminal
+            .take()
+            .map(AsyncTerminal::new)
+            .transpose()
+            .map_err(register("register the sandbox's terminal with tokio"))?;
+        Ok(AsyncChild { child, pidfd, stdin, stdout, stderr, terminal })
     }
 
     fn inner(&mut self) -> &mut Child {
@@ -312,3 +324,90 @@ async_pipe_end!(
     /// The reading end of a payload's piped stderr, for async code.
     AsyncChildStderr, pipe::Receiver, AsyncRead
 );
+
+/// The caller's end of a payload's terminal, for async code: [`Terminal`](crate::Terminal)'s
+/// counterpart, read and written through tokio's reactor. Reading ends (0 bytes) once no
+/// process holds the payload's side any more.
+#[derive(Debug)]
+pub struct AsyncTerminal(AsyncFd<OwnedFd>);
+
+impl AsyncTerminal {
+    fn new(terminal: crate::Terminal) -> io::Result<AsyncTerminal> {
+        let fd = OwnedFd::from(terminal);
+        let flags = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_GETFL)?;
+        let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
+        nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(flags))?;
+        let interest = tokio::io::Interest::READABLE | tokio::io::Interest::WRITABLE;
+        crate::sys::register_with_tokio(fd, interest).map(AsyncTerminal)
+    }
+
+    /// Sets the terminal's size; the kernel sends `SIGWINCH` to the payload's foreground job.
+    pub fn resize(&self, rows: u16, cols: u16) -> io::Result<()> {
+        crate::sys::pty::set_size(self.0.get_ref().as_fd(), crate::sys::pty::Size { rows, cols })
+    }
+
+    /// The terminal's size: `(rows, cols)`.
+    pub fn size(&self) -> io::Result<(u16, u16)> {
+        crate::sys::pty::size(self.0.get_ref().as_fd()).map(|s| (s.rows, s.cols))
+    }
+}
+
+impl AsFd for AsyncTerminal {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.get_ref().as_fd()
+    }
+}
+
+impl tokio::io::AsyncRead for AsyncTerminal {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        loop {
+            let mut guard = std::task::ready!(self.0.poll_read_ready(cx))?;
+            let unfilled = buf.initialize_unfilled();
+            let read = guard.try_io(|fd| {
+                crate::terminal::end_of_terminal(nix::unistd::read(fd, unfilled).map_err(io::Error::from))
+            });
+            match read {
+                Ok(Ok(n)) => {
+                    buf.advance(n);
+                    return std::task::Poll::Ready(Ok(()));
+                }
+                Ok(Err(e)) => return std::task::Poll::Ready(Err(e)),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for AsyncTerminal {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        loop {
+            let mut guard = std::task::ready!(self.0.poll_write_ready(cx))?;
+            match guard.try_io(|fd| nix::unistd::write(fd, data).map_err(io::Error::from)) {
+                Ok(result) => return std::task::Poll::Ready(result),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}

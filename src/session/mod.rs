@@ -113,6 +113,7 @@ impl Session {
             None,
             [(0, &stdin), (1, &stdout), (2, &stderr)],
             Vec::new(),
+            None,
             crate::spawn::Mode::Hold { program },
         )?;
         let holder = spawned.holder.ok_or_else(|| {

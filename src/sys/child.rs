@@ -585,6 +585,13 @@ fn exec_payload(plan: &Plan<'_>, ends: Ends) -> Result<Infallible, Failure> {
         // 1); off again.
         super::prctl(libc::PR_SET_DUMPABLE, 0).map_err(at(Step::NonDumpable))?;
     }
+    if let Some((size, targets)) = plan.terminal {
+        // With the payload's ids: the terminal is its own. The parent gets the master.
+        let (master, slave) = super::pty::open(size).map_err(at(Step::Terminal))?;
+        let sent = super::send_fd(ends.control, master);
+        super::close(master);
+        sent.and_then(|()| super::pty::attach(slave, targets)).map_err(at(Step::Terminal))?;
+    }
 
     if let Some(caps) = creds.caps {
         // Permitted, effective, inheritable and ambient equal the mask: after exec a root payload

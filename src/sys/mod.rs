@@ -35,6 +35,7 @@ pub(crate) use init::program as init_program;
 pub(crate) mod landlock;
 mod mount;
 pub(crate) mod pidfd;
+pub(crate) mod pty;
 pub(crate) mod reaper;
 
 use std::ffi::CStr;
@@ -625,4 +626,18 @@ pub(crate) fn fsetxattr(fd: std::os::fd::BorrowedFd<'_>, name: &CStr, value: &[u
     let ret =
         unsafe { libc::fsetxattr(fd.as_raw_fd(), name.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
     check_int(ret).map(drop).map_err(Into::into)
+}
+
+/// Registers `fd` with the current tokio runtime's reactor for `interest`.
+///
+/// # Panics
+/// Outside a tokio runtime, or in one without its I/O driver, as tokio's own I/O types do.
+#[cfg(feature = "tokio")]
+pub(crate) fn register_with_tokio(
+    fd: std::os::fd::OwnedFd,
+    interest: tokio::io::Interest,
+) -> std::io::Result<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
+    // SAFETY: the `AsyncFd` owns `fd`, an open descriptor, until it is dropped; nothing in this
+    // crate replaces it through `get_mut`, so it stays the same description all along.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, interest) }.map_err(|e| e.into())
 }

@@ -1,8 +1,6 @@
 //! Parent-side process handles: waiting for and signalling a child through its pidfd, so that a
 //! recycled pid can never be confused with the sandbox.
 
-#[cfg(feature = "tokio")]
-use std::os::fd::OwnedFd;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 use super::{Errno, SysResult, retry};
@@ -120,20 +118,4 @@ pub(crate) fn has_exited(pidfd: std::os::fd::RawFd) -> bool {
         raw!(libc::SYS_ppoll, fds.as_mut_ptr(), 1, &zero as *const libc::timespec, 0usize, 0usize)
     });
     matches!(ready, Ok(n) if n > 0)
-}
-
-/// Registers a pidfd (a duplicate of `pidfd`) with the current tokio runtime's reactor, to be
-/// awaited readable: its process has exited.
-///
-/// # Panics
-/// Outside a tokio runtime, or in one without its I/O driver, as tokio's own I/O types do.
-#[cfg(feature = "tokio")]
-pub(crate) fn register_with_tokio(
-    pidfd: BorrowedFd<'_>,
-) -> std::io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
-    let fd = pidfd.try_clone_to_owned()?;
-    // SAFETY: the `AsyncFd` owns `fd`, an open descriptor, until it is dropped; nothing in this
-    // crate replaces it through `get_mut`, so it stays the same description all along.
-    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
-        .map_err(|e| e.into())
 }
