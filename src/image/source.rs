@@ -196,6 +196,12 @@ impl Layer {
     pub fn media_type(&self) -> &str {
         &self.media_type
     }
+
+    /// How errors name the blob: `layer <digest>`, or `layer <diff_id>` when the source
+    /// records no digest.
+    pub(crate) fn blob_name(&self) -> String {
+        format!("layer {}", self.digest.as_ref().unwrap_or(&self.diff_id))
+    }
 }
 
 /// A selected image: its verified manifest and config and the list of its layers.
