@@ -28,7 +28,8 @@ pub enum ImageError {
         what: String,
         /// The size in the descriptor.
         expected: u64,
-        /// The bytes actually read (reading stops just past the expected size).
+        /// The blob's length, or the bytes read from it (reading stops just past the expected
+        /// size).
         actual: u64,
     },
 

@@ -136,6 +136,16 @@ enum BlobInner {
     Region { source: Arc<SourceInner>, pos: u64, end: u64 },
 }
 
+impl BlobReader {
+    /// The blob's length in bytes.
+    fn len(&self) -> io::Result<u64> {
+        match &self.inner {
+            BlobInner::File(f) => f.metadata().map(|m| m.len()),
+            BlobInner::Region { pos, end, .. } => Ok(end - pos),
+        }
+    }
+}
+
 impl Read for BlobReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match &mut self.inner {
@@ -232,6 +242,31 @@ impl Image {
     /// Opens layer `layer`'s blob for reading.
     pub(crate) fn open_layer(&self, layer: &Layer) -> Result<BlobReader, ImageError> {
         open_blob(&self.source, &layer.loc)
+    }
+
+    /// Checks, before any of them is unpacked, that the blobs of `layers` are there: regular
+    /// files (or archive members) of the size their descriptors give. A missing blob would
+    /// otherwise be found only after the layers below it were unpacked.
+    ///
+    /// # Errors
+    /// [`ImageError::Io`] naming the missing blob's path, [`ImageError::Format`] for one that
+    /// is no regular file, [`ImageError::Size`] for one of another size.
+    pub(crate) fn check_blobs<'a>(
+        &self,
+        layers: impl IntoIterator<Item = &'a Layer>,
+    ) -> Result<(), ImageError> {
+        for layer in layers {
+            let blob = self.open_layer(layer)?;
+            let actual = blob.len().map_err(|e| {
+                ImageError::io(format!("inspect {}", layer.blob_name()), &self.source.path, e)
+            })?;
+            if let Some(expected) = layer.size
+                && actual != expected
+            {
+                return Err(ImageError::Size { what: layer.blob_name(), expected, actual });
+            }
+        }
+        Ok(())
     }
 }
 

@@ -135,7 +135,8 @@ impl LayerStore {
     /// # Errors
     /// Any verification, limit or entry error of a layer (the layer is then absent from the
     /// store), [`ImageError::Limit`] for more than 500 layers (overlayfs's maximum), or
-    /// [`ImageError::Io`].
+    /// [`ImageError::Io`]. A layer blob that is missing (or not of its descriptor's size) is
+    /// found before any layer is unpacked.
     pub fn prepare(&self, image: &Image) -> Result<Rootfs, ImageError> {
         if image.layers.len() > MAX_LAYERS {
             return Err(ImageError::Limit {
@@ -151,6 +152,7 @@ impl LayerStore {
         let mut report =
             UnpackReport { ownership: nix::unistd::geteuid().is_root(), ..UnpackReport::default() };
         report.layers_reused = seen.len() - missing.len();
+        image.check_blobs(missing.iter().map(|&i| &image.layers[i]))?;
 
         let queue = Mutex::new(missing.into_iter());
         let results = Mutex::new(Vec::new());
