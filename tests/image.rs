@@ -350,26 +350,24 @@ fn gc_removes_only_layers_no_recorded_image_uses() {
     assert_eq!(std::fs::read_dir(tmp.path().join("store/layers")).unwrap().count(), 0);
 }
 
-#[test]
-fn platform_is_selected_through_nested_indexes() {
-    let tmp = common::tempdir();
-    let dir = tmp.path().join("oci");
+/// An OCI layout at `dir` with one image for this machine, tagged `host` (its index entry names
+/// no platform, as umoci and skopeo write it), and the tag `multi`: a nested index listing the
+/// same manifest for `linux/<other>/v8` first, then for this machine. Returns the manifest's
+/// descriptor.
+fn multi_platform_layout(dir: &Path, other: &str) -> serde_json::Value {
     let mut l = LayerBuilder::new();
     l.file("which", "host");
-    oci::write_image(&dir, "host", &[LayerSpec::new(l.tar())], serde_json::json!({}));
-    // Re-point the layout: one tag "multi" whose index lists another platform first.
+    oci::write_image(dir, "host", &[LayerSpec::new(l.tar())], serde_json::json!({}));
     let index: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
     let host_manifest = index["manifests"][0].clone();
-    let host = Platform::host();
-    let host_arch = host.to_string().split('/').nth(1).unwrap().to_owned();
-    let other = if host_arch == "s390x" { "amd64" } else { "s390x" };
+    let host_arch = Platform::host().to_string().split('/').nth(1).unwrap().to_owned();
     let nested = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.index.v1+json",
         "manifests": [
             {"mediaType": host_manifest["mediaType"], "digest": host_manifest["digest"], "size": host_manifest["size"],
-             "platform": {"os": "linux", "architecture": other}},
+             "platform": {"os": "linux", "architecture": other, "variant": "v8"}},
             {"mediaType": host_manifest["mediaType"], "digest": host_manifest["digest"], "size": host_manifest["size"],
              "platform": {"os": "linux", "architecture": host_arch}},
         ]
@@ -377,20 +375,82 @@ fn platform_is_selected_through_nested_indexes() {
     let bytes = serde_json::to_vec(&nested).unwrap();
     let hex = oci::sha256_hex(&bytes);
     std::fs::write(dir.join("blobs/sha256").join(&hex), &bytes).unwrap();
-    let top = serde_json::json!({"schemaVersion": 2, "manifests": [{
+    let mut top = index;
+    top["manifests"].as_array_mut().unwrap().push(serde_json::json!({
         "mediaType": "application/vnd.oci.image.index.v1+json", "digest": format!("sha256:{hex}"), "size": bytes.len(),
-        "annotations": {"org.opencontainers.image.ref.name": "multi"}}]});
+        "annotations": {"org.opencontainers.image.ref.name": "multi"}}));
     std::fs::write(dir.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
+    host_manifest
+}
 
+/// An architecture other than this machine's.
+fn other_arch() -> &'static str {
+    if Platform::host().to_string() == "linux/arm64" { "s390x" } else { "arm64" }
+}
+
+#[test]
+fn platform_is_selected_through_nested_indexes() {
+    let tmp = common::tempdir();
+    let dir = tmp.path().join("oci");
+    let host_manifest = multi_platform_layout(&dir, other_arch());
+    let host = Platform::host();
     let source = ImageSource::open(&dir).unwrap();
     let image = source.image(Some("multi"), &host).unwrap();
     assert_eq!(image.id().to_string(), host_manifest["digest"].as_str().unwrap());
     // The other platform's entry points at a manifest whose config says the host's
     // architecture, so asking for it finds nothing.
-    let err = source.image(Some("multi"), &Platform::new("linux", other)).unwrap_err();
-    assert!(matches!(err, ImageError::NotFound { .. }), "{err}");
+    let err = source.image(Some("multi"), &Platform::new("linux", other_arch())).unwrap_err();
+    assert!(matches!(err, ImageError::PlatformNotFound { .. }), "{err}");
     let err = source.image(Some("latest"), &host).unwrap_err();
     assert!(matches!(&err, ImageError::NotFound { available, .. } if available.contains("multi")), "{err}");
+}
+
+#[test]
+fn a_platform_the_image_lacks_is_reported_with_the_platforms_it_has() {
+    let tmp = common::tempdir();
+    let dir = tmp.path().join("oci");
+    multi_platform_layout(&dir, other_arch());
+    let host = Platform::host();
+    let other = Platform::new("linux", other_arch()).variant("v8");
+    let absent = Platform::new("plan9", "386");
+    let source = ImageSource::open(&dir).unwrap();
+    // From the nested index's entries, and from the config when the index names no platform.
+    for (reference, has) in [("multi", vec![other, host.clone()]), ("host", vec![host.clone()])] {
+        let err = source.image(Some(reference), &absent).unwrap_err();
+        assert!(
+            matches!(&err, ImageError::PlatformNotFound { reference: Some(r), wanted, available, .. }
+                if r == reference && *wanted == absent.to_string() && *available == has),
+            "{err:?}"
+        );
+        let listed: Vec<String> = has.iter().map(Platform::to_string).collect();
+        assert!(err.to_string().contains(&format!("(only for: {})", listed.join(", "))), "{err}");
+    }
+    let err = source.image(Some("multi"), &absent).unwrap_err().to_string();
+    assert!(err.contains(&format!("linux/{}/v8", other_arch())) && err.contains("plan9/386"), "{err}");
+
+    // Archives made by skopeo, named with a tag: the config says the platform.
+    if !tools("a_platform_the_image_lacks_is_reported_with_the_platforms_it_has", &["skopeo"]) {
+        return;
+    }
+    run(
+        "set -e
+        skopeo --insecure-policy copy -q oci:oci:host docker-archive:docker.tar:deb:latest
+        skopeo --insecure-policy copy -q oci:oci:host oci-archive:oci.tar:deb:latest",
+        tmp.path(),
+    );
+    for archive in ["docker.tar", "oci.tar"] {
+        let source = ImageSource::open(tmp.path().join(archive)).unwrap();
+        assert!(source.image(Some("deb:latest"), &host).is_ok(), "{archive}");
+        let err = source.image(Some("deb:latest"), &absent).unwrap_err();
+        assert!(
+            matches!(&err, ImageError::PlatformNotFound { available, .. } if *available == [host.clone()]),
+            "{archive}: {err:?}"
+        );
+        assert!(
+            err.to_string().contains(&format!("image deb:latest in {:?}", tmp.path().join(archive))),
+            "{err}"
+        );
+    }
 }
 
 /// A one-layer image holding busybox, `/etc/passwd` and `/etc/group`, with `config`.
