@@ -329,6 +329,106 @@ fn with_sync_a_layer_is_on_disk_before_it_is_in_place() {
     assert_eq!(std::fs::read(synced.layers()[0].join("big")).unwrap(), data);
 }
 
+/// `image_run --unpack-only` preparing `layout:reference` in `store`: a real embedding program,
+/// killed (SIGKILL) when dropped.
+struct Unpacker(std::process::Child);
+
+impl Unpacker {
+    fn start(store: &Path, layout: &Path, reference: &str) -> Unpacker {
+        let example =
+            std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join("examples/image_run");
+        assert!(example.exists(), "{} missing: `cargo test` builds the examples", example.display());
+        let child = Command::new(example)
+            .args(["--unpack-only", "--store"])
+            .arg(store)
+            .arg(format!("{}:{reference}", layout.display()))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        Unpacker(child)
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0.id() as i32), signal).unwrap();
+    }
+}
+
+impl Drop for Unpacker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits (up to a minute) until the store's `tmp/` holds an entry for the layer `diff_id`.
+fn tmp_entry_of(store: &Path, diff_id: &stockade::image::Digest) -> PathBuf {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let found = std::fs::read_dir(store.join("tmp"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(&format!("{}.", diff_id.hex())));
+        if let Some(path) = found {
+            return path;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no unpack of {diff_id} started in {}",
+            store.display()
+        );
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn the_next_prepare_removes_what_a_killed_unpack_left_but_not_a_live_unpack() {
+    let tmp = common::tempdir();
+    let layout = tmp.path().join("oci");
+    // Layers of many files, so that unpacking them takes a while.
+    let many = |tag: &str| {
+        let mut l = LayerBuilder::new();
+        l.dir("d");
+        for i in 0..20_000 {
+            l.file(format!("d/{tag}{i}"), format!("{tag} {i}\n"));
+        }
+        LayerSpec::new(l.tar()).comp(Comp::Zstd)
+    };
+    let mut small = LayerBuilder::new();
+    small.file("small", "s");
+    for (tag, spec) in [("killed", many("k")), ("live", many("l")), ("small", LayerSpec::new(small.tar()))] {
+        oci::write_image(&layout, tag, &[spec], serde_json::json!({}));
+    }
+    let source = ImageSource::open(&layout).unwrap();
+    let image = |tag| source.image(Some(tag), &Platform::host()).unwrap();
+    let (killed, live) = (image("killed"), image("live"));
+    let store = tmp.path().join("store");
+    LayerStore::open(&store).unwrap();
+
+    let unpacker = Unpacker::start(&store, &layout, "killed");
+    let left = tmp_entry_of(&store, killed.layers()[0].diff_id());
+    drop(unpacker); // SIGKILL, mid-unpack
+    assert!(left.is_dir(), "the unpack finished before it was killed: make its layer bigger");
+
+    // A live unpack of another layer, stopped (its locks held) while the next prepare runs.
+    let running = Unpacker::start(&store, &layout, "live");
+    let its_own = tmp_entry_of(&store, live.layers()[0].diff_id());
+    running.signal(nix::sys::signal::Signal::SIGSTOP);
+    assert!(its_own.is_dir(), "the live unpack finished before it was stopped: make its layer bigger");
+
+    LayerStore::open(&store).unwrap().prepare(&image("small")).unwrap();
+    assert!(!left.exists(), "the killed unpack's {} is still there", left.display());
+    assert!(its_own.is_dir(), "the live unpack's {} was removed", its_own.display());
+
+    running.signal(nix::sys::signal::Signal::SIGCONT);
+    let mut running = running;
+    let status = running.0.wait().unwrap();
+    assert!(status.success(), "the live unpack failed: {status}");
+    let layer = store.join("layers").join(live.layers()[0].diff_id().hex());
+    assert_eq!(std::fs::read_dir(layer.join("d")).unwrap().count(), 20_000, "the live unpack is incomplete");
+    assert_eq!(std::fs::read_dir(store.join("tmp")).unwrap().count(), 0);
+    assert!(!store.join("layers").join(killed.layers()[0].diff_id().hex()).exists());
+}
+
 #[test]
 fn gc_removes_only_layers_no_recorded_image_uses() {
     let tmp = common::tempdir();
