@@ -717,6 +717,43 @@ fn a_missing_image_working_dir_is_created_inside_the_sandbox_only() {
 }
 
 #[test]
+fn image_run_takes_a_path_and_a_reference_that_both_hold_colons() {
+    let tmp = common::tempdir();
+    let layout = tmp.path().join("dir:with:colons/oci");
+    let mut l = LayerBuilder::new();
+    l.file("f", "f");
+    oci::write_image(&layout, "deb:latest", &[LayerSpec::new(l.tar())], serde_json::json!({}));
+    run(&format!("tar -C '{}' -cf x.tar .", layout.display()), tmp.path());
+    let id = ImageSource::open(&layout)
+        .unwrap()
+        .image(Some("deb:latest"), &Platform::host())
+        .unwrap()
+        .id()
+        .clone();
+    let image_run = |source: &str| {
+        let example =
+            std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join("examples/image_run");
+        let out = Command::new(example)
+            .args(["--unpack-only", "--store", "store", source])
+            .current_dir(tmp.path())
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let layout = layout.display().to_string();
+    for source in ["x.tar:deb:latest", &format!("{layout}:deb:latest"), &layout, "x.tar"] {
+        let (code, said) = image_run(source);
+        assert!(code == Some(0) && said.contains(&format!("image {id}:")), "{source}: {code:?} {said}");
+    }
+    // The whole REF is looked up, not its tail.
+    let (code, said) = image_run("x.tar:deb:nope");
+    assert!(
+        code == Some(125) && said.contains("no image deb:nope") && said.contains("deb:latest"),
+        "{code:?} {said}"
+    );
+}
+
+#[test]
 fn a_working_dir_that_cannot_be_created_or_a_missing_given_one_is_a_typed_error() {
     use stockade::{Error, Stage};
     let tmp = common::tempdir();
