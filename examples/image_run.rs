@@ -4,7 +4,9 @@
 //! cargo run --example image_run --features image -- [FLAGS] PATH[:REF] [-- CMD [ARGS...]]
 //!
 //!   PATH               an OCI layout directory, an OCI archive or a `docker save` archive
-//!   REF                the image's reference name or tag (needed when PATH holds several)
+//!   REF                the image's reference name or tag (needed when PATH holds several);
+//!                      it may hold ':' (`x.tar:deb:latest`), and so may PATH: PATH is the
+//!                      longest part before a ':' that exists (or all of it)
 //!   CMD                replaces the image's Cmd (kept after its Entrypoint)
 //!
 //!   --store DIR        the layer store (default: /var/tmp/stockade-layers-UID)
@@ -24,6 +26,7 @@
 //! Example: `cargo run --example image_run --features image -- ./alpine-oci:latest -- /bin/sh -c 'id; ls /'`
 
 use std::ffi::OsString;
+use std::path::Path;
 use std::process::ExitCode;
 
 use stockade::image::{ImageSource, LayerStore, Platform};
@@ -96,14 +99,7 @@ fn parse() -> Result<Args, String> {
             s if s.starts_with("--") => return Err(format!("unknown flag {s}")),
             _ if args.source.is_empty() => {
                 let s = arg.into_string().map_err(|_| "PATH must be UTF-8".to_owned())?;
-                // PATH:REF, where REF has no '/' (so paths with ':' in a directory still work).
-                match s.rsplit_once(':') {
-                    Some((path, r)) if !r.contains('/') && !path.is_empty() => {
-                        args.source = path.to_owned();
-                        args.reference = Some(r.to_owned());
-                    }
-                    _ => args.source = s,
-                }
+                (args.source, args.reference) = split_source(&s)?;
             }
             s => return Err(format!("unexpected argument {s} (put the command after --)")),
         }
@@ -112,6 +108,26 @@ fn parse() -> Result<Args, String> {
         return Err("usage: image_run [FLAGS] PATH[:REF] [-- CMD...]".into());
     }
     Ok(args)
+}
+
+/// Splits `PATH[:REF]`. Both may hold ':' (`x.tar:deb:latest`, `/srv/a:b/oci:v1`), so the
+/// rule is unambiguous only with the file system's help: PATH is the longest prefix that exists,
+/// either all of `arg` or the part before one of its ':'; REF is the rest. When no prefix
+/// exists, all of `arg` is PATH, and opening it reports it missing under the name given.
+fn split_source(arg: &str) -> Result<(String, Option<String>), String> {
+    if Path::new(arg).exists() {
+        return Ok((arg.to_owned(), None));
+    }
+    for (colon, _) in arg.rmatch_indices(':') {
+        let (path, reference) = (&arg[..colon], &arg[colon + 1..]);
+        if !path.is_empty() && Path::new(path).exists() {
+            if reference.is_empty() {
+                return Err(format!("{arg}: nothing after the ':' that ends PATH {path}"));
+            }
+            return Ok((path.to_owned(), Some(reference.to_owned())));
+        }
+    }
+    Ok((arg.to_owned(), None))
 }
 
 fn run() -> Result<ExitCode, Box<dyn std::error::Error>> {

@@ -329,6 +329,106 @@ fn with_sync_a_layer_is_on_disk_before_it_is_in_place() {
     assert_eq!(std::fs::read(synced.layers()[0].join("big")).unwrap(), data);
 }
 
+/// `image_run --unpack-only` preparing `layout:reference` in `store`: a real embedding program,
+/// killed (SIGKILL) when dropped.
+struct Unpacker(std::process::Child);
+
+impl Unpacker {
+    fn start(store: &Path, layout: &Path, reference: &str) -> Unpacker {
+        let example =
+            std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join("examples/image_run");
+        assert!(example.exists(), "{} missing: `cargo test` builds the examples", example.display());
+        let child = Command::new(example)
+            .args(["--unpack-only", "--store"])
+            .arg(store)
+            .arg(format!("{}:{reference}", layout.display()))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        Unpacker(child)
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0.id() as i32), signal).unwrap();
+    }
+}
+
+impl Drop for Unpacker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits (up to a minute) until the store's `tmp/` holds an entry for the layer `diff_id`.
+fn tmp_entry_of(store: &Path, diff_id: &stockade::image::Digest) -> PathBuf {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let found = std::fs::read_dir(store.join("tmp"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(&format!("{}.", diff_id.hex())));
+        if let Some(path) = found {
+            return path;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no unpack of {diff_id} started in {}",
+            store.display()
+        );
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn the_next_prepare_removes_what_a_killed_unpack_left_but_not_a_live_unpack() {
+    let tmp = common::tempdir();
+    let layout = tmp.path().join("oci");
+    // Layers of many files, so that unpacking them takes a while.
+    let many = |tag: &str| {
+        let mut l = LayerBuilder::new();
+        l.dir("d");
+        for i in 0..20_000 {
+            l.file(format!("d/{tag}{i}"), format!("{tag} {i}\n"));
+        }
+        LayerSpec::new(l.tar()).comp(Comp::Zstd)
+    };
+    let mut small = LayerBuilder::new();
+    small.file("small", "s");
+    for (tag, spec) in [("killed", many("k")), ("live", many("l")), ("small", LayerSpec::new(small.tar()))] {
+        oci::write_image(&layout, tag, &[spec], serde_json::json!({}));
+    }
+    let source = ImageSource::open(&layout).unwrap();
+    let image = |tag| source.image(Some(tag), &Platform::host()).unwrap();
+    let (killed, live) = (image("killed"), image("live"));
+    let store = tmp.path().join("store");
+    LayerStore::open(&store).unwrap();
+
+    let unpacker = Unpacker::start(&store, &layout, "killed");
+    let left = tmp_entry_of(&store, killed.layers()[0].diff_id());
+    drop(unpacker); // SIGKILL, mid-unpack
+    assert!(left.is_dir(), "the unpack finished before it was killed: make its layer bigger");
+
+    // A live unpack of another layer, stopped (its locks held) while the next prepare runs.
+    let running = Unpacker::start(&store, &layout, "live");
+    let its_own = tmp_entry_of(&store, live.layers()[0].diff_id());
+    running.signal(nix::sys::signal::Signal::SIGSTOP);
+    assert!(its_own.is_dir(), "the live unpack finished before it was stopped: make its layer bigger");
+
+    LayerStore::open(&store).unwrap().prepare(&image("small")).unwrap();
+    assert!(!left.exists(), "the killed unpack's {} is still there", left.display());
+    assert!(its_own.is_dir(), "the live unpack's {} was removed", its_own.display());
+
+    running.signal(nix::sys::signal::Signal::SIGCONT);
+    let mut running = running;
+    let status = running.0.wait().unwrap();
+    assert!(status.success(), "the live unpack failed: {status}");
+    let layer = store.join("layers").join(live.layers()[0].diff_id().hex());
+    assert_eq!(std::fs::read_dir(layer.join("d")).unwrap().count(), 20_000, "the live unpack is incomplete");
+    assert_eq!(std::fs::read_dir(store.join("tmp")).unwrap().count(), 0);
+    assert!(!store.join("layers").join(killed.layers()[0].diff_id().hex()).exists());
+}
+
 #[test]
 fn gc_removes_only_layers_no_recorded_image_uses() {
     let tmp = common::tempdir();
@@ -350,26 +450,24 @@ fn gc_removes_only_layers_no_recorded_image_uses() {
     assert_eq!(std::fs::read_dir(tmp.path().join("store/layers")).unwrap().count(), 0);
 }
 
-#[test]
-fn platform_is_selected_through_nested_indexes() {
-    let tmp = common::tempdir();
-    let dir = tmp.path().join("oci");
+/// An OCI layout at `dir` with one image for this machine, tagged `host` (its index entry names
+/// no platform, as umoci and skopeo write it), and the tag `multi`: a nested index listing the
+/// same manifest for `linux/<other>/v8` first, then for this machine. Returns the manifest's
+/// descriptor.
+fn multi_platform_layout(dir: &Path, other: &str) -> serde_json::Value {
     let mut l = LayerBuilder::new();
     l.file("which", "host");
-    oci::write_image(&dir, "host", &[LayerSpec::new(l.tar())], serde_json::json!({}));
-    // Re-point the layout: one tag "multi" whose index lists another platform first.
+    oci::write_image(dir, "host", &[LayerSpec::new(l.tar())], serde_json::json!({}));
     let index: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
     let host_manifest = index["manifests"][0].clone();
-    let host = Platform::host();
-    let host_arch = host.to_string().split('/').nth(1).unwrap().to_owned();
-    let other = if host_arch == "s390x" { "amd64" } else { "s390x" };
+    let host_arch = Platform::host().to_string().split('/').nth(1).unwrap().to_owned();
     let nested = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.index.v1+json",
         "manifests": [
             {"mediaType": host_manifest["mediaType"], "digest": host_manifest["digest"], "size": host_manifest["size"],
-             "platform": {"os": "linux", "architecture": other}},
+             "platform": {"os": "linux", "architecture": other, "variant": "v8"}},
             {"mediaType": host_manifest["mediaType"], "digest": host_manifest["digest"], "size": host_manifest["size"],
              "platform": {"os": "linux", "architecture": host_arch}},
         ]
@@ -377,20 +475,82 @@ fn platform_is_selected_through_nested_indexes() {
     let bytes = serde_json::to_vec(&nested).unwrap();
     let hex = oci::sha256_hex(&bytes);
     std::fs::write(dir.join("blobs/sha256").join(&hex), &bytes).unwrap();
-    let top = serde_json::json!({"schemaVersion": 2, "manifests": [{
+    let mut top = index;
+    top["manifests"].as_array_mut().unwrap().push(serde_json::json!({
         "mediaType": "application/vnd.oci.image.index.v1+json", "digest": format!("sha256:{hex}"), "size": bytes.len(),
-        "annotations": {"org.opencontainers.image.ref.name": "multi"}}]});
+        "annotations": {"org.opencontainers.image.ref.name": "multi"}}));
     std::fs::write(dir.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
+    host_manifest
+}
 
+/// An architecture other than this machine's.
+fn other_arch() -> &'static str {
+    if Platform::host().to_string() == "linux/arm64" { "s390x" } else { "arm64" }
+}
+
+#[test]
+fn platform_is_selected_through_nested_indexes() {
+    let tmp = common::tempdir();
+    let dir = tmp.path().join("oci");
+    let host_manifest = multi_platform_layout(&dir, other_arch());
+    let host = Platform::host();
     let source = ImageSource::open(&dir).unwrap();
     let image = source.image(Some("multi"), &host).unwrap();
     assert_eq!(image.id().to_string(), host_manifest["digest"].as_str().unwrap());
     // The other platform's entry points at a manifest whose config says the host's
     // architecture, so asking for it finds nothing.
-    let err = source.image(Some("multi"), &Platform::new("linux", other)).unwrap_err();
-    assert!(matches!(err, ImageError::NotFound { .. }), "{err}");
+    let err = source.image(Some("multi"), &Platform::new("linux", other_arch())).unwrap_err();
+    assert!(matches!(err, ImageError::PlatformNotFound { .. }), "{err}");
     let err = source.image(Some("latest"), &host).unwrap_err();
     assert!(matches!(&err, ImageError::NotFound { available, .. } if available.contains("multi")), "{err}");
+}
+
+#[test]
+fn a_platform_the_image_lacks_is_reported_with_the_platforms_it_has() {
+    let tmp = common::tempdir();
+    let dir = tmp.path().join("oci");
+    multi_platform_layout(&dir, other_arch());
+    let host = Platform::host();
+    let other = Platform::new("linux", other_arch()).variant("v8");
+    let absent = Platform::new("plan9", "386");
+    let source = ImageSource::open(&dir).unwrap();
+    // From the nested index's entries, and from the config when the index names no platform.
+    for (reference, has) in [("multi", vec![other, host.clone()]), ("host", vec![host.clone()])] {
+        let err = source.image(Some(reference), &absent).unwrap_err();
+        assert!(
+            matches!(&err, ImageError::PlatformNotFound { reference: Some(r), wanted, available, .. }
+                if r == reference && *wanted == absent.to_string() && *available == has),
+            "{err:?}"
+        );
+        let listed: Vec<String> = has.iter().map(Platform::to_string).collect();
+        assert!(err.to_string().contains(&format!("(only for: {})", listed.join(", "))), "{err}");
+    }
+    let err = source.image(Some("multi"), &absent).unwrap_err().to_string();
+    assert!(err.contains(&format!("linux/{}/v8", other_arch())) && err.contains("plan9/386"), "{err}");
+
+    // Archives made by skopeo, named with a tag: the config says the platform.
+    if !tools("a_platform_the_image_lacks_is_reported_with_the_platforms_it_has", &["skopeo"]) {
+        return;
+    }
+    run(
+        "set -e
+        skopeo --insecure-policy copy -q oci:oci:host docker-archive:docker.tar:deb:latest
+        skopeo --insecure-policy copy -q oci:oci:host oci-archive:oci.tar:deb:latest",
+        tmp.path(),
+    );
+    for archive in ["docker.tar", "oci.tar"] {
+        let source = ImageSource::open(tmp.path().join(archive)).unwrap();
+        assert!(source.image(Some("deb:latest"), &host).is_ok(), "{archive}");
+        let err = source.image(Some("deb:latest"), &absent).unwrap_err();
+        assert!(
+            matches!(&err, ImageError::PlatformNotFound { available, .. } if *available == [host.clone()]),
+            "{archive}: {err:?}"
+        );
+        assert!(
+            err.to_string().contains(&format!("image deb:latest in {:?}", tmp.path().join(archive))),
+            "{err}"
+        );
+    }
 }
 
 /// A one-layer image holding busybox, `/etc/passwd` and `/etc/group`, with `config`.
@@ -553,6 +713,43 @@ fn a_missing_image_working_dir_is_created_inside_the_sandbox_only() {
         "755\n755\n",
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn image_run_takes_a_path_and_a_reference_that_both_hold_colons() {
+    let tmp = common::tempdir();
+    let layout = tmp.path().join("dir:with:colons/oci");
+    let mut l = LayerBuilder::new();
+    l.file("f", "f");
+    oci::write_image(&layout, "deb:latest", &[LayerSpec::new(l.tar())], serde_json::json!({}));
+    run(&format!("tar -C '{}' -cf x.tar .", layout.display()), tmp.path());
+    let id = ImageSource::open(&layout)
+        .unwrap()
+        .image(Some("deb:latest"), &Platform::host())
+        .unwrap()
+        .id()
+        .clone();
+    let image_run = |source: &str| {
+        let example =
+            std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join("examples/image_run");
+        let out = Command::new(example)
+            .args(["--unpack-only", "--store", "store", source])
+            .current_dir(tmp.path())
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let layout = layout.display().to_string();
+    for source in ["x.tar:deb:latest", &format!("{layout}:deb:latest"), &layout, "x.tar"] {
+        let (code, said) = image_run(source);
+        assert!(code == Some(0) && said.contains(&format!("image {id}:")), "{source}: {code:?} {said}");
+    }
+    // The whole REF is looked up, not its tail.
+    let (code, said) = image_run("x.tar:deb:nope");
+    assert!(
+        code == Some(125) && said.contains("no image deb:nope") && said.contains("deb:latest"),
+        "{code:?} {said}"
     );
 }
 

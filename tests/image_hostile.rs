@@ -1918,6 +1918,113 @@ fn blob_digest_mismatch_is_refused() {
     fx.check_host();
 }
 
+/// A layer of compressible text files, like most of a Debian base layer: a flipped byte in its
+/// compressed form lands in entropy-coded data, which then decodes to garbage or not at all.
+fn textual() -> LayerBuilder {
+    layer(|l| {
+        l.dir("usr").dir("usr/share");
+        for i in 0..40 {
+            let text: String = (0..300).map(|j| format!("line {j} of file {i}: {}\n", j * i % 7)).collect();
+            l.file(format!("usr/share/f{i}"), text);
+        }
+    })
+}
+
+#[test]
+fn a_flipped_byte_in_a_compressed_layer_is_reported_as_a_digest_mismatch() {
+    // The decompressor or the tar reader trips over the damage before the end of the blob; the
+    // real fault is that the blob is not the one the manifest names.
+    let fx = Fx::new();
+    let tar = textual().tar();
+    let mut wrong = Vec::new();
+    for comp in [Comp::Gzip, Comp::Zstd] {
+        let blob = oci::compress(&tar, comp);
+        let named = digest_of(&blob);
+        for eighth in 1..8 {
+            let at = blob.len() * eighth / 8;
+            let mut flipped = blob.clone();
+            flipped[at] ^= 0xff;
+            let has = digest_of(&flipped);
+            let mut spec = LayerSpec::new(tar.clone()).comp(comp);
+            spec.tamper_blob = Some(flipped);
+            let image = fx.image_of(&[spec]).unwrap();
+            let (_, r) = fx.unpack_image(&image, UnpackLimits::default());
+            let p = fx.prepare_image(&image, UnpackLimits::default());
+            for (how, r) in [("unpack", r.map(drop)), ("prepare", p.map(drop))] {
+                match r {
+                    Err(ImageError::Mismatch { what, expected, actual })
+                        if what == format!("layer {named}")
+                            && expected.to_string() == named
+                            && actual.to_string() == has => {}
+                    Err(e) => wrong.push(format!("{comp:?}, byte {at} of {}, {how}: {e}", blob.len())),
+                    Ok(()) => panic!("{comp:?}, byte {at}, {how}: accepted"),
+                }
+            }
+        }
+    }
+    fx.check_host();
+    assert!(wrong.is_empty(), "not reported as the blob's digest mismatch:\n{}", wrong.join("\n"));
+}
+
+#[test]
+fn a_missing_or_short_layer_blob_is_found_before_any_layer_is_unpacked() {
+    let fx = Fx::new();
+    let top = layer(|l| {
+        l.file("top", "t");
+    });
+    let dir = fx.layout(&specs(&[&bulky(), &textual(), &top]));
+    let image = ImageSource::open(&dir).unwrap().image(Some("hostile"), &Platform::host()).unwrap();
+    let digest = image.layers()[2].digest().unwrap().clone();
+    let blob = dir.join("blobs/sha256").join(digest.hex());
+    let whole = fs::read(&blob).unwrap();
+    for label in ["missing", "short", "a directory"] {
+        fs::write(&blob, &whole).unwrap();
+        match label {
+            "missing" => fs::remove_file(&blob).unwrap(),
+            "short" => fs::write(&blob, &whole[..whole.len() - 1]).unwrap(),
+            _ => fs::remove_file(&blob).and_then(|()| fs::create_dir(&blob)).unwrap(),
+        }
+        let expected = |e: &ImageError| match e {
+            ImageError::Io { path, source, .. } => {
+                label == "missing"
+                    && path.ends_with(digest.hex())
+                    && source.kind() == std::io::ErrorKind::NotFound
+            }
+            ImageError::Size { what, expected, actual } => {
+                label == "short"
+                    && *what == format!("layer {digest}")
+                    && *expected == whole.len() as u64
+                    && *actual + 1 == *expected
+            }
+            ImageError::Format { what, reason } => {
+                label == "a directory"
+                    && what.ends_with(digest.hex())
+                    && reason.contains("not a regular file")
+            }
+            _ => false,
+        };
+        let (_, flat) = fx.unpack_image(&image, UnpackLimits::default());
+        let store = fx.next("store");
+        let stored = LayerStore::open(&store).unwrap().prepare(&image);
+        for (how, r) in [("unpack", flat.map(drop)), ("prepare", stored.map(drop))] {
+            match r {
+                Err(e) if expected(&e) => {}
+                other => panic!("{label} blob, {how}: {other:?}"),
+            }
+        }
+        for sub in ["layers", "tmp"] {
+            let left: Vec<_> =
+                fs::read_dir(store.join(sub)).unwrap().map(|e| e.unwrap().file_name()).collect();
+            assert!(left.is_empty(), "{label} blob: the store's {sub}/ holds {left:?}");
+        }
+        let _ = fs::remove_dir(&blob);
+    }
+    // Whole again, it unpacks.
+    fs::write(&blob, &whole).unwrap();
+    fx.unpack_image(&image, UnpackLimits::default()).1.unwrap();
+    fx.check_host();
+}
+
 #[test]
 fn blob_size_mismatch_is_refused() {
     let fx = Fx::new();

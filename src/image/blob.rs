@@ -20,8 +20,9 @@ const QUEUE: usize = 16;
 /// Streams `layer` of `image` through `apply` (on this thread), verifying it on the way.
 ///
 /// # Errors
-/// The first failure: a size, digest or diff_id mismatch, a compression that contradicts the
-/// media type, a limit, a read error, or whatever `apply` returned.
+/// A blob of the wrong size or digest, whatever else failed on the way; otherwise the first
+/// failure: a compression that contradicts the media type, a limit, a read or decompression
+/// error, whatever `apply` returned, or a diff_id mismatch.
 pub(crate) fn stream_layer(
     image: &Image,
     layer: &Layer,
@@ -56,19 +57,53 @@ pub(crate) fn stream_layer(
 
 /// Reads, verifies and decompresses the blob; returns the uncompressed stream's digest, or
 /// `None` if the consumer stopped reading first.
+///
+/// Whatever stops the stream early (a decompression error, or the applier refusing what it
+/// got), the rest of the blob is still read and hashed: a flipped byte trips the decompressor
+/// or the tar reader long before the end, and the fault to report is then that the blob is not
+/// the one its descriptor names (its size or digest), not the garbage it decodes to.
 fn produce(
     reader: BlobReader,
     layer: &Layer,
     max_bytes: u64,
     tx: SyncSender<Vec<u8>>,
 ) -> Result<Option<Digest>, ImageError> {
-    let what = format!("layer {}", layer.digest.as_ref().unwrap_or(&layer.diff_id));
-    let read_err = |e: io::Error| ImageError::format(what.clone(), format!("cannot read or decompress: {e}"));
+    let what = layer.blob_name();
     // Reading stops one byte past the declared size: enough to tell that there is more.
     let cap = layer.size.map_or(u64::MAX, |s| s.saturating_add(1));
     let mut hashed = Hashing { inner: reader.take(cap), hasher: Sha256::new(), count: 0 };
     let mut buf = BufReader::with_capacity(CHUNK, &mut hashed);
-    let head = buf.fill_buf().map_err(read_err)?;
+    let mut sink = Sink { tx, hasher: Sha256::new(), total: 0, max: max_bytes, what: &what };
+    let delivered = decompress(&mut buf, layer, &mut sink);
+    // Trailing bytes after the compressed stream count towards the blob's size and digest.
+    let drained = io::copy(&mut buf, &mut io::sink());
+    drop(buf);
+    // A blob of the wrong length cuts the compressed stream short, or adds to it.
+    if let Some(size) = layer.size
+        && hashed.count != size
+        && (delivered.is_err() || drained.is_ok())
+    {
+        return Err(ImageError::Size { what, expected: size, actual: hashed.count });
+    }
+    if drained.is_ok()
+        && let Some(digest) = &layer.digest
+    {
+        let actual = Digest::from_hasher(hashed.hasher);
+        if &actual != digest {
+            return Err(ImageError::Mismatch { what, expected: digest.clone(), actual });
+        }
+    }
+    if !delivered? {
+        return Ok(None); // the applier stopped (and has its own error)
+    }
+    drained.map_err(|e| read_error(&what, e))?;
+    Ok(Some(Digest::from_hasher(sink.hasher)))
+}
+
+/// Checks the compression against the media type and moves the uncompressed stream to `sink`;
+/// `false` if the applier stopped reading.
+fn decompress(buf: &mut impl BufRead, layer: &Layer, sink: &mut Sink<'_>) -> Result<bool, ImageError> {
+    let head = buf.fill_buf().map_err(|e| read_error(sink.what, e))?;
     let found = if head.starts_with(&[0x1f, 0x8b]) {
         Compression::Gzip
     } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
@@ -80,42 +115,21 @@ fn produce(
         && declared != found
     {
         return Err(ImageError::MediaType {
-            what,
+            what: sink.what.to_owned(),
             media_type: layer.media_type.clone(),
             reason: format!("the content is {found:?}-compressed, the media type says {declared:?}"),
         });
     }
-    let mut sink = Sink { tx, hasher: Sha256::new(), total: 0, max: max_bytes, what: &what };
-    let delivered = match found {
-        Compression::Gzip => sink.pump(&mut flate2::bufread::MultiGzDecoder::new(&mut buf)),
-        Compression::Zstd => {
-            sink.pump(&mut zstd::stream::read::Decoder::with_buffer(&mut buf).map_err(read_err)?)
-        }
-        Compression::None => sink.pump(&mut buf),
-    };
-    // Trailing bytes after the compressed stream count towards the blob's size and digest;
-    // after a decompression error the rest is read too, so that a blob of the wrong length
-    // (which cuts the stream short, or adds a byte) is reported as such.
-    if matches!(delivered, Ok(false)) {
-        return Ok(None); // the applier stopped (and has its own error)
+    match found {
+        Compression::Gzip => sink.pump(&mut flate2::bufread::MultiGzDecoder::new(buf)),
+        Compression::Zstd => sink
+            .pump(&mut zstd::stream::read::Decoder::with_buffer(buf).map_err(|e| read_error(sink.what, e))?),
+        Compression::None => sink.pump(buf),
     }
-    let drained = io::copy(&mut buf, &mut io::sink());
-    drop(buf);
-    if let Some(size) = layer.size
-        && hashed.count != size
-        && (delivered.is_err() || drained.is_ok())
-    {
-        return Err(ImageError::Size { what, expected: size, actual: hashed.count });
-    }
-    delivered?;
-    drained.map_err(read_err)?;
-    if let Some(digest) = &layer.digest {
-        let actual = Digest::from_hasher(hashed.hasher);
-        if &actual != digest {
-            return Err(ImageError::Mismatch { what, expected: digest.clone(), actual });
-        }
-    }
-    Ok(Some(Digest::from_hasher(sink.hasher)))
+}
+
+fn read_error(what: &str, e: io::Error) -> ImageError {
+    ImageError::format(what, format!("cannot read or decompress: {e}"))
 }
 
 /// Hashes and counts what passes through.
@@ -154,7 +168,7 @@ impl Sink<'_> {
                     other => break other,
                 }
             }
-            .map_err(|e| ImageError::format(self.what, format!("cannot read or decompress: {e}")))?;
+            .map_err(|e| read_error(self.what, e))?;
             if n == 0 {
                 return Ok(true);
             }

@@ -3,7 +3,7 @@
 use std::io;
 use std::path::PathBuf;
 
-use super::Digest;
+use super::{Digest, Platform};
 
 /// Why opening, verifying, unpacking or running an image failed.
 ///
@@ -28,7 +28,8 @@ pub enum ImageError {
         what: String,
         /// The size in the descriptor.
         expected: u64,
-        /// The bytes actually read (reading stops just past the expected size).
+        /// The blob's length, or the bytes read from it (reading stops just past the expected
+        /// size).
         actual: u64,
     },
 
@@ -64,7 +65,8 @@ pub enum ImageError {
         reason: String,
     },
 
-    /// No image in the source matches the reference and platform asked for.
+    /// No image in the source answers to the reference asked for (or, when none is given,
+    /// the source holds several).
     #[error("no image {wanted} in {path:?} (it has: {available})")]
     NotFound {
         /// The image source.
@@ -73,6 +75,24 @@ pub enum ImageError {
         wanted: String,
         /// What the source offers.
         available: String,
+    },
+
+    /// The image asked for is in the source, but not for the platform asked for.
+    #[error(
+        "image {} in {path:?} is not built for {wanted} (only for: {})",
+        .reference.as_deref().unwrap_or("(the only one)"),
+        list(.available)
+    )]
+    PlatformNotFound {
+        /// The image source.
+        path: PathBuf,
+        /// The reference asked for (`None`: the only image of the source).
+        reference: Option<String>,
+        /// The platform asked for, e.g. `linux/arm64/v8`.
+        wanted: String,
+        /// The platforms the image is built for, as its indexes and configs say, in the order
+        /// found.
+        available: Vec<Platform>,
     },
 
     /// A layer entry was refused: an unsafe or malformed name, link or type.
@@ -139,4 +159,12 @@ impl ImageError {
     pub(crate) fn format(what: impl Into<String>, reason: impl Into<String>) -> ImageError {
         ImageError::Format { what: what.into(), reason: reason.into() }
     }
+}
+
+/// `linux/amd64, linux/arm64/v8`, or `nothing`.
+fn list(platforms: &[Platform]) -> String {
+    if platforms.is_empty() {
+        return "nothing".into();
+    }
+    platforms.iter().map(Platform::to_string).collect::<Vec<_>>().join(", ")
 }

@@ -244,7 +244,8 @@ impl Image {
     /// mode 0700 (so set-uid files inside are out of other users' reach) and must not exist.
     ///
     /// # Errors
-    /// Any verification, limit or entry error; `dest` is then removed again.
+    /// Any verification, limit or entry error; `dest` is then removed again. A layer blob that
+    /// is missing (or not of its descriptor's size) is found before `dest` is created.
     pub fn unpack(&self, dest: impl AsRef<Path>) -> Result<Rootfs, ImageError> {
         self.unpack_with(dest, UnpackLimits::default())
     }
@@ -256,6 +257,7 @@ impl Image {
     pub fn unpack_with(&self, dest: impl AsRef<Path>, limits: UnpackLimits) -> Result<Rootfs, ImageError> {
         use std::os::unix::fs::DirBuilderExt;
         let dest = dest.as_ref();
+        self.check_blobs(&self.layers)?;
         std::fs::DirBuilder::new()
             .mode(0o700)
             .create(dest)

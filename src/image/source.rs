@@ -71,18 +71,29 @@ impl Platform {
         Platform::new("linux", architecture)
     }
 
-    fn matches_descriptor(&self, p: &oci_spec::image::Platform) -> bool {
-        self.matches(&p.os().to_string(), &p.architecture().to_string(), p.variant().as_deref())
+    /// The platform an index entry names.
+    fn of_descriptor(p: &oci_spec::image::Platform) -> Platform {
+        Platform {
+            os: p.os().to_string(),
+            architecture: p.architecture().to_string(),
+            variant: p.variant().clone(),
+        }
     }
 
-    fn matches_config(&self, c: &ImageConfiguration) -> bool {
-        self.matches(&c.os().to_string(), &c.architecture().to_string(), c.variant().as_deref())
+    /// The platform an image config names.
+    fn of_config(c: &ImageConfiguration) -> Platform {
+        Platform {
+            os: c.os().to_string(),
+            architecture: c.architecture().to_string(),
+            variant: c.variant().clone(),
+        }
     }
 
-    fn matches(&self, os: &str, architecture: &str, variant: Option<&str>) -> bool {
-        self.os == os
-            && self.architecture == architecture
-            && self.variant.as_deref().is_none_or(|want| variant == Some(want))
+    /// Whether an image for `p` will do when `self` is asked for.
+    fn accepts(&self, p: &Platform) -> bool {
+        self.os == p.os
+            && self.architecture == p.architecture
+            && self.variant.as_ref().is_none_or(|want| p.variant.as_ref() == Some(want))
     }
 }
 
@@ -134,6 +145,16 @@ pub(crate) struct BlobReader {
 enum BlobInner {
     File(File),
     Region { source: Arc<SourceInner>, pos: u64, end: u64 },
+}
+
+impl BlobReader {
+    /// The blob's length in bytes.
+    fn len(&self) -> io::Result<u64> {
+        match &self.inner {
+            BlobInner::File(f) => f.metadata().map(|m| m.len()),
+            BlobInner::Region { pos, end, .. } => Ok(end - pos),
+        }
+    }
 }
 
 impl Read for BlobReader {
@@ -196,6 +217,12 @@ impl Layer {
     pub fn media_type(&self) -> &str {
         &self.media_type
     }
+
+    /// How errors name the blob: `layer <digest>`, or `layer <diff_id>` when the source
+    /// records no digest.
+    pub(crate) fn blob_name(&self) -> String {
+        format!("layer {}", self.digest.as_ref().unwrap_or(&self.diff_id))
+    }
 }
 
 /// A selected image: its verified manifest and config and the list of its layers.
@@ -226,6 +253,31 @@ impl Image {
     /// Opens layer `layer`'s blob for reading.
     pub(crate) fn open_layer(&self, layer: &Layer) -> Result<BlobReader, ImageError> {
         open_blob(&self.source, &layer.loc)
+    }
+
+    /// Checks, before any of them is unpacked, that the blobs of `layers` are there: regular
+    /// files (or archive members) of the size their descriptors give. A missing blob would
+    /// otherwise be found only after the layers below it were unpacked.
+    ///
+    /// # Errors
+    /// [`ImageError::Io`] naming the missing blob's path, [`ImageError::Format`] for one that
+    /// is no regular file, [`ImageError::Size`] for one of another size.
+    pub(crate) fn check_blobs<'a>(
+        &self,
+        layers: impl IntoIterator<Item = &'a Layer>,
+    ) -> Result<(), ImageError> {
+        for layer in layers {
+            let blob = self.open_layer(layer)?;
+            let actual = blob.len().map_err(|e| {
+                ImageError::io(format!("inspect {}", layer.blob_name()), &self.source.path, e)
+            })?;
+            if let Some(expected) = layer.size
+                && actual != expected
+            {
+                return Err(ImageError::Size { what: layer.blob_name(), expected, actual });
+            }
+        }
+        Ok(())
     }
 }
 
@@ -258,7 +310,9 @@ impl ImageSource {
     /// are checked against their descriptors' size and digest.
     ///
     /// # Errors
-    /// [`ImageError::NotFound`] listing what the source has; [`ImageError::Digest`],
+    /// [`ImageError::NotFound`] listing the images the source has, or
+    /// [`ImageError::PlatformNotFound`] listing the platforms the image is built for;
+    /// [`ImageError::Digest`],
     /// [`ImageError::Size`], [`ImageError::Mismatch`], [`ImageError::Format`] or
     /// [`ImageError::MediaType`] for a malformed or tampered image.
     pub fn image(&self, reference: Option<&str>, platform: &Platform) -> Result<Image, ImageError> {
@@ -289,6 +343,28 @@ impl ImageSource {
         }
     }
 
+    /// The image `reference` is there, but built only for the platforms `found` (listed once
+    /// each).
+    fn platform_not_found(
+        &self,
+        reference: Option<&str>,
+        platform: &Platform,
+        found: Vec<Platform>,
+    ) -> ImageError {
+        let mut available: Vec<Platform> = Vec::new();
+        for p in found {
+            if !available.contains(&p) {
+                available.push(p);
+            }
+        }
+        ImageError::PlatformNotFound {
+            path: self.inner.path.clone(),
+            reference: reference.map(str::to_owned),
+            wanted: platform.to_string(),
+            available,
+        }
+    }
+
     fn oci_image(&self, reference: Option<&str>, platform: &Platform) -> Result<Image, ImageError> {
         let bytes = read_all(&self.inner, &BlobLoc::Member("index.json".into()), "index.json", None, None)?;
         let index: ImageIndex = parse_json(&bytes, "index.json")?;
@@ -316,22 +392,28 @@ impl ImageSource {
                 index.manifests().iter().collect()
             }
         };
+        if candidates.is_empty() {
+            return Err(self.not_found(reference, platform, available));
+        }
         let mut seen = HashSet::new();
+        let mut others = Vec::new();
         for descriptor in candidates {
-            if let Some(image) = self.resolve(descriptor, platform, 0, &mut seen)? {
+            if let Some(image) = self.resolve(descriptor, platform, 0, &mut seen, &mut others)? {
                 return Ok(image);
             }
         }
-        Err(self.not_found(reference, platform, available))
+        Err(self.platform_not_found(reference, platform, others))
     }
 
-    /// Follows `descriptor` (a manifest or a nested index) to the manifest for `platform`.
+    /// Follows `descriptor` (a manifest or a nested index) to the manifest for `platform`,
+    /// adding the platforms passed over to `others`.
     fn resolve(
         &self,
         descriptor: &Descriptor,
         platform: &Platform,
         depth: usize,
         seen: &mut HashSet<Digest>,
+        others: &mut Vec<Platform>,
     ) -> Result<Option<Image>, ImageError> {
         let digest = descriptor_digest(descriptor)?;
         // A digest already followed gave nothing (or would loop); a huge fan-out is refused.
@@ -356,20 +438,24 @@ impl ImageSource {
                 let what = format!("index {digest}");
                 let index: ImageIndex = self.read_json(&what, &digest, descriptor.size())?;
                 for child in index.manifests() {
-                    let fits = child.platform().as_ref().is_none_or(|p| platform.matches_descriptor(p));
-                    if fits && let Some(image) = self.resolve(child, platform, depth + 1, seen)? {
+                    if let Some(p) = child.platform().as_ref().map(Platform::of_descriptor)
+                        && !platform.accepts(&p)
+                    {
+                        others.push(p);
+                    } else if let Some(image) = self.resolve(child, platform, depth + 1, seen, others)? {
                         return Ok(Some(image));
                     }
                 }
                 Ok(None)
             }
             "application/vnd.oci.image.manifest.v1+json" | DOCKER_MANIFEST => {
-                if let Some(p) = descriptor.platform()
-                    && !platform.matches_descriptor(p)
+                if let Some(p) = descriptor.platform().as_ref().map(Platform::of_descriptor)
+                    && !platform.accepts(&p)
                 {
+                    others.push(p);
                     return Ok(None);
                 }
-                self.manifest(&digest, descriptor.size(), platform)
+                self.manifest(&digest, descriptor.size(), platform, others)
             }
             _ => Err(ImageError::MediaType {
                 what: format!("descriptor {digest}"),
@@ -390,7 +476,15 @@ impl ImageSource {
         parse_json(&bytes, what)
     }
 
-    fn manifest(&self, digest: &Digest, size: u64, platform: &Platform) -> Result<Option<Image>, ImageError> {
+    /// The image of manifest `digest` if its config is for `platform`; otherwise its platform
+    /// goes to `others`.
+    fn manifest(
+        &self,
+        digest: &Digest,
+        size: u64,
+        platform: &Platform,
+        others: &mut Vec<Platform>,
+    ) -> Result<Option<Image>, ImageError> {
         let what = format!("manifest {digest}");
         let manifest: ImageManifest = self.read_json(&what, digest, size)?;
         let config_desc = manifest.config();
@@ -405,7 +499,9 @@ impl ImageSource {
         }
         let config_what = format!("config {config_digest}");
         let config: ImageConfiguration = self.read_json(&config_what, &config_digest, config_desc.size())?;
-        if !platform.matches_config(&config) {
+        let built_for = Platform::of_config(&config);
+        if !platform.accepts(&built_for) {
+            others.push(built_for);
             return Ok(None);
         }
         let diff_ids = diff_ids(&config, &config_what)?;
@@ -472,8 +568,9 @@ impl ImageSource {
         let config_bytes =
             read_all(&self.inner, &BlobLoc::Member(config_name), &config_what, Some(&config_digest), None)?;
         let config: ImageConfiguration = parse_json(&config_bytes, &config_what)?;
-        if !platform.matches_config(&config) {
-            return Err(self.not_found(reference, platform, available));
+        let built_for = Platform::of_config(&config);
+        if !platform.accepts(&built_for) {
+            return Err(self.platform_not_found(reference, platform, vec![built_for]));
         }
         let diff_ids = diff_ids(&config, &config_what)?;
         if diff_ids.len() != entry.layers.len() {

@@ -6,7 +6,7 @@
 //!   layers/<hex>/     one unpacked layer per diff_id, in overlayfs format, never changed
 //!   locks/<hex>       shared by every Rootfs using that layer (gc skips layers it finds held)
 //!   locks/<hex>.unpack  exclusive while that layer is being unpacked
-//!   tmp/              layers being unpacked; renamed into layers/ once verified
+//!   tmp/<hex>.<pid>.<n>  a layer being unpacked; renamed into layers/ once verified
 //!   images/<hex>      per image id: the diff_ids it uses (the garbage collector's roots)
 //! ```
 //!
@@ -14,6 +14,10 @@
 //! in turn: the first unpacks it, the second finds it in place. The unpack lock is not the lease
 //! lock: a preparer must never wait for a `Rootfs` that uses the layer to be dropped. A layer appears in `layers/` only
 //! by an atomic rename after its blob, size and diff_id checked out.
+//!
+//! An unpacker holds the layer's unpack lock for as long as its `tmp/` entry exists, so a
+//! process killed mid-unpack leaves an entry whose lock nobody holds: the next
+//! [`prepare`](LayerStore::prepare) takes that lock without waiting and removes the entry.
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
@@ -52,7 +56,10 @@ pub struct LayerStore {
 pub struct GcReport {
     /// Layers no recorded image uses any more, removed.
     pub layers_removed: usize,
-    /// Leftovers of interrupted unpacks, removed.
+    /// Leftovers of interrupted unpacks and image records, removed (a [`prepare`]
+    /// removes those of unpacks too).
+    ///
+    /// [`prepare`]: LayerStore::prepare
     pub temporaries_removed: usize,
     /// Layers a recorded image uses, kept.
     pub layers_kept: usize,
@@ -128,14 +135,16 @@ impl LayerStore {
     }
 
     /// Unpacks the layers of `image` that the store lacks (up to two at a time), records the
-    /// image as a user of its layers, and returns its root file system. The [`Rootfs`] (and
+    /// image as a user of its layers, and returns its root file system. First removes what
+    /// unpacks killed midway (by any process) left in the store. The [`Rootfs`] (and
     /// every sandbox built from it) holds a shared lock on each of its layers (one open file
     /// each), so that [`gc`](Self::gc) never removes a layer in use.
     ///
     /// # Errors
     /// Any verification, limit or entry error of a layer (the layer is then absent from the
     /// store), [`ImageError::Limit`] for more than 500 layers (overlayfs's maximum), or
-    /// [`ImageError::Io`].
+    /// [`ImageError::Io`]. A layer blob that is missing (or not of its descriptor's size) is
+    /// found before any layer is unpacked.
     pub fn prepare(&self, image: &Image) -> Result<Rootfs, ImageError> {
         if image.layers.len() > MAX_LAYERS {
             return Err(ImageError::Limit {
@@ -144,6 +153,7 @@ impl LayerStore {
             });
         }
         let _shared = self.lock_store(FlockArg::LockShared)?;
+        self.remove_killed_unpacks();
         let mut seen = HashSet::new();
         let missing: Vec<usize> = (0..image.layers.len())
             .filter(|&i| seen.insert(&image.layers[i].diff_id) && !self.contains(&image.layers[i].diff_id))
@@ -151,6 +161,7 @@ impl LayerStore {
         let mut report =
             UnpackReport { ownership: nix::unistd::geteuid().is_root(), ..UnpackReport::default() };
         report.layers_reused = seen.len() - missing.len();
+        image.check_blobs(missing.iter().map(|&i| &image.layers[i]))?;
 
         let queue = Mutex::new(missing.into_iter());
         let results = Mutex::new(Vec::new());
@@ -207,6 +218,37 @@ impl LayerStore {
             locks.push(lock(&self.root.join("locks").join(layer.diff_id.hex()), FlockArg::LockShared)?);
         }
         Ok(Lease { _locks: locks })
+    }
+
+    /// Removes what unpacks killed midway left in `tmp/`, while the store is held shared (so no
+    /// gc is running).
+    ///
+    /// An entry `<hex>.…` belongs to an unpack of layer `<hex>` (or to a gc removal of it,
+    /// which cannot be running). Its unpacker takes `locks/<hex>.unpack` before creating the
+    /// entry and keeps it until the entry is renamed into `layers/` or removed; a killed
+    /// unpacker's lock went with its process. So whoever holds that lock knows that no live
+    /// process or thread owns any `<hex>.…` entry: taken without waiting, the entries are
+    /// removed under it; held by another, they stay (they may be its live unpack) for a later
+    /// prepare or [`gc`](Self::gc). Unlike a pid in the name, this cannot mistake a reused pid
+    /// or another pid namespace's process for the owner. Image records being written
+    /// (`record.…`, a few bytes, no lock) are left to gc.
+    ///
+    /// Best effort: an entry that cannot be removed now is gc's to remove or report.
+    fn remove_killed_unpacks(&self) {
+        let Ok(entries) = self.read_dir("tmp") else { return };
+        for entry in entries {
+            let name = entry.file_name();
+            let Some((hex, _)) = name.to_str().and_then(|n| n.split_once('.')) else { continue };
+            if Digest::parse(&format!("sha256:{hex}")).is_err() {
+                continue;
+            }
+            let Ok(file) = lock_file(&self.root.join("locks").join(format!("{hex}.unpack"))) else {
+                continue;
+            };
+            if let Ok(_no_unpacker) = Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                let _ = remove_dir_all(&entry.path());
+            }
+        }
     }
 
     /// Unpacks layer `i` unless another process did meanwhile.
