@@ -222,11 +222,6 @@ impl Child {
         }
     }
 
-    /// Drops the payload's stdin (as `wait` does first).
-    pub(crate) fn close_stdin(&mut self) {
-        drop(self.stdin.take());
-    }
-
     /// Whether the sandbox's wall-clock limit has passed.
     pub(crate) fn wall_deadline_passed(&self) -> bool {
         self.wall_deadline().is_some_and(|d| Instant::now() >= d)

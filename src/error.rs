@@ -77,14 +77,20 @@ pub enum Error {
         source: io::Error,
     },
 
-    /// The host cannot provide something the sandbox asked for (a cgroup controller, swap
-    /// accounting, cgroups at all), and the sandbox's [`Compat`](crate::Compat) says enforce.
-    #[error("{what} is not available: {reason}")]
+    /// The host cannot provide something the sandbox needs or asked for (a namespace, user
+    /// namespaces for this caller, a system call, a cgroup controller, swap accounting,
+    /// Landlock under [`Compat::Enforce`](crate::Compat)). [`probe`](crate::probe) reports
+    /// the same for the whole host.
+    #[error("{feature} is not available: {reason}; {hint}")]
     Unsupported {
-        /// What is missing, e.g. `"the memory cgroup controller"`.
-        what: String,
-        /// Why, and what would help.
+        /// What is missing, e.g. `"the memory cgroup controller"` or `"user namespaces"`.
+        feature: String,
+        /// Why, as far as the host says, e.g. `"kernel.apparmor_restrict_unprivileged_userns
+        /// is 1"`.
         reason: String,
+        /// What to change, e.g. `"set kernel.apparmor_restrict_unprivileged_userns=0 or add an
+        /// AppArmor profile"`.
+        hint: String,
     },
 
     /// Creating, configuring or joining the sandbox's cgroup failed.

@@ -579,6 +579,7 @@ impl SandboxBuilder {
             });
         }
 
+        self.host_offers(ns)?;
         let user_ns = if ns.contains(Namespaces::USER) {
             Some(self.user_namespace()?)
         } else {
@@ -708,16 +709,50 @@ impl SandboxBuilder {
         }
         let checked = match cgroup::layout() {
             None => Err(Error::Unsupported {
-                what: "cgroups".into(),
+                feature: "cgroups".into(),
                 reason: "no cgroup filesystem is mounted at /sys/fs/cgroup".into(),
+                hint: "mount cgroup2 at /sys/fs/cgroup, or Compat::BestEffort to run without the limits"
+                    .into(),
             }),
-            Some(layout) => cgroup::check_available(layout, &self.limits.controllers()).map(|()| layout),
+            Some(layout) => cgroup::check_available(layout, &self.limits.controllers())
+                .and_then(|()| {
+                    let parent = self.limits.cgroup_parent.as_deref();
+                    cgroup::check_delegated(layout, &self.limits.controllers(), parent)
+                })
+                .map(|()| layout),
         };
         match (checked, self.limits.compat) {
             (Ok(layout), _) => Ok(Some(layout)),
             (Err(_), Compat::BestEffort) => Ok(None),
             (Err(e), Compat::Enforce) => Err(e),
         }
+    }
+
+    /// Checks that this host offers what the configuration needs (see [`crate::probe`]): a
+    /// missing feature is [`Error::Unsupported`] with its reason and what to change, before
+    /// any process exists. The host's answers are asked once per process.
+    fn host_offers(&self, ns: Namespaces) -> Result<(), Error> {
+        use crate::probe::{Check, require};
+        for check in crate::probe::namespace_checks(ns) {
+            require(check)?;
+        }
+        if ns.contains(Namespaces::USER) {
+            require(Check::UserNamespaces)?;
+        }
+        require(Check::Pidfd)?;
+        if ns.contains(Namespaces::MOUNT) {
+            require(Check::MountApi)?;
+            require(Check::Openat2)?;
+        }
+        if let Some(root) = &self.root {
+            if matches!(root.0, crate::fs::RootKind::Overlay { .. }) {
+                require(Check::OverlayLowerdirPlus)?;
+            }
+            if !self.chroot {
+                require(Check::PivotRoot)?;
+            }
+        }
+        Ok(())
     }
 
     fn user_namespace(&self) -> Result<UserNamespace, Error> {

@@ -156,7 +156,13 @@ impl Landlock {
         let abi = ABI::from(abi_number);
         let mut unenforced = Vec::new();
         let mut missing = |what: &'static str, reason: String| match self.compat {
-            Compat::Enforce => Err(Error::Unsupported { what: what.into(), reason }),
+            Compat::Enforce => Err(Error::Unsupported {
+                feature: what.into(),
+                reason,
+                hint: "a newer kernel with Landlock in its lsm= boot list, or Compat::BestEffort to run \
+                       without what is missing (Child::unenforced names it)"
+                    .into(),
+            }),
             Compat::BestEffort => {
                 unenforced.push(what);
                 Ok(())

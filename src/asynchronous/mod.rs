@@ -113,7 +113,6 @@ impl AsyncChild {
     /// calling `wait` again goes on where it was.
     pub async fn wait(&mut self) -> io::Result<ExitStatus> {
         drop(self.stdin.take());
-        self.inner().close_stdin();
         self.supervise(None).await
     }
 
@@ -122,7 +121,6 @@ impl AsyncChild {
     /// [`Limit::WallClock`](crate::Limit::WallClock), as [`Child::wait_timeout`].
     pub async fn wait_timeout(&mut self, timeout: std::time::Duration) -> io::Result<ExitStatus> {
         drop(self.stdin.take());
-        self.inner().close_stdin();
         self.supervise(std::time::Instant::now().checked_add(timeout)).await
     }
 

@@ -88,7 +88,13 @@ fn own_path(controller: &str) -> String {
 /// Which controllers this host can give a sandbox; names the first missing one.
 pub(crate) fn check_available(layout: Layout, wanted: &[&'static str]) -> Result<(), Error> {
     let missing = |controller: &'static str, reason: String| {
-        Err(Error::Unsupported { what: format!("the {controller} cgroup controller"), reason })
+        Err(Error::Unsupported {
+            feature: format!("the {controller} cgroup controller"),
+            reason,
+            hint: "a host with that controller mounted and enabled, or Compat::BestEffort to run \
+                   without the limit (Child::unenforced names it)"
+                .into(),
+        })
     };
     match layout {
         Layout::Unified => {
@@ -366,8 +372,9 @@ impl SandboxCgroup {
         for c in &wanted {
             if !leaf_dir.join(first_file(c)).exists() {
                 return Err(Error::Unsupported {
-                    what: format!("the {c} cgroup controller under {}", dir.display()),
-                    reason: "it is not enabled there (cgroup.subtree_control); the parent has processes of its own or is not delegated to this user — choose a delegated parent with SandboxBuilder::cgroup_parent".into(),
+                    feature: format!("the {c} cgroup controller under {}", dir.display()),
+                    reason: "it is not enabled there (cgroup.subtree_control): the parent has processes of its own or is not delegated to this user".into(),
+                    hint: "choose a delegated parent with SandboxBuilder::cgroup_parent".into(),
                 });
             }
         }
@@ -396,8 +403,9 @@ impl SandboxCgroup {
         for controller in &needed {
             if !all.iter().any(|h| h.controllers.iter().any(|c| c == controller)) {
                 return Err(Error::Unsupported {
-                    what: format!("the {controller} cgroup controller"),
+                    feature: format!("the {controller} cgroup controller"),
                     reason: "no v1 hierarchy is mounted".into(),
+                    hint: format!("mount the {controller} hierarchy under /sys/fs/cgroup"),
                 });
             }
         }
@@ -549,7 +557,10 @@ impl SandboxCgroup {
         let path = dir.join(file);
         fs::write(&path, value).map_err(|e| match e.raw_os_error() {
             Some(libc::ENOENT) => Error::Unsupported {
-                what: format!("{file} ({controller} controller)"),
+                feature: format!("{file} ({controller} controller)"),
+                hint: "leave that limit out, or enable it on the host (swap accounting: boot with \
+                       swapaccount=1 on cgroup v1)"
+                    .into(),
                 reason: format!(
                     "{} does not exist on this host (e.g. swap accounting is off)",
                     path.display()
@@ -796,4 +807,111 @@ fn first_file(controller: &str) -> &'static str {
         "io" => "io.max",
         _ => "cgroup.procs",
     }
+}
+
+/// For [`crate::probe`]: the layout and controllers this host shows (`Err`: none mounted),
+/// and whether this process may make groups where a sandbox's would go by default (below its
+/// own group in each hierarchy with a controller): `Ok(where)`, or `Err((reason, hint))`.
+pub(crate) fn host_report() -> (Result<String, String>, Result<String, (String, String)>) {
+    let Some(layout) = layout() else {
+        let none = "no cgroup filesystem is mounted at /sys/fs/cgroup".to_owned();
+        return (Err(none.clone()), Err((none, "mount cgroup2 at /sys/fs/cgroup".into())));
+    };
+    let hierarchies: Vec<&Hierarchy> =
+        mounted_hierarchies().iter().filter(|h| h.unified || !h.controllers.is_empty()).collect();
+    let shown = match layout {
+        Layout::Unified => {
+            let have = fs::read_to_string(format!("{ROOT}/cgroup.controllers")).unwrap_or_default();
+            format!("cgroup v2, controllers: {}", have.trim())
+        }
+        Layout::Hybrid | Layout::Legacy => {
+            let v1: Vec<String> = hierarchies.iter().filter(|h| !h.unified).map(|h| h.label()).collect();
+            let kind = if layout == Layout::Hybrid {
+                "hybrid (v1 controllers, a cgroup2 mount)"
+            } else {
+                "cgroup v1"
+            };
+            format!("{kind}, v1 hierarchies: {}", v1.join(" "))
+        }
+    };
+    let mut refused = Vec::new();
+    for h in &hierarchies {
+        // Groups with limits go where the controllers are (on hybrid hosts: the v1 ones).
+        if h.unified && layout == Layout::Hybrid {
+            continue;
+        }
+        let dir = h.mount.join(h.own_path());
+        let may = nix::unistd::access(&dir, nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK);
+        if may.is_err() {
+            refused.push(dir.display().to_string());
+        }
+    }
+    let delegation = if refused.is_empty() {
+        Ok("this process may make groups below its own in every hierarchy".to_owned())
+    } else {
+        Err((
+            format!("not writable by uid {}: {}", nix::unistd::geteuid(), refused.join(", ")),
+            "run under a delegated cgroup (e.g. systemd-run --user --scope -p Delegate=yes) and pass \
+             SandboxBuilder::cgroup_parent, or run as root; without it limits are Unsupported (or, with \
+             Compat::BestEffort, reported by Child::unenforced)"
+                .to_owned(),
+        ))
+    };
+    (Ok(shown), delegation)
+}
+
+/// Whether this process may make groups where a sandbox with these controllers would get
+/// them: below `parent` (relative to each hierarchy's root), or by default `stockade` below
+/// its own group. Checked at build, so that a caller without delegation gets
+/// [`Error::Unsupported`] naming the directory before any process exists (the spawn would
+/// fail with EACCES). The nearest existing directory on the way is the one that must be
+/// writable.
+pub(crate) fn check_delegated(
+    layout: Layout,
+    wanted: &[&'static str],
+    parent: Option<&Path>,
+) -> Result<(), Error> {
+    let hierarchies = mounted_hierarchies();
+    let mut dirs: Vec<(&'static str, PathBuf)> = Vec::new();
+    for &c in wanted {
+        let holding = hierarchies.iter().filter(|h| match layout {
+            Layout::Unified => h.unified,
+            Layout::Hybrid | Layout::Legacy => {
+                !h.unified && v1_names(c).iter().any(|n| h.controllers.iter().any(|have| have == n))
+            }
+        });
+        for h in holding {
+            let relative = match parent {
+                Some(p) => p.to_string_lossy().trim_matches('/').to_owned(),
+                None => join(&h.own_path(), "stockade"),
+            };
+            dirs.push((c, h.mount.join(relative)));
+        }
+    }
+    for (controller, dir) in dirs {
+        let mut nearest = dir.as_path();
+        while !nearest.exists() {
+            match nearest.parent() {
+                Some(up) => nearest = up,
+                None => break,
+            }
+        }
+        let flags = nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK;
+        if let Err(e) = nix::unistd::access(nearest, flags) {
+            return Err(Error::Unsupported {
+                feature: "cgroup delegation".into(),
+                reason: format!(
+                    "the {controller} limit needs a group under {}, and {} is not writable by uid {} ({e})",
+                    dir.display(),
+                    nearest.display(),
+                    nix::unistd::geteuid()
+                ),
+                hint: "run under a delegated cgroup (e.g. systemd-run --user --scope -p Delegate=yes) and \
+                       pass SandboxBuilder::cgroup_parent, run as root, or use Compat::BestEffort to run \
+                       without the limits (Child::unenforced names them)"
+                    .into(),
+            });
+        }
+    }
+    Ok(())
 }

@@ -126,8 +126,9 @@ fn int_argument(name: &str, index: u8) -> bool {
 
 fn action(action: LinuxSeccompAction, errno: Option<u32>) -> Result<Action, Error> {
     let unsupported = |name: &str| Error::Unsupported {
-        what: format!("seccomp action {name}"),
+        feature: format!("seccomp action {name}"),
         reason: "stockade does not hand system calls to a tracer or a listener".into(),
+        hint: "use SCMP_ACT_ERRNO, SCMP_ACT_KILL_PROCESS or SCMP_ACT_LOG for that rule".into(),
     };
     Ok(match action {
         LinuxSeccompAction::ScmpActAllow => Action::Allow,

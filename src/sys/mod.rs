@@ -35,6 +35,7 @@ pub(crate) use init::program as init_program;
 pub(crate) mod landlock;
 mod mount;
 pub(crate) mod pidfd;
+pub(crate) mod probe;
 pub(crate) mod pty;
 pub(crate) mod reaper;
 
