@@ -185,12 +185,21 @@ impl Child {
     /// Waits until the sandbox ends or a limit (`deadline`, the wall-clock limit, the CPU-time
     /// limit) ends it.
     fn supervise(&mut self, deadline: Option<Instant>) -> io::Result<ExitStatus> {
+        let mut stuck = false;
         loop {
             match self.progress(deadline)? {
                 Progress::Ended(status) => return Ok(status),
                 Progress::Running(wake) => {
                     let timeout = wake.map(|w| w.saturating_duration_since(Instant::now()));
-                    poll_readable(self.pidfd.as_fd(), timeout)?;
+                    if stuck {
+                        // Readable, yet nothing to reap: a tracer of its own holds the exited
+                        // process (no pid namespace or cgroup to end the tracer with). Look
+                        // again a little later rather than spin.
+                        std::thread::sleep(timeout.map_or(STUCK_BACKOFF, |t| t.min(STUCK_BACKOFF)));
+                        stuck = false;
+                    } else {
+                        stuck = poll_readable(self.pidfd.as_fd(), timeout)?;
+                    }
                 }
             }
         }
@@ -222,12 +231,8 @@ impl Child {
         }
     }
 
-    /// Whether the sandbox's wall-clock limit has passed.
-    pub(crate) fn wall_deadline_passed(&self) -> bool {
-        self.wall_deadline().is_some_and(|d| Instant::now() >= d)
-    }
-
-    fn wall_deadline(&self) -> Option<Instant> {
+    /// When the sandbox's wall-clock limit passes, if it has one.
+    pub(crate) fn wall_deadline(&self) -> Option<Instant> {
         self.supervision.wall_limit.and_then(|w| self.supervision.started.checked_add(w))
     }
 
@@ -363,7 +368,7 @@ impl Child {
     fn finish(&mut self, reaped: Reaped, limit: Option<Limit>) -> ExitStatus {
         // The init reports the payload's own status; without it (the init was killed), the
         // init's status is the sandbox's.
-        let exit = self.payload_exit().unwrap_or(reaped.exit);
+        let (exit, init_timed_out) = self.payload_exit().unwrap_or((reaped.exit, false));
         self.status_pipe = None;
         let mut usage = ResourceUsage {
             wall_time: self.supervision.started.elapsed(),
@@ -384,15 +389,13 @@ impl Child {
         }
         let cpu_exceeded =
             self.supervision.cpu_limit.is_some_and(|l| usage.user_time + usage.system_time >= l);
-        // The init (or relay) kills the payload itself at the wall-clock limit when nobody
-        // waited; its deadline counts from later than ours, so ours has passed by then.
-        let wall_passed = self.wall_deadline_passed();
-        let limit = limit.or(self.ending).or(match exit {
+        // The init (or relay) ends the payload itself at the wall-clock limit when nobody
+        // waited, and says so.
+        let limit = limit.or(self.ending).or(init_timed_out.then_some(Limit::WallClock)).or(match exit {
             Exit::Signal { signal: libc::SIGKILL, .. } if usage.oom_killed => Some(Limit::Memory),
             Exit::Signal { signal: libc::SIGXCPU | libc::SIGKILL, .. } if cpu_exceeded => {
                 Some(Limit::CpuTime)
             }
-            Exit::Signal { signal: libc::SIGKILL, .. } if wall_passed => Some(Limit::WallClock),
             _ => None,
         });
         let status = ExitStatus { exit, limit, usage };
@@ -400,11 +403,17 @@ impl Child {
         status
     }
 
-    fn payload_exit(&self) -> Option<Exit> {
+    /// The payload's status as the init (or relay) reported it, and whether the wall-clock
+    /// limit ended it: two native-endian i32s.
+    fn payload_exit(&self) -> Option<(Exit, bool)> {
         let pipe = self.status_pipe.as_ref()?;
-        let mut word = [0u8; 4];
-        match nix::unistd::read(pipe, &mut word) {
-            Ok(4) => Some(Exit::from_wait_status(i32::from_ne_bytes(word))),
+        let mut report = [0u8; 8];
+        match nix::unistd::read(pipe, &mut report) {
+            Ok(8) => {
+                let (status, timed_out) = report.split_at(4);
+                let word = |b: &[u8]| i32::from_ne_bytes(b.try_into().unwrap_or_default());
+                Some((Exit::from_wait_status(word(status)), word(timed_out) != 0))
+            }
             _ => None,
         }
     }
@@ -426,6 +435,10 @@ impl Drop for Child {
         }
     }
 }
+
+/// How long to wait before looking again at a process whose pidfd is readable but which
+/// cannot be reaped yet (traced by a process of its own).
+pub(crate) const STUCK_BACKOFF: Duration = Duration::from_millis(10);
 
 /// The number of CPUs this process may use (asked once).
 fn cores() -> u32 {

@@ -292,19 +292,33 @@ impl Command {
     /// `TIOCSTI`-style input injection into the host stays impossible.
     ///
     /// It becomes the payload's stdin, stdout and stderr, except those set with
-    /// [`stdin`](Command::stdin) / [`stdout`](Command::stdout) / [`stderr`](Command::stderr).
+    /// [`stdin`](Command::stdin) / [`stdout`](Command::stdout) / [`stderr`](Command::stderr)
+    /// (and, with [`output`](Command::output), stdout and stderr, which it collects). The
+    /// sandbox needs a `/dev/pts` of its own: a spawn without one is [`Error::InvalidValue`].
     /// The caller's end is [`Child::terminal`](crate::Child::terminal): read what the payload
     /// prints, write what it reads, [`resize`](crate::Terminal::resize) it (the payload gets
-    /// `SIGWINCH`). Without a `/dev/pts` of its own the sandbox uses the one it sees.
+    /// `SIGWINCH`).
     pub fn terminal(&mut self, rows: u16, cols: u16) -> &mut Self {
         self.terminal = Some(crate::sys::pty::Size { rows, cols });
         self
     }
 
     fn spawn_with_defaults(&mut self, stdin: StdioKind, out: StdioKind) -> Result<Child, Error> {
-        // With a terminal, whatever stdio the caller did not set is the terminal.
-        let (stdin, out) =
-            if self.terminal.is_some() { (StdioKind::Terminal, StdioKind::Terminal) } else { (stdin, out) };
+        if self.terminal.is_some() && !self.sandbox.config.fs.own_devpts() {
+            return Err(Error::invalid(
+                "terminal",
+                "a pseudo-terminal for the payload",
+                "the sandbox has no /dev/pts of its own (a terminal is never made in the host's): give \
+                 it a Root, whose /dev comes with one, or Mount::dev(\"/dev\")",
+            ));
+        }
+        // With a terminal, whatever stdio the caller did not set is the terminal; but what
+        // `output` collects stays piped.
+        let (stdin, out) = match (&self.terminal, out) {
+            (None, out) => (stdin, out),
+            (Some(_), StdioKind::Piped) => (StdioKind::Terminal, StdioKind::Piped),
+            (Some(_), _) => (StdioKind::Terminal, StdioKind::Terminal),
+        };
         let stdio = [
             (0, self.stdin.as_ref().map_or(&stdin, |s| &s.0)),
             (1, self.stdout.as_ref().map_or(&out, |s| &s.0)),

@@ -361,10 +361,11 @@ impl<'a> Plan<'a> {
             hold: false,
             join: None,
             parent_pid: nix::unistd::getpid().as_raw(),
+            // Rounded up: the init's deadline must not come before the embedder's.
             wall_limit_ms: config
                 .limits
                 .wall_time
-                .and_then(|w| i32::try_from(w.as_millis().max(1)).ok())
+                .and_then(|w| i32::try_from(w.as_micros().div_ceil(1000).max(1)).ok())
                 .unwrap_or(-1),
             terminal: None,
             fds: FdPlan::new(moves, &channels),

@@ -326,8 +326,10 @@ fn receive_fd(control: &OwnedFd, plan: &Plan<'_>, what: &str) -> Result<OwnedFd,
         })
     });
     let bytes = msg.bytes;
+    // Owned at once: closed on every path but the one that returns it.
+    let fd = fd.map(sys::owned);
     match (bytes, fd) {
-        (1, Some(fd)) => Ok(sys::owned(fd)),
+        (1, Some(fd)) => Ok(fd),
         (FAILURE_LEN, None) => Err(plan.failure_to_error(&data)),
         _ => Err(Error::spawn(
             format!("receive {what}"),

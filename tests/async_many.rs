@@ -85,4 +85,3 @@ fn five_hundred_sandboxes_awaited_on_one_thread_finish_with_their_own_output_and
         assert_eq!(leftover_cgroups(), before, "cgroups back to their starting set");
     }
 }
-

@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::os::fd::AsFd;
 use std::time::Duration;
 
 use common::*;
@@ -39,14 +40,18 @@ fn a_dropped_future_kills_its_sandbox_and_leaves_no_process() {
     // And a child dropped while its wait is pending.
     runtime().block_on(async {
         let mut child = sandbox.command("/bin/sleep").arg("1000").spawn_async().unwrap();
-        let pid = child.id() as i32;
+        // Held across the drop: a pidfd names the process even if its pid is reused.
+        let init = pidfd_open(child.id() as i32).expect("the sandbox's init");
         tokio::select! {
             biased;
             _ = child.wait() => panic!("sleep 1000 ended"),
             () = std::future::ready(()) => {}
         }
         drop(child);
-        assert!(pidfd_open(pid).is_none(), "the dropped sandbox's init {pid} still exists");
+        let mut fds = [nix::poll::PollFd::new(init.as_fd(), nix::poll::PollFlags::POLLIN)];
+        let exited = nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO).unwrap();
+        assert_eq!(exited, 1, "the dropped sandbox's init still runs");
+        drop(init);
     });
     drop(sandbox);
     assert_eq!(own_children(), children);
@@ -54,35 +59,44 @@ fn a_dropped_future_kills_its_sandbox_and_leaves_no_process() {
 }
 
 #[test]
-fn wall_clock_and_cpu_limits_fire_on_timers_while_the_thread_serves_other_tasks() {
+fn waiting_blocks_no_thread_and_time_limits_fire_on_timers() {
     let _serial = serial();
-    let wall =
-        builder(Namespaces::PID | Namespaces::MOUNT).timeout(Duration::from_millis(300)).build().unwrap();
+    let sandbox = builder(Namespaces::PID | Namespaces::MOUNT).build().unwrap();
     runtime().block_on(async {
-        // While the sandbox sleeps, another task on the same thread makes progress: waiting
-        // blocks nothing. It counts sandboxes run to completion meanwhile.
-        let quick = builder(Namespaces::PID | Namespaces::MOUNT).build().unwrap();
-        let mut child = wall.command("/bin/sleep").arg("1000").spawn_async().unwrap();
-        let (status, others) = tokio::join!(child.wait(), async {
-            let mut n = 0;
-            for _ in 0..3 {
-                let out = quick.command("/bin/echo").arg("meanwhile").output_async().await.unwrap();
-                assert_eq!(out.stdout, b"meanwhile\n");
-                n += 1;
-            }
-            n
-        });
-        let status = status.unwrap();
-        assert_eq!(others, 3);
+        // Waiting blocks nothing: while `wait` is pending, another task on the same thread
+        // talks to the sandbox through its pipes, and only that ends it. Were the thread
+        // blocked in `wait`, this would never finish (the outer timeout turns that into a
+        // failure).
+        let mut cat =
+            sandbox.command("/bin/cat").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn_async().unwrap();
+        let (mut stdin, mut stdout) = (cat.stdin.take().unwrap(), cat.stdout.take().unwrap());
+        let talk = async move {
+            stdin.write_all(b"ping\n").await.unwrap();
+            let mut back = [0u8; 5];
+            stdout.read_exact(&mut back).await.unwrap();
+            drop(stdin); // cat ends
+            back
+        };
+        let both = async { tokio::join!(cat.wait(), talk) };
+        let (status, back) =
+            tokio::time::timeout(Duration::from_secs(120), both).await.expect("wait blocked the thread");
+        assert_eq!(&back, b"ping\n");
+        assert!(status.unwrap().success());
+
+        // No time limit of the sandbox's own (so its init kills nothing): only the timer of
+        // wait_timeout can end this.
+        let mut sleeper = sandbox.command("/bin/sleep").arg("1000").spawn_async().unwrap();
+        let started = std::time::Instant::now();
+        let status = sleeper.wait_timeout(Duration::from_millis(300)).await.unwrap();
         assert!(status.timed_out(), "{status}");
         assert_eq!(status.limit(), Some(Limit::WallClock));
-        assert!(status.usage().wall_time >= Duration::from_millis(300));
+        assert!(started.elapsed() >= Duration::from_millis(300));
     });
 
     // The CPU-time check reads the sandbox's cgroup: it needs cgroups this user may make.
     if !is_root() {
         skip(
-            "wall_clock_and_cpu_limits_fire_on_timers (CPU part)",
+            "waiting_blocks_no_thread_and_time_limits_fire_on_timers (CPU part)",
             "no cgroup delegation for this user: CPU time is then only RLIMIT_CPU's, per process",
         );
         return;

@@ -226,3 +226,42 @@ fn tiocsti_keystroke_injection_into_the_terminal_fails() {
         assert_eq!((said.as_str(), queued), ("injected\n", 1));
     }
 }
+
+#[test]
+fn a_payload_traced_by_its_own_child_still_ends_at_the_wall_clock_limit_while_nobody_waits() {
+    // The payload lets its child trace it; killed and traced, it would stay an unreaped zombie
+    // (only its tracer may reap it), which an init waiting to reap it never sees end. The init
+    // ends the whole namespace instead. The embedding program only watches the pidfd.
+    if !have("/usr/bin/python3") {
+        return skip("a_payload_traced_by_its_own_child_still_ends", "no /usr/bin/python3 for ptrace");
+    }
+    use std::os::fd::AsFd;
+    let script = r#"
+import ctypes, os, signal, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.prctl(0x59616d61, ctypes.c_ulong(-1 & 0xffffffffffffffff), 0, 0, 0)  # PR_SET_PTRACER_ANY
+payload = os.getpid()
+r, w = os.pipe()
+if os.fork() == 0:
+    ok = libc.ptrace(0x4206, payload, 0, 0) == 0  # PTRACE_SEIZE, the tracee keeps running
+    os.write(w, b"1" if ok else b"0")
+    while True:
+        signal.pause()  # never waits for the payload
+print("traced" if os.read(r, 1) == b"1" else "refused", flush=True)
+while True:
+    signal.pause()
+"#;
+    let sandbox =
+        builder(Namespaces::PID | Namespaces::MOUNT).timeout(Duration::from_millis(300)).build().unwrap();
+    let mut child =
+        sandbox.command("/usr/bin/python3").args(["-c", script]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut out = buffered(child.stdout.take().unwrap());
+    let line = read_until(&mut out, |_| true);
+    assert_eq!(line, "traced", "the payload could not set up its tracer");
+    let mut fds = [nix::poll::PollFd::new(child.as_fd(), nix::poll::PollFlags::POLLIN)];
+    // (A bound, so that a regression fails instead of hanging: the limit is 300 ms.)
+    let bound = nix::poll::PollTimeout::try_from(120_000).unwrap();
+    assert_eq!(nix::poll::poll(&mut fds, bound).unwrap(), 1, "the sandbox outlived its wall-clock limit");
+    let status = child.try_wait().unwrap().expect("ended");
+    assert_eq!(status.limit(), Some(stockade::Limit::WallClock), "{status}");
+}

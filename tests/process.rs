@@ -335,7 +335,9 @@ fn the_init_kills_the_payload_at_the_wall_clock_limit_while_nobody_waits() {
         builder(Namespaces::PID | Namespaces::MOUNT).timeout(Duration::from_millis(300)).build().unwrap();
     let mut child = sandbox.command("/bin/sleep").arg("1000").spawn().unwrap();
     let mut fds = [nix::poll::PollFd::new(child.as_fd(), nix::poll::PollFlags::POLLIN)];
-    assert_eq!(nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE).unwrap(), 1);
+    // (A bound, so that a regression fails instead of hanging: the limit is 300 ms.)
+    let bound = nix::poll::PollTimeout::try_from(120_000).unwrap();
+    assert_eq!(nix::poll::poll(&mut fds, bound).unwrap(), 1, "the init did not end the sandbox");
     let status = child.try_wait().unwrap().expect("the sandbox has ended");
     assert_eq!(status.signal(), Some(libc::SIGKILL), "{status}");
     assert_eq!(status.limit(), Some(stockade::Limit::WallClock), "{status}");

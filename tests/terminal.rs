@@ -25,6 +25,12 @@ fn host_ptys() -> Vec<String> {
     names
 }
 
+/// The device number of the host's /dev/pts (as `stat -c %d` prints it).
+fn host_pts_dev() -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/dev/pts").unwrap().dev()
+}
+
 /// Reads what the terminal shows until a line containing `text` (the shell echoes what it is
 /// sent, so wait for output the echo cannot contain: expanded variables).
 fn read_to(screen: &mut BufReader<Terminal>, text: &str) -> String {
@@ -44,20 +50,19 @@ fn read_to(screen: &mut BufReader<Terminal>, text: &str) -> String {
 fn an_interactive_shell_gets_a_terminal_of_the_sandboxs_own_with_job_control_and_resizing() {
     let _serial = serial();
     let sandbox = terminal_sandbox();
-    let host_before = host_ptys();
     let mut child = sandbox.command("/bin/sh").arg("-i").terminal(24, 80).spawn().unwrap();
     let terminal = child.terminal.take().expect("a terminal");
     let mut input = terminal.try_clone().unwrap();
     let mut screen = BufReader::new(terminal);
 
-    // Its terminal is the first of a devpts instance nobody else uses, 24 × 80; the host's
-    // /dev/pts gained nothing.
-    input.write_all(b"tty; ls -1 /dev/pts; stty size; echo at-$((40+2))\n").unwrap();
-    let seen = read_to(&mut screen, "at-42");
+    // Its terminal is the first of a devpts instance nobody else uses (another device than
+    // the host's /dev/pts), 24 × 80.
+    input.write_all(b"tty; ls -1 /dev/pts; stty size; echo dev-$(stat -c %d /dev/pts)-$((40+2))\n").unwrap();
+    let seen = read_to(&mut screen, "-42");
     assert!(seen.contains("/dev/pts/0\r\n"), "{seen}");
     assert!(seen.contains("\r\n0\r\nptmx\r\n"), "{seen}");
     assert!(seen.contains("24 80\r\n"), "{seen}");
-    assert_eq!(host_ptys(), host_before, "a terminal appeared in the host's /dev/pts");
+    assert!(!seen.contains(&format!("dev-{}-42", host_pts_dev())), "the host's devpts: {seen}");
 
     // Resizing reaches the shell as SIGWINCH (its trap runs at the latest after the next
     // command) and changes what it sees.
@@ -76,6 +81,7 @@ fn an_interactive_shell_gets_a_terminal_of_the_sandboxs_own_with_job_control_and
 
     // Job control: ^C interrupts the foreground job, not the shell (nor this process).
     input.write_all(b"sleep 1000\n").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let sleeper = loop {
         let found = tree_of(child.id() as i32).into_iter().find(|&pid| {
             std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sleep")
@@ -83,7 +89,8 @@ fn an_interactive_shell_gets_a_terminal_of_the_sandboxs_own_with_job_control_and
         if let Some(pid) = found {
             break pid;
         }
-        std::thread::yield_now();
+        assert!(std::time::Instant::now() < deadline, "the shell never started sleep");
+        std::thread::sleep(std::time::Duration::from_millis(1));
     };
     wait_until_sleeping(sleeper);
     input.write_all(b"\x03").unwrap();
@@ -124,34 +131,51 @@ fn a_session_command_gets_a_terminal_in_the_sessions_devpts() {
     let sandbox = terminal_sandbox();
     let session = sandbox.start().unwrap();
     for _ in 0..2 {
-        let mut child =
-            session.command("/bin/sh").args(["-c", "tty; stty size"]).terminal(30, 90).spawn().unwrap();
+        let script = "tty; stat -c dev-%d /dev/pts; stty size";
+        let mut child = session.command("/bin/sh").args(["-c", script]).terminal(30, 90).spawn().unwrap();
         let mut screen = BufReader::new(child.terminal.take().unwrap());
         let seen = read_to(&mut screen, "30 90");
         assert!(seen.starts_with("/dev/pts/"), "{seen}");
+        assert!(seen.contains("dev-") && !seen.contains(&format!("dev-{}\r\n", host_pts_dev())), "{seen}");
         assert!(child.wait().unwrap().success());
     }
     session.stop().unwrap();
 }
 
 #[test]
-fn a_sandbox_without_a_devpts_gets_a_typed_terminal_error_and_leaves_nothing() {
+fn a_sandbox_without_a_devpts_of_its_own_gets_no_terminal_and_nothing_is_left() {
     let _serial = serial();
     let (fds, children) = (fd_count(), own_children());
-    let mut b = rooted(Namespaces::PID | Namespaces::MOUNT, Root::tmpfs());
-    b.mount(Mount::tmpfs("/dev"));
-    let sandbox = b.build().unwrap();
-    let err = sandbox.command("/bin/true").terminal(24, 80).spawn().unwrap_err();
+    let host_before = host_ptys();
+    // No mount namespace (the host's /dev), and a /dev that is a plain tmpfs: refused before
+    // any process, never a terminal in the host's devpts.
+    let mut covered = rooted(Namespaces::PID | Namespaces::MOUNT, Root::tmpfs());
+    covered.mount(Mount::tmpfs("/dev"));
+    for sandbox in [builder(Namespaces::UTS).build().unwrap(), covered.build().unwrap()] {
+        let err = sandbox.command("/bin/true").terminal(24, 80).spawn().unwrap_err();
+        assert!(matches!(&err, Error::InvalidValue { what: "terminal", .. }), "{err:?}");
+        assert!(err.to_string().contains("/dev/pts of its own"), "{err}");
+    }
+    assert_eq!(host_ptys(), host_before);
+    assert_eq!(own_children(), children);
+    assert_eq!(fd_count(), fds);
+}
+
+#[test]
+fn a_terminal_that_cannot_be_made_is_a_typed_setup_error() {
+    let _serial = serial();
+    // The terminal is made with the payload's credentials, before no_new_privs; a filter
+    // installed earlier (new privileges allowed) that refuses ioctl makes it fail.
+    let mut b = rooted(Namespaces::PID, Root::tmpfs());
+    b.allow_new_privileges().syscall_filter(stockade::SyscallFilter::default_profile().refuse("ioctl"));
+    let err = b.build().unwrap().command("/bin/true").terminal(24, 80).spawn().unwrap_err();
     match &err {
         Error::Setup { stage: Stage::Terminal, source } => {
-            assert_eq!(source.kind(), std::io::ErrorKind::NotFound, "{err}")
+            assert_eq!(source.raw_os_error(), Some(libc::EPERM), "{err}")
         }
         other => panic!("unexpected error: {other:?}"),
     }
     assert!(err.to_string().contains("terminal"), "{err}");
-    drop(sandbox);
-    assert_eq!(own_children(), children);
-    assert_eq!(fd_count(), fds);
 }
 
 #[test]

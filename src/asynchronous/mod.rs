@@ -124,7 +124,10 @@ impl AsyncChild {
         self.supervise(std::time::Instant::now().checked_add(timeout)).await
     }
 
-    /// Returns the status if the sandbox has ended, without waiting, as [`Child::try_wait`].
+    /// Returns the status if the sandbox has ended, without waiting. Unlike
+    /// [`Child::try_wait`], a time limit that has passed kills the sandbox here without
+    /// waiting for it to end: `None` until a later call (or [`wait`](AsyncChild::wait)) reaps
+    /// it.
     pub fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
         match self.inner().progress(None)? {
             Progress::Ended(status) => Ok(Some(status)),
@@ -133,27 +136,37 @@ impl AsyncChild {
     }
 
     async fn supervise(&mut self, deadline: Option<std::time::Instant>) -> io::Result<ExitStatus> {
+        let mut stuck = false;
         loop {
             let wake = match self.inner().progress(deadline)? {
                 Progress::Ended(status) => return Ok(status),
                 Progress::Running(wake) => wake,
             };
+            if stuck {
+                // Readable, yet nothing to reap (a tracer of its own holds the exited process):
+                // look again a little later rather than spin.
+                let later = std::time::Instant::now() + crate::child::STUCK_BACKOFF;
+                tokio::time::sleep_until(wake.map_or(later, |w| w.min(later)).into()).await;
+                stuck = false;
+                continue;
+            }
             let ended = async {
                 let mut guard = self.pidfd.readable().await?;
                 // Readable: the sandbox has ended (the next look reaps it). A stale readiness
                 // is cleared only if no newer event came meanwhile (tokio tracks that).
-                if !pidfd_readable(guard.get_inner().as_fd()) {
+                let readable = pidfd_readable(guard.get_inner().as_fd());
+                if !readable {
                     guard.clear_ready();
                 }
-                io::Result::Ok(())
+                io::Result::Ok(readable)
             };
-            match wake {
+            stuck = match wake {
                 None => ended.await?,
                 Some(at) => tokio::select! {
                     result = ended => result?,
-                    () = tokio::time::sleep_until(at.into()) => {}
+                    () = tokio::time::sleep_until(at.into()) => false,
                 },
-            }
+            };
         }
     }
 
@@ -200,18 +213,29 @@ impl AsyncChild {
                 }
                 status = self.wait() => {
                     let status = status.map_err(wait_error)?;
-                    if !self.child.wall_deadline_passed() {
-                        reading.await.map_err(read_error)?;
+                    // Read to the end, as the blocking version does, but no later than the
+                    // wall-clock deadline: past it, what still holds the pipes is outside the
+                    // sandbox's control (it has ended).
+                    match self.child.wall_deadline() {
+                        None => {
+                            reading.await.map_err(read_error)?;
+                        }
+                        Some(deadline) => tokio::select! {
+                            read = &mut reading => {
+                                read.map_err(read_error)?;
+                            }
+                            () = tokio::time::sleep_until(deadline.into()) => {}
+                        },
                     }
                     status
                 }
             }
         };
-        // Ended past its wall-clock limit with the pipes still open: something it started
-        // outside its control holds them. Take what is in them now, and stop there.
-        for (pipe, buf) in pipes.iter_mut().zip(&mut bufs) {
+        // Whatever is already in pipes still open, without waiting (read(2) itself: tokio's
+        // readiness may not know of it).
+        for (pipe, buf) in pipes.iter().zip(&mut bufs) {
             if let Some(pipe) = pipe {
-                drain(pipe, buf).map_err(read_error)?;
+                drain(pipe.as_fd(), buf).map_err(read_error)?;
             }
         }
         let [stdout, stderr] = bufs;
@@ -238,16 +262,15 @@ async fn read_to_end(pipe: &mut Option<pipe::Receiver>, buf: &mut Vec<u8>) -> io
     Ok(())
 }
 
-/// Takes what `pipe` holds now, without waiting.
-fn drain(pipe: &mut pipe::Receiver, buf: &mut Vec<u8>) -> io::Result<()> {
+/// Takes what the (non-blocking) pipe `fd` holds now, without waiting.
+fn drain(fd: BorrowedFd<'_>, buf: &mut Vec<u8>) -> io::Result<()> {
     let mut chunk = [0u8; 16 * 1024];
     loop {
-        match pipe.try_read(&mut chunk) {
-            Ok(0) => return Ok(()),
+        match nix::unistd::read(fd, &mut chunk) {
+            Ok(0) | Err(nix::errno::Errno::EAGAIN) => return Ok(()),
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
         }
     }
 }

@@ -574,6 +574,29 @@ impl FsPlan {
     /// (a bound directory; overlay lowers, then upper and work), then each bind's source. The
     /// child opens them all before it takes the ids of its namespace (see
     /// `sys::mount::open_sources`).
+    /// Whether the sandbox's `/dev/pts` is a devpts instance of its own (stockade's `/dev`,
+    /// [`Mount::dev`](crate::Mount::dev) at `/dev`) that nothing mounted later covers: where a
+    /// payload's terminal may be made (never in the host's instance).
+    pub(crate) fn own_devpts(&self) -> bool {
+        let pts = Path::new("/dev/pts");
+        let covers = |target: &Target| pts.starts_with(&target.path);
+        let mut own = false;
+        for op in &self.ops {
+            match op {
+                FsOp::NewFs { fstype, target, .. } if *fstype == c"devpts" && target.path == pts => {
+                    own = true
+                }
+                FsOp::Bind { target, .. }
+                | FsOp::NewFs { target, .. }
+                | FsOp::DevNode { target, .. }
+                | FsOp::File { target, .. }
+                | FsOp::Mask { target } => own &= !covers(target),
+                FsOp::Dir { .. } | FsOp::Symlink { .. } | FsOp::ReadOnly { .. } | FsOp::SetAttrs { .. } => {}
+            }
+        }
+        self.mount_ns && own
+    }
+
     pub(crate) fn host_sources(&self) -> impl Iterator<Item = &CStr> {
         let root: &[CString] = match &self.root {
             RootOp::Bind { source, .. } => std::slice::from_ref(source),

@@ -1,9 +1,10 @@
 //! Pseudo-terminals: the payload's, made by the child inside the sandbox (allocation-free, raw
 //! calls), and the caller's end of it (window size).
 //!
-//! The child opens the multiplexer of the `/dev/pts` it sees — the sandbox's own devpts
-//! instance when its `/dev` is stockade's — so the terminal exists only there: the host's
-//! devpts never lists it, and the payload never reaches a terminal of the host's.
+//! The child opens the multiplexer of the sandbox's own devpts instance, `/dev/pts/ptmx` (a
+//! terminal is refused before the clone where the sandbox has no devpts of its own), so the
+//! terminal exists only there: the host's devpts never lists it, and the payload never
+//! reaches a terminal of the host's.
 
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 
@@ -27,12 +28,9 @@ impl Size {
 /// are now (call it after the payload's credentials are set, so its terminal is its own).
 pub(crate) fn open(size: Size) -> SysResult<(RawFd, RawFd)> {
     let flags = libc::O_RDWR | libc::O_NOCTTY;
-    // The devpts instance's own multiplexer; `/dev/ptmx` (a node or a link to it) where that
-    // path is missing or closed (the host's instance has `ptmxmode=000`).
-    let master = match super::open(c"/dev/pts/ptmx", flags) {
-        Err(Errno(libc::ENOENT | libc::EACCES)) => super::open(c"/dev/ptmx", flags)?,
-        other => other?,
-    };
+    // The multiplexer of the sandbox's own devpts instance (the parent checked that its plan
+    // mounts one at /dev/pts): never `/dev/ptmx`, which may lead to the host's.
+    let master = super::open(c"/dev/pts/ptmx", flags)?;
     let opened = (|| {
         let unlock: libc::c_int = 0;
         // SAFETY: TIOCSPTLCK reads an int from the pointer, which is live.

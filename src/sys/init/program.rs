@@ -13,9 +13,17 @@
 //!    child; when the payload is reaped it writes the payload's wait status (native-endian i32)
 //!    to the status pipe and exits with the payload's code, which makes the kernel kill
 //!    whatever else is left in the namespace;
-//! 5. with a wall-clock limit, kills the payload with SIGKILL when that much time has passed
-//!    since its start, so the limit holds even while the embedding program never waits (its
-//!    own supervision, when it waits, fires first: it counts from before the clone).
+//! 5. with a wall-clock limit, ends the sandbox when that much time has passed since its
+//!    start, so the limit holds even while the embedding program never waits (its own
+//!    supervision, when it waits, fires first: it counts from before the clone). As pid 1 it
+//!    reports the payload killed and exits, which takes the whole namespace down (killing the
+//!    payload and waiting to reap it would not do: a tracer of the payload's could keep it
+//!    from ever being reaped). As a session command's relay (not pid 1: it lives outside the
+//!    session's pid namespace) it kills the command, and the embedding program removes the
+//!    command's cgroup when it next looks.
+//!
+//! Each report on the status pipe is two native-endian i32s: the payload's wait status, and 1
+//! when the wall-clock limit ended it (0 otherwise).
 //!
 //! Compiled separately (`#![no_std]`, static, no start files); not part of the library crate.
 
@@ -59,6 +67,7 @@ mod nr {
     pub const EXIT_GROUP: usize = 231;
     pub const CLOSE_RANGE: usize = 436;
     pub const CLOCK_GETTIME: usize = 228;
+    pub const GETPID: usize = 39;
 }
 
 #[cfg(target_arch = "aarch64")]
@@ -74,6 +83,7 @@ mod nr {
     pub const EXIT_GROUP: usize = 94;
     pub const CLOSE_RANGE: usize = 436;
     pub const CLOCK_GETTIME: usize = 113;
+    pub const GETPID: usize = 172;
 }
 
 const SIGCHLD: isize = 17;
@@ -250,23 +260,38 @@ unsafe extern "C" fn main(sp: *const usize) -> ! {
     }
     call(nr::CLOSE_RANGE, (status + 1).max(0) as usize, u32::MAX as usize, 0, 0);
     let all = [u64::MAX];
+    // pid 1 of the sandbox's namespace, or a session command's relay outside it.
+    let pid1 = call(nr::GETPID, 0, 0, 0, 0) == 1;
+    let mut timed_out = false;
     let mut deadline = (wall_ms >= 0).then(|| start.nanos() + wall_ms as i128 * 1_000_000);
     loop {
-        // Until the deadline (if any): what is left of it, as a relative timeout.
+        // Until the deadline (if any): what is left of it, as a relative timeout, computed
+        // again after every wake (an interrupted wait must not push the deadline back).
         let left = deadline.map(|d| Timespec::from_nanos((d - Timespec::now().nanos()).max(0)));
         let timeout = left.as_ref().map_or(0, |t| t as *const Timespec as usize);
-        let signal = call(nr::RT_SIGTIMEDWAIT, all.as_ptr() as usize, 0, timeout, 8);
+        // SAFETY: a live signal set of 8 bytes and a live timespec (or none).
+        let signal = unsafe { syscall(nr::RT_SIGTIMEDWAIT, all.as_ptr() as usize, 0, timeout, 8) };
+        if signal == -EINTR {
+            continue;
+        }
         if signal == -EAGAIN && deadline.is_some() {
-            // The wall-clock limit: the payload goes; reaping it (SIGCHLD) ends the rest.
-            call(nr::KILL, payload as usize, SIGKILL, 0, 0);
             deadline = None;
+            if pid1 {
+                // The whole namespace goes with this process: report the payload killed.
+                report(status, SIGKILL as i32, true);
+                exit(128 + SIGKILL);
+            }
+            // A relay: its command goes; its cgroup, with anything it left, when the
+            // embedding program looks.
+            call(nr::KILL, payload as usize, SIGKILL, 0, 0);
+            timed_out = true;
             continue;
         }
         if signal < 0 {
             exit(EXIT_BROKEN);
         }
         if signal == SIGCHLD {
-            reap(payload, status);
+            reap(payload, status, timed_out);
         } else {
             // The payload may be gone already (ESRCH); nothing to do then.
             call(nr::KILL, payload as usize, signal as usize, 0, 0);
@@ -295,7 +320,7 @@ fn hold() -> ! {
 }
 
 /// Reaps every exited child; if one of them is the payload, reports its status and exits.
-fn reap(payload: isize, status: isize) {
+fn reap(payload: isize, status: isize, timed_out: bool) {
     loop {
         let mut wait_status: i32 = 0;
         let pid = call(nr::WAIT4, usize::MAX, &mut wait_status as *mut i32 as usize, WNOHANG, 0);
@@ -303,10 +328,7 @@ fn reap(payload: isize, status: isize) {
             return;
         }
         if pid == payload {
-            if status >= 0 {
-                let bytes = wait_status.to_ne_bytes();
-                call(nr::WRITE, status as usize, bytes.as_ptr() as usize, bytes.len(), 0);
-            }
+            report(status, wait_status, timed_out);
             let code = if wait_status & 0x7f == 0 {
                 (wait_status >> 8) & 0xff
             } else {
@@ -315,6 +337,17 @@ fn reap(payload: isize, status: isize) {
             exit(code as usize);
         }
     }
+}
+
+/// Writes the payload's wait status and whether the wall-clock limit ended it.
+fn report(status: isize, wait_status: i32, timed_out: bool) {
+    if status < 0 {
+        return;
+    }
+    let mut bytes = [0u8; 8];
+    bytes[..4].copy_from_slice(&wait_status.to_ne_bytes());
+    bytes[4..].copy_from_slice(&(timed_out as i32).to_ne_bytes());
+    call(nr::WRITE, status as usize, bytes.as_ptr() as usize, bytes.len(), 0);
 }
 
 #[panic_handler]
