@@ -58,6 +58,7 @@ pub struct SandboxBuilder {
     mounts: Vec<Mount>,
     keep_unmasked: bool,
     chroot: bool,
+    legacy_overlay: bool,
     root_size: Option<u64>,
     capabilities: Option<Vec<Capability>>,
     allow_new_privs: bool,
@@ -252,6 +253,17 @@ impl SandboxBuilder {
     /// reachable to a payload that can `chroot` itself. Never chosen automatically.
     pub fn use_chroot(&mut self) -> &mut Self {
         self.chroot = true;
+        self
+    }
+
+    /// Stacks an overlay root's layers ([`Root::overlay`](crate::Root::overlay), images) with
+    /// one `lowerdir=` option, for kernels before 6.8, where [`build`](Self::build) otherwise
+    /// says `Unsupported { feature: "overlayfs lowerdir+" }`. It takes fewer layers (at most
+    /// 48: the option is limited to 255 bytes, each layer named by a descriptor number), and
+    /// has to change the child's working directory while the overlay is made. Never chosen
+    /// automatically.
+    pub fn legacy_overlay(&mut self) -> &mut Self {
+        self.legacy_overlay = true;
         self
     }
 
@@ -623,6 +635,7 @@ impl SandboxBuilder {
             !self.keep_unmasked,
             self.chroot,
             self.root_size,
+            self.legacy_overlay,
             ns,
         )?;
 
@@ -745,7 +758,7 @@ impl SandboxBuilder {
             require(Check::Openat2)?;
         }
         if let Some(root) = &self.root {
-            if matches!(root.0, crate::fs::RootKind::Overlay { .. }) {
+            if matches!(root.0, crate::fs::RootKind::Overlay { .. }) && !self.legacy_overlay {
                 require(Check::OverlayLowerdirPlus)?;
             }
             if !self.chroot {

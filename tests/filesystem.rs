@@ -270,6 +270,34 @@ fn overlay_stacks_several_lower_layers_top_last() {
     std::fs::write(top.path().join("etc/which"), "top\n").unwrap();
     let sandbox = rooted(fs_ns(), Root::overlay([base.path(), top.path()])).build().unwrap();
     assert_eq!(sh_ok(&sandbox, "cat /etc/which /etc/only-base"), "top\nbase\n");
+    // The same through one lowerdir= option (kernels before 6.8), chosen explicitly.
+    let mut b = rooted(fs_ns(), Root::overlay([base.path(), top.path()]));
+    let legacy = b.legacy_overlay().build().unwrap();
+    assert_eq!(sh_ok(&legacy, "cat /etc/which /etc/only-base; pwd"), "top\nbase\n/\n");
+}
+
+#[test]
+fn a_legacy_overlay_takes_at_most_48_layers_and_says_so() {
+    let layers: Vec<_> = (0..49).map(|_| tempdir()).collect();
+    let paths: Vec<_> = layers.iter().map(|l| l.path().to_owned()).collect();
+    let mut b = rooted(fs_ns(), Root::overlay(paths.clone()));
+    let err = b.legacy_overlay().build().unwrap_err();
+    assert!(
+        matches!(&err, stockade::Error::InvalidValue { what: "overlay root", .. })
+            && err.to_string().contains("48"),
+        "{err}"
+    );
+    // 48 stack, through one option of descriptor numbers.
+    std::fs::create_dir_all(paths[0].join("etc")).unwrap();
+    std::fs::write(paths[0].join("etc/top"), "48 layers\n").unwrap();
+    let base = caller_root();
+    let mut lowers = paths[..47].to_vec();
+    lowers.push(base.path().to_owned());
+    lowers.reverse(); // bottom (the base) to top
+
+    let mut b = rooted(fs_ns(), Root::overlay(lowers));
+    let sandbox = b.legacy_overlay().build().unwrap();
+    assert_eq!(sh_ok(&sandbox, "cat /etc/top"), "48 layers\n");
 }
 
 #[test]

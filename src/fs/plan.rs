@@ -23,6 +23,9 @@ pub(crate) mod attr {
 
 /// Most lower layers overlayfs stacks.
 const MAX_LOWERS: usize = 500;
+/// Most layers one `lowerdir=` option can name: 255 bytes of descriptor numbers (up to four
+/// digits each) and colons.
+pub(crate) const LEGACY_MAX_LOWERS: usize = 48;
 
 /// How the payload's root is made.
 #[derive(Debug)]
@@ -43,6 +46,8 @@ pub(crate) enum RootOp {
         upper: Option<(CString, CString)>,
         tmpfs_size: Option<CString>,
         userxattr: bool,
+        /// All lowers in one `lowerdir=` option (see `SandboxBuilder::legacy_overlay`).
+        legacy: bool,
     },
 }
 
@@ -151,6 +156,8 @@ pub(crate) struct FsConfig {
     default_masks: bool,
     chroot: bool,
     root_size: Option<u64>,
+    /// Overlay roots with one `lowerdir=` option (kernels before 6.8) instead of `lowerdir+`.
+    legacy_overlay: bool,
 }
 
 impl FsConfig {
@@ -162,6 +169,7 @@ impl FsConfig {
         default_masks: bool,
         chroot: bool,
         root_size: Option<u64>,
+        legacy_overlay: bool,
         ns: Namespaces,
     ) -> Result<FsConfig, Error> {
         let needs_mount_ns = root.is_some() || !mounts.is_empty() || chroot;
@@ -177,6 +185,18 @@ impl FsConfig {
         }
         if let Some(Root(kind)) = &root {
             validate_root(kind)?;
+            if let (true, RootKind::Overlay { lowers, .. }) = (legacy_overlay, kind) {
+                if lowers.len() > LEGACY_MAX_LOWERS {
+                    return Err(Error::invalid(
+                        "overlay root",
+                        format!("{} lower directories", lowers.len()),
+                        format!(
+                            "legacy_overlay() stacks at most {LEGACY_MAX_LOWERS} (its lowerdir= option is \
+                             limited to 255 bytes); Linux 6.8 or newer takes up to {MAX_LOWERS} without it"
+                        ),
+                    ));
+                }
+            }
         }
         let mut mounts = mounts;
         if root.is_none() {
@@ -216,7 +236,7 @@ impl FsConfig {
             }
             seen.push((m.target.clone(), leaf));
         }
-        Ok(FsConfig { root, mounts, default_masks, chroot, root_size })
+        Ok(FsConfig { root, mounts, default_masks, chroot, root_size, legacy_overlay })
     }
 
     /// Whether the sandbox's filesystem differs from the host's in any way (a mount namespace
@@ -270,6 +290,7 @@ impl FsConfig {
                     .transpose()?,
                 tmpfs_size: self.root_size.map(|s| CString::new(s.to_string()).unwrap_or_default()),
                 userxattr: user_ns,
+                legacy: self.legacy_overlay,
             },
         };
 

@@ -387,6 +387,14 @@ fn user_namespaces() -> Feature {
             "a kernel with CONFIG_USER_NS, fewer nesting levels, or leave Namespaces::USER out (as root)"
                 .into(),
         ),
+        (0, libc::EPERM) if chrooted() => (
+            "this process runs in a chroot (its root is not its mount namespace's), where the \
+             kernel refuses new user namespaces"
+                .into(),
+            "run it outside the chroot (pivot_root into that tree instead), or as root without \
+             Namespaces::USER"
+                .into(),
+        ),
         _ => userns_sysctl_block().unwrap_or_else(generic),
     };
     let what = match step {
@@ -397,6 +405,16 @@ fn user_namespaces() -> Feature {
         _ => "making a mount namespace in it",
     };
     Feature::no(NAME, format!("{what} failed with {}: {reason}", errno_text(errno)), hint)
+}
+
+/// Whether this process's root directory differs from its mount namespace's (as pid 1 of its
+/// pid namespace sees it; unknown, and so false, where that cannot be read).
+fn chrooted() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata("/"), std::fs::metadata("/proc/1/root/")) {
+        (Ok(mine), Ok(init)) => (mine.dev(), mine.ino()) != (init.dev(), init.ino()),
+        _ => false,
+    }
 }
 
 fn unprivileged_user_namespaces() -> Feature {
@@ -461,7 +479,8 @@ fn id_map_helpers() -> Feature {
 
 fn overlay_lowerdir_plus() -> Feature {
     const NAME: &str = "overlayfs lowerdir+";
-    let hint = "Linux 6.8 or newer for overlay roots (Root::overlay, images)";
+    let hint = "Linux 6.8 or newer for overlay roots (Root::overlay, images), or \
+                SandboxBuilder::legacy_overlay() (at most 48 layers)";
     match crate::sys::probe::overlay_lowerdir_plus() {
         Ok(()) => Feature::yes(NAME, "available"),
         Err(Errno(libc::EPERM)) => {

@@ -15,7 +15,7 @@ use super::{
     Errno, RESOLVE_IN_ROOT, RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS, SysResult, close, fd_of, open_host,
     openat2, retry,
 };
-use crate::fs::plan::{Create, FsOp, FsPlan, RootOp, Target, attr};
+use crate::fs::plan::{Create, FsOp, FsPlan, LEGACY_MAX_LOWERS, RootOp, Target, attr};
 use crate::plan::Step;
 
 const FSOPEN_CLOEXEC: u32 = 1;
@@ -182,13 +182,19 @@ fn attach_root(root: &RootOp, sources: &mut Sources<'_>) -> SysResult<RawFd> {
             set_attrs(m, attr::RDONLY | attr::NODEV, true)?;
             m
         }
-        RootOp::Overlay { lowers, upper, tmpfs_size, userxattr } => {
+        RootOp::Overlay { lowers, upper, tmpfs_size, userxattr, legacy } => {
             let fs = fsopen(c"overlay")?;
             if *userxattr {
                 fsconfig(fs, c"userxattr", None)?;
             }
-            for _ in lowers {
-                fsconfig_host_dir(fs, c"lowerdir+", sources.take()?)?;
+            // With `legacy`: the layers' descriptors, open until the overlay is created.
+            let mut held = [-1 as RawFd; LEGACY_MAX_LOWERS];
+            if *legacy {
+                legacy_lowerdir(fs, lowers.len(), sources, &mut held)?;
+            } else {
+                for _ in lowers {
+                    fsconfig_host_dir(fs, c"lowerdir+", sources.take()?)?;
+                }
             }
             let scratch = match upper {
                 Some(_) => {
@@ -212,7 +218,14 @@ fn attach_root(root: &RootOp, sources: &mut Sources<'_>) -> SysResult<RawFd> {
                     t
                 }
             };
-            let m = finish_fs(fs, attr::NODEV)?;
+            let m = finish_fs(fs, attr::NODEV);
+            if *legacy {
+                for &fd in held.iter().filter(|&&fd| fd >= 0) {
+                    close(fd);
+                }
+                super::chdir(c"/")?;
+            }
+            let m = m?;
             if scratch >= 0 {
                 close(scratch);
             }
@@ -445,6 +458,39 @@ fn fsconfig_host_dir(fs: RawFd, key: &CStr, fd: RawFd) -> SysResult<()> {
     let done = fd_path(&mut buf, fd, b"").and_then(|path| fsconfig(fs, key, Some(path)));
     close(fd);
     done
+}
+
+/// Gives overlay context `fs` its `count` lower layers (the next `count` sources, top first)
+/// in one `lowerdir=` option, for kernels before 6.8 (no `lowerdir+`): each named by its
+/// descriptor number, relative to `/proc/self/fd`, which becomes the working directory until
+/// the overlay is created (where kernels before 6.5 resolve the paths). The descriptors are
+/// kept in `held` until then.
+fn legacy_lowerdir(
+    fs: RawFd,
+    count: usize,
+    sources: &mut Sources<'_>,
+    held: &mut [RawFd; LEGACY_MAX_LOWERS],
+) -> SysResult<()> {
+    let mut list = [0u8; 256];
+    let mut len = 0;
+    for i in 0..count {
+        let fd = sources.take()?;
+        let slot = held.get_mut(i).ok_or(Errno(libc::E2BIG))?;
+        *slot = fd;
+        let mut num = [0u8; 16];
+        let digits = decimal(&mut num, fd as u32).to_bytes();
+        let sep: &[u8] = if i == 0 { b"" } else { b":" };
+        for &b in sep.iter().chain(digits) {
+            // One byte stays for the NUL.
+            let at = list.get_mut(len).filter(|_| len + 1 < 256).ok_or(Errno(libc::ENAMETOOLONG))?;
+            *at = b;
+            len += 1;
+        }
+    }
+    super::chdir(c"/proc/self/fd")?;
+    let value =
+        list.get(..=len).and_then(|b| CStr::from_bytes_until_nul(b).ok()).ok_or(Errno(libc::EINVAL))?;
+    fsconfig(fs, c"lowerdir", Some(value))
 }
 
 /// Parent side of [`super::reopen_read_only`].
