@@ -753,6 +753,9 @@ impl SandboxBuilder {
             require(Check::UserNamespaces)?;
         }
         require(Check::Pidfd)?;
+        if ns.contains(Namespaces::TIME) && !ns.contains(Namespaces::PID) {
+            crate::probe::exec_enters_time_namespace()?;
+        }
         if ns.contains(Namespaces::MOUNT) {
             require(Check::MountApi)?;
             require(Check::Openat2)?;

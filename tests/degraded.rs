@@ -36,7 +36,10 @@ fn main() -> ExitCode {
             Ok(out) if out.status.success() => println!("test degraded::{name} ... ok"),
             other => {
                 failed += 1;
-                println!("test degraded::{name} ... FAILED");
+                // As the test harness reports a failure (tests/expect-unsupported reads it).
+                println!(
+                    "test degraded::{name} ... FAILED\n\nfailures:\n\n---- degraded::{name} stdout ----"
+                );
                 match other {
                     Ok(out) => println!(
                         "{}\nstdout:\n{}\nstderr:\n{}",
@@ -46,6 +49,7 @@ fn main() -> ExitCode {
                     ),
                     Err(e) => println!("could not start the scenario: {e}"),
                 }
+                println!("\nfailures:\n    degraded::{name}\n");
             }
         }
     }

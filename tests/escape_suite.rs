@@ -1730,7 +1730,7 @@ report('lookup_dcookie', SYS['lookup_dcookie'], 0, buf, 256)
 #[test]
 fn host_pids_are_invisible_and_pid_1_is_the_sandbox_init() {
     let _g = shared();
-    let mut host = std::process::Command::new("/bin/sleep").arg("3600").spawn().unwrap();
+    let mut host = HostProcess::sleeper();
     let attack = fill(
         r#"
 say('pids', ' '.join(sorted((p for p in os.listdir('/proc') if p.isdigit()), key=int)))
@@ -1743,8 +1743,6 @@ try_os('signal_host_process_group', lambda: os.killpg(@PID@, 9))
     let test = "host_pids_are_invisible_and_pid_1_is_the_sandbox_init";
     let p = py(test, &attack);
     let alive = host.try_wait().unwrap().is_none();
-    let _ = host.kill();
-    let _ = host.wait();
     let Some(p) = p else { return };
     // The init and the payload, nothing else (as the host counts the sandbox's tree too).
     assert_eq!(p.value("pids"), "1 2", "{}", p.dump());
@@ -2454,7 +2452,7 @@ fn a_fork_bomb_is_held_at_the_pids_limit_and_the_host_stays_responsive() {
     if !limits_enforced(test) {
         return;
     }
-    let mut host = std::process::Command::new("/bin/sleep").arg("3600").spawn().unwrap();
+    let mut host = HostProcess::sleeper();
     let sandbox = untrusted().timeout(Duration::from_secs(3)).build().unwrap();
     let mut child = sandbox
         .command("/bin/sh")
@@ -2486,8 +2484,6 @@ fn a_fork_bomb_is_held_at_the_pids_limit_and_the_host_stays_responsive() {
         assert!(wait_gone(pid, Duration::from_secs(10)), "pid {pid} survived the sandbox");
     }
     assert!(host.try_wait().unwrap().is_none(), "the host process died");
-    host.kill().unwrap();
-    host.wait().unwrap();
 }
 
 #[test]
@@ -2497,7 +2493,7 @@ fn a_memory_hog_is_oom_killed_and_reported_as_such() {
     if !limits_enforced(test) {
         return;
     }
-    let mut host = std::process::Command::new("/bin/sleep").arg("3600").spawn().unwrap();
+    let mut host = HostProcess::sleeper();
     let sandbox = untrusted().build().unwrap();
     // One endless line: tail keeps all of it.
     let mut child = sandbox.command("/usr/bin/tail").arg("/dev/zero").spawn().unwrap();
@@ -2509,8 +2505,6 @@ fn a_memory_hog_is_oom_killed_and_reported_as_such() {
     assert!(status.usage().peak_memory.unwrap_or(0) <= 512 << 20, "{status:?}");
     assert!(wait_gone(init, Duration::from_secs(10)));
     assert!(host.try_wait().unwrap().is_none(), "the OOM killer took a host process");
-    host.kill().unwrap();
-    host.wait().unwrap();
 }
 
 #[test]

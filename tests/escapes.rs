@@ -251,15 +251,30 @@ print("traced" if os.read(r, 1) == b"1" else "refused", flush=True)
 while True:
     signal.pause()
 "#;
-    let sandbox =
-        builder(Namespaces::PID | Namespaces::MOUNT).timeout(Duration::from_millis(300)).build().unwrap();
-    let mut child =
-        sandbox.command("/usr/bin/python3").args(["-c", script]).stdout(Stdio::piped()).spawn().unwrap();
-    let mut out = buffered(child.stdout.take().unwrap());
-    let line = read_until(&mut out, |_| true);
-    assert_eq!(line, "traced", "the payload could not set up its tracer");
+    // The limit must leave the payload time to start and set up its tracer: on a slow machine
+    // (an emulated guest) python alone may take longer than the first try's 300 ms, so a run
+    // the limit ended before "traced" is tried again with twice the limit.
+    let mut limit = Duration::from_millis(300);
+    let mut child = loop {
+        let sandbox = builder(Namespaces::PID | Namespaces::MOUNT).timeout(limit).build().unwrap();
+        let mut child =
+            sandbox.command("/usr/bin/python3").args(["-c", script]).stdout(Stdio::piped()).spawn().unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut buffered(child.stdout.take().unwrap()), &mut line).unwrap();
+        if line.trim() == "traced" {
+            break child;
+        }
+        let status = child.wait().unwrap();
+        assert!(
+            line.is_empty()
+                && status.limit() == Some(stockade::Limit::WallClock)
+                && limit < Duration::from_secs(60),
+            "the payload could not set up its tracer: {line:?}, {status}"
+        );
+        limit *= 2;
+    };
     let mut fds = [nix::poll::PollFd::new(child.as_fd(), nix::poll::PollFlags::POLLIN)];
-    // (A bound, so that a regression fails instead of hanging: the limit is 300 ms.)
+    // (A bound, so that a regression fails instead of hanging.)
     let bound = nix::poll::PollTimeout::try_from(120_000).unwrap();
     assert_eq!(nix::poll::poll(&mut fds, bound).unwrap(), 1, "the sandbox outlived its wall-clock limit");
     let status = child.try_wait().unwrap().expect("ended");

@@ -285,7 +285,7 @@ fn a_legacy_overlay_takes_at_most_48_layers_and_says_so() {
     assert!(
         matches!(&err, stockade::Error::InvalidValue { what: "overlay root", .. })
             && err.to_string().contains("48"),
-        "{err}"
+        "{err:?}"
     );
     // 48 stack, through one option of descriptor numbers.
     std::fs::create_dir_all(paths[0].join("etc")).unwrap();

@@ -506,9 +506,11 @@ fn kill_after_runs(
     let mut err = buffered(embedder.stderr.take().unwrap());
     let mut line = String::new();
     let mut seen = 0;
+    let mut said = String::new();
     while seen < runs {
         line.clear();
-        assert!(err.read_line(&mut line).unwrap() > 0, "embedder ended early");
+        assert!(err.read_line(&mut line).unwrap() > 0, "embedder ended early: {said}");
+        said.push_str(&line);
         if line.starts_with("run ") {
             seen += 1;
         }

@@ -124,6 +124,19 @@ pub enum ImageError {
         reason: String,
     },
 
+    /// The host lacks what images need: every image file is read and written through
+    /// `openat2(RESOLVE_IN_ROOT | RESOLVE_BENEATH)` (Linux 5.6), without which no symlink in
+    /// an image or a store could be kept from redirecting a read or a write.
+    #[error("{feature} is not available: {reason}; {hint}")]
+    Unsupported {
+        /// What is missing, e.g. `"openat2"`.
+        feature: String,
+        /// Why, as far as the host says.
+        reason: String,
+        /// What to change.
+        hint: String,
+    },
+
     /// A file system operation failed.
     #[error("{op} {path:?}: {source}")]
     Io {
@@ -138,6 +151,19 @@ pub enum ImageError {
 }
 
 impl ImageError {
+    /// `Ok`, or [`ImageError::Unsupported`] where this host has no `openat2` (cached answer).
+    pub(crate) fn require_openat2() -> Result<(), ImageError> {
+        let found = crate::probe::cached(crate::probe::Check::Openat2);
+        if found.available {
+            return Ok(());
+        }
+        Err(ImageError::Unsupported {
+            feature: found.name.to_owned(),
+            reason: found.detail.clone(),
+            hint: found.hint.clone().unwrap_or_default(),
+        })
+    }
+
     /// The image's `User` could not be resolved (see [`crate::identity`]).
     pub(crate) fn from_lookup(user: &str, e: crate::identity::LookupFailure) -> ImageError {
         use crate::identity::LookupFailure;

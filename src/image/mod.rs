@@ -257,6 +257,7 @@ impl Image {
     pub fn unpack_with(&self, dest: impl AsRef<Path>, limits: UnpackLimits) -> Result<Rootfs, ImageError> {
         use std::os::unix::fs::DirBuilderExt;
         let dest = dest.as_ref();
+        ImageError::require_openat2()?;
         self.check_blobs(&self.layers)?;
         std::fs::DirBuilder::new()
             .mode(0o700)

@@ -287,8 +287,9 @@ impl ImageSource {
     ///
     /// # Errors
     /// [`ImageError::Io`] if the path cannot be read, [`ImageError::Format`] if it is neither
-    /// kind of source.
+    /// kind of source, [`ImageError::Unsupported`] on a host without `openat2`.
     pub fn open(path: impl AsRef<Path>) -> Result<ImageSource, ImageError> {
+        ImageError::require_openat2()?;
         let path = path.as_ref();
         let meta = std::fs::metadata(path).map_err(|e| ImageError::io("open image source", path, e))?;
         let container = if meta.is_dir() {

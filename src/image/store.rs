@@ -72,8 +72,10 @@ impl LayerStore {
     /// choice on a file system that overlayfs accepts as a lower layer.
     ///
     /// # Errors
-    /// [`ImageError::Io`] if the directories cannot be created.
+    /// [`ImageError::Io`] if the directories cannot be created, [`ImageError::Unsupported`] on
+    /// a host without `openat2`.
     pub fn open(dir: impl AsRef<Path>) -> Result<LayerStore, ImageError> {
+        ImageError::require_openat2()?;
         let root = dir.as_ref().to_owned();
         let mut builder = fs::DirBuilder::new();
         builder.mode(0o700).recursive(true);

@@ -192,6 +192,29 @@ fn kernel() -> String {
         .map_or_else(|_| "unknown".into(), |s| s.trim().into())
 }
 
+/// `Ok` where exec moves a process into the time namespace it made for its children (Linux
+/// 6.2): a payload exec'd right after `unshare(CLONE_NEWTIME)`, as without a pid namespace,
+/// is then inside it. Before, it stays outside, its clocks unshifted, and the kernel refuses
+/// it `vfork` (`posix_spawn`, shells): the configuration needs the init a pid namespace
+/// brings, which forks the payload into the time namespace.
+pub(crate) fn exec_enters_time_namespace() -> Result<(), Error> {
+    if kernel_version().is_none_or(|v| v >= (6, 2)) {
+        return Ok(());
+    }
+    Err(Error::Unsupported {
+        feature: "time namespace without a pid namespace".into(),
+        reason: format!(
+            "Linux {} moves only processes forked after unshare(CLONE_NEWTIME) into the new time \
+             namespace, not the payload exec'd from it (exec does from 6.2): it would keep the host's \
+             clocks and could not vfork",
+            kernel()
+        ),
+        hint: "add Namespaces::PID (the sandbox's init forks the payload into the time namespace), or \
+               Linux 6.2 or newer"
+            .into(),
+    })
+}
+
 /// `(major, minor)` of the running kernel.
 fn kernel_version() -> Option<(u32, u32)> {
     let release = kernel();

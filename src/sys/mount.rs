@@ -236,6 +236,48 @@ fn attach_root(root: &RootOp, sources: &mut Sources<'_>) -> SysResult<RawFd> {
     Ok(mnt)
 }
 
+/// Writes `contents` to a new file `name` in the staging tmpfs.
+fn stage_file(staging: RawFd, name: &CStr, contents: &[u8], mode: libc::mode_t) -> SysResult<()> {
+    let f = openat(staging, name, libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_NOFOLLOW, mode)?;
+    let written = super::write_all(f, contents);
+    close(f);
+    written
+}
+
+/// A mount of a file `name` holding `contents`, for kernels before 6.15, which clone only
+/// mounts attached to this namespace (fsmount leaves the staging tmpfs detached): a tmpfs of
+/// its own is stacked on the new root for the moment of the clone, then unmounted again (a
+/// failure there fails the spawn: the payload never sees it as its root).
+fn clone_from_stacked(root: RawFd, name: &CStr, contents: &[u8], mode: libc::mode_t) -> SysResult<RawFd> {
+    let cwd = super::open(c".", libc::O_PATH | libc::O_DIRECTORY)?;
+    let t = match new_fs(c"tmpfs", &[(c"mode", Some(c"700"))], 0) {
+        Ok(t) => t,
+        Err(e) => {
+            close(cwd);
+            return Err(e);
+        }
+    };
+    let cloned = stage_file(t, name, contents, mode)
+        .and_then(|()| move_mount(t, root, c"", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH))
+        .and_then(|()| {
+            let m = open_tree_raw(t, name, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+            // Unstacked through the working directory: no path to it is needed.
+            let unstacked =
+                fchdir(t).and_then(|()| umount2(c".", libc::MNT_DETACH)).and_then(|()| fchdir(cwd));
+            match (m, unstacked) {
+                (Ok(m), Ok(())) => Ok(m),
+                (Ok(m), Err(e)) => {
+                    close(m);
+                    Err(e)
+                }
+                (Err(e), _) => Err(e),
+            }
+        });
+    close(t);
+    close(cwd);
+    cloned
+}
+
 fn apply(
     root: RawFd,
     staging: RawFd,
@@ -267,16 +309,11 @@ fn apply(
             attach(m, root, target, creating(Create::File))
         }
         FsOp::File { name, contents, mode, attrs, target } => {
-            let f = openat(
-                staging,
-                name,
-                libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_NOFOLLOW,
-                *mode,
-            )?;
-            let written = super::write_all(f, contents);
-            close(f);
-            written?;
-            let m = open_tree_raw(staging, name, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC)?;
+            stage_file(staging, name, contents, *mode)?;
+            let m = match open_tree_raw(staging, name, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC) {
+                Err(Errno(libc::EINVAL)) => clone_from_stacked(root, name, contents, *mode)?,
+                other => other?,
+            };
             set_attrs(m, *attrs, false)?;
             attach(m, root, target, creating(Create::File))
         }

@@ -51,7 +51,8 @@ pub(crate) fn mount_api() -> SysResult<()> {
 
 /// Whether overlayfs takes `lowerdir+` (Linux 6.8): a new overlay context is given `/` as a
 /// lower layer and dropped unmounted. `EPERM` when this process may not create one (it needs
-/// `CAP_SYS_ADMIN`); `EINVAL` when the option is unknown.
+/// `CAP_SYS_ADMIN`); `EINVAL` when the option is unknown, or when an unknown option is taken
+/// too (before 6.5 overlayfs checked its options only when mounting).
 pub(crate) fn overlay_lowerdir_plus() -> SysResult<()> {
     const FSCONFIG_SET_STRING: u32 = 1;
     const FSOPEN_CLOEXEC: u32 = 1;
@@ -60,8 +61,23 @@ pub(crate) fn overlay_lowerdir_plus() -> SysResult<()> {
     // SAFETY: NUL-terminated key and value.
     let set =
         unsafe { raw!(libc::SYS_fsconfig, fs, FSCONFIG_SET_STRING, c"lowerdir+".as_ptr(), c"/".as_ptr(), 0) };
+    // Before 6.5 overlayfs parsed its options only at mount time: fsconfig took any key then.
+    // SAFETY: as above.
+    let bogus = unsafe {
+        raw!(
+            libc::SYS_fsconfig,
+            fs,
+            FSCONFIG_SET_STRING,
+            c"stockade-no-such-option".as_ptr(),
+            c"/".as_ptr(),
+            0
+        )
+    };
     super::close(fs);
-    set.map(drop)
+    match (set, bogus) {
+        (Ok(_), Ok(_)) => Err(Errno(libc::EINVAL)),
+        (set, _) => set.map(drop),
+    }
 }
 
 /// Whether this process's root directory is the root of a mount (`pivot_root` needs it; a

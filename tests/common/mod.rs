@@ -51,7 +51,9 @@ pub fn sh_ok(sandbox: &Sandbox, script: &str) -> String {
 /// runner set `STOCKADE_SKIP_LOG`, to that file, which the runner prints at the end: a skip is
 /// never silent.
 pub fn skip(test: &str, reason: &str) {
-    let line = format!("SKIP {test} (uid {}): {reason}\n", nix::unistd::geteuid());
+    // The runner names the lane (e.g. the cgroup v2 guest) when it is not this host.
+    let lane = std::env::var("STOCKADE_TEST_LANE").map(|l| format!(", {l}")).unwrap_or_default();
+    let line = format!("SKIP {test} (uid {}{lane}): {reason}\n", nix::unistd::geteuid());
     eprint!("{line}");
     if let Ok(path) = std::env::var("STOCKADE_SKIP_LOG") {
         if let Ok(mut f) = std::fs::OpenOptions::new().append(true).create(true).open(path) {
@@ -133,10 +135,12 @@ pub fn wait_gone(pid: i32, timeout: Duration) -> bool {
 /// Reads lines from `reader` until one satisfies `pred`; returns it.
 pub fn read_until(reader: &mut impl BufRead, pred: impl Fn(&str) -> bool) -> String {
     let mut line = String::new();
+    let mut passed = String::new();
     loop {
         line.clear();
         let n = reader.read_line(&mut line).expect("read line");
-        assert!(n > 0, "stream ended before the expected line");
+        assert!(n > 0, "stream ended before the expected line, after: {passed:?}");
+        passed.push_str(&line);
         if pred(line.trim_end()) {
             return line.trim_end().to_owned();
         }
@@ -350,4 +354,32 @@ pub fn add_user_key(desc: &str, secret: &[u8], keyring: i32) -> i64 {
     };
     assert!(id > 0, "add_key {desc}: {}", std::io::Error::last_os_error());
     id
+}
+
+/// A process on the host (outside any sandbox) that a test uses as a target: killed and reaped
+/// when dropped, so a failing test leaves nothing running.
+pub struct HostProcess(pub std::process::Child);
+
+impl HostProcess {
+    /// `sleep 3600`, on the host.
+    pub fn sleeper() -> HostProcess {
+        HostProcess(
+            std::process::Command::new("/bin/sleep").arg("3600").spawn().expect("start sleep on the host"),
+        )
+    }
+
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+
+    pub fn try_wait(&mut self) -> std::io::Result<Option<std::process::ExitStatus>> {
+        self.0.try_wait()
+    }
+}
+
+impl Drop for HostProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -9,8 +9,8 @@
 //!    for that before its exec, so it can never ptrace or open the init while it is dumpable;
 //! 2. re-arms its parent-death signal and exits if the embedding process died meanwhile;
 //! 3. closes every descriptor but the status pipe;
-//! 4. waits for signals: forwards each to the payload, except SIGCHLD, on which it reaps every
-//!    child; when the payload is reaped it writes the payload's wait status (native-endian i32)
+//! 4. waits for signals: forwards each to the payload (unless a process inside the namespace
+//!    sent it), except SIGCHLD, on which it reaps every child; when the payload is reaped it writes the payload's wait status (native-endian i32)
 //!    to the status pipe and exits with the payload's code, which makes the kernel kill
 //!    whatever else is left in the namespace;
 //! 5. with a wall-clock limit, ends the sandbox when that much time has passed since its
@@ -269,8 +269,13 @@ unsafe extern "C" fn main(sp: *const usize) -> ! {
         // again after every wake (an interrupted wait must not push the deadline back).
         let left = deadline.map(|d| Timespec::from_nanos((d - Timespec::now().nanos()).max(0)));
         let timeout = left.as_ref().map_or(0, |t| t as *const Timespec as usize);
-        // SAFETY: a live signal set of 8 bytes and a live timespec (or none).
-        let signal = unsafe { syscall(nr::RT_SIGTIMEDWAIT, all.as_ptr() as usize, 0, timeout, 8) };
+        // The kernel's siginfo (128 bytes): si_code at byte 8, a sender's pid at byte 16.
+        let mut info = [0i32; 32];
+        // SAFETY: a live signal set of 8 bytes, a live siginfo buffer of 128 bytes and a live
+        // timespec (or none).
+        let signal = unsafe {
+            syscall(nr::RT_SIGTIMEDWAIT, all.as_ptr() as usize, info.as_mut_ptr() as usize, timeout, 8)
+        };
         if signal == -EINTR {
             continue;
         }
@@ -291,7 +296,15 @@ unsafe extern "C" fn main(sp: *const usize) -> ! {
             exit(EXIT_BROKEN);
         }
         if signal == SIGCHLD {
+            // Always, whoever sent it: a SIGCHLD sent from inside may have been merged with
+            // the payload's exit.
             reap(payload, status, timed_out);
+        } else if pid1 && info[2] <= 0 && info[4] != 0 {
+            // Sent by a process (kill, tgkill, sigqueue: si_code <= 0) whose pid this
+            // namespace sees: from inside the sandbox. The init is not the payload's to signal
+            // (the kernel drops such signals to a namespace's init only while they are not
+            // blocked; Landlock's signal scope refuses them from 6.12 on): dropped. Senders
+            // outside the namespace, the embedding program among them, show pid 0.
         } else {
             // The payload may be gone already (ESRCH); nothing to do then.
             call(nr::KILL, payload as usize, signal as usize, 0, 0);
