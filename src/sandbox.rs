@@ -428,6 +428,8 @@ impl SandboxBuilder {
     /// namespaces that need privileges the caller lacks ([`Error::NotPermitted`]).
     pub fn build(&self) -> Result<Sandbox, Error> {
         let Some(spec) = &self.user_name else { return self.build_resolved() };
+        // The name is looked up in the sandbox's own files, which are read through openat2.
+        crate::probe::require(crate::probe::Check::Openat2)?;
         let identity = self.resolve_user(spec)?;
         let mut resolved = self.clone();
         resolved.user_name = None;

@@ -592,6 +592,7 @@ fn image_sandbox(rootfs: &stockade::image::Rootfs, as_image_user: bool) -> Sandb
     let mut b = Sandbox::builder();
     b.namespaces(Namespaces::USER | Namespaces::PID | Namespaces::MOUNT | Namespaces::UTS | Namespaces::IPC)
         .image(rootfs);
+    common::overlay_as_supported(&mut b);
     if common::is_root() {
         b.uid_map([IdMap::new(0, 0, 65536)]).gid_map([IdMap::new(0, 0, 65536)]);
     }
@@ -968,8 +969,12 @@ fn gc_keeps_forgotten_layers_while_a_rootfs_or_sandbox_holds_them() {
     let (a, _) = two_images_sharing_a_base(&tmp.path().join("oci"));
     let store = LayerStore::open(tmp.path().join("store")).unwrap();
     let rootfs = store.prepare(&a).unwrap();
-    let sandbox =
-        Sandbox::builder().namespaces(common::ns(Namespaces::MOUNT)).image(&rootfs).build().unwrap();
+    let sandbox = {
+        // (The builder holds the layers too: it goes at the end of this block.)
+        let mut b = Sandbox::builder();
+        b.namespaces(common::ns(Namespaces::MOUNT)).image(&rootfs);
+        common::overlay_as_supported(&mut b).build().unwrap()
+    };
     drop(rootfs);
     store.forget(&a).unwrap();
     let report = store.gc().unwrap();
@@ -1044,14 +1049,13 @@ fn an_image_runs_as_root_of_an_unprivileged_id_range() {
     // The store is private to its owner (0700): the layers are opened with the embedding
     // program's ids, before the sandbox takes the unprivileged ones.
     let ids = [IdMap::new(0, stockade::UNTRUSTED_IDS, 65536)];
-    let sandbox = Sandbox::builder()
-        .namespaces(Namespaces::all())
+    let mut b = Sandbox::builder();
+    b.namespaces(Namespaces::all())
         .uid_map(ids)
         .gid_map(ids)
         .image(&rootfs)
-        .mount(stockade::Mount::tmpfs("/tmp"))
-        .build()
-        .unwrap();
+        .mount(stockade::Mount::tmpfs("/tmp"));
+    let sandbox = common::overlay_as_supported(&mut b).build().unwrap();
     let out = sandbox
         .image_command_args([
             "/bin/sh",

@@ -226,7 +226,9 @@ fn image_sandboxes_creating_their_working_dir_never_allocate_after_clone() {
     let store = LayerStore::open(tmp.path().join("store")).unwrap();
     for reference in ["made", "blocked"] {
         let rootfs = store.prepare(&source.image(Some(reference), &Platform::host()).unwrap()).unwrap();
-        let sandbox = builder(Namespaces::all()).image(&rootfs).build().unwrap();
+        let mut b = builder(Namespaces::all());
+        b.image(&rootfs);
+        let sandbox = overlay_as_supported(&mut b).build().unwrap();
         for run in 0..20 {
             let result = sandbox.command("/bin/true").stdout(Stdio::null()).status();
             match (reference, result) {

@@ -192,6 +192,10 @@ fn the_terminal_example_runs_an_interactive_shell_from_piped_keys() {
     shell.stdin.take().unwrap().write_all(b"echo hi from $(hostname) $((1+1)); exit 4\n").unwrap();
     let out = shell.wait_with_output().unwrap();
     let screen = String::from_utf8_lossy(&out.stdout);
-    assert!(screen.contains("hi from tty-box 2"), "{screen}");
+    assert!(
+        screen.contains("hi from tty-box 2"),
+        "{screen}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stderr));
 }

@@ -212,6 +212,10 @@ fn attach_root(root: &RootOp, sources: &mut Sources<'_>) -> SysResult<RawFd> {
                     for dir in [c"upper", c"work"] {
                         mkdirat(t, dir, 0o755)?;
                     }
+                    // Overlayfs takes a private clone of the upper layer's mount, which kernels
+                    // before 6.15 make only of a mount attached to this namespace: stacked on
+                    // `/` (beneath where the new root goes) until the overlay exists.
+                    move_mount(t, libc::AT_FDCWD, c"/", MOVE_MOUNT_F_EMPTY_PATH)?;
                     let mut buf = [0u8; 64];
                     fsconfig(fs, c"upperdir", Some(fd_path(&mut buf, t, b"upper")?))?;
                     fsconfig(fs, c"workdir", Some(fd_path(&mut buf, t, b"work")?))?;
@@ -225,9 +229,15 @@ fn attach_root(root: &RootOp, sources: &mut Sources<'_>) -> SysResult<RawFd> {
                 }
                 super::chdir(c"/")?;
             }
-            let m = m?;
+            // Unstacked whether or not the overlay was made: never left beneath the new root.
+            let unstacked = if scratch >= 0 { unstack(scratch) } else { Ok(()) };
             if scratch >= 0 {
                 close(scratch);
+            }
+            let m = m?;
+            if let Err(e) = unstacked {
+                close(m);
+                return Err(e);
             }
             m
         }
@@ -249,22 +259,12 @@ fn stage_file(staging: RawFd, name: &CStr, contents: &[u8], mode: libc::mode_t) 
 /// its own is stacked on the new root for the moment of the clone, then unmounted again (a
 /// failure there fails the spawn: the payload never sees it as its root).
 fn clone_from_stacked(root: RawFd, name: &CStr, contents: &[u8], mode: libc::mode_t) -> SysResult<RawFd> {
-    let cwd = super::open(c".", libc::O_PATH | libc::O_DIRECTORY)?;
-    let t = match new_fs(c"tmpfs", &[(c"mode", Some(c"700"))], 0) {
-        Ok(t) => t,
-        Err(e) => {
-            close(cwd);
-            return Err(e);
-        }
-    };
+    let t = new_fs(c"tmpfs", &[(c"mode", Some(c"700"))], 0)?;
     let cloned = stage_file(t, name, contents, mode)
         .and_then(|()| move_mount(t, root, c"", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH))
         .and_then(|()| {
             let m = open_tree_raw(t, name, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
-            // Unstacked through the working directory: no path to it is needed.
-            let unstacked =
-                fchdir(t).and_then(|()| umount2(c".", libc::MNT_DETACH)).and_then(|()| fchdir(cwd));
-            match (m, unstacked) {
+            match (m, unstack(t)) {
                 (Ok(m), Ok(())) => Ok(m),
                 (Ok(m), Err(e)) => {
                     close(m);
@@ -274,8 +274,17 @@ fn clone_from_stacked(root: RawFd, name: &CStr, contents: &[u8], mode: libc::mod
             }
         });
     close(t);
-    close(cwd);
     cloned
+}
+
+/// Unmounts the mount `m` (stacked somewhere by `move_mount`) through the working directory,
+/// so that no path to it is needed, and returns to the working directory of before.
+fn unstack(m: RawFd) -> SysResult<()> {
+    let cwd = super::open(c".", libc::O_PATH | libc::O_DIRECTORY)?;
+    let done = fchdir(m).and_then(|()| umount2(c".", libc::MNT_DETACH));
+    let back = fchdir(cwd);
+    close(cwd);
+    done.and(back)
 }
 
 fn apply(

@@ -383,3 +383,25 @@ impl Drop for HostProcess {
         let _ = self.0.wait();
     }
 }
+
+/// `b`, with the explicit legacy overlay mode ([`SandboxBuilder::legacy_overlay`]) where this
+/// kernel's overlayfs lacks `lowerdir+` (before 6.8), so that tests of what an image's overlay
+/// root shows run there too. Where that happens, the skip log says so once per test binary.
+pub fn overlay_as_supported(b: &mut SandboxBuilder) -> &mut SandboxBuilder {
+    static MISSING: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let missing = *MISSING.get_or_init(|| {
+        let report = stockade::probe();
+        let feature = report.feature("overlayfs lowerdir+").expect("the probe reports lowerdir+");
+        if !feature.available {
+            skip(
+                "overlay roots through lowerdir+",
+                &format!("{}: image roots use legacy_overlay() instead", feature.detail),
+            );
+        }
+        !feature.available
+    });
+    if missing {
+        b.legacy_overlay();
+    }
+    b
+}

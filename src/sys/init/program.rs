@@ -299,16 +299,32 @@ unsafe extern "C" fn main(sp: *const usize) -> ! {
             // Always, whoever sent it: a SIGCHLD sent from inside may have been merged with
             // the payload's exit.
             reap(payload, status, timed_out);
-        } else if pid1 && info[2] <= 0 && info[4] != 0 {
-            // Sent by a process (kill, tgkill, sigqueue: si_code <= 0) whose pid this
-            // namespace sees: from inside the sandbox. The init is not the payload's to signal
-            // (the kernel drops such signals to a namespace's init only while they are not
-            // blocked; Landlock's signal scope refuses them from 6.12 on): dropped. Senders
-            // outside the namespace, the embedding program among them, show pid 0.
+        } else if pid1 && from_inside(info[2], info[4]) {
+            // The init is not the payload's to signal (the kernel drops such signals to a
+            // namespace's init only while they are not blocked; Landlock's signal scope refuses
+            // them from 6.12 on): dropped. A standard signal pending from inside also absorbs
+            // the same signal sent meanwhile from outside (signals do not queue): a payload can
+            // keep its init from forwarding, say, SIGTERM, which it could ignore anyway; kill
+            // and the limits do not go through the init.
         } else {
             // The payload may be gone already (ESRCH); nothing to do then.
             call(nr::KILL, payload as usize, signal as usize, 0, 0);
         }
+    }
+}
+
+/// Whether a signal with this `si_code` and `si_pid` came from inside the namespace. Only
+/// kill and tgkill (SI_USER, SI_TKILL) have a sender pid the kernel vouches for: a sender
+/// outside the namespace shows 0, one inside its pid. Other user-sent codes (sigqueue and
+/// the like, si_code < 0) carry a siginfo the sender wrote, pid included: the embedding program
+/// never sends those (it sends with no siginfo), so they come from inside. Kernel-sent codes
+/// (> 0: a child's exit, a terminal's SIGINT or SIGWINCH) are forwarded.
+fn from_inside(code: i32, pid: i32) -> bool {
+    const SI_USER: i32 = 0;
+    const SI_TKILL: i32 = -6;
+    match code {
+        SI_USER | SI_TKILL => pid != 0,
+        code => code < 0,
     }
 }
 
