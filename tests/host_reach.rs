@@ -20,13 +20,13 @@ fn text(out: &stockade::Output) -> String {
 /// A host process in a cgroup of its own in the v1 freezer and pids hierarchies (root only), the
 /// sentinel the payload must neither freeze nor kill. Removed on drop.
 struct HostSentinel {
-    process: std::process::Child,
+    process: HostProcess,
     groups: Vec<PathBuf>,
 }
 
 impl HostSentinel {
     fn new(name: &str) -> HostSentinel {
-        let process = std::process::Command::new("/bin/sleep").arg("3600").spawn().unwrap();
+        let process = HostProcess::sleeper();
         let mut groups = Vec::new();
         for hierarchy in ["freezer", "pids"] {
             let dir = Path::new("/sys/fs/cgroup").join(hierarchy).join(name);
@@ -54,8 +54,9 @@ impl HostSentinel {
 
 impl Drop for HostSentinel {
     fn drop(&mut self) {
-        let _ = self.process.kill();
-        let _ = self.process.wait();
+        // The process first, then its emptied groups.
+        let _ = self.process.0.kill();
+        let _ = self.process.0.wait();
         for g in &self.groups {
             let _ = std::fs::remove_dir(g);
         }

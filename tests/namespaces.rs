@@ -56,14 +56,13 @@ fn hostname_and_domainname_are_set_inside_and_host_keeps_its_own() {
 #[test]
 fn payload_is_pid_2_under_an_init_and_cannot_see_host_pids() {
     // A host process with a unique command line the payload must not find.
-    let mut sentinel = std::process::Command::new("/bin/sleep").arg("3600.4242").spawn().unwrap();
+    let sentinel = HostProcess::spawn(std::process::Command::new("/bin/sleep").arg("3600.4242"));
     let sandbox = sandbox(Namespaces::PID | Namespaces::MOUNT);
     let out = sh_ok(
         &sandbox,
         "echo $$; cat /proc/1/stat | cut -d' ' -f1; cat /proc/[0-9]*/cmdline | tr '\\0' ' '; echo; ls /proc | grep -c '^[0-9]'",
     );
-    sentinel.kill().unwrap();
-    sentinel.wait().unwrap();
+    drop(sentinel);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "2", "payload pid: {out}");
     assert_eq!(lines[1], "1", "pid 1 exists: {out}");

@@ -363,9 +363,12 @@ pub struct HostProcess(pub std::process::Child);
 impl HostProcess {
     /// `sleep 3600`, on the host.
     pub fn sleeper() -> HostProcess {
-        HostProcess(
-            std::process::Command::new("/bin/sleep").arg("3600").spawn().expect("start sleep on the host"),
-        )
+        HostProcess::spawn(std::process::Command::new("/bin/sleep").arg("3600"))
+    }
+
+    /// `command`, started on the host.
+    pub fn spawn(command: &mut std::process::Command) -> HostProcess {
+        HostProcess(command.spawn().unwrap_or_else(|e| panic!("start {command:?} on the host: {e}")))
     }
 
     pub fn id(&self) -> u32 {
