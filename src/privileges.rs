@@ -1,5 +1,5 @@
-//! What the payload may do as a process: its capabilities (exactly the requested set, in all
-//! five sets) and `no_new_privs`. Applied in the child right before exec, after the credentials.
+//! What the payload may do as a process: its capabilities (exactly the requested sets) and
+//! `no_new_privs`. Applied in the child right before exec, after the credentials.
 
 use crate::Error;
 
@@ -28,17 +28,55 @@ pub const DEFAULT_CAPABILITIES: &[Capability] = &[
     Capability::CAP_AUDIT_WRITE,
 ];
 
-/// The capability step as the child performs it.
+/// The five capability sets of the payload, each given on its own, as an OCI runtime spec
+/// gives them (`process.capabilities`). [`SandboxBuilder::capabilities`] sets all five to one
+/// set; [`SandboxBuilder::capability_sets`] takes these.
+///
+/// After exec the kernel computes the payload's sets from these as for any exec: a root
+/// payload's permitted set becomes `bounding | inheritable` (and its effective set the same),
+/// any other payload's becomes its `ambient` set.
+///
+/// [`SandboxBuilder::capabilities`]: crate::SandboxBuilder::capabilities
+/// [`SandboxBuilder::capability_sets`]: crate::SandboxBuilder::capability_sets
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CapabilitySets {
+    /// The most the payload and its descendants can ever hold.
+    pub bounding: Vec<Capability>,
+    /// In force until exec; a subset of `permitted`.
+    pub effective: Vec<Capability>,
+    /// Held until exec.
+    pub permitted: Vec<Capability>,
+    /// Kept across exec for programs with matching file capabilities.
+    pub inheritable: Vec<Capability>,
+    /// Kept across exec for any program; a subset of both `permitted` and `inheritable`.
+    pub ambient: Vec<Capability>,
+}
+
+impl CapabilitySets {
+    /// All five sets equal to `set`.
+    pub fn all(set: &[Capability]) -> CapabilitySets {
+        CapabilitySets {
+            bounding: set.to_vec(),
+            effective: set.to_vec(),
+            permitted: set.to_vec(),
+            inheritable: set.to_vec(),
+            ambient: set.to_vec(),
+        }
+    }
+}
+
+/// The capability step as the child performs it: bit `n` of each set is capability `n`.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct CapPlan {
-    /// Bit `n` set: capability `n` is kept in the permitted, effective, inheritable and ambient
-    /// sets.
-    pub(crate) mask: u64,
-    /// The bounding set: `mask`, or for a payload switched to another uid without an explicit
-    /// request, [`DEFAULT_CAPABILITIES`], as Docker and runc keep it. Holding nothing, such a
-    /// payload can still run programs with file capabilities (`ping`); under `no_new_privs` they
-    /// run without the extra privilege, and without it they get at most these.
+    /// The bounding set. Without an explicit request, for a payload switched to another uid,
+    /// [`DEFAULT_CAPABILITIES`] (as Docker and runc keep it) while it holds none: programs
+    /// with file capabilities (`ping`) still run, without the extra privilege under
+    /// `no_new_privs`, and with at most these without it.
     pub(crate) bounding: u64,
+    pub(crate) effective: u64,
+    pub(crate) permitted: u64,
+    pub(crate) inheritable: u64,
+    pub(crate) ambient: u64,
     /// Highest capability number the kernel knows.
     pub(crate) last: u32,
 }
@@ -49,16 +87,19 @@ pub(crate) struct CapPlan {
 /// switched to another uid gets none (but keeps them as its bounding set), as with container
 /// runtimes.
 pub(crate) fn plan(
-    requested: Option<&[Capability]>,
+    requested: Option<&CapabilitySets>,
     user_ns: bool,
     non_root_user: bool,
 ) -> Result<Option<CapPlan>, Error> {
     let can_change =
         user_ns || caps::has_cap(None, caps::CapSet::Effective, Capability::CAP_SETPCAP).unwrap_or(false);
     if !can_change {
+        let grants = requested.is_some_and(|r| {
+            [&r.effective, &r.permitted, &r.inheritable, &r.ambient].iter().any(|s| !s.is_empty())
+        });
         return match requested {
-            Some(set) if !set.is_empty() => Err(Error::NotPermitted {
-                what: format!("granting capabilities {set:?}"),
+            Some(sets) if grants => Err(Error::NotPermitted {
+                what: format!("granting capabilities {:?}", sets.permitted),
                 reason:
                     "an unprivileged caller has none to give without a user namespace; add Namespaces::USER"
                         .into(),
@@ -84,10 +125,47 @@ pub(crate) fn plan(
             Ok(mask | 1 << bit)
         })
     };
-    let (mask, bounding) = match requested {
-        Some(set) => (bits(set)?, bits(set)?),
-        None if non_root_user => (0, bits(DEFAULT_CAPABILITIES)?),
-        None => (bits(DEFAULT_CAPABILITIES)?, bits(DEFAULT_CAPABILITIES)?),
+    let plan = match requested {
+        Some(sets) => CapPlan {
+            bounding: bits(&sets.bounding)?,
+            effective: bits(&sets.effective)?,
+            permitted: bits(&sets.permitted)?,
+            inheritable: bits(&sets.inheritable)?,
+            ambient: bits(&sets.ambient)?,
+            last,
+        },
+        None => {
+            let defaults = bits(DEFAULT_CAPABILITIES)?;
+            let held = if non_root_user { 0 } else { defaults };
+            CapPlan {
+                bounding: defaults,
+                effective: held,
+                permitted: held,
+                inheritable: held,
+                ambient: held,
+                last,
+            }
+        }
     };
-    Ok(Some(CapPlan { mask, bounding, last }))
+    let names = |mask: u64| {
+        (0..=last).filter(|b| mask & (1 << b) != 0).map(|b| format!("{b}")).collect::<Vec<_>>().join(",")
+    };
+    let outside = |what: &'static str, set: u64, within: u64, of: &str| {
+        if set & !within == 0 {
+            return Ok(());
+        }
+        Err(Error::invalid(
+            what,
+            format!("capabilities numbered {}", names(set & !within)),
+            format!("must also be in the {of} set (the kernel refuses anything else)"),
+        ))
+    };
+    outside("effective capabilities", plan.effective, plan.permitted, "permitted")?;
+    outside(
+        "ambient capabilities",
+        plan.ambient,
+        plan.permitted & plan.inheritable,
+        "permitted and inheritable",
+    )?;
+    Ok(Some(plan))
 }

@@ -13,8 +13,8 @@ use crate::resources::LimitsConfig;
 use crate::resources::cgroup::{self, Layout};
 use crate::userns::{self, IdKind, IdMap, Writer};
 use crate::{
-    Capability, ClockOffsets, Command, Compat, Error, IoLimit, Landlock, Mount, Namespaces, Rlimit, Root,
-    SyscallFilter,
+    Capability, CapabilitySets, ClockOffsets, Command, Compat, Error, IoLimit, Landlock, Mount, Namespaces,
+    Rlimit, Root, SyscallFilter,
 };
 use std::time::Duration;
 
@@ -57,10 +57,11 @@ pub struct SandboxBuilder {
     root: Option<Root>,
     mounts: Vec<Mount>,
     keep_unmasked: bool,
+    no_default_mounts: bool,
     chroot: bool,
     legacy_overlay: bool,
     root_size: Option<u64>,
-    capabilities: Option<Vec<Capability>>,
+    capabilities: Option<CapabilitySets>,
     allow_new_privs: bool,
     syscall_filter: Option<SyscallFilter>,
     no_syscall_filter: bool,
@@ -248,6 +249,15 @@ impl SandboxBuilder {
         self
     }
 
+    /// Mounts only what [`mount`](Self::mount) was given: no fresh `/proc` with a pid
+    /// namespace and no minimal `/dev` with a [`root`](Self::root) unless the caller mounts
+    /// them (as an OCI runtime spec lists every mount itself). The masks stay on (see
+    /// [`unmask_proc_and_sys`](Self::unmask_proc_and_sys)).
+    pub fn no_default_mounts(&mut self) -> &mut Self {
+        self.no_default_mounts = true;
+        self
+    }
+
     /// Switches root with `chroot` instead of `pivot_root`, for hosts where `pivot_root`
     /// cannot work (a root on initramfs). Weaker: the old root stays in the mount namespace,
     /// reachable to a payload that can `chroot` itself. Never chosen automatically.
@@ -277,7 +287,16 @@ impl SandboxBuilder {
     /// apply to the sandbox's own namespaces only; without one they are real host capabilities
     /// (a payload given `CAP_SYS_ADMIN` there could undo its mounts).
     pub fn capabilities(&mut self, caps: impl IntoIterator<Item = Capability>) -> &mut Self {
-        self.capabilities = Some(caps.into_iter().collect());
+        self.capabilities = Some(CapabilitySets::all(&caps.into_iter().collect::<Vec<_>>()));
+        self
+    }
+
+    /// The payload's five capability sets, each on its own (as an OCI runtime spec gives them;
+    /// see [`CapabilitySets`]). Replaces [`capabilities`](Self::capabilities), and the other
+    /// way round: the last call counts. [`build`](Self::build) refuses effective capabilities
+    /// outside the permitted set and ambient ones outside permitted and inheritable.
+    pub fn capability_sets(&mut self, sets: CapabilitySets) -> &mut Self {
+        self.capabilities = Some(sets);
         self
     }
 
@@ -453,23 +472,26 @@ impl SandboxBuilder {
         let root_writable = match self.root.as_ref().map(|r| &r.0) {
             None => true,
             Some(RootKind::Tmpfs | RootKind::HostReadonly) => false,
-            Some(RootKind::Dir { writable, .. }) => *writable,
+            Some(RootKind::Dir { writable, sealed, .. }) => *writable && !*sealed,
             Some(RootKind::Overlay { .. }) => true,
         };
         rules.push((PathBuf::from("/"), rights(root_writable)));
         // The default /proc (with a pid namespace) and /dev that come with a root; a mount of
         // the caller's at either adds its own rule below.
         let claimed = |path: &str| self.mounts.iter().any(|m| m.target == std::path::Path::new(path));
-        if self.root.is_some() && self.namespaces.contains(Namespaces::PID) && !claimed("/proc") {
+        let defaults = !self.no_default_mounts;
+        if defaults && self.root.is_some() && self.namespaces.contains(Namespaces::PID) && !claimed("/proc") {
             rules.push((PathBuf::from("/proc"), all));
         }
-        if self.root.is_some() && !claimed("/dev") {
+        if defaults && self.root.is_some() && !claimed("/dev") {
             rules.push((PathBuf::from("/dev"), all));
         }
         for m in &self.mounts {
             let writable = match &m.kind {
                 MountKind::Bind { .. } | MountKind::Tmpfs { .. } | MountKind::Mqueue => !m.readonly,
-                MountKind::Proc | MountKind::Dev => true,
+                MountKind::Proc | MountKind::Dev | MountKind::Devpts { .. } => true,
+                // A node: the rule of the mount it lies in covers it.
+                MountKind::Device { .. } => continue,
                 MountKind::Sysfs => false,
                 // Files, directories and links live in the mount above them; masks and
                 // read-only remounts only take away.
@@ -482,7 +504,7 @@ impl SandboxBuilder {
     }
 
     /// Finds the user `spec` in the sandbox's own `/etc/passwd` and `/etc/group`.
-    fn resolve_user(&self, spec: &str) -> Result<crate::identity::Identity, Error> {
+    pub(crate) fn resolve_user(&self, spec: &str) -> Result<crate::identity::Identity, Error> {
         use crate::fs::{MountKind, RootKind};
         use crate::identity::Db;
         use crate::identity::LookupFailure;
@@ -630,11 +652,11 @@ impl SandboxBuilder {
         self.limits.validate()?;
         let cgroup_layout = self.cgroup_layout()?;
 
-        let caps = privileges::plan(self.capabilities.as_deref(), user_ns.is_some(), non_root_user)?;
+        let caps = privileges::plan(self.capabilities.as_ref(), user_ns.is_some(), non_root_user)?;
         let fs = FsConfig::new(
             self.root.clone(),
             self.mounts.clone(),
-            !self.keep_unmasked,
+            crate::fs::plan::Defaults { masks: !self.keep_unmasked, mounts: !self.no_default_mounts },
             self.chroot,
             self.root_size,
             self.legacy_overlay,
@@ -660,7 +682,7 @@ impl SandboxBuilder {
             None
         } else {
             let filter = self.syscall_filter.clone().unwrap_or_default();
-            Some(filter.compile(caps.map_or(0, |c| c.mask), !no_new_privs)?)
+            Some(filter.compile(caps.map_or(0, |c| c.bounding), !no_new_privs)?)
         };
         let (landlock, unenforced) = match &self.landlock {
             Some(rules) => rules.plan(self.landlock_mount_rules())?,

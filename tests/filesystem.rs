@@ -230,6 +230,33 @@ fn caller_root_directory_is_used_and_writable_unless_read_only() {
 }
 
 #[test]
+fn a_sealed_root_gets_its_mount_points_then_is_read_only_above_its_writable_mounts() {
+    let root = caller_root();
+    std::fs::write(root.path().join("etc/motd"), "welcome\n").unwrap();
+    let sandbox =
+        rooted(fs_ns(), Root::dir_sealed(root.path())).mount(Mount::tmpfs("/work/tmp")).build().unwrap();
+    let out = sh(
+        &sandbox,
+        "echo changed > /etc/motd || echo root-read-only; echo x > /work/tmp/x && echo tmp-writable",
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "root-read-only\ntmp-writable\n");
+    assert_eq!(std::fs::read_to_string(root.path().join("etc/motd")).unwrap(), "welcome\n");
+    // The mount point was made in the directory, as an OCI runtime makes it in its bundle.
+    assert!(root.path().join("work/tmp").is_dir());
+}
+
+#[test]
+fn without_default_mounts_only_the_given_mounts_are_there() {
+    let sandbox =
+        rooted(fs_ns(), Root::tmpfs()).no_default_mounts().mount(Mount::proc("/proc")).build().unwrap();
+    let inside = sh_ok(&sandbox, "cat /proc/self/mountinfo; test -e /dev/null || echo no-dev");
+    let points = mount_points(&inside);
+    assert!(points.iter().all(|p| !p.starts_with("/dev")), "{inside}");
+    assert!(points.iter().any(|p| p == "/proc"), "{inside}");
+    assert!(inside.ends_with("no-dev\n"), "{inside}");
+}
+
+#[test]
 fn overlay_root_writes_land_in_the_upper_layer_and_the_lower_is_unchanged() {
     let lower = caller_root();
     std::fs::write(lower.path().join("etc/keep"), "lower keep\n").unwrap();

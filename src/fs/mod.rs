@@ -41,9 +41,17 @@ pub struct Root(pub(crate) RootKind);
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum RootKind {
     Tmpfs,
-    Dir { path: PathBuf, writable: bool },
+    /// `sealed`: writable while the mounts are placed, then read-only (the root mount itself).
+    Dir {
+        path: PathBuf,
+        writable: bool,
+        sealed: bool,
+    },
     HostReadonly,
-    Overlay { lowers: Vec<PathBuf>, upper: Option<(PathBuf, PathBuf)> },
+    Overlay {
+        lowers: Vec<PathBuf>,
+        upper: Option<(PathBuf, PathBuf)>,
+    },
 }
 
 impl Root {
@@ -58,12 +66,20 @@ impl Root {
     /// it cannot point a mount outside. `path` itself must contain no symlink (see the module
     /// docs: a link to `/` would hand the payload the host's root).
     pub fn dir(path: impl Into<PathBuf>) -> Root {
-        Root(RootKind::Dir { path: path.into(), writable: true })
+        Root(RootKind::Dir { path: path.into(), writable: true, sealed: false })
     }
 
     /// Like [`Root::dir`], but read-only (recursively, including mounts beneath it).
     pub fn dir_readonly(path: impl Into<PathBuf>) -> Root {
-        Root(RootKind::Dir { path: path.into(), writable: false })
+        Root(RootKind::Dir { path: path.into(), writable: false, sealed: false })
+    }
+
+    /// Like [`Root::dir`] while the sandbox's mounts are placed (a missing mount point is
+    /// created in the directory, as an OCI runtime creates it in its bundle's root), then
+    /// read-only for the payload: the root mount itself, not the mounts beneath it (as an OCI
+    /// spec's `root.readonly`).
+    pub fn dir_sealed(path: impl Into<PathBuf>) -> Root {
+        Root(RootKind::Dir { path: path.into(), writable: true, sealed: true })
     }
 
     /// The host's root filesystem, recursively read-only. Add writable places with
@@ -130,6 +146,8 @@ pub(crate) enum MountKind {
     Dev,
     Sysfs,
     Mqueue,
+    Devpts { gid: Option<u32> },
+    Device { source: PathBuf },
     File { contents: Vec<u8>, mode: u32 },
     Dir { mode: u32 },
     Symlink { link: PathBuf },
@@ -185,6 +203,32 @@ impl Mount {
     /// [`Namespaces::IPC`](crate::Namespaces::IPC).
     pub fn mqueue(target: impl Into<PathBuf>) -> Mount {
         Mount::new(target, MountKind::Mqueue, false)
+    }
+
+    /// A devpts instance of the sandbox's own at `target` (`newinstance`, `ptmxmode=0666`,
+    /// `mode=620`): terminals made in it belong to the sandbox. [`Mount::dev`] already has one
+    /// at `/dev/pts`; this is for a `/dev` put together from its parts (as an OCI spec lists
+    /// it).
+    pub fn devpts(target: impl Into<PathBuf>) -> Mount {
+        // Not nodev: its nodes are the terminals.
+        Mount::new(target, MountKind::Devpts { gid: None }, false).noexec(true).nodev(false)
+    }
+
+    /// For [`devpts`](Self::devpts): the group new terminals get (`gid=`, e.g. 5, `tty` on
+    /// Debian), which must be mapped in the sandbox's user namespace. Ignored for other mounts.
+    pub fn group(mut self, gid: u32) -> Mount {
+        if let MountKind::Devpts { gid: g } = &mut self.kind {
+            *g = Some(gid);
+        }
+        self
+    }
+
+    /// The host's character device node `source` (e.g. `/dev/fuse`), bound at `target`
+    /// (read-only as a node: the payload cannot change its mode or owner; reading and writing
+    /// the device follow the node's permissions). Every other mount is `nodev`, so this is how
+    /// a device reaches the payload.
+    pub fn device(source: impl Into<PathBuf>, target: impl Into<PathBuf>) -> Mount {
+        Mount::new(target, MountKind::Device { source: source.into() }, true)
     }
 
     /// A file with `contents` at `target` (e.g. `/etc/hosts`), read-only unless

@@ -149,11 +149,20 @@ pub(crate) struct FsPlan {
 }
 
 /// The settings the filesystem plan is made from, validated by [`FsConfig::new`].
+/// What the sandbox adds to the caller's mounts on its own.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Defaults {
+    /// The masked and read-only `/proc` and `/sys` paths.
+    pub(crate) masks: bool,
+    /// A `/proc` with a pid namespace, a `/dev` with a root.
+    pub(crate) mounts: bool,
+}
+
 #[derive(Clone, Debug)]
 pub(crate) struct FsConfig {
     root: Option<Root>,
     mounts: Vec<Mount>,
-    default_masks: bool,
+    defaults: Defaults,
     chroot: bool,
     root_size: Option<u64>,
     /// Overlay roots with one `lowerdir=` option (kernels before 6.8) instead of `lowerdir+`.
@@ -166,7 +175,7 @@ impl FsConfig {
     pub(crate) fn new(
         root: Option<Root>,
         mounts: Vec<Mount>,
-        default_masks: bool,
+        defaults: Defaults,
         chroot: bool,
         root_size: Option<u64>,
         legacy_overlay: bool,
@@ -236,7 +245,7 @@ impl FsConfig {
             }
             seen.push((m.target.clone(), leaf));
         }
-        Ok(FsConfig { root, mounts, default_masks, chroot, root_size, legacy_overlay })
+        Ok(FsConfig { root, mounts, defaults, chroot, root_size, legacy_overlay })
     }
 
     /// Whether the sandbox's filesystem differs from the host's in any way (a mount namespace
@@ -269,7 +278,7 @@ impl FsConfig {
             Some(RootKind::Tmpfs) => {
                 RootOp::Tmpfs { options: tmpfs_options(self.root_size, None, Some(0o755)) }
             }
-            Some(RootKind::Dir { path, writable }) => {
+            Some(RootKind::Dir { path, writable, .. }) => {
                 RootOp::Bind { source: cstring("root directory", path.as_os_str())?, writable: *writable }
             }
             Some(RootKind::HostReadonly) => RootOp::HostReadonly,
@@ -297,17 +306,17 @@ impl FsConfig {
         let mut ops = Vec::new();
         let mut finish = Vec::new();
         let claimed = |p: &str| self.mounts.iter().any(|m| m.target == Path::new(p));
-        if ns.contains(Namespaces::PID) && !claimed("/proc") {
+        if self.defaults.mounts && ns.contains(Namespaces::PID) && !claimed("/proc") {
             expand(&Mount::proc("/proc"), &mut ops, &mut finish, strict_target)?;
         }
-        if self.has_root() && !claimed("/dev") {
+        if self.defaults.mounts && self.has_root() && !claimed("/dev") {
             expand(&Mount::dev("/dev"), &mut ops, &mut finish, strict_target)?;
         }
         for m in &self.mounts {
             expand(m, &mut ops, &mut finish, target)?;
         }
         ops.append(&mut finish);
-        if self.default_masks {
+        if self.defaults.masks {
             for p in DEFAULT_MASKED {
                 ops.push(FsOp::Mask { target: strict_target(Path::new(p))? });
             }
@@ -319,7 +328,8 @@ impl FsConfig {
         Ok(FsPlan {
             mount_ns: true,
             may_create: !matches!(root, RootOp::Host),
-            root_readonly: matches!(root, RootOp::Tmpfs { .. }),
+            root_readonly: matches!(root, RootOp::Tmpfs { .. })
+                || matches!(&self.root, Some(Root(RootKind::Dir { sealed: true, .. }))),
             root,
             ops,
             chroot: self.chroot,
@@ -410,9 +420,26 @@ fn validate_mount(m: &Mount, ns: Namespaces) -> Result<(), Error> {
         MountKind::Symlink { link } => {
             cstring("symlink target", link.as_os_str())?;
         }
+        MountKind::Device { source } => {
+            device_number(source)?;
+        }
         _ => {}
     }
     Ok(())
+}
+
+/// The major and minor number of the host's character device `source`.
+fn device_number(source: &Path) -> Result<(u32, u32), Error> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let meta = super::check_source("device", source)?;
+    if !meta.file_type().is_char_device() {
+        return Err(Error::InvalidPath {
+            what: "device",
+            path: source.to_owned(),
+            reason: "is not a character device (block devices are not bound into sandboxes)".into(),
+        });
+    }
+    Ok((libc::major(meta.rdev()), libc::minor(meta.rdev())))
 }
 
 fn tmpfs_options(
@@ -509,6 +536,22 @@ fn expand(
             fstype: c"sysfs",
             options: Vec::new(),
             attrs: attr::RDONLY | attr::NOSUID | attr::NODEV | attr::NOEXEC,
+            target: target(t)?,
+        }),
+        MountKind::Devpts { gid } => {
+            let mut options = vec![
+                (c"newinstance".to_owned(), None),
+                (c"ptmxmode".to_owned(), Some(c"0666".to_owned())),
+                (c"mode".to_owned(), Some(c"620".to_owned())),
+            ];
+            if let Some(gid) = gid {
+                options.push((c"gid".to_owned(), Some(CString::new(gid.to_string()).unwrap_or_default())));
+            }
+            ops.push(FsOp::NewFs { fstype: c"devpts", options, attrs: flags(m), target: target(t)? })
+        }
+        MountKind::Device { source } => ops.push(FsOp::DevNode {
+            source: cstring("device", source.as_os_str())?,
+            rdev: device_number(source)?,
             target: target(t)?,
         }),
         MountKind::Mqueue => ops.push(FsOp::NewFs {

@@ -594,14 +594,13 @@ fn exec_payload(plan: &Plan<'_>, ends: Ends) -> Result<Infallible, Failure> {
     }
 
     if let Some(caps) = creds.caps {
-        // Permitted, effective, inheritable and ambient equal the mask: after exec a root payload
-        // gets (bounding & inheritable) | ..., any other payload its ambient set, so either way
-        // exactly the mask.
-        super::capset(caps.mask).map_err(at(Step::Capabilities))?;
+        // After exec a root payload gets bounding | inheritable, any other payload its ambient
+        // set (with `capabilities`, all five sets are one: exactly that set either way).
+        super::capset(caps.effective, caps.permitted, caps.inheritable).map_err(at(Step::Capabilities))?;
         super::prctl3(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong, 0)
             .map_err(at(Step::Capabilities))?;
         for cap in 0..=caps.last {
-            if caps.mask & (1 << cap) != 0 {
+            if caps.ambient & (1 << cap) != 0 {
                 super::prctl3(
                     libc::PR_CAP_AMBIENT,
                     libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,

@@ -326,9 +326,9 @@ pub(crate) fn prctl3(option: c_int, arg2: c_ulong, arg3: c_ulong) -> SysResult<(
     unsafe { raw!(libc::SYS_prctl, option, arg2, arg3, 0, 0) }.map(drop)
 }
 
-/// Sets the effective, permitted and inheritable capability sets of the calling thread to
-/// `mask` (capability `n` is bit `n`).
-pub(crate) fn capset(mask: u64) -> SysResult<()> {
+/// Sets the effective, permitted and inheritable capability sets of the calling thread
+/// (capability `n` is bit `n` of each).
+pub(crate) fn capset(effective: u64, permitted: u64, inheritable: u64) -> SysResult<()> {
     #[repr(C)]
     struct Header {
         version: u32,
@@ -343,8 +343,12 @@ pub(crate) fn capset(mask: u64) -> SysResult<()> {
     }
     const VERSION_3: u32 = 0x2008_0522;
     let header = Header { version: VERSION_3, pid: 0 };
-    let word = |w: u64| Data { effective: w as u32, permitted: w as u32, inheritable: w as u32 };
-    let data = [word(mask), word(mask >> 32)];
+    let word = |shift: u32| Data {
+        effective: (effective >> shift) as u32,
+        permitted: (permitted >> shift) as u32,
+        inheritable: (inheritable >> shift) as u32,
+    };
+    let data = [word(0), word(32)];
     // SAFETY: header and the two data words are valid for the version-3 layout.
     (unsafe { raw!(libc::SYS_capset, &header as *const Header, data.as_ptr()) }).map(drop)
 }
