@@ -59,6 +59,8 @@ mod identity;
 #[cfg(feature = "image")]
 pub mod image;
 mod namespaces;
+#[cfg(feature = "oci")]
+pub mod oci;
 mod plan;
 mod privileges;
 mod probe;
@@ -82,7 +84,7 @@ pub use command::{Command, Stdio};
 pub use error::{Error, Stage};
 pub use fs::{Mount, Root};
 pub use namespaces::{ClockOffsets, Namespaces};
-pub use privileges::{Capability, DEFAULT_CAPABILITIES};
+pub use privileges::{Capability, CapabilitySets, DEFAULT_CAPABILITIES};
 pub use probe::{Feature, HostReport, probe};
 pub use resources::{Compat, IoLimit, Limit, ResourceUsage, Rlimit};
 pub use sandbox::{Sandbox, SandboxBuilder, UNTRUSTED_IDS};
