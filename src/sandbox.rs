@@ -67,6 +67,7 @@ pub struct SandboxBuilder {
     no_syscall_filter: bool,
     landlock: Option<Landlock>,
     umask: Option<u32>,
+    oom_score_adj: Option<i32>,
     limits: LimitsConfig,
     run_defaults: Option<RunDefaults>,
     /// `groups` came from an image's `User`, so an explicit `user` replaces them too.
@@ -330,6 +331,15 @@ impl SandboxBuilder {
     /// Landlock rules for the payload (default: none). See [`Landlock`].
     pub fn landlock(&mut self, rules: Landlock) -> &mut Self {
         self.landlock = Some(rules);
+        self
+    }
+
+    /// The sandbox's OOM score adjustment (`/proc/<pid>/oom_score_adj`, -1000 to 1000; default:
+    /// the embedding process's): higher makes its processes the OOM killer's first choice.
+    /// Written by the embedding process before the sandbox runs anything, so lowering it needs
+    /// `CAP_SYS_RESOURCE` there (root); raising it never does.
+    pub fn oom_score_adj(&mut self, adj: i32) -> &mut Self {
+        self.oom_score_adj = Some(adj);
         self
     }
 
@@ -649,6 +659,9 @@ impl SandboxBuilder {
         }
 
         let non_root_user = self.user.is_some_and(|(uid, _)| uid != 0);
+        if let Some(adj) = self.oom_score_adj.filter(|a| !(-1000..=1000).contains(a)) {
+            return Err(Error::invalid("oom_score_adj", adj, "the kernel takes -1000 to 1000"));
+        }
         self.limits.validate()?;
         let cgroup_layout = self.cgroup_layout()?;
 
@@ -727,6 +740,7 @@ impl SandboxBuilder {
                 no_new_privs,
                 home: self.home.clone(),
                 umask: self.umask.unwrap_or(0o022),
+                oom_score_adj: self.oom_score_adj,
                 seccomp,
                 landlock,
                 unenforced,
@@ -1035,6 +1049,8 @@ pub(crate) struct Config {
     /// `HOME` for commands that set none (the user's home from `/etc/passwd`, else `/`).
     pub(crate) home: Option<PathBuf>,
     pub(crate) umask: u32,
+    /// Written to the child's `oom_score_adj` before it runs anything.
+    pub(crate) oom_score_adj: Option<i32>,
     /// The compiled syscall filter (`None`: none, explicitly).
     pub(crate) seccomp: Option<Vec<crate::seccomp::SockFilter>>,
     pub(crate) landlock: Option<crate::access::LandlockPlan>,

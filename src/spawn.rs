@@ -226,6 +226,12 @@ pub(crate) fn spawn(
     if let (Some(cgroup), false) = (&cgroup, in_cgroup) {
         cgroup.attach(target).map_err(abort)?;
     }
+    if let Some(adj) = config.oom_score_adj {
+        // Inherited by everything the child starts (a session command: the command itself).
+        let fd = command.as_ref().map_or(pidfd.as_fd(), |fd| fd.as_fd());
+        let dir = userns::ProcDir::open(target, fd).map_err(abort)?;
+        dir.write("oom_score_adj", adj.to_string().as_bytes()).map_err(abort)?;
+    }
     if let (Some(user_ns), false) = (&config.user_ns, joining) {
         // /proc/<pid>, proven through the pidfd to be our child: maps are written through it.
         let dir = userns::ProcDir::open(pid, pidfd.as_fd()).map_err(abort)?;

@@ -191,7 +191,8 @@ impl ProcDir {
         Ok(())
     }
 
-    fn write(&self, name: &str, data: &[u8]) -> Result<(), Error> {
+    /// Writes `data` to the process's `name` file.
+    pub(crate) fn write(&self, name: &str, data: &[u8]) -> Result<(), Error> {
         let op = || format!("write {:?} to {}/{name}", String::from_utf8_lossy(data).trim_end(), self.path);
         let mut file = nix::fcntl::openat(
             self.dir.as_fd(),

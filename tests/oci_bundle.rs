@@ -132,7 +132,8 @@ fn status_field<'a>(status: &'a str, key: &str) -> &'a str {
 fn a_runc_spec_bundle_runs_with_the_ids_capabilities_limits_and_files_its_config_gives() {
     let _serial = common::serial();
     let dir = bundle_dir();
-    let script = "id -u; id -g; id -G; hostname; umask; ulimit -n; cat /proc/self/status; echo ==; \
+    let script = "id -u; id -g; id -G; hostname; umask; ulimit -n; cat /proc/self/oom_score_adj; \
+        cat /proc/self/status; echo ==; \
         echo ok > /dev/null && echo null-writable; test -c /dev/pts/ptmx && echo pts; \
         readlink /dev/ptmx; readlink /dev/fd; [ -z \"$(head -c 1 /proc/kcore 2>/dev/null)\" ] && echo kcore-masked; \
         touch /rootfs-write 2>/dev/null || echo root-readonly; \
@@ -140,6 +141,7 @@ fn a_runc_spec_bundle_runs_with_the_ids_capabilities_limits_and_files_its_config
         touch /dev/shm/x && echo shm-writable; ls /sys/kernel >/dev/null && echo sysfs";
     let mut cfg = config(&["sh", "-c", script]);
     cfg["process"]["user"]["umask"] = json!(0o027);
+    cfg["process"]["oomScoreAdj"] = json!(500);
     let out = run(dir.path(), &cfg);
     let (head, tail) = out.split_once("==\n").unwrap();
     let mut lines = head.lines();
@@ -149,6 +151,7 @@ fn a_runc_spec_bundle_runs_with_the_ids_capabilities_limits_and_files_its_config
     assert_eq!(lines.next(), Some("runc"));
     assert_eq!(lines.next(), Some("0027"));
     assert_eq!(lines.next(), Some("1024"));
+    assert_eq!(lines.next(), Some("500"));
     // CAP_AUDIT_WRITE (29), CAP_KILL (5), CAP_NET_BIND_SERVICE (10); no inheritable set, so
     // no ambient one (the kernel refuses ambient capabilities that are not inheritable).
     let caps = format!("{:016x}", (1u64 << 29) | (1 << 5) | (1 << 10));
@@ -368,11 +371,10 @@ fn fields_stockade_does_not_carry_out_are_refused_by_name() {
     let _serial = common::serial();
     let dir = bundle_dir();
     type Change = fn(&mut Value);
-    let cases: [(&str, Change); 9] = [
+    let cases: [(&str, Change); 8] = [
         ("hooks.prestart", |c| c["hooks"] = json!({"prestart": [{"path": "/bin/true"}]})),
         ("linux.sysctl", |c| c["linux"]["sysctl"] = json!({"net.ipv4.ip_forward": "1"})),
         ("linux.namespaces[1].path", |c| c["linux"]["namespaces"][1]["path"] = json!("/proc/1/ns/net")),
-        ("process.oomScoreAdj", |c| c["process"]["oomScoreAdj"] = json!(100)),
         ("process.apparmorProfile", |c| c["process"]["apparmorProfile"] = json!("docker-default")),
         ("mounts[6].type", |c| {
             c["mounts"]
@@ -404,7 +406,11 @@ fn a_terminal_in_the_config_gives_the_process_one() {
     let bundle = open(dir.path(), &cfg).unwrap();
     let mut child = bundle.command().unwrap().spawn().expect("spawn with a terminal");
     let terminal = child.terminal.take().expect("the caller's end of the terminal");
-    let text = common::read_until(&mut common::buffered(terminal), |t| t.contains("on-a-tty"));
+    // Kept open until the payload ended: closing it first would hang up on the payload.
+    let mut screen = common::buffered(terminal);
+    let text = common::read_until(&mut screen, |t| t.contains("on-a-tty"));
     assert!(text.contains("on-a-tty"), "{text}");
-    assert!(child.wait().unwrap().success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    drop(screen);
 }

@@ -343,3 +343,14 @@ fn the_init_kills_the_payload_at_the_wall_clock_limit_while_nobody_waits() {
     assert_eq!(status.limit(), Some(stockade::Limit::WallClock), "{status}");
     assert!(status.usage().wall_time >= Duration::from_millis(300));
 }
+
+#[test]
+fn the_oom_score_adjustment_is_set_before_the_payload_runs_and_checked_at_build() {
+    for ns in [Namespaces::empty(), Namespaces::PID | Namespaces::MOUNT] {
+        let sandbox = builder(ns).oom_score_adj(700).build().unwrap();
+        // The payload and what it starts (here a child of sh) inherit it.
+        assert_eq!(sh_ok(&sandbox, "cat /proc/self/oom_score_adj"), "700\n", "{ns:?}");
+    }
+    let err = Sandbox::builder().oom_score_adj(1001).build().unwrap_err();
+    assert!(matches!(&err, stockade::Error::InvalidValue { what: "oom_score_adj", .. }), "{err:?}");
+}

@@ -13,7 +13,7 @@
 //! | `process.args`, `env`, `cwd` | the command, its environment exactly (no `PATH` added), its working directory (created when missing, as runc does) |
 //! | `process.user` | `uid`, `gid`, `additionalGids`, `umask` (default `0022`) |
 //! | `process.capabilities` | the five sets ([`CapabilitySets`](crate::CapabilitySets)); absent: none; ambient ones not both permitted and inheritable left out, as runc does |
-//! | `process.rlimits`, `noNewPrivileges`, `terminal`, `consoleSize` | as named; `noNewPrivileges` absent or false allows new privileges |
+//! | `process.rlimits`, `noNewPrivileges`, `oomScoreAdj`, `terminal`, `consoleSize` | as named; `noNewPrivileges` absent or false allows new privileges |
 //! | `hostname`, `domainname` | need a uts namespace |
 //! | `linux.namespaces` (new ones), `uidMappings`, `gidMappings`, `timeOffsets` | as named |
 //! | `linux.resources` | `memory.limit`/`swap`, `cpu.shares` (as weight, 1024 shares = 100), `quota`/`period`, `cpus`/`mems`, `pids.limit`, `blockIO.weight` and throttles, `devices` (see below) |
@@ -29,7 +29,7 @@
 //! (runc enforces the same rules with the device cgroup).
 //!
 //! Refused for now, each with [`BundleError::Unsupported`]: joining existing namespaces
-//! (`linux.namespaces[].path`), `hooks`, `linux.sysctl`, `process.oomScoreAdj`, `cgroup`
+//! (`linux.namespaces[].path`), `hooks`, `linux.sysctl`, `cgroup`
 //! and `overlay` mounts, mount id mappings, shared or slave propagation, AppArmor and SELinux
 //! labels, `process.scheduler`, `ioPriority`, `execCPUAffinity`, memory reservations and
 //! kernel limits, real-time CPU, hugepage, network, RDMA and `unified` cgroup settings,

@@ -13,7 +13,6 @@ pub(super) fn credentials(p: &Process, ns: Namespaces, b: &mut SandboxBuilder) -
     let refused = [
         ("process.apparmorProfile", p.apparmor_profile().as_deref().is_some_and(|s| !s.is_empty())),
         ("process.selinuxLabel", p.selinux_label().as_deref().is_some_and(|s| !s.is_empty())),
-        ("process.oomScoreAdj", p.oom_score_adj().is_some()),
         ("process.ioPriority", p.io_priority().is_some()),
         ("process.scheduler", p.scheduler().is_some()),
         ("process.execCPUAffinity", p.exec_cpu_affinity().is_some()),
@@ -24,6 +23,9 @@ pub(super) fn credentials(p: &Process, ns: Namespaces, b: &mut SandboxBuilder) -
         return Err(BundleError::unsupported(*field, "present", "not implemented"));
     }
 
+    if let Some(adj) = p.oom_score_adj() {
+        b.oom_score_adj(adj);
+    }
     let user = p.user();
     b.user(user.uid(), user.gid());
     // Exactly these (none when absent), not the caller's. In a user namespace stockade drops
