@@ -503,6 +503,7 @@ impl SandboxBuilder {
                 // A node: the rule of the mount it lies in covers it.
                 MountKind::Device { .. } => continue,
                 MountKind::Sysfs => false,
+                MountKind::Cgroup => !m.readonly,
                 // Files, directories and links live in the mount above them; masks and
                 // read-only remounts only take away.
                 MountKind::File { .. } | MountKind::Dir { .. } | MountKind::Symlink { .. } => continue,

@@ -316,3 +316,29 @@ fn payload_reads_stdin_and_its_output_is_captured_in_every_namespace_mix() {
         assert!(child.wait().unwrap().success());
     }
 }
+
+#[test]
+fn a_cgroup_mount_shows_only_the_sandboxs_own_cgroups_and_is_read_only() {
+    use stockade::{Mount, Root};
+    let sandbox = rooted(Namespaces::PID | Namespaces::CGROUP | Namespaces::UTS, Root::tmpfs())
+        .mount(Mount::cgroup("/sys/fs/cgroup"))
+        .build()
+        .unwrap();
+    // The processes file of one hierarchy (the unified one on pure v2, else pids or memory).
+    let script = "cat /proc/self/cgroup; echo ==; \
+        for f in /sys/fs/cgroup/cgroup.procs /sys/fs/cgroup/pids/cgroup.procs /sys/fs/cgroup/memory/cgroup.procs; do \
+          if [ -e $f ]; then cat $f; break; fi; done; echo ==; \
+        mkdir /sys/fs/cgroup/x 2>/dev/null || echo read-only";
+    let out = sh_ok(&sandbox, script);
+    let parts: Vec<&str> = out.split("==\n").collect();
+    let [own, procs, rest] = parts.as_slice() else { panic!("{out}") };
+    // Every hierarchy's path is its namespace root.
+    for line in own.lines() {
+        assert!(line.ends_with(":/"), "not the namespace root: {line}\n{out}");
+    }
+    // Only the sandbox's processes are listed (its init, the shell, cat: pids of its own
+    // namespace, all small), none of the host's.
+    let pids: Vec<u32> = procs.lines().map(|l| l.parse().unwrap()).collect();
+    assert!((2..=4).contains(&pids.len()) && pids.iter().all(|p| *p < 10), "{out}");
+    assert_eq!(*rest, "read-only\n");
+}

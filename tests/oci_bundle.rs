@@ -42,8 +42,7 @@ fn bundle_dir() -> common::TempDir {
 }
 
 /// The config `runc spec` writes (`--rootless` when not root: a user namespace mapping this
-/// user to root, devpts without `gid=5`), running `args`, with a network namespace and
-/// without the `cgroup` mount.
+/// user to root, devpts without `gid=5`), running `args`, with a network namespace.
 fn config(args: &[&str]) -> Value {
     let caps = json!(["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]);
     let mut devpts = vec!["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"];
@@ -93,7 +92,9 @@ fn config(args: &[&str]) -> Value {
              "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
             {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
              "options": ["nosuid", "noexec", "nodev"]},
-            {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}
+            {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
+            {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+             "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}
         ],
         "linux": linux
     })
@@ -138,7 +139,9 @@ fn a_runc_spec_bundle_runs_with_the_ids_capabilities_limits_and_files_its_config
         readlink /dev/ptmx; readlink /dev/fd; [ -z \"$(head -c 1 /proc/kcore 2>/dev/null)\" ] && echo kcore-masked; \
         touch /rootfs-write 2>/dev/null || echo root-readonly; \
         echo 1 > /proc/sys/kernel/ns_last_pid 2>/dev/null || echo proc-sys-readonly; \
-        touch /dev/shm/x && echo shm-writable; ls /sys/kernel >/dev/null && echo sysfs";
+        touch /dev/shm/x && echo shm-writable; ls /sys/kernel >/dev/null && echo sysfs; \
+        grep -q ':/$' /proc/self/cgroup && ls /sys/fs/cgroup | grep -q . && echo cgroupfs; \
+        mkdir /sys/fs/cgroup/x 2>/dev/null || echo cgroupfs-readonly";
     let mut cfg = config(&["sh", "-c", script]);
     cfg["process"]["user"]["umask"] = json!(0o027);
     cfg["process"]["oomScoreAdj"] = json!(500);
@@ -161,7 +164,7 @@ fn a_runc_spec_bundle_runs_with_the_ids_capabilities_limits_and_files_its_config
     assert_eq!(status_field(head, "CapInh"), "0000000000000000");
     assert_eq!(status_field(head, "CapAmb"), "0000000000000000");
     assert_eq!(status_field(head, "NoNewPrivs"), "1");
-    let expected = "null-writable\npts\npts/ptmx\n/proc/self/fd\nkcore-masked\nroot-readonly\nproc-sys-readonly\nshm-writable\nsysfs\n";
+    let expected = "null-writable\npts\npts/ptmx\n/proc/self/fd\nkcore-masked\nroot-readonly\nproc-sys-readonly\nshm-writable\nsysfs\ncgroupfs\ncgroupfs-readonly\n";
     assert_eq!(tail, expected);
     // The bundle's root was not written to.
     assert!(!dir.path().join("rootfs/rootfs-write").exists());
@@ -333,7 +336,7 @@ fn bad_bundles_fail_naming_the_field_and_leave_nothing_behind() {
             .push(json!({"destination": dest, "type": "tmpfs", "source": "tmpfs"}));
         let err = open(dir.path(), &cfg).unwrap().command().unwrap_err();
         assert!(
-            matches!(&err, BundleError::Invalid { field, .. } if field == "mounts[6].destination"),
+            matches!(&err, BundleError::Invalid { field, .. } if field == "mounts[7].destination"),
             "{dest}: {err:?}"
         );
     }
@@ -376,11 +379,11 @@ fn fields_stockade_does_not_carry_out_are_refused_by_name() {
         ("linux.sysctl", |c| c["linux"]["sysctl"] = json!({"net.ipv4.ip_forward": "1"})),
         ("linux.namespaces[1].path", |c| c["linux"]["namespaces"][1]["path"] = json!("/proc/1/ns/net")),
         ("process.apparmorProfile", |c| c["process"]["apparmorProfile"] = json!("docker-default")),
-        ("mounts[6].type", |c| {
+        ("mounts[7].type", |c| {
             c["mounts"]
                 .as_array_mut()
                 .unwrap()
-                .push(json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup"}))
+                .push(json!({"destination": "/x", "type": "overlay", "source": "overlay"}))
         }),
         ("mounts[0].options", |c| c["mounts"][0]["options"] = json!(["rshared"])),
         ("linux.resources.unified", |c| c["linux"]["resources"]["unified"] = json!({"memory.high": "1M"})),

@@ -147,6 +147,7 @@ pub(crate) enum MountKind {
     Sysfs,
     Mqueue,
     Devpts { gid: Option<u32> },
+    Cgroup,
     Device { source: PathBuf },
     File { contents: Vec<u8>, mode: u32 },
     Dir { mode: u32 },
@@ -221,6 +222,15 @@ impl Mount {
             *g = Some(gid);
         }
         self
+    }
+
+    /// The sandbox's own cgroups at `target` (usually `/sys/fs/cgroup`), laid out as the
+    /// host's `/sys/fs/cgroup` is (one cgroup2 file system, or a tmpfs holding each v1
+    /// hierarchy and its links), each showing the sandbox's cgroup as its root. Needs
+    /// [`Namespaces::CGROUP`](crate::Namespaces::CGROUP). Read-only unless
+    /// [`read_only(false)`](Self::read_only).
+    pub fn cgroup(target: impl Into<PathBuf>) -> Mount {
+        Mount::new(target, MountKind::Cgroup, true).noexec(true)
     }
 
     /// The host's character device node `source` (e.g. `/dev/fuse`), bound at `target`

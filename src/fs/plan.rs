@@ -423,6 +423,9 @@ fn validate_mount(m: &Mount, ns: Namespaces) -> Result<(), Error> {
         MountKind::Device { source } => {
             device_number(source)?;
         }
+        MountKind::Cgroup if !ns.contains(Namespaces::CGROUP) => {
+            return Err(Error::NamespaceRequired { what: "a cgroup mount", needs: "cgroup" });
+        }
         _ => {}
     }
     Ok(())
@@ -548,6 +551,50 @@ fn expand(
                 options.push((c"gid".to_owned(), Some(CString::new(gid.to_string()).unwrap_or_default())));
             }
             ops.push(FsOp::NewFs { fstype: c"devpts", options, attrs: flags(m), target: target(t)? })
+        }
+        MountKind::Cgroup => {
+            use crate::resources::cgroup::ViewEntry;
+            let view = crate::resources::cgroup::view().ok_or_else(|| Error::Unsupported {
+                feature: "cgroups".into(),
+                reason: "no cgroup filesystem is mounted at /sys/fs/cgroup".into(),
+                hint: "mount cgroup2 at /sys/fs/cgroup, or leave out the cgroup mount".into(),
+            })?;
+            let attrs = attr::NOSUID | attr::NODEV | attr::NOEXEC | if m.readonly { attr::RDONLY } else { 0 };
+            let text = |s: &str| CString::new(s).unwrap_or_default();
+            let fs_op = |unified: bool, options: &[(String, Option<String>)], at: &Path| {
+                Ok::<_, Error>(FsOp::NewFs {
+                    fstype: if unified { c"cgroup2" } else { c"cgroup" },
+                    options: options.iter().map(|(k, v)| (text(k), v.as_deref().map(text))).collect(),
+                    attrs,
+                    target: target(at)?,
+                })
+            };
+            if let [ViewEntry::Hierarchy { dir, unified, options }] = view.as_slice()
+                && dir.is_empty()
+            {
+                ops.push(fs_op(*unified, options, t)?);
+            } else {
+                ops.push(FsOp::NewFs {
+                    fstype: c"tmpfs",
+                    options: tmpfs_options(Some(64 << 10), None, Some(0o755)),
+                    attrs: attr::NOSUID | attr::NODEV | attr::NOEXEC,
+                    target: target(t)?,
+                });
+                for entry in &view {
+                    match entry {
+                        ViewEntry::Hierarchy { dir, unified, options } => {
+                            ops.push(FsOp::Dir { mode: 0o755, target: target(&t.join(dir))? });
+                            ops.push(fs_op(*unified, options, &t.join(dir))?);
+                        }
+                        ViewEntry::Link { name, target: link } => {
+                            ops.push(FsOp::Symlink { link: text(link), target: target(&t.join(name))? })
+                        }
+                    }
+                }
+                if m.readonly {
+                    finish.push(FsOp::SetAttrs { attrs: attr::RDONLY, target: target(t)? });
+                }
+            }
         }
         MountKind::Device { source } => ops.push(FsOp::DevNode {
             source: cstring("device", source.as_os_str())?,

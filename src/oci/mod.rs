@@ -9,7 +9,7 @@
 //! |---|---|
 //! | `ociVersion` | must be 1.x |
 //! | `root.path`, `root.readonly` | [`Root::dir`] / [`Root::dir_sealed`]; a relative path is the bundle's and may not leave it |
-//! | `mounts` | `bind`/`rbind` (with `ro`, `nosuid`, `noexec`, `private`/`rprivate`), `tmpfs` (`size`, `mode`, `nr_inodes`), `proc`, `sysfs` (read-only), `mqueue`, `devpts` (`newinstance`, `gid`); in order, nothing else mounted (`no_default_mounts`) |
+//! | `mounts` | `bind`/`rbind` (with `ro`, `nosuid`, `noexec`, `private`/`rprivate`), `tmpfs` (`size`, `mode`, `nr_inodes`), `proc`, `sysfs` (read-only), `mqueue`, `devpts` (`newinstance`, `gid`), `cgroup`/`cgroup2` ([`Mount::cgroup`](crate::Mount::cgroup)); in order, nothing else mounted (`no_default_mounts`) |
 //! | `process.args`, `env`, `cwd` | the command, its environment exactly (no `PATH` added), its working directory (created when missing, as runc does) |
 //! | `process.user` | `uid`, `gid`, `additionalGids`, `umask` (default `0022`) |
 //! | `process.capabilities` | the five sets ([`CapabilitySets`](crate::CapabilitySets)); absent: none; ambient ones not both permitted and inheritable left out, as runc does |
@@ -29,16 +29,19 @@
 //! (runc enforces the same rules with the device cgroup).
 //!
 //! Refused for now, each with [`BundleError::Unsupported`]: joining existing namespaces
-//! (`linux.namespaces[].path`), `hooks`, `linux.sysctl`, `cgroup`
-//! and `overlay` mounts, mount id mappings, shared or slave propagation, AppArmor and SELinux
+//! (`linux.namespaces[].path`), `hooks`, `linux.sysctl`, `overlay` mounts, mount id mappings, shared or slave propagation, AppArmor and SELinux
 //! labels, `process.scheduler`, `ioPriority`, `execCPUAffinity`, memory reservations and
 //! kernel limits, real-time CPU, hugepage, network, RDMA and `unified` cgroup settings,
 //! `intelRdt`, `personality`, `memoryPolicy`, `netDevices`, and block or FIFO devices.
 //!
 //! Differences from runc that remain: the payload is pid 2 under stockade's init (pid 1),
 //! which reaps and forwards signals; atime mount options (`strictatime`, `noatime`, ...) are
-//! accepted and not applied (mounts keep the kernel's `relatime`); and with `cgroupsPath` the
-//! sandbox's cgroup is a child of that path.
+//! accepted and not applied (mounts keep the kernel's `relatime`); with `cgroupsPath` the
+//! sandbox's cgroup is a child of that path; a `cgroup` mount gives the container a cgroup
+//! namespace when the spec has none (runc binds the container's own groups instead: either
+//! way it sees only those), and its root is the sandbox's leaf, without the limits' files;
+//! masked files read as unreadable rather than empty (stockade's `/dev/null` bind is `nodev`);
+//! and without a `tmpfs` at `/dev` no default devices are added to the root's own `/dev`.
 //!
 //! ```no_run
 //! # fn main() -> Result<(), stockade::oci::BundleError> {
@@ -182,6 +185,10 @@ impl Bundle {
             namespaces,
             &mut b,
         )?;
+        if devpts.cgroup && !namespaces.contains(Namespaces::CGROUP) {
+            // The container sees its own cgroups only (see the module docs).
+            b.namespaces(namespaces | Namespaces::CGROUP);
+        }
         let devices = linux::devices(linux, devpts.dev_mounted)?;
         if let Some(rules) = linux.resources().as_ref().and_then(|r| r.devices().as_ref()) {
             linux::check_device_rules(rules, &devices)?;

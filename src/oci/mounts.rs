@@ -15,6 +15,8 @@ pub(super) struct Dev {
     pub(super) dev_mounted: bool,
     /// A devpts at `/dev/pts`: `/dev/ptmx` links to its `ptmx`.
     pub(super) pts: bool,
+    /// A cgroup mount, which needs a cgroup namespace.
+    pub(super) cgroup: bool,
 }
 
 /// The flags an entry's options ask for.
@@ -36,7 +38,7 @@ pub(super) fn mounts(
     ns: Namespaces,
     b: &mut SandboxBuilder,
 ) -> Result<Dev, BundleError> {
-    let mut dev = Dev { dev_mounted: false, pts: false };
+    let mut dev = Dev { dev_mounted: false, pts: false, cgroup: false };
     for (i, m) in mounts.iter().enumerate() {
         let field = |name: &str| format!("mounts[{i}].{name}");
         let dest = m.destination();
@@ -148,6 +150,10 @@ pub(super) fn mounts(
                         .nosuid(flags.nosuid)
                         .noexec(flags.noexec)
                 }
+                "cgroup" | "cgroup2" => {
+                    dev.cgroup = true;
+                    plain(Mount::cgroup(dest), &flags)?.read_only(flags.readonly)
+                }
                 "" => {
                     return Err(BundleError::invalid(
                         field("type"),
@@ -159,7 +165,7 @@ pub(super) fn mounts(
                     return Err(BundleError::unsupported(
                         field("type"),
                         other,
-                        "stockade mounts bind, tmpfs, proc, sysfs, mqueue and devpts file systems",
+                        "stockade mounts bind, tmpfs, proc, sysfs, mqueue, devpts and cgroup file systems",
                     ));
                 }
             }

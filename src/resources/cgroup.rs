@@ -217,6 +217,49 @@ fn mounted_hierarchies() -> &'static [Hierarchy] {
     })
 }
 
+/// One entry of the host's `/sys/fs/cgroup` as a payload's cgroup mount repeats it.
+#[derive(Clone, Debug)]
+pub(crate) enum ViewEntry {
+    /// A hierarchy mounted at `/sys/fs/cgroup/<dir>` (`dir` empty: at `/sys/fs/cgroup` itself,
+    /// the unified layout), mounted again with `options` (v1: its controllers or its name).
+    Hierarchy { dir: String, unified: bool, options: Vec<(String, Option<String>)> },
+    /// A symlink `/sys/fs/cgroup/<name>` -> `target` (`cpu` -> `cpu,cpuacct`).
+    Link { name: String, target: String },
+}
+
+/// What a payload's cgroup mount repeats of the host's `/sys/fs/cgroup`: its hierarchies
+/// mounted directly there and its links; `None` when no cgroup filesystem is mounted there.
+pub(crate) fn view() -> Option<Vec<ViewEntry>> {
+    if layout()? == Layout::Unified {
+        return Some(vec![ViewEntry::Hierarchy { dir: String::new(), unified: true, options: Vec::new() }]);
+    }
+    let mut out = Vec::new();
+    for h in mounted_hierarchies() {
+        let Some(dir) = h.mount.strip_prefix(ROOT).ok().and_then(|d| d.to_str()) else { continue };
+        if dir.is_empty() || dir.contains('/') {
+            continue;
+        }
+        let mut options: Vec<(String, Option<String>)> =
+            h.controllers.iter().map(|c| (c.clone(), None)).collect();
+        if let Some(name) = h.name.as_deref().and_then(|n| n.strip_prefix("name=")) {
+            if h.controllers.is_empty() {
+                options.push(("none".into(), None));
+            }
+            options.push(("name".into(), Some(name.to_owned())));
+        }
+        out.push(ViewEntry::Hierarchy { dir: dir.to_owned(), unified: h.unified, options });
+    }
+    for entry in fs::read_dir(ROOT).ok()?.flatten() {
+        let (Ok(name), Ok(target)) = (entry.file_name().into_string(), fs::read_link(entry.path())) else {
+            continue;
+        };
+        if let Some(target) = target.to_str().filter(|t| !t.contains('/')) {
+            out.push(ViewEntry::Link { name, target: target.to_owned() });
+        }
+    }
+    Some(out)
+}
+
 /// The controllers a v1 hierarchy can carry (mount options of a cgroup mount that name one).
 const V1_CONTROLLERS: &[&str] = &[
     "cpu",
