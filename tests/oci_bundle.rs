@@ -187,6 +187,10 @@ fn the_environment_is_exactly_the_configs_and_the_working_directory_is_created()
     cfg["process"]["args"] = json!(["sh", "-c", "pwd"]);
     cfg["process"]["env"] = json!([]);
     assert_eq!(run(dir.path(), &cfg), "/work/here\n");
+    // With a read-only root too (made before the root turns read-only, as runc makes it).
+    cfg["root"]["readonly"] = json!(true);
+    cfg["process"]["cwd"] = json!("/made/read-only");
+    assert_eq!(run(dir.path(), &cfg), "/made/read-only\n");
 }
 
 #[test]
@@ -245,6 +249,25 @@ fn a_device_node_made_inside_cannot_be_opened_and_listed_devices_arrive() {
     // a user namespace mknod itself is refused.
     let expected = if common::is_root() { "made\nrefused\nkmsg\n" } else { "refused\nkmsg\n" };
     assert_eq!(out, expected);
+    // CAP_SYS_ADMIN without a user namespace could mount a file system where nodes work:
+    // with rules to keep, that is refused.
+    if common::is_root() {
+        let mut admin = cfg.clone();
+        admin["process"]["capabilities"]["bounding"] = json!(["CAP_MKNOD", "CAP_SYS_ADMIN"]);
+        let err = open(dir.path(), &admin).unwrap().command().unwrap_err();
+        assert!(
+            matches!(&err, BundleError::Unsupported { field, .. } if field == "process.capabilities.bounding"),
+            "{err:?}"
+        );
+    }
+    // A listed device no rule allows is refused (the rules are an allowlist).
+    let mut unlisted = cfg.clone();
+    unlisted["linux"]["resources"]["devices"] = json!([]);
+    let err = open(dir.path(), &unlisted).unwrap().command().unwrap_err();
+    assert!(
+        matches!(&err, BundleError::Unsupported { field, .. } if field == "linux.resources.devices"),
+        "{err:?}"
+    );
     // Rules that deny a device the container gets as a node are refused, naming them.
     cfg["linux"]["resources"]["devices"] = json!([{"allow": false, "access": "rwm"}]);
     let err = open(dir.path(), &cfg).unwrap().command().unwrap_err();
@@ -345,6 +368,19 @@ fn bad_bundles_fail_naming_the_field_and_leave_nothing_behind() {
         0,
         "something was made in the host directory"
     );
+    // An absolute link to a place in the root, as images have them (/var/run -> /run), is fine.
+    std::fs::create_dir_all(root.join("run")).unwrap();
+    std::fs::create_dir_all(root.join("var")).unwrap();
+    std::os::unix::fs::symlink("/run", root.join("var/run")).unwrap();
+    let mut cfg = config(&["true"]);
+    cfg["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"destination": "/var/run/x", "type": "tmpfs", "source": "tmpfs"}));
+    open(dir.path(), &cfg)
+        .unwrap()
+        .command()
+        .expect("a destination through an absolute link inside the root");
     // A relative root path leaving the bundle, directly and through a symlink.
     std::os::unix::fs::symlink("/", dir.path().join("hostroot")).unwrap();
     for path in ["../", "rootfs/../..", "hostroot"] {

@@ -604,7 +604,7 @@ fn expand(
         MountKind::Mqueue => ops.push(FsOp::NewFs {
             fstype: c"mqueue",
             options: Vec::new(),
-            attrs: attr::NOSUID | attr::NODEV | attr::NOEXEC,
+            attrs: attr::NOSUID | attr::NODEV | attr::NOEXEC | if m.readonly { attr::RDONLY } else { 0 },
             target: target(t)?,
         }),
         MountKind::Dev => {

@@ -229,8 +229,8 @@ pub(super) fn devices(linux: &Linux, dev_mounted: bool) -> Result<Vec<Device>, B
     Ok(out)
 }
 
-/// `linux.resources.devices`: the device cgroup rules, read as the kernel does (the last rule
-/// matching a device decides each access; with none, access is allowed). Every node of
+/// `linux.resources.devices`: the device cgroup rules, an allowlist read as runc reads it (the
+/// last rule matching a device decides each access; with none, access is denied). Every node of
 /// `linux.devices` must be allowed reading and writing (the default devices are, whatever the
 /// rules say, as runc adds them to the rules): other devices cannot be reached (no mount is
 /// `dev`), so the rules hold as runc's device cgroup would hold them.
@@ -247,7 +247,8 @@ pub(super) fn check_device_rules(rules: &[LinuxDeviceCgroup], devices: &[Device]
     }
     for d in devices.iter().filter(|d| !d.default) {
         for access in ['r', 'w'] {
-            let mut allowed = true;
+            // An allowlist (runc starts from deny and adds only the default devices).
+            let mut allowed = false;
             for r in rules {
                 let typ_matches = matches!(r.typ(), None | Some(LinuxDeviceType::A | LinuxDeviceType::C));
                 let matches = typ_matches
@@ -323,7 +324,7 @@ pub(super) fn resources(linux: &Linux, b: &mut SandboxBuilder) -> Result<(), Bun
     if let Some(c) = r.cpu() {
         if let Some(shares) = c.shares().filter(|s| *s > 0) {
             // stockade's weight scale: 100 is 1024 shares (the kernel's default on both).
-            b.cpu_weight((shares * 100 / 1024).clamp(1, 10000));
+            b.cpu_weight((shares.min(1 << 20) * 100 / 1024).clamp(1, 10000));
         }
         if let Some(quota) = c.quota().filter(|q| *q > 0) {
             let period = c.period().filter(|p| *p > 0).unwrap_or(100_000);
@@ -350,7 +351,9 @@ pub(super) fn resources(linux: &Linux, b: &mut SandboxBuilder) -> Result<(), Bun
     }
     if let Some(io) = r.block_io() {
         if let Some(weight) = io.weight().filter(|w| *w > 0) {
-            b.io_weight(weight);
+            // The spec's blkio scale (10 to 1000, default 500) on stockade's (1 to 10000,
+            // default 100; 5 blkio per unit on cgroup v1).
+            b.io_weight((weight / 5).clamp(1, 10000));
         }
         if io.leaf_weight().is_some() {
             return refuse("blockIO.leafWeight", &io.leaf_weight());

@@ -190,14 +190,36 @@ impl Bundle {
             b.namespaces(namespaces | Namespaces::CGROUP);
         }
         let devices = linux::devices(linux, devpts.dev_mounted)?;
-        if let Some(rules) = linux.resources().as_ref().and_then(|r| r.devices().as_ref()) {
-            linux::check_device_rules(rules, &devices)?;
+        let rules = linux.resources().as_ref().and_then(|r| r.devices().as_deref()).unwrap_or_default();
+        linux::check_device_rules(rules, &devices)?;
+        // Device rules hold by which nodes exist, and every mount being nodev. Without a user
+        // namespace, CAP_SYS_ADMIN could mount a file system that is not (devtmpfs, a tmpfs
+        // to mknod in): the rules would not hold.
+        let bounding = process.capabilities().as_ref().and_then(|c| c.bounding().as_ref());
+        let admin = bounding.is_some_and(|b| b.contains(&oci_spec::runtime::Capability::SysAdmin));
+        if admin && !namespaces.contains(Namespaces::USER) && rules.iter().any(|r| !r.allow()) {
+            return Err(BundleError::unsupported(
+                "process.capabilities.bounding",
+                "CAP_SYS_ADMIN",
+                "with CAP_SYS_ADMIN and no user namespace the payload could mount a file system where \
+                 device nodes work, and stockade enforces linux.resources.devices by which nodes exist \
+                 (no device cgroup): add a user namespace or drop CAP_SYS_ADMIN",
+            ));
         }
         for device in &devices {
             b.mount(crate::Mount::device(&device.path, &device.path));
         }
         if devpts.dev_mounted {
             mounts::dev_links(devpts.pts, &mut b);
+        }
+        if root.readonly() == Some(true) {
+            // The working directory is made (when missing) before the root turns read-only,
+            // as runc makes it.
+            let cwd = process.cwd();
+            let mounted = spec.mounts().iter().flatten().any(|m| m.destination() == cwd);
+            if cwd.is_absolute() && cwd != Path::new("/") && !mounted {
+                b.mount(crate::Mount::dir(cwd));
+            }
         }
         linux::masks(linux, &mut b);
         linux::resources(linux, &mut b)?;

@@ -191,9 +191,11 @@ pub(super) fn dev_links(pts: bool, b: &mut SandboxBuilder) {
     }
 }
 
-/// The first symlink on the way to `dest` in the root directory `root` whose target lies
-/// outside it (absolute, or climbing above it), following the links that stay inside. The
-/// mount itself is resolved inside the root whatever this finds (see [`crate::fs`]); this only
+/// The first symlink on the way to `dest` in the root directory `root` that points out of
+/// it, following the links that stay inside: a relative target climbing above the root, or
+/// an absolute one whose target is not in the root (absolute links read inside the root, as
+/// images mean them: `/var/run` -> `/run` is fine where the root has a `/run`). The mount
+/// itself is resolved inside the root whatever this finds (see [`crate::fs`]); this only
 /// turns a destination that would land elsewhere than it reads into an error.
 fn link_out_of(root: &Path, dest: &Path) -> Option<PathBuf> {
     let normal = |p: &Path| -> Vec<OsString> {
@@ -207,36 +209,45 @@ fn link_out_of(root: &Path, dest: &Path) -> Option<PathBuf> {
     };
     let mut todo: VecDeque<OsString> = normal(dest).into();
     let mut at: Vec<OsString> = Vec::new();
+    // The last link followed, and how many components of an absolute link's target are still
+    // to be found in the root.
+    let (mut last, mut must_exist) = (None::<PathBuf>, 0usize);
     let mut links = 0;
     while let Some(c) = todo.pop_front() {
         if c == ".." {
-            at.pop()?;
+            if at.pop().is_none() {
+                return Some(last.unwrap_or_else(|| dest.to_owned()));
+            }
+            must_exist = must_exist.saturating_sub(1);
             continue;
         }
         let inside: PathBuf = at.iter().chain([&c]).collect();
-        let Ok(meta) = std::fs::symlink_metadata(root.join(&inside)) else {
-            // Missing: made at spawn, as a directory or file.
-            at.push(c);
-            continue;
-        };
-        if !meta.file_type().is_symlink() {
-            at.push(c);
-            continue;
+        match std::fs::symlink_metadata(root.join(&inside)).map(|m| m.file_type().is_symlink()) {
+            Ok(true) => {}
+            // Missing where an absolute link pointed: it points out of the root.
+            Err(_) if must_exist > 0 => return last,
+            // Present, or missing (made at spawn, as a directory or file).
+            _ => {
+                must_exist = must_exist.saturating_sub(1);
+                at.push(c);
+                continue;
+            }
         }
         links += 1;
         let link = Path::new("/").join(&inside);
-        let Ok(target) = std::fs::read_link(root.join(&inside)) else { return Some(link) };
-        if target.is_absolute() || links > 40 {
-            return Some(link);
+        let target = match std::fs::read_link(root.join(&inside)) {
+            Ok(target) if links <= 40 => target,
+            _ => return Some(link),
+        };
+        let parts = normal(&target);
+        if target.is_absolute() {
+            at.clear();
+            must_exist = parts.len();
+        } else if must_exist > 0 {
+            must_exist = must_exist - 1 + parts.len();
         }
-        let mut depth = at.len() as isize;
-        for part in normal(&target) {
-            depth += if part == ".." { -1 } else { 1 };
-            if depth < 0 {
-                return Some(link);
-            }
-        }
-        for part in normal(&target).into_iter().rev() {
+        last = Some(link);
+        for part in parts.into_iter().rev() {
             todo.push_front(part);
         }
     }
@@ -362,12 +373,19 @@ fn bytes(s: &str) -> Option<u64> {
     digits.parse::<u64>().ok()?.checked_mul(1 << shift)
 }
 
-/// A bind source: relative ones are the bundle's; symlinks are resolved now (the bundle and the
-/// paths it names are the caller's).
+/// A bind source: relative ones are the bundle's.
 fn bind_source(bundle: &Path, source: &Path, field: &str) -> Result<PathBuf, BundleError> {
+    // Not resolved here: the library opens the path without following any symlink in it, so
+    // one planted on the way (by an earlier container given a writable bind, say, or in the
+    // root filesystem a relative source runs through) is refused, never followed.
+    if source.components().any(|c| c == Component::ParentDir) {
+        return Err(BundleError::invalid(field, source, "must not contain .."));
+    }
     let joined = bundle.join(source);
-    std::fs::canonicalize(&joined)
-        .map_err(|e| BundleError::invalid(field, source, format!("{}: {e}", joined.display())))
+    if std::fs::symlink_metadata(&joined).is_err() {
+        return Err(BundleError::invalid(field, source, format!("{} does not exist", joined.display())));
+    }
+    Ok(joined)
 }
 
 #[cfg(test)]
