@@ -35,20 +35,12 @@ fn tools(test: &str, needed: &[&str]) -> bool {
     true
 }
 
-fn busybox() -> PathBuf {
-    ["/bin/busybox", "/usr/bin/busybox"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-        .expect("busybox-static installed")
-}
-
 /// An OCI layout `oci` under `dir` with three layers made by `umoci repack`: files, links,
 /// set-uid, FIFO, xattrs, read-only and mode-0000 directories (and a device as root), then
 /// deletions, replacements and a directory recreated with new content. Tag `v3`.
 fn umoci_image(dir: &Path) {
     let rootless = if common::is_root() { "" } else { "--rootless" };
-    let bb = busybox();
+    let bb = common::busybox();
     run(
         &format!(
             "umoci init --layout oci && umoci new --image oci:v1 && umoci unpack {rootless} --image oci:v1 b1"
@@ -566,7 +558,7 @@ fn busybox_image_with(
 ) -> stockade::image::Rootfs {
     let mut l = LayerBuilder::new();
     let mut bb = oci::Entry::new("bin/busybox", b'0');
-    bb.data = std::fs::read(busybox()).unwrap();
+    bb.data = std::fs::read(common::busybox()).unwrap();
     bb.mode = 0o755;
     l.dir("bin")
         .entry(bb)
@@ -942,7 +934,7 @@ fn an_image_repeating_a_layer_mounts_and_runs() {
     let tmp = common::tempdir();
     let mut bb = LayerBuilder::new();
     let mut e = oci::Entry::new("bin/busybox", b'0');
-    e.data = std::fs::read(busybox()).unwrap();
+    e.data = std::fs::read(common::busybox()).unwrap();
     e.mode = 0o755;
     bb.dir("bin").entry(e).symlink("bin/sh", "busybox").symlink("bin/cat", "busybox");
     let mut extra = LayerBuilder::new();

@@ -5,18 +5,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::{Value, json};
 use stockade::oci::{Bundle, BundleError};
-
-fn busybox() -> PathBuf {
-    ["/bin/busybox", "/usr/bin/busybox"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-        .expect("busybox-static installed")
-}
 
 /// A bundle directory with a busybox root filesystem in `rootfs` (no config.json yet).
 fn bundle_dir() -> common::TempDir {
@@ -25,7 +17,7 @@ fn bundle_dir() -> common::TempDir {
     for d in ["bin", "etc", "root", "tmp"] {
         std::fs::create_dir_all(root.join(d)).unwrap();
     }
-    std::fs::copy(busybox(), root.join("bin/busybox")).unwrap();
+    std::fs::copy(common::busybox(), root.join("bin/busybox")).unwrap();
     for applet in [
         "sh", "cat", "env", "id", "hostname", "grep", "touch", "mkdir", "mknod", "ls", "test", "wc", "echo",
         "sleep", "stat", "head", "readlink",

@@ -365,6 +365,19 @@ impl Mount {
     }
 }
 
+/// The device nodes every `/dev` of a sandbox has (the OCI runtime spec's default devices):
+/// name under `/dev`, major and minor number (character devices).
+pub(crate) const DEFAULT_DEVICES: [(&str, u32, u32); 6] =
+    [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)];
+
+/// The links every `/dev` of a sandbox has: name under `/dev`, and where it points.
+pub(crate) const DEV_LINKS: [(&str, &str); 4] = [
+    ("fd", "/proc/self/fd"),
+    ("stdin", "/proc/self/fd/0"),
+    ("stdout", "/proc/self/fd/1"),
+    ("stderr", "/proc/self/fd/2"),
+];
+
 /// Paths masked by default in a sandbox with a fresh `/proc` or its own root (the OCI runtime
 /// defaults, plus the kernel's command line and symbol table): kernel memory, keys and timers,
 /// boot parameters and symbol addresses, firmware and power-capping interfaces.

@@ -614,14 +614,7 @@ fn expand(
                 attrs: attr::NOSUID | attr::NOEXEC,
                 target: target(t)?,
             });
-            for (name, major, minor) in [
-                ("null", 1, 3),
-                ("zero", 1, 5),
-                ("full", 1, 7),
-                ("random", 1, 8),
-                ("urandom", 1, 9),
-                ("tty", 5, 0),
-            ] {
+            for (name, major, minor) in super::DEFAULT_DEVICES {
                 ops.push(FsOp::DevNode {
                     source: CString::new(format!("/dev/{name}")).unwrap_or_default(),
                     rdev: (major, minor),
@@ -647,12 +640,7 @@ fn expand(
                 attrs: attr::NOSUID | attr::NODEV,
                 target: target(&t.join("shm"))?,
             });
-            for (name, link) in [
-                ("fd", "/proc/self/fd"),
-                ("stdin", "/proc/self/fd/0"),
-                ("stdout", "/proc/self/fd/1"),
-                ("stderr", "/proc/self/fd/2"),
-            ] {
+            for (name, link) in super::DEV_LINKS {
                 ops.push(FsOp::Symlink {
                     link: CString::new(link).unwrap_or_default(),
                     target: target(&t.join(name))?,

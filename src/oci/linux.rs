@@ -212,17 +212,10 @@ pub(super) fn devices(linux: &Linux, dev_mounted: bool) -> Result<Vec<Device>, B
         out.push(Device { path: path.clone(), major, minor, default: false });
     }
     if dev_mounted {
-        for (name, major, minor) in [
-            ("null", 1, 3),
-            ("zero", 1, 5),
-            ("full", 1, 7),
-            ("random", 1, 8),
-            ("urandom", 1, 9),
-            ("tty", 5, 0),
-        ] {
+        for (name, major, minor) in crate::fs::DEFAULT_DEVICES {
             let path = Path::new("/dev").join(name);
             if !out.iter().any(|d| d.path == path) {
-                out.push(Device { path, major, minor, default: true });
+                out.push(Device { path, major: major.into(), minor: minor.into(), default: true });
             }
         }
     }

@@ -178,12 +178,7 @@ pub(super) fn mounts(
 /// The links a runtime puts in a `/dev` it mounts: `fd`, `stdin`, `stdout`, `stderr`, and
 /// `ptmx` when there is a devpts.
 pub(super) fn dev_links(pts: bool, b: &mut SandboxBuilder) {
-    for (name, link) in [
-        ("fd", "/proc/self/fd"),
-        ("stdin", "/proc/self/fd/0"),
-        ("stdout", "/proc/self/fd/1"),
-        ("stderr", "/proc/self/fd/2"),
-    ] {
+    for (name, link) in crate::fs::DEV_LINKS {
         b.mount(Mount::symlink(link, Path::new("/dev").join(name)));
     }
     if pts {

@@ -408,3 +408,12 @@ pub fn overlay_as_supported(b: &mut SandboxBuilder) -> &mut SandboxBuilder {
     }
     b
 }
+
+/// The static busybox of Debian's busybox-static (the payload of hand-built roots and images).
+pub fn busybox() -> std::path::PathBuf {
+    ["/bin/busybox", "/usr/bin/busybox"]
+        .iter()
+        .map(std::path::PathBuf::from)
+        .find(|p| p.exists())
+        .expect("busybox-static installed")
+}
