@@ -6,6 +6,7 @@ use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
@@ -51,6 +52,36 @@ pub struct Child {
     command: Option<OwnedFd>,
     /// The limit this process killed the sandbox for, until it is reaped.
     ending: Option<Limit>,
+    /// Left running by [`Child::detach`]: not killed on drop.
+    detached: bool,
+}
+
+/// A sandbox left running by [`Child::detach`]: it outlives this process (it was built with
+/// [`SandboxBuilder::outlive_parent`](crate::SandboxBuilder::outlive_parent)), and whoever
+/// reaps it (the parent of this process, or a subreaper) learns how it ended. Plain data, so a
+/// runtime can keep it in its state and act on it from a later process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Detached {
+    /// The pid of the sandbox's first process (its init with a pid namespace), as seen by the
+    /// process that detached it.
+    pub pid: u32,
+    /// The sandbox's cgroup directories (one per hierarchy), which stay until
+    /// [`remove_cgroups`](Detached::remove_cgroups).
+    pub cgroups: Vec<PathBuf>,
+}
+
+impl Detached {
+    /// Every process in the sandbox's cgroups (pids as this process sees them); empty without
+    /// cgroups.
+    pub fn processes(&self) -> Vec<u32> {
+        crate::resources::cgroup::processes_in(&self.cgroups)
+    }
+
+    /// Kills every process left in the sandbox's cgroups and removes them (groups the payload
+    /// made inside included). Idempotent: directories already gone are skipped.
+    pub fn remove_cgroups(&self) {
+        crate::resources::cgroup::destroy_dirs(&self.cgroups)
+    }
 }
 
 /// Where a sandbox is, for one who waits without blocking: ended, or to be looked at again
@@ -91,7 +122,20 @@ impl Child {
             terminal: None,
             command: None,
             ending: None,
+            detached: false,
         }
+    }
+
+    /// Leaves the sandbox running and forgets it: no kill on drop, its cgroups stay (the
+    /// returned [`Detached`] names them). For a sandbox built with
+    /// [`SandboxBuilder::outlive_parent`](crate::SandboxBuilder::outlive_parent), the way a
+    /// container runtime leaves a container to its caller (OCI `create`); any other sandbox
+    /// still ends when this process does (its parent-death signal). Take [`Child::terminal`]
+    /// and the pipes first if they are wanted: they are closed here.
+    pub fn detach(mut self) -> Detached {
+        self.detached = true;
+        let cgroups = self.supervision.cgroup.take().map(SandboxCgroup::keep).unwrap_or_default();
+        Detached { pid: self.pid, cgroups }
     }
 
     /// The master of the payload's terminal, if it has one.
@@ -429,7 +473,7 @@ impl AsFd for Child {
 impl Drop for Child {
     /// Kills and reaps a sandbox nobody waited for; its cgroup goes with it.
     fn drop(&mut self) {
-        if self.status.is_none() {
+        if self.status.is_none() && !self.detached {
             let _ = self.kill();
             let _ = pidfd::wait(self.pidfd.as_fd(), false);
         }

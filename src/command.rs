@@ -243,7 +243,31 @@ impl Command {
     /// setup step fails in the child; [`Error::Spawn`] / [`Error::IdMapHelper`] for failures in
     /// the embedding process. On error no process or descriptor is left behind.
     pub fn spawn(&mut self) -> Result<Child, Error> {
-        self.spawn_with_defaults(StdioKind::Inherit, StdioKind::Inherit)
+        self.spawn_with_defaults(StdioKind::Inherit, StdioKind::Inherit, None)
+    }
+
+    /// Spawns the sandbox up to its start: namespaces, filesystem, cgroups, terminal and
+    /// credentials are set up, and the payload waits at `gate` before its last steps
+    /// (capabilities, `no_new_privs`, Landlock, working directory, syscall filter) and its exec,
+    /// until [`StartGate::start`](crate::StartGate::start) opens it — from this process or
+    /// another one. No code of the payload's has run when this returns. This is OCI's
+    /// `create`; with [`SandboxBuilder::outlive_parent`](crate::SandboxBuilder::outlive_parent)
+    /// and [`Child::detach`] the sandbox is left to wait for a later `start`. The gate goes to
+    /// the sandbox: this process closes its copy, so once the payload has taken its one
+    /// connection nothing listens there any more.
+    ///
+    /// # Errors
+    /// As [`spawn`](Command::spawn), for every step up to the gate; a session command cannot
+    /// wait at one ([`Error::InvalidValue`]).
+    pub fn spawn_created(&mut self, gate: crate::StartGate) -> Result<Child, Error> {
+        if self.session.is_some() {
+            return Err(Error::invalid(
+                "spawn_created",
+                "a session command",
+                "only a sandbox's own payload waits at a start gate",
+            ));
+        }
+        self.spawn_with_defaults(StdioKind::Inherit, StdioKind::Inherit, Some(gate.as_fd()))
     }
 
     /// Runs the payload to completion, with stdin inherited unless set.
@@ -255,7 +279,7 @@ impl Command {
     /// Runs the payload to completion and collects its output: stdout and stderr are piped
     /// and stdin is null unless set.
     pub fn output(&mut self) -> Result<Output, Error> {
-        let child = self.spawn_with_defaults(StdioKind::Null, StdioKind::Piped)?;
+        let child = self.spawn_with_defaults(StdioKind::Null, StdioKind::Piped, None)?;
         child.wait_with_output()
     }
 
@@ -287,7 +311,7 @@ impl Command {
     /// piped and stdin is null unless set.
     #[cfg(feature = "tokio")]
     pub async fn output_async(&mut self) -> Result<Output, Error> {
-        let child = self.spawn_with_defaults(StdioKind::Null, StdioKind::Piped)?;
+        let child = self.spawn_with_defaults(StdioKind::Null, StdioKind::Piped, None)?;
         crate::AsyncChild::new(child)?.wait_with_output().await
     }
 
@@ -311,7 +335,12 @@ impl Command {
         self
     }
 
-    fn spawn_with_defaults(&mut self, stdin: StdioKind, out: StdioKind) -> Result<Child, Error> {
+    fn spawn_with_defaults(
+        &mut self,
+        stdin: StdioKind,
+        out: StdioKind,
+        gate: Option<BorrowedFd<'_>>,
+    ) -> Result<Child, Error> {
         if self.terminal.is_some() && !self.sandbox.config.fs.own_devpts() {
             return Err(Error::invalid(
                 "terminal",
@@ -412,7 +441,10 @@ impl Command {
                     flags: s.flags,
                     program: s.program(),
                 },
-                None => crate::spawn::Mode::Run,
+                None => match gate {
+                    Some(gate) => crate::spawn::Mode::Gated { gate },
+                    None => crate::spawn::Mode::Run,
+                },
             },
         )
         .map(|spawned| spawned.child)

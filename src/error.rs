@@ -265,6 +265,9 @@ pub enum Stage {
     /// Joining a started session's namespaces (`setns`): the session has ended, or its holder
     /// was killed.
     JoinSession,
+    /// Waiting at the start gate ([`StartGate`](crate::StartGate)): telling the creator that
+    /// setup is done, or taking the starter's connection.
+    Gate,
     /// Setting supplementary groups.
     SetGroups,
     /// Switching to the payload's gid.
@@ -333,6 +336,7 @@ impl fmt::Display for Stage {
             Stage::ForkPayload => f.write_str("start payload under init"),
             Stage::Init => f.write_str("exec the init program stockade-init"),
             Stage::JoinSession => f.write_str("join the session's namespaces"),
+            Stage::Gate => f.write_str("wait at the start gate"),
             Stage::SetGroups => f.write_str("set supplementary groups"),
             Stage::SetGid { gid } => write!(f, "set gid {gid}"),
             Stage::SetUid { uid } => write!(f, "set uid {uid}"),

@@ -55,6 +55,7 @@ mod child;
 mod command;
 mod error;
 mod fs;
+mod gate;
 mod identity;
 #[cfg(feature = "image")]
 pub mod image;
@@ -79,10 +80,11 @@ pub use access::{
 };
 #[cfg(feature = "tokio")]
 pub use asynchronous::{AsyncChild, AsyncChildStderr, AsyncChildStdin, AsyncChildStdout, AsyncTerminal};
-pub use child::{Child, ChildStderr, ChildStdin, ChildStdout, ExitStatus, Output};
+pub use child::{Child, ChildStderr, ChildStdin, ChildStdout, Detached, ExitStatus, Output};
 pub use command::{Command, Stdio};
 pub use error::{Error, Stage};
 pub use fs::{Mount, Root};
+pub use gate::StartGate;
 pub use namespaces::{ClockOffsets, Namespaces};
 pub use privileges::{Capability, CapabilitySets, DEFAULT_CAPABILITIES};
 pub use probe::{Feature, HostReport, probe};

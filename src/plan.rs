@@ -53,10 +53,11 @@ pub(crate) enum Step {
     Init,
     JoinSession,
     Terminal,
+    Gate,
 }
 
 impl Step {
-    const ALL: [Step; 32] = [
+    const ALL: [Step; 33] = [
         Step::Signals,
         Step::DeathSignal,
         Step::Fds,
@@ -89,6 +90,7 @@ impl Step {
         Step::Init,
         Step::JoinSession,
         Step::Terminal,
+        Step::Gate,
     ];
 
     fn from_u32(n: u32) -> Option<Step> {
@@ -136,11 +138,14 @@ pub(crate) struct Channels {
     pub(crate) parent: RawFd,
     /// The init program's sealed memfd ([`crate::sys::init_program_fd`]), or -1 without an init.
     pub(crate) init_program: RawFd,
+    /// A listening socket the payload waits on, once set up, before its last steps and exec
+    /// ([`crate::StartGate`]), or -1.
+    pub(crate) gate: RawFd,
     /// The parent's ends, which the child closes at once.
     pub(crate) parent_ends: [RawFd; 2],
 }
 
-pub(crate) const INTERNAL_SLOTS: usize = 4;
+pub(crate) const INTERNAL_SLOTS: usize = 5;
 
 /// Credentials the payload takes, as seen inside its user namespace.
 pub(crate) struct Creds<'a> {
@@ -184,6 +189,9 @@ pub(crate) struct Plan<'a> {
     pub(crate) join: Option<Join>,
     /// The embedding process, to detect its death before the parent-death signal was re-armed.
     pub(crate) parent_pid: libc::pid_t,
+    /// The sandbox outlives the embedding process: no parent-death signal anywhere
+    /// ([`crate::SandboxBuilder::outlive_parent`]).
+    pub(crate) detached: bool,
     /// The wall-clock limit in milliseconds, which the init (or a session command's relay)
     /// enforces itself; -1 for none (or one too long to say in an `i32`, which only the
     /// embedding program's supervision then enforces).
@@ -331,7 +339,7 @@ impl FdPlan {
         let highest = moves
             .iter()
             .flat_map(|&(src, dst)| [src, dst])
-            .chain([channels.control, channels.status, channels.parent, channels.init_program])
+            .chain([channels.control, channels.status, channels.parent, channels.init_program, channels.gate])
             .chain(channels.parent_ends)
             .max()
             .unwrap_or(2);
@@ -361,6 +369,7 @@ impl<'a> Plan<'a> {
             hold: false,
             join: None,
             parent_pid: nix::unistd::getpid().as_raw(),
+            detached: config.detached,
             // Rounded up: the init's deadline must not come before the embedder's.
             wall_limit_ms: config
                 .limits
@@ -395,59 +404,71 @@ impl<'a> Plan<'a> {
 
     /// Turns a failure record from the child into the error the caller sees.
     pub(crate) fn failure_to_error(&self, record: &[u8; FAILURE_LEN]) -> Error {
-        let word = |i: usize| {
-            let mut b = [0u8; 4];
-            b.copy_from_slice(&record[i * 4..i * 4 + 4]);
-            u32::from_ne_bytes(b)
-        };
-        let (step, errno, index) = (word(0), word(1) as i32, word(2) as usize);
-        let source = std::io::Error::from_raw_os_error(errno);
-        let Some(step) = Step::from_u32(step) else {
-            return Error::spawn(format!("sandbox setup (unknown step {step})"), source);
-        };
-        let stage = match step {
-            Step::Signals => Stage::Signals,
-            Step::DeathSignal => Stage::DeathSignal,
-            Step::Fds => Stage::Fds { fd: self.fds.moves.get(index).map_or(-1, |m| m.1) },
-            Step::BecomeRoot => Stage::BecomeRoot,
-            Step::CgroupNamespace => Stage::CgroupNamespace,
-            Step::SessionKeyring => Stage::SessionKeyring,
-            Step::NonDumpable => Stage::NonDumpable,
-            Step::NewSession => Stage::NewSession,
-            Step::Terminal => Stage::Terminal,
-            Step::Hostname => Stage::Hostname,
-            Step::Domainname => Stage::Domainname,
-            Step::TimeNamespace => Stage::TimeNamespace,
-            Step::MountPropagation => Stage::MountPropagation,
-            Step::Root | Step::Mount | Step::PivotRoot | Step::LockMounts => self.fs.stage(step, index),
-            Step::Loopback => Stage::Loopback,
-            Step::ForkPayload => Stage::ForkPayload,
-            Step::SetGroups => Stage::SetGroups,
-            Step::SetGid => Stage::SetGid { gid: self.creds.gid.unwrap_or(u32::MAX) },
-            Step::SetUid => Stage::SetUid { uid: self.creds.uid.unwrap_or(u32::MAX) },
-            Step::Rlimits => Stage::Rlimits,
-            Step::Capabilities => Stage::Capabilities,
-            Step::NoNewPrivs => Stage::NoNewPrivs,
-            Step::CreateWorkingDir => {
-                Stage::CreateWorkingDir { dir: self.cwd.as_deref().map(path_of).unwrap_or_default() }
-            }
-            Step::Chdir => Stage::Chdir { dir: self.cwd.as_deref().map(path_of).unwrap_or_default() },
-            Step::Landlock => {
-                Stage::Landlock { path: self.creds.landlock.map(|l| l.path(index)).unwrap_or_default() }
-            }
-            Step::SyscallFilter => Stage::SyscallFilter,
-            Step::Init => Stage::Init,
-            Step::JoinSession => Stage::JoinSession,
-            Step::Exec => {
-                let program = match self.exec.candidates.get(index) {
-                    Some(path) if source.kind() != std::io::ErrorKind::NotFound => path_of(path),
-                    _ => PathBuf::from(&self.exec.program),
-                };
-                return Error::Exec { program, source };
-            }
-        };
-        Error::Setup { stage, source }
+        decode_failure(record, Some(self))
     }
+}
+
+/// Turns a failure record into an error; without the plan (a [`crate::StartGate`] opened by
+/// another process), the paths and values a step works on are not known and are left empty.
+pub(crate) fn decode_failure(record: &[u8; FAILURE_LEN], plan: Option<&Plan<'_>>) -> Error {
+    let word = |i: usize| {
+        let mut b = [0u8; 4];
+        b.copy_from_slice(&record[i * 4..i * 4 + 4]);
+        u32::from_ne_bytes(b)
+    };
+    let (step, errno, index) = (word(0), word(1) as i32, word(2) as usize);
+    let source = std::io::Error::from_raw_os_error(errno);
+    let Some(step) = Step::from_u32(step) else {
+        return Error::spawn(format!("sandbox setup (unknown step {step})"), source);
+    };
+    let cwd = || plan.and_then(|p| p.cwd.as_deref()).map(path_of).unwrap_or_default();
+    let stage = match step {
+        Step::Signals => Stage::Signals,
+        Step::DeathSignal => Stage::DeathSignal,
+        Step::Fds => Stage::Fds { fd: plan.and_then(|p| p.fds.moves.get(index)).map_or(-1, |m| m.1) },
+        Step::BecomeRoot => Stage::BecomeRoot,
+        Step::CgroupNamespace => Stage::CgroupNamespace,
+        Step::SessionKeyring => Stage::SessionKeyring,
+        Step::NonDumpable => Stage::NonDumpable,
+        Step::NewSession => Stage::NewSession,
+        Step::Terminal => Stage::Terminal,
+        Step::Hostname => Stage::Hostname,
+        Step::Domainname => Stage::Domainname,
+        Step::TimeNamespace => Stage::TimeNamespace,
+        Step::MountPropagation => Stage::MountPropagation,
+        Step::Root | Step::Mount | Step::PivotRoot | Step::LockMounts => match plan {
+            Some(plan) => plan.fs.stage(step, index),
+            None => Stage::Mount { what: String::new(), target: PathBuf::new() },
+        },
+        Step::Loopback => Stage::Loopback,
+        Step::ForkPayload => Stage::ForkPayload,
+        Step::SetGroups => Stage::SetGroups,
+        Step::SetGid => Stage::SetGid { gid: plan.and_then(|p| p.creds.gid).unwrap_or(u32::MAX) },
+        Step::SetUid => Stage::SetUid { uid: plan.and_then(|p| p.creds.uid).unwrap_or(u32::MAX) },
+        Step::Rlimits => Stage::Rlimits,
+        Step::Capabilities => Stage::Capabilities,
+        Step::NoNewPrivs => Stage::NoNewPrivs,
+        Step::CreateWorkingDir => Stage::CreateWorkingDir { dir: cwd() },
+        Step::Chdir => Stage::Chdir { dir: cwd() },
+        Step::Landlock => Stage::Landlock {
+            path: plan.and_then(|p| p.creds.landlock).map(|l| l.path(index)).unwrap_or_default(),
+        },
+        Step::SyscallFilter => Stage::SyscallFilter,
+        Step::Init => Stage::Init,
+        Step::JoinSession => Stage::JoinSession,
+        Step::Gate => Stage::Gate,
+        Step::Exec => {
+            let program = match plan {
+                Some(plan) => match plan.exec.candidates.get(index) {
+                    Some(path) if source.kind() != std::io::ErrorKind::NotFound => path_of(path),
+                    _ => PathBuf::from(&plan.exec.program),
+                },
+                None => PathBuf::new(),
+            };
+            return Error::Exec { program, source };
+        }
+    };
+    Error::Setup { stage, source }
 }
 
 /// The embedding process's argument area (`arg_start`, `arg_end` of `/proc/self/stat`), read

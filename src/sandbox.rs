@@ -68,6 +68,7 @@ pub struct SandboxBuilder {
     landlock: Option<Landlock>,
     umask: Option<u32>,
     oom_score_adj: Option<i32>,
+    outlive_parent: bool,
     limits: LimitsConfig,
     run_defaults: Option<RunDefaults>,
     /// `groups` came from an image's `User`, so an explicit `user` replaces them too.
@@ -340,6 +341,18 @@ impl SandboxBuilder {
     /// `CAP_SYS_RESOURCE` there (root); raising it never does.
     pub fn oom_score_adj(&mut self, adj: i32) -> &mut Self {
         self.oom_score_adj = Some(adj);
+        self
+    }
+
+    /// Sandboxes outlive the process that spawns them (default: they die with it, and the
+    /// cgroup reaper removes their groups if it is killed). For container runtimes whose
+    /// `create` leaves the container to its caller (a shim that is its subreaper): no
+    /// parent-death signal in any of its processes, no status pipe, no reaper for its cgroups.
+    /// Such a sandbox is meant to be [`detach`](crate::Child::detach)ed, then signalled, reaped
+    /// and its cgroups removed by others ([`Detached`](crate::Detached)); a `Child` of it that
+    /// is waited for reports the init's exit code as the payload's (no wait status, no usage).
+    pub fn outlive_parent(&mut self) -> &mut Self {
+        self.outlive_parent = true;
         self
     }
 
@@ -742,10 +755,11 @@ impl SandboxBuilder {
                 home: self.home.clone(),
                 umask: self.umask.unwrap_or(0o022),
                 oom_score_adj: self.oom_score_adj,
+                detached: self.outlive_parent,
                 seccomp,
                 landlock,
                 unenforced,
-                limits: self.limits.clone(),
+                limits: LimitsConfig { outlive_parent: self.outlive_parent, ..self.limits.clone() },
                 cgroup_layout,
             }),
         })
@@ -1052,6 +1066,8 @@ pub(crate) struct Config {
     pub(crate) umask: u32,
     /// Written to the child's `oom_score_adj` before it runs anything.
     pub(crate) oom_score_adj: Option<i32>,
+    /// Sandboxes outlive the embedding process (`SandboxBuilder::outlive_parent`).
+    pub(crate) detached: bool,
     /// The compiled syscall filter (`None`: none, explicitly).
     pub(crate) seccomp: Option<Vec<crate::seccomp::SockFilter>>,
     pub(crate) landlock: Option<crate::access::LandlockPlan>,

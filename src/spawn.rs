@@ -22,6 +22,9 @@ use crate::{Child, Compat, Error, userns};
 pub(crate) enum Mode<'a> {
     /// A sandbox running the command.
     Run,
+    /// A sandbox whose payload, once set up, waits for a connection on the listening socket
+    /// `gate` before its last steps and exec ([`crate::StartGate`]); the spawn returns then.
+    Gated { gate: BorrowedFd<'a> },
     /// A session's sandbox: its payload is a holder (the init program, `program`) that sends a
     /// pidfd of itself back.
     Hold { program: RawFd },
@@ -87,8 +90,9 @@ pub(crate) fn spawn(
     let (control, child_control) =
         nix::sys::socket::socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
             .map_err(|e| Error::spawn("socketpair", e))?;
-    // The init, or a session command's relay, reports the payload's status through a pipe.
-    let (status_read, status_write) = if use_init || joining {
+    // The init, or a session command's relay, reports the payload's status through a pipe
+    // (not to a process that will not be there: a sandbox that outlives this one).
+    let (status_read, status_write) = if (use_init && !config.detached) || joining {
         let (r, w) =
             nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).map_err(|e| Error::spawn("pipe2", e))?;
         (Some(r), Some(w))
@@ -97,17 +101,26 @@ pub(crate) fn spawn(
     };
     // The child checks it once its parent-death signal is armed: this process may have died
     // before, and then no signal ever comes.
-    let parent = Some(pidfd::open_self().map_err(|e| Error::spawn("pidfd_open of this process", e))?);
+    // A sandbox that outlives this process has no parent to check.
+    let parent = match config.detached {
+        true => None,
+        false => Some(pidfd::open_self().map_err(|e| Error::spawn("pidfd_open of this process", e))?),
+    };
     let raw = |fd: &Option<OwnedFd>| fd.as_ref().map_or(-1, AsRawFd::as_raw_fd);
     let init_program = match mode {
         Mode::Hold { program } | Mode::Join { program, .. } => program,
-        Mode::Run => config.init_program.as_ref().map_or(-1, AsRawFd::as_raw_fd),
+        Mode::Run | Mode::Gated { .. } => config.init_program.as_ref().map_or(-1, AsRawFd::as_raw_fd),
+    };
+    let gate = match mode {
+        Mode::Gated { gate } => gate.as_raw_fd(),
+        _ => -1,
     };
     let channels = Channels {
         control: child_control.as_raw_fd(),
         status: raw(&status_write),
         parent: raw(&parent),
         init_program,
+        gate,
         parent_ends: [control.as_raw_fd(), raw(&status_read)],
     };
     // The child, and with an init the payload, share this process's memory until they exec:
@@ -116,6 +129,11 @@ pub(crate) fn spawn(
     let mut plan = Plan::new(config, exec, cwd, moves, channels)?;
     plan.use_init = use_init;
     plan.hold = matches!(mode, Mode::Hold { .. });
+    if gate >= 0 {
+        // The spawn returns while the payload still has its last steps to take, from a plan
+        // and a stack this frame frees: it takes them in memory of its own, a copy.
+        plan.share_memory = false;
+    }
     plan.terminal = terminal.filter(|_| !plan.hold).map(|size| {
         let on = |i: usize| matches!(stdio[i].1, StdioKind::Terminal);
         (size, [on(0), on(1), on(2)])
@@ -258,7 +276,8 @@ pub(crate) fn spawn(
         None => None,
     };
 
-    // End of file: the close-on-exec socket closed in execve. Otherwise a failure record.
+    // End of file: the close-on-exec socket closed in execve; at a start gate, one byte: the
+    // payload waits there. Otherwise a failure record.
     let mut record = [0u8; FAILURE_LEN];
     let n = loop {
         match nix::unistd::read(&control, &mut record) {
@@ -266,8 +285,13 @@ pub(crate) fn spawn(
             other => break other,
         }
     };
+    let gated = matches!(mode, Mode::Gated { .. });
     match n {
-        Ok(0) => {
+        Ok(0) if gated => Err(abort(Error::spawn(
+            "read setup result",
+            std::io::Error::new(std::io::ErrorKind::InvalidData, "the payload never reached its start gate"),
+        ))),
+        Ok(n) if n == usize::from(gated) => {
             drop(unwinding);
             // A session's own sandbox lives until it is stopped: its commands have the limits.
             let session = matches!(mode, Mode::Hold { .. });

@@ -134,6 +134,51 @@ fn join_and_check_nothing_left(threads: Vec<thread::JoinHandle<()>>, fds_before:
 }
 
 #[test]
+fn created_sandboxes_waiting_at_their_gate_and_outliving_us_never_allocate_after_clone() {
+    // The start gate (the payload reports it waits, accepts, takes the connection as its
+    // channel) and a sandbox without parent-death signals, with and without an init.
+    let _serial = serial();
+    let _ = Box::new(1u8);
+    let fds_before = fd_count();
+    let dir = tempdir();
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let gates = dir.path().to_owned();
+            thread::spawn(move || {
+                let namespaces =
+                    if t % 2 == 0 { Namespaces::all() } else { Namespaces::USER | Namespaces::MOUNT };
+                let sandbox = builder(namespaces).outlive_parent().build().unwrap();
+                for i in 0..10 {
+                    let path = gates.join(format!("{t}-{i}"));
+                    let gate = stockade::StartGate::bind(&path).unwrap();
+                    let program = if i % 5 == 4 { "/no/such/program" } else { "/bin/true" };
+                    let mut child =
+                        sandbox.command(program).stdout(Stdio::null()).spawn_created(gate).unwrap();
+                    let started = stockade::StartGate::start(&path);
+                    let status = child.wait().unwrap();
+                    assert_ne!(
+                        status.code(),
+                        Some(ALLOCATED_IN_CHILD),
+                        "thread {t} run {i}: allocation after clone"
+                    );
+                    if i % 5 == 4 {
+                        assert!(
+                            matches!(started, Err(Error::Exec { .. })),
+                            "thread {t} run {i}: {started:?}"
+                        );
+                    } else {
+                        started.unwrap();
+                        assert!(status.success(), "thread {t} run {i}: {status}");
+                    }
+                    std::fs::remove_file(&path).unwrap();
+                }
+            })
+        })
+        .collect();
+    join_and_check_nothing_left(threads, fds_before);
+}
+
+#[test]
 fn the_untrusted_preset_never_allocates_after_clone_nor_does_the_reaper() {
     // As root: an unprivileged id range (the child becomes root of its namespace and re-arms its
     // parent-death signal), groups in every hierarchy, a cgroup namespace, a new session keyring,

@@ -354,3 +354,53 @@ fn the_oom_score_adjustment_is_set_before_the_payload_runs_and_checked_at_build(
     let err = Sandbox::builder().oom_score_adj(1001).build().unwrap_err();
     assert!(matches!(&err, stockade::Error::InvalidValue { what: "oom_score_adj", .. }), "{err:?}");
 }
+
+#[test]
+fn a_created_sandbox_runs_nothing_until_its_gate_opens_and_the_gate_opens_once() {
+    let dir = tempdir();
+    open_up(dir.path());
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let mark = dir.path().join("mark");
+    for (i, sandbox) in shapes().iter().enumerate() {
+        let gate_path = dir.path().join(format!("gate{i}"));
+        let gate = stockade::StartGate::bind(&gate_path).unwrap();
+        let script = format!("echo ran > {}", mark.display());
+        let mut child = sandbox.command("/bin/sh").args(["-c", &script]).spawn_created(gate).unwrap();
+        assert!(child.try_wait().unwrap().is_none(), "shape {i}: a created sandbox ended");
+        assert!(!mark.exists(), "shape {i}: the payload ran before its start");
+        stockade::StartGate::start(&gate_path).unwrap();
+        assert!(child.wait().unwrap().success(), "shape {i}");
+        assert_eq!(std::fs::read_to_string(&mark).unwrap(), "ran\n", "shape {i}");
+        std::fs::remove_file(&mark).unwrap();
+        // Opened once: nothing listens there any more.
+        let err = stockade::StartGate::start(&gate_path).unwrap_err();
+        assert!(
+            matches!(&err, stockade::Error::Io { source, .. } if source.kind() == std::io::ErrorKind::ConnectionRefused),
+            "shape {i}: {err:?}"
+        );
+    }
+}
+
+#[test]
+fn a_step_failing_after_the_gate_is_told_to_the_starter() {
+    let dir = tempdir();
+    for (i, sandbox) in shapes().iter().enumerate() {
+        let gate_path = dir.path().join(format!("gate{i}"));
+        let gate = stockade::StartGate::bind(&gate_path).unwrap();
+        let mut child = sandbox.command("/no/such/program").spawn_created(gate).unwrap();
+        let err = stockade::StartGate::start(&gate_path).unwrap_err();
+        assert!(
+            matches!(&err, stockade::Error::Exec { source, .. } if source.kind() == std::io::ErrorKind::NotFound),
+            "shape {i}: {err:?}"
+        );
+        assert!(!child.wait().unwrap().success(), "shape {i}");
+        // A sandbox dropped at its gate is killed like any other.
+        let gate_path = dir.path().join(format!("again{i}"));
+        let gate = stockade::StartGate::bind(&gate_path).unwrap();
+        let child = sandbox.command("/bin/true").spawn_created(gate).unwrap();
+        let pid = child.id() as i32;
+        drop(child);
+        assert!(wait_gone(pid, Duration::from_secs(30)), "shape {i}: a dropped created sandbox lives on");
+    }
+}

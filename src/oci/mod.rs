@@ -68,6 +68,7 @@ use crate::{Command, Namespaces, Root, Sandbox};
 pub struct Bundle {
     dir: PathBuf,
     spec: Spec,
+    outlive_parent: bool,
 }
 
 impl Bundle {
@@ -85,13 +86,20 @@ impl Bundle {
         let text = std::fs::read_to_string(&path)
             .map_err(|source| BundleError::Read { path: path.clone(), source })?;
         let spec = parse(&path, &text)?;
-        Ok(Bundle { dir, spec })
+        Ok(Bundle { dir, spec, outlive_parent: false })
     }
 
     /// A bundle from a spec already in memory; `dir` is where relative paths in it (the root,
     /// bind sources) are resolved.
     pub fn from_spec(dir: impl Into<PathBuf>, spec: Spec) -> Bundle {
-        Bundle { dir: dir.into(), spec }
+        Bundle { dir: dir.into(), spec, outlive_parent: false }
+    }
+
+    /// The container outlives the process that spawns it, as a runtime's `create` leaves it
+    /// ([`SandboxBuilder::outlive_parent`](crate::SandboxBuilder::outlive_parent)).
+    pub fn outlive_parent(&mut self) -> &mut Self {
+        self.outlive_parent = true;
+        self
     }
 
     /// The bundle directory.
@@ -139,6 +147,9 @@ impl Bundle {
         })?;
 
         let mut b = Sandbox::builder();
+        if self.outlive_parent {
+            b.outlive_parent();
+        }
         let namespaces = linux::namespaces(linux)?;
         b.namespaces(namespaces).no_default_mounts().unmask_proc_and_sys();
         linux::id_maps(linux, namespaces, &mut b)?;

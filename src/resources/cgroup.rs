@@ -339,6 +339,9 @@ pub(crate) struct SandboxCgroup {
     /// one level up); without a cgroup namespace they live in the group itself, which saves a
     /// directory (a mkdir and an rmdir per hierarchy) on every spawn.
     leaf: bool,
+    /// Registered with the reaper, which removes them when the embedding process is gone
+    /// (false for a sandbox that outlives it).
+    watched: bool,
 }
 
 impl SandboxCgroup {
@@ -355,11 +358,21 @@ impl SandboxCgroup {
         confine: bool,
     ) -> Result<Option<SandboxCgroup>, Error> {
         let name = unique_name();
-        let mut cg =
-            SandboxCgroup { layout, groups: Vec::new(), removed: false, sealed: true, leaf: confine };
+        let mut cg = SandboxCgroup {
+            layout,
+            groups: Vec::new(),
+            removed: false,
+            sealed: true,
+            leaf: confine,
+            watched: !limits.outlive_parent,
+        };
         let result = match layout {
             Layout::Unified => cg.create_v2(limits, &name),
-            Layout::Hybrid | Layout::Legacy => cg.create_v1(limits, &name, pid_ns, confine),
+            // A sandbox that outlives its creator is a container others measure and manage
+            // through its groups: one in every hierarchy, as runc makes.
+            Layout::Hybrid | Layout::Legacy => {
+                cg.create_v1(limits, &name, pid_ns, confine || limits.outlive_parent)
+            }
         };
         match result {
             Ok(()) if cg.groups.is_empty() => Ok(None),
@@ -502,7 +515,9 @@ impl SandboxCgroup {
                 path: parent.to_owned(),
                 source: e.into(),
             })?;
-        super::reaper::watch(parent)?;
+        if self.watched {
+            super::reaper::watch(parent)?;
+        }
         let dir = parent.join(name);
         make_leaf(&dir, &format!("create {label} cgroup"))?;
         let leaf = if self.leaf { dir.join(LEAF) } else { dir.clone() };
@@ -714,6 +729,13 @@ impl SandboxCgroup {
         self.removed = true;
     }
 
+    /// Leaves the groups in place for a sandbox that outlives its `Child` (see
+    /// [`crate::Child::detach`]); returns their directories.
+    pub(crate) fn keep(mut self) -> Vec<PathBuf> {
+        self.removed = true;
+        self.groups.iter().map(|g| g.dir.clone()).collect()
+    }
+
     /// Kills every process in the cgroup (v2: `cgroup.kill`; v1: freeze, kill, thaw).
     pub(crate) fn kill_all(&self) {
         match self.layout {
@@ -784,6 +806,40 @@ fn kill_tree(dir: &Path, depth: usize) {
         }
     }
     kill_listed(dir);
+}
+
+/// Every process in the groups `dirs` and below them, each once, in ascending order.
+pub(crate) fn processes_in(dirs: &[PathBuf]) -> Vec<u32> {
+    fn walk(dir: &Path, depth: usize, out: &mut Vec<u32>) {
+        if let Ok(text) = fs::read_to_string(dir.join("cgroup.procs")) {
+            out.extend(text.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
+        }
+        if depth < MAX_DEPTH {
+            for child in child_groups(dir) {
+                walk(&child, depth + 1, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for dir in dirs {
+        walk(dir, 0, &mut out);
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// Kills every process in the groups `dirs` (v2: `cgroup.kill`; otherwise each listed
+/// process, below them included) and removes them, deepest first.
+pub(crate) fn destroy_dirs(dirs: &[PathBuf]) {
+    for dir in dirs {
+        if fs::write(dir.join("cgroup.kill"), "1").is_err() {
+            kill_tree(dir, 0);
+        }
+    }
+    for dir in dirs.iter().rev() {
+        remove_tree(dir, 0);
+    }
 }
 
 /// Removes `dir` and the groups below it, deepest first.

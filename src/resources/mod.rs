@@ -228,6 +228,9 @@ pub(crate) struct LimitsConfig {
     pub(crate) io_weight: Option<u16>,
     pub(crate) io_limits: Vec<IoLimit>,
     pub(crate) cgroup_parent: Option<PathBuf>,
+    /// The groups outlive the embedding process (`SandboxBuilder::outlive_parent`): the reaper
+    /// is not told of them.
+    pub(crate) outlive_parent: bool,
     pub(crate) compat: Compat,
     pub(crate) rlimits: Vec<(Rlimit, u64, u64)>,
     pub(crate) wall_time: Option<Duration>,

@@ -99,6 +99,8 @@ struct PayloadStart<'p> {
     control: RawFd,
     /// The init program (a session's holder execs it too).
     program: RawFd,
+    /// The start gate, or -1.
+    gate: RawFd,
     /// Read end of the pipe the init closes once it is non-dumpable, and the write end (the
     /// init's; the payload closes its copy).
     ready: (RawFd, RawFd),
@@ -138,7 +140,7 @@ fn continue_payload(
         Err(e) => return Err(at(Step::Init)(e)),
     }
     super::close(start.ready.0);
-    exec_payload(plan, Ends { control: start.control, parent: -1, program: start.program })
+    exec_payload(plan, Ends { control: start.control, parent: -1, program: start.program, gate: start.gate })
 }
 
 fn setup(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<Infallible, Failure> {
@@ -146,9 +148,12 @@ fn setup(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<Infallible, Failure
     // until just before exec, so the init can wait for signals instead of being interrupted.
     super::reset_signal_dispositions();
     super::set_sigmask(&super::sigset(true)).map_err(at(Step::Signals))?;
-    super::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong).map_err(at(Step::DeathSignal))?;
+    if !plan.detached {
+        super::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong)
+            .map_err(at(Step::DeathSignal))?;
+    }
 
-    let (status, parent, init_program) = arrange_fds(plan, control, None)?;
+    let [status, parent, init_program, gate] = arrange_fds(plan, control, None)?;
     wait_for_go(*control);
     // The parent-death signal was armed first thing; had the parent died before that, no signal
     // will ever come (and "go" may still have been waiting in the socket): look.
@@ -166,8 +171,10 @@ fn setup(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<Infallible, Failure
         super::prctl(libc::PR_SET_DUMPABLE, 1).map_err(at(Step::BecomeRoot))?;
         // The credential change cleared the parent-death signal: arm it again, then make sure
         // the parent did not die in between (inside a pid namespace getppid cannot tell).
-        super::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong)
-            .map_err(at(Step::DeathSignal))?;
+        if !plan.detached {
+            super::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong)
+                .map_err(at(Step::DeathSignal))?;
+        }
         if super::pidfd::has_exited(parent) {
             super::exit(EXIT_ABANDONED);
         }
@@ -224,6 +231,7 @@ fn setup(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<Infallible, Failure
             lock: lock.as_ref().map(|l| l as *const _),
             control: *control,
             program: init_program,
+            gate,
             ready,
         };
         // SAFETY: `start` lives in this frame, which this process never leaves (it execs or
@@ -274,7 +282,7 @@ fn setup(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<Infallible, Failure
     if built.proc >= 0 {
         super::close(built.proc);
     }
-    exec_payload(plan, Ends { control: *control, parent: -1, program: init_program })
+    exec_payload(plan, Ends { control: *control, parent: -1, program: init_program, gate })
 }
 
 /// Clones the joiner of a session command (see [`crate::plan::Join`]): it shares this
@@ -400,7 +408,7 @@ fn setup_command(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<Infallible,
     super::reset_signal_dispositions();
     super::set_sigmask(&super::sigset(true)).map_err(at(Step::Signals))?;
     super::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong).map_err(at(Step::DeathSignal))?;
-    let (_, parent, program) = arrange_fds(plan, control, Some(relay))?;
+    let [_, parent, program, _] = arrange_fds(plan, control, Some(relay))?;
     wait_for_go(*control);
     if super::pidfd::has_exited(parent) {
         super::exit(EXIT_ABANDONED);
@@ -413,17 +421,17 @@ fn setup_command(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<Infallible,
     }
     super::join_new_session_keyring().map_err(at(Step::SessionKeyring))?;
     super::setsid().map_err(at(Step::NewSession))?;
-    exec_payload(plan, Ends { control: *control, parent, program })
+    exec_payload(plan, Ends { control: *control, parent, program, gate: -1 })
 }
 /// Moves stdio and passed descriptors to their numbers, moves the child's own channels out of
 /// their way, and closes every other inherited descriptor. Returns the status pipe, the
-/// parent's pidfd and the init program (each -1 when not used).
+/// parent's pidfd, the init program and the start gate (each -1 when not used).
 /// `parent` replaces the parent's pidfd of the plan (a session command watches its relay).
 fn arrange_fds(
     plan: &mut Plan<'_>,
     control: &mut RawFd,
     parent: Option<RawFd>,
-) -> Result<(RawFd, RawFd, RawFd), Failure> {
+) -> Result<[RawFd; 4], Failure> {
     let fds = &mut plan.fds;
     let channels = &plan.channels;
     for fd in channels.parent_ends {
@@ -446,6 +454,11 @@ fn arrange_fds(
     } else {
         -1
     };
+    let gate = if channels.gate >= 0 {
+        super::dup_above(channels.gate, fds.base).map_err(&internal_failure)?
+    } else {
+        -1
+    };
     for (i, (&(src, _), slot)) in fds.moves.iter().zip(fds.scratch.iter_mut()).enumerate() {
         *slot = super::dup_above(src, fds.base).map_err(at_index(Step::Fds, i))?;
     }
@@ -454,11 +467,12 @@ fn arrange_fds(
     }
     // Keep 0-2, the targets and the two channels; close everything else.
     let slots = fds.keep.len();
-    if let Some([a, b, c, d]) = fds.keep.get_mut(slots.saturating_sub(INTERNAL_SLOTS)..) {
+    if let Some([a, b, c, d, e]) = fds.keep.get_mut(slots.saturating_sub(INTERNAL_SLOTS)..) {
         *a = *control;
         *b = status;
         *c = parent;
         *d = init_program;
+        *e = gate;
     }
     fds.keep.sort_unstable();
     let mut next: i64 = 0;
@@ -473,7 +487,20 @@ fn arrange_fds(
         next = fd + 1;
     }
     super::close_range(next as u32, u32::MAX);
-    Ok((status, parent, init_program))
+    Ok([status, parent, init_program, gate])
+}
+
+/// The start gate: tells the parent (one byte on `control`) that setup is done, waits for a
+/// connection on the listening socket `gate`, and makes that connection the control channel
+/// (close-on-exec, so its end of file tells the starter the exec happened). The parent may be
+/// gone meanwhile (a runtime's `create` exits): its channel is closed first.
+fn wait_at_gate(control: RawFd, gate: RawFd) -> super::SysResult<()> {
+    super::send(control, b"c")?;
+    let connection = super::accept(gate)?;
+    super::close(gate);
+    let moved = super::dup_onto_cloexec(connection, control);
+    super::close(connection);
+    moved
 }
 
 /// Blocks until the parent says "go". End of file means the parent died or gave up before
@@ -531,6 +558,8 @@ struct Ends {
     parent: RawFd,
     /// The init program (a session's holder execs it), or -1.
     program: RawFd,
+    /// The start gate ([`crate::StartGate`]), or -1.
+    gate: RawFd,
 }
 
 /// The payload's last steps: credentials, Landlock, the syscall filter, exec.
@@ -592,6 +621,11 @@ fn exec_payload(plan: &Plan<'_>, ends: Ends) -> Result<Infallible, Failure> {
         super::close(master);
         sent.and_then(|()| super::pty::attach(slave, targets)).map_err(at(Step::Terminal))?;
     }
+    if ends.gate >= 0 {
+        // Set up as far as anything can fail before the start: say so, and wait for it. What
+        // fails from here is told to the one who opens the gate.
+        wait_at_gate(ends.control, ends.gate).map_err(at(Step::Gate))?;
+    }
 
     if let Some(caps) = creds.caps {
         // After exec a root payload gets bounding | inheritable, any other payload its ambient
@@ -617,14 +651,18 @@ fn exec_payload(plan: &Plan<'_>, ends: Ends) -> Result<Infallible, Failure> {
     }
     // Changing credentials clears the parent-death signal: arm it again, then make sure the
     // parent did not die in between (without an init, our parent is the embedding process;
-    // with one, the init, whose own death takes the namespace down).
-    super::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong).map_err(at(Step::DeathSignal))?;
+    // with one, the init, whose own death takes the namespace down). A detached sandbox
+    // without an init has no parent to die with.
+    if !plan.detached || plan.use_init {
+        super::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong)
+            .map_err(at(Step::DeathSignal))?;
+    }
     if parent >= 0 {
         // A session command's parent is its relay, outside its pid namespace (getppid says 0).
         if super::pidfd::has_exited(parent) {
             super::exit(EXIT_ABANDONED);
         }
-    } else if !plan.use_init && super::getppid() != plan.parent_pid {
+    } else if !plan.use_init && !plan.detached && super::getppid() != plan.parent_pid {
         super::exit(EXIT_ABANDONED);
     }
     if let Some(dir) = &plan.cwd {

@@ -159,6 +159,43 @@ pub(crate) fn dup_onto(old: RawFd, new: RawFd) -> SysResult<()> {
     retry(|| unsafe { raw!(libc::SYS_dup3, old, new, 0) }).map(drop)
 }
 
+/// `dup3(old, new, O_CLOEXEC)`: `new` becomes a close-on-exec copy of `old`.
+pub(crate) fn dup_onto_cloexec(old: RawFd, new: RawFd) -> SysResult<()> {
+    // SAFETY: dup3 takes two descriptor numbers and flags.
+    retry(|| unsafe { raw!(libc::SYS_dup3, old, new, libc::O_CLOEXEC) }).map(drop)
+}
+
+/// `accept4(listener, NULL, NULL, SOCK_CLOEXEC)`: the next connection, blocking.
+pub(crate) fn accept(listener: RawFd) -> SysResult<RawFd> {
+    // SAFETY: no address is asked for (both pointers NULL).
+    fd_of(retry(|| unsafe {
+        raw!(
+            libc::SYS_accept4,
+            listener,
+            std::ptr::null_mut::<libc::sockaddr>(),
+            std::ptr::null_mut::<libc::socklen_t>(),
+            libc::SOCK_CLOEXEC
+        )
+    }))
+}
+
+/// `send(socket, buf, MSG_NOSIGNAL)`: a peer that is gone is `EPIPE`, never a signal.
+pub(crate) fn send(socket: RawFd, buf: &[u8]) -> SysResult<()> {
+    // SAFETY: `buf` is a valid readable slice of `buf.len()` bytes; no address.
+    retry(|| unsafe {
+        raw!(
+            libc::SYS_sendto,
+            socket,
+            buf.as_ptr(),
+            buf.len(),
+            libc::MSG_NOSIGNAL,
+            std::ptr::null::<libc::sockaddr>(),
+            0usize
+        )
+    })
+    .map(drop)
+}
+
 pub(crate) fn read(fd: RawFd, buf: &mut [u8]) -> SysResult<usize> {
     // SAFETY: `buf` is a valid writable slice of `buf.len()` bytes.
     retry(|| unsafe { raw!(libc::SYS_read, fd, buf.as_mut_ptr(), buf.len()) }).map(|n| n as usize)

@@ -7,7 +7,8 @@
 //! only environment (-1 for an absent descriptor or no wall-clock limit). It then:
 //! 1. turns non-dumpable and names itself, then closes the ready descriptor: the payload waits
 //!    for that before its exec, so it can never ptrace or open the init while it is dumpable;
-//! 2. re-arms its parent-death signal and exits if the embedding process died meanwhile;
+//! 2. re-arms its parent-death signal and exits if the embedding process died meanwhile (with
+//!    no parent descriptor, the sandbox outlives the embedding process: neither);
 //! 3. closes every descriptor but the status pipe;
 //! 4. waits for signals: forwards each to the payload (unless a process inside the namespace
 //!    sent it), except SIGCHLD, on which it reaps every child; when the payload is reaped it writes the payload's wait status (native-endian i32)
@@ -242,8 +243,10 @@ unsafe extern "C" fn main(sp: *const usize) -> ! {
     if ready >= 0 {
         call(nr::CLOSE, ready as usize, 0, 0, 0);
     }
-    call(nr::PRCTL, PR_SET_PDEATHSIG, SIGKILL, 0, 0);
+    // Without the embedding process's pidfd the sandbox outlives it (a runtime's detached
+    // container): no parent-death signal then.
     if parent >= 0 {
+        call(nr::PRCTL, PR_SET_PDEATHSIG, SIGKILL, 0, 0);
         let mut fd = PollFd { fd: parent as i32, events: POLLIN, revents: 0 };
         let zero = [0usize; 2];
         let n = call(nr::PPOLL, &mut fd as *mut PollFd as usize, 1, zero.as_ptr() as usize, 0);
