@@ -1,0 +1,488 @@
+//! The container lifecycle of the runtime spec: create, start, kill, delete (and run, which is
+//! create then start), with the queries on it: list, ps, features, spec.
+
+use std::io::IoSlice;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use nix::sys::signal::Signal;
+use stockade::oci::Bundle;
+use stockade::{Detached, StartGate, Stdio};
+
+use crate::state::{Saved, Status, Store, process_start, rfc3339, write_atomically};
+use crate::{CreateArgs, Failure};
+
+/// Where a container's groups go when its spec names no `linux.cgroupsPath`.
+const DEFAULT_CGROUP_PARENT: &str = "/stockade-runtime";
+
+/// `create`: the container set up and waiting at its start gate, its state saved, its init's
+/// pid written; the container outlives this process.
+pub fn create(store: &Store, args: &CreateArgs) -> Result<(), Failure> {
+    let lock = store.make(&args.id)?;
+    let made = create_locked(store, args);
+    if made.is_err() {
+        // Nothing of a container that failed to be created stays: its process and cgroups are
+        // gone with the library's error (or the Child dropped below), its state here.
+        let _ = store.remove(&args.id);
+    }
+    drop(lock);
+    made.map(drop)
+}
+
+fn create_locked(store: &Store, args: &CreateArgs) -> Result<Saved, Failure> {
+    let mut bundle = Bundle::open(&args.bundle)?;
+    let mut spec = bundle.spec().clone();
+    // The container's groups are made in a directory of its own (per hierarchy), which
+    // `delete` removes with them.
+    let mut linux = spec.linux().clone().unwrap_or_default();
+    let parent = match linux.cgroups_path() {
+        Some(path) if path.is_absolute() => path.clone(),
+        Some(path) => Path::new(DEFAULT_CGROUP_PARENT).join(path),
+        None => Path::new(DEFAULT_CGROUP_PARENT).join(&args.id),
+    };
+    linux.set_cgroups_path(Some(parent.clone()));
+    spec.set_linux(Some(linux));
+    let terminal = spec.process().as_ref().and_then(|p| p.terminal()).unwrap_or(false);
+    if terminal && args.console_socket.is_none() {
+        return Err(Failure::Usage(
+            "process.terminal is set: the terminal's master goes to --console-socket, which is missing"
+                .into(),
+        ));
+    }
+    let dir = bundle.dir().to_owned();
+    let rootfs = spec.root().as_ref().map(|r| dir.join(r.path())).unwrap_or_default();
+    let annotations = spec.annotations().clone().unwrap_or_default();
+    bundle = Bundle::from_spec(dir.clone(), spec);
+    bundle.outlive_parent();
+    let mut command = bundle.command()?;
+    if !terminal {
+        for fd in 0..3 {
+            command_stdio(&mut command, fd)?;
+        }
+    }
+    for n in 0..args.preserve_fds {
+        let fd = 3 + n as RawFd;
+        command.fd_unrestricted(fd, dup(fd)?);
+    }
+
+    let gate = StartGate::bind(store.gate(&args.id))?;
+    let mut child = command.spawn_created(gate)?;
+    // From here a failure drops `child`, which kills the container.
+    if let Some(socket) = &args.console_socket {
+        let master = child.terminal.take().map(OwnedFd::from).ok_or_else(|| {
+            Failure::State("the container's terminal did not come back from its setup".into())
+        })?;
+        send_console(socket, &master)?;
+    }
+    let pid = child.id();
+    let start_time = process_start(pid)
+        .map(|(start, _)| start)
+        .ok_or_else(|| Failure::State(format!("the container's init (pid {pid}) is gone already")))?;
+    let saved = Saved {
+        id: args.id.clone(),
+        pid,
+        start_time,
+        bundle: dir,
+        rootfs,
+        created: rfc3339(SystemTime::now()),
+        status: "created".into(),
+        cgroups: Vec::new(),
+        cgroup_parents: Vec::new(),
+        annotations: annotations.into_iter().collect(),
+    };
+    // Written before the container is let go: a failure here still kills it.
+    store.save(&saved)?;
+    if let Some(path) = &args.pid_file {
+        write_atomically(path, pid.to_string().as_bytes())?;
+    }
+    let detached = child.detach();
+    let parents = detached.cgroups.iter().filter_map(|g| g.parent().map(Path::to_owned)).collect();
+    let saved = Saved { cgroups: detached.cgroups, cgroup_parents: parents, ..saved };
+    store.save(&saved)?;
+    Ok(saved)
+}
+
+/// The container's stdio `fd` is this process's, passed as it is (a shim's pipes or fifos).
+/// A closed descriptor is /dev/null there.
+fn command_stdio(command: &mut stockade::Command, fd: RawFd) -> Result<(), Failure> {
+    let stdio = match dup(fd) {
+        Ok(copy) => Stdio::unrestricted(copy),
+        Err(Failure::Io { source, .. }) if source.raw_os_error() == Some(libc::EBADF) => Stdio::null(),
+        Err(e) => return Err(e),
+    };
+    match fd {
+        0 => command.stdin(stdio),
+        1 => command.stdout(stdio),
+        _ => command.stderr(stdio),
+    };
+    Ok(())
+}
+
+fn dup(fd: RawFd) -> Result<OwnedFd, Failure> {
+    // SAFETY: borrowing a descriptor number for the duration of the dup call only; an invalid
+    // one is an error from fcntl, not undefined behaviour.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    borrowed
+        .try_clone_to_owned()
+        .map_err(|e| Failure::io(&format!("pass descriptor {fd} to the container"), Path::new("-"), e))
+}
+
+/// Sends the terminal's master over the console socket (SCM_RIGHTS), as runc does.
+fn send_console(socket: &Path, master: &OwnedFd) -> Result<(), Failure> {
+    let stream =
+        UnixStream::connect(socket).map_err(|e| Failure::io("connect to the console socket", socket, e))?;
+    let name = b"/dev/ptmx";
+    let fds = [master.as_raw_fd()];
+    let control = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
+    nix::sys::socket::sendmsg::<()>(
+        stream.as_raw_fd(),
+        &[IoSlice::new(name)],
+        &control,
+        nix::sys::socket::MsgFlags::empty(),
+        None,
+    )
+    .map_err(|e| Failure::io("send the terminal to the console socket", socket, e.into()))?;
+    Ok(())
+}
+
+/// `start`: opens the created container's gate; it runs its process.
+pub fn start(store: &Store, id: &str) -> Result<(), Failure> {
+    let _lock = store.lock(id)?;
+    let mut saved = store.load(id)?;
+    match saved.status() {
+        Status::Created => {}
+        Status::Running => {
+            return Err(Failure::State(format!("cannot start container {id:?}: it is running already")));
+        }
+        Status::Stopped => {
+            return Err(Failure::State(format!("cannot start container {id:?}: it has stopped")));
+        }
+    }
+    let started = StartGate::start(store.gate(id));
+    let _ = std::fs::remove_file(store.gate(id));
+    saved.status = "running".into();
+    store.save(&saved)?;
+    started.map_err(|e| match e {
+        // The gate does not know the program's name; the bundle does.
+        stockade::Error::Exec { program, source } if program.as_os_str().is_empty() => {
+            let program = Bundle::open(&saved.bundle)
+                .ok()
+                .and_then(|b| b.spec().process().as_ref()?.args().as_ref()?.first().cloned())
+                .unwrap_or_default();
+            Failure::Sandbox(stockade::Error::Exec { program: program.into(), source })
+        }
+        other => Failure::Sandbox(other),
+    })
+}
+
+/// `run`: create, start, and unless detached wait for the container and delete it, exiting
+/// with its status.
+pub fn run(store: &Store, args: &CreateArgs, detach: bool, keep: bool) -> Result<ExitCode, Failure> {
+    create(store, args)?;
+    if let Err(e) = start(store, &args.id) {
+        let _ = delete(store, &args.id, true);
+        return Err(e);
+    }
+    if detach {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let saved = store.load(&args.id)?;
+    // The init is this process's child: wait for it, passing on the signals a terminal sends.
+    let pid = nix::unistd::Pid::from_raw(saved.pid as i32);
+    forward_signals(pid);
+    let code = loop {
+        match nix::sys::wait::waitpid(pid, None) {
+            Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => break code,
+            Ok(nix::sys::wait::WaitStatus::Signaled(_, signal, _)) => break 128 + signal as i32,
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(Failure::io("wait for the container", &store.dir(&args.id), e.into())),
+        }
+    };
+    if !keep {
+        delete(store, &args.id, true)?;
+    }
+    Ok(ExitCode::from(code as u8))
+}
+
+/// Forwards SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to this process to the container's init
+/// (which passes them on to its process), from a thread of its own.
+fn forward_signals(init: nix::unistd::Pid) {
+    use nix::sys::signal::SigSet;
+    let mut set = SigSet::empty();
+    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT] {
+        set.add(signal);
+    }
+    if set.thread_block().is_err() {
+        return;
+    }
+    std::thread::spawn(move || {
+        while let Ok(signal) = set.wait() {
+            let _ = nix::sys::signal::kill(init, signal);
+        }
+    });
+}
+
+/// `kill`: a signal to the container's init, or with `all` to every process in its cgroups.
+pub fn kill(store: &Store, id: &str, signal: &str, all: bool) -> Result<(), Failure> {
+    let signal = parse_signal(signal)?;
+    let saved = store.load(id)?;
+    if saved.status() == Status::Stopped && !all {
+        return Err(Failure::State(format!("cannot kill container {id:?}: it is not running")));
+    }
+    if all {
+        let detached = Detached { pid: saved.pid, cgroups: saved.cgroups.clone() };
+        for pid in detached.processes() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal);
+        }
+        return Ok(());
+    }
+    signal_init(&saved, signal)
+}
+
+/// Signals the container's init through a pidfd opened after checking it is the same process.
+fn signal_init(saved: &Saved, signal: Signal) -> Result<(), Failure> {
+    let pidfd = open_init(saved)?;
+    let Some(pidfd) = pidfd else {
+        return Err(Failure::State(format!("cannot signal container {:?}: it is not running", saved.id)));
+    };
+    // SAFETY: pidfd_send_signal with a live pidfd, a signal number, no siginfo and no flags.
+    let sent = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal as i32,
+            std::ptr::null::<u8>(),
+            0,
+        )
+    };
+    if sent < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::ESRCH) {
+            return Err(Failure::io("signal the container's init", &saved.bundle, e));
+        }
+    }
+    Ok(())
+}
+
+/// A pidfd of the container's init, if it is still the process that was created.
+fn open_init(saved: &Saved) -> Result<Option<OwnedFd>, Failure> {
+    // SAFETY: pidfd_open takes a pid and flags.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, saved.pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Ok(None);
+    }
+    // SAFETY: a descriptor pidfd_open just returned, owned by nobody else.
+    let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as RawFd) };
+    // Opened first, checked after: a pid reused before the open fails the check.
+    match process_start(saved.pid) {
+        Some((start, true)) if start == saved.start_time => Ok(Some(fd)),
+        _ => Ok(None),
+    }
+}
+
+fn parse_signal(text: &str) -> Result<Signal, Failure> {
+    let bad = || Failure::Usage(format!("unknown signal {text:?}"));
+    if let Ok(n) = text.parse::<i32>() {
+        return Signal::try_from(n).map_err(|_| bad());
+    }
+    let upper = text.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+    name.parse::<Signal>().map_err(|_| bad())
+}
+
+/// `delete`: a stopped or created container's cgroups and state go (a running one only with
+/// `force`, which kills it first).
+pub fn delete(store: &Store, id: &str, force: bool) -> Result<(), Failure> {
+    let lock = match store.lock(id) {
+        Ok(lock) => lock,
+        Err(Failure::NotFound(_)) if force => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let saved = match store.load(id) {
+        Ok(saved) => saved,
+        // A directory without state: a create that died half-way. Nothing runs for it.
+        Err(Failure::NotFound(_)) => return store.remove(id),
+        Err(e) => return Err(e),
+    };
+    match saved.status() {
+        Status::Running if !force => {
+            return Err(Failure::State(format!(
+                "cannot delete container {id:?}: it is running (stop it first, or --force)"
+            )));
+        }
+        Status::Running | Status::Created => {
+            if let Some(pidfd) = open_init(&saved)? {
+                // SAFETY: as in `signal_init`.
+                unsafe {
+                    libc::syscall(
+                        libc::SYS_pidfd_send_signal,
+                        pidfd.as_raw_fd(),
+                        libc::SIGKILL,
+                        std::ptr::null::<u8>(),
+                        0,
+                    )
+                };
+                // Readable once the init has exited (reaped or not: its parent reaps it).
+                let mut fds =
+                    [nix::poll::PollFd::new(std::os::fd::AsFd::as_fd(&pidfd), nix::poll::PollFlags::POLLIN)];
+                while let Err(nix::errno::Errno::EINTR) =
+                    nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE)
+                {}
+            }
+        }
+        Status::Stopped => {}
+    }
+    let detached = Detached { pid: saved.pid, cgroups: saved.cgroups.clone() };
+    detached.remove_cgroups();
+    for parent in &saved.cgroup_parents {
+        let _ = std::fs::remove_dir(parent);
+    }
+    let left: Vec<_> = saved.cgroups.iter().filter(|g| g.exists()).collect();
+    if !left.is_empty() {
+        return Err(Failure::State(format!(
+            "cannot delete container {id:?}: its cgroups {left:?} stay busy"
+        )));
+    }
+    store.remove(id)?;
+    drop(lock);
+    Ok(())
+}
+
+/// `list`: every container, as a table or JSON.
+pub fn list(store: &Store, format: &str, quiet: bool) -> Result<(), Failure> {
+    let states: Vec<Saved> = store.ids()?.iter().filter_map(|id| store.load(id).ok()).collect();
+    if quiet {
+        for s in &states {
+            println!("{}", s.id);
+        }
+        return Ok(());
+    }
+    match format {
+        "json" => {
+            let all: Vec<_> = states.iter().map(Saved::spec_state).collect();
+            println!("{}", serde_json::Value::Array(all));
+        }
+        "table" => {
+            println!("{:<20} {:<10} {:<10} {:<40} {:<32} OWNER", "ID", "PID", "STATUS", "BUNDLE", "CREATED");
+            for s in &states {
+                let status = s.status();
+                let pid = if status == Status::Stopped { 0 } else { s.pid };
+                println!(
+                    "{:<20} {:<10} {:<10} {:<40} {:<32} root",
+                    s.id,
+                    pid,
+                    status.as_str(),
+                    s.bundle.display(),
+                    s.created
+                );
+            }
+        }
+        other => return Err(Failure::Usage(format!("unknown format {other:?}: table or json"))),
+    }
+    Ok(())
+}
+
+/// `ps`: the container's processes (pids as the host sees them).
+pub fn ps(store: &Store, id: &str, format: &str, ps_args: &[String]) -> Result<(), Failure> {
+    let saved = store.load(id)?;
+    let detached = Detached { pid: saved.pid, cgroups: saved.cgroups.clone() };
+    let mut pids = detached.processes();
+    if pids.is_empty() && saved.status() != Status::Stopped {
+        pids.push(saved.pid);
+    }
+    match format {
+        "json" => println!("{}", serde_json::json!(pids)),
+        "table" => {
+            let args: Vec<&str> =
+                if ps_args.is_empty() { vec!["-ef"] } else { ps_args.iter().map(String::as_str).collect() };
+            let out = std::process::Command::new("ps")
+                .args(&args)
+                .output()
+                .map_err(|e| Failure::io("run ps", Path::new("ps"), e))?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            let mut lines = text.lines();
+            let header = lines.next().unwrap_or_default();
+            let column = header.split_whitespace().position(|h| h == "PID").ok_or_else(|| {
+                Failure::Usage("ps's output has no PID column (pass options that print one)".into())
+            })?;
+            println!("{header}");
+            for line in lines {
+                let pid = line.split_whitespace().nth(column).and_then(|p| p.parse::<u32>().ok());
+                if pid.is_some_and(|p| pids.contains(&p)) {
+                    println!("{line}");
+                }
+            }
+        }
+        other => return Err(Failure::Usage(format!("unknown format {other:?}: table or json"))),
+    }
+    Ok(())
+}
+
+/// `features`: what this runtime carries out (runtime-spec `features.md`).
+pub fn features() -> serde_json::Value {
+    let seccomp_actions = [
+        "SCMP_ACT_ALLOW",
+        "SCMP_ACT_ERRNO",
+        "SCMP_ACT_KILL",
+        "SCMP_ACT_KILL_PROCESS",
+        "SCMP_ACT_KILL_THREAD",
+        "SCMP_ACT_LOG",
+        "SCMP_ACT_TRAP",
+    ];
+    let operators = [
+        "SCMP_CMP_EQ",
+        "SCMP_CMP_GE",
+        "SCMP_CMP_GT",
+        "SCMP_CMP_LE",
+        "SCMP_CMP_LT",
+        "SCMP_CMP_MASKED_EQ",
+        "SCMP_CMP_NE",
+    ];
+    let capabilities: Vec<String> = caps::all().iter().map(|c| c.to_string()).collect();
+    serde_json::json!({
+        "ociVersionMin": "1.0.0",
+        "ociVersionMax": "1.2.0",
+        "hooks": [],
+        "mountOptions": [
+            "bind", "rbind", "ro", "rw", "nosuid", "suid", "noexec", "exec", "nodev",
+            "private", "rprivate", "newinstance", "ptmxmode", "gid", "mode", "size", "nr_inodes",
+            "relatime", "norelatime", "strictatime", "nostrictatime", "noatime", "atime"
+        ],
+        "linux": {
+            "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts"],
+            "capabilities": capabilities,
+            "cgroup": { "v1": true, "v2": true, "systemd": false, "systemdUser": false, "rdma": false },
+            "seccomp": {
+                "enabled": true,
+                "actions": seccomp_actions,
+                "operators": operators,
+                "archs": [std::env::consts::ARCH],
+                "knownFlags": [],
+                "supportedFlags": []
+            },
+            "apparmor": { "enabled": false },
+            "selinux": { "enabled": false },
+            "intelRdt": { "enabled": false },
+            "mountExtensions": { "idmap": { "enabled": false } }
+        },
+        "annotations": { "io.github.stockade.runtime": env!("CARGO_PKG_VERSION") }
+    })
+}
+
+/// `spec`: a default config.json in `bundle` (which must not have one).
+pub fn spec(bundle: &Path, rootless: bool) -> Result<(), Failure> {
+    let path: PathBuf = bundle.join("config.json");
+    if path.exists() {
+        return Err(Failure::State(format!("{} exists already", path.display())));
+    }
+    let spec = if rootless {
+        oci_spec::runtime::Spec::rootless(nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw())
+    } else {
+        oci_spec::runtime::Spec::default()
+    };
+    let text = serde_json::to_vec_pretty(&spec).map_err(|e| Failure::State(e.to_string()))?;
+    write_atomically(&path, &text)
+}

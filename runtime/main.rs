@@ -1,0 +1,296 @@
+//! `stockade-runtime`: an OCI runtime with runc's command line, on the stockade library.
+//!
+//! Built with `cargo build --release --features runtime --bin stockade-runtime`. containerd
+//! (`ctr run --runc-binary`, or a runtime handler's `BinaryName`) and Docker (`dockerd
+//! --add-runtime`) drive it as they drive runc: `create` sets a container up from a bundle and
+//! leaves its init waiting at a start gate, then exits (the container outlives it, reparented
+//! to the caller's subreaper); `start` opens the gate; `state`, `kill`, `delete`, `list`, `ps`
+//! act on the state kept under `--root`. What is not implemented answers with an error and a
+//! non-zero exit, never a silent success.
+
+mod lifecycle;
+mod state;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Command line, as runc's (global options before the command).
+#[derive(Parser, Debug)]
+#[command(name = "stockade-runtime", version, about = "An OCI runtime on stockade, with runc's command line")]
+struct Cli {
+    /// Where containers' state is kept.
+    #[arg(long, default_value = "/run/stockade-runtime", global = true)]
+    root: PathBuf,
+    /// Write errors (and with --debug, progress) to this file instead of stderr.
+    #[arg(long, global = true)]
+    log: Option<PathBuf>,
+    /// The log's format.
+    #[arg(long = "log-format", value_enum, default_value = "text", global = true)]
+    log_format: LogFormat,
+    /// Log progress too.
+    #[arg(long, global = true)]
+    debug: bool,
+    /// Manage cgroups through systemd (not supported: refused).
+    #[arg(long = "systemd-cgroup", global = true)]
+    systemd_cgroup: bool,
+    /// runc's rootless switch ("true", "false", "auto"); stockade decides from the spec.
+    #[arg(long = "rootless", id = "global_rootless")]
+    rootless: Option<String>,
+    /// Path of criu (checkpointing is not supported; the option is accepted and unused).
+    #[arg(long, global = true)]
+    criu: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Create a container from a bundle; its process waits for `start`.
+    Create(CreateArgs),
+    /// Start a created container's process.
+    Start { id: String },
+    /// Create and start a container; wait for it unless --detach.
+    Run {
+        #[command(flatten)]
+        create: CreateArgs,
+        /// Leave the container running and exit.
+        #[arg(short, long)]
+        detach: bool,
+        /// Keep the container's state after it exits (foreground only).
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Print a container's state (runtime-spec JSON).
+    State { id: String },
+    /// Send a signal to a container's init (default SIGTERM), or with --all to all its processes.
+    Kill {
+        id: String,
+        signal: Option<String>,
+        #[arg(short, long)]
+        all: bool,
+    },
+    /// Delete a stopped (or created) container: its cgroups and state.
+    Delete {
+        id: String,
+        /// Kill it first if it is running.
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// List containers.
+    List {
+        #[arg(short, long, default_value = "table")]
+        format: String,
+        /// Ids only.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// List a container's processes.
+    Ps {
+        #[arg(short, long, default_value = "table")]
+        format: String,
+        id: String,
+        /// Options for ps(1) (table format).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        ps_args: Vec<String>,
+    },
+    /// Print what this runtime supports (runtime-spec features JSON).
+    Features,
+    /// Write a default config.json into the bundle.
+    Spec {
+        #[arg(short, long, default_value = ".")]
+        bundle: PathBuf,
+        /// A spec for an unprivileged user (user namespace, id maps of the caller).
+        #[arg(long)]
+        rootless: bool,
+    },
+    /// Run a process in a running container (not implemented yet).
+    #[command(disable_help_flag = true)]
+    Exec {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        rest: Vec<String>,
+    },
+    /// Freeze a container (not implemented yet).
+    Pause { id: String },
+    /// Thaw a paused container (not implemented yet).
+    Resume { id: String },
+    /// Change a container's resources (not implemented yet).
+    #[command(disable_help_flag = true)]
+    Update {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        rest: Vec<String>,
+    },
+    /// A container's events and statistics (not implemented yet).
+    #[command(disable_help_flag = true)]
+    Events {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        rest: Vec<String>,
+    },
+    /// Checkpoint a container (not supported).
+    #[command(disable_help_flag = true)]
+    Checkpoint {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        rest: Vec<String>,
+    },
+    /// Restore a container (not supported).
+    #[command(disable_help_flag = true)]
+    Restore {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        rest: Vec<String>,
+    },
+}
+
+/// `create` and `run`'s options.
+#[derive(clap::Args, Debug)]
+pub struct CreateArgs {
+    /// The container's id.
+    pub id: String,
+    /// The bundle directory (holding config.json).
+    #[arg(short, long, default_value = ".")]
+    pub bundle: PathBuf,
+    /// Write the container's init pid here.
+    #[arg(long = "pid-file")]
+    pub pid_file: Option<PathBuf>,
+    /// A Unix socket to send the terminal's master to (SCM_RIGHTS), when process.terminal.
+    #[arg(long = "console-socket")]
+    pub console_socket: Option<PathBuf>,
+    /// Pass this many descriptors after stdio (3, 4, ...) to the container.
+    #[arg(long = "preserve-fds", default_value_t = 0)]
+    pub preserve_fds: u32,
+    /// runc's switch to use chroot (MS_MOVE) over pivot_root: stockade always pivots.
+    #[arg(long = "no-pivot")]
+    pub no_pivot: bool,
+    /// runc's switch to keep the caller's session keyring: stockade always makes a new one.
+    #[arg(long = "no-new-keyring")]
+    pub no_new_keyring: bool,
+}
+
+/// What went wrong, for the log and the exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    #[error("{0}")]
+    Bundle(#[from] stockade::oci::BundleError),
+    #[error("{0}")]
+    Sandbox(#[from] stockade::Error),
+    #[error("container {0:?} does not exist")]
+    NotFound(String),
+    #[error("{0}")]
+    State(String),
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0} is not supported by stockade-runtime")]
+    Unsupported(String),
+    #[error("{op} {}: {source}", path.display())]
+    Io { op: String, path: PathBuf, source: std::io::Error },
+}
+
+impl Failure {
+    pub fn io(op: &str, path: &Path, source: std::io::Error) -> Failure {
+        Failure::Io { op: op.to_owned(), path: path.to_owned(), source }
+    }
+}
+
+/// Where messages go: the --log file in its format, else stderr as text.
+struct Log {
+    file: Option<std::fs::File>,
+    format: LogFormat,
+    debug: bool,
+}
+
+impl Log {
+    fn open(cli: &Cli) -> Log {
+        let file = cli
+            .log
+            .as_ref()
+            .and_then(|path| std::fs::OpenOptions::new().create(true).append(true).open(path).ok());
+        Log { file, format: cli.log_format, debug: cli.debug }
+    }
+
+    fn write(&mut self, level: &str, message: &str) {
+        if level == "debug" && !self.debug {
+            return;
+        }
+        let line = match self.format {
+            LogFormat::Json => {
+                let time = state::rfc3339(std::time::SystemTime::now());
+                format!("{}\n", serde_json::json!({ "level": level, "msg": message, "time": time }))
+            }
+            LogFormat::Text => format!("{level}: {message}\n"),
+        };
+        match &mut self.file {
+            Some(file) => {
+                let _ = file.write_all(line.as_bytes());
+            }
+            None => {
+                let _ = std::io::stderr().write_all(line.as_bytes());
+            }
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut log = Log::open(&cli);
+    log.write("debug", &format!("{:?}", cli.command));
+    match run(&cli) {
+        Ok(code) => code,
+        Err(failure) => {
+            let message = failure.to_string();
+            log.write("error", &message);
+            if cli.log.is_some() {
+                // Callers that read stderr (people, ctr) see it too.
+                eprintln!("stockade-runtime: {message}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: &Cli) -> Result<ExitCode, Failure> {
+    if cli.systemd_cgroup {
+        return Err(Failure::Unsupported(
+            "--systemd-cgroup (cgroups through systemd); use the cgroupfs driver".into(),
+        ));
+    }
+    let store = state::Store::new(&cli.root);
+    let not_yet = |what: &str| Err(Failure::Unsupported(format!("{what} (not implemented yet)")));
+    match &cli.command {
+        Cmd::Create(args) => lifecycle::create(&store, args).map(|()| ExitCode::SUCCESS),
+        Cmd::Start { id } => lifecycle::start(&store, id).map(|()| ExitCode::SUCCESS),
+        Cmd::Run { create, detach, keep } => lifecycle::run(&store, create, *detach, *keep),
+        Cmd::State { id } => {
+            let saved = store.load(id)?;
+            println!("{}", serde_json::to_string_pretty(&saved.spec_state()).unwrap_or_default());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Kill { id, signal, all } => {
+            lifecycle::kill(&store, id, signal.as_deref().unwrap_or("SIGTERM"), *all)
+                .map(|()| ExitCode::SUCCESS)
+        }
+        Cmd::Delete { id, force } => lifecycle::delete(&store, id, *force).map(|()| ExitCode::SUCCESS),
+        Cmd::List { format, quiet } => lifecycle::list(&store, format, *quiet).map(|()| ExitCode::SUCCESS),
+        Cmd::Ps { format, id, ps_args } => {
+            lifecycle::ps(&store, id, format, ps_args).map(|()| ExitCode::SUCCESS)
+        }
+        Cmd::Features => {
+            println!("{}", serde_json::to_string_pretty(&lifecycle::features()).unwrap_or_default());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Spec { bundle, rootless } => lifecycle::spec(bundle, *rootless).map(|()| ExitCode::SUCCESS),
+        Cmd::Exec { .. } => not_yet("exec"),
+        Cmd::Pause { .. } => not_yet("pause"),
+        Cmd::Resume { .. } => not_yet("resume"),
+        Cmd::Update { .. } => not_yet("update"),
+        Cmd::Events { .. } => not_yet("events"),
+        Cmd::Checkpoint { .. } => Err(Failure::Unsupported("checkpoint".into())),
+        Cmd::Restore { .. } => Err(Failure::Unsupported("restore".into())),
+    }
+}

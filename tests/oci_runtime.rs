@@ -1,0 +1,628 @@
+//! The runtime binary (`stockade-runtime`, runc's command line): a container's lifecycle as the
+//! runtime spec gives it (create leaves it waiting and outliving the runtime, start runs it,
+//! state, kill, delete, and the errors for operations out of order), bad bundles that leave
+//! nothing behind, the terminal sent over a console socket, and containerd driving it
+//! (`ctr run --runc-binary`).
+//!
+//! Runs as root: containerd and Docker run their runtime as root, and a container's cgroups
+//! are made under the hierarchy's root. As uid 65534 every test records a skip.
+
+#[path = "common/bundle.rs"]
+mod bundle;
+mod common;
+#[path = "common/oci.rs"]
+mod oci;
+
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use bundle::{bundle_dir, config};
+use serde_json::{Value, json};
+
+fn runtime() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_stockade-runtime"))
+}
+
+/// Skips (with the reason logged) unless root.
+fn root_only(test: &str) -> bool {
+    if common::is_root() {
+        return true;
+    }
+    common::skip(test, "the runtime binary is driven as root, as containerd and Docker drive it");
+    false
+}
+
+/// This process becomes the subreaper of what it starts, as containerd's shim is: a container
+/// whose runtime exited is reparented here, and reaped here.
+fn become_subreaper() {
+    // SAFETY: prctl with integer arguments.
+    let r = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    assert_eq!(r, 0, "PR_SET_CHILD_SUBREAPER");
+}
+
+/// A runtime root (`--root`) of its own, and the runtime's output for each command.
+struct Runtime {
+    root: common::TempDir,
+}
+
+impl Runtime {
+    fn new() -> Runtime {
+        Runtime { root: common::tempdir() }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(runtime());
+        c.arg("--root").arg(self.root.path()).args(args);
+        c
+    }
+
+    /// Runs a command, its stdout and stderr captured.
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).stdin(Stdio::null()).output().expect("run stockade-runtime")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(out.status.success(), "stockade-runtime {args:?}: {}", text(&out));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs a command that must fail; returns its stderr.
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(!out.status.success(), "stockade-runtime {args:?} succeeded: {}", text(&out));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// `create`, the container's stdout and stderr going to `log` (a file: a pipe would keep
+    /// `output` waiting for the container). Returns the init's pid from the pid file.
+    fn create(&self, id: &str, bundle: &Path, log: &Path) -> i32 {
+        let pid_file = bundle.join(format!("{id}.pid"));
+        let log_path = log;
+        let log = std::fs::File::create(log_path).unwrap();
+        let out = self
+            .command(&[
+                "create",
+                "--bundle",
+                bundle.to_str().unwrap(),
+                "--pid-file",
+                pid_file.to_str().unwrap(),
+                id,
+            ])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .output()
+            .expect("run stockade-runtime create");
+        assert!(
+            out.status.success(),
+            "create {id}: {}",
+            std::fs::read_to_string(log_path).unwrap_or_default()
+        );
+        std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap()
+    }
+
+    fn state(&self, id: &str) -> Value {
+        serde_json::from_str(&self.ok(&["state", id])).expect("state JSON")
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Reaps `pid` (a child of this subreaper) and returns its exit code (128 + signal if killed).
+fn reap(pid: i32) -> i32 {
+    use nix::sys::wait::{WaitStatus, waitpid};
+    loop {
+        match waitpid(nix::unistd::Pid::from_raw(pid), None) {
+            Ok(WaitStatus::Exited(_, code)) => return code,
+            Ok(WaitStatus::Signaled(_, signal, _)) => return 128 + signal as i32,
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => panic!("waitpid {pid}: {e}"),
+        }
+    }
+}
+
+fn parent_of(pid: i32) -> i32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    rest.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+/// The container's group directories, one per hierarchy, from its init's /proc entry.
+fn cgroup_dirs(pid: i32) -> Vec<PathBuf> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let mut dirs = Vec::new();
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next(), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let mount = if controllers.is_empty() {
+            if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+                PathBuf::from("/sys/fs/cgroup")
+            } else {
+                PathBuf::from("/sys/fs/cgroup/unified")
+            }
+        } else {
+            PathBuf::from("/sys/fs/cgroup").join(controllers.trim_start_matches("name="))
+        };
+        let dir = mount.join(path.trim_start_matches('/'));
+        if dir.exists() && path.contains("stockade-runtime") {
+            dirs.push(dir);
+        }
+    }
+    dirs
+}
+
+/// A bundle whose process runs `script` with a host directory bound at /out (for marks).
+fn script_bundle(script: &str) -> (common::TempDir, common::TempDir, Value) {
+    let dir = bundle_dir();
+    let out = common::tempdir();
+    std::fs::create_dir(dir.path().join("rootfs/out")).unwrap();
+    let mut cfg = config(&["sh", "-c", script]);
+    cfg["mounts"].as_array_mut().unwrap().push(json!({
+        "destination": "/out", "type": "bind", "source": out.path(), "options": ["rbind", "rw"]
+    }));
+    std::fs::write(dir.path().join("config.json"), serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
+    (dir, out, cfg)
+}
+
+#[test]
+fn a_created_container_runs_nothing_until_started_and_outlives_the_runtime() {
+    if !root_only("a_created_container_runs_nothing_until_started_and_outlives_the_runtime") {
+        return;
+    }
+    let _serial = common::serial();
+    become_subreaper();
+    let rt = Runtime::new();
+    let (dir, out, _) = script_bundle("echo started > /out/mark; echo hello; exit 3");
+    let log = out.path().join("log");
+    let pid = rt.create("c1", dir.path(), &log);
+
+    // The runtime has exited; the container waits, reparented to this subreaper.
+    assert_eq!(parent_of(pid), std::process::id() as i32, "the init's parent");
+    let state = rt.state("c1");
+    assert_eq!(state["status"], "created", "{state}");
+    assert_eq!(state["id"], "c1");
+    assert_eq!(state["pid"], pid);
+    assert_eq!(state["bundle"], dir.path().canonicalize().unwrap().to_str().unwrap());
+    assert!(!out.path().join("mark").exists(), "the process ran before start");
+    let groups = cgroup_dirs(pid);
+    assert!(!groups.is_empty(), "the container has cgroups of its own");
+    let list = rt.ok(&["list", "--format", "json"]);
+    assert!(list.contains("\"c1\""), "{list}");
+
+    rt.ok(&["start", "c1"]);
+    assert_eq!(reap(pid), 3, "the process's exit code, through its init");
+    assert_eq!(std::fs::read_to_string(out.path().join("mark")).unwrap(), "started\n");
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "hello\n", "the container's stdout is the runtime's");
+    assert_eq!(rt.state("c1")["status"], "stopped");
+
+    rt.ok(&["delete", "c1"]);
+    let err = rt.fails(&["state", "c1"]);
+    assert!(err.contains("does not exist"), "{err}");
+    assert!(!rt.root.path().join("c1").exists(), "state left behind");
+    for g in &groups {
+        assert!(!g.exists(), "cgroup {} left behind", g.display());
+    }
+}
+
+#[test]
+fn operations_out_of_order_fail_as_the_runtime_spec_says() {
+    if !root_only("operations_out_of_order_fail_as_the_runtime_spec_says") {
+        return;
+    }
+    let _serial = common::serial();
+    become_subreaper();
+    let rt = Runtime::new();
+    let (dir, out, _) = script_bundle("echo up > /out/up; exec sleep 1000");
+    let pid = rt.create("c2", dir.path(), &out.path().join("log"));
+
+    let err = rt.fails(&["create", "--bundle", dir.path().to_str().unwrap(), "c2"]);
+    assert!(err.contains("already exists"), "{err}");
+    let err = rt.fails(&["kill", "c2", "NOSUCHSIG"]);
+    assert!(err.contains("unknown signal"), "{err}");
+    rt.ok(&["start", "c2"]);
+    let err = rt.fails(&["start", "c2"]);
+    assert!(err.contains("running already"), "{err}");
+    assert_eq!(rt.state("c2")["status"], "running");
+    let err = rt.fails(&["delete", "c2"]);
+    assert!(err.contains("running"), "{err}");
+    assert!(common::pidfd_open(pid).is_some(), "a refused delete left the container running");
+
+    // SIGTERM goes to the init, which passes it on to the process.
+    rt.ok(&["kill", "c2", "TERM"]);
+    assert_eq!(reap(pid), 128 + libc::SIGTERM);
+    assert_eq!(rt.state("c2")["status"], "stopped");
+    assert_eq!(rt.state("c2")["pid"], 0);
+    let err = rt.fails(&["kill", "c2", "KILL"]);
+    assert!(err.contains("not running"), "{err}");
+    let err = rt.fails(&["start", "c2"]);
+    assert!(err.contains("stopped"), "{err}");
+    rt.ok(&["delete", "c2"]);
+
+    // A created container is deleted without --force: it never ran.
+    std::fs::remove_file(out.path().join("up")).unwrap();
+    let pid = rt.create("c3", dir.path(), &out.path().join("log3"));
+    rt.ok(&["delete", "c3"]);
+    assert_eq!(reap(pid), 128 + libc::SIGKILL);
+    assert!(!out.path().join("up").exists(), "a deleted created container ran");
+
+    for args in [["state", "nope"], ["start", "nope"], ["kill", "nope"], ["delete", "nope"]] {
+        let err = rt.fails(&args);
+        assert!(err.contains("does not exist"), "{args:?}: {err}");
+    }
+    for id in ["..", "a/b", "", "x y"] {
+        let err = rt.fails(&["create", "--bundle", dir.path().to_str().unwrap(), id]);
+        assert!(err.contains("invalid container id"), "{id:?}: {err}");
+    }
+    rt.ok(&["delete", "--force", "nope"]);
+    assert_eq!(std::fs::read_dir(rt.root.path()).unwrap().count(), 0, "state left behind");
+}
+
+#[test]
+fn kill_all_reaches_every_process_and_ps_lists_them() {
+    if !root_only("kill_all_reaches_every_process_and_ps_lists_them") {
+        return;
+    }
+    let _serial = common::serial();
+    become_subreaper();
+    let rt = Runtime::new();
+    let (dir, out, _) = script_bundle("sleep 1000 & sleep 1000 & echo > /out/ready; wait");
+    let pid = rt.create("c4", dir.path(), &out.path().join("log"));
+    rt.ok(&["start", "c4"]);
+    // Both sleeps exist once the mark is there (they were started before it).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !out.path().join("ready").exists() {
+        assert!(Instant::now() < deadline, "the container never got ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pids: Vec<i32> = serde_json::from_str(&rt.ok(&["ps", "--format", "json", "c4"])).unwrap();
+    assert!(pids.contains(&pid), "the init is listed: {pids:?}");
+    assert_eq!(pids.len(), 4, "init, sh and two sleeps: {pids:?}");
+    let table = rt.ok(&["ps", "c4"]);
+    assert!(table.lines().next().unwrap().contains("PID") && table.contains("sleep 1000"), "{table}");
+
+    rt.ok(&["kill", "--all", "c4", "KILL"]);
+    assert_eq!(reap(pid), 128 + libc::SIGKILL);
+    for p in pids {
+        assert!(!Path::new(&format!("/proc/{p}")).exists() || p == pid, "process {p} survived");
+    }
+    rt.ok(&["delete", "c4"]);
+}
+
+#[test]
+fn bad_bundles_fail_naming_the_field_and_leave_nothing_behind() {
+    if !root_only("bad_bundles_fail_naming_the_field_and_leave_nothing_behind") {
+        return;
+    }
+    let _serial = common::serial();
+    let rt = Runtime::new();
+    let dir = bundle_dir();
+    let children = common::own_children();
+    let host = common::tempdir();
+    std::os::unix::fs::symlink(host.path(), dir.path().join("rootfs/evil")).unwrap();
+
+    // (what, config.json's text or none, the field the error names)
+    let mut cases: Vec<(&str, Option<String>, &str)> = vec![
+        ("missing config.json", None, "config.json"),
+        ("malformed JSON", Some("{\"ociVersion\": \"1.0.2\",\n [".into()), "line 2"),
+    ];
+    let mut unknown = config(&["true"]);
+    unknown["linux"]["namespaces"].as_array_mut().unwrap().insert(2, json!({"type": "bogus"}));
+    cases.push(("an unknown namespace type", Some(unknown.to_string()), "linux.namespaces[2].type"));
+    let mut symlinked = config(&["true"]);
+    symlinked["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"destination": "/evil", "type": "tmpfs", "source": "tmpfs"}));
+    cases.push((
+        "a mount onto a symlink out of the root",
+        Some(symlinked.to_string()),
+        "mounts[7].destination",
+    ));
+    let mut escaping = config(&["true"]);
+    escaping["root"]["path"] = json!("../..");
+    cases.push(("a relative root path leaving the bundle", Some(escaping.to_string()), "root.path"));
+
+    for (what, text, field) in &cases {
+        let _ = std::fs::remove_file(dir.path().join("config.json"));
+        if let Some(text) = text {
+            std::fs::write(dir.path().join("config.json"), text).unwrap();
+        }
+        let err = rt.fails(&["create", "--bundle", dir.path().to_str().unwrap(), "bad"]);
+        assert!(err.contains(field), "{what}: the error names {field}: {err}");
+        assert!(!rt.root.path().join("bad").exists(), "{what}: state directory left behind");
+        for hierarchy in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+            let left = hierarchy.path().join("stockade-runtime/bad");
+            assert!(!left.exists(), "{what}: cgroup {} left behind", left.display());
+        }
+        assert_eq!(common::own_children(), children, "{what}: a process left behind");
+    }
+    assert_eq!(
+        std::fs::read_dir(host.path()).unwrap().count(),
+        0,
+        "something was made in the host directory"
+    );
+}
+
+#[test]
+fn the_terminal_goes_to_the_console_socket() {
+    if !root_only("the_terminal_goes_to_the_console_socket") {
+        return;
+    }
+    let _serial = common::serial();
+    become_subreaper();
+    let rt = Runtime::new();
+    let dir = bundle_dir();
+    let mut cfg = config(&["sh", "-c", "test -t 0 && test -t 1 && echo on-a-terminal"]);
+    cfg["process"]["terminal"] = json!(true);
+    cfg["process"]["consoleSize"] = json!({"height": 30, "width": 100});
+    std::fs::write(dir.path().join("config.json"), cfg.to_string()).unwrap();
+
+    // Without a console socket, a terminal has nowhere to go.
+    let err = rt.fails(&["create", "--bundle", dir.path().to_str().unwrap(), "t0"]);
+    assert!(err.contains("--console-socket"), "{err}");
+
+    let socket_path = dir.path().join("console.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket_path).unwrap();
+    let receiver = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut name = [0u8; 64];
+        let mut iov = [std::io::IoSliceMut::new(&mut name)];
+        let mut space = nix::cmsg_space!(std::os::fd::RawFd);
+        let msg = nix::sys::socket::recvmsg::<()>(
+            stream.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            nix::sys::socket::MsgFlags::empty(),
+        )
+        .unwrap();
+        let fd = msg
+            .cmsgs()
+            .unwrap()
+            .find_map(|c| match c {
+                nix::sys::socket::ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
+                _ => None,
+            })
+            .expect("a descriptor over the console socket");
+        // SAFETY: a descriptor just received, owned by nobody else.
+        unsafe { OwnedFd::from_raw_fd(fd) }
+    });
+    let pid_file = dir.path().join("t1.pid");
+    rt.ok(&[
+        "create",
+        "--bundle",
+        dir.path().to_str().unwrap(),
+        "--console-socket",
+        socket_path.to_str().unwrap(),
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        "t1",
+    ]);
+    let master = receiver.join().unwrap();
+    assert_eq!(stockade::Terminal::size_of(&master).unwrap(), (30, 100), "consoleSize");
+    let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    rt.ok(&["start", "t1"]);
+    let mut master = std::fs::File::from(master);
+    let mut seen = String::new();
+    let mut buf = [0u8; 256];
+    // Until the terminal hangs up (EIO) once the process has exited.
+    while let Ok(n @ 1..) = master.read(&mut buf) {
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(seen.contains("on-a-terminal"), "{seen:?}");
+    assert_eq!(reap(pid), 0);
+    rt.ok(&["delete", "t1"]);
+}
+
+/// A containerd of the test's own (its root, state and socket in a temporary directory),
+/// killed when dropped.
+struct Containerd {
+    dir: common::TempDir,
+    process: std::process::Child,
+}
+
+impl Containerd {
+    fn start() -> Containerd {
+        let dir = common::tempdir();
+        let socket = dir.path().join("containerd.sock");
+        let config = format!(
+            "version = 2\nroot = \"{0}/root\"\nstate = \"{0}/state\"\n\
+             disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"{1}\"\n",
+            dir.path().display(),
+            socket.display()
+        );
+        std::fs::write(dir.path().join("config.toml"), config).unwrap();
+        let log = std::fs::File::create(dir.path().join("containerd.log")).unwrap();
+        let process = Command::new("containerd")
+            .arg("--config")
+            .arg(dir.path().join("config.toml"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start containerd");
+        let containerd = Containerd { dir, process };
+        // Serving once `ctr version` reaches it.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if socket.exists() && containerd.ctr(&["version"]).status.success() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "containerd did not come up: {}", containerd.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        containerd
+    }
+
+    fn ctr(&self, args: &[&str]) -> Output {
+        Command::new("ctr")
+            .arg("--address")
+            .arg(self.dir.path().join("containerd.sock"))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run ctr")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
+    }
+
+    /// `ctr run --runc-binary <ours> --rm IMAGE ID ARGS...` with `options` before the image.
+    fn run(&self, options: &[&str], id: &str, args: &[&str]) -> Output {
+        let rt = runtime();
+        let mut all = vec!["run", "--runc-binary", rt.to_str().unwrap(), "--rm"];
+        all.extend(options);
+        all.extend([IMAGE, id]);
+        all.extend(args);
+        self.ctr(&all)
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+        // Its snapshots are overlay mounts under its root: gone with their tasks, but make sure.
+        let root = self.dir.path().join("root");
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        for line in mounts.lines().rev() {
+            if let Some(point) = line.split(' ').nth(4).filter(|p| Path::new(p).starts_with(&root)) {
+                let _ = Command::new("umount").args(["-l", point]).status();
+            }
+        }
+    }
+}
+
+const IMAGE: &str = "stockade.test/busybox:1";
+
+/// A Docker-archive image of busybox (built here: no registry), for `ctr images import`.
+fn busybox_image() -> Vec<u8> {
+    let mut layer = oci::LayerBuilder::new();
+    for d in ["bin", "etc", "tmp", "home/app"] {
+        layer.dir(d);
+    }
+    layer.file_mode("bin/busybox", std::fs::read(common::busybox()).unwrap(), 0o755);
+    for applet in ["sh", "id", "echo", "cat", "sleep", "touch", "head", "tr", "env", "pwd", "grep", "test"] {
+        layer.symlink(format!("bin/{applet}"), "busybox");
+    }
+    layer.file("etc/passwd", "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n");
+    layer.file("etc/group", "root:x:0:\napp:x:1000:\n");
+    let layer = layer.tar();
+    let config = json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Env": ["PATH=/bin"], "Cmd": ["sh"]},
+        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{}", oci::sha256_hex(&layer))]}
+    })
+    .to_string();
+    let config_name = format!("{}.json", oci::sha256_hex(config.as_bytes()));
+    let manifest = json!([{"Config": config_name, "RepoTags": [IMAGE], "Layers": ["layer.tar"]}]).to_string();
+    let mut archive = oci::LayerBuilder::new();
+    archive.file("layer.tar", layer).file(&config_name, config).file("manifest.json", manifest);
+    archive.tar()
+}
+
+#[test]
+fn containerd_runs_containers_with_the_stockade_runtime() {
+    if !root_only("containerd_runs_containers_with_the_stockade_runtime") {
+        return;
+    }
+    if !common::have("/usr/bin/containerd") || !common::have("/usr/bin/ctr") {
+        common::skip(
+            "containerd_runs_containers_with_the_stockade_runtime",
+            "containerd is not installed (Debian package containerd; .ci/run installs it)",
+        );
+        return;
+    }
+    let _serial = common::serial();
+    let containerd = Containerd::start();
+    let archive = containerd.dir.path().join("busybox.tar");
+    std::fs::write(&archive, busybox_image()).unwrap();
+    let out = containerd.ctr(&["images", "import", archive.to_str().unwrap()]);
+    assert!(out.status.success(), "import: {}", text(&out));
+
+    // Output and exit code.
+    let out = containerd.run(&[], "run1", &["sh", "-c", "echo hello from $(id -u); exit 7"]);
+    assert_eq!(out.status.code(), Some(7), "{}\n{}", text(&out), containerd.log());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from 0\n");
+
+    // Environment and working directory.
+    let out = containerd.run(
+        &["--env", "GREETING=hi", "--cwd", "/tmp"],
+        "run2",
+        &["sh", "-c", "echo $GREETING $(pwd)"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hi /tmp\n");
+
+    // A user namespace (ctr 1.6 has no --user; its id maps put root elsewhere).
+    let out = containerd.run(
+        &["--uidmap", "0:200000:65536", "--gidmap", "0:200000:65536"],
+        "run5",
+        &["sh", "-c", "echo $(id -u) $(cat /proc/self/uid_map)"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "0 0 200000 65536\n");
+
+    // A read-only root.
+    let out = containerd.run(&["--read-only"], "run3", &["sh", "-c", "touch /x || echo refused"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "refused\n");
+
+    // A memory limit that holds: 100 MiB in a shell variable against 32 MiB.
+    let out = containerd.run(
+        &["--memory-limit", "33554432"],
+        "run4",
+        &["sh", "-c", "x=$(head -c 100000000 /dev/zero | tr '\\0' a); echo survived ${#x}"],
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("survived"), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(137), "killed by the OOM killer: {}", text(&out));
+
+    // A detached task: listed, its processes listed, SIGTERM forwarded to a process that
+    // handles it, then deleted.
+    let rt = runtime();
+    let out = containerd.ctr(&[
+        "run",
+        "--runc-binary",
+        rt.to_str().unwrap(),
+        "-d",
+        IMAGE,
+        "task1",
+        "sh",
+        "-c",
+        "trap 'echo got TERM > /tmp/term; exit 42' TERM; while true; do sleep 0.1; done",
+    ]);
+    assert!(out.status.success(), "{}\n{}", text(&out), containerd.log());
+    let ps = containerd.ctr(&["task", "ps", "task1"]);
+    assert!(ps.status.success(), "{}", text(&ps));
+    let pids = String::from_utf8_lossy(&ps.stdout).lines().skip(1).count();
+    assert!(pids >= 2, "init and sh at least: {}", text(&ps));
+    let kill = containerd.ctr(&["task", "kill", "task1"]);
+    assert!(kill.status.success(), "{}", text(&kill));
+    // Stopped once the task's status says so (containerd reports the exit it reaped).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let list = containerd.ctr(&["task", "ls"]);
+        let line =
+            String::from_utf8_lossy(&list.stdout).lines().find(|l| l.starts_with("task1")).map(str::to_owned);
+        if line.as_deref().is_some_and(|l| l.contains("STOPPED")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "task1 never stopped: {line:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let delete = containerd.ctr(&["task", "delete", "task1"]);
+    assert!(delete.status.success(), "{}", text(&delete));
+    assert!(text(&delete).contains("exit code 42"), "the exit status of the trap: {}", text(&delete));
+    let out = containerd.ctr(&["containers", "delete", "task1"]);
+    assert!(out.status.success(), "{}", text(&out));
+}
