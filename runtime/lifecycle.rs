@@ -13,10 +13,20 @@ use stockade::oci::Bundle;
 use stockade::{Detached, StartGate, Stdio};
 
 use crate::state::{Saved, Status, Store, process_start, rfc3339, write_atomically};
-use crate::{CreateArgs, Failure};
+use crate::{CreateArgs, ExecArgs, Failure};
 
 /// Where a container's groups go when its spec names no `linux.cgroupsPath`.
 const DEFAULT_CGROUP_PARENT: &str = "/stockade-runtime";
+
+/// Where the container's groups go: `linux.cgroupsPath` when absolute, else under
+/// [`DEFAULT_CGROUP_PARENT`].
+fn cgroup_parent(path: Option<&Path>, id: &str) -> PathBuf {
+    match path {
+        Some(path) if path.is_absolute() => path.to_owned(),
+        Some(path) => Path::new(DEFAULT_CGROUP_PARENT).join(path),
+        None => Path::new(DEFAULT_CGROUP_PARENT).join(id),
+    }
+}
 
 /// `create`: the container set up and waiting at its start gate, its state saved, its init's
 /// pid written; the container outlives this process.
@@ -25,8 +35,13 @@ pub fn create(store: &Store, args: &CreateArgs) -> Result<(), Failure> {
     let made = create_locked(store, args);
     if made.is_err() {
         // Nothing of a container that failed to be created stays: its process and cgroups are
-        // gone with the library's error (or the Child dropped below), its state here.
+        // gone with the library's error (or the Child dropped below), its state here, and the
+        // directory made for its groups.
         let _ = store.remove(&args.id);
+        if let Ok(bundle) = Bundle::open(&args.bundle) {
+            let path = bundle.spec().linux().as_ref().and_then(|l| l.cgroups_path().clone());
+            remove_cgroup_parent(&cgroup_parent(path.as_deref(), &args.id));
+        }
     }
     drop(lock);
     made.map(drop)
@@ -38,13 +53,10 @@ fn create_locked(store: &Store, args: &CreateArgs) -> Result<Saved, Failure> {
     // The container's groups are made in a directory of its own (per hierarchy), which
     // `delete` removes with them.
     let mut linux = spec.linux().clone().unwrap_or_default();
-    let parent = match linux.cgroups_path() {
-        Some(path) if path.is_absolute() => path.clone(),
-        Some(path) => Path::new(DEFAULT_CGROUP_PARENT).join(path),
-        None => Path::new(DEFAULT_CGROUP_PARENT).join(&args.id),
-    };
+    let parent = cgroup_parent(linux.cgroups_path().as_deref(), &args.id);
     linux.set_cgroups_path(Some(parent.clone()));
     spec.set_linux(Some(linux));
+    let hooks = crate::hooks::take(&mut spec);
     let terminal = spec.process().as_ref().and_then(|p| p.terminal()).unwrap_or(false);
     if terminal && args.console_socket.is_none() {
         return Err(Failure::Usage(
@@ -54,18 +66,21 @@ fn create_locked(store: &Store, args: &CreateArgs) -> Result<Saved, Failure> {
     }
     let dir = bundle.dir().to_owned();
     let rootfs = spec.root().as_ref().map(|r| dir.join(r.path())).unwrap_or_default();
-    let annotations = spec.annotations().clone().unwrap_or_default();
+    let annotations: std::collections::HashMap<String, String> =
+        spec.annotations().clone().unwrap_or_default().into_iter().collect();
     bundle = Bundle::from_spec(dir.clone(), spec);
     bundle.outlive_parent();
     let mut command = bundle.command()?;
-    if !terminal {
-        for fd in 0..3 {
-            command_stdio(&mut command, fd)?;
-        }
-    }
-    for n in 0..args.preserve_fds {
-        let fd = 3 + n as RawFd;
-        command.fd_unrestricted(fd, dup(fd)?);
+    pass_descriptors(&mut command, terminal, args.preserve_fds)?;
+    if !hooks.created.is_empty() {
+        // prestart and createRuntime: the container's namespaces exist, nothing is set up in
+        // them yet; the state says "creating".
+        let (list, id, bundle_dir, notes) =
+            (hooks.created.clone(), args.id.clone(), dir.clone(), annotations.clone());
+        command.on_created(move |pid| {
+            let state = hook_state(&id, pid, "creating", &bundle_dir, &notes);
+            crate::hooks::run(&list, &state).map_err(std::io::Error::other)
+        });
     }
 
     let gate = StartGate::bind(store.gate(&args.id))?;
@@ -76,6 +91,11 @@ fn create_locked(store: &Store, args: &CreateArgs) -> Result<Saved, Failure> {
             Failure::State("the container's terminal did not come back from its setup".into())
         })?;
         send_console(socket, &master)?;
+    }
+    for what in child.unenforced() {
+        // Weaker than the config asks (a best-effort limit, a cgroup namespace showing more
+        // than the container's groups): said in the log.
+        crate::warn(&format!("container {:?}: not enforced on this host: {what}", args.id));
     }
     let pid = child.id();
     let start_time = process_start(pid)
@@ -91,18 +111,85 @@ fn create_locked(store: &Store, args: &CreateArgs) -> Result<Saved, Failure> {
         status: "created".into(),
         cgroups: Vec::new(),
         cgroup_parents: Vec::new(),
-        annotations: annotations.into_iter().collect(),
+        annotations,
     };
-    // Written before the container is let go: a failure here still kills it.
-    store.save(&saved)?;
-    if let Some(path) = &args.pid_file {
-        write_atomically(path, pid.to_string().as_bytes())?;
-    }
+    // Let go (until now it would have ended with this process), then recorded; should the
+    // record fail, it is killed and its groups removed here.
     let detached = child.detach();
     let parents = detached.cgroups.iter().filter_map(|g| g.parent().map(Path::to_owned)).collect();
-    let saved = Saved { cgroups: detached.cgroups, cgroup_parents: parents, ..saved };
-    store.save(&saved)?;
+    let saved = Saved { cgroups: detached.cgroups.clone(), cgroup_parents: parents, ..saved };
+    let recorded = store.save(&saved).and_then(|()| match &args.pid_file {
+        Some(path) => write_atomically(path, pid.to_string().as_bytes()),
+        None => Ok(()),
+    });
+    if let Err(e) = recorded {
+        if let Ok(Some(pidfd)) = open_init(&saved) {
+            send_signal(&pidfd, libc::SIGKILL);
+        }
+        detached.remove_cgroups();
+        return Err(e);
+    }
     Ok(saved)
+}
+
+/// Removes the directories the library made for the container's groups under `parent` (in
+/// every hierarchy) when they are empty: a `create` that failed after making them.
+fn remove_cgroup_parent(parent: &Path) {
+    let relative = parent.strip_prefix("/").unwrap_or(parent);
+    let mut mounts = vec![PathBuf::from("/sys/fs/cgroup")];
+    mounts.extend(std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten().map(|e| e.path()));
+    for mount in mounts {
+        let _ = std::fs::remove_dir(mount.join(relative));
+    }
+}
+
+/// pidfd_send_signal.
+fn send_signal(pidfd: &OwnedFd, signal: i32) -> i64 {
+    // SAFETY: pidfd_send_signal with a live pidfd, a signal number, no siginfo and no flags.
+    unsafe {
+        libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), signal, std::ptr::null::<u8>(), 0)
+    }
+}
+
+/// The state a hook reads on its stdin.
+fn hook_state(
+    id: &str,
+    pid: u32,
+    status: &str,
+    bundle: &Path,
+    annotations: &std::collections::HashMap<String, String>,
+) -> serde_json::Value {
+    serde_json::json!({
+        "ociVersion": "1.2.0",
+        "id": id,
+        "status": status,
+        "pid": pid,
+        "bundle": bundle,
+        "annotations": annotations,
+    })
+}
+
+/// The hooks of the container's bundle (read again: the state keeps only the bundle's path).
+fn bundle_hooks(saved: &Saved) -> crate::hooks::Phases {
+    match Bundle::open(&saved.bundle) {
+        Ok(bundle) => crate::hooks::take(&mut bundle.spec().clone()),
+        Err(_) => crate::hooks::Phases::default(),
+    }
+}
+
+/// The container's process gets this process's stdio (unless it has a terminal) and, with
+/// `--preserve-fds N`, its descriptors 3 to 3 + N - 1, at the same numbers and as they are.
+fn pass_descriptors(command: &mut stockade::Command, terminal: bool, preserve: u32) -> Result<(), Failure> {
+    if !terminal {
+        for fd in 0..3 {
+            command_stdio(command, fd)?;
+        }
+    }
+    for n in 0..preserve {
+        let fd = 3 + n as RawFd;
+        command.fd_unrestricted(fd, dup(fd)?);
+    }
+    Ok(())
 }
 
 /// The container's stdio `fd` is this process's, passed as it is (a shim's pipes or fifos).
@@ -122,12 +209,15 @@ fn command_stdio(command: &mut stockade::Command, fd: RawFd) -> Result<(), Failu
 }
 
 fn dup(fd: RawFd) -> Result<OwnedFd, Failure> {
-    // SAFETY: borrowing a descriptor number for the duration of the dup call only; an invalid
-    // one is an error from fcntl, not undefined behaviour.
-    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-    borrowed
-        .try_clone_to_owned()
-        .map_err(|e| Failure::io(&format!("pass descriptor {fd} to the container"), Path::new("-"), e))
+    // SAFETY: fcntl(F_DUPFD_CLOEXEC) on a number (EBADF when nothing is open there); a
+    // non-negative result is a new descriptor owned here alone.
+    let copy = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if copy < 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(Failure::io(&format!("pass descriptor {fd} to the container"), Path::new("-"), e));
+    }
+    // SAFETY: as above.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(copy) })
 }
 
 /// Sends the terminal's master over the console socket (SCM_RIGHTS), as runc does.
@@ -165,6 +255,13 @@ pub fn start(store: &Store, id: &str) -> Result<(), Failure> {
     let _ = std::fs::remove_file(store.gate(id));
     saved.status = "running".into();
     store.save(&saved)?;
+    if started.is_ok() {
+        let hooks = bundle_hooks(&saved);
+        let state = hook_state(id, saved.pid, "running", &saved.bundle, &saved.annotations);
+        for warning in crate::hooks::run_all(&hooks.poststart, &state) {
+            crate::warn(&warning);
+        }
+    }
     started.map_err(|e| match e {
         // The gate does not know the program's name; the bundle does.
         stockade::Error::Exec { program, source } if program.as_os_str().is_empty() => {
@@ -248,16 +345,7 @@ fn signal_init(saved: &Saved, signal: Signal) -> Result<(), Failure> {
     let Some(pidfd) = pidfd else {
         return Err(Failure::State(format!("cannot signal container {:?}: it is not running", saved.id)));
     };
-    // SAFETY: pidfd_send_signal with a live pidfd, a signal number, no siginfo and no flags.
-    let sent = unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            signal as i32,
-            std::ptr::null::<u8>(),
-            0,
-        )
-    };
+    let sent = send_signal(&pidfd, signal as i32);
     if sent < 0 {
         let e = std::io::Error::last_os_error();
         if e.raw_os_error() != Some(libc::ESRCH) {
@@ -315,16 +403,7 @@ pub fn delete(store: &Store, id: &str, force: bool) -> Result<(), Failure> {
         }
         Status::Running | Status::Created => {
             if let Some(pidfd) = open_init(&saved)? {
-                // SAFETY: as in `signal_init`.
-                unsafe {
-                    libc::syscall(
-                        libc::SYS_pidfd_send_signal,
-                        pidfd.as_raw_fd(),
-                        libc::SIGKILL,
-                        std::ptr::null::<u8>(),
-                        0,
-                    )
-                };
+                send_signal(&pidfd, libc::SIGKILL);
                 // Readable once the init has exited (reaped or not: its parent reaps it).
                 let mut fds =
                     [nix::poll::PollFd::new(std::os::fd::AsFd::as_fd(&pidfd), nix::poll::PollFlags::POLLIN)];
@@ -348,6 +427,11 @@ pub fn delete(store: &Store, id: &str, force: bool) -> Result<(), Failure> {
     }
     store.remove(id)?;
     drop(lock);
+    let hooks = bundle_hooks(&saved);
+    let state = hook_state(id, saved.pid, "stopped", &saved.bundle, &saved.annotations);
+    for warning in crate::hooks::run_all(&hooks.poststop, &state) {
+        crate::warn(&warning);
+    }
     Ok(())
 }
 
@@ -445,7 +529,7 @@ pub fn features() -> serde_json::Value {
     serde_json::json!({
         "ociVersionMin": "1.0.0",
         "ociVersionMax": "1.2.0",
-        "hooks": [],
+        "hooks": ["prestart", "createRuntime", "poststart", "poststop"],
         "mountOptions": [
             "bind", "rbind", "ro", "rw", "nosuid", "suid", "noexec", "exec", "nodev",
             "private", "rprivate", "newinstance", "ptmxmode", "gid", "mode", "size", "nr_inodes",
@@ -485,4 +569,102 @@ pub fn spec(bundle: &Path, rootless: bool) -> Result<(), Failure> {
     };
     let text = serde_json::to_vec_pretty(&spec).map_err(|e| Failure::State(e.to_string()))?;
     write_atomically(&path, &text)
+}
+
+/// `exec`: a process joining a running container (its namespaces, root and cgroups), with the
+/// credentials, capabilities and filter its process object and the container's config give.
+pub fn exec(store: &Store, args: &ExecArgs) -> Result<ExitCode, Failure> {
+    let (id, command_line) =
+        args.rest.split_first().ok_or_else(|| Failure::Usage("exec needs a container id".into()))?;
+    let saved = store.load(id)?;
+    if saved.status() == Status::Stopped {
+        return Err(Failure::State(format!("cannot exec in container {id:?}: it is not running")));
+    }
+    let bundle = Bundle::open(&saved.bundle)?;
+    let mut spec = bundle.spec().clone();
+    let mut process = match &args.process {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| Failure::io("read the process", path, e))?;
+            serde_json::from_str::<oci_spec::runtime::Process>(&text)
+                .map_err(|e| Failure::Usage(format!("{}: not a runtime-spec process: {e}", path.display())))?
+        }
+        None => {
+            if command_line.is_empty() {
+                return Err(Failure::Usage("exec needs --process or a command line".into()));
+            }
+            let mut p = spec.process().clone().unwrap_or_default();
+            p.set_args(Some(command_line.to_vec()));
+            p.set_terminal(Some(args.tty));
+            p
+        }
+    };
+    if let Some(cwd) = &args.cwd {
+        process.set_cwd(cwd.clone());
+    }
+    if !args.env.is_empty() {
+        let mut env = process.env().clone().unwrap_or_default();
+        env.extend(args.env.iter().cloned());
+        process.set_env(Some(env));
+    }
+    if let Some(user) = &args.user {
+        let (uid, gid) = user.split_once(':').unwrap_or((user, "0"));
+        let parse = |v: &str| {
+            v.parse::<u32>().map_err(|_| Failure::Usage(format!("--user {user:?}: numeric UID[:GID] only")))
+        };
+        let mut u = process.user().clone();
+        u.set_uid(parse(uid)?);
+        u.set_gid(parse(gid)?);
+        process.set_user(u);
+    }
+    if !args.additional_gids.is_empty() {
+        let mut u = process.user().clone();
+        u.set_additional_gids(Some(args.additional_gids.clone()));
+        process.set_user(u);
+    }
+    if args.no_new_privs {
+        process.set_no_new_privileges(Some(true));
+    }
+    let terminal = process.terminal().unwrap_or(false);
+    if terminal && args.console_socket.is_none() {
+        return Err(Failure::Usage(
+            "the process has a terminal: its master goes to --console-socket, which is missing".into(),
+        ));
+    }
+    spec.set_process(Some(process));
+    // The container's hooks ran at its creation: none for its exec'd processes.
+    let _ = crate::hooks::take(&mut spec);
+    let mut bundle = Bundle::from_spec(saved.bundle.clone(), spec);
+    if args.detach {
+        bundle.outlive_parent();
+    }
+    let mut command = bundle.command()?;
+    pass_descriptors(&mut command, terminal, args.preserve_fds)?;
+    // The init is still the container's (its start time), and the pidfd `join` opens pins it.
+    if open_init(&saved)?.is_none() {
+        return Err(Failure::State(format!("cannot exec in container {id:?}: it is not running")));
+    }
+    Detached { pid: saved.pid, cgroups: saved.cgroups.clone() }.join(&mut command)?;
+    let mut child = command.spawn().map_err(|e| match e {
+        stockade::Error::Exec { program, source } => {
+            Failure::Sandbox(stockade::Error::Exec { program, source })
+        }
+        other => Failure::Sandbox(other),
+    })?;
+    if let Some(socket) = &args.console_socket {
+        if let Some(master) = child.terminal.take().map(OwnedFd::from) {
+            send_console(socket, &master)?;
+        }
+    }
+    if let Some(path) = &args.pid_file {
+        write_atomically(path, child.id().to_string().as_bytes())?;
+    }
+    if args.detach {
+        child.detach();
+        return Ok(ExitCode::SUCCESS);
+    }
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    forward_signals(pid);
+    let status = child.wait().map_err(|e| Failure::io("wait for the process", &saved.bundle, e))?;
+    let code = status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+    Ok(ExitCode::from(code as u8))
 }

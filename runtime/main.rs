@@ -8,6 +8,7 @@
 //! act on the state kept under `--root`. What is not implemented answers with an error and a
 //! non-zero exit, never a silent success.
 
+mod hooks;
 mod lifecycle;
 mod state;
 
@@ -112,12 +113,8 @@ enum Cmd {
         #[arg(long)]
         rootless: bool,
     },
-    /// Run a process in a running container (not implemented yet).
-    #[command(disable_help_flag = true)]
-    Exec {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        rest: Vec<String>,
-    },
+    /// Run a process in a running container.
+    Exec(ExecArgs),
     /// Freeze a container (not implemented yet).
     Pause { id: String },
     /// Thaw a paused container (not implemented yet).
@@ -173,6 +170,46 @@ pub struct CreateArgs {
     pub no_new_keyring: bool,
 }
 
+/// `exec`'s options, as runc's.
+#[derive(clap::Args, Debug)]
+pub struct ExecArgs {
+    /// The process to run, as a runtime-spec `process` object in a JSON file (its `args`
+    /// replace the command line's).
+    #[arg(short, long)]
+    pub process: Option<PathBuf>,
+    /// Give the process a terminal (its master goes to --console-socket).
+    #[arg(short, long)]
+    pub tty: bool,
+    #[arg(long = "console-socket")]
+    pub console_socket: Option<PathBuf>,
+    /// Leave the process running and exit (its relay is reaped by the caller's subreaper).
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Write the pid of the process's relay here.
+    #[arg(long = "pid-file")]
+    pub pid_file: Option<PathBuf>,
+    /// The working directory.
+    #[arg(long)]
+    pub cwd: Option<PathBuf>,
+    /// KEY=VALUE added to the environment.
+    #[arg(short, long)]
+    pub env: Vec<String>,
+    /// `UID[:GID]`.
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// Supplementary group ids.
+    #[arg(short = 'g', long = "additional-gids")]
+    pub additional_gids: Vec<u32>,
+    /// Set no_new_privileges.
+    #[arg(long = "no-new-privs")]
+    pub no_new_privs: bool,
+    #[arg(long = "preserve-fds", default_value_t = 0)]
+    pub preserve_fds: u32,
+    /// The container and, without --process, the command line.
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub rest: Vec<String>,
+}
+
 /// What went wrong, for the log and the exit code.
 #[derive(Debug, thiserror::Error)]
 pub enum Failure {
@@ -188,6 +225,8 @@ pub enum Failure {
     Usage(String),
     #[error("{0} is not supported by stockade-runtime")]
     Unsupported(String),
+    #[error("{field} ({}) failed: {reason}", path.display())]
+    Hook { field: String, path: PathBuf, reason: String },
     #[error("{op} {}: {source}", path.display())]
     Io { op: String, path: PathBuf, source: std::io::Error },
 }
@@ -236,15 +275,45 @@ impl Log {
     }
 }
 
+/// The log of this invocation (set up first thing in `main`).
+static LOG: std::sync::OnceLock<std::sync::Mutex<Log>> = std::sync::OnceLock::new();
+
+fn log(level: &str, message: &str) {
+    if let Some(log) = LOG.get() {
+        log.lock().unwrap_or_else(std::sync::PoisonError::into_inner).write(level, message);
+    }
+}
+
+/// A warning for the log: something failed that the runtime spec has the lifecycle go on after
+/// (a poststart or poststop hook).
+pub fn warn(message: &str) {
+    log("warning", message);
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let mut log = Log::open(&cli);
-    log.write("debug", &format!("{:?}", cli.command));
+    // Descriptors 3.. passed on with --preserve-fds must be the caller's: checked before this
+    // process opens anything (its own would otherwise take a free number there and be passed
+    // to the container).
+    let preserve = match &cli.command {
+        Cmd::Create(a) | Cmd::Run { create: a, .. } => a.preserve_fds,
+        Cmd::Exec(a) => a.preserve_fds,
+        _ => 0,
+    };
+    for fd in 3..3 + preserve as i32 {
+        // SAFETY: fcntl(F_GETFD) on a number: EBADF when nothing is open there.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+            eprintln!("stockade-runtime: --preserve-fds {preserve}: descriptor {fd} is not open");
+            return ExitCode::FAILURE;
+        }
+    }
+    let _ = LOG.set(std::sync::Mutex::new(Log::open(&cli)));
+    log("debug", &format!("{:?}", cli.command));
     match run(&cli) {
         Ok(code) => code,
         Err(failure) => {
             let message = failure.to_string();
-            log.write("error", &message);
+            log("error", &message);
             if cli.log.is_some() {
                 // Callers that read stderr (people, ctr) see it too.
                 eprintln!("stockade-runtime: {message}");
@@ -285,7 +354,7 @@ fn run(cli: &Cli) -> Result<ExitCode, Failure> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Spec { bundle, rootless } => lifecycle::spec(bundle, *rootless).map(|()| ExitCode::SUCCESS),
-        Cmd::Exec { .. } => not_yet("exec"),
+        Cmd::Exec(args) => lifecycle::exec(&store, args),
         Cmd::Pause { .. } => not_yet("pause"),
         Cmd::Resume { .. } => not_yet("resume"),
         Cmd::Update { .. } => not_yet("update"),

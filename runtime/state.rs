@@ -114,6 +114,7 @@ impl Store {
             .mode(0o700)
             .create(&self.root)
             .map_err(|e| Failure::io("create the runtime's root", &self.root, e))?;
+        self.check_root()?;
         let dir = self.dir(id);
         match fs::DirBuilder::new().mode(0o700).create(&dir) {
             Ok(()) => {}
@@ -125,14 +126,48 @@ impl Store {
         self.lock(id)
     }
 
+    /// The root must be a directory of this user's that nobody else may write (what is in it
+    /// says which processes to kill and which cgroups to remove), not a symbolic link.
+    fn check_root(&self) -> Result<(), Failure> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = match fs::symlink_metadata(&self.root) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Failure::io("inspect the runtime's root", &self.root, e)),
+        };
+        let me = nix::unistd::geteuid().as_raw();
+        if !meta.is_dir() || meta.uid() != me || meta.mode() & 0o022 != 0 {
+            let kind = if meta.is_dir() {
+                "a directory"
+            } else if meta.is_symlink() {
+                "a symbolic link"
+            } else {
+                "not a directory"
+            };
+            return Err(Failure::State(format!(
+                "{}: the runtime's root must be a directory owned by uid {me} that no one else may write \
+                 (it is {kind}, uid {}, mode {:o})",
+                self.root.display(),
+                meta.uid(),
+                meta.mode() & 0o7777
+            )));
+        }
+        Ok(())
+    }
+
     /// Takes the container's lock (blocking while another command holds it).
     pub fn lock(&self, id: &str) -> Result<Lock, Failure> {
         check_id(id)?;
+        self.check_root()?;
         let dir = self.dir(id);
-        let file = fs::File::open(&dir).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Failure::NotFound(id.to_owned()),
-            _ => Failure::io("open the container's state directory", &dir, e),
-        })?;
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+            .open(&dir)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => Failure::NotFound(id.to_owned()),
+                _ => Failure::io("open the container's state directory", &dir, e),
+            })?;
         let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
             .map_err(|(_, e)| Failure::io("lock the container's state", &dir, e.into()))?;
         Ok(Lock { _lock: lock })
@@ -140,6 +175,7 @@ impl Store {
 
     pub fn load(&self, id: &str) -> Result<Saved, Failure> {
         check_id(id)?;
+        self.check_root()?;
         let path = self.dir(id).join("state.json");
         let text = fs::read_to_string(&path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => Failure::NotFound(id.to_owned()),

@@ -54,6 +54,9 @@ pub struct Child {
     ending: Option<Limit>,
     /// Left running by [`Child::detach`]: not killed on drop.
     detached: bool,
+    /// The control channel of a sandbox outliving this process waiting at its start gate:
+    /// [`Child::detach`] lets it go on to wait for its start.
+    release: Option<OwnedFd>,
 }
 
 /// A sandbox left running by [`Child::detach`]: it outlives this process (it was built with
@@ -75,6 +78,38 @@ impl Detached {
     /// cgroups.
     pub fn processes(&self) -> Vec<u32> {
         crate::resources::cgroup::processes_in(&self.cgroups)
+    }
+
+    /// Makes `command` run inside this sandbox while it runs, as OCI's `exec` does: it joins
+    /// the namespaces and root of the sandbox's first process (`pid`) and the sandbox's
+    /// cgroups, then takes the credentials, capabilities, syscall filter and Landlock rules of
+    /// the sandbox it was made from (which should have this one's namespaces: build it from
+    /// the same configuration, with the command's own process settings), and its stdio,
+    /// environment and working directory. Its [`Child::id`] is its relay's, a small process
+    /// outside the sandbox that reports its status and forwards signals to it; with
+    /// [`outlive_parent`](crate::SandboxBuilder::outlive_parent) the relay outlives this
+    /// process too.
+    ///
+    /// The caller makes sure `pid` is still the sandbox's (a runtime compares its start time):
+    /// the pidfd opened here then pins it.
+    ///
+    /// # Errors
+    /// [`Error::Spawn`] when the process is gone or its root cannot be opened.
+    pub fn join(&self, command: &mut crate::Command) -> Result<(), crate::Error> {
+        let holder = pidfd::open(self.pid as libc::pid_t).map_err(|e| {
+            crate::Error::spawn(format!("pidfd_open of the sandbox's process {}", self.pid), e)
+        })?;
+        let root = crate::session::holder_root(&holder)?;
+        let sandbox = command.get_sandbox().clone();
+        let flags = sandbox.config.namespaces.flags() as libc::c_int;
+        command.join_target(crate::session::Target {
+            sandbox,
+            holder,
+            root,
+            flags,
+            cgroups: Some(self.cgroups.clone()),
+        });
+        Ok(())
     }
 
     /// Kills every process left in the sandbox's cgroups and removes them (groups the payload
@@ -123,7 +158,14 @@ impl Child {
             command: None,
             ending: None,
             detached: false,
+            release: None,
         }
+    }
+
+    /// See `release`.
+    pub(crate) fn with_release(mut self, control: Option<OwnedFd>) -> Child {
+        self.release = control;
+        self
     }
 
     /// Leaves the sandbox running and forgets it: no kill on drop, its cgroups stay (the
@@ -132,8 +174,19 @@ impl Child {
     /// container runtime leaves a container to its caller (OCI `create`); any other sandbox
     /// still ends when this process does (its parent-death signal). Take [`Child::terminal`]
     /// and the pipes first if they are wanted: they are closed here.
+    ///
+    /// A sandbox that outlives this process and waits at a start gate
+    /// ([`Command::spawn_created`](crate::Command::spawn_created)) waits for this call before it
+    /// takes a start: until then this process may die (a runtime killed during its `create`)
+    /// and the sandbox ends with it rather than run unknown to anyone.
     pub fn detach(mut self) -> Detached {
         self.detached = true;
+        if let Some(control) = self.release.take() {
+            // Waiting at its gate, it waits for this before it takes a start (and ends if this
+            // process dies first). A sandbox already gone does not mind.
+            let _ =
+                nix::sys::socket::send(control.as_raw_fd(), b"d", nix::sys::socket::MsgFlags::MSG_NOSIGNAL);
+        }
         let cgroups = self.supervision.cgroup.take().map(SandboxCgroup::keep).unwrap_or_default();
         Detached { pid: self.pid, cgroups }
     }

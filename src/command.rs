@@ -49,6 +49,17 @@ pub struct Command {
     fds: Vec<(RawFd, OwnedFd, bool)>,
     /// A pseudo-terminal for the payload, of this size.
     terminal: Option<crate::sys::pty::Size>,
+    /// Called once the sandbox's namespaces exist, before its setup (see `on_created`).
+    on_created: Option<CreatedHook>,
+}
+
+/// The hook of [`Command::on_created`].
+pub(crate) struct CreatedHook(pub(crate) Box<dyn FnMut(u32) -> std::io::Result<()> + Send>);
+
+impl std::fmt::Debug for CreatedHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CreatedHook")
+    }
 }
 
 impl Command {
@@ -71,6 +82,7 @@ impl Command {
             stderr: None,
             fds: Vec::new(),
             terminal: None,
+            on_created: None,
         }
     }
 
@@ -254,7 +266,13 @@ impl Command {
     /// `create`; with [`SandboxBuilder::outlive_parent`](crate::SandboxBuilder::outlive_parent)
     /// and [`Child::detach`] the sandbox is left to wait for a later `start`. The gate goes to
     /// the sandbox: this process closes its copy, so once the payload has taken its one
-    /// connection nothing listens there any more.
+    /// connection nothing listens there any more. A sandbox that outlives this process waits
+    /// for [`Child::detach`] before it takes a start (see there).
+    ///
+    /// While it waits, its signals take their default actions (a fatal one ends it there),
+    /// and its syscall filter is in place already when the payload keeps
+    /// `allow_new_privileges` (it needs `sendto`, `read`, `accept4`, `dup3` and `close`);
+    /// time limits count from the spawn.
     ///
     /// # Errors
     /// As [`spawn`](Command::spawn), for every step up to the gate; a session command cannot
@@ -313,6 +331,18 @@ impl Command {
     pub async fn output_async(&mut self) -> Result<Output, Error> {
         let child = self.spawn_with_defaults(StdioKind::Null, StdioKind::Piped, None)?;
         crate::AsyncChild::new(child)?.wait_with_output().await
+    }
+
+    /// Calls `hook` in this process with the pid of the sandbox's first process (its init
+    /// with a pid namespace) once its namespaces exist and it has its cgroups and id maps, but
+    /// before it sets anything up inside: no mount is made and nothing of the payload's has run.
+    /// What OCI's `createRuntime` and `prestart` hooks see (a network namespace to configure
+    /// through `/proc/<pid>/ns/net`). An error from the hook ends the spawn
+    /// ([`Error::Hook`]); the sandbox is killed and nothing is left behind. Not for session
+    /// commands (which make no namespaces): ignored there.
+    pub fn on_created(&mut self, hook: impl FnMut(u32) -> std::io::Result<()> + Send + 'static) -> &mut Self {
+        self.on_created = Some(CreatedHook(Box::new(hook)));
+        self
     }
 
     /// Gives the payload a pseudo-terminal of `rows` × `cols`, as `docker run -t` does: the
@@ -434,12 +464,17 @@ impl Command {
             stdio,
             passed,
             self.terminal,
+            self.on_created
+                .as_mut()
+                .filter(|_| self.session.is_none())
+                .map(|h| &mut *h.0 as &mut crate::spawn::Hook),
             match &self.session {
                 Some(s) => crate::spawn::Mode::Join {
                     holder: s.holder.as_fd(),
                     root: s.root.as_fd(),
                     flags: s.flags,
                     program: s.program(),
+                    cgroups: s.cgroups.as_deref(),
                 },
                 None => match gate {
                     Some(gate) => crate::spawn::Mode::Gated { gate },
@@ -448,6 +483,11 @@ impl Command {
             },
         )
         .map(|spawned| spawned.child)
+    }
+
+    /// Makes this command join the running sandbox `target` (see [`crate::Detached::join`]).
+    pub(crate) fn join_target(&mut self, target: crate::session::Target) {
+        self.session = Some(std::sync::Arc::new(target));
     }
 
     /// A command that runs in a started session.

@@ -162,6 +162,14 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// The caller's [`Command::on_created`](crate::Command::on_created) hook failed; the
+    /// sandbox was killed.
+    #[error("the hook run as the sandbox was created failed: {source}")]
+    Hook {
+        /// What the hook returned.
+        #[source]
+        source: io::Error,
+    },
     /// Talking to a running sandbox failed (reading its output, waiting for it).
     #[error("{op}: {source}")]
     Io {
@@ -265,6 +273,11 @@ pub enum Stage {
     /// Joining a started session's namespaces (`setns`): the session has ended, or its holder
     /// was killed.
     JoinSession,
+    /// Setting a kernel parameter ([`SandboxBuilder::sysctl`](crate::SandboxBuilder::sysctl)).
+    Sysctl {
+        /// The parameter, e.g. `net.ipv4.ip_forward`.
+        key: String,
+    },
     /// Waiting at the start gate ([`StartGate`](crate::StartGate)): telling the creator that
     /// setup is done, or taking the starter's connection.
     Gate,
@@ -337,6 +350,7 @@ impl fmt::Display for Stage {
             Stage::Init => f.write_str("exec the init program stockade-init"),
             Stage::JoinSession => f.write_str("join the session's namespaces"),
             Stage::Gate => f.write_str("wait at the start gate"),
+            Stage::Sysctl { key } => write!(f, "set the kernel parameter {key}"),
             Stage::SetGroups => f.write_str("set supplementary groups"),
             Stage::SetGid { gid } => write!(f, "set gid {gid}"),
             Stage::SetUid { uid } => write!(f, "set uid {uid}"),

@@ -39,8 +39,9 @@ pub struct StartGate {
 impl StartGate {
     /// Makes the gate: a Unix `SOCK_SEQPACKET` socket listening at `path` (which must not
     /// exist), mode 0600. The file stays when the gate is dropped (the sandbox keeps the
-    /// socket, and another process may start it): remove it once started. Who may start the sandbox is whoever may connect to it: put it in a
-    /// directory only the runtime can reach. Paths longer than a socket address can hold are
+    /// socket, and another process may start it): remove it once started. Who may start the
+    /// sandbox is whoever may connect to it, and the mode is set by path after the bind: put it
+    /// in a directory only the caller can write and reach. Paths longer than a socket address can hold are
     /// reached through their directory's descriptor.
     ///
     /// # Errors
@@ -58,13 +59,18 @@ impl StartGate {
         })?;
         let gate = StartGate { listener, path: path.to_owned() };
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-            .map_err(|source| Error::Io { op: "restrict the start gate to its owner", source })?;
-        nix::sys::socket::listen(
-            &gate.listener,
-            nix::sys::socket::Backlog::new(1).unwrap_or(nix::sys::socket::Backlog::MAXCONN),
-        )
-        .map_err(|e| io("listen at the start gate", e))?;
+        let ready = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|source| Error::Io { op: "restrict the start gate to its owner", source })
+            .and_then(|()| {
+                let backlog = nix::sys::socket::Backlog::new(1).unwrap_or(nix::sys::socket::Backlog::MAXCONN);
+                nix::sys::socket::listen(&gate.listener, backlog)
+                    .map_err(|e| io("listen at the start gate", e))
+            });
+        if let Err(e) = ready {
+            // Nothing left behind: the socket file goes with the error.
+            let _ = std::fs::remove_file(path);
+            return Err(e);
+        }
         Ok(gate)
     }
 

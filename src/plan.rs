@@ -54,10 +54,11 @@ pub(crate) enum Step {
     JoinSession,
     Terminal,
     Gate,
+    Sysctl,
 }
 
 impl Step {
-    const ALL: [Step; 33] = [
+    const ALL: [Step; 34] = [
         Step::Signals,
         Step::DeathSignal,
         Step::Fds,
@@ -91,6 +92,7 @@ impl Step {
         Step::JoinSession,
         Step::Terminal,
         Step::Gate,
+        Step::Sysctl,
     ];
 
     fn from_u32(n: u32) -> Option<Step> {
@@ -201,6 +203,8 @@ pub(crate) struct Plan<'a> {
     pub(crate) fds: FdPlan,
     pub(crate) channels: Channels,
     pub(crate) hostname: Option<&'a [u8]>,
+    /// Kernel parameters to set: `(/proc/sys path, value)`.
+    pub(crate) sysctls: &'a [(CString, Vec<u8>)],
     pub(crate) domainname: Option<&'a [u8]>,
     /// Text for `/proc/self/timens_offsets`, when a time namespace is wanted.
     pub(crate) time_offsets: Option<&'a [u8]>,
@@ -380,6 +384,7 @@ impl<'a> Plan<'a> {
             fds: FdPlan::new(moves, &channels),
             channels,
             hostname: config.hostname.as_deref(),
+            sysctls: &config.sysctls,
             domainname: config.domainname.as_deref(),
             time_offsets: config.time_offsets.as_deref(),
             fs: &config.fs,
@@ -457,6 +462,17 @@ pub(crate) fn decode_failure(record: &[u8; FAILURE_LEN], plan: Option<&Plan<'_>>
         Step::Init => Stage::Init,
         Step::JoinSession => Stage::JoinSession,
         Step::Gate => Stage::Gate,
+        Step::Sysctl => Stage::Sysctl {
+            key: plan
+                .and_then(|p| p.sysctls.get(index))
+                .map(|(path, _)| {
+                    path_of(path)
+                        .strip_prefix("/proc/sys")
+                        .map(|k| k.to_string_lossy().trim_start_matches('/').replace('/', "."))
+                        .unwrap_or_default()
+                })
+                .unwrap_or_default(),
+        },
         Step::Exec => {
             let program = match plan {
                 Some(plan) => match plan.exec.candidates.get(index) {

@@ -51,6 +51,7 @@ pub struct SandboxBuilder {
     home: Option<PathBuf>,
     groups: Option<Vec<u32>>,
     hostname: Option<OsString>,
+    sysctls: Vec<(String, String)>,
     domainname: Option<OsString>,
     clock_offsets: Option<ClockOffsets>,
     id_map_helpers: Option<(PathBuf, PathBuf)>,
@@ -187,6 +188,19 @@ impl SandboxBuilder {
     /// The hostname inside the sandbox; needs [`Namespaces::UTS`].
     pub fn hostname(&mut self, name: impl AsRef<OsStr>) -> &mut Self {
         self.hostname = Some(name.as_ref().to_owned());
+        self
+    }
+
+    /// Sets a kernel parameter inside the sandbox (`key` as `sysctl` names it, `net.ipv4.ip_forward`
+    /// or `net/ipv4/ip_forward`), written before anything of the payload's runs. Only
+    /// parameters that belong to one of the sandbox's own namespaces are accepted, as runc
+    /// accepts them: `net.*` with [`Namespaces::NET`]; `kernel.msgmax`, `msgmnb`, `msgmni`,
+    /// `sem`, `shmall`, `shmmax`, `shmmni`, `shm_rmid_forced` and `fs.mqueue.*` with
+    /// [`Namespaces::IPC`]; `kernel.hostname` and `kernel.domainname` with
+    /// [`Namespaces::UTS`]. Anything else would change the host, and is
+    /// [`Error::InvalidValue`] at build.
+    pub fn sysctl(&mut self, key: impl Into<String>, value: impl Into<String>) -> &mut Self {
+        self.sysctls.push((key.into(), value.into()));
         self
     }
 
@@ -598,6 +612,11 @@ impl SandboxBuilder {
         if domainname.is_some() {
             needs("domain name", Namespaces::UTS, "uts")?;
         }
+        let sysctls = self
+            .sysctls
+            .iter()
+            .map(|(key, value)| sysctl_entry(key, value, ns))
+            .collect::<Result<Vec<_>, _>>()?;
         if let Some(offsets) = self.clock_offsets {
             needs("clock offsets", Namespaces::TIME, "time")?;
             for (clock, d) in [("monotonic", offsets.monotonic), ("boottime", offsets.boottime)] {
@@ -743,6 +762,7 @@ impl SandboxBuilder {
                 groups,
                 hostname,
                 domainname,
+                sysctls,
                 time_offsets: ns
                     .contains(Namespaces::TIME)
                     .then(|| self.clock_offsets.unwrap_or_default().to_proc_text()),
@@ -1048,6 +1068,8 @@ pub(crate) struct Config {
     pub(crate) user: Option<(u32, u32)>,
     pub(crate) groups: Option<Vec<u32>>,
     pub(crate) hostname: Option<Vec<u8>>,
+    /// `(/proc/sys path, value)` of each kernel parameter to set, checked to be namespaced.
+    pub(crate) sysctls: Vec<(std::ffi::CString, Vec<u8>)>,
     pub(crate) domainname: Option<Vec<u8>>,
     /// With a time namespace: the text for its offsets file (zero offsets unless set).
     pub(crate) time_offsets: Option<Vec<u8>>,
@@ -1128,4 +1150,59 @@ impl Config {
     pub(crate) fn loopback(&self) -> bool {
         self.namespaces.contains(Namespaces::NET)
     }
+}
+
+/// Checks a kernel parameter (`SandboxBuilder::sysctl`): it must belong to a namespace of the
+/// sandbox's own. Returns its `/proc/sys` path and value.
+fn sysctl_entry(key: &str, value: &str, ns: Namespaces) -> Result<(std::ffi::CString, Vec<u8>), Error> {
+    let dotted = key.replace('/', ".");
+    let parts: Vec<&str> = dotted.split('.').collect();
+    let well_formed = !parts.is_empty()
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-+:@".contains(&b)));
+    if !well_formed {
+        return Err(Error::invalid(
+            "sysctl",
+            key,
+            "not a kernel parameter name (words joined by '.' or '/')",
+        ));
+    }
+    const IPC: &[&str] = &[
+        "kernel.msgmax",
+        "kernel.msgmnb",
+        "kernel.msgmni",
+        "kernel.sem",
+        "kernel.shmall",
+        "kernel.shmmax",
+        "kernel.shmmni",
+        "kernel.shm_rmid_forced",
+    ];
+    let (needed, name) = if dotted.starts_with("net.") {
+        (Namespaces::NET, "network")
+    } else if IPC.contains(&dotted.as_str()) || dotted.starts_with("fs.mqueue.") {
+        (Namespaces::IPC, "ipc")
+    } else if dotted == "kernel.hostname" || dotted == "kernel.domainname" {
+        (Namespaces::UTS, "uts")
+    } else {
+        return Err(Error::invalid(
+            "sysctl",
+            key,
+            "not a parameter of a namespace the sandbox can have its own of: setting it would change the host",
+        ));
+    };
+    if !ns.contains(needed) {
+        return Err(Error::invalid(
+            "sysctl",
+            key,
+            format!("belongs to the {name} namespace, which the sandbox does not have"),
+        ));
+    }
+    if value.contains('\0') {
+        return Err(Error::invalid("sysctl value", value, "contains a NUL byte"));
+    }
+    let path = format!("/proc/sys/{}", parts.join("/"));
+    let path =
+        std::ffi::CString::new(path).map_err(|_| Error::invalid("sysctl", key, "contains a NUL byte"))?;
+    Ok((path, value.as_bytes().to_vec()))
 }

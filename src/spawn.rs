@@ -30,8 +30,19 @@ pub(crate) enum Mode<'a> {
     Hold { program: RawFd },
     /// A command in a started session: joins the namespaces `flags` of the holder `holder` and
     /// its root directory `root`; the init program `program` relays its status.
-    Join { holder: BorrowedFd<'a>, root: BorrowedFd<'a>, flags: libc::c_int, program: RawFd },
+    /// With `cgroups`, the command joins these groups (a detached sandbox's) instead of getting
+    /// its own.
+    Join {
+        holder: BorrowedFd<'a>,
+        root: BorrowedFd<'a>,
+        flags: libc::c_int,
+        program: RawFd,
+        cgroups: Option<&'a [std::path::PathBuf]>,
+    },
 }
+
+/// Called with the first process's pid before "go" (see `Command::on_created`).
+pub(crate) type Hook = dyn FnMut(u32) -> std::io::Result<()> + Send;
 
 /// A started sandbox, and with [`Mode::Hold`] the holder's pidfd.
 pub(crate) struct Spawned {
@@ -49,6 +60,7 @@ pub(crate) fn spawn(
     stdio: [(RawFd, &StdioKind); 3],
     passed: Vec<(RawFd, RawFd)>,
     terminal: Option<sys::pty::Size>,
+    hook: Option<&mut Hook>,
     mode: Mode<'_>,
 ) -> Result<Spawned, Error> {
     let exec = Exec::new(program, args, env)?;
@@ -92,7 +104,7 @@ pub(crate) fn spawn(
             .map_err(|e| Error::spawn("socketpair", e))?;
     // The init, or a session command's relay, reports the payload's status through a pipe
     // (not to a process that will not be there: a sandbox that outlives this one).
-    let (status_read, status_write) = if (use_init && !config.detached) || joining {
+    let (status_read, status_write) = if (use_init || joining) && !config.detached {
         let (r, w) =
             nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).map_err(|e| Error::spawn("pipe2", e))?;
         (Some(r), Some(w))
@@ -149,7 +161,12 @@ pub(crate) fn spawn(
     let started = std::time::Instant::now();
     let limits = &config.limits;
     let confine = config.namespaces.contains(crate::Namespaces::CGROUP);
+    let existing_groups = match mode {
+        Mode::Join { cgroups, .. } => cgroups,
+        _ => None,
+    };
     let (cgroup, unenforced) = match config.cgroup_layout {
+        _ if existing_groups.is_some() => (None, Vec::new()),
         Some(layout) => match SandboxCgroup::create(limits, layout, use_init, confine && !joining) {
             Ok(cgroup) => (cgroup, Vec::new()),
             Err(_) if limits.compat == Compat::BestEffort => (None, limits.cgroup_limit_names()),
@@ -244,6 +261,9 @@ pub(crate) fn spawn(
     if let (Some(cgroup), false) = (&cgroup, in_cgroup) {
         cgroup.attach(target).map_err(abort)?;
     }
+    if let Some(groups) = existing_groups {
+        crate::resources::cgroup::attach_to(groups, target).map_err(abort)?;
+    }
     if let Some(adj) = config.oom_score_adj {
         // Inherited by everything the child starts (a session command: the command itself).
         let fd = command.as_ref().map_or(pidfd.as_fd(), |fd| fd.as_fd());
@@ -259,6 +279,9 @@ pub(crate) fn spawn(
             user_ns.deny_setgroups,
         )
         .map_err(abort)?;
+    }
+    if let Some(hook) = hook {
+        hook(pid as u32).map_err(|source| abort(Error::Hook { source }))?;
     }
     release(&control).map_err(abort)?;
     if joining {
@@ -304,7 +327,9 @@ pub(crate) fn spawn(
             };
             let child = Child::new(pid, pidfd, status_read, parent_stdio, supervision)
                 .with_command(command)
-                .with_terminal(terminal);
+                .with_terminal(terminal)
+                // A sandbox outliving this process waits at its gate until let go.
+                .with_release(if gated && config.detached { Some(control) } else { None });
             Ok(Spawned { child, holder })
         }
         Ok(FAILURE_LEN) => {

@@ -342,3 +342,28 @@ fn a_cgroup_mount_shows_only_the_sandboxs_own_cgroups_and_is_read_only() {
     assert!((2..=4).contains(&pids.len()) && pids.iter().all(|p| *p < 10), "{out}");
     assert_eq!(*rest, "read-only\n");
 }
+
+#[test]
+fn namespaced_kernel_parameters_are_set_inside_and_host_wide_ones_refused() {
+    let host = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap();
+    let sandbox = builder(Namespaces::NET | Namespaces::IPC | Namespaces::MOUNT)
+        .sysctl("net.ipv4.ip_unprivileged_port_start", "80")
+        .sysctl("kernel/shmmni", "100")
+        .build()
+        .unwrap();
+    let out = sh_ok(&sandbox, "cat /proc/sys/net/ipv4/ip_unprivileged_port_start /proc/sys/kernel/shmmni");
+    assert_eq!(out, "80\n100\n");
+    assert_eq!(std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap(), host);
+    for (key, needs) in [
+        ("kernel.panic", "host"),
+        ("vm.swappiness", "host"),
+        ("net.ipv4.ip_forward", "network"),
+        ("../x", "name"),
+    ] {
+        let err = builder(Namespaces::IPC).sysctl(key, "1").build().unwrap_err();
+        assert!(
+            matches!(&err, stockade::Error::InvalidValue { .. }) && err.to_string().contains(needs),
+            "{key}: {err}"
+        );
+    }
+}

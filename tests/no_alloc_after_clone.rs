@@ -152,15 +152,19 @@ fn created_sandboxes_waiting_at_their_gate_and_outliving_us_never_allocate_after
                     let path = gates.join(format!("{t}-{i}"));
                     let gate = stockade::StartGate::bind(&path).unwrap();
                     let program = if i % 5 == 4 { "/no/such/program" } else { "/bin/true" };
-                    let mut child =
-                        sandbox.command(program).stdout(Stdio::null()).spawn_created(gate).unwrap();
+                    let child = sandbox.command(program).stdout(Stdio::null()).spawn_created(gate).unwrap();
+                    // Let go (it waits for that before taking a start), then reaped here: it is
+                    // still this process's child.
+                    let detached = child.detach();
                     let started = stockade::StartGate::start(&path);
-                    let status = child.wait().unwrap();
-                    assert_ne!(
-                        status.code(),
-                        Some(ALLOCATED_IN_CHILD),
-                        "thread {t} run {i}: allocation after clone"
-                    );
+                    let code = match nix::sys::wait::waitpid(
+                        nix::unistd::Pid::from_raw(detached.pid as i32),
+                        None,
+                    ) {
+                        Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => code,
+                        other => panic!("thread {t} run {i}: {other:?}"),
+                    };
+                    assert_ne!(code, ALLOCATED_IN_CHILD, "thread {t} run {i}: allocation after clone");
                     if i % 5 == 4 {
                         assert!(
                             matches!(started, Err(Error::Exec { .. })),
@@ -168,8 +172,9 @@ fn created_sandboxes_waiting_at_their_gate_and_outliving_us_never_allocate_after
                         );
                     } else {
                         started.unwrap();
-                        assert!(status.success(), "thread {t} run {i}: {status}");
+                        assert_eq!(code, 0, "thread {t} run {i}");
                     }
+                    detached.remove_cgroups();
                     std::fs::remove_file(&path).unwrap();
                 }
             })

@@ -323,9 +323,8 @@ fn fields_stockade_does_not_carry_out_are_refused_by_name() {
     let _serial = common::serial();
     let dir = bundle_dir();
     type Change = fn(&mut Value);
-    let cases: [(&str, Change); 8] = [
+    let cases: [(&str, Change); 7] = [
         ("hooks.prestart", |c| c["hooks"] = json!({"prestart": [{"path": "/bin/true"}]})),
-        ("linux.sysctl", |c| c["linux"]["sysctl"] = json!({"net.ipv4.ip_forward": "1"})),
         ("linux.namespaces[1].path", |c| c["linux"]["namespaces"][1]["path"] = json!("/proc/1/ns/net")),
         ("process.apparmorProfile", |c| c["process"]["apparmorProfile"] = json!("docker-default")),
         ("mounts[7].type", |c| {
@@ -365,4 +364,19 @@ fn a_terminal_in_the_config_gives_the_process_one() {
     let status = child.wait().unwrap();
     assert!(status.success(), "{status}");
     drop(screen);
+}
+
+#[test]
+fn the_configs_namespaced_sysctls_are_set_and_host_wide_ones_refused() {
+    let dir = bundle_dir();
+    let mut cfg =
+        config(&["cat", "/proc/sys/net/ipv4/ip_unprivileged_port_start", "/proc/sys/kernel/shmmni"]);
+    cfg["linux"]["sysctl"] = json!({"net.ipv4.ip_unprivileged_port_start": "0", "kernel.shmmni": "100"});
+    assert_eq!(run(dir.path(), &cfg), "0\n100\n");
+    cfg["linux"]["sysctl"] = json!({"kernel.panic": "1"});
+    let err = open(dir.path(), &cfg).unwrap().command().unwrap_err();
+    assert!(
+        matches!(&err, BundleError::Sandbox(stockade::Error::InvalidValue { value, .. }) if value == "kernel.panic"),
+        "{err:?}"
+    );
 }

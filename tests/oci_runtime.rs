@@ -35,6 +35,18 @@ fn root_only(test: &str) -> bool {
     false
 }
 
+/// Whether every one of `programs` is installed; if not, the test records a skip.
+fn installed(test: &str, programs: &[&str], package: &str) -> bool {
+    let missing: Vec<_> = programs.iter().filter(|p| !common::have(p)).collect();
+    if !missing.is_empty() {
+        common::skip(
+            test,
+            &format!("{missing:?} not installed (Debian package {package}; .ci/run installs it)"),
+        );
+    }
+    missing.is_empty()
+}
+
 /// This process becomes the subreaper of what it starts, as containerd's shim is: a container
 /// whose runtime exited is reparented here, and reaped here.
 fn become_subreaper() {
@@ -424,6 +436,16 @@ fn the_terminal_goes_to_the_console_socket() {
     rt.ok(&["delete", "t1"]);
 }
 
+/// Waits until a daemon serves at `socket` (its client's `version` reaches it), for up to two
+/// minutes (a slow guest).
+fn wait_serving(what: &str, socket: &Path, answers: impl Fn() -> bool, log: impl Fn() -> String) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !(socket.exists() && answers()) {
+        assert!(Instant::now() < deadline, "{what} did not come up: {}", log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A containerd of the test's own (its root, state and socket in a temporary directory),
 /// killed when dropped.
 struct Containerd {
@@ -451,15 +473,12 @@ impl Containerd {
             .spawn()
             .expect("start containerd");
         let containerd = Containerd { dir, process };
-        // Serving once `ctr version` reaches it.
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            if socket.exists() && containerd.ctr(&["version"]).status.success() {
-                break;
-            }
-            assert!(Instant::now() < deadline, "containerd did not come up: {}", containerd.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_serving(
+            "containerd",
+            &socket,
+            || containerd.ctr(&["version"]).status.success(),
+            || containerd.log(),
+        );
         containerd
     }
 
@@ -512,7 +531,10 @@ fn busybox_image() -> Vec<u8> {
         layer.dir(d);
     }
     layer.file_mode("bin/busybox", std::fs::read(common::busybox()).unwrap(), 0o755);
-    for applet in ["sh", "id", "echo", "cat", "sleep", "touch", "head", "tr", "env", "pwd", "grep", "test"] {
+    for applet in [
+        "sh", "id", "echo", "cat", "sleep", "touch", "head", "tr", "env", "pwd", "grep", "test", "ls",
+        "unshare",
+    ] {
         layer.symlink(format!("bin/{applet}"), "busybox");
     }
     layer.file("etc/passwd", "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n");
@@ -533,14 +555,8 @@ fn busybox_image() -> Vec<u8> {
 
 #[test]
 fn containerd_runs_containers_with_the_stockade_runtime() {
-    if !root_only("containerd_runs_containers_with_the_stockade_runtime") {
-        return;
-    }
-    if !common::have("/usr/bin/containerd") || !common::have("/usr/bin/ctr") {
-        common::skip(
-            "containerd_runs_containers_with_the_stockade_runtime",
-            "containerd is not installed (Debian package containerd; .ci/run installs it)",
-        );
+    let test = "containerd_runs_containers_with_the_stockade_runtime";
+    if !root_only(test) || !installed(test, &["/usr/bin/containerd", "/usr/bin/ctr"], "containerd") {
         return;
     }
     let _serial = common::serial();
@@ -551,9 +567,11 @@ fn containerd_runs_containers_with_the_stockade_runtime() {
     assert!(out.status.success(), "import: {}", text(&out));
 
     // Output and exit code.
-    let out = containerd.run(&[], "run1", &["sh", "-c", "echo hello from $(id -u); exit 7"]);
+    // (pid 1 is stockade's init: the runtime that ran is ours, not runc.)
+    let out =
+        containerd.run(&[], "run1", &["sh", "-c", "echo hello from $(id -u) $(cat /proc/1/comm); exit 7"]);
     assert_eq!(out.status.code(), Some(7), "{}\n{}", text(&out), containerd.log());
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from 0\n");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from 0 stockade-init\n");
 
     // Environment and working directory.
     let out = containerd.run(
@@ -563,15 +581,6 @@ fn containerd_runs_containers_with_the_stockade_runtime() {
     );
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hi /tmp\n");
-
-    // A user namespace (ctr 1.6 has no --user; its id maps put root elsewhere).
-    let out = containerd.run(
-        &["--uidmap", "0:200000:65536", "--gidmap", "0:200000:65536"],
-        "run5",
-        &["sh", "-c", "echo $(id -u) $(cat /proc/self/uid_map)"],
-    );
-    assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "0 0 200000 65536\n");
 
     // A read-only root.
     let out = containerd.run(&["--read-only"], "run3", &["sh", "-c", "touch /x || echo refused"]);
@@ -606,6 +615,20 @@ fn containerd_runs_containers_with_the_stockade_runtime() {
     assert!(ps.status.success(), "{}", text(&ps));
     let pids = String::from_utf8_lossy(&ps.stdout).lines().skip(1).count();
     assert!(pids >= 2, "init and sh at least: {}", text(&ps));
+    // A process exec'd into it: its output and exit code, inside the container's pid namespace.
+    let exec = containerd.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "e1",
+        "task1",
+        "sh",
+        "-c",
+        "echo exec sees $(ls /proc | grep -c '^[0-9]')' processes'; exit 4",
+    ]);
+    assert_eq!(exec.status.code(), Some(4), "{}\n{}", text(&exec), containerd.log());
+    let seen = String::from_utf8_lossy(&exec.stdout).into_owned();
+    assert!(seen.starts_with("exec sees ") && !seen.contains("sees 1 "), "{seen}");
     let kill = containerd.ctr(&["task", "kill", "task1"]);
     assert!(kill.status.success(), "{}", text(&kill));
     // Stopped once the task's status says so (containerd reports the exit it reaped).
@@ -625,4 +648,330 @@ fn containerd_runs_containers_with_the_stockade_runtime() {
     assert!(text(&delete).contains("exit code 42"), "the exit status of the trap: {}", text(&delete));
     let out = containerd.ctr(&["containers", "delete", "task1"]);
     assert!(out.status.success(), "{}", text(&out));
+}
+
+/// A dockerd of the test's own (data, exec root, socket in a temporary directory; networking
+/// off), with stockade-runtime added as the runtime "stockade"; killed when dropped.
+struct Dockerd {
+    dir: common::TempDir,
+    process: std::process::Child,
+}
+
+impl Dockerd {
+    fn start() -> Dockerd {
+        let dir = common::tempdir();
+        let socket = dir.path().join("docker.sock");
+        let log = std::fs::File::create(dir.path().join("dockerd.log")).unwrap();
+        let process = Command::new("/usr/sbin/dockerd")
+            .arg("--data-root")
+            .arg(dir.path().join("data"))
+            .arg("--exec-root")
+            .arg(dir.path().join("exec"))
+            .arg("--pidfile")
+            .arg(dir.path().join("dockerd.pid"))
+            .arg("-H")
+            .arg(format!("unix://{}", socket.display()))
+            .args(["--bridge=none", "--iptables=false", "--ip6tables=false"])
+            .arg("--add-runtime")
+            .arg(format!("stockade={}", runtime().display()))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start dockerd");
+        let dockerd = Dockerd { dir, process };
+        wait_serving("dockerd", &socket, || dockerd.docker(&["version"]).status.success(), || dockerd.log());
+        dockerd
+    }
+
+    fn docker(&self, args: &[&str]) -> Output {
+        Command::new("/usr/bin/docker")
+            .arg("-H")
+            .arg(format!("unix://{}", self.dir.path().join("docker.sock").display()))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run docker")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("dockerd.log")).unwrap_or_default()
+    }
+
+    /// `docker run --runtime stockade --network none --rm OPTIONS IMAGE ARGS...`.
+    fn run(&self, options: &[&str], args: &[&str]) -> Output {
+        let mut all = vec!["run", "--runtime", "stockade", "--network", "none", "--rm"];
+        all.extend(options);
+        all.push(IMAGE);
+        all.extend(args);
+        self.docker(&all)
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        // SIGTERM: dockerd stops its containerd (and with it the shims) on the way out.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.process.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.process.wait();
+        let root = self.dir.path().to_owned();
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        for line in mounts.lines().rev() {
+            if let Some(point) = line.split(' ').nth(4).filter(|p| Path::new(p).starts_with(&root)) {
+                let _ = Command::new("umount").args(["-l", point]).status();
+            }
+        }
+    }
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn docker_runs_containers_with_the_stockade_runtime() {
+    let test = "docker_runs_containers_with_the_stockade_runtime";
+    if !root_only(test) || !installed(test, &["/usr/sbin/dockerd", "/usr/bin/docker"], "docker.io") {
+        return;
+    }
+    let _serial = common::serial();
+    let dockerd = Dockerd::start();
+    let archive = dockerd.dir.path().join("busybox.tar");
+    std::fs::write(&archive, busybox_image()).unwrap();
+    let out = dockerd.docker(&["load", "-i", archive.to_str().unwrap()]);
+    assert!(out.status.success(), "load: {}", text(&out));
+
+    // Output and exit code; Docker's sysctls (unprivileged ports, ping) arrive.
+    let out = dockerd
+        .run(&[], &["sh", "-c", "echo hello; cat /proc/sys/net/ipv4/ip_unprivileged_port_start; exit 5"]);
+    assert_eq!(out.status.code(), Some(5), "{}\n{}", text(&out), dockerd.log());
+    assert_eq!(stdout(&out), "hello\n0\n");
+
+    // -e, -w, --user.
+    let out = dockerd.run(
+        &["-e", "FOO=bar", "-w", "/tmp", "--user", "1000:1000"],
+        &["sh", "-c", "echo $FOO $(pwd) $(id -u):$(id -g)"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(stdout(&out), "bar /tmp 1000:1000\n");
+
+    // --read-only.
+    let out = dockerd.run(&["--read-only"], &["sh", "-c", "touch /x || echo refused"]);
+    assert_eq!(stdout(&out), "refused\n", "{}", text(&out));
+
+    // --cap-drop ALL: no capability in any set.
+    let out = dockerd.run(&["--cap-drop", "ALL"], &["grep", "-E", "^Cap(Prm|Eff|Bnd)", "/proc/self/status"]);
+    assert!(out.status.success(), "{}", text(&out));
+    for line in stdout(&out).lines() {
+        assert!(line.ends_with("0000000000000000"), "{line}");
+    }
+
+    // --pids-limit and --memory hold.
+    let out = dockerd.run(
+        &["--pids-limit", "8"],
+        &["sh", "-c", "for i in 1 2 3 4 5 6 7 8 9 10; do sleep 10 & done; echo forked"],
+    );
+    assert!(text(&out).contains("can't fork"), "{}", text(&out));
+    let out = dockerd.run(
+        &["--memory", "32m"],
+        &["sh", "-c", "x=$(head -c 100000000 /dev/zero | tr '\\0' a); echo survived"],
+    );
+    assert_eq!(out.status.code(), Some(137), "killed by the OOM killer: {}", text(&out));
+
+    // Docker's default seccomp profile is enforced: it refuses unshare (which the kernel would
+    // allow root here for a user namespace); unconfined, the same call works.
+    let out = dockerd.run(&[], &["sh", "-c", "unshare -U true && echo allowed || echo refused"]);
+    assert_eq!(stdout(&out), "refused\n", "{}", text(&out));
+    let user_namespaces =
+        std::fs::read_to_string("/proc/sys/user/max_user_namespaces").is_ok_and(|v| v.trim() != "0");
+    if user_namespaces {
+        let out = dockerd.run(
+            &["--security-opt", "seccomp=unconfined"],
+            &["sh", "-c", "unshare -U true && echo allowed || echo refused"],
+        );
+        assert_eq!(stdout(&out), "allowed\n", "{}", text(&out));
+    } else {
+        common::skip(
+            "docker_runs_containers_with_the_stockade_runtime (its unconfined unshare)",
+            "user.max_user_namespaces is 0: the kernel refuses unshare -U whatever the filter",
+        );
+    }
+
+    // -t: a terminal.
+    let out = dockerd.run(&["-t"], &["sh", "-c", "test -t 0 && test -t 1 && echo on-a-tty"]);
+    assert!(stdout(&out).contains("on-a-tty"), "{}", text(&out));
+
+    // docker exec into a running container, then docker stop: SIGTERM first (the trap sees
+    // it and stays), SIGKILL after the grace period.
+    let out = dockerd.docker(&[
+        "run",
+        "-d",
+        "--runtime",
+        "stockade",
+        "--network",
+        "none",
+        "--name",
+        "stopme",
+        IMAGE,
+        "sh",
+        "-c",
+        "trap 'echo got TERM' TERM; while true; do sleep 0.1; done",
+    ]);
+    assert!(out.status.success(), "{}\n{}", text(&out), dockerd.log());
+    let out = dockerd.docker(&[
+        "exec",
+        "-u",
+        "1000",
+        "-e",
+        "X=y",
+        "stopme",
+        "sh",
+        "-c",
+        "echo $(id -u) $X; exit 3",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert_eq!(stdout(&out), "1000 y\n");
+    let out = dockerd.docker(&["stop", "-t", "1", "stopme"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = dockerd.docker(&["inspect", "-f", "{{.State.ExitCode}}", "stopme"]);
+    assert_eq!(stdout(&out).trim(), "137", "killed after the grace period: {}", text(&out));
+    let logs = dockerd.docker(&["logs", "stopme"]);
+    assert!(stdout(&logs).contains("got TERM"), "SIGTERM first: {}", text(&logs));
+    let out = dockerd.docker(&["rm", "stopme"]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn hooks_run_in_order_with_the_state_on_stdin_and_a_failing_one_stops_create() {
+    if !root_only("hooks_run_in_order_with_the_state_on_stdin_and_a_failing_one_stops_create") {
+        return;
+    }
+    let _serial = common::serial();
+    become_subreaper();
+    let rt = Runtime::new();
+    let dir = bundle_dir();
+    let record = dir.path().join("hooks.log");
+    // Each hook appends its name, the state's id and status, and whether $GREETING came.
+    let hook = |name: &str| {
+        json!({
+            "path": "/bin/sh",
+            "args": ["sh", "-c", "state=$(cat); echo \"$0 $GREETING $state\" >> \"$1\"", name, record],
+            "env": ["GREETING=hi"],
+            "timeout": 30
+        })
+    };
+    let mut cfg = config(&["sh", "-c", "exit 0"]);
+    cfg["hooks"] = json!({
+        "prestart": [hook("prestart")],
+        "createRuntime": [hook("createRuntime")],
+        "poststart": [hook("poststart")],
+        "poststop": [hook("poststop")]
+    });
+    std::fs::write(dir.path().join("config.json"), cfg.to_string()).unwrap();
+    let pid = rt.create("h1", dir.path(), &dir.path().join("out"));
+    rt.ok(&["start", "h1"]);
+    assert_eq!(reap(pid), 0);
+    rt.ok(&["delete", "h1"]);
+    let log = std::fs::read_to_string(&record).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    let names: Vec<&str> = lines.iter().map(|l| l.split(' ').next().unwrap()).collect();
+    assert_eq!(names, ["prestart", "createRuntime", "poststart", "poststop"], "{log}");
+    for (line, status) in lines.iter().zip(["creating", "creating", "running", "stopped"]) {
+        let state: Value = serde_json::from_str(line.splitn(3, ' ').nth(2).unwrap()).unwrap();
+        assert_eq!(line.split(' ').nth(1), Some("hi"), "the hook's env: {line}");
+        assert_eq!(state["id"], "h1", "{line}");
+        assert_eq!(state["status"], status, "{line}");
+        assert_eq!(state["pid"], pid, "{line}");
+    }
+
+    // A failing prestart hook, and one that outlives its timeout: create fails naming it, and
+    // leaves nothing behind.
+    let children = common::own_children();
+    for (script, timeout, expect) in [("exit 3", 30, "exit status: 3"), ("exec sleep 1000", 1, "timed out")] {
+        cfg["hooks"] =
+            json!({"prestart": [{"path": "/bin/sh", "args": ["sh", "-c", script], "timeout": timeout}]});
+        std::fs::write(dir.path().join("config.json"), cfg.to_string()).unwrap();
+        let err = rt.fails(&["create", "--bundle", dir.path().to_str().unwrap(), "h2"]);
+        assert!(err.contains("hooks.prestart[0]") && err.contains(expect), "{err}");
+        assert!(!rt.root.path().join("h2").exists(), "state left behind");
+        assert_eq!(common::own_children(), children, "a process left behind");
+    }
+}
+
+#[test]
+fn a_created_container_killed_before_start_is_stopped_and_start_says_so() {
+    if !root_only("a_created_container_killed_before_start_is_stopped_and_start_says_so") {
+        return;
+    }
+    let _serial = common::serial();
+    become_subreaper();
+    let rt = Runtime::new();
+    let (dir, out, _) = script_bundle("echo ran > /out/mark");
+    let pid = rt.create("k1", dir.path(), &out.path().join("log"));
+    rt.ok(&["kill", "k1", "TERM"]);
+    assert_eq!(reap(pid), 128 + libc::SIGTERM, "the signal ended it at its gate");
+    assert_eq!(rt.state("k1")["status"], "stopped");
+    let err = rt.fails(&["start", "k1"]);
+    assert!(err.contains("stopped"), "{err}");
+    assert!(!out.path().join("mark").exists(), "the process ran");
+    rt.ok(&["delete", "k1"]);
+}
+
+#[test]
+fn a_runtime_killed_during_create_leaves_no_container_running() {
+    if !root_only("a_runtime_killed_during_create_leaves_no_container_running") {
+        return;
+    }
+    let _serial = common::serial();
+    become_subreaper();
+    let rt = Runtime::new();
+    let dir = bundle_dir();
+    let mut cfg = config(&["sh", "-c", "echo never"]);
+    cfg["process"]["terminal"] = json!(true);
+    std::fs::write(dir.path().join("config.json"), cfg.to_string()).unwrap();
+    // A console socket whose backlog is full: create blocks sending the terminal, after the
+    // container is set up and before it is let go.
+    let socket = dir.path().join("console.sock");
+    let listener = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Unix,
+        nix::sys::socket::SockType::Stream,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    let address = nix::sys::socket::UnixAddr::new(&socket).unwrap();
+    nix::sys::socket::bind(listener.as_raw_fd(), &address).unwrap();
+    nix::sys::socket::listen(&listener, nix::sys::socket::Backlog::new(0).unwrap()).unwrap();
+    let _filler = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    let children = common::own_children();
+    let mut create = rt
+        .command(&[
+            "create",
+            "--bundle",
+            dir.path().to_str().unwrap(),
+            "--console-socket",
+            socket.to_str().unwrap(),
+            "k2",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    common::wait_until_blocked_in(create.id() as i32, "unix_wait_for_peer");
+    let init = common::children_of(create.id() as i32);
+    assert_eq!(init.len(), 1, "the container's init, set up: {init:?}");
+    create.kill().unwrap();
+    create.wait().unwrap();
+    // Reparented here, it ends by itself: nobody let it go (126), or its terminal hung up with
+    // the runtime's end of it (SIGHUP), whichever comes first.
+    let code = reap(init[0]);
+    assert!(
+        code == 126 || code == 128 + libc::SIGHUP,
+        "the init's exit when abandoned before its start: {code}"
+    );
+    assert_eq!(common::own_children(), children);
+    rt.ok(&["delete", "--force", "k2"]);
+    assert!(!rt.root.path().join("k2").exists());
 }

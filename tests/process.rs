@@ -404,3 +404,40 @@ fn a_step_failing_after_the_gate_is_told_to_the_starter() {
         assert!(wait_gone(pid, Duration::from_secs(30)), "shape {i}: a dropped created sandbox lives on");
     }
 }
+
+#[test]
+fn the_created_hook_sees_the_new_namespaces_and_its_error_ends_the_spawn() {
+    let _serial = serial();
+    let sandbox = sandbox(Namespaces::all());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let record = seen.clone();
+    let out = sandbox
+        .command("/bin/sh")
+        .args(["-c", "readlink /proc/self/ns/net"])
+        .on_created(move |pid| {
+            *record.lock().unwrap() = Some(std::fs::read_link(format!("/proc/{pid}/ns/net"))?);
+            Ok(())
+        })
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let inside = seen.lock().unwrap().clone().expect("the hook ran");
+    assert_ne!(inside, std::fs::read_link("/proc/self/ns/net").unwrap(), "the hook saw the host's namespace");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        inside.to_str().unwrap(),
+        "the payload's namespace"
+    );
+
+    let before = (fd_count(), own_children());
+    let err = sandbox
+        .command("/bin/true")
+        .on_created(|_| Err(std::io::Error::other("no network for you")))
+        .status()
+        .unwrap_err();
+    assert!(
+        matches!(&err, stockade::Error::Hook { source } if source.to_string() == "no network for you"),
+        "{err:?}"
+    );
+    assert_eq!((fd_count(), own_children()), before, "descriptors or processes left behind");
+}

@@ -95,14 +95,6 @@ pub(super) fn time_offsets(linux: &Linux, ns: Namespaces, b: &mut SandboxBuilder
 
 /// The `linux` fields refused for now.
 pub(super) fn unsupported(linux: &Linux) -> Result<(), BundleError> {
-    if let Some(sysctl) = linux.sysctl().as_ref().filter(|s| !s.is_empty()) {
-        let first = sysctl.keys().min().cloned().unwrap_or_default();
-        return Err(BundleError::unsupported(
-            "linux.sysctl",
-            first,
-            "setting sysctls is not implemented yet",
-        ));
-    }
     if let Some(p) = linux.rootfs_propagation().as_deref().filter(|p| !matches!(*p, "private" | "rprivate")) {
         return Err(BundleError::unsupported(
             "linux.rootfsPropagation",

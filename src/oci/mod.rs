@@ -15,6 +15,7 @@
 //! | `process.capabilities` | the five sets ([`CapabilitySets`](crate::CapabilitySets)); absent: none; ambient ones not both permitted and inheritable left out, as runc does |
 //! | `process.rlimits`, `noNewPrivileges`, `oomScoreAdj`, `terminal`, `consoleSize` | as named; `noNewPrivileges` absent or false allows new privileges |
 //! | `hostname`, `domainname` | need a uts namespace |
+//! | `linux.sysctl` | [`sysctl`](crate::SandboxBuilder::sysctl): namespaced parameters only (`net.*`, IPC's, `fs.mqueue.*`, `kernel.hostname`/`domainname`), as runc |
 //! | `linux.namespaces` (new ones), `uidMappings`, `gidMappings`, `timeOffsets` | as named |
 //! | `linux.resources` | `memory.limit`/`swap`, `cpu.shares` (as weight, 1024 shares = 100), `quota`/`period`, `cpus`/`mems`, `pids.limit`, `blockIO.weight` and throttles, `devices` (see below) |
 //! | `linux.cgroupsPath` | absolute: the parent of the sandbox's cgroup ([`cgroup_parent`](crate::SandboxBuilder::cgroup_parent)) |
@@ -29,7 +30,7 @@
 //! (runc enforces the same rules with the device cgroup).
 //!
 //! Refused for now, each with [`BundleError::Unsupported`]: joining existing namespaces
-//! (`linux.namespaces[].path`), `hooks`, `linux.sysctl`, `overlay` mounts, mount id mappings, shared or slave propagation, AppArmor and SELinux
+//! (`linux.namespaces[].path`), `hooks`, `overlay` mounts, mount id mappings, shared or slave propagation, AppArmor and SELinux
 //! labels, `process.scheduler`, `ioPriority`, `execCPUAffinity`, memory reservations and
 //! kernel limits, real-time CPU, hugepage, network, RDMA and `unified` cgroup settings,
 //! `intelRdt`, `personality`, `memoryPolicy`, `netDevices`, and block or FIFO devices.
@@ -155,6 +156,11 @@ impl Bundle {
         linux::id_maps(linux, namespaces, &mut b)?;
         linux::time_offsets(linux, namespaces, &mut b)?;
         linux::unsupported(linux)?;
+        let mut sysctls: Vec<_> = linux.sysctl().iter().flatten().collect();
+        sysctls.sort();
+        for (key, value) in sysctls {
+            b.sysctl(key, value);
+        }
 
         let root = spec.root().as_ref().ok_or_else(|| {
             BundleError::invalid("root", "absent", "a Linux container needs its root filesystem")

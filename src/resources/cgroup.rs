@@ -829,13 +829,44 @@ pub(crate) fn processes_in(dirs: &[PathBuf]) -> Vec<u32> {
     out
 }
 
+/// Puts `pid` in the groups `dirs` (a detached sandbox's: in each, its processes' leaf when it
+/// has one).
+pub(crate) fn attach_to(dirs: &[PathBuf], pid: libc::pid_t) -> Result<(), Error> {
+    for dir in dirs {
+        let leaf = dir.join(LEAF);
+        let leaf = if leaf.is_dir() { leaf } else { dir.clone() };
+        fs::write(leaf.join("cgroup.procs"), pid.to_string()).map_err(|source| Error::Cgroup {
+            op: "join the sandbox's cgroup".into(),
+            path: leaf.clone(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
 /// Kills every process in the groups `dirs` (v2: `cgroup.kill`; otherwise each listed
 /// process, below them included) and removes them, deepest first.
 pub(crate) fn destroy_dirs(dirs: &[PathBuf]) {
+    // v1: frozen (where the sandbox has a freezer group) so nothing forks while it is killed,
+    // as `SandboxCgroup::kill_all` does.
+    let freezer = dirs.iter().find(|d| d.join("freezer.state").exists());
+    if let Some(dir) = freezer {
+        let state = dir.join("freezer.state");
+        let _ = fs::write(&state, "FROZEN");
+        for _ in 0..1000 {
+            match fs::read_to_string(&state) {
+                Ok(s) if s.trim() == "FREEZING" => std::thread::yield_now(),
+                _ => break,
+            }
+        }
+    }
     for dir in dirs {
         if fs::write(dir.join("cgroup.kill"), "1").is_err() {
             kill_tree(dir, 0);
         }
+    }
+    if let Some(dir) = freezer {
+        let _ = fs::write(dir.join("freezer.state"), "THAWED");
     }
     for dir in dirs.iter().rev() {
         remove_tree(dir, 0);

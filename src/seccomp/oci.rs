@@ -80,12 +80,11 @@ fn rules(
                 LinuxSeccompOperator::ScmpCmpEq => Cmp::Eq(a.value()),
                 LinuxSeccompOperator::ScmpCmpGe => Cmp::Ge(a.value()),
                 LinuxSeccompOperator::ScmpCmpGt => Cmp::Gt(a.value()),
-                LinuxSeccompOperator::ScmpCmpMaskedEq => Cmp::MaskedEq {
-                    mask: a.value(),
-                    value: a.value_two().ok_or_else(|| {
-                        Error::invalid("seccomp argument", a.index(), "SCMP_CMP_MASKED_EQ needs valueTwo")
-                    })?,
-                },
+                // The runtime spec's Go types omit a zero valueTwo (`omitempty`): absent is 0,
+                // which is how Docker's profile says "these clone flags all clear".
+                LinuxSeccompOperator::ScmpCmpMaskedEq => {
+                    Cmp::MaskedEq { mask: a.value(), value: a.value_two().unwrap_or(0) }
+                }
             };
             Ok(ArgCmp::new(index, cmp))
         })

@@ -61,11 +61,14 @@ pub(crate) struct Target {
     pub(crate) root: OwnedFd,
     /// The namespaces to join (`CLONE_NEW*`).
     pub(crate) flags: libc::c_int,
+    /// Groups the command joins (a detached sandbox's); `None`: a group of its own with the
+    /// sandbox's limits, if it has any.
+    pub(crate) cgroups: Option<Vec<std::path::PathBuf>>,
 }
 
 /// The holder's root directory (`/proc/<pid>/root`, an `O_PATH` handle), proven to be the
 /// holder's: its pidfd says it is still alive after the open, so its pid was not reused.
-fn holder_root(holder: &OwnedFd) -> Result<OwnedFd, Error> {
+pub(crate) fn holder_root(holder: &OwnedFd) -> Result<OwnedFd, Error> {
     let pid = crate::sys::pidfd::pid_of(holder.as_fd())
         .map_err(|e| Error::spawn("read the session holder's pid", e))?;
     let path = format!("/proc/{pid}/root");
@@ -91,6 +94,13 @@ impl Target {
 impl Session {
     pub(crate) fn start(sandbox: &Sandbox) -> Result<Session, Error> {
         let config = &sandbox.config;
+        if config.detached {
+            return Err(Error::invalid(
+                "session",
+                "a sandbox built with outlive_parent",
+                "a session ends with its Session (and with this process): build the sandbox without outlive_parent",
+            ));
+        }
         let needed = Namespaces::MOUNT | Namespaces::PID;
         if !config.namespaces.contains(needed) {
             return Err(Error::invalid(
@@ -114,6 +124,7 @@ impl Session {
             [(0, &stdin), (1, &stdout), (2, &stderr)],
             Vec::new(),
             None,
+            None,
             crate::spawn::Mode::Hold { program },
         )?;
         let holder = spawned.holder.ok_or_else(|| {
@@ -121,7 +132,7 @@ impl Session {
         })?;
         let flags = config.namespaces.flags() as libc::c_int;
         let root = holder_root(&holder)?;
-        let target = Target { sandbox: sandbox.clone(), holder, root, flags };
+        let target = Target { sandbox: sandbox.clone(), holder, root, flags, cgroups: None };
         Ok(Session { target: Arc::new(target), child: spawned.child })
     }
 

@@ -208,6 +208,11 @@ fn setup(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<Infallible, Failure
             write_file(c"/proc/sys/net/ipv4/ip_unprivileged_port_start", b"0").map_err(at(Step::Loopback))?;
         }
     }
+    // Through this process's /proc/sys, which shows its own namespaces' parameters (the host's
+    // /proc is still where it was: the root changes below).
+    for (i, (path, value)) in plan.sysctls.iter().enumerate() {
+        write_file(path, value).map_err(at_index(Step::Sysctl, i))?;
+    }
     let built = super::mount::build(plan.fs, &plan.host_fds, plan.use_init)?;
     let lock_maps = plan.fs.lock_maps.as_ref().map(|(u, g)| (u.as_slice(), g.as_slice()));
     let lock = match lock_maps {
@@ -336,7 +341,11 @@ fn join(plan: &Plan<'_>, arg: *mut c_void) -> Result<Infallible, Failure> {
     }
     // The relay this becomes must see SIGCHLD (an ignored one would reap the command for it).
     super::reset_signal_dispositions();
-    super::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong).map_err(at(Step::DeathSignal))?;
+    // (A detached command's relay outlives the embedding process.)
+    if !plan.detached {
+        super::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong)
+            .map_err(at(Step::DeathSignal))?;
+    }
     if super::pidfd::has_exited(channels.parent) {
         super::exit(EXIT_ABANDONED);
     }
@@ -492,11 +501,22 @@ fn arrange_fds(
 
 /// The start gate: tells the parent (one byte on `control`) that setup is done, waits for a
 /// connection on the listening socket `gate`, and makes that connection the control channel
-/// (close-on-exec, so its end of file tells the starter the exec happened). The parent may be
-/// gone meanwhile (a runtime's `create` exits): its channel is closed first.
-fn wait_at_gate(control: RawFd, gate: RawFd) -> super::SysResult<()> {
+/// (close-on-exec, so its end of file tells the starter the exec happened). A sandbox that
+/// outlives its parent first waits for the parent to let it go ("d", sent by `Child::detach`):
+/// should the parent die before, nobody would know of it, so it ends. Signals are unblocked
+/// while it waits: a fatal one (a runtime's `kill` of a created container) ends it there.
+fn wait_at_gate(control: RawFd, gate: RawFd, detached: bool) -> super::SysResult<()> {
     super::send(control, b"c")?;
-    let connection = super::accept(gate)?;
+    super::set_sigmask(&super::sigset(false))?;
+    if detached {
+        let mut byte = [0u8; 1];
+        if !matches!(super::read(control, &mut byte), Ok(1)) {
+            super::exit(EXIT_ABANDONED);
+        }
+    }
+    let connection = super::accept(gate);
+    super::set_sigmask(&super::sigset(true))?;
+    let connection = connection?;
     super::close(gate);
     let moved = super::dup_onto_cloexec(connection, control);
     super::close(connection);
@@ -622,9 +642,18 @@ fn exec_payload(plan: &Plan<'_>, ends: Ends) -> Result<Infallible, Failure> {
         sent.and_then(|()| super::pty::attach(slave, targets)).map_err(at(Step::Terminal))?;
     }
     if ends.gate >= 0 {
+        if !plan.detached {
+            // The credential changes cleared the parent-death signal: armed again before the
+            // wait, which may be long (with an init, the init is the parent).
+            super::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong)
+                .map_err(at(Step::DeathSignal))?;
+            if !plan.use_init && super::getppid() != plan.parent_pid {
+                super::exit(EXIT_ABANDONED);
+            }
+        }
         // Set up as far as anything can fail before the start: say so, and wait for it. What
         // fails from here is told to the one who opens the gate.
-        wait_at_gate(ends.control, ends.gate).map_err(at(Step::Gate))?;
+        wait_at_gate(ends.control, ends.gate, plan.detached).map_err(at(Step::Gate))?;
     }
 
     if let Some(caps) = creds.caps {

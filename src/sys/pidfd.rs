@@ -101,9 +101,15 @@ pub(crate) fn pid_of(pidfd: BorrowedFd<'_>) -> std::io::Result<libc::pid_t> {
 
 /// A pidfd of the calling process (parent side), close-on-exec.
 pub(crate) fn open_self() -> std::io::Result<std::os::fd::OwnedFd> {
+    // SAFETY: getpid has no preconditions.
+    open(unsafe { libc::getpid() })
+}
+
+/// A pidfd of process `pid` (parent side), close-on-exec.
+pub(crate) fn open(pid: libc::pid_t) -> std::io::Result<std::os::fd::OwnedFd> {
     use std::os::fd::FromRawFd;
     // SAFETY: integer arguments; a non-negative result is a fresh descriptor nobody else owns.
-    let fd = (unsafe { raw!(libc::SYS_pidfd_open, libc::getpid(), 0) })?;
+    let fd = (unsafe { raw!(libc::SYS_pidfd_open, pid, 0) })?;
     // SAFETY: `fd` was just returned by pidfd_open and is owned here alone.
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as std::os::fd::RawFd) })
 }
