@@ -407,7 +407,6 @@ fn a_step_failing_after_the_gate_is_told_to_the_starter() {
 
 #[test]
 fn the_created_hook_sees_the_new_namespaces_and_its_error_ends_the_spawn() {
-    let _serial = serial();
     let sandbox = sandbox(Namespaces::all());
     let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
     let record = seen.clone();
@@ -429,15 +428,22 @@ fn the_created_hook_sees_the_new_namespaces_and_its_error_ends_the_spawn() {
         "the payload's namespace"
     );
 
-    let before = (fd_count(), own_children());
+    // The sandbox the failing hook saw is killed and reaped (other tests run alongside: the
+    // check is on that process, not on this process's counts).
+    let created = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let record = created.clone();
     let err = sandbox
         .command("/bin/true")
-        .on_created(|_| Err(std::io::Error::other("no network for you")))
+        .on_created(move |pid| {
+            *record.lock().unwrap() = Some(pid);
+            Err(std::io::Error::other("no network for you"))
+        })
         .status()
         .unwrap_err();
     assert!(
         matches!(&err, stockade::Error::Hook { source } if source.to_string() == "no network for you"),
         "{err:?}"
     );
-    assert_eq!((fd_count(), own_children()), before, "descriptors or processes left behind");
+    let pid = created.lock().unwrap().expect("the hook ran");
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "the sandbox {pid} was left behind");
 }
