@@ -5,11 +5,11 @@
 //! killed at its `timeout`. `createContainer` and `startContainer`, which run inside the
 //! container, are refused naming the field.
 
-use std::io::Write;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::io::{Read, Seek, Write};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use oci_spec::runtime::{Hook, Hooks, Spec};
@@ -27,19 +27,31 @@ pub struct Phases {
 }
 
 /// Takes the hooks out of `spec` (the library's mapping refuses hooks: they are the runtime's
-/// to run); the ones run inside the container stay, to be refused by name.
-pub fn take(spec: &mut Spec) -> Phases {
-    let Some(hooks) = spec.hooks().clone() else { return Phases::default() };
-    let named = |field: &str, list: &Option<Vec<Hook>>| -> Vec<(String, Hook)> {
-        list.iter().flatten().enumerate().map(|(i, h)| (format!("hooks.{field}[{i}]"), h.clone())).collect()
+/// to run); the ones run inside the container stay, to be refused by name. A hook's path must
+/// be absolute, as the runtime spec says.
+pub fn take(spec: &mut Spec) -> Result<Phases, Failure> {
+    let Some(hooks) = spec.hooks().clone() else { return Ok(Phases::default()) };
+    let named = |field: &str, list: &Option<Vec<Hook>>| -> Result<Vec<(String, Hook)>, Failure> {
+        let mut out = Vec::new();
+        for (i, hook) in list.iter().flatten().enumerate() {
+            let name = format!("hooks.{field}[{i}]");
+            if !hook.path().is_absolute() {
+                return Err(Failure::Usage(format!(
+                    "{name}.path {:?}: a hook's path must be absolute",
+                    hook.path()
+                )));
+            }
+            out.push((name, hook.clone()));
+        }
+        Ok(out)
     };
     #[allow(deprecated)]
-    let mut created = named("prestart", hooks.prestart());
-    created.extend(named("createRuntime", hooks.create_runtime()));
+    let mut created = named("prestart", hooks.prestart())?;
+    created.extend(named("createRuntime", hooks.create_runtime())?);
     let phases = Phases {
         created,
-        poststart: named("poststart", hooks.poststart()),
-        poststop: named("poststop", hooks.poststop()),
+        poststart: named("poststart", hooks.poststart())?,
+        poststop: named("poststop", hooks.poststop())?,
     };
     let mut inside = Hooks::default();
     inside.set_create_container(hooks.create_container().clone());
@@ -47,7 +59,7 @@ pub fn take(spec: &mut Spec) -> Phases {
     let any_inside = inside.create_container().as_ref().is_some_and(|l| !l.is_empty())
         || inside.start_container().as_ref().is_some_and(|l| !l.is_empty());
     spec.set_hooks(any_inside.then_some(inside));
-    phases
+    Ok(phases)
 }
 
 /// Runs `hooks` in order with `state` on their stdin; the first that fails (exit status, a
@@ -82,45 +94,68 @@ fn run_one(field: &str, hook: &Hook, state: &serde_json::Value) -> Result<(), Fa
         let (key, value) = entry.split_once('=').unwrap_or((entry, ""));
         command.env(key, value);
     }
+    // Its output goes to an unnamed file, read once it has exited: a process it leaves behind
+    // holding a pipe could keep a reader waiting for ever.
+    let output = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_TMPFILE)
+        .mode(0o600)
+        .open(std::env::temp_dir())
+        .map_err(|e| fail(format!("cannot make a file for its output: {e}")))?;
+    let copy = || output.try_clone().map_err(|e| fail(format!("cannot make a file for its output: {e}")));
     // A process group of its own: at its timeout the hook goes with whatever it started.
-    command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+    command.stdin(Stdio::piped()).stdout(copy()?).stderr(copy()?).process_group(0);
     let mut child = command.spawn().map_err(|e| fail(format!("cannot run it: {e}")))?;
-    let pid = child.id();
-    // A pidfd, so the kill at the timeout can never reach a recycled pid.
-    // SAFETY: pidfd_open takes a pid and flags.
-    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    // SAFETY: a descriptor pidfd_open just returned (checked non-negative), owned by nobody else.
-    let pidfd = (raw >= 0).then(|| unsafe { OwnedFd::from_raw_fd(raw as i32) });
-    if let Some(mut stdin) = child.stdin.take() {
-        // A hook that does not read its stdin may close it: not an error.
-        let _ = stdin.write_all(state.to_string().as_bytes());
+    let pid = child.id() as libc::pid_t;
+    // SAFETY: pidfd_open takes a pid and flags; the child is not reaped yet, so the pid is its.
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if raw < 0 {
+        let e = std::io::Error::last_os_error();
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(fail(format!("pidfd_open: {e}")));
     }
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(
-            child.wait_with_output().map(|o| (o.status, String::from_utf8_lossy(&o.stderr).into_owned())),
-        );
-    });
+    // SAFETY: a descriptor pidfd_open just returned, owned by nobody else.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(raw as i32) };
+    // The state from a thread of its own: a hook that does not read it cannot block this one
+    // (the write ends with EPIPE when the hook is gone).
+    if let Some(mut stdin) = child.stdin.take() {
+        let text = state.to_string();
+        std::thread::spawn(move || {
+            let _ = stdin.write_all(text.as_bytes());
+        });
+    }
+    // Readable once the hook has exited; it stays unreaped (its pid and group number cannot be
+    // reused) until `wait` below.
     let timeout = hook.timeout().map(|t| Duration::from_secs(t.max(1) as u64));
-    let outcome = match timeout {
-        Some(t) => rx.recv_timeout(t).ok(),
-        None => rx.recv().ok(),
+    let poll_timeout = match timeout {
+        Some(t) => nix::poll::PollTimeout::try_from(t).unwrap_or(nix::poll::PollTimeout::MAX),
+        None => nix::poll::PollTimeout::NONE,
     };
-    let Some(outcome) = outcome else {
-        if let Some(fd) = &pidfd {
-            // Its group first (it leads it; the pidfd pins the number), then the hook itself.
-            // SAFETY: kill and pidfd_send_signal with integer arguments and a live pidfd.
-            unsafe {
-                libc::kill(-(pid as libc::pid_t), libc::SIGKILL);
-                libc::syscall(libc::SYS_pidfd_send_signal, fd.as_raw_fd(), libc::SIGKILL, 0usize, 0);
-            }
+    let exited = loop {
+        let mut fds = [nix::poll::PollFd::new(pidfd.as_fd(), nix::poll::PollFlags::POLLIN)];
+        match nix::poll::poll(&mut fds, poll_timeout) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            Ok(n) => break n > 0,
+            Err(e) => return Err(fail(format!("poll: {e}"))),
         }
-        // Not waiting for its output: a process it moved out of its group may hold the pipes.
-        return Err(fail(format!("timed out after {} s", timeout.unwrap_or_default().as_secs())));
     };
-    let (status, stderr) = outcome.map_err(|e| fail(format!("wait: {e}")))?;
+    if !exited {
+        // SAFETY: kill with integer arguments: the group the hook leads (its number is held by
+        // the unreaped hook).
+        unsafe { libc::kill(-pid, libc::SIGKILL) };
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(fail(format!("timed out after {} s", timeout.unwrap_or_default().as_secs())));
+    }
+    let status = child.wait().map_err(|e| fail(format!("wait: {e}")))?;
     if !status.success() {
-        return Err(fail(format!("{status}: {}", stderr.trim())));
+        let mut text = String::new();
+        let mut output = output;
+        let _ = output.seek(std::io::SeekFrom::Start(0));
+        let _ = output.take(4096).read_to_string(&mut text);
+        return Err(fail(format!("{status}: {}", text.trim())));
     }
     Ok(())
 }

@@ -10,7 +10,7 @@ use std::time::SystemTime;
 
 use nix::sys::signal::Signal;
 use stockade::oci::Bundle;
-use stockade::{Detached, StartGate, Stdio};
+use stockade::{StartGate, Stdio};
 
 use crate::state::{Saved, Status, Store, process_start, rfc3339, write_atomically};
 use crate::{CreateArgs, ExecArgs, Failure};
@@ -41,6 +41,16 @@ pub fn create(store: &Store, args: &CreateArgs) -> Result<(), Failure> {
         if let Ok(bundle) = Bundle::open(&args.bundle) {
             let path = bundle.spec().linux().as_ref().and_then(|l| l.cgroups_path().clone());
             remove_cgroup_parent(&cgroup_parent(path.as_deref(), &args.id));
+            // The runtime spec goes on to delete, and its poststop hooks, when a create with
+            // hooks fails (what a prestart hook set up is undone there).
+            if let Ok(phases) = crate::hooks::take(&mut bundle.spec().clone()) {
+                if !phases.created.is_empty() {
+                    let state = hook_state(&args.id, 0, "stopped", bundle.dir(), &Default::default());
+                    for warning in crate::hooks::run_all(&phases.poststop, &state) {
+                        crate::warn(&warning);
+                    }
+                }
+            }
         }
     }
     drop(lock);
@@ -56,7 +66,9 @@ fn create_locked(store: &Store, args: &CreateArgs) -> Result<Saved, Failure> {
     let parent = cgroup_parent(linux.cgroups_path().as_deref(), &args.id);
     linux.set_cgroups_path(Some(parent.clone()));
     spec.set_linux(Some(linux));
-    let hooks = crate::hooks::take(&mut spec);
+    // Kept as created: exec, poststart and poststop read this, not the bundle's file again.
+    store.save_spec(&args.id, &spec)?;
+    let hooks = crate::hooks::take(&mut spec)?;
     let terminal = spec.process().as_ref().and_then(|p| p.terminal()).unwrap_or(false);
     if terminal && args.console_socket.is_none() {
         return Err(Failure::Usage(
@@ -109,26 +121,17 @@ fn create_locked(store: &Store, args: &CreateArgs) -> Result<Saved, Failure> {
         rootfs,
         created: rfc3339(SystemTime::now()),
         status: "created".into(),
-        cgroups: Vec::new(),
-        cgroup_parents: Vec::new(),
+        cgroup_parents: child.cgroup_dirs().iter().filter_map(|g| g.parent().map(Path::to_owned)).collect(),
+        cgroups: child.cgroup_dirs(),
         annotations,
     };
-    // Let go (until now it would have ended with this process), then recorded; should the
-    // record fail, it is killed and its groups removed here.
-    let detached = child.detach();
-    let parents = detached.cgroups.iter().filter_map(|g| g.parent().map(Path::to_owned)).collect();
-    let saved = Saved { cgroups: detached.cgroups.clone(), cgroup_parents: parents, ..saved };
-    let recorded = store.save(&saved).and_then(|()| match &args.pid_file {
-        Some(path) => write_atomically(path, pid.to_string().as_bytes()),
-        None => Ok(()),
-    });
-    if let Err(e) = recorded {
-        if let Ok(Some(pidfd)) = open_init(&saved) {
-            send_signal(&pidfd, libc::SIGKILL);
-        }
-        detached.remove_cgroups();
-        return Err(e);
+    // Recorded, then let go: until `detach` it ends with this process (and `child`, dropped
+    // on an error here, kills it and removes its groups).
+    store.save(&saved)?;
+    if let Some(path) = &args.pid_file {
+        write_atomically(path, pid.to_string().as_bytes())?;
     }
+    child.detach();
     Ok(saved)
 }
 
@@ -170,9 +173,9 @@ fn hook_state(
 }
 
 /// The hooks of the container's bundle (read again: the state keeps only the bundle's path).
-fn bundle_hooks(saved: &Saved) -> crate::hooks::Phases {
-    match Bundle::open(&saved.bundle) {
-        Ok(bundle) => crate::hooks::take(&mut bundle.spec().clone()),
+fn bundle_hooks(store: &Store, saved: &Saved) -> crate::hooks::Phases {
+    match store.spec(&saved.id) {
+        Ok(mut spec) => crate::hooks::take(&mut spec).unwrap_or_default(),
         Err(_) => crate::hooks::Phases::default(),
     }
 }
@@ -240,7 +243,7 @@ fn send_console(socket: &Path, master: &OwnedFd) -> Result<(), Failure> {
 
 /// `start`: opens the created container's gate; it runs its process.
 pub fn start(store: &Store, id: &str) -> Result<(), Failure> {
-    let _lock = store.lock(id)?;
+    let lock = store.lock(id)?;
     let mut saved = store.load(id)?;
     match saved.status() {
         Status::Created => {}
@@ -255,8 +258,10 @@ pub fn start(store: &Store, id: &str) -> Result<(), Failure> {
     let _ = std::fs::remove_file(store.gate(id));
     saved.status = "running".into();
     store.save(&saved)?;
+    // Poststart hooks run unlocked: one may act on the container (even delete it).
+    drop(lock);
     if started.is_ok() {
-        let hooks = bundle_hooks(&saved);
+        let hooks = bundle_hooks(store, &saved);
         let state = hook_state(id, saved.pid, "running", &saved.bundle, &saved.annotations);
         for warning in crate::hooks::run_all(&hooks.poststart, &state) {
             crate::warn(&warning);
@@ -265,9 +270,10 @@ pub fn start(store: &Store, id: &str) -> Result<(), Failure> {
     started.map_err(|e| match e {
         // The gate does not know the program's name; the bundle does.
         stockade::Error::Exec { program, source } if program.as_os_str().is_empty() => {
-            let program = Bundle::open(&saved.bundle)
+            let program = store
+                .spec(id)
                 .ok()
-                .and_then(|b| b.spec().process().as_ref()?.args().as_ref()?.first().cloned())
+                .and_then(|s| s.process().as_ref()?.args().as_ref()?.first().cloned())
                 .unwrap_or_default();
             Failure::Sandbox(stockade::Error::Exec { program: program.into(), source })
         }
@@ -330,7 +336,7 @@ pub fn kill(store: &Store, id: &str, signal: &str, all: bool) -> Result<(), Fail
         return Err(Failure::State(format!("cannot kill container {id:?}: it is not running")));
     }
     if all {
-        let detached = Detached { pid: saved.pid, cgroups: saved.cgroups.clone() };
+        let detached = saved.detached();
         for pid in detached.processes() {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal);
         }
@@ -414,7 +420,7 @@ pub fn delete(store: &Store, id: &str, force: bool) -> Result<(), Failure> {
         }
         Status::Stopped => {}
     }
-    let detached = Detached { pid: saved.pid, cgroups: saved.cgroups.clone() };
+    let detached = saved.detached();
     detached.remove_cgroups();
     for parent in &saved.cgroup_parents {
         let _ = std::fs::remove_dir(parent);
@@ -425,9 +431,9 @@ pub fn delete(store: &Store, id: &str, force: bool) -> Result<(), Failure> {
             "cannot delete container {id:?}: its cgroups {left:?} stay busy"
         )));
     }
+    let hooks = bundle_hooks(store, &saved);
     store.remove(id)?;
     drop(lock);
-    let hooks = bundle_hooks(&saved);
     let state = hook_state(id, saved.pid, "stopped", &saved.bundle, &saved.annotations);
     for warning in crate::hooks::run_all(&hooks.poststop, &state) {
         crate::warn(&warning);
@@ -472,7 +478,7 @@ pub fn list(store: &Store, format: &str, quiet: bool) -> Result<(), Failure> {
 /// `ps`: the container's processes (pids as the host sees them).
 pub fn ps(store: &Store, id: &str, format: &str, ps_args: &[String]) -> Result<(), Failure> {
     let saved = store.load(id)?;
-    let detached = Detached { pid: saved.pid, cgroups: saved.cgroups.clone() };
+    let detached = saved.detached();
     let mut pids = detached.processes();
     if pids.is_empty() && saved.status() != Status::Stopped {
         pids.push(saved.pid);
@@ -580,8 +586,8 @@ pub fn exec(store: &Store, args: &ExecArgs) -> Result<ExitCode, Failure> {
     if saved.status() == Status::Stopped {
         return Err(Failure::State(format!("cannot exec in container {id:?}: it is not running")));
     }
-    let bundle = Bundle::open(&saved.bundle)?;
-    let mut spec = bundle.spec().clone();
+    // The spec as it was created (the bundle's config.json may have changed since).
+    let mut spec = store.spec(id)?;
     let mut process = match &args.process {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| Failure::io("read the process", path, e))?;
@@ -632,7 +638,7 @@ pub fn exec(store: &Store, args: &ExecArgs) -> Result<ExitCode, Failure> {
     }
     spec.set_process(Some(process));
     // The container's hooks ran at its creation: none for its exec'd processes.
-    let _ = crate::hooks::take(&mut spec);
+    spec.set_hooks(None);
     let mut bundle = Bundle::from_spec(saved.bundle.clone(), spec);
     if args.detach {
         bundle.outlive_parent();
@@ -643,7 +649,7 @@ pub fn exec(store: &Store, args: &ExecArgs) -> Result<ExitCode, Failure> {
     if open_init(&saved)?.is_none() {
         return Err(Failure::State(format!("cannot exec in container {id:?}: it is not running")));
     }
-    Detached { pid: saved.pid, cgroups: saved.cgroups.clone() }.join(&mut command)?;
+    saved.detached().join(&mut command)?;
     let mut child = command.spawn().map_err(|e| match e {
         stockade::Error::Exec { program, source } => {
             Failure::Sandbox(stockade::Error::Exec { program, source })

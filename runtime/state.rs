@@ -70,6 +70,11 @@ impl Saved {
         }
     }
 
+    /// The library's handle on the container's sandbox.
+    pub fn detached(&self) -> stockade::Detached {
+        stockade::Detached { pid: self.pid, cgroups: self.cgroups.clone(), start_time: Some(self.start_time) }
+    }
+
     /// The state JSON of the runtime spec (and runc's `rootfs` and `owner`).
     pub fn spec_state(&self) -> serde_json::Value {
         let status = self.status();
@@ -190,6 +195,21 @@ impl Store {
         let dir = self.dir(&saved.id);
         let text = serde_json::to_vec_pretty(saved).map_err(|e| Failure::State(e.to_string()))?;
         write_atomically(&dir.join("state.json"), &text)
+    }
+
+    /// Keeps the container's spec as it was created (`<root>/<id>/config.json`).
+    pub fn save_spec(&self, id: &str, spec: &oci_spec::runtime::Spec) -> Result<(), Failure> {
+        let text = serde_json::to_vec(spec).map_err(|e| Failure::State(e.to_string()))?;
+        write_atomically(&self.dir(id).join("config.json"), &text)
+    }
+
+    /// The container's spec as it was created.
+    pub fn spec(&self, id: &str) -> Result<oci_spec::runtime::Spec, Failure> {
+        let path = self.dir(id).join("config.json");
+        let text =
+            fs::read_to_string(&path).map_err(|e| Failure::io("read the container's spec", &path, e))?;
+        serde_json::from_str(&text)
+            .map_err(|e| Failure::State(format!("{}: not a spec this runtime wrote: {e}", path.display())))
     }
 
     /// Removes the container's state (the directory and everything in it).

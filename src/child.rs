@@ -71,6 +71,18 @@ pub struct Detached {
     /// The sandbox's cgroup directories (one per hierarchy), which stay until
     /// [`remove_cgroups`](Detached::remove_cgroups).
     pub cgroups: Vec<PathBuf>,
+    /// The first process's start time (`/proc/<pid>/stat`, field 22: clock ticks since boot),
+    /// when known: [`join`](Detached::join) checks it, so a pid reused by another process is
+    /// never joined.
+    pub start_time: Option<u64>,
+}
+
+/// A process's start time (`/proc/<pid>/stat`, field 22), if it exists.
+pub(crate) fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name, which is in parentheses and may hold anything; field 3 on.
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    rest.split(' ').nth(22 - 3)?.parse().ok()
 }
 
 impl Detached {
@@ -96,11 +108,45 @@ impl Detached {
     /// # Errors
     /// [`Error::Spawn`] when the process is gone or its root cannot be opened.
     pub fn join(&self, command: &mut crate::Command) -> Result<(), crate::Error> {
+        let sandbox = command.get_sandbox().clone();
+        let config = &sandbox.config;
+        let unsupported = |feature: &str, reason: &str, hint: &str| crate::Error::Unsupported {
+            feature: feature.into(),
+            reason: reason.into(),
+            hint: hint.into(),
+        };
+        if config.init_program.is_none() {
+            return Err(unsupported(
+                "joining a sandbox without a pid namespace",
+                "the joined command's relay is the init program, which a sandbox gets with its pid namespace",
+                "give the sandbox Namespaces::PID",
+            ));
+        }
+        if config.fs.lock_maps.is_some() || config.fs.chroot {
+            // The first process (the init) stays outside the nested user and mount namespace
+            // that locks the payload's mounts (or the chroot): joining it would give the
+            // command more than the payload has.
+            return Err(unsupported(
+                "joining a sandbox whose mounts are locked in a nested user namespace",
+                "its init is outside the payload's nested user and mount namespace (or chroot), and a \
+                 command joining the init would not be held by the mount lock",
+                "run the command in a Session, or without a user namespace",
+            ));
+        }
         let holder = pidfd::open(self.pid as libc::pid_t).map_err(|e| {
             crate::Error::spawn(format!("pidfd_open of the sandbox's process {}", self.pid), e)
         })?;
+        // Opened first, checked after: a pid reused before the open fails the check, and the
+        // pidfd pins the process from then on.
+        if let Some(expected) = self.start_time {
+            if start_time(self.pid) != Some(expected) {
+                return Err(crate::Error::spawn(
+                    format!("join the sandbox's process {}", self.pid),
+                    std::io::Error::from_raw_os_error(libc::ESRCH),
+                ));
+            }
+        }
         let root = crate::session::holder_root(&holder)?;
-        let sandbox = command.get_sandbox().clone();
         let flags = sandbox.config.namespaces.flags() as libc::c_int;
         command.join_target(crate::session::Target {
             sandbox,
@@ -188,7 +234,12 @@ impl Child {
                 nix::sys::socket::send(control.as_raw_fd(), b"d", nix::sys::socket::MsgFlags::MSG_NOSIGNAL);
         }
         let cgroups = self.supervision.cgroup.take().map(SandboxCgroup::keep).unwrap_or_default();
-        Detached { pid: self.pid, cgroups }
+        Detached { pid: self.pid, cgroups, start_time: start_time(self.pid) }
+    }
+
+    /// The sandbox's cgroup directories, one per hierarchy (empty without cgroups).
+    pub fn cgroup_dirs(&self) -> Vec<PathBuf> {
+        self.supervision.cgroup.as_ref().map(SandboxCgroup::dirs).unwrap_or_default()
     }
 
     /// The master of the payload's terminal, if it has one.

@@ -271,7 +271,8 @@ impl Command {
     ///
     /// While it waits, its signals take their default actions (a fatal one ends it there),
     /// and its syscall filter is in place already when the payload keeps
-    /// `allow_new_privileges` (it needs `sendto`, `read`, `accept4`, `dup3` and `close`);
+    /// `allow_new_privileges` (it needs `sendto`, `rt_sigprocmask`, `read`, `accept4`, `dup3`
+    /// and `close`);
     /// time limits count from the spawn.
     ///
     /// # Errors

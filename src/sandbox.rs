@@ -1155,8 +1155,10 @@ impl Config {
 /// Checks a kernel parameter (`SandboxBuilder::sysctl`): it must belong to a namespace of the
 /// sandbox's own. Returns its `/proc/sys` path and value.
 fn sysctl_entry(key: &str, value: &str, ns: Namespaces) -> Result<(std::ffi::CString, Vec<u8>), Error> {
-    let dotted = key.replace('/', ".");
-    let parts: Vec<&str> = dotted.split('.').collect();
+    // With '/' separators a '.' is part of a name (an interface `eth0.100`), as sysctl(8) reads.
+    let parts: Vec<&str> =
+        if key.contains('/') { key.split('/').collect() } else { key.split('.').collect() };
+    let dotted = parts.join(".");
     let well_formed = !parts.is_empty()
         && parts
             .iter()

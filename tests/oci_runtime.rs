@@ -888,9 +888,15 @@ fn hooks_run_in_order_with_the_state_on_stdin_and_a_failing_one_stops_create() {
     // A failing prestart hook, and one that outlives its timeout: create fails naming it, and
     // leaves nothing behind.
     let children = common::own_children();
-    for (script, timeout, expect) in [("exit 3", 30, "exit status: 3"), ("exec sleep 1000", 1, "timed out")] {
+    let cases = [
+        ("/bin/sh", "exit 3", "exit status: 3"),
+        ("/bin/sh", "exec sleep 1000", "timed out"),
+        ("sh", "exit 0", "must be absolute"),
+    ];
+    for (path, script, expect) in cases {
+        let timeout = if script.contains("sleep") { 1 } else { 30 };
         cfg["hooks"] =
-            json!({"prestart": [{"path": "/bin/sh", "args": ["sh", "-c", script], "timeout": timeout}]});
+            json!({"prestart": [{"path": path, "args": ["sh", "-c", script], "timeout": timeout}]});
         std::fs::write(dir.path().join("config.json"), cfg.to_string()).unwrap();
         let err = rt.fails(&["create", "--bundle", dir.path().to_str().unwrap(), "h2"]);
         assert!(err.contains("hooks.prestart[0]") && err.contains(expect), "{err}");
@@ -945,6 +951,7 @@ fn a_runtime_killed_during_create_leaves_no_container_running() {
     nix::sys::socket::listen(&listener, nix::sys::socket::Backlog::new(0).unwrap()).unwrap();
     let _filler = std::os::unix::net::UnixStream::connect(&socket).unwrap();
     let children = common::own_children();
+    let errors = dir.path().join("create.err");
     let mut create = rt
         .command(&[
             "create",
@@ -956,10 +963,22 @@ fn a_runtime_killed_during_create_leaves_no_container_running() {
         ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&errors).unwrap())
         .spawn()
         .unwrap();
-    common::wait_until_blocked_in(create.id() as i32, "unix_wait_for_peer");
+    // Until it blocks sending the terminal (or fails before, saying why).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = create.try_wait().unwrap() {
+            panic!("create ended ({status}) before blocking: {}", std::fs::read_to_string(&errors).unwrap());
+        }
+        let wchan = std::fs::read_to_string(format!("/proc/{}/wchan", create.id())).unwrap_or_default();
+        if wchan.contains("unix_wait_for_peer") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "create never blocked on the console socket ({wchan})");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let init = common::children_of(create.id() as i32);
     assert_eq!(init.len(), 1, "the container's init, set up: {init:?}");
     create.kill().unwrap();

@@ -733,6 +733,11 @@ impl SandboxCgroup {
     /// [`crate::Child::detach`]); returns their directories.
     pub(crate) fn keep(mut self) -> Vec<PathBuf> {
         self.removed = true;
+        self.dirs()
+    }
+
+    /// The groups' directories.
+    pub(crate) fn dirs(&self) -> Vec<PathBuf> {
         self.groups.iter().map(|g| g.dir.clone()).collect()
     }
 

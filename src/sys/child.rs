@@ -682,7 +682,7 @@ fn exec_payload(plan: &Plan<'_>, ends: Ends) -> Result<Infallible, Failure> {
     // parent did not die in between (without an init, our parent is the embedding process;
     // with one, the init, whose own death takes the namespace down). A detached sandbox
     // without an init has no parent to die with.
-    if !plan.detached || plan.use_init {
+    if !plan.detached || plan.use_init || plan.join.is_some() {
         super::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong)
             .map_err(at(Step::DeathSignal))?;
     }
