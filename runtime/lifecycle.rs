@@ -247,7 +247,7 @@ pub fn start(store: &Store, id: &str) -> Result<(), Failure> {
     let mut saved = store.load(id)?;
     match saved.status() {
         Status::Created => {}
-        Status::Running => {
+        Status::Running | Status::Paused => {
             return Err(Failure::State(format!("cannot start container {id:?}: it is running already")));
         }
         Status::Stopped => {
@@ -402,14 +402,19 @@ pub fn delete(store: &Store, id: &str, force: bool) -> Result<(), Failure> {
         Err(e) => return Err(e),
     };
     match saved.status() {
-        Status::Running if !force => {
+        status @ (Status::Running | Status::Paused) if !force => {
             return Err(Failure::State(format!(
-                "cannot delete container {id:?}: it is running (stop it first, or --force)"
+                "cannot delete container {id:?}: it is {} (stop it first, or --force)",
+                status.as_str()
             )));
         }
-        Status::Running | Status::Created => {
+        status @ (Status::Running | Status::Paused | Status::Created) => {
             if let Some(pidfd) = open_init(&saved)? {
                 send_signal(&pidfd, libc::SIGKILL);
+                if status == Status::Paused {
+                    // A frozen process dies only once thawed.
+                    let _ = saved.detached().thaw();
+                }
                 // Readable once the init has exited (reaped or not: its parent reaps it).
                 let mut fds =
                     [nix::poll::PollFd::new(std::os::fd::AsFd::as_fd(&pidfd), nix::poll::PollFlags::POLLIN)];
@@ -583,7 +588,7 @@ pub fn exec(store: &Store, args: &ExecArgs) -> Result<ExitCode, Failure> {
     let (id, command_line) =
         args.rest.split_first().ok_or_else(|| Failure::Usage("exec needs a container id".into()))?;
     let saved = store.load(id)?;
-    if saved.status() == Status::Stopped {
+    if matches!(saved.status(), Status::Stopped | Status::Paused) {
         return Err(Failure::State(format!("cannot exec in container {id:?}: it is not running")));
     }
     // The spec as it was created (the bundle's config.json may have changed since).
@@ -673,4 +678,21 @@ pub fn exec(store: &Store, args: &ExecArgs) -> Result<ExitCode, Failure> {
     let status = child.wait().map_err(|e| Failure::io("wait for the process", &saved.bundle, e))?;
     let code = status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
     Ok(ExitCode::from(code as u8))
+}
+
+/// `pause` (`freeze`) a running container, or `resume` a paused one.
+pub fn pause(store: &Store, id: &str, freeze: bool) -> Result<(), Failure> {
+    let _lock = store.lock(id)?;
+    let saved = store.load(id)?;
+    match (saved.status(), freeze) {
+        (Status::Running, true) => saved.detached().freeze()?,
+        (Status::Paused, false) => saved.detached().thaw()?,
+        (status, true) => {
+            return Err(Failure::State(format!("cannot pause container {id:?}: it is {}", status.as_str())));
+        }
+        (status, false) => {
+            return Err(Failure::State(format!("cannot resume container {id:?}: it is {}", status.as_str())));
+        }
+    }
+    Ok(())
 }

@@ -115,9 +115,9 @@ enum Cmd {
     },
     /// Run a process in a running container.
     Exec(ExecArgs),
-    /// Freeze a container (not implemented yet).
+    /// Freeze a running container's processes.
     Pause { id: String },
-    /// Thaw a paused container (not implemented yet).
+    /// Thaw a paused container.
     Resume { id: String },
     /// Change a container's resources (not implemented yet).
     #[command(disable_help_flag = true)]
@@ -355,8 +355,8 @@ fn run(cli: &Cli) -> Result<ExitCode, Failure> {
         }
         Cmd::Spec { bundle, rootless } => lifecycle::spec(bundle, *rootless).map(|()| ExitCode::SUCCESS),
         Cmd::Exec(args) => lifecycle::exec(&store, args),
-        Cmd::Pause { .. } => not_yet("pause"),
-        Cmd::Resume { .. } => not_yet("resume"),
+        Cmd::Pause { id } => lifecycle::pause(&store, id, true).map(|()| ExitCode::SUCCESS),
+        Cmd::Resume { id } => lifecycle::pause(&store, id, false).map(|()| ExitCode::SUCCESS),
         Cmd::Update { .. } => not_yet("update"),
         Cmd::Events { .. } => not_yet("events"),
         Cmd::Checkpoint { .. } => Err(Failure::Unsupported("checkpoint".into())),

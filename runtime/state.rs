@@ -42,6 +42,8 @@ pub struct Saved {
 pub enum Status {
     Created,
     Running,
+    /// Running, its processes frozen (runc's status for it).
+    Paused,
     Stopped,
 }
 
@@ -50,6 +52,7 @@ impl Status {
         match self {
             Status::Created => "created",
             Status::Running => "running",
+            Status::Paused => "paused",
             Status::Stopped => "stopped",
         }
     }
@@ -62,6 +65,8 @@ impl Saved {
             Some((start, alive)) if start == self.start_time && alive => {
                 if self.status == "created" {
                     Status::Created
+                } else if self.detached().is_frozen() {
+                    Status::Paused
                 } else {
                     Status::Running
                 }

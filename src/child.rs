@@ -158,6 +158,42 @@ impl Detached {
         Ok(())
     }
 
+    /// Freezes every process of the sandbox (its cgroup's freezer: v2's `cgroup.freeze`, v1's
+    /// freezer hierarchy), as `docker pause` does, and returns once the kernel says they all
+    /// are.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`](crate::Error::Unsupported) when the sandbox has no group that can
+    /// be frozen; [`Error::Cgroup`](crate::Error::Cgroup) when the kernel refuses.
+    pub fn freeze(&self) -> Result<(), crate::Error> {
+        self.set_frozen(true)
+    }
+
+    /// Thaws what [`freeze`](Detached::freeze) froze.
+    ///
+    /// # Errors
+    /// As [`freeze`](Detached::freeze).
+    pub fn thaw(&self) -> Result<(), crate::Error> {
+        self.set_frozen(false)
+    }
+
+    /// Whether the sandbox's processes are frozen.
+    pub fn is_frozen(&self) -> bool {
+        crate::resources::cgroup::frozen_dirs(&self.cgroups)
+    }
+
+    fn set_frozen(&self, frozen: bool) -> Result<(), crate::Error> {
+        match crate::resources::cgroup::freeze_dirs(&self.cgroups, frozen)? {
+            true => Ok(()),
+            false => Err(crate::Error::Unsupported {
+                feature: "freezing a sandbox".into(),
+                reason: "it has no cgroup that can be frozen (no cgroup v2 group, no v1 freezer group)"
+                    .into(),
+                hint: "mount the freezer hierarchy (cgroup v1) or use cgroup v2".into(),
+            }),
+        }
+    }
+
     /// Kills every process left in the sandbox's cgroups and removes them (groups the payload
     /// made inside included). Idempotent: directories already gone are skipped.
     pub fn remove_cgroups(&self) {

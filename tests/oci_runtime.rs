@@ -832,6 +832,13 @@ fn docker_runs_containers_with_the_stockade_runtime() {
     ]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert_eq!(stdout(&out), "1000 y\n");
+    // docker pause / unpause.
+    for (command, paused) in [("pause", "true"), ("unpause", "false")] {
+        let out = dockerd.docker(&[command, "stopme"]);
+        assert!(out.status.success(), "{command}: {}", text(&out));
+        let out = dockerd.docker(&["inspect", "-f", "{{.State.Paused}}", "stopme"]);
+        assert_eq!(stdout(&out).trim(), paused, "{}", text(&out));
+    }
     let out = dockerd.docker(&["stop", "-t", "1", "stopme"]);
     assert!(out.status.success(), "{}", text(&out));
     let out = dockerd.docker(&["inspect", "-f", "{{.State.ExitCode}}", "stopme"]);
@@ -993,4 +1000,39 @@ fn a_runtime_killed_during_create_leaves_no_container_running() {
     assert_eq!(common::own_children(), children);
     rt.ok(&["delete", "--force", "k2"]);
     assert!(!rt.root.path().join("k2").exists());
+}
+
+#[test]
+fn pause_freezes_the_container_and_resume_thaws_it() {
+    if !root_only("pause_freezes_the_container_and_resume_thaws_it") {
+        return;
+    }
+    let _serial = common::serial();
+    become_subreaper();
+    let rt = Runtime::new();
+    let (dir, out, _) = script_bundle("exec sleep 1000");
+    let pid = rt.create("p1", dir.path(), &out.path().join("log"));
+    let err = rt.fails(&["pause", "p1"]);
+    assert!(err.contains("created"), "a created container is not paused: {err}");
+    rt.ok(&["start", "p1"]);
+    let err = rt.fails(&["resume", "p1"]);
+    assert!(err.contains("running"), "{err}");
+    rt.ok(&["pause", "p1"]);
+    // The status is the kernel's: the container's cgroup says frozen.
+    assert_eq!(rt.state("p1")["status"], "paused");
+    let pids: Vec<i32> = serde_json::from_str(&rt.ok(&["ps", "--format", "json", "p1"])).unwrap();
+    assert_eq!(pids.len(), 2, "init and sleep: {pids:?}");
+    let err = rt.fails(&["exec", "p1", "sh", "-c", "true"]);
+    assert!(err.contains("not running"), "{err}");
+    rt.ok(&["resume", "p1"]);
+    assert_eq!(rt.state("p1")["status"], "running");
+    rt.ok(&["pause", "p1"]);
+    // A paused container is deleted (with --force): thawed to die.
+    let err = rt.fails(&["delete", "p1"]);
+    assert!(err.contains("paused"), "{err}");
+    rt.ok(&["delete", "--force", "p1"]);
+    assert_eq!(reap(pid), 128 + libc::SIGKILL);
+    for p in pids {
+        assert!(!Path::new(&format!("/proc/{p}")).exists() || p == pid, "process {p} survived");
+    }
 }

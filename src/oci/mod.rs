@@ -30,7 +30,9 @@
 //! (runc enforces the same rules with the device cgroup).
 //!
 //! Refused for now, each with [`BundleError::Unsupported`]: joining existing namespaces
-//! (`linux.namespaces[].path`), `hooks`, `overlay` mounts, mount id mappings, shared or slave propagation, AppArmor and SELinux
+//! (`linux.namespaces[].path`), `hooks` (the runtime binary runs `prestart`, `createRuntime`,
+//! `poststart` and `poststop` itself; see `docs/runtime.md`), `overlay` mounts, mount id
+//! mappings, shared or slave propagation, AppArmor and SELinux
 //! labels, `process.scheduler`, `ioPriority`, `execCPUAffinity`, memory reservations and
 //! kernel limits, real-time CPU, hugepage, network, RDMA and `unified` cgroup settings,
 //! `intelRdt`, `personality`, `memoryPolicy`, `netDevices`, and block or FIFO devices.

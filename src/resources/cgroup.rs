@@ -849,6 +849,62 @@ pub(crate) fn attach_to(dirs: &[PathBuf], pid: libc::pid_t) -> Result<(), Error>
     Ok(())
 }
 
+/// Freezes (or thaws) the groups `dirs` and waits until the kernel says they are: v2's
+/// `cgroup.freeze` (and `frozen` in `cgroup.events`), or v1's freezer hierarchy. `Ok(false)`:
+/// none of them can be frozen (no freezer group).
+pub(crate) fn freeze_dirs(dirs: &[PathBuf], frozen: bool) -> Result<bool, Error> {
+    let fail = |path: &Path, source| Error::Cgroup {
+        op: "freeze the sandbox".into(),
+        path: path.to_owned(),
+        source,
+    };
+    for dir in dirs {
+        let (file, value, check, want) = if dir.join("cgroup.freeze").exists() {
+            (
+                "cgroup.freeze",
+                if frozen { "1" } else { "0" },
+                "cgroup.events",
+                if frozen { "frozen 1" } else { "frozen 0" },
+            )
+        } else if dir.join("freezer.state").exists() {
+            (
+                "freezer.state",
+                if frozen { "FROZEN" } else { "THAWED" },
+                "freezer.state",
+                if frozen { "FROZEN" } else { "THAWED" },
+            )
+        } else {
+            continue;
+        };
+        fs::write(dir.join(file), value).map_err(|e| fail(&dir.join(file), e))?;
+        // The kernel gets there once every task has stopped (or started again): tasks in the
+        // middle of a system call take a moment.
+        let mut delay = Duration::from_micros(100);
+        for _ in 0..200 {
+            let text = fs::read_to_string(dir.join(check)).map_err(|e| fail(&dir.join(check), e))?;
+            if text.lines().any(|l| l.trim() == want) {
+                return Ok(true);
+            }
+            std::thread::sleep(delay);
+            delay = (delay * 2).min(Duration::from_millis(50));
+        }
+        return Err(fail(
+            &dir.join(check),
+            std::io::Error::new(std::io::ErrorKind::TimedOut, format!("never reached {want:?}")),
+        ));
+    }
+    Ok(false)
+}
+
+/// Whether the groups `dirs` are frozen (see [`freeze_dirs`]).
+pub(crate) fn frozen_dirs(dirs: &[PathBuf]) -> bool {
+    dirs.iter().any(|dir| {
+        let events = fs::read_to_string(dir.join("cgroup.events")).unwrap_or_default();
+        let state = fs::read_to_string(dir.join("freezer.state")).unwrap_or_default();
+        events.lines().any(|l| l.trim() == "frozen 1") || matches!(state.trim(), "FROZEN" | "FREEZING")
+    })
+}
+
 /// Kills every process in the groups `dirs` (v2: `cgroup.kill`; otherwise each listed
 /// process, below them included) and removes them, deepest first.
 pub(crate) fn destroy_dirs(dirs: &[PathBuf]) {
