@@ -135,14 +135,30 @@ fn create_locked(store: &Store, args: &CreateArgs) -> Result<Saved, Failure> {
     Ok(saved)
 }
 
-/// Removes the directories the library made for the container's groups under `parent` (in
-/// every hierarchy) when they are empty: a `create` that failed after making them.
+/// Removes the directories made for the container's groups under `parent` (in every
+/// hierarchy) that are empty, deepest first: a `create` that failed, or died, after making
+/// them. Only empty groups go (`rmdir` refuses the others): nothing running is touched.
 fn remove_cgroup_parent(parent: &Path) {
+    // Into the library's sandbox groups (`sb-...`) and what is below them only.
+    fn remove_empty(dir: &Path, depth: usize) {
+        if depth < 8 {
+            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let ours = depth > 0 || entry.file_name().to_string_lossy().starts_with("sb-");
+                if ours && entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    remove_empty(&entry.path(), depth + 1);
+                }
+            }
+        }
+        let _ = std::fs::remove_dir(dir);
+    }
     let relative = parent.strip_prefix("/").unwrap_or(parent);
     let mut mounts = vec![PathBuf::from("/sys/fs/cgroup")];
     mounts.extend(std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten().map(|e| e.path()));
     for mount in mounts {
-        let _ = std::fs::remove_dir(mount.join(relative));
+        let dir = mount.join(relative);
+        if dir != mount && dir.is_dir() {
+            remove_empty(&dir, 0);
+        }
     }
 }
 
@@ -397,8 +413,14 @@ pub fn delete(store: &Store, id: &str, force: bool) -> Result<(), Failure> {
     };
     let saved = match store.load(id) {
         Ok(saved) => saved,
-        // A directory without state: a create that died half-way. Nothing runs for it.
-        Err(Failure::NotFound(_)) => return store.remove(id),
+        // A directory without state: a create that died half-way. Nothing runs for it (its
+        // container ended when the create did); empty groups it made may be left.
+        Err(Failure::NotFound(_)) => {
+            if let Some(path) = store.spec(id).ok().and_then(|s| s.linux().as_ref()?.cgroups_path().clone()) {
+                remove_cgroup_parent(&path);
+            }
+            return store.remove(id);
+        }
         Err(e) => return Err(e),
     };
     match saved.status() {

@@ -1000,6 +1000,10 @@ fn a_runtime_killed_during_create_leaves_no_container_running() {
     assert_eq!(common::own_children(), children);
     rt.ok(&["delete", "--force", "k2"]);
     assert!(!rt.root.path().join("k2").exists());
+    for hierarchy in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        let left = hierarchy.path().join("stockade-runtime/k2");
+        assert!(!left.exists(), "cgroup {} left behind", left.display());
+    }
 }
 
 #[test]
