@@ -358,7 +358,25 @@ pub fn kill(store: &Store, id: &str, signal: &str, all: bool) -> Result<(), Fail
         }
         return Ok(());
     }
-    signal_init(&saved, signal)
+    signal_init(&saved, signal)?;
+    if signal == Signal::SIGKILL && shares_pid_namespace(store, id) {
+        // In a pid namespace of its own the init's end takes everything with it; in a joined
+        // one (a pod's) the init is not its pid 1, and the container's other processes would
+        // live on: they go too, as runc's container (whose init is the process) would.
+        for pid in saved.detached().processes() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal);
+        }
+    }
+    Ok(())
+}
+
+/// Whether the container joined an existing pid namespace (by path) instead of having its own.
+fn shares_pid_namespace(store: &Store, id: &str) -> bool {
+    let Ok(spec) = store.spec(id) else { return false };
+    let namespaces = spec.linux().as_ref().and_then(|l| l.namespaces().clone()).unwrap_or_default();
+    namespaces
+        .iter()
+        .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Pid && n.path().is_some())
 }
 
 /// Signals the container's init through a pidfd opened after checking it is the same process.

@@ -147,7 +147,7 @@ impl Detached {
             }
         }
         let root = crate::session::holder_root(&holder)?;
-        let flags = sandbox.config.namespaces.flags() as libc::c_int;
+        let flags = sandbox.config.entered().flags() as libc::c_int;
         command.join_target(crate::session::Target {
             sandbox,
             holder,

@@ -278,6 +278,12 @@ pub enum Stage {
         /// The parameter, e.g. `net.ipv4.ip_forward`.
         key: String,
     },
+    /// Joining an existing namespace
+    /// ([`SandboxBuilder::join_namespace`](crate::SandboxBuilder::join_namespace)).
+    JoinNamespace {
+        /// The namespace file.
+        path: PathBuf,
+    },
     /// Waiting at the start gate ([`StartGate`](crate::StartGate)): telling the creator that
     /// setup is done, or taking the starter's connection.
     Gate,
@@ -350,6 +356,7 @@ impl fmt::Display for Stage {
             Stage::Init => f.write_str("exec the init program stockade-init"),
             Stage::JoinSession => f.write_str("join the session's namespaces"),
             Stage::Gate => f.write_str("wait at the start gate"),
+            Stage::JoinNamespace { path } => write!(f, "join the namespace {}", path.display()),
             Stage::Sysctl { key } => write!(f, "set the kernel parameter {key}"),
             Stage::SetGroups => f.write_str("set supplementary groups"),
             Stage::SetGid { gid } => write!(f, "set gid {gid}"),

@@ -55,10 +55,11 @@ pub(crate) enum Step {
     Terminal,
     Gate,
     Sysctl,
+    JoinNamespace,
 }
 
 impl Step {
-    const ALL: [Step; 34] = [
+    const ALL: [Step; 35] = [
         Step::Signals,
         Step::DeathSignal,
         Step::Fds,
@@ -93,6 +94,7 @@ impl Step {
         Step::Terminal,
         Step::Gate,
         Step::Sysctl,
+        Step::JoinNamespace,
     ];
 
     fn from_u32(n: u32) -> Option<Step> {
@@ -189,6 +191,10 @@ pub(crate) struct Plan<'a> {
     pub(crate) hold: bool,
     /// A command in a started session: the process joins the holder's namespaces.
     pub(crate) join: Option<Join>,
+    /// Existing namespaces the child joins first thing: `(namespace file, CLONE_NEW* type,
+    /// its path for errors)`, without the pid namespace (which the spawning thread joins around
+    /// the clone).
+    pub(crate) join_ns: Vec<(RawFd, libc::c_int, PathBuf)>,
     /// The embedding process, to detect its death before the parent-death signal was re-armed.
     pub(crate) parent_pid: libc::pid_t,
     /// The sandbox outlives the embedding process: no parent-death signal anywhere
@@ -372,6 +378,7 @@ impl<'a> Plan<'a> {
             payload_stack: None,
             hold: false,
             join: None,
+            join_ns: Vec::new(),
             parent_pid: nix::unistd::getpid().as_raw(),
             detached: config.detached,
             // Rounded up: the init's deadline must not come before the embedder's.
@@ -462,6 +469,9 @@ pub(crate) fn decode_failure(record: &[u8; FAILURE_LEN], plan: Option<&Plan<'_>>
         Step::Init => Stage::Init,
         Step::JoinSession => Stage::JoinSession,
         Step::Gate => Stage::Gate,
+        Step::JoinNamespace => Stage::JoinNamespace {
+            path: plan.and_then(|p| p.join_ns.get(index)).map(|j| j.2.clone()).unwrap_or_default(),
+        },
         Step::Sysctl => Stage::Sysctl {
             key: plan
                 .and_then(|p| p.sysctls.get(index))

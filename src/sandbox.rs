@@ -42,6 +42,8 @@ const MAX_CLOCK_OFFSET_SECS: u64 = (i64::MAX as u64 / 1_000_000_000) / 2;
 #[derive(Clone, Debug, Default)]
 pub struct SandboxBuilder {
     namespaces: Namespaces,
+    /// Existing namespaces to join instead of creating them: `(kind, namespace file)`.
+    joined: Vec<(Namespaces, PathBuf)>,
     uid_map: Option<Vec<IdMap>>,
     gid_map: Option<Vec<IdMap>>,
     user: Option<(u32, u32)>,
@@ -83,6 +85,26 @@ impl SandboxBuilder {
     /// needs root (`CAP_SYS_ADMIN`).
     pub fn namespaces(&mut self, namespaces: Namespaces) -> &mut Self {
         self.namespaces = namespaces;
+        self
+    }
+
+    /// Joins an existing namespace instead of creating one of that kind: `path` is a namespace
+    /// file, such as `/proc/<pid>/ns/net` or a bind-mounted `/run/netns/NAME` (as CNI gives a
+    /// container its network). The file is opened at each spawn, which fails with
+    /// [`Error::InvalidPath`] when it is not a namespace of `kind`. A joined kind is not created
+    /// even when [`namespaces`](Self::namespaces) lists it. The sandbox leaves a joined network
+    /// namespace as it is (no loopback setup); a [`hostname`](Self::hostname) or
+    /// [`sysctl`](Self::sysctl) is set in the joined namespace, as runc sets it, except in the
+    /// embedding program's own namespace (refused at spawn).
+    ///
+    /// `kind` is one of [`Namespaces::NET`], [`Namespaces::IPC`], [`Namespaces::UTS`],
+    /// [`Namespaces::CGROUP`] and [`Namespaces::PID`] (the payload then shares the pid
+    /// namespace's processes: the sandbox's init is not its pid 1, and its end does not end
+    /// the namespace's other processes). Joining needs `CAP_SYS_ADMIN` over the namespace, and
+    /// cannot be combined with a new [`Namespaces::USER`], which would hold no privilege over
+    /// it; anything else is refused at build.
+    pub fn join_namespace(&mut self, kind: Namespaces, path: impl Into<PathBuf>) -> &mut Self {
+        self.joined.push((kind, path.into()));
         self
     }
 
@@ -517,7 +539,8 @@ impl SandboxBuilder {
         // the caller's at either adds its own rule below.
         let claimed = |path: &str| self.mounts.iter().any(|m| m.target == std::path::Path::new(path));
         let defaults = !self.no_default_mounts;
-        if defaults && self.root.is_some() && self.namespaces.contains(Namespaces::PID) && !claimed("/proc") {
+        let pid = self.joined.iter().fold(self.namespaces, |all, (kind, _)| all | *kind).contains(Namespaces::PID);
+        if defaults && self.root.is_some() && pid && !claimed("/proc") {
             rules.push((PathBuf::from("/proc"), all));
         }
         if defaults && self.root.is_some() && !claimed("/dev") {
@@ -599,23 +622,28 @@ impl SandboxBuilder {
     }
 
     fn build_resolved(&self) -> Result<Sandbox, Error> {
-        let ns = self.namespaces;
+        let joined = self.joined_kinds()?;
+        // `ns`: the namespaces created; `entered`: every namespace the sandbox has of its own,
+        // created or joined.
+        let ns = self.namespaces - joined;
+        let entered = ns | joined;
         let needs = |what: &'static str, ns_flag: Namespaces, name: &'static str| {
             if ns.contains(ns_flag) { Ok(()) } else { Err(Error::NamespaceRequired { what, needs: name }) }
         };
 
         let hostname = self.hostname.as_deref().map(|n| uts_name("hostname", n)).transpose()?;
         let domainname = self.domainname.as_deref().map(|n| uts_name("domain name", n)).transpose()?;
-        if hostname.is_some() {
+        // In a joined uts namespace too, as runc sets it (a pod's containers share the pod's).
+        if hostname.is_some() && !entered.contains(Namespaces::UTS) {
             needs("hostname", Namespaces::UTS, "uts")?;
         }
-        if domainname.is_some() {
+        if domainname.is_some() && !entered.contains(Namespaces::UTS) {
             needs("domain name", Namespaces::UTS, "uts")?;
         }
         let sysctls = self
             .sysctls
             .iter()
-            .map(|(key, value)| sysctl_entry(key, value, ns))
+            .map(|(key, value)| sysctl_entry(key, value, entered))
             .collect::<Result<Vec<_>, _>>()?;
         if let Some(offsets) = self.clock_offsets {
             needs("clock offsets", Namespaces::TIME, "time")?;
@@ -630,7 +658,7 @@ impl SandboxBuilder {
             }
         }
 
-        if ns.contains(Namespaces::PID) && !ns.contains(Namespaces::MOUNT) {
+        if entered.contains(Namespaces::PID) && !ns.contains(Namespaces::MOUNT) {
             // Without its own mount namespace the payload would see the host's /proc, and
             // with it every host process: the pid namespace would hide nothing.
             return Err(Error::NamespaceRequired {
@@ -655,6 +683,12 @@ impl SandboxBuilder {
             return Err(Error::NotPermitted {
                 what: format!("creating namespaces {:?}", ns.names().collect::<Vec<_>>()),
                 reason: "needs CAP_SYS_ADMIN; add Namespaces::USER to create them unprivileged".into(),
+            });
+        }
+        if !joined.is_empty() && !privileged {
+            return Err(Error::NotPermitted {
+                what: format!("joining namespaces {:?}", joined.names().collect::<Vec<_>>()),
+                reason: "setns needs CAP_SYS_ADMIN over the namespace joined".into(),
             });
         }
 
@@ -706,7 +740,7 @@ impl SandboxBuilder {
             self.chroot,
             self.root_size,
             self.legacy_overlay,
-            ns,
+            entered,
         )?;
 
         // In a user namespace whose setgroups is allowed, drop the caller's supplementary groups
@@ -719,7 +753,7 @@ impl SandboxBuilder {
             _ => None,
         };
 
-        let fs = fs.plan(ns, lock_maps(user_ns.as_ref()))?;
+        let fs = fs.plan(entered, lock_maps(user_ns.as_ref()))?;
         let no_new_privs = !self.allow_new_privs;
         if let Some(mask) = self.umask.filter(|m| *m > 0o777) {
             return Err(Error::invalid("umask", format!("{mask:#o}"), "must be at most 0o777"));
@@ -744,7 +778,7 @@ impl SandboxBuilder {
         }
         // With a pid namespace, pid 1 is the init program, run from a sealed memfd each spawn
         // passes to its child.
-        let init_program = if ns.contains(Namespaces::PID) {
+        let init_program = if entered.contains(Namespaces::PID) {
             Some(
                 crate::sys::init_program()
                     .map_err(|e| Error::spawn("memfd_create for the init program stockade-init", e))?,
@@ -756,6 +790,13 @@ impl SandboxBuilder {
             config: Arc::new(Config {
                 init_program,
                 namespaces: ns,
+                joined: self.joined.clone(),
+                configured_kinds: self
+                    .sysctls
+                    .iter()
+                    .map(|(key, _)| sysctl_kind(key))
+                    .chain((self.hostname.is_some() || self.domainname.is_some()).then_some(Namespaces::UTS))
+                    .fold(Namespaces::empty(), |a, k| a | k),
                 user: self.user,
                 run_defaults: self.run_defaults.clone(),
                 _keep_alive: self.keep_alive.clone(),
@@ -842,6 +883,58 @@ impl SandboxBuilder {
             }
         }
         Ok(())
+    }
+
+    /// The kinds of namespace joined by file, checked: one kind per entry, each once, among
+    /// those a sandbox can join, and no new user namespace beside them.
+    fn joined_kinds(&self) -> Result<Namespaces, Error> {
+        let joinable = Namespaces::NET | Namespaces::IPC | Namespaces::UTS | Namespaces::CGROUP | Namespaces::PID;
+        let mut kinds = Namespaces::empty();
+        for (kind, path) in &self.joined {
+            let name = kind.names().collect::<Vec<_>>().join("|");
+            if kind.bits().count_ones() != 1 {
+                return Err(Error::InvalidPath {
+                    what: "namespace to join",
+                    path: path.clone(),
+                    reason: format!("names {} kinds of namespace ({name}); give one per file", kind.bits().count_ones()),
+                });
+            }
+            if !joinable.contains(*kind) {
+                return Err(Error::Unsupported {
+                    feature: format!("joining an existing {name} namespace ({})", path.display()),
+                    reason: match *kind {
+                        Namespaces::USER => "the sandbox's other namespaces are created by its clone, before a user namespace could be joined",
+                        Namespaces::MOUNT => "the sandbox builds its own mount tree in a new mount namespace",
+                        _ => "a time namespace applies to the children of the process that joins it, after its offsets are fixed",
+                    }
+                    .into(),
+                    hint: "create this namespace new instead".into(),
+                });
+            }
+            if kinds.contains(*kind) {
+                return Err(Error::InvalidPath {
+                    what: "namespace to join",
+                    path: path.clone(),
+                    reason: format!("a {name} namespace is already joined"),
+                });
+            }
+            if !path.is_absolute() {
+                return Err(Error::InvalidPath {
+                    what: "namespace to join",
+                    path: path.clone(),
+                    reason: "must be an absolute path".into(),
+                });
+            }
+            kinds |= *kind;
+        }
+        if !kinds.is_empty() && self.namespaces.contains(Namespaces::USER) {
+            return Err(Error::Unsupported {
+                feature: format!("joining namespaces {:?} with a new user namespace", kinds.names().collect::<Vec<_>>()),
+                reason: "the new user namespace would hold no privilege over namespaces joined from outside it".into(),
+                hint: "leave out Namespaces::USER, or create those namespaces new".into(),
+            });
+        }
+        Ok(kinds)
     }
 
     fn user_namespace(&self) -> Result<UserNamespace, Error> {
@@ -1049,16 +1142,21 @@ impl Sandbox {
         command
     }
 
-    /// The namespaces each command of this sandbox gets.
+    /// The namespaces each command of this sandbox gets, created or joined.
     pub fn namespaces(&self) -> Namespaces {
-        self.config.namespaces
+        self.config.entered()
     }
 }
 
 /// Validated settings shared by all commands of a sandbox.
 #[derive(Debug)]
 pub(crate) struct Config {
+    /// The namespaces each spawn creates.
     pub(crate) namespaces: Namespaces,
+    /// The namespaces each spawn joins, by file (see `SandboxBuilder::join_namespace`).
+    pub(crate) joined: Vec<(Namespaces, PathBuf)>,
+    /// The kinds of namespace the sandbox sets parameters of (sysctls, hostname).
+    pub(crate) configured_kinds: Namespaces,
     /// The init program (a sealed memfd), with a pid namespace.
     pub(crate) init_program: Option<std::os::fd::OwnedFd>,
     /// The image's command line, environment and working directory, if it runs one.
@@ -1144,7 +1242,12 @@ impl Config {
     }
 
     pub(crate) fn use_init(&self) -> bool {
-        self.namespaces.contains(Namespaces::PID)
+        self.entered().contains(Namespaces::PID)
+    }
+
+    /// Every namespace the sandbox's processes are in of their own, created or joined.
+    pub(crate) fn entered(&self) -> Namespaces {
+        self.joined.iter().fold(self.namespaces, |all, (kind, _)| all | *kind)
     }
 
     pub(crate) fn loopback(&self) -> bool {
@@ -1154,6 +1257,18 @@ impl Config {
 
 /// Checks a kernel parameter (`SandboxBuilder::sysctl`): it must belong to a namespace of the
 /// sandbox's own. Returns its `/proc/sys` path and value.
+/// The namespace a (valid) kernel parameter belongs to.
+fn sysctl_kind(key: &str) -> Namespaces {
+    let dotted = key.replace('/', ".");
+    if dotted.starts_with("net.") {
+        Namespaces::NET
+    } else if dotted.starts_with("kernel.hostname") || dotted.starts_with("kernel.domainname") {
+        Namespaces::UTS
+    } else {
+        Namespaces::IPC
+    }
+}
+
 fn sysctl_entry(key: &str, value: &str, ns: Namespaces) -> Result<(std::ffi::CString, Vec<u8>), Error> {
     // With '/' separators a '.' is part of a name (an interface `eth0.100`), as sysctl(8) reads.
     let parts: Vec<&str> =

@@ -138,7 +138,14 @@ pub(crate) fn spawn(
     // The child, and with an init the payload, share this process's memory until they exec:
     // each runs on a stack of its own, kept (like the plan) until both have exec'd or died.
     let stack = Stack::new().map_err(|e| Error::spawn("mmap the child's stack", e))?;
+    let joined = if joining { Vec::new() } else { open_joined(config)? };
     let mut plan = Plan::new(config, exec, cwd, moves, channels)?;
+    plan.join_ns = joined
+        .iter()
+        .filter(|j| j.nstype != libc::CLONE_NEWPID)
+        .map(|j| (j.fd.as_raw_fd(), j.nstype, j.path.clone()))
+        .collect();
+    let pid_namespace = joined.iter().find(|j| j.nstype == libc::CLONE_NEWPID);
     plan.use_init = use_init;
     plan.hold = matches!(mode, Mode::Hold { .. });
     if gate >= 0 {
@@ -202,9 +209,31 @@ pub(crate) fn spawn(
     // control socket: its close-on-exec end closes only in the exec, or at exit) or died (every
     // path below that gives up kills it and waits for it), and the plan is not touched here
     // until then: the rule `start` states.
-    let forked = match mode {
-        Mode::Join { .. } => sys::child::start_joiner(&stack, &mut plan),
-        _ => sys::child::start(flags, cgroup_raw, &stack, &mut plan),
+    let forked = match (mode, pid_namespace) {
+        (Mode::Join { .. }, _) => sys::child::start_joiner(&stack, &mut plan),
+        (_, None) => sys::child::start(flags, cgroup_raw, &stack, &mut plan),
+        (_, Some(joined)) => {
+            match sys::with_pid_namespace_for_children(joined.fd.as_fd(), || {
+                sys::child::start(flags, cgroup_raw, &stack, &mut plan)
+            }) {
+                Ok((forked, Ok(()))) => forked,
+                Ok((forked, Err(e))) => {
+                    if let Ok(f) = &forked {
+                        let _ = pidfd::send_signal(f.pidfd.as_fd(), libc::SIGKILL);
+                        let _ = pidfd::wait(f.pidfd.as_fd(), false);
+                    }
+                    let _ = sys::set_sigmask(&old_mask);
+                    return Err(Error::spawn("setns back to this thread's own pid namespace", e));
+                }
+                Err(e) => {
+                    let _ = sys::set_sigmask(&old_mask);
+                    return Err(Error::Setup {
+                        stage: crate::Stage::JoinNamespace { path: joined.path.clone() },
+                        source: e,
+                    });
+                }
+            }
+        }
     };
     let _ = sys::set_sigmask(&old_mask);
     let (pid, pidfd, in_cgroup) = match forked {
@@ -399,4 +428,52 @@ fn release(control: &OwnedFd) -> Result<(), Error> {
     nix::sys::socket::send(control.as_raw_fd(), b"g", MsgFlags::MSG_NOSIGNAL)
         .map(drop)
         .map_err(|e| Error::spawn("release sandbox (send go)", e))
+}
+
+/// A namespace file the sandbox joins, opened for one spawn.
+struct JoinedNamespace {
+    fd: OwnedFd,
+    nstype: libc::c_int,
+    path: std::path::PathBuf,
+}
+
+/// Opens the namespace files the sandbox joins, checking each is a namespace of its kind, and
+/// that none whose parameters the sandbox sets is the embedding program's own (that would be
+/// setting the host's).
+fn open_joined(config: &Config) -> Result<Vec<JoinedNamespace>, Error> {
+    let mut out = Vec::with_capacity(config.joined.len());
+    for (kind, path) in &config.joined {
+        let invalid = |reason: String| Error::InvalidPath { what: "namespace to join", path: path.clone(), reason };
+        let fd: OwnedFd = std::fs::File::open(path)
+            .map_err(|e| Error::PathAccess { what: "namespace to join", path: path.clone(), source: e })?
+            .into();
+        let nstype = kind.flags() as libc::c_int;
+        let name = kind.names().next().unwrap_or("?");
+        match sys::namespace_type(fd.as_fd()) {
+            Ok(t) if t == nstype => {}
+            Ok(t) => {
+                let found = crate::Namespaces::all()
+                    .iter()
+                    .find(|k| k.flags() as libc::c_int == t)
+                    .and_then(|k| k.names().next())
+                    .unwrap_or("unknown");
+                return Err(invalid(format!("is a {found} namespace, not a {name} namespace")));
+            }
+            Err(_) => return Err(invalid(format!("is not a namespace file (wanted a {name} namespace)"))),
+        }
+        if config.configured_kinds.contains(*kind) {
+            let own = std::fs::metadata(format!("/proc/self/ns/{name}"))
+                .map_err(|e| Error::spawn(format!("stat /proc/self/ns/{name}"), e))?;
+            let joined = nix::sys::stat::fstat(&fd)
+                .map_err(|e| Error::spawn(format!("fstat {}", path.display()), e))?;
+            use std::os::unix::fs::MetadataExt;
+            if own.ino() == joined.st_ino && own.dev() == joined.st_dev {
+                return Err(invalid(format!(
+                    "is this program's own {name} namespace, whose parameters (sysctl, hostname) the sandbox would set for the host"
+                )));
+            }
+        }
+        out.push(JoinedNamespace { fd, nstype, path: path.clone() });
+    }
+    Ok(out)
 }

@@ -9,7 +9,7 @@ use std::os::linux::net::SocketAddrExt;
 use std::time::Duration;
 
 use common::*;
-use stockade::{ClockOffsets, IdMap, Namespaces, Sandbox, Stdio};
+use stockade::{ClockOffsets, IdMap, Namespaces, Root, Sandbox, Stdio};
 
 #[test]
 fn every_requested_namespace_is_new_and_the_others_are_shared() {
@@ -366,4 +366,116 @@ fn namespaced_kernel_parameters_are_set_inside_and_host_wide_ones_refused() {
             "{key}: {err}"
         );
     }
+}
+
+/// A running sandbox whose namespaces others join: its own pid, mount, network, uts and ipc
+/// namespaces, hostname "pod", and a sleeper with a command line to find.
+fn pod() -> stockade::Child {
+    builder(Namespaces::PID | Namespaces::MOUNT | Namespaces::NET | Namespaces::UTS | Namespaces::IPC)
+        .hostname("pod")
+        .build()
+        .unwrap()
+        .command("/bin/sleep")
+        .arg("1000.4243")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn joined_network_uts_and_ipc_namespaces_are_the_pods_and_its_hostname_shows() {
+    if !is_root() {
+        skip("joined_network_uts_and_ipc_namespaces", "joining another sandbox's namespaces needs CAP_SYS_ADMIN over them");
+        return;
+    }
+    let mut pod = pod();
+    let pid = pod.id().to_string();
+    let mut b = Sandbox::builder();
+    b.namespaces(Namespaces::MOUNT | Namespaces::NET);
+    for (kind, name) in [(Namespaces::NET, "net"), (Namespaces::UTS, "uts"), (Namespaces::IPC, "ipc")] {
+        b.join_namespace(kind, format!("/proc/{pid}/ns/{name}"));
+    }
+    let sandbox = b.build().unwrap();
+    assert!(sandbox.namespaces().contains(Namespaces::NET | Namespaces::UTS | Namespaces::IPC));
+    let out = sh_ok(&sandbox, "for n in net uts ipc mnt; do readlink /proc/self/ns/$n; done; hostname");
+    let lines: Vec<&str> = out.lines().collect();
+    for (i, name) in ["net", "uts", "ipc"].into_iter().enumerate() {
+        assert_eq!(lines[i], ns_inode(&pid, name), "{name}");
+        assert_ne!(lines[i], ns_inode("self", name), "{name}");
+    }
+    // The mount namespace is the sandbox's own, new: neither the pod's nor the host's.
+    assert_ne!(lines[3], ns_inode(&pid, "mnt"));
+    assert_ne!(lines[3], ns_inode("self", "mnt"));
+    assert_eq!(lines[4], "pod");
+    assert_eq!(pod.try_wait().unwrap(), None, "the pod outlives the sandbox that joined it");
+}
+
+#[test]
+fn a_joined_pid_namespace_shows_the_pods_processes_and_its_end_leaves_them_running() {
+    if !is_root() {
+        skip("a_joined_pid_namespace", "joining another sandbox's namespaces needs CAP_SYS_ADMIN over them");
+        return;
+    }
+    let mut pod = pod();
+    let pid = pod.id().to_string();
+    let mut b = rooted(Namespaces::empty(), Root::tmpfs());
+    b.join_namespace(Namespaces::PID, format!("/proc/{pid}/ns/pid"));
+    let sandbox = b.build().unwrap();
+    let out = sh_ok(
+        &sandbox,
+        "readlink /proc/self/ns/pid; cut -d' ' -f1 /proc/self/stat; \
+         for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline 2>/dev/null; echo; done",
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], ns_inode(&pid, "pid"));
+    let own: u32 = lines[1].parse().unwrap();
+    assert!(own > 2, "the pod's init and sleeper come first; this shell is {own}");
+    assert!(lines.iter().any(|l| l.contains("1000.4243")), "the pod's sleeper is visible:\n{out}");
+    assert_eq!(pod.try_wait().unwrap(), None, "the pod outlives the sandbox that joined it");
+    pod.kill().unwrap();
+}
+
+#[test]
+fn a_namespace_file_of_the_wrong_kind_or_no_namespace_is_refused_at_spawn_naming_it() {
+    let mut b = Sandbox::builder();
+    b.namespaces(Namespaces::MOUNT).join_namespace(Namespaces::NET, "/proc/self/ns/uts");
+    if !is_root() {
+        // Unprivileged, joining is refused at build: the check below needs root.
+        let err = b.build().unwrap_err();
+        assert!(matches!(err, stockade::Error::NotPermitted { .. }), "{err}");
+        skip("a_namespace_file_of_the_wrong_kind", "joining needs CAP_SYS_ADMIN; only the build refusal is checked");
+        return;
+    }
+    let err = b.build().unwrap().command("/bin/true").status().unwrap_err();
+    assert!(err.to_string().contains("is a uts namespace, not a net namespace"), "{err}");
+    assert!(err.to_string().contains("/proc/self/ns/uts"), "{err}");
+    let mut b = Sandbox::builder();
+    b.namespaces(Namespaces::MOUNT).join_namespace(Namespaces::IPC, "/etc/hostname");
+    let err = b.build().unwrap().command("/bin/true").status().unwrap_err();
+    assert!(matches!(err, stockade::Error::InvalidPath { .. }), "{err}");
+    assert!(err.to_string().contains("not a namespace file"), "{err}");
+    // The sandbox would set the host's hostname: refused.
+    let mut b = Sandbox::builder();
+    b.namespaces(Namespaces::MOUNT).join_namespace(Namespaces::UTS, "/proc/self/ns/uts").hostname("evil");
+    let host = nix::unistd::gethostname().unwrap();
+    let err = b.build().unwrap().command("/bin/true").status().unwrap_err();
+    assert!(err.to_string().contains("own uts namespace"), "{err}");
+    assert_eq!(nix::unistd::gethostname().unwrap(), host);
+}
+
+#[test]
+fn namespaces_that_cannot_be_joined_or_a_new_user_namespace_beside_a_join_fail_at_build() {
+    for kind in [Namespaces::USER, Namespaces::MOUNT, Namespaces::TIME] {
+        let mut b = Sandbox::builder();
+        b.namespaces(Namespaces::PID | Namespaces::MOUNT).join_namespace(kind, "/proc/self/ns/x");
+        let err = b.build().unwrap_err();
+        assert!(matches!(err, stockade::Error::Unsupported { .. }), "{kind:?}: {err}");
+    }
+    let mut b = Sandbox::builder();
+    b.namespaces(Namespaces::USER | Namespaces::MOUNT).join_namespace(Namespaces::NET, "/proc/self/ns/net");
+    let err = b.build().unwrap_err();
+    assert!(err.to_string().contains("new user namespace"), "{err}");
+    let mut b = Sandbox::builder();
+    b.join_namespace(Namespaces::NET | Namespaces::UTS, "/proc/self/ns/net");
+    assert!(matches!(b.build().unwrap_err(), stockade::Error::InvalidPath { .. }));
 }

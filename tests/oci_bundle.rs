@@ -325,7 +325,8 @@ fn fields_stockade_does_not_carry_out_are_refused_by_name() {
     type Change = fn(&mut Value);
     let cases: [(&str, Change); 7] = [
         ("hooks.prestart", |c| c["hooks"] = json!({"prestart": [{"path": "/bin/true"}]})),
-        ("linux.namespaces[1].path", |c| c["linux"]["namespaces"][1]["path"] = json!("/proc/1/ns/net")),
+        // Joining a mount namespace: the root is built in a new one.
+        ("linux.namespaces[4].path", |c| c["linux"]["namespaces"][4]["path"] = json!("/proc/1/ns/mnt")),
         ("process.apparmorProfile", |c| c["process"]["apparmorProfile"] = json!("docker-default")),
         ("mounts[7].type", |c| {
             c["mounts"]

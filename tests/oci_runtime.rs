@@ -1040,3 +1040,66 @@ fn pause_freezes_the_container_and_resume_thaws_it() {
         assert!(!Path::new(&format!("/proc/{p}")).exists() || p == pid, "process {p} survived");
     }
 }
+
+#[test]
+fn a_container_joins_a_pods_namespaces_by_path_and_its_end_leaves_the_pod_running() {
+    if !root_only("a_container_joins_a_pods_namespaces_by_path") {
+        return;
+    }
+    let _serial = common::serial();
+    become_subreaper();
+    let rt = Runtime::new();
+    // The pod's sandbox container, as containerd's CRI makes it: created, holding the namespaces.
+    let (pause_dir, pause_out, mut pause_cfg) = script_bundle("exec sleep 1000.4244");
+    pause_cfg["hostname"] = json!("pod");
+    std::fs::write(pause_dir.path().join("config.json"), serde_json::to_vec(&pause_cfg).unwrap()).unwrap();
+    let pause = rt.create("pause", pause_dir.path(), &pause_out.path().join("log"));
+    rt.ok(&["start", "pause"]);
+
+    let (dir, out, mut cfg) = script_bundle(
+        "for n in net ipc uts pid; do readlink /proc/self/ns/$n; done > /out/ns; hostname >> /out/ns; \
+         cat /proc/[0-9]*/cmdline | tr '\\0' ' ' > /out/procs; exec sleep 1000",
+    );
+    let mut namespaces = vec![json!({"type": "mount"})];
+    for (kind, file) in [("network", "net"), ("ipc", "ipc"), ("uts", "uts"), ("pid", "pid")] {
+        namespaces.push(json!({"type": kind, "path": format!("/proc/{pause}/ns/{file}")}));
+    }
+    cfg["linux"]["namespaces"] = Value::Array(namespaces);
+    cfg["hostname"] = json!("pod");
+    std::fs::write(dir.path().join("config.json"), serde_json::to_vec(&cfg).unwrap()).unwrap();
+    let app = rt.create("app", dir.path(), &out.path().join("log"));
+    rt.ok(&["start", "app"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !out.path().join("procs").exists() {
+        assert!(Instant::now() < deadline, "the container never ran: {:?}", std::fs::read_to_string(out.path().join("log")));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let seen = std::fs::read_to_string(out.path().join("ns")).unwrap();
+    let expected: Vec<String> =
+        ["net", "ipc", "uts", "pid"].iter().map(|n| common::ns_inode(&pause.to_string(), n)).collect();
+    assert_eq!(seen.lines().take(4).collect::<Vec<_>>(), expected, "{seen}");
+    assert_eq!(seen.lines().nth(4), Some("pod"));
+    let procs = std::fs::read_to_string(out.path().join("procs")).unwrap();
+    assert!(procs.contains("1000.4244"), "the pod's process is visible: {procs}");
+
+    // exec enters the same namespaces (joined ones included).
+    let net = rt.ok(&["exec", "app", "readlink", "/proc/self/ns/net"]);
+    assert_eq!(net.trim(), expected[0]);
+
+    // Killing the container's init takes its processes along, though the pid namespace is
+    // the pod's (its init is not pid 1 there).
+    let processes: Vec<i32> = serde_json::from_str(&rt.ok(&["ps", "--format", "json", "app"])).unwrap();
+    assert_eq!(processes.len(), 2, "the app's init and sleeper: {processes:?}");
+    rt.ok(&["kill", "app", "KILL"]);
+    assert_eq!(reap(app), 128 + libc::SIGKILL);
+    for p in processes.into_iter().filter(|&p| p != app) {
+        // Orphaned into the pod, reaped by the pod's init: gone once it has.
+        assert!(common::wait_gone(p, Duration::from_secs(30)), "process {p} of the app survived its kill");
+    }
+    rt.ok(&["delete", "app"]);
+    assert_eq!(rt.state("pause")["status"], "running", "the pod outlives its container");
+    let left: Vec<i32> = serde_json::from_str(&rt.ok(&["ps", "--format", "json", "pause"])).unwrap();
+    assert_eq!(left.len(), 2, "the pod's init and sleeper only, nothing of the app's: {left:?}");
+    rt.ok(&["delete", "--force", "pause"]);
+    assert_eq!(reap(pause), 128 + libc::SIGKILL);
+}

@@ -9,9 +9,11 @@ use oci_spec::runtime::{Hooks, Linux, LinuxDeviceCgroup, LinuxDeviceType, LinuxN
 use super::BundleError;
 use crate::{ClockOffsets, IdMap, IoLimit, Mount, Namespaces, SandboxBuilder, SyscallFilter};
 
-/// The namespaces the container gets new (joining one by path is refused for now).
-pub(super) fn namespaces(linux: &Linux) -> Result<Namespaces, BundleError> {
+/// The namespaces the container gets, new or joined by path (the builder is told which to
+/// join; the set returned has both).
+pub(super) fn namespaces(linux: &Linux, b: &mut SandboxBuilder) -> Result<Namespaces, BundleError> {
     let mut ns = Namespaces::empty();
+    let mut joined = Namespaces::empty();
     for (i, n) in linux.namespaces().iter().flatten().enumerate() {
         let flag = match n.typ() {
             LinuxNamespaceType::Pid => Namespaces::PID,
@@ -30,14 +32,34 @@ pub(super) fn namespaces(linux: &Linux) -> Result<Namespaces, BundleError> {
                 "listed twice",
             ));
         }
-        if let Some(path) = n.path() {
+        ns |= flag;
+        let Some(path) = n.path() else { continue };
+        let field = format!("linux.namespaces[{i}].path");
+        let joinable = Namespaces::NET | Namespaces::IPC | Namespaces::UTS | Namespaces::CGROUP | Namespaces::PID;
+        if !joinable.contains(flag) {
             return Err(BundleError::unsupported(
-                format!("linux.namespaces[{i}].path"),
+                field,
                 path,
-                "joining an existing namespace is not implemented yet; leave out the path for a new one",
+                format!(
+                    "joining an existing {} namespace is not supported (network, ipc, uts, cgroup and pid \
+                     namespaces can be joined); leave out the path for a new one",
+                    n.typ()
+                ),
             ));
         }
-        ns |= flag;
+        if !path.is_absolute() {
+            return Err(BundleError::invalid(field, path, "must be an absolute path"));
+        }
+        joined |= flag;
+        b.join_namespace(flag, path);
+    }
+    if ns.contains(Namespaces::USER) && !joined.is_empty() {
+        return Err(BundleError::unsupported(
+            "linux.namespaces",
+            joined.names().collect::<Vec<_>>(),
+            "namespaces joined by path with a new user namespace: the new user namespace would hold \
+             no privilege over them",
+        ));
     }
     Ok(ns)
 }

@@ -153,7 +153,7 @@ impl Bundle {
         if self.outlive_parent {
             b.outlive_parent();
         }
-        let namespaces = linux::namespaces(linux)?;
+        let namespaces = linux::namespaces(linux, &mut b)?;
         b.namespaces(namespaces).no_default_mounts().unmask_proc_and_sys();
         linux::id_maps(linux, namespaces, &mut b)?;
         linux::time_offsets(linux, namespaces, &mut b)?;

@@ -130,7 +130,7 @@ impl Session {
         let holder = spawned.holder.ok_or_else(|| {
             Error::spawn("start a session", std::io::Error::other("the holder sent no pidfd"))
         })?;
-        let flags = config.namespaces.flags() as libc::c_int;
+        let flags = config.entered().flags() as libc::c_int;
         let root = holder_root(&holder)?;
         let target = Target { sandbox: sandbox.clone(), holder, root, flags, cgroups: None };
         Ok(Session { target: Arc::new(target), child: spawned.child })

@@ -153,6 +153,11 @@ fn setup(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<Infallible, Failure
             .map_err(at(Step::DeathSignal))?;
     }
 
+    // Existing namespaces first (CNI's network, a pod's ipc and uts): what follows configures
+    // the sandbox's own. Their descriptors are close-on-exec, and below any `arrange_fds` moves.
+    for (i, (fd, nstype, _)) in plan.join_ns.iter().enumerate() {
+        super::setns(*fd, *nstype).map_err(at_index(Step::JoinNamespace, i))?;
+    }
     let [status, parent, init_program, gate] = arrange_fds(plan, control, None)?;
     wait_for_go(*control);
     // The parent-death signal was armed first thing; had the parent died before that, no signal

@@ -486,6 +486,31 @@ pub(crate) fn setns(fd: RawFd, flags: c_int) -> SysResult<()> {
     unsafe { raw!(libc::SYS_setns, fd, flags) }.map(drop)
 }
 
+/// The `CLONE_NEW*` type of the namespace an nsfs descriptor refers to (`NS_GET_NSTYPE`).
+pub(crate) fn namespace_type(fd: std::os::fd::BorrowedFd<'_>) -> SysResult<c_int> {
+    const NS_GET_NSTYPE: c_ulong = 0xb7 << 8 | 0x3;
+    use std::os::fd::AsRawFd;
+    // SAFETY: NS_GET_NSTYPE takes no argument; the descriptor is borrowed for the call.
+    unsafe { raw!(libc::SYS_ioctl, fd.as_raw_fd(), NS_GET_NSTYPE) }.map(|t| t as c_int)
+}
+
+/// Runs `f` with the calling thread's pid namespace for children switched to `target` (the
+/// processes `f` clones start there), then switches it back: `f`'s result, and whether the
+/// switch back worked (if not, the thread's later children would land in `target`).
+pub(crate) fn with_pid_namespace_for_children<T>(
+    target: std::os::fd::BorrowedFd<'_>,
+    f: impl FnOnce() -> T,
+) -> std::io::Result<(T, std::io::Result<()>)> {
+    use std::os::fd::AsRawFd;
+    let errno = |e: Errno| std::io::Error::from_raw_os_error(e.0);
+    let own = std::fs::File::open("/proc/thread-self/ns/pid_for_children")?;
+    setns(target.as_raw_fd(), libc::CLONE_NEWPID).map_err(errno)?;
+    let out = f();
+    // Back to the thread's own: its active pid namespace (or a child of it), which the kernel
+    // always lets it enter.
+    Ok((out, setns(own.as_raw_fd(), libc::CLONE_NEWPID).map_err(errno)))
+}
+
 /// A pidfd of the calling process (allocation-free, for the child), close-on-exec.
 pub(crate) fn pidfd_of_self() -> SysResult<RawFd> {
     // SAFETY: integer arguments.
