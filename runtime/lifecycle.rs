@@ -374,9 +374,7 @@ pub fn kill(store: &Store, id: &str, signal: &str, all: bool) -> Result<(), Fail
 fn shares_pid_namespace(store: &Store, id: &str) -> bool {
     let Ok(spec) = store.spec(id) else { return false };
     let namespaces = spec.linux().as_ref().and_then(|l| l.namespaces().clone()).unwrap_or_default();
-    namespaces
-        .iter()
-        .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Pid && n.path().is_some())
+    namespaces.iter().any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Pid && n.path().is_some())
 }
 
 /// Signals the container's init through a pidfd opened after checking it is the same process.

@@ -10,6 +10,7 @@
 
 mod hooks;
 mod lifecycle;
+mod resources;
 mod state;
 
 use std::io::Write;
@@ -119,17 +120,18 @@ enum Cmd {
     Pause { id: String },
     /// Thaw a paused container.
     Resume { id: String },
-    /// Change a container's resources (not implemented yet).
-    #[command(disable_help_flag = true)]
-    Update {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        rest: Vec<String>,
-    },
-    /// A container's events and statistics (not implemented yet).
-    #[command(disable_help_flag = true)]
+    /// Change a running container's cgroup limits (--resources JSON, or the flags).
+    Update(UpdateArgs),
+    /// A container's cgroup statistics: once with --stats, else every --interval (with OOM
+    /// events) until it stops.
     Events {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        rest: Vec<String>,
+        id: String,
+        /// Print one statistics event and exit.
+        #[arg(long)]
+        stats: bool,
+        /// Time between statistics events.
+        #[arg(long, default_value = "5s")]
+        interval: String,
     },
     /// Checkpoint a container (not supported).
     #[command(disable_help_flag = true)]
@@ -208,6 +210,51 @@ pub struct ExecArgs {
     /// The container and, without --process, the command line.
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
     pub rest: Vec<String>,
+}
+
+/// `update`'s arguments, as runc takes them.
+#[derive(clap::Args, Debug)]
+pub struct UpdateArgs {
+    pub id: String,
+    /// A LinuxResources JSON file, or "-" for stdin.
+    #[arg(short, long)]
+    pub resources: Option<String>,
+    /// Memory limit (bytes, or with k, m, g).
+    #[arg(long, allow_negative_numbers = true)]
+    pub memory: Option<String>,
+    /// Memory plus swap limit.
+    #[arg(long, allow_negative_numbers = true)]
+    pub memory_swap: Option<String>,
+    /// Memory reservation (not supported).
+    #[arg(long)]
+    pub memory_reservation: Option<String>,
+    /// Process limit.
+    #[arg(long, allow_negative_numbers = true)]
+    pub pids_limit: Option<String>,
+    /// CPU CFS quota in microseconds.
+    #[arg(long, allow_negative_numbers = true)]
+    pub cpu_quota: Option<String>,
+    /// CPU CFS period in microseconds.
+    #[arg(long)]
+    pub cpu_period: Option<String>,
+    /// CPU shares.
+    #[arg(long)]
+    pub cpu_share: Option<String>,
+    /// CPUs the container may use.
+    #[arg(long)]
+    pub cpuset_cpus: Option<String>,
+    /// Memory nodes the container may use.
+    #[arg(long)]
+    pub cpuset_mems: Option<String>,
+    /// Block I/O weight (10 to 1000).
+    #[arg(long)]
+    pub blkio_weight: Option<String>,
+    /// Real-time CPU period (not supported).
+    #[arg(long)]
+    pub cpu_rt_period: Option<String>,
+    /// Real-time CPU runtime (not supported).
+    #[arg(long)]
+    pub cpu_rt_runtime: Option<String>,
 }
 
 /// What went wrong, for the log and the exit code.
@@ -330,7 +377,6 @@ fn run(cli: &Cli) -> Result<ExitCode, Failure> {
         ));
     }
     let store = state::Store::new(&cli.root);
-    let not_yet = |what: &str| Err(Failure::Unsupported(format!("{what} (not implemented yet)")));
     match &cli.command {
         Cmd::Create(args) => lifecycle::create(&store, args).map(|()| ExitCode::SUCCESS),
         Cmd::Start { id } => lifecycle::start(&store, id).map(|()| ExitCode::SUCCESS),
@@ -357,8 +403,10 @@ fn run(cli: &Cli) -> Result<ExitCode, Failure> {
         Cmd::Exec(args) => lifecycle::exec(&store, args),
         Cmd::Pause { id } => lifecycle::pause(&store, id, true).map(|()| ExitCode::SUCCESS),
         Cmd::Resume { id } => lifecycle::pause(&store, id, false).map(|()| ExitCode::SUCCESS),
-        Cmd::Update { .. } => not_yet("update"),
-        Cmd::Events { .. } => not_yet("events"),
+        Cmd::Update(args) => resources::update(&store, args).map(|()| ExitCode::SUCCESS),
+        Cmd::Events { id, stats, interval } => {
+            resources::events(&store, id, *stats, interval).map(|()| ExitCode::SUCCESS)
+        }
         Cmd::Checkpoint { .. } => Err(Failure::Unsupported("checkpoint".into())),
         Cmd::Restore { .. } => Err(Failure::Unsupported("restore".into())),
     }

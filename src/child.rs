@@ -158,6 +158,35 @@ impl Detached {
         Ok(())
     }
 
+    /// Changes the running sandbox's cgroup limits to those `limits` sets (memory, memory+swap,
+    /// pids, CPU quota and weight, cpuset, I/O), as `docker update` does; limits it does not
+    /// set stay as they are. Other settings of `limits` are ignored: they belong to a spawn.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`](crate::Error::Unsupported) when the sandbox has no group for a
+    /// limit (it had none of that controller at its creation), or the host lacks its file;
+    /// [`Error::Cgroup`](crate::Error::Cgroup) when the kernel refuses a value (e.g. a memory
+    /// limit below what the group uses and cannot reclaim).
+    pub fn update_limits(&self, limits: &crate::SandboxBuilder) -> Result<(), crate::Error> {
+        let limits = limits.limits();
+        limits.validate()?;
+        let cgroup = crate::resources::cgroup::SandboxCgroup::existing(&self.cgroups).ok_or_else(|| {
+            crate::Error::Unsupported {
+                feature: "changing cgroup limits".into(),
+                reason: "no cgroup filesystem is mounted at /sys/fs/cgroup".into(),
+                hint: "mount cgroup2 at /sys/fs/cgroup".into(),
+            }
+        })?;
+        cgroup.update(limits)
+    }
+
+    /// The sandbox's cgroup usage and limits now (all `None` without cgroups).
+    pub fn stats(&self) -> crate::CgroupStats {
+        crate::resources::cgroup::SandboxCgroup::existing(&self.cgroups)
+            .map(|c| c.stats())
+            .unwrap_or_default()
+    }
+
     /// Freezes every process of the sandbox (its cgroup's freezer: v2's `cgroup.freeze`, v1's
     /// freezer hierarchy), as `docker pause` does, and returns once the kernel says they all
     /// are.

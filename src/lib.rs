@@ -88,7 +88,7 @@ pub use gate::StartGate;
 pub use namespaces::{ClockOffsets, Namespaces};
 pub use privileges::{Capability, CapabilitySets, DEFAULT_CAPABILITIES};
 pub use probe::{Feature, HostReport, probe};
-pub use resources::{Compat, IoLimit, Limit, ResourceUsage, Rlimit};
+pub use resources::{CgroupStats, Compat, IoLimit, Limit, ResourceUsage, Rlimit};
 pub use sandbox::{Sandbox, SandboxBuilder, UNTRUSTED_IDS};
 pub use seccomp::{Action, ArgCmp, Cmp, SyscallFilter, SyscallRule};
 pub use session::{Pool, Pooled, Session};

@@ -539,7 +539,8 @@ impl SandboxBuilder {
         // the caller's at either adds its own rule below.
         let claimed = |path: &str| self.mounts.iter().any(|m| m.target == std::path::Path::new(path));
         let defaults = !self.no_default_mounts;
-        let pid = self.joined.iter().fold(self.namespaces, |all, (kind, _)| all | *kind).contains(Namespaces::PID);
+        let pid =
+            self.joined.iter().fold(self.namespaces, |all, (kind, _)| all | *kind).contains(Namespaces::PID);
         if defaults && self.root.is_some() && pid && !claimed("/proc") {
             rules.push((PathBuf::from("/proc"), all));
         }
@@ -885,10 +886,16 @@ impl SandboxBuilder {
         Ok(())
     }
 
+    /// The resource settings collected so far.
+    pub(crate) fn limits(&self) -> &LimitsConfig {
+        &self.limits
+    }
+
     /// The kinds of namespace joined by file, checked: one kind per entry, each once, among
     /// those a sandbox can join, and no new user namespace beside them.
     fn joined_kinds(&self) -> Result<Namespaces, Error> {
-        let joinable = Namespaces::NET | Namespaces::IPC | Namespaces::UTS | Namespaces::CGROUP | Namespaces::PID;
+        let joinable =
+            Namespaces::NET | Namespaces::IPC | Namespaces::UTS | Namespaces::CGROUP | Namespaces::PID;
         let mut kinds = Namespaces::empty();
         for (kind, path) in &self.joined {
             let name = kind.names().collect::<Vec<_>>().join("|");
@@ -896,7 +903,10 @@ impl SandboxBuilder {
                 return Err(Error::InvalidPath {
                     what: "namespace to join",
                     path: path.clone(),
-                    reason: format!("names {} kinds of namespace ({name}); give one per file", kind.bits().count_ones()),
+                    reason: format!(
+                        "names {} kinds of namespace ({name}); give one per file",
+                        kind.bits().count_ones()
+                    ),
                 });
             }
             if !joinable.contains(*kind) {
@@ -929,8 +939,13 @@ impl SandboxBuilder {
         }
         if !kinds.is_empty() && self.namespaces.contains(Namespaces::USER) {
             return Err(Error::Unsupported {
-                feature: format!("joining namespaces {:?} with a new user namespace", kinds.names().collect::<Vec<_>>()),
-                reason: "the new user namespace would hold no privilege over namespaces joined from outside it".into(),
+                feature: format!(
+                    "joining namespaces {:?} with a new user namespace",
+                    kinds.names().collect::<Vec<_>>()
+                ),
+                reason:
+                    "the new user namespace would hold no privilege over namespaces joined from outside it"
+                        .into(),
                 hint: "leave out Namespaces::USER, or create those namespaces new".into(),
             });
         }

@@ -443,7 +443,8 @@ struct JoinedNamespace {
 fn open_joined(config: &Config) -> Result<Vec<JoinedNamespace>, Error> {
     let mut out = Vec::with_capacity(config.joined.len());
     for (kind, path) in &config.joined {
-        let invalid = |reason: String| Error::InvalidPath { what: "namespace to join", path: path.clone(), reason };
+        let invalid =
+            |reason: String| Error::InvalidPath { what: "namespace to join", path: path.clone(), reason };
         let fd: OwnedFd = std::fs::File::open(path)
             .map_err(|e| Error::PathAccess { what: "namespace to join", path: path.clone(), source: e })?
             .into();

@@ -385,7 +385,10 @@ fn pod() -> stockade::Child {
 #[test]
 fn joined_network_uts_and_ipc_namespaces_are_the_pods_and_its_hostname_shows() {
     if !is_root() {
-        skip("joined_network_uts_and_ipc_namespaces", "joining another sandbox's namespaces needs CAP_SYS_ADMIN over them");
+        skip(
+            "joined_network_uts_and_ipc_namespaces",
+            "joining another sandbox's namespaces needs CAP_SYS_ADMIN over them",
+        );
         return;
     }
     let mut pod = pod();
@@ -443,7 +446,10 @@ fn a_namespace_file_of_the_wrong_kind_or_no_namespace_is_refused_at_spawn_naming
         // Unprivileged, joining is refused at build: the check below needs root.
         let err = b.build().unwrap_err();
         assert!(matches!(err, stockade::Error::NotPermitted { .. }), "{err}");
-        skip("a_namespace_file_of_the_wrong_kind", "joining needs CAP_SYS_ADMIN; only the build refusal is checked");
+        skip(
+            "a_namespace_file_of_the_wrong_kind",
+            "joining needs CAP_SYS_ADMIN; only the build refusal is checked",
+        );
         return;
     }
     let err = b.build().unwrap().command("/bin/true").status().unwrap_err();

@@ -152,6 +152,11 @@ fn parent_of(pid: i32) -> i32 {
 
 /// The container's group directories, one per hierarchy, from its init's /proc entry.
 fn cgroup_dirs(pid: i32) -> Vec<PathBuf> {
+    cgroup_dirs_under(pid, "stockade-runtime")
+}
+
+/// The group directories of `pid` whose path contains `part`.
+fn cgroup_dirs_under(pid: i32, part: &str) -> Vec<PathBuf> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
     let mut dirs = Vec::new();
     for line in text.lines() {
@@ -167,7 +172,7 @@ fn cgroup_dirs(pid: i32) -> Vec<PathBuf> {
             PathBuf::from("/sys/fs/cgroup").join(controllers.trim_start_matches("name="))
         };
         let dir = mount.join(path.trim_start_matches('/'));
-        if dir.exists() && path.contains("stockade-runtime") {
+        if dir.exists() && path.contains(part) {
             dirs.push(dir);
         }
     }
@@ -839,6 +844,18 @@ fn docker_runs_containers_with_the_stockade_runtime() {
         let out = dockerd.docker(&["inspect", "-f", "{{.State.Paused}}", "stopme"]);
         assert_eq!(stdout(&out).trim(), paused, "{}", text(&out));
     }
+    // docker update: through containerd's shim, `update --resources -`.
+    let out = dockerd.docker(&["update", "--pids-limit", "30", "--cpu-quota", "50000", "stopme"]);
+    assert!(out.status.success(), "update: {}\n{}", text(&out), dockerd.log());
+    let out = dockerd.docker(&["inspect", "-f", "{{.State.Pid}}", "stopme"]);
+    let pid: i32 = stdout(&out).trim().parse().unwrap();
+    let dirs: Vec<PathBuf> = cgroup_dirs_under(pid, "docker")
+        .into_iter()
+        .map(|d| if d.ends_with("payload") { d.parent().unwrap().to_owned() } else { d })
+        .collect();
+    assert_eq!(cgroup_value(&dirs, "pids", "pids.max", "pids.max"), "30");
+    let quota = cgroup_value(&dirs, "cpu", "cpu.cfs_quota_us", "cpu.max");
+    assert!(quota == "50000" || quota.starts_with("50000 "), "{quota}");
     let out = dockerd.docker(&["stop", "-t", "1", "stopme"]);
     assert!(out.status.success(), "{}", text(&out));
     let out = dockerd.docker(&["inspect", "-f", "{{.State.ExitCode}}", "stopme"]);
@@ -1071,7 +1088,11 @@ fn a_container_joins_a_pods_namespaces_by_path_and_its_end_leaves_the_pod_runnin
     rt.ok(&["start", "app"]);
     let deadline = Instant::now() + Duration::from_secs(30);
     while !out.path().join("procs").exists() {
-        assert!(Instant::now() < deadline, "the container never ran: {:?}", std::fs::read_to_string(out.path().join("log")));
+        assert!(
+            Instant::now() < deadline,
+            "the container never ran: {:?}",
+            std::fs::read_to_string(out.path().join("log"))
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let seen = std::fs::read_to_string(out.path().join("ns")).unwrap();
@@ -1102,4 +1123,87 @@ fn a_container_joins_a_pods_namespaces_by_path_and_its_end_leaves_the_pod_runnin
     assert_eq!(left.len(), 2, "the pod's init and sleeper only, nothing of the app's: {left:?}");
     rt.ok(&["delete", "--force", "pause"]);
     assert_eq!(reap(pause), 128 + libc::SIGKILL);
+}
+
+/// The value of a cgroup file of the container: v2's `v2` in its group, or v1's `v1` in the
+/// group of the hierarchy `controller`.
+fn cgroup_value(dirs: &[PathBuf], controller: &str, v1: &str, v2: &str) -> String {
+    let v2_dir = dirs.iter().find(|d| d.join("cgroup.controllers").exists());
+    let path = match v2_dir.filter(|d| Path::new(&d.join(v2)).exists()) {
+        Some(d) => d.join(v2),
+        None => dirs
+            .iter()
+            .find(|d| d.iter().any(|c| c.to_str().is_some_and(|c| c.split(',').any(|c| c == controller))))
+            .unwrap_or_else(|| panic!("no {controller} group among {dirs:?}"))
+            .join(v1),
+    };
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).trim().to_owned()
+}
+
+#[test]
+fn update_changes_a_running_containers_limits_and_events_reports_them() {
+    if !root_only("update_changes_a_running_containers_limits") {
+        return;
+    }
+    let _serial = common::serial();
+    become_subreaper();
+    let rt = Runtime::new();
+    let (dir, out, mut cfg) = script_bundle("echo > /out/ready; exec sleep 1000");
+    cfg["linux"]["resources"]["memory"] = json!({"limit": 100 << 20});
+    cfg["linux"]["resources"]["pids"] = json!({"limit": 50});
+    std::fs::write(dir.path().join("config.json"), serde_json::to_vec(&cfg).unwrap()).unwrap();
+    let pid = rt.create("up", dir.path(), &out.path().join("log"));
+    // The limits are on the container's groups, the processes in a leaf below each.
+    let dirs: Vec<PathBuf> = cgroup_dirs(pid)
+        .into_iter()
+        .map(|d| if d.ends_with("payload") { d.parent().unwrap().to_owned() } else { d })
+        .collect();
+    let memory = || cgroup_value(&dirs, "memory", "memory.limit_in_bytes", "memory.max");
+    let pids = || cgroup_value(&dirs, "pids", "pids.max", "pids.max");
+    assert_eq!((memory(), pids()), ((100u64 << 20).to_string(), "50".to_string()));
+
+    rt.ok(&["start", "up"]);
+    rt.ok(&["update", "--memory", "200m", "--pids-limit", "20", "up"]);
+    assert_eq!((memory(), pids()), ((200u64 << 20).to_string(), "20".to_string()));
+
+    // containerd's shim passes a LinuxResources object on stdin.
+    let mut update = rt.command(&["update", "--resources", "-", "up"]).stdin(Stdio::piped()).spawn().unwrap();
+    let resources = json!({"memory": {"limit": 150 << 20}, "cpu": {"quota": 50000, "period": 100000}});
+    std::io::Write::write_all(&mut update.stdin.take().unwrap(), resources.to_string().as_bytes()).unwrap();
+    assert!(update.wait().unwrap().success());
+    assert_eq!(memory(), (150u64 << 20).to_string());
+    let quota = cgroup_value(&dirs, "cpu", "cpu.cfs_quota_us", "cpu.max");
+    assert!(quota == "50000" || quota == "50000 100000", "{quota}");
+
+    let event: Value = serde_json::from_str(rt.ok(&["events", "--stats", "up"]).trim()).unwrap();
+    assert_eq!(event["type"], "stats");
+    assert_eq!(event["id"], "up");
+    assert_eq!(event["data"]["memory"]["usage"]["limit"], 150u64 << 20, "{event}");
+    assert_eq!(event["data"]["pids"]["limit"], 20, "{event}");
+    assert!(event["data"]["pids"]["current"].as_u64().unwrap() >= 2, "init and sleeper: {event}");
+    assert!(event["data"]["memory"]["usage"]["usage"].as_u64().unwrap() > 0, "{event}");
+
+    // Refused, naming what, and nothing changed.
+    let err = rt.fails(&["update", "--memory", "-1", "up"]);
+    assert!(err.contains("memory.limit"), "{err}");
+    let err = rt.fails(&["update", "--memory", "12q", "up"]);
+    assert!(err.contains("--memory"), "{err}");
+    let path = out.path().join("swappiness.json");
+    std::fs::write(&path, json!({"memory": {"swappiness": 10}}).to_string()).unwrap();
+    let err = rt.fails(&["update", "--resources", path.to_str().unwrap(), "up"]);
+    assert!(err.contains("linux.resources.memory.swappiness"), "{err}");
+    assert_eq!((memory(), pids()), ((150u64 << 20).to_string(), "20".to_string()));
+
+    // Streaming events end when the container does.
+    let mut events =
+        rt.command(&["events", "--interval", "50ms", "up"]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut lines = common::buffered(events.stdout.take().unwrap());
+    let first = common::read_until(&mut lines, |l| l.contains("\"stats\""));
+    assert!(first.contains("\"up\""), "{first}");
+    rt.ok(&["kill", "up", "KILL"]);
+    assert_eq!(reap(pid), 128 + libc::SIGKILL);
+    assert!(events.wait().unwrap().success());
+    let err = rt.fails(&["update", "--memory", "300m", "up"]);
+    assert!(err.contains("stopped"), "{err}");
+    rt.ok(&["delete", "up"]);
 }

@@ -35,7 +35,8 @@ pub(super) fn namespaces(linux: &Linux, b: &mut SandboxBuilder) -> Result<Namesp
         ns |= flag;
         let Some(path) = n.path() else { continue };
         let field = format!("linux.namespaces[{i}].path");
-        let joinable = Namespaces::NET | Namespaces::IPC | Namespaces::UTS | Namespaces::CGROUP | Namespaces::PID;
+        let joinable =
+            Namespaces::NET | Namespaces::IPC | Namespaces::UTS | Namespaces::CGROUP | Namespaces::PID;
         if !joinable.contains(flag) {
             return Err(BundleError::unsupported(
                 field,
@@ -309,16 +310,19 @@ pub(super) fn resources(linux: &Linux, b: &mut SandboxBuilder) -> Result<(), Bun
         Err(BundleError::unsupported(format!("linux.resources.{field}"), value, "not implemented"))
     };
     if let Some(m) = r.memory() {
-        if let Some(limit) = m.limit().filter(|l| *l >= 0) {
+        // 0 and -1 are no limit, as runc reads them.
+        if let Some(limit) = m.limit().filter(|l| *l > 0) {
             b.memory_limit(limit as u64);
         }
-        if let Some(swap) = m.swap().filter(|s| *s >= 0) {
+        if let Some(swap) = m.swap().filter(|s| *s > 0) {
             b.memory_swap_limit(swap as u64);
         }
         let others: [(&str, Option<String>); 7] = [
-            ("memory.reservation", m.reservation().map(|v| v.to_string())),
-            ("memory.kernel", m.kernel().map(|v| v.to_string())),
-            ("memory.kernelTCP", m.kernel_tcp().map(|v| v.to_string())),
+            // 0 is no reservation, the kernel's default (Docker's update sends it).
+            ("memory.reservation", m.reservation().filter(|v| *v != 0).map(|v| v.to_string())),
+            // Kernel memory limits (deprecated in the kernel and in runc): 0 is none.
+            ("memory.kernel", m.kernel().filter(|v| *v != 0).map(|v| v.to_string())),
+            ("memory.kernelTCP", m.kernel_tcp().filter(|v| *v != 0).map(|v| v.to_string())),
             ("memory.swappiness", m.swappiness().map(|v| v.to_string())),
             ("memory.disableOOMKiller", m.disable_oom_killer().filter(|d| *d).map(|v| v.to_string())),
             ("memory.useHierarchy", m.use_hierarchy().filter(|d| !*d).map(|v| v.to_string())),

@@ -64,6 +64,28 @@ use oci_spec::runtime::Spec;
 
 pub use error::BundleError;
 
+/// The cgroup limits of an OCI `LinuxResources` object — what `runc update --resources` reads —
+/// as a builder for [`Detached::update_limits`](crate::Detached::update_limits). Fields that
+/// stockade does not carry out are a typed error naming them (as `linux.resources.*`), and so
+/// are device rules, which cannot change after a container is created.
+pub fn resource_limits(
+    resources: &oci_spec::runtime::LinuxResources,
+) -> Result<crate::SandboxBuilder, BundleError> {
+    if resources.devices().as_ref().is_some_and(|d| !d.is_empty()) {
+        return Err(BundleError::unsupported(
+            "linux.resources.devices",
+            "present",
+            "device rules are fixed when the container is created (stockade enforces them by which nodes exist)",
+        ));
+    }
+    let mut linux = oci_spec::runtime::Linux::default();
+    linux.set_cgroups_path(None);
+    linux.set_resources(Some(resources.clone()));
+    let mut b = Sandbox::builder();
+    linux::resources(&linux, &mut b)?;
+    Ok(b)
+}
+
 use crate::{Command, Namespaces, Root, Sandbox};
 
 /// An OCI bundle: a directory with a `config.json` and (usually) the root filesystem it names.

@@ -386,6 +386,89 @@ impl SandboxCgroup {
         }
     }
 
+    /// The cgroup of a running sandbox from its groups' directories (`Detached::cgroups`), for
+    /// changing its limits and reading its usage; dropping it removes nothing.
+    pub(crate) fn existing(dirs: &[PathBuf]) -> Option<SandboxCgroup> {
+        let layout = layout()?;
+        let groups = dirs
+            .iter()
+            .filter_map(|dir| {
+                let h = mounted_hierarchies().iter().find(|h| dir.starts_with(&h.mount))?;
+                Some(Group {
+                    label: h.label(),
+                    controllers: h.controllers.clone(),
+                    dir: dir.clone(),
+                    leaf: dir.clone(),
+                })
+            })
+            .collect();
+        Some(SandboxCgroup { layout, groups, removed: true, sealed: false, leaf: false, watched: false })
+    }
+
+    /// Changes the limits `limits` sets (the others stay as they are). On v1, memory and
+    /// memory+swap are written in the order the kernel accepts (memory at most memory+swap).
+    pub(crate) fn update(&self, limits: &LimitsConfig) -> Result<(), Error> {
+        for controller in limits.controllers() {
+            let controller =
+                if controller == "io" && self.layout != Layout::Unified { "blkio" } else { controller };
+            if self.group(controller).is_none() {
+                return Err(Error::Unsupported {
+                    feature: format!("changing the {controller} limit"),
+                    reason: format!("the sandbox has no group in the {controller} hierarchy"),
+                    hint: "set the limit when the sandbox is created".into(),
+                });
+            }
+        }
+        if self.layout != Layout::Unified {
+            if let (Some(memory), Some(swap)) = (limits.memory, limits.memory_swap) {
+                let current = self
+                    .read("memory", "memory.memsw.limit_in_bytes")
+                    .and_then(|v| v.trim().parse::<u64>().ok());
+                if current.is_some_and(|c| memory > c) {
+                    // Raising both: memory+swap first, or the new memory limit exceeds it.
+                    self.write("memory", "memory.memsw.limit_in_bytes", &swap.to_string())?;
+                }
+            }
+        }
+        self.apply(limits)
+    }
+
+    /// Current usage and limits of the group (see [`crate::CgroupStats`]).
+    pub(crate) fn stats(&self) -> crate::CgroupStats {
+        let v2 = self.layout == Layout::Unified;
+        let num = |text: Option<String>| text.and_then(|t| t.trim().parse::<u64>().ok());
+        let key = |text: Option<String>, k: &str| {
+            text.and_then(|t| t.lines().find_map(|l| l.strip_prefix(k)?.trim().parse::<u64>().ok()))
+        };
+        let (user, system) = self.cpu_times().unzip();
+        let cpu_total = if v2 {
+            key(self.read("cpu", "cpu.stat"), "usage_usec ").map(Duration::from_micros)
+        } else {
+            num(self.read("cpuacct", "cpuacct.usage")).map(Duration::from_nanos)
+        };
+        let (peak, _, _) = self.memory_and_pids();
+        let oom_kills = if v2 {
+            key(self.read("memory", "memory.events"), "oom_kill ")
+        } else {
+            key(self.read("memory", "memory.oom_control"), "oom_kill ")
+        };
+        // "max" (and v1's huge page-rounded number) mean no limit.
+        let limit = |text: Option<String>| num(text).filter(|&v| v < i64::MAX as u64 / 4096 * 4096);
+        crate::CgroupStats {
+            cpu_total,
+            cpu_user: user,
+            cpu_system: system,
+            memory_current: num(
+                self.read("memory", if v2 { "memory.current" } else { "memory.usage_in_bytes" })
+            ),
+            memory_peak: peak,
+            memory_limit: limit(self.read("memory", if v2 { "memory.max" } else { "memory.limit_in_bytes" })),
+            oom_kills,
+            pids_current: num(self.read("pids", "pids.current")),
+            pids_limit: limit(self.read("pids", "pids.max")),
+        }
+    }
+
     /// Whether the sandbox has a sealed group in every hierarchy this process is in
     /// (`/proc/self/cgroup` lists them all, mounted here or not), so a cgroup namespace shows
     /// nothing beyond them and the payload can change nothing in them.

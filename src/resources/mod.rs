@@ -207,6 +207,31 @@ pub struct ResourceUsage {
     pub peak_pids: Option<u64>,
 }
 
+/// A running sandbox's cgroup usage and limits ([`Detached::stats`](crate::Detached::stats)),
+/// read from its groups' files; `None` where the host has no such file (a controller the
+/// sandbox has no group in, or a counter this kernel lacks).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CgroupStats {
+    /// CPU time used so far by every process of the group, user and kernel.
+    pub cpu_total: Option<Duration>,
+    /// CPU time in user mode.
+    pub cpu_user: Option<Duration>,
+    /// CPU time in the kernel.
+    pub cpu_system: Option<Duration>,
+    /// Memory charged to the group now, in bytes.
+    pub memory_current: Option<u64>,
+    /// The most memory charged at once, in bytes.
+    pub memory_peak: Option<u64>,
+    /// The memory limit in bytes (`None`: unlimited, or no memory group).
+    pub memory_limit: Option<u64>,
+    /// How many times the OOM killer killed a process of the group.
+    pub oom_kills: Option<u64>,
+    /// Processes (and threads) in the group now.
+    pub pids_current: Option<u64>,
+    /// The process limit (`None`: unlimited, or no pids group).
+    pub pids_limit: Option<u64>,
+}
+
 /// How [`Child::unenforced`](crate::Child::unenforced) names a cgroup namespace that could not
 /// be rooted in groups of the sandbox's own in every hierarchy.
 pub(crate) const CGROUP_CONFINEMENT: &str = "cgroup namespace (own groups)";
