@@ -1,9 +1,12 @@
 //! The runtime spec's hooks, which the runtime runs itself: `prestart` and `createRuntime`
 //! once the container's namespaces exist (in this order, before anything is set up inside),
-//! `poststart` after `start`, `poststop` after `delete`. Each gets the container's state on its
-//! stdin, the environment and arguments its entry gives (`args[0]` is its argv\[0\]), and is
-//! killed at its `timeout`. `createContainer` and `startContainer`, which run inside the
-//! container, are refused naming the field.
+//! `startContainer` at `start` inside the container (its namespaces, root, cgroups and the
+//! process's credentials; see `lifecycle`), `poststart` after `start`, `poststop` after
+//! `delete`. Each gets the container's state on its stdin, the environment and arguments its
+//! entry gives (`args[0]` is its argv\[0\]), and is killed at its `timeout`. `createContainer`,
+//! whose path resolves on the host but which runs in the container's mount namespace before
+//! its root switch (a moment the runtime does not have: the container's setup runs in the
+//! library's child), is refused naming the field.
 
 use std::io::{Read, Seek, Write};
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
@@ -22,6 +25,9 @@ pub struct Phases {
     /// `prestart` then `createRuntime`: the runtime's namespace, the container's namespaces
     /// created.
     pub created: Vec<(String, Hook)>,
+    /// `startContainer`: in the container's namespaces and root, at `start`, before its
+    /// process runs.
+    pub start_container: Vec<(String, Hook)>,
     pub poststart: Vec<(String, Hook)>,
     pub poststop: Vec<(String, Hook)>,
 }
@@ -50,15 +56,14 @@ pub fn take(spec: &mut Spec) -> Result<Phases, Failure> {
     created.extend(named("createRuntime", hooks.create_runtime())?);
     let phases = Phases {
         created,
+        start_container: named("startContainer", hooks.start_container())?,
         poststart: named("poststart", hooks.poststart())?,
         poststop: named("poststop", hooks.poststop())?,
     };
-    let mut inside = Hooks::default();
-    inside.set_create_container(hooks.create_container().clone());
-    inside.set_start_container(hooks.start_container().clone());
-    let any_inside = inside.create_container().as_ref().is_some_and(|l| !l.is_empty())
-        || inside.start_container().as_ref().is_some_and(|l| !l.is_empty());
-    spec.set_hooks(any_inside.then_some(inside));
+    let mut refused = Hooks::default();
+    refused.set_create_container(hooks.create_container().clone());
+    let any_refused = refused.create_container().as_ref().is_some_and(|l| !l.is_empty());
+    spec.set_hooks(any_refused.then_some(refused));
     Ok(phases)
 }
 
@@ -96,13 +101,7 @@ fn run_one(field: &str, hook: &Hook, state: &serde_json::Value) -> Result<(), Fa
     }
     // Its output goes to an unnamed file, read once it has exited: a process it leaves behind
     // holding a pipe could keep a reader waiting for ever.
-    let output = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_TMPFILE)
-        .mode(0o600)
-        .open(std::env::temp_dir())
-        .map_err(|e| fail(format!("cannot make a file for its output: {e}")))?;
+    let output = output_file().map_err(|e| fail(format!("cannot make a file for its output: {e}")))?;
     let copy = || output.try_clone().map_err(|e| fail(format!("cannot make a file for its output: {e}")));
     // A process group of its own: at its timeout the hook goes with whatever it started.
     command.stdin(Stdio::piped()).stdout(copy()?).stderr(copy()?).process_group(0);
@@ -151,11 +150,25 @@ fn run_one(field: &str, hook: &Hook, state: &serde_json::Value) -> Result<(), Fa
     }
     let status = child.wait().map_err(|e| fail(format!("wait: {e}")))?;
     if !status.success() {
-        let mut text = String::new();
-        let mut output = output;
-        let _ = output.seek(std::io::SeekFrom::Start(0));
-        let _ = output.take(4096).read_to_string(&mut text);
-        return Err(fail(format!("{status}: {}", text.trim())));
+        return Err(fail(format!("{status}: {}", read_start(output))));
     }
     Ok(())
+}
+
+/// An unnamed file for a hook's output.
+pub fn output_file() -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_TMPFILE)
+        .mode(0o600)
+        .open(std::env::temp_dir())
+}
+
+/// The first 4 KiB of a hook's output, for its error.
+pub fn read_start(mut output: std::fs::File) -> String {
+    let mut text = String::new();
+    let _ = output.seek(std::io::SeekFrom::Start(0));
+    let _ = output.take(4096).read_to_string(&mut text);
+    text.trim().to_owned()
 }

@@ -270,6 +270,20 @@ pub fn start(store: &Store, id: &str) -> Result<(), Failure> {
             return Err(Failure::State(format!("cannot start container {id:?}: it has stopped")));
         }
     }
+    let hooks = bundle_hooks(store, &saved);
+    if !hooks.start_container.is_empty() {
+        let state = hook_state(id, saved.pid, "created", &saved.bundle, &saved.annotations);
+        for (field, hook) in &hooks.start_container {
+            if let Err(e) = run_inside(store, &saved, field, hook, &state) {
+                // The runtime spec: an error, and the container stopped.
+                let _ = signal_init(&saved, Signal::SIGKILL);
+                for pid in saved.detached().processes() {
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL);
+                }
+                return Err(e);
+            }
+        }
+    }
     let started = StartGate::start(store.gate(id));
     let _ = std::fs::remove_file(store.gate(id));
     saved.status = "running".into();
@@ -295,6 +309,65 @@ pub fn start(store: &Store, id: &str) -> Result<(), Failure> {
         }
         other => Failure::Sandbox(other),
     })
+}
+
+/// Runs a `startContainer` hook inside the created container: its namespaces, root and
+/// cgroups, with its process's credentials, capabilities and filter (as runc runs it, in the
+/// container's init just before the process), the path resolved there, exactly the entry's
+/// environment, the state on stdin, killed at its timeout.
+fn run_inside(
+    store: &Store,
+    saved: &Saved,
+    field: &str,
+    hook: &oci_spec::runtime::Hook,
+    state: &serde_json::Value,
+) -> Result<(), Failure> {
+    let fail = |reason: String| Failure::Hook { field: field.to_owned(), path: hook.path().clone(), reason };
+    let mut spec = store.spec(&saved.id)?;
+    let mut process = spec.process().clone().unwrap_or_default();
+    let mut args = vec![hook.path().to_string_lossy().into_owned()];
+    args.extend(hook.args().iter().flatten().skip(1).cloned());
+    process.set_args(Some(args));
+    process.set_env(None);
+    process.set_cwd("/".into());
+    process.set_terminal(Some(false));
+    spec.set_process(Some(process));
+    spec.set_hooks(None);
+    let mut command = Bundle::from_spec(saved.bundle.clone(), spec).command()?;
+    if let Some(first) = hook.args().as_ref().and_then(|a| a.first()) {
+        command.arg0(first);
+    }
+    command.env_clear().env_remove("PATH").env_remove("HOME");
+    for entry in hook.env().iter().flatten() {
+        let (key, value) = entry.split_once('=').unwrap_or((entry, ""));
+        command.env(key, value);
+    }
+    // Its output to an unnamed file, read if it fails (as the runtime's own hooks).
+    let output =
+        crate::hooks::output_file().map_err(|e| fail(format!("cannot make a file for its output: {e}")))?;
+    let copy = || output.try_clone().map_err(|e| fail(format!("cannot make a file for its output: {e}")));
+    command.stdin(Stdio::piped()).stdout(copy()?).stderr(copy()?);
+    saved.detached().join(&mut command)?;
+    let mut child = command.spawn().map_err(|e| fail(format!("cannot run it in the container: {e}")))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let text = state.to_string();
+        std::thread::spawn(move || {
+            let _ = std::io::Write::write_all(&mut stdin, text.as_bytes());
+        });
+    }
+    let timeout = hook.timeout().map(|t| std::time::Duration::from_secs(t.max(1) as u64));
+    let status = match timeout {
+        Some(t) => child.wait_timeout(t),
+        None => child.wait(),
+    }
+    .map_err(|e| fail(format!("wait: {e}")))?;
+    if status.timed_out() {
+        return Err(fail(format!("timed out after {} s", timeout.unwrap_or_default().as_secs())));
+    }
+    if !status.success() {
+        return Err(fail(format!("{status}: {}", crate::hooks::read_start(output))));
+    }
+    Ok(())
 }
 
 /// `run`: create, start, and unless detached wait for the container and delete it, exiting

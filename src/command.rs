@@ -36,6 +36,8 @@ pub struct Command {
     /// The session this command runs in, if any.
     session: Option<std::sync::Arc<crate::session::Target>>,
     program: OsString,
+    /// The payload's `argv[0]` when not the program (see [`Command::arg0`]).
+    arg0: Option<OsString>,
     args: Vec<OsString>,
     inherit_env: bool,
     env: BTreeMap<OsString, Option<OsString>>,
@@ -72,6 +74,7 @@ impl Command {
             sandbox,
             session: None,
             program: program.to_owned(),
+            arg0: None,
             args: Vec::new(),
             inherit_env: false,
             env,
@@ -99,6 +102,13 @@ impl Command {
         S: AsRef<OsStr>,
     {
         self.args.extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    /// Sets the payload's `argv[0]` (default: the program as given), as
+    /// [`std::os::unix::process::CommandExt::arg0`] does.
+    pub fn arg0(&mut self, arg: impl AsRef<OsStr>) -> &mut Self {
+        self.arg0 = Some(arg.as_ref().to_owned());
         self
     }
 
@@ -459,6 +469,7 @@ impl Command {
         crate::spawn::spawn(
             &self.sandbox.config,
             &self.program,
+            self.arg0.as_deref(),
             &self.args,
             &self.environment(),
             self.cwd.as_deref().map(|path| WorkingDir { path, create: self.cwd_from_image }),

@@ -279,6 +279,7 @@ pub(crate) fn cstring(what: &'static str, value: &OsStr) -> Result<CString, Erro
 impl Exec {
     pub(crate) fn new(
         program: &OsStr,
+        arg0: Option<&OsStr>,
         args: &[OsString],
         env: &[(OsString, OsString)],
     ) -> Result<Exec, Error> {
@@ -286,7 +287,7 @@ impl Exec {
             return Err(Error::invalid("program", "\"\"", "the program name is empty"));
         }
         let mut all_args = Vec::with_capacity(args.len() + 1);
-        all_args.push(cstring("program", program)?);
+        all_args.push(cstring("program", arg0.unwrap_or(program))?);
         for arg in args {
             all_args.push(cstring("argument", arg)?);
         }

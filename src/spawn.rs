@@ -54,6 +54,7 @@ pub(crate) struct Spawned {
 pub(crate) fn spawn(
     config: &Config,
     program: &OsStr,
+    arg0: Option<&OsStr>,
     args: &[OsString],
     env: &[(OsString, OsString)],
     cwd: Option<WorkingDir<'_>>,
@@ -63,7 +64,7 @@ pub(crate) fn spawn(
     hook: Option<&mut Hook>,
     mode: Mode<'_>,
 ) -> Result<Spawned, Error> {
-    let exec = Exec::new(program, args, env)?;
+    let exec = Exec::new(program, arg0, args, env)?;
     let joining = matches!(mode, Mode::Join { .. });
     // A session command is no sandbox's first process: no init of its own.
     let use_init = config.use_init() && !joining;

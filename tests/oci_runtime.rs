@@ -874,40 +874,71 @@ fn hooks_run_in_order_with_the_state_on_stdin_and_a_failing_one_stops_create() {
     let _serial = common::serial();
     become_subreaper();
     let rt = Runtime::new();
-    let dir = bundle_dir();
-    let record = dir.path().join("hooks.log");
-    // Each hook appends its name, the state's id and status, and whether $GREETING came.
-    let hook = |name: &str| {
+    let (dir, out, mut cfg) = script_bundle("exit 0");
+    // The same file, as the host sees it and as the container does (/out).
+    let record = out.path().join("hooks.log");
+    // Each hook appends its name, whether $GREETING came, the hostname where it runs, and the
+    // state.
+    let hook = |name: &str, record: &Path| {
         json!({
             "path": "/bin/sh",
-            "args": ["sh", "-c", "state=$(cat); echo \"$0 $GREETING $state\" >> \"$1\"", name, record],
+            "args": ["sh", "-c", "state=$(cat); echo \"$0 $GREETING $(hostname) $state\" >> \"$1\"", name, record],
             "env": ["GREETING=hi"],
             "timeout": 30
         })
     };
-    let mut cfg = config(&["sh", "-c", "exit 0"]);
     cfg["hooks"] = json!({
-        "prestart": [hook("prestart")],
-        "createRuntime": [hook("createRuntime")],
-        "poststart": [hook("poststart")],
-        "poststop": [hook("poststop")]
+        "prestart": [hook("prestart", &record)],
+        "createRuntime": [hook("createRuntime", &record)],
+        "startContainer": [hook("startContainer", Path::new("/out/hooks.log"))],
+        "poststart": [hook("poststart", &record)],
+        "poststop": [hook("poststop", &record)]
     });
     std::fs::write(dir.path().join("config.json"), cfg.to_string()).unwrap();
-    let pid = rt.create("h1", dir.path(), &dir.path().join("out"));
+    let pid = rt.create("h1", dir.path(), &out.path().join("log"));
     rt.ok(&["start", "h1"]);
     assert_eq!(reap(pid), 0);
     rt.ok(&["delete", "h1"]);
     let log = std::fs::read_to_string(&record).unwrap();
     let lines: Vec<&str> = log.lines().collect();
     let names: Vec<&str> = lines.iter().map(|l| l.split(' ').next().unwrap()).collect();
-    assert_eq!(names, ["prestart", "createRuntime", "poststart", "poststop"], "{log}");
-    for (line, status) in lines.iter().zip(["creating", "creating", "running", "stopped"]) {
-        let state: Value = serde_json::from_str(line.splitn(3, ' ').nth(2).unwrap()).unwrap();
+    assert_eq!(names, ["prestart", "createRuntime", "startContainer", "poststart", "poststop"], "{log}");
+    let host = nix::unistd::gethostname().unwrap().into_string().unwrap();
+    let expected = [
+        ("creating", &host),
+        ("creating", &host),
+        ("created", &"runc".to_string()),
+        ("running", &host),
+        ("stopped", &host),
+    ];
+    for (line, (status, hostname)) in lines.iter().zip(expected) {
+        let state: Value = serde_json::from_str(line.splitn(4, ' ').nth(3).unwrap()).unwrap();
         assert_eq!(line.split(' ').nth(1), Some("hi"), "the hook's env: {line}");
+        assert_eq!(line.split(' ').nth(2), Some(hostname.as_str()), "where the hook ran: {line}");
         assert_eq!(state["id"], "h1", "{line}");
         assert_eq!(state["status"], status, "{line}");
         assert_eq!(state["pid"], pid, "{line}");
     }
+
+    // A failing startContainer hook: start fails naming it, and the container is stopped.
+    cfg["hooks"] =
+        json!({"startContainer": [{"path": "/bin/sh", "args": ["sh", "-c", "echo no >&2; exit 4"]}]});
+    std::fs::write(dir.path().join("config.json"), cfg.to_string()).unwrap();
+    let pid = rt.create("h3", dir.path(), &out.path().join("log"));
+    let err = rt.fails(&["start", "h3"]);
+    assert!(
+        err.contains("hooks.startContainer[0]") && err.contains("exit status: 4") && err.contains("no"),
+        "{err}"
+    );
+    assert_eq!(reap(pid), 128 + libc::SIGKILL);
+    assert_eq!(rt.state("h3")["status"], "stopped");
+    rt.ok(&["delete", "h3"]);
+    // createContainer is refused by name (see runtime/hooks.rs), with nothing left behind.
+    cfg["hooks"] = json!({"createContainer": [{"path": "/bin/true"}]});
+    std::fs::write(dir.path().join("config.json"), cfg.to_string()).unwrap();
+    let err = rt.fails(&["create", "--bundle", dir.path().to_str().unwrap(), "h4"]);
+    assert!(err.contains("hooks.createContainer"), "{err}");
+    assert!(!rt.root.path().join("h4").exists(), "state left behind");
 
     // A failing prestart hook, and one that outlives its timeout: create fails naming it, and
     // leaves nothing behind.

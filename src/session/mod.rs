@@ -118,6 +118,7 @@ impl Session {
         let spawned = crate::spawn::spawn(
             config,
             OsStr::new("stockade-hold"),
+            None,
             &[],
             &[],
             None,
