@@ -431,6 +431,17 @@ impl SandboxBuilder {
     /// on cgroup v1 (weight 100 = 1024 shares).
     pub fn cpu_weight(&mut self, weight: u64) -> &mut Self {
         self.limits.cpu_weight = Some(weight);
+        self.limits.cpu_shares = None;
+        self
+    }
+
+    /// The sandbox's CPU weight in cgroup v1's `cpu.shares`, 2 to 262144 (default 1024): written
+    /// as it is on v1, as the same share of the default on v2 (`cpu.weight` = shares × 100 /
+    /// 1024). Replaces [`cpu_weight`](Self::cpu_weight); for callers that speak in shares (an
+    /// OCI config), so that v1 gets exactly their number.
+    pub fn cpu_shares(&mut self, shares: u64) -> &mut Self {
+        self.limits.cpu_shares = Some(shares);
+        self.limits.cpu_weight = None;
         self
     }
 

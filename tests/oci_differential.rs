@@ -5,6 +5,14 @@
 //! Seccomp), hostname, environment, working directory, umask, rlimits; the state JSON's fields
 //! and status at each lifecycle step; which operations out of order fail.
 //!
+//! The cgroup limit files (memory, pids, CPU shares or weight, quota, period, cpuset) are equal,
+//! read from the group that carries them: stockade's processes live in a leaf (`payload`)
+//! below it. Listed differences: on cgroup v2 runc 1.1 turns CPU shares into a weight by a
+//! formula that gives the default 1024 shares weight 39 (the kernel's default is 100); stockade
+//! keeps the share of the default. Hooks run in the runtime spec's order with its states;
+//! runc 1.1 runs `poststart` before the process runs (the spec says after), concurrently with
+//! `startContainer`, with the state still `created`.
+//!
 //! Mounts: the same mount points, and on each one at least runc's restrictions (`ro`, `nosuid`,
 //! `nodev`, `noexec`). The differences allowed, each with its reason:
 //! - stockade mounts everything `nodev` (the root, `/dev`, `/proc`) and `/proc` also `nosuid`
@@ -29,7 +37,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use bundle::{bundle_dir, config};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 fn ours() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_stockade-runtime"))
@@ -224,4 +232,142 @@ fn the_lifecycle_and_its_errors_match_runc() {
         fails(&["state", "nope"]);
         assert!(!Path::new(&format!("/proc/{pid}")).exists(), "{who}: the container's init survived");
     }
+}
+
+/// The limit files of the container whose init is `pid`, by name (v1 `controller/file`, v2
+/// `file`): read from the group its init is in, or that group's parent when the init is in
+/// stockade's leaf (`payload`) below the group that carries the limits.
+fn limit_files(pid: i32) -> BTreeMap<String, String> {
+    const V1: [(&str, &str); 6] = [
+        ("memory", "memory.limit_in_bytes"),
+        ("pids", "pids.max"),
+        ("cpu", "cpu.shares"),
+        ("cpu", "cpu.cfs_quota_us"),
+        ("cpu", "cpu.cfs_period_us"),
+        ("cpuset", "cpuset.cpus"),
+    ];
+    const V2: [&str; 5] = ["memory.max", "pids.max", "cpu.weight", "cpu.max", "cpuset.cpus"];
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let mut out = BTreeMap::new();
+    let unified = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next(), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let group = |mount: &Path| {
+            let dir = mount.join(path.trim_start_matches('/'));
+            if dir.ends_with("payload") { dir.parent().unwrap().to_owned() } else { dir }
+        };
+        if controllers.is_empty() && unified {
+            let dir = group(Path::new("/sys/fs/cgroup"));
+            for file in V2 {
+                out.insert(
+                    file.to_owned(),
+                    std::fs::read_to_string(dir.join(file)).unwrap_or_default().trim().to_owned(),
+                );
+            }
+            continue;
+        }
+        for (controller, file) in V1 {
+            if controllers.split(',').any(|c| c == controller) {
+                let dir = group(&Path::new("/sys/fs/cgroup").join(controllers));
+                let value = std::fs::read_to_string(dir.join(file)).unwrap_or_default();
+                out.insert(format!("{controller}/{file}"), value.trim().to_owned());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_cgroup_limits_and_the_hooks_match_runc() {
+    if !can_run("the_cgroup_limits_and_the_hooks_match_runc") {
+        return;
+    }
+    let _serial = common::serial();
+    // SAFETY: prctl with integer arguments. Both runtimes' containers are reparented here.
+    assert_eq!(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) }, 0);
+    let dir = bundle_dir();
+    let records = common::tempdir();
+    std::fs::create_dir(dir.path().join("rootfs/out")).unwrap();
+    let shares = 512u64;
+    let mut seen = Vec::new();
+    for (i, rt) in Runtime::both().iter().enumerate() {
+        let who = rt.name().to_owned();
+        let host_log = records.path().join(format!("{i}.log"));
+        // Each hook appends its name and the state's status.
+        let hook = |name: &str, log: &Path| {
+            json!({
+                "path": "/bin/sh",
+                "args": ["sh", "-c", "state=$(cat); echo \"$0 $(echo \"$state\" | grep -o '\"status\":\"[a-z]*\"')\" >> \"$1\"", name, log],
+                "timeout": 30
+            })
+        };
+        let mut cfg = config(&["sleep", "1000"]);
+        cfg["mounts"].as_array_mut().unwrap().push(json!({
+            "destination": "/out", "type": "bind", "source": records.path(), "options": ["rbind", "rw"]
+        }));
+        cfg["linux"]["cgroupsPath"] = json!(format!("/stockade-differential-{i}-{}", std::process::id()));
+        cfg["linux"]["resources"] = json!({
+            "devices": [{"allow": false, "access": "rwm"}],
+            "memory": {"limit": 64 << 20},
+            "pids": {"limit": 40},
+            "cpu": {"shares": shares, "quota": 20000, "period": 100000, "cpus": "0"}
+        });
+        cfg["hooks"] = json!({
+            "prestart": [hook("prestart", &host_log)],
+            "createRuntime": [hook("createRuntime", &host_log)],
+            "startContainer": [hook("startContainer", &Path::new("/out").join(format!("{i}.log")))],
+            "poststart": [hook("poststart", &host_log)],
+            "poststop": [hook("poststop", &host_log)]
+        });
+        std::fs::write(dir.path().join("config.json"), cfg.to_string()).unwrap();
+        let bundle = dir.path().to_str().unwrap();
+        let out = rt.run(&["create", "--bundle", bundle, "limits"]);
+        assert!(out.status.success(), "{who} create: {}", String::from_utf8_lossy(&out.stderr));
+        let pid = state(rt, "limits").unwrap()["pid"].as_i64().unwrap() as i32;
+        let limits = limit_files(pid);
+        for args in [&["start", "limits"][..], &["kill", "limits", "KILL"]] {
+            let out = rt.run(args);
+            assert!(out.status.success(), "{who} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+        let out = rt.run(&["delete", "limits"]);
+        assert!(out.status.success(), "{who} delete: {}", String::from_utf8_lossy(&out.stderr));
+        seen.push((who, limits, std::fs::read_to_string(&host_log).unwrap()));
+    }
+    let [(_, mut runc_limits, runc_hooks), (_, ours_limits, ours_hooks)] = <[_; 2]>::try_from(seen).unwrap();
+    assert!(!ours_limits.is_empty() && ours_limits.values().all(|v| !v.is_empty()), "{ours_limits:?}");
+    if let Some(weight) = runc_limits.get_mut("cpu.weight") {
+        // cgroup v2: runc 1.1 turns shares into a weight by 1 + (shares - 2) * 9999 / 262142,
+        // which makes the default 1024 shares weight 39 instead of the kernel's default 100;
+        // stockade keeps the share of the default (shares * 100 / 1024), as runc 1.3 came to.
+        assert_eq!(*weight, (1 + (shares - 2) * 9999 / 262142).to_string());
+        *weight = (shares * 100 / 1024).to_string();
+    }
+    assert_eq!(ours_limits, runc_limits, "the cgroup limit files");
+    // The runtime spec's order and states, which stockade follows exactly.
+    let expected = [
+        "prestart creating",
+        "createRuntime creating",
+        "startContainer created",
+        "poststart running",
+        "poststop stopped",
+    ];
+    let lines = |log: &str| -> Vec<String> {
+        log.lines().map(|l| l.replace("\"status\":", "").replace('"', "")).collect()
+    };
+    assert_eq!(lines(&ours_hooks), expected, "stockade's hooks");
+    // runc 1.1 runs poststart as soon as it has told the init to go, which is before the
+    // process runs (the spec: after), concurrently with startContainer, and with the state
+    // still "created": the same hooks, but its poststart's place and status differ.
+    let mut runc_lines = lines(&runc_hooks);
+    for line in &mut runc_lines {
+        if line == "poststart created" {
+            *line = "poststart running".into();
+        }
+    }
+    runc_lines.sort();
+    let mut sorted = expected.map(String::from).to_vec();
+    sorted.sort();
+    assert_eq!(runc_lines, sorted, "runc's hooks: {runc_hooks}");
 }

@@ -334,8 +334,8 @@ pub(super) fn resources(linux: &Linux, b: &mut SandboxBuilder) -> Result<(), Bun
     }
     if let Some(c) = r.cpu() {
         if let Some(shares) = c.shares().filter(|s| *s > 0) {
-            // stockade's weight scale: 100 is 1024 shares (the kernel's default on both).
-            b.cpu_weight((shares.min(1 << 20) * 100 / 1024).clamp(1, 10000));
+            // Exactly these shares on v1; on v2 the same share of the default weight.
+            b.cpu_shares(shares.clamp(2, 262_144));
         }
         if let Some(quota) = c.quota().filter(|q| *q > 0) {
             let period = c.period().filter(|p| *p > 0).unwrap_or(100_000);

@@ -636,10 +636,10 @@ impl SandboxCgroup {
             )?;
         }
         if let Some(cpus) = &limits.cpuset_cpus {
-            self.write("cpuset", "cpuset.cpus", cpus)?;
+            self.write_cpuset("cpuset.cpus", cpus)?;
         }
         if let Some(mems) = &limits.cpuset_mems {
-            self.write("cpuset", "cpuset.mems", mems)?;
+            self.write_cpuset("cpuset.mems", mems)?;
         }
         if let Some(count) = limits.pids {
             self.write("pids", "pids.max", &count.to_string())?;
@@ -651,6 +651,13 @@ impl SandboxCgroup {
             } else {
                 self.write("cpu", "cpu.cfs_period_us", &period.to_string())?;
                 self.write("cpu", "cpu.cfs_quota_us", &quota.to_string())?;
+            }
+        }
+        if let Some(shares) = limits.cpu_shares {
+            if v2 {
+                self.write("cpu", "cpu.weight", &(shares * 100 / 1024).clamp(1, 10_000).to_string())?;
+            } else {
+                self.write("cpu", "cpu.shares", &shares.to_string())?;
             }
         }
         if let Some(weight) = limits.cpu_weight {
@@ -690,6 +697,28 @@ impl SandboxCgroup {
             }
         }
         Ok(())
+    }
+
+    /// Writes a cpuset file of the group and, on v1, of its leaf: there a child's set must
+    /// stay within its parent's, so the leaf goes first when the set shrinks (the leaf's write
+    /// succeeds) and last when it grows.
+    fn write_cpuset(&self, file: &str, value: &str) -> Result<(), Error> {
+        let leaf =
+            self.dir("cpuset").map(|d| d.join(LEAF)).filter(|l| self.layout != Layout::Unified && l.is_dir());
+        let Some(leaf) = leaf else { return self.write("cpuset", file, value) };
+        let write_leaf = || {
+            fs::write(leaf.join(file), value).map_err(|source| Error::Cgroup {
+                op: "write".into(),
+                path: leaf.join(file),
+                source,
+            })
+        };
+        if write_leaf().is_ok() {
+            self.write("cpuset", file, value)
+        } else {
+            self.write("cpuset", file, value)?;
+            write_leaf()
+        }
     }
 
     /// Writes `file` in the directory of `controller` (v2: the one directory).

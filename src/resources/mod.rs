@@ -248,6 +248,8 @@ pub(crate) struct LimitsConfig {
     pub(crate) pids: Option<u64>,
     pub(crate) cpu_quota: Option<(Duration, Duration)>,
     pub(crate) cpu_weight: Option<u64>,
+    /// The weight in v1 shares (`SandboxBuilder::cpu_shares`), instead of `cpu_weight`.
+    pub(crate) cpu_shares: Option<u64>,
     pub(crate) cpuset_cpus: Option<String>,
     pub(crate) cpuset_mems: Option<String>,
     pub(crate) io_weight: Option<u16>,
@@ -272,7 +274,7 @@ impl LimitsConfig {
         if self.pids.is_some() {
             c.push("pids");
         }
-        if self.cpu_quota.is_some() || self.cpu_weight.is_some() {
+        if self.cpu_quota.is_some() || self.cpu_weight.is_some() || self.cpu_shares.is_some() {
             c.push("cpu");
         }
         if self.cpuset_cpus.is_some() || self.cpuset_mems.is_some() {
@@ -355,6 +357,15 @@ impl LimitsConfig {
                     "cpu weight",
                     w,
                     "must be between 1 and 10000 (100 is the default)",
+                ));
+            }
+        }
+        if let Some(shares) = self.cpu_shares {
+            if !(2..=262_144).contains(&shares) {
+                return Err(Error::invalid(
+                    "cpu shares",
+                    shares,
+                    "must be between 2 and 262144 (1024 is the default)",
                 ));
             }
         }
