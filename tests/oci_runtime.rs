@@ -26,6 +26,10 @@ fn runtime() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_stockade-runtime"))
 }
 
+fn rt_path() -> &'static str {
+    env!("CARGO_BIN_EXE_stockade-runtime")
+}
+
 /// Skips (with the reason logged) unless root.
 fn root_only(test: &str) -> bool {
     if common::is_root() {
@@ -600,6 +604,52 @@ fn containerd_runs_containers_with_the_stockade_runtime() {
     );
     assert!(!String::from_utf8_lossy(&out.stdout).contains("survived"), "{}", text(&out));
     assert_eq!(out.status.code(), Some(137), "killed by the OOM killer: {}", text(&out));
+
+    // A user other than root and a pids limit, through a spec of the test's own (ctr 1.6 has
+    // no flags for them): 8 background sleeps against pids.max 5, counted without forking.
+    // (A shell whose fork fails exits: the inner one does, the outer one counts.)
+    let script = "id -u; id -g; sh -c 'for i in 1 2 3 4 5 6 7 8; do sleep 30 & done' 2>/dev/null; \
+                  set -- /proc/[0-9]*; echo $#";
+    let spec_dir = common::tempdir();
+    let out = Command::new(runtime()).args(["spec", "--bundle"]).arg(spec_dir.path()).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let mut spec: Value =
+        serde_json::from_slice(&std::fs::read(spec_dir.path().join("config.json")).unwrap()).unwrap();
+    spec["process"]["args"] = json!(["sh", "-c", script]);
+    spec["process"]["user"] = json!({"uid": 1000, "gid": 1000});
+    spec["process"]["terminal"] = json!(false);
+    // With a spec file ctr takes no image: the root is the test's busybox tree.
+    let rootfs = bundle_dir();
+    spec["root"] = json!({"path": rootfs.path().join("rootfs"), "readonly": false});
+    spec["linux"]["resources"]["pids"] = json!({"limit": 5});
+    let spec_path = spec_dir.path().join("spec.json");
+    std::fs::write(&spec_path, spec.to_string()).unwrap();
+    let config = spec_path.to_str().unwrap();
+    let out = containerd.ctr(&["run", "--runc-binary", rt_path(), "--rm", "--config", config, "run5"]);
+    assert!(out.status.success(), "{}\n{}", text(&out), containerd.log());
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect();
+    assert_eq!(lines[..2], ["1000", "1000"], "{}", text(&out));
+    let alive: usize = lines[2].parse().unwrap();
+    assert!(alive <= 5, "pids.max 5 held: {alive} processes (init, sh and 8 sleeps without it)");
+
+    // --tty: ctr attaches its own terminal (a pseudo-terminal here) to the container's.
+    let (mut master, slave) = common::open_pty();
+    let mut ctr = Command::new("ctr")
+        .arg("--address")
+        .arg(containerd.dir.path().join("containerd.sock"))
+        .args(["run", "--runc-binary", rt_path(), "--rm", "-t", IMAGE, "run6", "sh", "-c"])
+        .arg("test -t 0 && test -t 1 && echo on-a-tty")
+        .stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave)
+        .spawn()
+        .unwrap();
+    // Read until ctr has exited and closed its end: EIO then (no slave left open).
+    let mut seen = Vec::new();
+    let _ = master.read_to_end(&mut seen);
+    let status = ctr.wait().unwrap();
+    let seen = String::from_utf8_lossy(&seen);
+    assert!(status.success() && seen.contains("on-a-tty"), "{status}: {seen:?}\n{}", containerd.log());
 
     // A detached task: listed, its processes listed, SIGTERM forwarded to a process that
     // handles it, then deleted.
