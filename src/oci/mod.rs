@@ -16,8 +16,9 @@
 //! | `process.rlimits`, `noNewPrivileges`, `oomScoreAdj`, `terminal`, `consoleSize` | as named; `noNewPrivileges` absent or false allows new privileges |
 //! | `hostname`, `domainname` | need a uts namespace |
 //! | `linux.sysctl` | [`sysctl`](crate::SandboxBuilder::sysctl): namespaced parameters only (`net.*`, IPC's, `fs.mqueue.*`, `kernel.hostname`/`domainname`), as runc |
-//! | `linux.namespaces` (new ones), `uidMappings`, `gidMappings`, `timeOffsets` | as named |
-//! | `linux.resources` | `memory.limit`/`swap`, `cpu.shares` (as weight, 1024 shares = 100), `quota`/`period`, `cpus`/`mems`, `pids.limit`, `blockIO.weight` and throttles, `devices` (see below) |
+//! | `linux.namespaces` | new ones; `path` joins an existing network, ipc, uts, cgroup or pid namespace ([`join_namespace`](crate::SandboxBuilder::join_namespace)), as CNI and a Kubernetes pod give them |
+//! | `uidMappings`, `gidMappings`, `timeOffsets` | as named |
+//! | `linux.resources` | `memory.limit`/`swap` (0 and -1 are none, as runc reads them), `cpu.shares` ([`cpu_shares`](crate::SandboxBuilder::cpu_shares): exact on v1, the same share of the default weight on v2; 0 is none), `quota`/`period`, `cpus`/`mems`, `pids.limit`, `blockIO.weight` and throttles, `devices` (see below) |
 //! | `linux.cgroupsPath` | absolute: the parent of the sandbox's cgroup ([`cgroup_parent`](crate::SandboxBuilder::cgroup_parent)) |
 //! | `linux.seccomp` | [`SyscallFilter::from_oci`](crate::SyscallFilter::from_oci); absent: no filter |
 //! | `linux.maskedPaths`, `readonlyPaths` | exactly these (stockade's own defaults off) |
@@ -29,12 +30,13 @@
 //! cannot be opened; `linux.resources.devices` is then checked to allow every node bound
 //! (runc enforces the same rules with the device cgroup).
 //!
-//! Refused for now, each with [`BundleError::Unsupported`]: joining existing namespaces
-//! (`linux.namespaces[].path`), `hooks` (the runtime binary runs `prestart`, `createRuntime`,
-//! `poststart` and `poststop` itself; see `docs/runtime.md`), `overlay` mounts, mount id
+//! Refused for now, each with [`BundleError::Unsupported`]: joining an existing user, mount or
+//! time namespace, or any with a new user namespace; `hooks` (the runtime binary runs
+//! `prestart`, `createRuntime`, `startContainer`, `poststart` and `poststop` itself and refuses
+//! `createContainer`; see `docs/runtime.md`), `overlay` mounts, mount id
 //! mappings, shared or slave propagation, AppArmor and SELinux
 //! labels, `process.scheduler`, `ioPriority`, `execCPUAffinity`, memory reservations and
-//! kernel limits, real-time CPU, hugepage, network, RDMA and `unified` cgroup settings,
+//! kernel limits (other than 0), real-time CPU, hugepage, network, RDMA and `unified` cgroup settings,
 //! `intelRdt`, `personality`, `memoryPolicy`, `netDevices`, and block or FIFO devices.
 //!
 //! Differences from runc that remain: the payload is pid 2 under stockade's init (pid 1),
