@@ -304,7 +304,8 @@ impl SandboxBuilder {
         self
     }
 
-    /// Stacks an overlay root's layers ([`Root::overlay`](crate::Root::overlay), images) with
+    /// Stacks overlay layers (an overlay root, [`Root::overlay`](crate::Root::overlay), images, and
+    /// overlay mounts, [`Mount::overlay`](crate::Mount::overlay)) with
     /// one `lowerdir=` option, for kernels before 6.8, where [`build`](Self::build) otherwise
     /// says `Unsupported { feature: "overlayfs lowerdir+" }`. It takes fewer layers (at most
     /// 48: the option is limited to 255 bytes, each layer named by a descriptor number), and
@@ -566,6 +567,7 @@ impl SandboxBuilder {
                 MountKind::Device { .. } => continue,
                 MountKind::Sysfs => false,
                 MountKind::Cgroup => !m.readonly,
+                MountKind::Overlay { upper, .. } => upper.is_some() && !m.readonly,
                 // Files, directories and links live in the mount above them; masks and
                 // read-only remounts only take away.
                 MountKind::File { .. } | MountKind::Dir { .. } | MountKind::Symlink { .. } => continue,
@@ -885,6 +887,11 @@ impl SandboxBuilder {
         if ns.contains(Namespaces::MOUNT) {
             require(Check::MountApi)?;
             require(Check::Openat2)?;
+        }
+        let overlay_mount =
+            self.mounts.iter().any(|m| matches!(m.kind, crate::fs::MountKind::Overlay { .. }));
+        if overlay_mount && !self.legacy_overlay {
+            require(Check::OverlayLowerdirPlus)?;
         }
         if let Some(root) = &self.root {
             if matches!(root.0, crate::fs::RootKind::Overlay { .. }) && !self.legacy_overlay {

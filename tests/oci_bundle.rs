@@ -332,7 +332,7 @@ fn fields_stockade_does_not_carry_out_are_refused_by_name() {
             c["mounts"]
                 .as_array_mut()
                 .unwrap()
-                .push(json!({"destination": "/x", "type": "overlay", "source": "overlay"}))
+                .push(json!({"destination": "/x", "type": "nfs", "source": "server:/x"}))
         }),
         ("mounts[0].options", |c| c["mounts"][0]["options"] = json!(["rshared"])),
         ("linux.resources.unified", |c| c["linux"]["resources"]["unified"] = json!({"memory.high": "1M"})),
@@ -380,4 +380,48 @@ fn the_configs_namespaced_sysctls_are_set_and_host_wide_ones_refused() {
         matches!(&err, BundleError::Sandbox(stockade::Error::InvalidValue { value, .. }) if value == "kernel.panic"),
         "{err:?}"
     );
+}
+
+#[test]
+fn overlay_mounts_of_the_config_stack_their_layers_and_refuse_unknown_options() {
+    let _serial = common::serial();
+    let dir = bundle_dir();
+    let layers = common::tempdir();
+    for (name, which) in [("a", "bottom"), ("b", "top"), ("upper", ""), ("work", "")] {
+        std::fs::create_dir(layers.path().join(name)).unwrap();
+        if !which.is_empty() {
+            std::fs::write(layers.path().join(name).join("which"), format!("{which}\n")).unwrap();
+        }
+    }
+    let at = |name: &str| layers.path().join(name).to_str().unwrap().to_owned();
+    let mut cfg =
+        config(&["sh", "-c", "cat /o/which /r/which; echo x > /o/new; touch /r/new 2>/dev/null || echo ro"]);
+    let mounts = cfg["mounts"].as_array_mut().unwrap();
+    // lowerdir lists the top layer first, as overlayfs reads it.
+    mounts.push(json!({"destination": "/o", "type": "overlay", "source": "overlay",
+        "options": [format!("lowerdir={}:{}", at("b"), at("a")), format!("upperdir={}", at("upper")), format!("workdir={}", at("work"))]}));
+    mounts.push(json!({"destination": "/r", "type": "overlay", "source": "overlay",
+        "options": [format!("lowerdir={}:{}", at("a"), at("b"))]}));
+    assert_eq!(run(dir.path(), &cfg), "top\nbottom\nro\n");
+    assert_eq!(std::fs::read_to_string(layers.path().join("upper/new")).unwrap(), "x\n");
+    assert!(!layers.path().join("b/new").exists() && !layers.path().join("a/new").exists());
+
+    for (options, field) in [
+        (json!([format!("lowerdir={}", at("a")), "index=on"]), "index"),
+        (json!([format!("upperdir={}", at("upper"))]), "no lowerdir"),
+        (
+            json!([format!("lowerdir={}:{}", at("a"), at("b")), format!("upperdir={}", at("upper"))]),
+            "upperdir and workdir",
+        ),
+        (json!(["lowerdir=/nonexistent/layer:/also/not"]), "does not exist"),
+    ] {
+        let mut cfg = config(&["true"]);
+        cfg["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"destination": "/o", "type": "overlay", "source": "overlay", "options": options}));
+        let err = open(dir.path(), &cfg).unwrap().command().unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("mounts[7].options") && text.contains(field), "{options}: {text}");
+    }
 }

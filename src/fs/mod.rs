@@ -140,20 +140,43 @@ pub struct Mount {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum MountKind {
-    Bind { source: PathBuf, recursive: bool },
-    Tmpfs { size: Option<u64>, mode: Option<u32>, inodes: Option<u64> },
+    Bind {
+        source: PathBuf,
+        recursive: bool,
+    },
+    Tmpfs {
+        size: Option<u64>,
+        mode: Option<u32>,
+        inodes: Option<u64>,
+    },
     Proc,
     Dev,
     Sysfs,
     Mqueue,
-    Devpts { gid: Option<u32> },
+    Devpts {
+        gid: Option<u32>,
+    },
     Cgroup,
-    Device { source: PathBuf },
-    File { contents: Vec<u8>, mode: u32 },
-    Dir { mode: u32 },
-    Symlink { link: PathBuf },
+    Device {
+        source: PathBuf,
+    },
+    File {
+        contents: Vec<u8>,
+        mode: u32,
+    },
+    Dir {
+        mode: u32,
+    },
+    Symlink {
+        link: PathBuf,
+    },
     Mask,
     ReadOnly,
+    /// `lowers` bottom first; with `upper`, `(upper, work)`.
+    Overlay {
+        lowers: Vec<PathBuf>,
+        upper: Option<(PathBuf, PathBuf)>,
+    },
 }
 
 impl Mount {
@@ -177,6 +200,35 @@ impl Mount {
     /// [`inodes`](Mount::inodes); [`mode`](Mount::mode) sets its root's permissions.
     pub fn tmpfs(target: impl Into<PathBuf>) -> Mount {
         Mount::new(target, MountKind::Tmpfs { size: None, mode: None, inodes: None }, false)
+    }
+
+    /// A read-only overlayfs at `target`: the host directories `lowers` stacked, the last one
+    /// on top (as [`Root::overlay`] stacks them). Without an upper layer overlayfs needs two
+    /// lower directories at least.
+    pub fn overlay<I, P>(lowers: I, target: impl Into<PathBuf>) -> Mount
+    where
+        I: IntoIterator<Item = P>,
+        P: Into<PathBuf>,
+    {
+        let lowers = lowers.into_iter().map(Into::into).collect();
+        Mount::new(target, MountKind::Overlay { lowers, upper: None }, true)
+    }
+
+    /// A writable overlayfs at `target`: `lowers` (the last one on top) under the host
+    /// directory `upper`, which receives the changes; `work` is overlayfs's scratch directory,
+    /// empty and on the same file system as `upper`.
+    pub fn overlay_writable<I, P>(
+        lowers: I,
+        upper: impl Into<PathBuf>,
+        work: impl Into<PathBuf>,
+        target: impl Into<PathBuf>,
+    ) -> Mount
+    where
+        I: IntoIterator<Item = P>,
+        P: Into<PathBuf>,
+    {
+        let lowers = lowers.into_iter().map(Into::into).collect();
+        Mount::new(target, MountKind::Overlay { lowers, upper: Some((upper.into(), work.into())) }, false)
     }
 
     /// A fresh proc filesystem at `target` showing only the sandbox's processes; needs

@@ -125,6 +125,16 @@ pub(crate) enum FsOp {
         attrs: u64,
         target: Target,
     },
+    /// An overlayfs of host directories: `layers` are the lowers top first, then upper and
+    /// work when `upper` (the child takes their opened handles in this order).
+    Overlay {
+        layers: Vec<CString>,
+        upper: bool,
+        userxattr: bool,
+        legacy: bool,
+        attrs: u64,
+        target: Target,
+    },
 }
 
 /// The filesystem part of a spawn plan.
@@ -191,6 +201,17 @@ impl FsConfig {
         }
         if root_size == Some(0) {
             return Err(Error::invalid("root size", 0, "a tmpfs of 0 bytes cannot hold anything"));
+        }
+        let overlays = mounts.iter().filter_map(|m| match &m.kind {
+            MountKind::Overlay { lowers, .. } => Some(lowers.len()),
+            _ => None,
+        });
+        if let Some(count) = overlays.filter(|_| legacy_overlay).find(|&n| n > LEGACY_MAX_LOWERS) {
+            return Err(Error::invalid(
+                "overlay mount",
+                format!("{count} lower directories"),
+                format!("legacy_overlay() stacks at most {LEGACY_MAX_LOWERS}"),
+            ));
         }
         if let Some(Root(kind)) = &root {
             validate_root(kind)?;
@@ -305,15 +326,16 @@ impl FsConfig {
 
         let mut ops = Vec::new();
         let mut finish = Vec::new();
+        let overlay = OverlayMode { userxattr: user_ns, legacy: self.legacy_overlay };
         let claimed = |p: &str| self.mounts.iter().any(|m| m.target == Path::new(p));
         if self.defaults.mounts && ns.contains(Namespaces::PID) && !claimed("/proc") {
-            expand(&Mount::proc("/proc"), &mut ops, &mut finish, strict_target)?;
+            expand(&Mount::proc("/proc"), &mut ops, &mut finish, strict_target, overlay)?;
         }
         if self.defaults.mounts && self.has_root() && !claimed("/dev") {
-            expand(&Mount::dev("/dev"), &mut ops, &mut finish, strict_target)?;
+            expand(&Mount::dev("/dev"), &mut ops, &mut finish, strict_target, overlay)?;
         }
         for m in &self.mounts {
-            expand(m, &mut ops, &mut finish, target)?;
+            expand(m, &mut ops, &mut finish, target, overlay)?;
         }
         ops.append(&mut finish);
         if self.defaults.masks {
@@ -426,6 +448,12 @@ fn validate_mount(m: &Mount, ns: Namespaces) -> Result<(), Error> {
         MountKind::Cgroup if !ns.contains(Namespaces::CGROUP) => {
             return Err(Error::NamespaceRequired { what: "a cgroup mount", needs: "cgroup" });
         }
+        MountKind::Overlay { lowers, upper } => {
+            if upper.is_none() && lowers.len() < 2 {
+                return Err(invalid("a read-only overlay needs two lower directories at least (overlayfs)"));
+            }
+            validate_root(&RootKind::Overlay { lowers: lowers.clone(), upper: upper.clone() })?;
+        }
         _ => {}
     }
     Ok(())
@@ -503,6 +531,14 @@ fn strict_target(path: &Path) -> Result<Target, Error> {
     target(path).map(|t| Target { no_symlinks: true, ..t })
 }
 
+/// How overlay mounts are made: with `userxattr` in a user namespace, and with one
+/// `lowerdir=` option on kernels before 6.8 (`SandboxBuilder::legacy_overlay`).
+#[derive(Clone, Copy)]
+struct OverlayMode {
+    userxattr: bool,
+    legacy: bool,
+}
+
 /// Appends the operations for one mount; steps that must wait until every mount is in place go
 /// to `finish` (e.g. making `/dev` read-only after other mounts were placed under it).
 fn expand(
@@ -510,9 +546,28 @@ fn expand(
     ops: &mut Vec<FsOp>,
     finish: &mut Vec<FsOp>,
     target: fn(&Path) -> Result<Target, Error>,
+    overlay: OverlayMode,
 ) -> Result<(), Error> {
     let t = &m.target;
     match &m.kind {
+        MountKind::Overlay { lowers, upper } => {
+            let mut layers: Vec<CString> = lowers
+                .iter()
+                .rev()
+                .map(|l| cstring("overlay lower", l.as_os_str()))
+                .collect::<Result<_, _>>()?;
+            for (what, dir) in upper.iter().flat_map(|(u, w)| [("overlay upper", u), ("overlay work", w)]) {
+                layers.push(cstring(what, dir.as_os_str())?);
+            }
+            ops.push(FsOp::Overlay {
+                layers,
+                upper: upper.is_some(),
+                userxattr: overlay.userxattr,
+                legacy: overlay.legacy,
+                attrs: flags(m),
+                target: target(t)?,
+            });
+        }
         MountKind::Bind { source, recursive } => {
             let is_dir = super::check_source("bind source", source)?.is_dir();
             ops.push(FsOp::Bind {
@@ -669,10 +724,6 @@ fn expand(
 }
 
 impl FsPlan {
-    /// The host paths the caller handed over, in the order the child consumes them: the root's
-    /// (a bound directory; overlay lowers, then upper and work), then each bind's source. The
-    /// child opens them all before it takes the ids of its namespace (see
-    /// `sys::mount::open_sources`).
     /// Whether the sandbox's `/dev/pts` is a devpts instance of its own (stockade's `/dev`,
     /// [`Mount::dev`](crate::Mount::dev) at `/dev`) that nothing mounted later covers: where a
     /// payload's terminal may be made (never in the host's instance).
@@ -686,6 +737,7 @@ impl FsPlan {
                     own = true
                 }
                 FsOp::Bind { target, .. }
+                | FsOp::Overlay { target, .. }
                 | FsOp::NewFs { target, .. }
                 | FsOp::DevNode { target, .. }
                 | FsOp::File { target, .. }
@@ -696,6 +748,10 @@ impl FsPlan {
         self.mount_ns && own
     }
 
+    /// The host paths the caller handed over, in the order the child consumes them: the root's
+    /// (a bound directory; overlay lowers, then upper and work), then each bind's source and
+    /// each overlay mount's layers, in the order of the operations. The child opens them all
+    /// before it takes the ids of its namespace (see `sys::mount::open_sources`).
     pub(crate) fn host_sources(&self) -> impl Iterator<Item = &CStr> {
         let root: &[CString] = match &self.root {
             RootOp::Bind { source, .. } => std::slice::from_ref(source),
@@ -708,11 +764,15 @@ impl FsPlan {
             }
             _ => [None, None],
         };
-        let binds = self.ops.iter().filter_map(|op| match op {
-            FsOp::Bind { source, .. } => Some(source.as_c_str()),
-            _ => None,
+        let mounted = self.ops.iter().flat_map(|op| match op {
+            FsOp::Bind { source, .. } => std::slice::from_ref(source),
+            FsOp::Overlay { layers, .. } => layers.as_slice(),
+            _ => &[],
         });
-        root.iter().map(CString::as_c_str).chain(upper.into_iter().flatten()).chain(binds)
+        root.iter()
+            .map(CString::as_c_str)
+            .chain(upper.into_iter().flatten())
+            .chain(mounted.map(CString::as_c_str))
     }
 
     /// The stage to report for a failure of operation `index` (or of the root, `u32::MAX`).
@@ -751,6 +811,13 @@ impl FsOp {
         let show = |c: &CString| Path::new(OsStr::from_bytes(c.as_bytes())).display().to_string();
         match self {
             FsOp::Bind { source, target, .. } => (format!("bind of {}", show(source)), &target.path),
+            FsOp::Overlay { layers, upper, target, .. } => {
+                let lowers = &layers[..layers.len() - if *upper { 2 } else { 0 }];
+                (
+                    format!("overlay over {}", lowers.iter().rev().map(show).collect::<Vec<_>>().join(", ")),
+                    &target.path,
+                )
+            }
             FsOp::NewFs { fstype, target, .. } => (fstype.to_string_lossy().into_owned(), &target.path),
             FsOp::DevNode { source, rdev, target } => {
                 (format!("device {} (expected {}:{})", show(source), rdev.0, rdev.1), &target.path)

@@ -9,7 +9,7 @@
 //! |---|---|
 //! | `ociVersion` | must be 1.x |
 //! | `root.path`, `root.readonly` | [`Root::dir`] / [`Root::dir_sealed`]; a relative path is the bundle's and may not leave it |
-//! | `mounts` | `bind`/`rbind` (with `ro`, `nosuid`, `noexec`, `private`/`rprivate`), `tmpfs` (`size`, `mode`, `nr_inodes`), `proc`, `sysfs` (read-only), `mqueue`, `devpts` (`newinstance`, `gid`), `cgroup`/`cgroup2` ([`Mount::cgroup`](crate::Mount::cgroup)); in order, nothing else mounted (`no_default_mounts`) |
+//! | `mounts` | `bind`/`rbind` (with `ro`, `nosuid`, `noexec`, `private`/`rprivate`), `tmpfs` (`size`, `mode`, `nr_inodes`), `proc`, `sysfs` (read-only), `mqueue`, `devpts` (`newinstance`, `gid`), `cgroup`/`cgroup2` ([`Mount::cgroup`](crate::Mount::cgroup)), `overlay` (`lowerdir=` top first, with `upperdir=` and `workdir=` writable, without them read-only: [`Mount::overlay_writable`](crate::Mount::overlay_writable), [`Mount::overlay`](crate::Mount::overlay)); in order, nothing else mounted (`no_default_mounts`) |
 //! | `process.args`, `env`, `cwd` | the command, its environment exactly (no `PATH` added), its working directory (created when missing, as runc does) |
 //! | `process.user` | `uid`, `gid`, `additionalGids`, `umask` (default `0022`) |
 //! | `process.capabilities` | the five sets ([`CapabilitySets`](crate::CapabilitySets)); absent: none; ambient ones not both permitted and inheritable left out, as runc does |
@@ -33,7 +33,7 @@
 //! Refused for now, each with [`BundleError::Unsupported`]: joining an existing user, mount or
 //! time namespace, or any with a new user namespace; `hooks` (the runtime binary runs
 //! `prestart`, `createRuntime`, `startContainer`, `poststart` and `poststop` itself and refuses
-//! `createContainer`; see `docs/runtime.md`), `overlay` mounts, mount id
+//! `createContainer`; see `docs/runtime.md`), overlay options other than the layers, mount id
 //! mappings, shared or slave propagation, AppArmor and SELinux
 //! labels, `process.scheduler`, `ioPriority`, `execCPUAffinity`, memory reservations and
 //! kernel limits (other than 0), real-time CPU, hugepage, network, RDMA and `unified` cgroup settings,

@@ -154,6 +154,9 @@ pub(super) fn mounts(
                     dev.cgroup = true;
                     plain(Mount::cgroup(dest), &flags)?.read_only(flags.readonly)
                 }
+                "overlay" => overlay(dest, &flags, bundle, &field("options"))?
+                    .nosuid(flags.nosuid)
+                    .noexec(flags.noexec),
                 "" => {
                     return Err(BundleError::invalid(
                         field("type"),
@@ -165,7 +168,7 @@ pub(super) fn mounts(
                     return Err(BundleError::unsupported(
                         field("type"),
                         other,
-                        "stockade mounts bind, tmpfs, proc, sysfs, mqueue, devpts and cgroup file systems",
+                        "stockade mounts bind, tmpfs, proc, sysfs, mqueue, devpts, cgroup and overlay file systems",
                     ));
                 }
             }
@@ -173,6 +176,53 @@ pub(super) fn mounts(
         b.mount(mount);
     }
     Ok(dev)
+}
+
+/// An `overlay` entry: `lowerdir=` (colon-separated, top first, as overlayfs reads it) and
+/// optionally `upperdir=` with `workdir=`, host paths (relative ones are the bundle's); without
+/// an upper directory the overlay is read-only.
+fn overlay(dest: &Path, flags: &Flags, bundle: &Path, field: &str) -> Result<Mount, BundleError> {
+    let (mut lower, mut upper, mut work) = (None, None, None);
+    for (key, value) in &flags.data {
+        let slot = match key.as_str() {
+            "lowerdir" => &mut lower,
+            "upperdir" => &mut upper,
+            "workdir" => &mut work,
+            other => {
+                return Err(BundleError::unsupported(
+                    field,
+                    other,
+                    "not an overlay option stockade applies (lowerdir, upperdir, workdir)",
+                ));
+            }
+        };
+        *slot = Some(
+            value
+                .clone()
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| BundleError::invalid(field, key, "needs a directory"))?,
+        );
+    }
+    let lower = lower
+        .ok_or_else(|| BundleError::invalid(field, "no lowerdir", "an overlay mount needs lowerdir="))?;
+    let mut lowers =
+        lower.split(':').map(|p| bind_source(bundle, Path::new(p), field)).collect::<Result<Vec<_>, _>>()?;
+    lowers.reverse();
+    match (upper, work) {
+        (Some(upper), Some(work)) => Ok(Mount::overlay_writable(
+            lowers,
+            bind_source(bundle, Path::new(&upper), field)?,
+            bind_source(bundle, Path::new(&work), field)?,
+            dest,
+        )
+        .read_only(flags.readonly)),
+        (None, None) => Ok(Mount::overlay(lowers, dest)),
+        _ => Err(BundleError::invalid(
+            field,
+            "one of upperdir and workdir",
+            "upperdir and workdir go together",
+        )),
+    }
 }
 
 /// The links a runtime puts in a `/dev` it mounts: `fd`, `stdin`, `stdout`, `stderr`, and

@@ -380,7 +380,65 @@ fn apply(
             close(t);
             done
         }
+        FsOp::Overlay { layers, upper, userxattr, legacy, attrs, target } => {
+            let m = overlay_mount(layers.len(), *upper, *userxattr, *legacy, *attrs, sources)?;
+            attach(m, root, target, creating(Create::Dir))
+        }
     }
+}
+
+/// A detached overlayfs of the next `count` sources: the lowers top first, then (with `upper`)
+/// the upper and work directories, each given to overlayfs through its opened handle.
+fn overlay_mount(
+    count: usize,
+    upper: bool,
+    userxattr: bool,
+    legacy: bool,
+    attrs: u64,
+    sources: &mut Sources<'_>,
+) -> SysResult<RawFd> {
+    let lowers = count - if upper { 2 } else { 0 };
+    let fs = fsopen(c"overlay")?;
+    // With `legacy`: the layers' descriptors, open until the overlay is created.
+    let mut held = [-1 as RawFd; LEGACY_MAX_LOWERS];
+    let configured = (|| {
+        if userxattr {
+            fsconfig(fs, c"userxattr", None)?;
+        }
+        if legacy {
+            legacy_lowerdir(fs, lowers, &mut *sources, &mut held)?;
+        } else {
+            for _ in 0..lowers {
+                fsconfig_host_dir(fs, c"lowerdir+", sources.take()?)?;
+            }
+        }
+        if upper {
+            fsconfig_host_dir(fs, c"upperdir", sources.take()?)?;
+            fsconfig_host_dir(fs, c"workdir", sources.take()?)?;
+        }
+        Ok(())
+    })();
+    // finish_fs closes the context; so does a failure before it.
+    let m = match configured {
+        Ok(()) => finish_fs(fs, attrs),
+        Err(e) => {
+            close(fs);
+            Err(e)
+        }
+    };
+    if legacy {
+        for &fd in held.iter().filter(|&&fd| fd >= 0) {
+            close(fd);
+        }
+        // Back from /proc/self/fd (see `legacy_lowerdir`).
+        if let Err(e) = super::chdir(c"/") {
+            if let Ok(m) = m {
+                close(m);
+            }
+            return Err(e);
+        }
+    }
+    m
 }
 
 /// Attaches the detached mount `m` at `target` (created as `create` if missing; with
