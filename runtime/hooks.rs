@@ -54,9 +54,26 @@ pub fn take(spec: &mut Spec) -> Result<Phases, Failure> {
     #[allow(deprecated)]
     let mut created = named("prestart", hooks.prestart())?;
     created.extend(named("createRuntime", hooks.create_runtime())?);
+    let start_container = named("startContainer", hooks.start_container())?;
+    if let Some((field, hook)) = start_container.first() {
+        // They run through `Detached::join`, which needs the container's own pid namespace
+        // (new or joined) and no user namespace (whose mount lock the init is outside of).
+        use oci_spec::runtime::LinuxNamespaceType as Kind;
+        let namespaces = spec.linux().as_ref().and_then(|l| l.namespaces().clone()).unwrap_or_default();
+        let has = |kind: Kind| namespaces.iter().any(|n| n.typ() == kind);
+        if !has(Kind::Pid) || has(Kind::User) {
+            return Err(Failure::Hook {
+                field: field.clone(),
+                path: hook.path().clone(),
+                reason:
+                    "startContainer hooks run in containers with a pid namespace and no user namespace only"
+                        .into(),
+            });
+        }
+    }
     let phases = Phases {
         created,
-        start_container: named("startContainer", hooks.start_container())?,
+        start_container,
         poststart: named("poststart", hooks.poststart())?,
         poststop: named("poststop", hooks.poststop())?,
     };

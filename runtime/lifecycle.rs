@@ -277,9 +277,7 @@ pub fn start(store: &Store, id: &str) -> Result<(), Failure> {
             if let Err(e) = run_inside(store, &saved, field, hook, &state) {
                 // The runtime spec: an error, and the container stopped.
                 let _ = signal_init(&saved, Signal::SIGKILL);
-                for pid in saved.detached().processes() {
-                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL);
-                }
+                saved.detached().kill_all();
                 return Err(e);
             }
         }
@@ -424,9 +422,13 @@ pub fn kill(store: &Store, id: &str, signal: &str, all: bool) -> Result<(), Fail
     if saved.status() == Status::Stopped && !all {
         return Err(Failure::State(format!("cannot kill container {id:?}: it is not running")));
     }
+    if all && signal == Signal::SIGKILL {
+        // Through the cgroup, at once: no pid read from it can be reused before its signal.
+        saved.detached().kill_all();
+        return Ok(());
+    }
     if all {
-        let detached = saved.detached();
-        for pid in detached.processes() {
+        for pid in saved.detached().processes() {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal);
         }
         return Ok(());
@@ -436,9 +438,7 @@ pub fn kill(store: &Store, id: &str, signal: &str, all: bool) -> Result<(), Fail
         // In a pid namespace of its own the init's end takes everything with it; in a joined
         // one (a pod's) the init is not its pid 1, and the container's other processes would
         // live on: they go too, as runc's container (whose init is the process) would.
-        for pid in saved.detached().processes() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal);
-        }
+        saved.detached().kill_all();
     }
     Ok(())
 }

@@ -2,7 +2,8 @@
 //! and `events` (its cgroup statistics, once or every interval, with OOM kills), in runc's
 //! formats.
 
-use std::io::Read;
+use std::io::{Read, Write};
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -53,7 +54,7 @@ pub fn update(store: &Store, args: &UpdateArgs) -> Result<(), Failure> {
             (false, "cpuset-cpus" | "cpuset-mems") => json!(value),
             _ => number(flag, value)?,
         };
-        resources[at[0]][at[1]] = v;
+        set(&mut resources, at, v)?;
     }
     for (flag, value) in [("cpu-rt-period", &args.cpu_rt_period), ("cpu-rt-runtime", &args.cpu_rt_runtime)] {
         if value.is_some() {
@@ -64,6 +65,7 @@ pub fn update(store: &Store, args: &UpdateArgs) -> Result<(), Failure> {
         ("memory.limit", ["memory", "limit"]),
         ("memory.swap", ["memory", "swap"]),
         ("pids.limit", ["pids", "limit"]),
+        ("cpu.quota", ["cpu", "quota"]),
     ] {
         if resources[at[0]][at[1]].as_i64().is_some_and(|v| v < 0) {
             return Err(Failure::Unsupported(format!(
@@ -71,6 +73,12 @@ pub fn update(store: &Store, args: &UpdateArgs) -> Result<(), Failure> {
                 resources[at[0]][at[1]]
             )));
         }
+    }
+    let positive = |v: &Value| v.as_i64().is_some_and(|v| v > 0);
+    if positive(&resources["cpu"]["period"]) && !positive(&resources["cpu"]["quota"]) {
+        return Err(Failure::Unsupported(
+            "cpu.period without cpu.quota (give both: the quota is per period)".into(),
+        ));
     }
     let resources: oci_spec::runtime::LinuxResources = serde_json::from_value(resources)
         .map_err(|e| Failure::Usage(format!("the resources are not a LinuxResources object: {e}")))?;
@@ -82,6 +90,19 @@ pub fn update(store: &Store, args: &UpdateArgs) -> Result<(), Failure> {
         return Err(Failure::State(format!("cannot update container {:?}: it is stopped", args.id)));
     }
     saved.detached().update_limits(&limits)?;
+    Ok(())
+}
+
+/// Sets `resources[at[0]][at[1]]`, refusing a `resources` (or a section of it) that is not a
+/// JSON object.
+fn set(resources: &mut Value, at: &[&str], v: Value) -> Result<(), Failure> {
+    let not_object = |what: &str| Failure::Usage(format!("--resources: {what} is not a JSON object"));
+    let section = resources
+        .as_object_mut()
+        .ok_or_else(|| not_object("the resources"))?
+        .entry(at[0])
+        .or_insert_with(|| json!({}));
+    section.as_object_mut().ok_or_else(|| not_object(at[0]))?.insert(at[1].to_owned(), v);
     Ok(())
 }
 
@@ -120,19 +141,24 @@ pub fn events(store: &Store, id: &str, stats: bool, interval: &str) -> Result<()
         return Err(Failure::State(format!("container {id:?} is stopped")));
     }
     let detached = saved.detached();
-    let print = |event: Value| println!("{event}");
+    // A reader that went away ends the stream (no panic on a closed pipe).
+    let print = |event: Value| {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{event}")
+            .and_then(|()| out.flush())
+            .map_err(|e| Failure::io("write an event", Path::new("-"), e))
+    };
     if stats {
-        print(stats_event(id, &detached.stats()));
-        return Ok(());
+        return print(stats_event(id, &detached.stats()));
     }
     let mut ooms = detached.stats().oom_kills.unwrap_or(0);
     while saved.status() != Status::Stopped {
         let now = detached.stats();
         for _ in ooms..now.oom_kills.unwrap_or(0) {
-            print(json!({"type": "oom", "id": id}));
+            print(json!({"type": "oom", "id": id}))?;
         }
         ooms = ooms.max(now.oom_kills.unwrap_or(0));
-        print(stats_event(id, &now));
+        print(stats_event(id, &now))?;
         std::thread::sleep(interval);
     }
     Ok(())
@@ -183,7 +209,8 @@ fn parse_duration(text: &str) -> Result<Duration, Failure> {
             "h" => n * 3600.0,
             _ => return Err(bad()),
         };
-        total += Duration::try_from_secs_f64(seconds).map_err(|_| bad())?;
+        total =
+            total.checked_add(Duration::try_from_secs_f64(seconds).map_err(|_| bad())?).ok_or_else(bad)?;
         rest = tail;
     }
     if total.is_zero() {

@@ -180,6 +180,15 @@ impl Detached {
         cgroup.update(limits)
     }
 
+    /// Kills every process in the sandbox's cgroups at once (v2 `cgroup.kill`; v1 frozen,
+    /// killed, thawed), so that no pid read from a group is signalled after it was reused.
+    /// Without groups, nothing happens.
+    pub fn kill_all(&self) {
+        if let Some(cgroup) = crate::resources::cgroup::SandboxCgroup::existing(&self.cgroups) {
+            cgroup.kill_all();
+        }
+    }
+
     /// The sandbox's cgroup usage and limits now (all `None` without cgroups).
     pub fn stats(&self) -> crate::CgroupStats {
         crate::resources::cgroup::SandboxCgroup::existing(&self.cgroups)

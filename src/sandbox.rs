@@ -641,6 +641,16 @@ impl SandboxBuilder {
         // created or joined.
         let ns = self.namespaces - joined;
         let entered = ns | joined;
+        if joined.contains(Namespaces::CGROUP)
+            && self.mounts.iter().any(|m| matches!(m.kind, crate::fs::MountKind::Cgroup))
+        {
+            return Err(Error::Unsupported {
+                feature: "a cgroup mount in a joined cgroup namespace".into(),
+                reason: "it would show the joined namespace's whole tree, not the sandbox's own groups"
+                    .into(),
+                hint: "create the cgroup namespace new (Namespaces::CGROUP) for a cgroup mount".into(),
+            });
+        }
         let needs = |what: &'static str, ns_flag: Namespaces, name: &'static str| {
             if ns.contains(ns_flag) { Ok(()) } else { Err(Error::NamespaceRequired { what, needs: name }) }
         };
@@ -844,6 +854,17 @@ impl SandboxBuilder {
     /// had and the sandbox is best-effort. A sandbox without limits but with a cgroup namespace
     /// gets groups wherever the caller can make them.
     fn cgroup_layout(&self) -> Result<Option<Layout>, Error> {
+        if self.joined.iter().any(|(kind, _)| *kind == Namespaces::PID) && !self.limits.wants_cgroup() {
+            // The sandbox's init is not the joined namespace's pid 1: its end does not end the
+            // sandbox's other processes, which are ended through the sandbox's cgroup.
+            return cgroup::layout().map(Some).ok_or_else(|| Error::Unsupported {
+                feature: "joining a pid namespace".into(),
+                reason: "the sandbox's processes are ended through a cgroup of its own, and no cgroup \
+                         filesystem is mounted at /sys/fs/cgroup"
+                    .into(),
+                hint: "mount cgroup2 at /sys/fs/cgroup, or create the pid namespace new".into(),
+            });
+        }
         if !self.limits.wants_cgroup() {
             // A cgroup namespace still wants groups of its own, wherever they can be had.
             return Ok(self.namespaces.contains(Namespaces::CGROUP).then(cgroup::layout).flatten());

@@ -169,13 +169,15 @@ pub(crate) fn spawn(
     let started = std::time::Instant::now();
     let limits = &config.limits;
     let confine = config.namespaces.contains(crate::Namespaces::CGROUP);
+    let own_pid_ns = use_init && config.namespaces.contains(crate::Namespaces::PID);
     let existing_groups = match mode {
         Mode::Join { cgroups, .. } => cgroups,
         _ => None,
     };
     let (cgroup, unenforced) = match config.cgroup_layout {
         _ if existing_groups.is_some() => (None, Vec::new()),
-        Some(layout) => match SandboxCgroup::create(limits, layout, use_init, confine && !joining) {
+        // A joined pid namespace's end is not the sandbox's: its tree is ended through the group.
+        Some(layout) => match SandboxCgroup::create(limits, layout, own_pid_ns, confine && !joining) {
             Ok(cgroup) => (cgroup, Vec::new()),
             Err(_) if limits.compat == Compat::BestEffort => (None, limits.cgroup_limit_names()),
             Err(e) => return Err(e),
@@ -190,6 +192,15 @@ pub(crate) fn spawn(
     unenforced.extend(&config.unenforced);
     if confine && !cgroup.as_ref().is_some_and(SandboxCgroup::confines_every_hierarchy) {
         unenforced.push(crate::resources::CGROUP_CONFINEMENT);
+    }
+    if use_init && !own_pid_ns && cgroup.is_none() {
+        return Err(Error::Unsupported {
+            feature: "joining a pid namespace without a cgroup".into(),
+            reason: "the sandbox's init is not that namespace's pid 1, so its processes can only be \
+                     ended through a cgroup of the sandbox's own, which could not be made"
+                .into(),
+            hint: "give the sandbox a cgroup it can create (root, or a delegated cgroup_parent)".into(),
+        });
     }
     let cgroup_fd = cgroup.as_ref().and_then(SandboxCgroup::clone_into_fd);
     if let Mode::Join { holder, root, flags, .. } = mode {
@@ -217,15 +228,7 @@ pub(crate) fn spawn(
             match sys::with_pid_namespace_for_children(joined.fd.as_fd(), || {
                 sys::child::start(flags, cgroup_raw, &stack, &mut plan)
             }) {
-                Ok((forked, Ok(()))) => forked,
-                Ok((forked, Err(e))) => {
-                    if let Ok(f) = &forked {
-                        let _ = pidfd::send_signal(f.pidfd.as_fd(), libc::SIGKILL);
-                        let _ = pidfd::wait(f.pidfd.as_fd(), false);
-                    }
-                    let _ = sys::set_sigmask(&old_mask);
-                    return Err(Error::spawn("setns back to this thread's own pid namespace", e));
-                }
+                Ok(forked) => forked,
                 Err(e) => {
                     let _ = sys::set_sigmask(&old_mask);
                     return Err(Error::Setup {

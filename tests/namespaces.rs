@@ -424,11 +424,18 @@ fn a_joined_pid_namespace_shows_the_pods_processes_and_its_end_leaves_them_runni
     let mut b = rooted(Namespaces::empty(), Root::tmpfs());
     b.join_namespace(Namespaces::PID, format!("/proc/{pid}/ns/pid"));
     let sandbox = b.build().unwrap();
+    // A process left behind in the background: in a joined pid namespace the sandbox's end does
+    // not take it along, its cgroup does.
     let out = sh_ok(
         &sandbox,
-        "readlink /proc/self/ns/pid; cut -d' ' -f1 /proc/self/stat; \
+        "sleep 1000.4245 & readlink /proc/self/ns/pid; cut -d' ' -f1 /proc/self/stat; \
          for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline 2>/dev/null; echo; done",
     );
+    let left = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+        .any(|cmdline| String::from_utf8_lossy(&cmdline).contains("1000.4245"));
+    assert!(!left, "the sandbox's background process outlived it in the pod's pid namespace");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], ns_inode(&pid, "pid"));
     let own: u32 = lines[1].parse().unwrap();
@@ -484,4 +491,11 @@ fn namespaces_that_cannot_be_joined_or_a_new_user_namespace_beside_a_join_fail_a
     let mut b = Sandbox::builder();
     b.join_namespace(Namespaces::NET | Namespaces::UTS, "/proc/self/ns/net");
     assert!(matches!(b.build().unwrap_err(), stockade::Error::InvalidPath { .. }));
+    // A cgroup mount would show the joined cgroup namespace's whole tree.
+    let mut b = Sandbox::builder();
+    b.namespaces(Namespaces::MOUNT)
+        .join_namespace(Namespaces::CGROUP, "/proc/self/ns/cgroup")
+        .mount(stockade::Mount::cgroup("/sys/fs/cgroup"));
+    let err = b.build().unwrap_err();
+    assert!(err.to_string().contains("joined cgroup namespace"), "{err}");
 }

@@ -983,6 +983,15 @@ fn hooks_run_in_order_with_the_state_on_stdin_and_a_failing_one_stops_create() {
     assert_eq!(reap(pid), 128 + libc::SIGKILL);
     assert_eq!(rt.state("h3")["status"], "stopped");
     rt.ok(&["delete", "h3"]);
+    // startContainer where it cannot run (no pid namespace of the container's): refused at create.
+    let mut no_pid = cfg.clone();
+    no_pid["hooks"] = json!({"startContainer": [{"path": "/bin/true"}]});
+    no_pid["linux"]["namespaces"].as_array_mut().unwrap().retain(|n| n["type"] != "pid");
+    no_pid["mounts"].as_array_mut().unwrap().retain(|m| m["type"] != "proc");
+    std::fs::write(dir.path().join("config.json"), no_pid.to_string()).unwrap();
+    let err = rt.fails(&["create", "--bundle", dir.path().to_str().unwrap(), "h5"]);
+    assert!(err.contains("hooks.startContainer[0]") && err.contains("pid namespace"), "{err}");
+    assert!(!rt.root.path().join("h5").exists(), "state left behind");
     // createContainer is refused by name (see runtime/hooks.rs), with nothing left behind.
     cfg["hooks"] = json!({"createContainer": [{"path": "/bin/true"}]});
     std::fs::write(dir.path().join("config.json"), cfg.to_string()).unwrap();
@@ -1273,6 +1282,13 @@ fn update_changes_a_running_containers_limits_and_events_reports_them() {
     std::fs::write(&path, json!({"memory": {"swappiness": 10}}).to_string()).unwrap();
     let err = rt.fails(&["update", "--resources", path.to_str().unwrap(), "up"]);
     assert!(err.contains("linux.resources.memory.swappiness"), "{err}");
+    std::fs::write(&path, "[1]").unwrap();
+    let err = rt.fails(&["update", "--resources", path.to_str().unwrap(), "--memory", "1g", "up"]);
+    assert!(err.contains("not a JSON object"), "{err}");
+    let err = rt.fails(&["update", "--cpu-period", "50000", "up"]);
+    assert!(err.contains("cpu.period without cpu.quota"), "{err}");
+    let err = rt.fails(&["events", "--interval", "5000000000000000000h5000000000000000000h", "up"]);
+    assert!(err.contains("--interval"), "{err}");
     assert_eq!((memory(), pids()), ((150u64 << 20).to_string(), "20".to_string()));
 
     // Streaming events end when the container does.

@@ -450,7 +450,12 @@ impl SandboxCgroup {
         let oom_kills = if v2 {
             key(self.read("memory", "memory.events"), "oom_kill ")
         } else {
+            // v1 counts a kill in the victim's own group: the leaf's, where the processes live.
+            let leaf = self
+                .dir("memory")
+                .and_then(|d| fs::read_to_string(d.join(LEAF).join("memory.oom_control")).ok());
             key(self.read("memory", "memory.oom_control"), "oom_kill ")
+                .map(|n| n + key(leaf, "oom_kill ").unwrap_or(0))
         };
         // "max" (and v1's huge page-rounded number) mean no limit.
         let limit = |text: Option<String>| num(text).filter(|&v| v < i64::MAX as u64 / 4096 * 4096);
@@ -714,11 +719,17 @@ impl SandboxCgroup {
             })
         };
         if write_leaf().is_ok() {
-            self.write("cpuset", file, value)
-        } else {
-            self.write("cpuset", file, value)?;
-            write_leaf()
+            return self.write("cpuset", file, value);
         }
+        // Growing, or moving to a disjoint set: the group takes the union of the old and the
+        // new set first, then the leaf the new one, then the group the new one too.
+        let current = self.read("cpuset", file).unwrap_or_default();
+        match union_of_lists(current.trim(), value) {
+            Some(union) => self.write("cpuset", file, &union)?,
+            None => self.write("cpuset", file, value)?,
+        }
+        write_leaf()?;
+        self.write("cpuset", file, value)
     }
 
     /// Writes `file` in the directory of `controller` (v2: the one directory).
@@ -896,6 +907,20 @@ impl Drop for SandboxCgroup {
     fn drop(&mut self) {
         self.destroy();
     }
+}
+
+/// The union of two cpuset lists ("0-2,5"), as a list; `None` when either is malformed.
+fn union_of_lists(a: &str, b: &str) -> Option<String> {
+    let mut set = std::collections::BTreeSet::new();
+    for part in a.split(',').chain(b.split(',')).map(str::trim).filter(|p| !p.is_empty()) {
+        let (lo, hi) = part.split_once('-').unwrap_or((part, part));
+        let (lo, hi): (u32, u32) = (lo.parse().ok()?, hi.parse().ok()?);
+        if hi < lo || hi - lo > 65_536 {
+            return None;
+        }
+        set.extend(lo..=hi);
+    }
+    Some(set.iter().map(u32::to_string).collect::<Vec<_>>().join(","))
 }
 
 /// SIGKILL to every process listed in `dir/cgroup.procs`.

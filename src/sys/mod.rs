@@ -495,20 +495,29 @@ pub(crate) fn namespace_type(fd: std::os::fd::BorrowedFd<'_>) -> SysResult<c_int
 }
 
 /// Runs `f` with the calling thread's pid namespace for children switched to `target` (the
-/// processes `f` clones start there), then switches it back: `f`'s result, and whether the
-/// switch back worked (if not, the thread's later children would land in `target`).
+/// processes `f` clones start there), then switches it back, also when `f` panics. Should the
+/// switch back fail, the process aborts: every later child of this thread would otherwise
+/// start in `target`.
 pub(crate) fn with_pid_namespace_for_children<T>(
     target: std::os::fd::BorrowedFd<'_>,
     f: impl FnOnce() -> T,
-) -> std::io::Result<(T, std::io::Result<()>)> {
+) -> std::io::Result<T> {
     use std::os::fd::AsRawFd;
-    let errno = |e: Errno| std::io::Error::from_raw_os_error(e.0);
-    let own = std::fs::File::open("/proc/thread-self/ns/pid_for_children")?;
-    setns(target.as_raw_fd(), libc::CLONE_NEWPID).map_err(errno)?;
+    struct Back(std::fs::File);
+    impl Drop for Back {
+        fn drop(&mut self) {
+            // The thread's own: its active pid namespace (or a child of it), which the kernel
+            // always lets it enter.
+            if setns(self.0.as_raw_fd(), libc::CLONE_NEWPID).is_err() {
+                std::process::abort();
+            }
+        }
+    }
+    let back = Back(std::fs::File::open("/proc/thread-self/ns/pid_for_children")?);
+    setns(target.as_raw_fd(), libc::CLONE_NEWPID).map_err(|e| std::io::Error::from_raw_os_error(e.0))?;
     let out = f();
-    // Back to the thread's own: its active pid namespace (or a child of it), which the kernel
-    // always lets it enter.
-    Ok((out, setns(own.as_raw_fd(), libc::CLONE_NEWPID).map_err(errno)))
+    drop(back);
+    Ok(out)
 }
 
 /// A pidfd of the calling process (allocation-free, for the child), close-on-exec.
