@@ -1165,7 +1165,7 @@ fn a_container_joins_a_pods_namespaces_by_path_and_its_end_leaves_the_pod_runnin
 
     let (dir, out, mut cfg) = script_bundle(
         "for n in net ipc uts pid; do readlink /proc/self/ns/$n; done > /out/ns; hostname >> /out/ns; \
-         cat /proc/[0-9]*/cmdline | tr '\\0' ' ' > /out/procs; exec sleep 1000",
+         ls -d /proc/[0-9]* > /out/procs; exec sleep 1000",
     );
     let mut namespaces = vec![json!({"type": "mount"})];
     for (kind, file) in [("network", "net"), ("ipc", "ipc"), ("uts", "uts"), ("pid", "pid")] {
@@ -1191,7 +1191,17 @@ fn a_container_joins_a_pods_namespaces_by_path_and_its_end_leaves_the_pod_runnin
     assert_eq!(seen.lines().take(4).collect::<Vec<_>>(), expected, "{seen}");
     assert_eq!(seen.lines().nth(4), Some("pod"));
     let procs = std::fs::read_to_string(out.path().join("procs")).unwrap();
-    assert!(procs.contains("1000.4244"), "the pod's process is visible: {procs}");
+    // The pod's process, by its pid in the pod's namespace (the last NSpid field).
+    let pause_processes: Vec<i32> =
+        serde_json::from_str(&rt.ok(&["ps", "--format", "json", "pause"])).unwrap();
+    let payload = pause_processes.iter().find(|&&p| p != pause).expect("the pod's process");
+    let status = std::fs::read_to_string(format!("/proc/{payload}/status")).unwrap();
+    let nspid =
+        status.lines().find_map(|l| l.strip_prefix("NSpid:")).unwrap().split_whitespace().last().unwrap();
+    assert!(
+        procs.lines().any(|l| l == format!("/proc/{nspid}")),
+        "the pod's process {nspid} is visible: {procs}"
+    );
 
     // exec enters the same namespaces (joined ones included).
     let net = rt.ok(&["exec", "app", "readlink", "/proc/self/ns/net"]);

@@ -419,6 +419,31 @@ impl SandboxCgroup {
                 });
             }
         }
+        if let (Layout::Unified, Some(group)) = (self.layout, self.groups.first()) {
+            // A controller the group was created without: enabled in every ancestor's
+            // subtree_control, from the root down, as at creation.
+            let wanted = limits.controllers();
+            let mut dir = PathBuf::from(ROOT);
+            enable_controllers(&dir, &wanted);
+            let parents = group
+                .dir
+                .strip_prefix(ROOT)
+                .ok()
+                .and_then(Path::parent)
+                .map(Path::to_owned)
+                .unwrap_or_default();
+            for part in parents.iter() {
+                dir.push(part);
+                enable_controllers(&dir, &wanted);
+            }
+            if let Some(c) = wanted.iter().find(|c| !group.dir.join(first_file(c)).exists()) {
+                return Err(Error::Unsupported {
+                    feature: format!("changing the {c} limit"),
+                    reason: format!("the {c} controller cannot be enabled for {}", group.dir.display()),
+                    hint: "set the limit when the sandbox is created".into(),
+                });
+            }
+        }
         if self.layout != Layout::Unified {
             if let (Some(memory), Some(swap)) = (limits.memory, limits.memory_swap) {
                 let current = self
@@ -615,7 +640,9 @@ impl SandboxCgroup {
             dir: dir.clone(),
             leaf: leaf.clone(),
         });
-        let cpuset = self.groups.last().is_some_and(|g| g.controllers.iter().any(|c| c == "cpuset"));
+        // v1 only: a v2 cpuset group starts with its parent's effective CPUs.
+        let cpuset = self.layout != Layout::Unified
+            && self.groups.last().is_some_and(|g| g.controllers.iter().any(|c| c == "cpuset"));
         if cpuset {
             init_cpuset(&dir)?;
         }
