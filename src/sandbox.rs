@@ -669,6 +669,10 @@ impl SandboxBuilder {
             .iter()
             .map(|(key, value)| sysctl_entry(key, value, entered))
             .collect::<Result<Vec<_>, _>>()?;
+        let uts = (self.hostname.is_some() || self.domainname.is_some()).then_some(Namespaces::UTS);
+        let configured_kinds =
+            sysctls.iter().map(|(_, _, kind)| *kind).chain(uts).fold(Namespaces::empty(), |a, k| a | k);
+        let sysctls: Vec<_> = sysctls.into_iter().map(|(path, value, _)| (path, value)).collect();
         if let Some(offsets) = self.clock_offsets {
             needs("clock offsets", Namespaces::TIME, "time")?;
             for (clock, d) in [("monotonic", offsets.monotonic), ("boottime", offsets.boottime)] {
@@ -815,12 +819,7 @@ impl SandboxBuilder {
                 init_program,
                 namespaces: ns,
                 joined: self.joined.clone(),
-                configured_kinds: self
-                    .sysctls
-                    .iter()
-                    .map(|(key, _)| sysctl_kind(key))
-                    .chain((self.hostname.is_some() || self.domainname.is_some()).then_some(Namespaces::UTS))
-                    .fold(Namespaces::empty(), |a, k| a | k),
+                configured_kinds,
                 user: self.user,
                 run_defaults: self.run_defaults.clone(),
                 _keep_alive: self.keep_alive.clone(),
@@ -1311,19 +1310,12 @@ impl Config {
 
 /// Checks a kernel parameter (`SandboxBuilder::sysctl`): it must belong to a namespace of the
 /// sandbox's own. Returns its `/proc/sys` path and value.
-/// The namespace a (valid) kernel parameter belongs to.
-fn sysctl_kind(key: &str) -> Namespaces {
-    let dotted = key.replace('/', ".");
-    if dotted.starts_with("net.") {
-        Namespaces::NET
-    } else if dotted.starts_with("kernel.hostname") || dotted.starts_with("kernel.domainname") {
-        Namespaces::UTS
-    } else {
-        Namespaces::IPC
-    }
-}
-
-fn sysctl_entry(key: &str, value: &str, ns: Namespaces) -> Result<(std::ffi::CString, Vec<u8>), Error> {
+/// A kernel parameter's `/proc/sys` path, its value, and the namespace it belongs to.
+fn sysctl_entry(
+    key: &str,
+    value: &str,
+    ns: Namespaces,
+) -> Result<(std::ffi::CString, Vec<u8>, Namespaces), Error> {
     // With '/' separators a '.' is part of a name (an interface `eth0.100`), as sysctl(8) reads.
     let parts: Vec<&str> =
         if key.contains('/') { key.split('/').collect() } else { key.split('.').collect() };
@@ -1375,5 +1367,5 @@ fn sysctl_entry(key: &str, value: &str, ns: Namespaces) -> Result<(std::ffi::CSt
     let path = format!("/proc/sys/{}", parts.join("/"));
     let path =
         std::ffi::CString::new(path).map_err(|_| Error::invalid("sysctl", key, "contains a NUL byte"))?;
-    Ok((path, value.as_bytes().to_vec()))
+    Ok((path, value.as_bytes().to_vec(), needed))
 }
