@@ -442,6 +442,13 @@ impl Command {
         // Stdio follows the same rule: a file given (or inherited) read-only stays read-only, and
         // no device node (/dev/null included) can be changed through it.
         for (target, kind) in stdio {
+            if let (StdioKind::Null, Some(mount)) = (kind, &self.sandbox.config.null_device) {
+                // Already read-only: nothing more to pin.
+                let null = crate::sys::open_null(mount.as_fd())
+                    .map_err(|e| Error::spawn("open /dev/null through its read-only mount", e))?;
+                made.push((target, StdioKind::Fd(null)));
+                continue;
+            }
             let null = match kind {
                 StdioKind::Null => Some(OwnedFd::from(
                     std::fs::OpenOptions::new()

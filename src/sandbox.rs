@@ -814,9 +814,13 @@ impl SandboxBuilder {
         } else {
             None
         };
+        // Made once here rather than on every spawn (a mount clone and two attribute changes,
+        // each under the kernel's global mount lock).
+        let null_device = crate::sys::null_device().ok();
         Ok(Sandbox {
             config: Arc::new(Config {
                 init_program,
+                null_device,
                 namespaces: ns,
                 joined: self.joined.clone(),
                 configured_kinds,
@@ -1212,6 +1216,10 @@ pub(crate) struct Config {
     pub(crate) configured_kinds: Namespaces,
     /// The init program (a sealed memfd), with a pid namespace.
     pub(crate) init_program: Option<std::os::fd::OwnedFd>,
+    /// A read-only mount of `/dev/null` that payloads' [`Stdio::null`](crate::Stdio::null) is
+    /// opened through (see `sys::null_device`), when this process may make one; otherwise
+    /// each spawn pins its own, or decides it need not.
+    pub(crate) null_device: Option<std::os::fd::OwnedFd>,
     /// The image's command line, environment and working directory, if it runs one.
     pub(crate) run_defaults: Option<RunDefaults>,
     /// Kept alive with the sandbox (see `SandboxBuilder::keep_alive`).

@@ -266,6 +266,22 @@ pub(crate) fn reopen_read_only(fd: RawFd, flags: c_int) -> std::io::Result<std::
     mount::reopen_read_only(fd, flags).map(owned).map_err(Into::into)
 }
 
+/// A detached, read-only (and nosuid) mount of the host's `/dev/null` alone (checked to be the
+/// character device 1:3), from which [`open_null`] opens it for payloads: the node cannot be
+/// changed through such a descriptor (chmod, chown, times, xattrs all fail with `EROFS`), and
+/// reopening it through `/proc/self/fd` gives only `/dev/null` again. Parent side; needs
+/// `CAP_SYS_ADMIN` over this process's mount namespace.
+pub(crate) fn null_device() -> std::io::Result<std::os::fd::OwnedFd> {
+    mount::null_device().map(owned).map_err(Into::into)
+}
+
+/// A new open description (read-write, close-on-exec) of `/dev/null` through the mount
+/// [`null_device`] made.
+pub(crate) fn open_null(mount: std::os::fd::BorrowedFd<'_>) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::AsRawFd;
+    mount::open_null(mount.as_raw_fd()).map(owned).map_err(Into::into)
+}
+
 /// This process's own standard descriptor `fd` (0, 1 or 2), borrowed for the duration of a
 /// spawn that inherits it; `None` if it is closed.
 pub(crate) fn borrow_std(fd: RawFd) -> Option<std::os::fd::BorrowedFd<'static>> {

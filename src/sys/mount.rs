@@ -612,6 +612,18 @@ pub(super) fn reopen_read_only(fd: RawFd, flags: libc::c_int) -> SysResult<RawFd
     done
 }
 
+/// Parent side of [`super::null_device`].
+pub(super) fn null_device() -> SysResult<RawFd> {
+    let m = clone_device(c"/dev/null", (1, 3))?;
+    set_attrs(m, attr::RDONLY | attr::NOSUID, false).inspect_err(|_| close(m)).map(|()| m)
+}
+
+/// Parent side of [`super::open_null`].
+pub(super) fn open_null(m: RawFd) -> SysResult<RawFd> {
+    let mut buf = [0u8; 64];
+    super::open(fd_path(&mut buf, m, b"")?, libc::O_RDWR | libc::O_NOCTTY)
+}
+
 /// Opens host device `path`, checks it is character device `rdev`, and clones a mount of it.
 fn clone_device(path: &CStr, (major, minor): (u32, u32)) -> SysResult<RawFd> {
     let fd = open_host(path, libc::O_PATH)?;
