@@ -184,10 +184,10 @@ pub struct ExecArgs {
     pub tty: bool,
     #[arg(long = "console-socket")]
     pub console_socket: Option<PathBuf>,
-    /// Leave the process running and exit (it is reaped by the caller's subreaper).
+    /// Leave the process running and exit (its relay is reaped by the caller's subreaper).
     #[arg(short, long)]
     pub detach: bool,
-    /// Write the pid of the process here.
+    /// Write the pid of the process's relay here.
     #[arg(long = "pid-file")]
     pub pid_file: Option<PathBuf>,
     /// The working directory.

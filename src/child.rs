@@ -48,13 +48,12 @@ pub struct Child {
     /// The caller's end of the payload's terminal, when it has one
     /// ([`Command::terminal`](crate::Command::terminal)).
     pub terminal: Option<crate::Terminal>,
+    /// A session command's own pidfd (`pidfd` is its relay's): killed with it.
+    command: Option<OwnedFd>,
     /// The limit this process killed the sandbox for, until it is reaped.
     ending: Option<Limit>,
     /// Left running by [`Child::detach`]: not killed on drop.
     detached: bool,
-    /// A session command's share of its session's count of commands not yet reaped (see
-    /// `Session::stop`), given up on drop.
-    session: Option<std::sync::Arc<crate::session::Ending>>,
     /// The control channel of a sandbox outliving this process waiting at its start gate:
     /// [`Child::detach`] lets it go on to wait for its start.
     release: Option<OwnedFd>,
@@ -98,10 +97,10 @@ impl Detached {
     /// cgroups, then takes the credentials, capabilities, syscall filter and Landlock rules of
     /// the sandbox it was made from (which should have this one's namespaces: build it from
     /// the same configuration, with the command's own process settings), and its stdio,
-    /// environment and working directory. It is a child of this process's, which waits for it
-    /// as for any payload; with [`outlive_parent`](crate::SandboxBuilder::outlive_parent) it
-    /// outlives this process (then reaped by this process's own reaper: its parent or a
-    /// subreaper, as a `runc exec --detach` process is).
+    /// environment and working directory. Its [`Child::id`] is its relay's, a small process
+    /// outside the sandbox that reports its status and forwards signals to it; with
+    /// [`outlive_parent`](crate::SandboxBuilder::outlive_parent) the relay outlives this
+    /// process too.
     ///
     /// The caller makes sure `pid` is still the sandbox's (a runtime compares its start time):
     /// the pidfd opened here then pins it.
@@ -119,8 +118,7 @@ impl Detached {
         if config.init_program.is_none() {
             return Err(unsupported(
                 "joining a sandbox without a pid namespace",
-                "a joined command is bound to the sandbox through its pid namespace (the kernel ends it \
-                 with the sandbox's init); without one nothing would end it with the sandbox",
+                "the joined command's relay is the init program, which a sandbox gets with its pid namespace",
                 "give the sandbox Namespaces::PID",
             ));
         }
@@ -156,7 +154,6 @@ impl Detached {
             root,
             flags,
             cgroups: Some(self.cgroups.clone()),
-            commands: std::sync::Arc::default(),
         });
         Ok(())
     }
@@ -278,18 +275,11 @@ impl Child {
             stdout: stdout.map(|fd| ChildStdout(File::from(fd))),
             stderr: stderr.map(|fd| ChildStderr(File::from(fd))),
             terminal: None,
+            command: None,
             ending: None,
             detached: false,
-            session: None,
             release: None,
         }
-    }
-
-    /// A session command: holds `token` (its session's count of commands not yet reaped)
-    /// until dropped.
-    pub(crate) fn in_session(mut self, token: std::sync::Arc<crate::session::Ending>) -> Child {
-        self.session = Some(token);
-        self
     }
 
     /// See `release`.
@@ -311,11 +301,6 @@ impl Child {
     /// and the sandbox ends with it rather than run unknown to anyone.
     pub fn detach(mut self) -> Detached {
         self.detached = true;
-        if let Some(token) = self.session.take() {
-            // A session command left running is reaped by nobody here once it ends, and until
-            // it is, its session's init cannot end: the session never waits for its init.
-            std::mem::forget(token);
-        }
         if let Some(control) = self.release.take() {
             // Waiting at its gate, it waits for this before it takes a start (and ends if this
             // process dies first). A sandbox already gone does not mind.
@@ -334,6 +319,12 @@ impl Child {
     /// The master of the payload's terminal, if it has one.
     pub(crate) fn with_terminal(mut self, master: Option<OwnedFd>) -> Child {
         self.terminal = master.map(crate::Terminal::new);
+        self
+    }
+
+    /// A session command: `command` is its own pidfd, signalled along with its relay's.
+    pub(crate) fn with_command(mut self, command: Option<OwnedFd>) -> Child {
+        self.command = command;
         self
     }
 
@@ -386,6 +377,11 @@ impl Child {
     pub fn kill(&mut self) -> io::Result<()> {
         if self.status.is_some() {
             return Ok(());
+        }
+        // A session command first: once its relay is gone nothing else would end it (its
+        // parent-death signal may have been cleared by a setuid exec).
+        if let Some(command) = &self.command {
+            let _ = pidfd::send_signal(command.as_fd(), libc::SIGKILL);
         }
         let sent = match pidfd::send_signal(self.pidfd.as_fd(), libc::SIGKILL) {
             Ok(()) | Err(crate::sys::Errno(libc::ESRCH)) => Ok(()),
@@ -615,8 +611,8 @@ impl Child {
         }
         let cpu_exceeded =
             self.supervision.cpu_limit.is_some_and(|l| usage.user_time + usage.system_time >= l);
-        // The init ends the payload itself at the wall-clock limit when nobody waited, and
-        // says so.
+        // The init (or relay) ends the payload itself at the wall-clock limit when nobody
+        // waited, and says so.
         let limit = limit.or(self.ending).or(init_timed_out.then_some(Limit::WallClock)).or(match exit {
             Exit::Signal { signal: libc::SIGKILL, .. } if usage.oom_killed => Some(Limit::Memory),
             Exit::Signal { signal: libc::SIGXCPU | libc::SIGKILL, .. } if cpu_exceeded => {
@@ -629,7 +625,7 @@ impl Child {
         status
     }
 
-    /// The payload's status as the init reported it, and whether the wall-clock
+    /// The payload's status as the init (or relay) reported it, and whether the wall-clock
     /// limit ended it: two native-endian i32s.
     fn payload_exit(&self) -> Option<(Exit, bool)> {
         let pipe = self.status_pipe.as_ref()?;

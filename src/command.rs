@@ -158,7 +158,6 @@ impl Command {
 
     /// Like [`current_dir`](Self::current_dir), creating the directory (as root of the sandbox,
     /// before its ids change) when it is missing, as an image's or an OCI spec's is.
-    #[cfg(feature = "oci")]
     pub(crate) fn current_dir_creating(&mut self, dir: impl AsRef<Path>) -> &mut Self {
         self.cwd = Some(dir.as_ref().to_owned());
         self.cwd_from_image = true;
@@ -493,6 +492,7 @@ impl Command {
                     holder: s.holder.as_fd(),
                     root: s.root.as_fd(),
                     flags: s.flags,
+                    program: s.program(),
                     cgroups: s.cgroups.as_deref(),
                 },
                 None => match gate {
@@ -501,10 +501,7 @@ impl Command {
                 },
             },
         )
-        .map(|spawned| match &self.session {
-            Some(s) => spawned.child.in_session(s.commands.clone()),
-            None => spawned.child,
-        })
+        .map(|spawned| spawned.child)
     }
 
     /// Makes this command join the running sandbox `target` (see [`crate::Detached::join`]).

@@ -228,9 +228,8 @@ pub(crate) struct Plan<'a> {
 
 /// How a session command enters its session: a joiner process, with a non-dumpable copy of this
 /// process's memory, joins the holder's namespaces and root, starts the command sharing that
-/// copy as a child of the embedding program (`CLONE_PARENT`), sends the parent its pidfd and
-/// exits. The parent puts the command in its cgroup, lets it go, and waits for it as for any
-/// payload.
+/// copy, sends the parent its pidfd, waits until the parent has put it in its cgroup, and
+/// becomes its relay: the init program, reporting its status and forwarding signals.
 pub(crate) struct Join {
     /// A pidfd of the session's holder.
     pub(crate) holder: RawFd,
@@ -241,6 +240,8 @@ pub(crate) struct Join {
     pub(crate) flags: libc::c_int,
     /// The command's stack (the joiner runs on the spawn's own).
     pub(crate) stack: crate::sys::clone::Stack,
+    /// A pidfd of the joiner (the command's relay), for the command's parent-death check.
+    pub(crate) relay: std::sync::atomic::AtomicI32,
     /// The embedding program's argument area, which the joiner overwrites in its copy.
     pub(crate) arg_area: Option<(usize, usize)>,
 }

@@ -29,12 +29,14 @@ pub(crate) enum Mode<'a> {
     /// pidfd of itself back.
     Hold { program: RawFd },
     /// A command in a started session: joins the namespaces `flags` of the holder `holder` and
-    /// its root directory `root`, as a child of this process's. With `cgroups`, the command
-    /// joins these groups (a detached sandbox's) instead of getting its own.
+    /// its root directory `root`; the init program `program` relays its status.
+    /// With `cgroups`, the command joins these groups (a detached sandbox's) instead of getting
+    /// its own.
     Join {
         holder: BorrowedFd<'a>,
         root: BorrowedFd<'a>,
         flags: libc::c_int,
+        program: RawFd,
         cgroups: Option<&'a [std::path::PathBuf]>,
     },
 }
@@ -101,9 +103,9 @@ pub(crate) fn spawn(
     let (control, child_control) =
         nix::sys::socket::socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
             .map_err(|e| Error::spawn("socketpair", e))?;
-    // The init reports the payload's status through a pipe (not to a process that will not be
-    // there: a sandbox that outlives this one).
-    let (status_read, status_write) = if use_init && !config.detached {
+    // The init, or a session command's relay, reports the payload's status through a pipe
+    // (not to a process that will not be there: a sandbox that outlives this one).
+    let (status_read, status_write) = if (use_init || joining) && !config.detached {
         let (r, w) =
             nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).map_err(|e| Error::spawn("pipe2", e))?;
         (Some(r), Some(w))
@@ -119,9 +121,7 @@ pub(crate) fn spawn(
     };
     let raw = |fd: &Option<OwnedFd>| fd.as_ref().map_or(-1, AsRawFd::as_raw_fd);
     let init_program = match mode {
-        Mode::Hold { program } => program,
-        // A session command has no init: it is this process's child, waited for directly.
-        Mode::Join { .. } => -1,
+        Mode::Hold { program } | Mode::Join { program, .. } => program,
         Mode::Run | Mode::Gated { .. } => config.init_program.as_ref().map_or(-1, AsRawFd::as_raw_fd),
     };
     let gate = match mode {
@@ -209,6 +209,7 @@ pub(crate) fn spawn(
             root: root.as_raw_fd(),
             flags,
             stack: Stack::new().map_err(|e| Error::spawn("mmap the command's stack", e))?,
+            relay: (-1).into(),
             arg_area: crate::plan::arg_area(),
         });
     }
@@ -269,8 +270,8 @@ pub(crate) fn spawn(
         let _ = pidfd::wait(pidfd.as_fd(), false);
         if reported { plan.failure_to_error(&record) } else { e }
     };
-    // A session command is this process's child (the joiner clones it with CLONE_PARENT and
-    // sends its pidfd): only this process reaps it, so its pid stays its own until then.
+    // A session command is the joiner's child: the joiner sends its pidfd, and waits (not
+    // reaping it) until the command is in its cgroup, so the pid cannot be reused meanwhile.
     let command = if joining {
         Some(receive_fd(&control, &plan, "the session command's pidfd").map_err(abort)?)
     } else {
@@ -279,7 +280,6 @@ pub(crate) fn spawn(
     let abort = |e: Error| {
         if let Some(command) = &command {
             let _ = pidfd::send_signal(command.as_fd(), libc::SIGKILL);
-            let _ = pidfd::wait(command.as_fd(), false);
         }
         abort(e)
     };
@@ -317,6 +317,10 @@ pub(crate) fn spawn(
         hook(pid as u32).map_err(|source| abort(Error::Hook { source }))?;
     }
     release(&control).map_err(abort)?;
+    if joining {
+        // The second message: one for the command ("go"), one for the joiner ("attached").
+        release(&control).map_err(abort)?;
+    }
     // A session's holder sends a pidfd of itself before its exec.
     let holder = match mode {
         Mode::Hold { .. } => Some(receive_fd(&control, &plan, "the session holder's pidfd").map_err(abort)?),
@@ -354,28 +358,16 @@ pub(crate) fn spawn(
                 cgroup,
                 unenforced,
             };
-            // A session command is the child: its joiner has exited (its end of the socket
-            // closed with it) and is reaped now.
-            let (pid, pidfd) = match command {
-                Some(command) => {
-                    let _ = pidfd::wait(pidfd.as_fd(), false);
-                    (target, command)
-                }
-                None => (pid, pidfd),
-            };
             let child = Child::new(pid, pidfd, status_read, parent_stdio, supervision)
+                .with_command(command)
                 .with_terminal(terminal)
                 // A sandbox outliving this process waits at its gate until let go.
                 .with_release(if gated && config.detached { Some(control) } else { None });
             Ok(Spawned { child, holder })
         }
         Ok(FAILURE_LEN) => {
-            // The child exits right after reporting; reap it so nothing is left behind (a
-            // session command's joiner has exited already; the command reported).
+            // The child exits right after reporting; reap it so nothing is left behind.
             let _ = pidfd::wait(pidfd.as_fd(), false);
-            if let Some(command) = &command {
-                let _ = pidfd::wait(command.as_fd(), false);
-            }
             Err(plan.failure_to_error(&record))
         }
         Ok(n) => Err(abort(Error::spawn(

@@ -219,7 +219,7 @@ fn the_untrusted_preset_never_allocates_after_clone_nor_does_the_reaper() {
 
 #[test]
 fn session_commands_never_allocate_after_clone_nor_do_their_joiners() {
-    // The session's holder, each command's joiner (joining the namespaces, starting the command)
+    // The session's holder, each command's joiner (joining the namespaces, becoming the relay)
     // and the command itself, in the untrusted preset, from two threads; and the failure path.
     let _serial = serial();
     let _ = Box::new(1u8);

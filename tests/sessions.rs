@@ -211,60 +211,6 @@ fn a_session_ends_on_drop_and_leaves_nothing_behind() {
 }
 
 #[test]
-fn a_session_command_is_this_processs_child_and_its_id_is_its_own_pid() {
-    let _serial = serial();
-    let session = session_builder().build().unwrap().start().unwrap();
-    let mut sleep = session.command("/bin/sleep").arg("1000").spawn().unwrap();
-    let id = sleep.id();
-    // The command itself (spawn returns after its exec), not a process standing in for it.
-    let comm = std::fs::read_to_string(format!("/proc/{id}/comm")).unwrap();
-    assert_eq!(comm.trim(), "sleep");
-    let status = std::fs::read_to_string(format!("/proc/{id}/status")).unwrap();
-    let field = |name: &str| {
-        status.lines().find_map(|l| l.strip_prefix(name)).map(str::trim).unwrap_or_default().to_owned()
-    };
-    assert_eq!(field("PPid:"), std::process::id().to_string(), "{status}");
-    // In the session's pid namespace: a pid there besides this one's.
-    let nspid: Vec<&str> = field("NSpid:").leak().split_whitespace().collect();
-    assert_eq!(nspid.len(), 2, "{status}");
-    assert_eq!(nspid[0], id.to_string());
-    assert_ne!(nspid[1], "1", "the session's init is pid 1, not the command");
-    sleep.kill().unwrap();
-    let st = sleep.wait().unwrap();
-    assert_eq!(st.signal(), Some(libc::SIGKILL), "{st:?}");
-    assert!(wait_gone(id as i32, Duration::from_secs(10)));
-}
-
-#[test]
-fn stopping_a_session_does_not_wait_for_a_command_nobody_reaped_yet() {
-    let _serial = serial();
-    let sandbox = session_builder().build().unwrap();
-    let (fds, children) = (fd_count(), own_children());
-    let session = sandbox.start().unwrap();
-    let init = session.id() as i32;
-    let mut running = session.command("/bin/sleep").arg("1000").spawn().unwrap();
-    // The kernel ends the session's init only once this process has reaped the command (its
-    // child, in the session's pid namespace): stop() must return before that, not wait for it.
-    let (sent, stopped) = std::sync::mpsc::channel();
-    let stopper = std::thread::spawn(move || sent.send(session.stop()).unwrap());
-    let result = stopped.recv_timeout(Duration::from_secs(60)).expect("stop() never returned");
-    result.unwrap();
-    stopper.join().unwrap();
-    // The command ended with its session; reaping it lets the init end, and dropping the last
-    // Child reaps the init and removes everything.
-    let status = running.wait().unwrap();
-    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
-    assert!(std::path::Path::new(&format!("/proc/{init}")).exists(), "reaped before the last Child went");
-    drop(running);
-    assert!(
-        !std::path::Path::new(&format!("/proc/{init}")).exists(),
-        "the session's init {init} is still there"
-    );
-    assert_eq!(fd_count(), fds, "descriptor leaked");
-    assert_eq!(own_children(), children, "process left behind");
-}
-
-#[test]
 fn a_command_in_an_ended_session_is_a_typed_error() {
     let _serial = serial();
     let session = session_builder().build().unwrap().start().unwrap();

@@ -5,8 +5,7 @@
 //! waits, with the payload's credentials, syscall filter and Landlock rules. A command joins
 //! the holder's namespaces (`setns` through its pidfd, all at once), so it sees the session's
 //! filesystem as earlier commands left it, then takes its own credentials, filter and rules and
-//! execs, as any payload does. The command is a child of the embedding program (the process
-//! that joins the session starts it with `CLONE_PARENT` and exits), waited for directly. Each command gets a cgroup of its own with the sandbox's limits
+//! execs, as any payload does. Each command gets a cgroup of its own with the sandbox's limits
 //! (when it has any), so its usage (peak memory, CPU time, OOM, processes) is its own and
 //! whatever it leaves running is killed when it ends.
 
@@ -48,8 +47,8 @@ use crate::{Child, Command, Error, Namespaces, Sandbox, Stdio};
 #[derive(Debug)]
 pub struct Session {
     target: Arc<Target>,
-    /// The session's own sandbox (its init), until the session ends.
-    child: Option<Child>,
+    /// The session's own sandbox (its init, or the holder itself without a pid namespace).
+    child: Child,
 }
 
 /// What a session command joins.
@@ -65,26 +64,6 @@ pub(crate) struct Target {
     /// Groups the command joins (a detached sandbox's); `None`: a group of its own with the
     /// sandbox's limits, if it has any.
     pub(crate) cgroups: Option<Vec<std::path::PathBuf>>,
-    /// One reference here and one per command's [`Child`] not yet dropped (see
-    /// [`Session::stop`]).
-    pub(crate) commands: Arc<Ending>,
-}
-
-/// Where an ended session's init waits to be reaped while commands of the session may still
-/// be unreaped (see [`Session::stop`]): reaped when the last reference goes, which is after
-/// every command's [`Child`] has been dropped (and so has reaped its command).
-#[derive(Debug, Default)]
-pub(crate) struct Ending {
-    init: std::sync::Mutex<Option<Child>>,
-}
-
-impl Drop for Ending {
-    fn drop(&mut self) {
-        let init = self.init.get_mut().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(mut init) = init {
-            let _ = init.wait();
-        }
-    }
 }
 
 /// The holder's root directory (`/proc/<pid>/root`, an `O_PATH` handle), proven to be the
@@ -102,6 +81,13 @@ pub(crate) fn holder_root(holder: &OwnedFd) -> Result<OwnedFd, Error> {
     match nix::poll::poll(&mut poll, nix::poll::PollTimeout::ZERO) {
         Ok(0) => Ok(root.into()),
         _ => Err(Error::spawn("start a session", std::io::Error::other("the holder ended while starting"))),
+    }
+}
+
+impl Target {
+    /// The init program's descriptor (a command's relay runs it).
+    pub(crate) fn program(&self) -> std::os::fd::RawFd {
+        self.sandbox.config.init_program.as_ref().map_or(-1, AsRawFd::as_raw_fd)
     }
 }
 
@@ -124,7 +110,8 @@ impl Session {
                  Namespaces::PID (an init whose end takes every process of the session with it)",
             ));
         }
-        // A pid namespace has an init, and its program (made at build) also serves the holder.
+        // A pid namespace has an init, and its program (made at build) also serves the holder
+        // and the commands' relays.
         let program = config.init_program.as_ref().map_or(-1, AsRawFd::as_raw_fd);
         let null = || Stdio::null().0;
         let (stdin, stdout, stderr) = (null(), null(), null());
@@ -146,15 +133,14 @@ impl Session {
         })?;
         let flags = config.entered().flags() as libc::c_int;
         let root = holder_root(&holder)?;
-        let target =
-            Target { sandbox: sandbox.clone(), holder, root, flags, cgroups: None, commands: Arc::default() };
-        Ok(Session { target: Arc::new(target), child: Some(spawned.child) })
+        let target = Target { sandbox: sandbox.clone(), holder, root, flags, cgroups: None };
+        Ok(Session { target: Arc::new(target), child: spawned.child })
     }
 
     /// A command to run in this session, configured like [`Sandbox::command`]'s (the same
     /// environment rules, stdio, descriptors, limits and time limits, which apply to this
-    /// command alone). It is a child of this process's, in the session's pid namespace: its
-    /// [`Child::id`] is its own pid, as this process sees it.
+    /// command alone). Its [`Child::id`] is the pid of the command's relay, a small process
+    /// outside the session that reports the command's status and forwards signals to it.
     pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
         Command::in_session(self.target.clone(), program.as_ref())
     }
@@ -167,41 +153,18 @@ impl Session {
     /// The pid of the session's first process, in the embedding program's pid namespace (its
     /// init with a pid namespace, otherwise its holder).
     pub fn id(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
+        self.child.id()
     }
 
     /// Whether the session is still running (its holder or init has not ended).
     pub fn is_running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        matches!(self.child.try_wait(), Ok(None))
     }
 
-    /// Ends the session: kills every process in it and removes its cgroups (as dropping it
-    /// does). Commands still running end with it; their [`Child`]ren report it when waited for.
-    ///
-    /// A command is a child of this process's inside the session's pid namespace, and the
-    /// kernel ends that namespace's init only once every such child is reaped. So while a
-    /// [`Child`] of this session's exists (its command perhaps not yet reaped), the session's
-    /// init, killed here, is reaped and its cgroups removed when the last of those `Child`ren
-    /// is dropped (a `Child` reaps its process on drop): this never waits for them. (A
-    /// detached command's session is never reaped by this process.)
+    /// Ends the session: kills every process in it and removes its cgroups. Commands still
+    /// running end with it; their [`Child`]ren report it when waited for.
     pub fn stop(mut self) -> Result<(), Error> {
-        self.end()
-    }
-
-    fn end(&mut self) -> Result<(), Error> {
-        let Some(mut child) = self.child.take() else { return Ok(()) };
-        let killed = child.kill().map_err(|source| Error::Io { op: "kill session", source });
-        if Arc::strong_count(&self.target.commands) > 1 {
-            *self.target.commands.init.lock().unwrap_or_else(|e| e.into_inner()) = Some(child);
-            return killed;
-        }
-        killed?;
-        child.wait().map(drop).map_err(|source| Error::Io { op: "wait for session", source })
-    }
-}
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        let _ = self.end();
+        self.child.kill().map_err(|source| Error::Io { op: "kill session", source })?;
+        self.child.wait().map(drop).map_err(|source| Error::Io { op: "wait for session", source })
     }
 }

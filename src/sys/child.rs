@@ -158,7 +158,7 @@ fn setup(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<Infallible, Failure
     for (i, (fd, nstype, _)) in plan.join_ns.iter().enumerate() {
         super::setns(*fd, *nstype).map_err(at_index(Step::JoinNamespace, i))?;
     }
-    let [status, parent, init_program, gate] = arrange_fds(plan, control)?;
+    let [status, parent, init_program, gate] = arrange_fds(plan, control, None)?;
     wait_for_go(*control);
     // The parent-death signal was armed first thing; had the parent died before that, no signal
     // will ever come (and "go" may still have been waiting in the socket): look.
@@ -295,10 +295,10 @@ fn setup(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<Infallible, Failure
     exec_payload(plan, Ends { control: *control, parent: -1, program: init_program, gate })
 }
 
-/// Clones the joiner of a session command (see [`crate::plan::Join`]): it runs [`join_entry`]
-/// with `plan` on `stack`, starts the command as a child of this process's (`CLONE_PARENT`)
-/// sharing the joiner's memory, sends the parent the command's pidfd over the control socket,
-/// and exits.
+/// Clones the joiner of a session command (see [`crate::plan::Join`]): it shares this
+/// process's memory, runs [`join_entry`] with `plan` on `stack`, starts the command as its own
+/// child, tells the parent the command's pid over the control socket, and execs the init
+/// program as the command's relay (it reports the command's status and forwards signals).
 ///
 /// The caller keeps `plan` and `stack` alive, and touches neither, until both have exec'd or
 /// died, as for [`start`].
@@ -323,15 +323,15 @@ pub(crate) fn start_joiner(
 /// As for [`entry`]; `plan.join` is set.
 unsafe extern "C" fn join_entry(arg: *mut c_void) -> ! {
     // SAFETY: the caller's contract; only shared access here (the command takes the plan as its
-    // own).
+    // own; the joiner writes only the atomics of `join`).
     let plan = unsafe { &*(arg as *const Plan<'static>) };
     let control = plan.channels.control;
     let Err(failure) = join(plan, arg);
     report(control, failure)
 }
 
-/// The joiner: enters the session, starts the command and hands it to the parent.
 fn join(plan: &Plan<'_>, arg: *mut c_void) -> Result<Infallible, Failure> {
+    use std::sync::atomic::Ordering;
     let einval = Failure { step: Step::JoinSession, errno: Errno(libc::EINVAL), index: 0 };
     let join = plan.join.as_ref().ok_or(einval)?;
     let channels = &plan.channels;
@@ -344,9 +344,13 @@ fn join(plan: &Plan<'_>, arg: *mut c_void) -> Result<Infallible, Failure> {
         // nothing here reads; the area is its initial stack's argument strings.
         unsafe { super::overwrite_arg_area(area, b"stockade-join") };
     }
-    // Ignored signals survive exec: the command, which copies these dispositions at its clone,
-    // starts from the defaults.
+    // The relay this becomes must see SIGCHLD (an ignored one would reap the command for it).
     super::reset_signal_dispositions();
+    // (A detached command's relay outlives the embedding process.)
+    if !plan.detached {
+        super::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong)
+            .map_err(at(Step::DeathSignal))?;
+    }
     if super::pidfd::has_exited(channels.parent) {
         super::exit(EXIT_ABANDONED);
     }
@@ -358,48 +362,69 @@ fn join(plan: &Plan<'_>, arg: *mut c_void) -> Result<Infallible, Failure> {
     // setns put this process at its mount namespace's root; the holder's own may be a chroot.
     super::mount::fchdir(join.root).map_err(at(Step::JoinSession))?;
     super::mount::chroot(c".").map_err(at(Step::JoinSession))?;
-    // The command shares the joiner's (non-dumpable) copy and is the parent's child
-    // (CLONE_PARENT), like any payload: the parent puts it in its cgroup, signals it, waits for
-    // it and reaps it. CLONE_INTO_CGROUP would be checked against the session's cgroup
-    // namespace, which the command's group is outside of.
+    // The command's parent-death check looks at this process (its relay) through this.
+    let relay = super::pidfd_of_self().map_err(at(Step::DeathSignal))?;
+    join.relay.store(relay, Ordering::SeqCst);
+    // Unlike a sandbox's init (pid 1, which its payload can name), the relay lives outside the
+    // session's pid namespace (sessions always have one): nothing in the session can name it to
+    // trace it, so the command need not wait for it to turn non-dumpable.
+    // The command shares the joiner's (non-dumpable) copy. The parent puts it in its cgroup:
+    // CLONE_INTO_CGROUP would be checked against the session's cgroup namespace, which the
+    // command's group is outside of.
     // SAFETY: `entry` follows the post-clone rules; the plan and the command's stack are in this
-    // copy of memory, which lives as long as the command (it shares it) even once this process
-    // has exited.
-    let command = unsafe {
-        super::clone::clone_with_pidfd(libc::CLONE_PARENT as u64, None, true, &join.stack, entry, arg)
-    }
-    .map_err(at(Step::ForkPayload))?;
+    // copy of memory, which lives as long as either process.
+    let command = unsafe { super::clone::clone_with_pidfd(0, None, true, &join.stack, entry, arg) }
+        .map_err(at(Step::ForkPayload))?;
+    let pid = command.pid;
     use std::os::fd::IntoRawFd;
     let command_pidfd = command.pidfd.into_raw_fd();
+    super::close(relay);
+    // From here a failure must end the command first (it may still be reading this memory).
+    let abandon = |errno: Errno| {
+        let _ = super::kill(pid, libc::SIGKILL);
+        let _ = super::waitpid(pid);
+        at(Step::Init)(errno)
+    };
+    // The parent gets the command's pidfd (it signals the command through it, and puts it in
+    // its cgroup), and says when it has: until then the command is not reaped (this process
+    // is not yet its relay), so its pid cannot be reused under the parent.
     let sent = super::send_fd(channels.control, command_pidfd);
     super::close(command_pidfd);
-    if let Err(e) = sent {
-        // The command waits for "go", which will not come now: ended here (the parent, whose
-        // child it is, reaps it).
-        let _ = super::kill(command.pid, libc::SIGKILL);
-        return Err(at(Step::ForkPayload)(e));
+    sent.map_err(abandon)?;
+    let mut attached = [0u8; 1];
+    match super::read(channels.control, &mut attached) {
+        Ok(1) => {}
+        Ok(_) => return Err(abandon(Errno(libc::ECANCELED))),
+        Err(e) => return Err(abandon(e)),
     }
-    // The parent has the command; this process has nothing left to do.
-    super::exit(0)
+    for fd in [channels.status, channels.parent].into_iter().filter(|&fd| fd >= 0) {
+        super::keep_on_exec(fd).map_err(abandon)?;
+    }
+    let mut text = [0u8; 80];
+    let values = [pid, channels.status, -1, channels.parent, plan.wall_limit_ms];
+    let environment = super::init::environment(&mut text, values);
+    Err(abandon(super::init::exec(channels.init_program, environment)))
 }
 
 /// A session command: in the session's namespaces already (the joiner's), it arranges its
 /// descriptors, waits for "go" (the parent has put it in its cgroup), becomes root of the
 /// namespace when the map makes another id root, and goes on like any payload.
 fn setup_command(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<Infallible, Failure> {
-    // Its dispositions are the defaults already (the joiner reset those it copied).
-    super::set_sigmask(&super::sigset(true)).map_err(at(Step::Signals))?;
-    // The embedding program is its parent, as for any payload: it dies with it (unless it is to
-    // outlive it).
-    if !plan.detached {
-        super::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong)
-            .map_err(at(Step::DeathSignal))?;
+    use std::sync::atomic::Ordering;
+    let einval = Failure { step: Step::JoinSession, errno: Errno(libc::EINVAL), index: 0 };
+    let join = plan.join.as_ref().ok_or(einval)?;
+    let relay = join.relay.load(Ordering::SeqCst);
+    // Dies with the relay (which dies with the embedding process); look in case it already has.
+    super::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong).map_err(at(Step::DeathSignal))?;
+    if super::pidfd::has_exited(relay) {
+        super::exit(EXIT_ABANDONED);
     }
-    let [_, parent, program, _] = arrange_fds(plan, control)?;
+    super::reset_signal_dispositions();
+    super::set_sigmask(&super::sigset(true)).map_err(at(Step::Signals))?;
+    super::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong).map_err(at(Step::DeathSignal))?;
+    let [_, parent, program, _] = arrange_fds(plan, control, Some(relay))?;
     wait_for_go(*control);
-    // The parent-death signal was armed first thing; had the parent died before that, no signal
-    // will ever come: look.
-    if parent >= 0 && super::pidfd::has_exited(parent) {
+    if super::pidfd::has_exited(parent) {
         super::exit(EXIT_ABANDONED);
     }
     if plan.become_root {
@@ -412,11 +437,15 @@ fn setup_command(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<Infallible,
     super::setsid().map_err(at(Step::NewSession))?;
     exec_payload(plan, Ends { control: *control, parent, program, gate: -1 })
 }
-
 /// Moves stdio and passed descriptors to their numbers, moves the child's own channels out of
 /// their way, and closes every other inherited descriptor. Returns the status pipe, the
 /// parent's pidfd, the init program and the start gate (each -1 when not used).
-fn arrange_fds(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<[RawFd; 4], Failure> {
+/// `parent` replaces the parent's pidfd of the plan (a session command watches its relay).
+fn arrange_fds(
+    plan: &mut Plan<'_>,
+    control: &mut RawFd,
+    parent: Option<RawFd>,
+) -> Result<[RawFd; 4], Failure> {
     let fds = &mut plan.fds;
     let channels = &plan.channels;
     for fd in channels.parent_ends {
@@ -431,11 +460,9 @@ fn arrange_fds(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<[RawFd; 4], F
     } else {
         -1
     };
-    let parent = if channels.parent >= 0 {
-        super::dup_above(channels.parent, fds.base).map_err(&internal_failure)?
-    } else {
-        -1
-    };
+    let parent_fd = parent.unwrap_or(channels.parent);
+    let parent =
+        if parent_fd >= 0 { super::dup_above(parent_fd, fds.base).map_err(&internal_failure)? } else { -1 };
     let init_program = if channels.init_program >= 0 {
         super::dup_above(channels.init_program, fds.base).map_err(&internal_failure)?
     } else {
@@ -659,14 +686,13 @@ fn exec_payload(plan: &Plan<'_>, ends: Ends) -> Result<Infallible, Failure> {
     // Changing credentials clears the parent-death signal: arm it again, then make sure the
     // parent did not die in between (without an init, our parent is the embedding process;
     // with one, the init, whose own death takes the namespace down). A detached sandbox
-    // without an init (or a detached session command) has no parent to die with.
-    if !plan.detached || plan.use_init {
+    // without an init has no parent to die with.
+    if !plan.detached || plan.use_init || plan.join.is_some() {
         super::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong)
             .map_err(at(Step::DeathSignal))?;
     }
     if parent >= 0 {
-        // A session command's parent is the embedding process, outside its pid namespace
-        // (getppid says 0): asked through its pidfd.
+        // A session command's parent is its relay, outside its pid namespace (getppid says 0).
         if super::pidfd::has_exited(parent) {
             super::exit(EXIT_ABANDONED);
         }

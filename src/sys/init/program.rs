@@ -19,9 +19,9 @@
 //!    supervision, when it waits, fires first: it counts from before the clone). As pid 1 it
 //!    reports the payload killed and exits, which takes the whole namespace down (killing the
 //!    payload and waiting to reap it would not do: a tracer of the payload's could keep it
-//!    from ever being reaped). As the init of a sandbox that joined another pid namespace (not
-//!    pid 1 there) it kills the payload, and the embedding program removes the sandbox's cgroup,
-//!    which ends the rest, when it next looks.
+//!    from ever being reaped). As a session command's relay (not pid 1: it lives outside the
+//!    session's pid namespace) it kills the command, and the embedding program removes the
+//!    command's cgroup when it next looks.
 //!
 //! Each report on the status pipe is two native-endian i32s: the payload's wait status, and 1
 //! when the wall-clock limit ended it (0 otherwise).
@@ -263,7 +263,7 @@ unsafe extern "C" fn main(sp: *const usize) -> ! {
     }
     call(nr::CLOSE_RANGE, (status + 1).max(0) as usize, u32::MAX as usize, 0, 0);
     let all = [u64::MAX];
-    // pid 1 of the sandbox's namespace, or not (a pid namespace the sandbox joined).
+    // pid 1 of the sandbox's namespace, or a session command's relay outside it.
     let pid1 = call(nr::GETPID, 0, 0, 0, 0) == 1;
     let mut timed_out = false;
     let mut deadline = (wall_ms >= 0).then(|| start.nanos() + wall_ms as i128 * 1_000_000);
@@ -289,8 +289,8 @@ unsafe extern "C" fn main(sp: *const usize) -> ! {
                 report(status, SIGKILL as i32, true);
                 exit(128 + SIGKILL);
             }
-            // Not pid 1 (a joined pid namespace): the payload goes; the sandbox's cgroup, with
-            // anything it left, when the embedding program looks.
+            // A relay: its command goes; its cgroup, with anything it left, when the
+            // embedding program looks.
             call(nr::KILL, payload as usize, SIGKILL, 0, 0);
             timed_out = true;
             continue;
