@@ -419,9 +419,9 @@ fn setup_command(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<Infallible,
     if super::pidfd::has_exited(relay) {
         super::exit(EXIT_ABANDONED);
     }
-    super::reset_signal_dispositions();
+    // The dispositions are the defaults already: this process got a copy of the joiner's (no
+    // CLONE_SIGHAND), which it reset before the clone.
     super::set_sigmask(&super::sigset(true)).map_err(at(Step::Signals))?;
-    super::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong).map_err(at(Step::DeathSignal))?;
     let [_, parent, program, _] = arrange_fds(plan, control, Some(relay))?;
     wait_for_go(*control);
     if super::pidfd::has_exited(parent) {

@@ -88,9 +88,34 @@ pub(crate) fn send_signal(pidfd: BorrowedFd<'_>, signal: i32) -> SysResult<()> {
     if ret == -1 { Err(Errno::last()) } else { Ok(()) }
 }
 
-/// The pid (in this process's pid namespace) of the process behind `pidfd`, from
-/// `/proc/self/fdinfo` (parent side).
+/// The pid (in this process's pid namespace) of the process behind `pidfd`: from the pidfd
+/// itself (`PIDFD_GET_INFO`), or on kernels before 6.13 from `/proc/self/fdinfo` (parent side).
 pub(crate) fn pid_of(pidfd: BorrowedFd<'_>) -> std::io::Result<libc::pid_t> {
+    // `struct pidfd_info` of <linux/pidfd.h> (its first version, 64 bytes).
+    #[repr(C)]
+    #[derive(Default)]
+    struct PidfdInfo {
+        mask: u64,
+        cgroupid: u64,
+        pid: u32,
+        tgid: u32,
+        rest: [u32; 10],
+    }
+    const _: () = assert!(std::mem::size_of::<PidfdInfo>() == 64);
+    // _IOWR(PIDFS_IOCTL_MAGIC 0xFF, 11, struct pidfd_info): Linux 6.13 and later.
+    const PIDFD_GET_INFO: libc::c_ulong = 0xC040_FF0B;
+    const PIDFD_INFO_PID: u64 = 1;
+    let mut info = PidfdInfo { mask: PIDFD_INFO_PID, ..PidfdInfo::default() };
+    // SAFETY: `info` is a live, writable struct of the size the request number encodes.
+    let asked =
+        unsafe { raw!(libc::SYS_ioctl, pidfd.as_raw_fd(), PIDFD_GET_INFO, &mut info as *mut PidfdInfo) };
+    match asked {
+        // The process's pid (its thread group's) in this process's pid namespace.
+        Ok(_) if info.mask & PIDFD_INFO_PID != 0 && info.tgid > 0 => return Ok(info.tgid as libc::pid_t),
+        Err(Errno(libc::ESRCH)) => return Err(std::io::Error::from_raw_os_error(libc::ESRCH)),
+        // An older kernel (ENOTTY, EINVAL): its fdinfo says the same.
+        _ => {}
+    }
     let path = format!("/proc/self/fdinfo/{}", pidfd.as_raw_fd());
     let info = std::fs::read_to_string(&path)?;
     info.lines()
