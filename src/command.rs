@@ -442,10 +442,12 @@ impl Command {
         // Stdio follows the same rule: a file given (or inherited) read-only stays read-only, and
         // no device node (/dev/null included) can be changed through it.
         for (target, kind) in stdio {
-            if let (StdioKind::Null, Some(mount)) = (kind, &self.sandbox.config.null_device) {
-                // Already read-only: nothing more to pin.
-                let null = crate::sys::open_null(mount.as_fd())
-                    .map_err(|e| Error::spawn("open /dev/null through its read-only mount", e))?;
+            // On a read-only mount already: nothing more to pin. (Otherwise, as for any file.)
+            let pinned_null = match (kind, &self.sandbox.config.null_device) {
+                (StdioKind::Null, Some(pinned)) => crate::sys::open_null(pinned.as_fd()).ok(),
+                _ => None,
+            };
+            if let Some(null) = pinned_null {
                 made.push((target, StdioKind::Fd(null)));
                 continue;
             }

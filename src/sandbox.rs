@@ -1216,9 +1216,9 @@ pub(crate) struct Config {
     pub(crate) configured_kinds: Namespaces,
     /// The init program (a sealed memfd), with a pid namespace.
     pub(crate) init_program: Option<std::os::fd::OwnedFd>,
-    /// A read-only mount of `/dev/null` that payloads' [`Stdio::null`](crate::Stdio::null) is
-    /// opened through (see `sys::null_device`), when this process may make one; otherwise
-    /// each spawn pins its own, or decides it need not.
+    /// `/dev/null` on a read-only mount of its own, through which payloads'
+    /// [`Stdio::null`](crate::Stdio::null) is opened (see `sys::null_device`), when this
+    /// process may make one; otherwise each spawn pins its own, or decides it need not.
     pub(crate) null_device: Option<std::os::fd::OwnedFd>,
     /// The image's command line, environment and working directory, if it runs one.
     pub(crate) run_defaults: Option<RunDefaults>,

@@ -596,6 +596,67 @@ fn kernel_information_is_masked_or_refused() {
 }
 
 #[test]
+fn a_payload_with_cap_sys_admin_can_neither_change_move_nor_clone_the_mount_of_its_null_stdio() {
+    let test = "a_payload_with_cap_sys_admin_can_neither_change_move_nor_clone_the_mount_of_its_null_stdio";
+    if !have("/usr/bin/python3") {
+        return skip(test, "python3 missing for the attack");
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let null_mode = || std::fs::metadata("/dev/null").unwrap().permissions().mode() & 0o7777;
+    let before = null_mode();
+    // CAP_SYS_ADMIN over its own user and mount namespaces and no syscall filter: the mount
+    // calls reach the kernel. Its /dev/null (stdin, stdout) is opened through a read-only mount
+    // shared by the sandbox's spawns (as root), or pinned per spawn: either way one that is
+    // mounted nowhere, which the kernel lets nobody change, move or clone.
+    let mut b = rooted(Namespaces::all(), Root::tmpfs());
+    b.capabilities([stockade::Capability::CAP_SYS_ADMIN]).no_syscall_filter();
+    let sandbox = b.build().unwrap();
+    let attack = r#"
+import ctypes, os, struct, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+AT_FDCWD, AT_EMPTY_PATH, AT_RECURSIVE, OPEN_TREE_CLONE, MOVE_MOUNT_F_EMPTY_PATH = -100, 0x1000, 0x8000, 1, 4
+def call(name, nr, *args):
+    r = libc.syscall(nr, *args)
+    sys.stderr.write("%s %s\n" % (name, "ok" if r >= 0 else os.strerror(ctypes.get_errno())))
+clear_ro = struct.pack("QQQQ", 0, 1, 0, 0)
+call("control", 428, AT_FDCWD, b"/", OPEN_TREE_CLONE | AT_RECURSIVE)
+call("setattr", 442, 0, b"", AT_EMPTY_PATH, clear_ro, len(clear_ro))
+call("clone", 428, 0, b"", AT_EMPTY_PATH | OPEN_TREE_CLONE)
+call("move", 429, 0, b"", AT_FDCWD, b"/dev/null", MOVE_MOUNT_F_EMPTY_PATH)
+try:
+    os.chmod("/proc/self/fd/1", 0o600)
+    sys.stderr.write("chmod ok\n")
+except OSError as e:
+    sys.stderr.write("chmod %s\n" % e.strerror)
+"#;
+    for _ in 0..2 {
+        let out = sandbox
+            .command("/usr/bin/python3")
+            .args(["-c", attack])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stderr).into_owned();
+        let now = null_mode();
+        if now != before {
+            // Put right before failing: the rest of the suite needs the host's /dev/null.
+            std::fs::set_permissions("/dev/null", std::fs::Permissions::from_mode(before)).unwrap();
+        }
+        assert_eq!(now, before, "the host's /dev/null changed: {said}");
+        assert!(out.status.success(), "{said}");
+        // The payload does hold the capability: it clones a mount of its own namespace.
+        assert!(said.contains("control ok"), "{said}");
+        for refused in ["setattr Invalid argument", "clone Invalid argument", "move Invalid argument"] {
+            assert!(said.contains(refused), "{refused}: {said}");
+        }
+        assert!(!said.contains("chmod ok"), "{said}");
+    }
+}
+
+#[test]
 fn stdio_allows_no_more_than_it_was_opened_for_and_changes_no_device_node() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempdir();

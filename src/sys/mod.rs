@@ -266,20 +266,37 @@ pub(crate) fn reopen_read_only(fd: RawFd, flags: c_int) -> std::io::Result<std::
     mount::reopen_read_only(fd, flags).map(owned).map_err(Into::into)
 }
 
-/// A detached, read-only (and nosuid) mount of the host's `/dev/null` alone (checked to be the
-/// character device 1:3), from which [`open_null`] opens it for payloads: the node cannot be
-/// changed through such a descriptor (chmod, chown, times, xattrs all fail with `EROFS`), and
-/// reopening it through `/proc/self/fd` gives only `/dev/null` again. Parent side; needs
-/// `CAP_SYS_ADMIN` over this process's mount namespace.
+/// An `O_PATH` descriptor of the host's `/dev/null` (checked to be the character device 1:3)
+/// on a read-only, nosuid clone of its mount that is mounted nowhere (see
+/// `mount::null_device`), from which [`open_null`] opens it for payloads: the node cannot be
+/// changed through such a descriptor (chmod, chown, times, xattrs all fail with `EROFS`), the
+/// mount can be neither changed, moved nor cloned, and reopening it through `/proc/self/fd`
+/// gives only `/dev/null` again. Parent side; needs `CAP_SYS_ADMIN` over this process's mount
+/// namespace, and /proc.
 pub(crate) fn null_device() -> std::io::Result<std::os::fd::OwnedFd> {
-    mount::null_device().map(owned).map_err(Into::into)
+    let pinned = mount::null_device().map(owned)?;
+    // Proven usable once here (no /proc, say, and the spawns keep pinning their own).
+    open_null(std::os::fd::AsFd::as_fd(&pinned))?;
+    Ok(pinned)
 }
 
-/// A new open description (read-write, close-on-exec) of `/dev/null` through the mount
-/// [`null_device`] made.
-pub(crate) fn open_null(mount: std::os::fd::BorrowedFd<'_>) -> std::io::Result<std::os::fd::OwnedFd> {
+/// A new open description (read-write, close-on-exec) of `/dev/null` through the descriptor
+/// [`null_device`] made, checked to be that device on a read-only mount (should the
+/// descriptor's number have been closed and reused by mistake, nothing else is handed out).
+pub(crate) fn open_null(pinned: std::os::fd::BorrowedFd<'_>) -> std::io::Result<std::os::fd::OwnedFd> {
     use std::os::fd::AsRawFd;
-    mount::open_null(mount.as_raw_fd()).map(owned).map_err(Into::into)
+    let fd = mount::open_null(pinned.as_raw_fd()).map(owned)?;
+    let st = nix::sys::stat::fstat(&fd)?;
+    let device = st.st_mode & libc::S_IFMT == libc::S_IFCHR
+        && libc::major(st.st_rdev) == 1
+        && libc::minor(st.st_rdev) == 3;
+    let read_only = nix::sys::statvfs::fstatvfs(&fd)?.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY);
+    if !(device && read_only) {
+        return Err(std::io::Error::other(
+            "the pinned /dev/null descriptor no longer is /dev/null on a read-only mount",
+        ));
+    }
+    Ok(fd)
 }
 
 /// This process's own standard descriptor `fd` (0, 1 or 2), borrowed for the duration of a

@@ -612,16 +612,26 @@ pub(super) fn reopen_read_only(fd: RawFd, flags: libc::c_int) -> SysResult<RawFd
     done
 }
 
-/// Parent side of [`super::null_device`].
+/// Parent side of [`super::null_device`]: an `O_PATH` descriptor of `/dev/null` on a
+/// read-only, nosuid clone of its mount. The clone's own descriptor is closed once this one
+/// exists, which dissolves it: a mount that is no longer mounted belongs to no namespace and no
+/// peer group, and mount_setattr, move_mount and open_tree all refuse it, whoever asks (a
+/// payload with `CAP_SYS_ADMIN` in a namespace of its own included), while opens through the
+/// descriptor still work.
 pub(super) fn null_device() -> SysResult<RawFd> {
     let m = clone_device(c"/dev/null", (1, 3))?;
-    set_attrs(m, attr::RDONLY | attr::NOSUID, false).inspect_err(|_| close(m)).map(|()| m)
+    let pinned = set_attrs(m, attr::RDONLY | attr::NOSUID, false).and_then(|()| {
+        let mut buf = [0u8; 64];
+        super::open(fd_path(&mut buf, m, b"")?, libc::O_PATH)
+    });
+    close(m);
+    pinned
 }
 
 /// Parent side of [`super::open_null`].
-pub(super) fn open_null(m: RawFd) -> SysResult<RawFd> {
+pub(super) fn open_null(pinned: RawFd) -> SysResult<RawFd> {
     let mut buf = [0u8; 64];
-    super::open(fd_path(&mut buf, m, b"")?, libc::O_RDWR | libc::O_NOCTTY)
+    super::open(fd_path(&mut buf, pinned, b"")?, libc::O_RDWR | libc::O_NOCTTY)
 }
 
 /// Opens host device `path`, checks it is character device `rdev`, and clones a mount of it.
