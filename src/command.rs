@@ -443,8 +443,16 @@ impl Command {
         // no device node (/dev/null included) can be changed through it.
         for (target, kind) in stdio {
             // On a read-only mount already: nothing more to pin. (Otherwise, as for any file.)
-            let pinned_null = match (kind, &self.sandbox.config.null_device) {
-                (StdioKind::Null, Some(pinned)) => crate::sys::open_null(pinned.as_fd()).ok(),
+            // (Made once per sandbox rather than on every spawn: a mount clone and two attribute
+            // changes, each under the kernel's global mount lock.)
+            let pinned_null = match kind {
+                StdioKind::Null => self
+                    .sandbox
+                    .config
+                    .null_device
+                    .get_or_init(|| crate::sys::null_device().ok())
+                    .as_ref()
+                    .and_then(|pinned| crate::sys::open_null(pinned.as_fd()).ok()),
                 _ => None,
             };
             if let Some(null) = pinned_null {

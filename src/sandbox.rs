@@ -814,13 +814,10 @@ impl SandboxBuilder {
         } else {
             None
         };
-        // Made once here rather than on every spawn (a mount clone and two attribute changes,
-        // each under the kernel's global mount lock).
-        let null_device = crate::sys::null_device().ok();
         Ok(Sandbox {
             config: Arc::new(Config {
                 init_program,
-                null_device,
+                null_device: std::sync::OnceLock::new(),
                 namespaces: ns,
                 joined: self.joined.clone(),
                 configured_kinds,
@@ -1217,9 +1214,11 @@ pub(crate) struct Config {
     /// The init program (a sealed memfd), with a pid namespace.
     pub(crate) init_program: Option<std::os::fd::OwnedFd>,
     /// `/dev/null` on a read-only mount of its own, through which payloads'
-    /// [`Stdio::null`](crate::Stdio::null) is opened (see `sys::null_device`), when this
-    /// process may make one; otherwise each spawn pins its own, or decides it need not.
-    pub(crate) null_device: Option<std::os::fd::OwnedFd>,
+    /// [`Stdio::null`](crate::Stdio::null) is opened (see `sys::null_device`): made by the
+    /// first spawn that needs it (not at build: a sandbox built for one spawn would pay for it
+    /// twice), when this process may make one; otherwise each spawn pins its own, or decides it
+    /// need not.
+    pub(crate) null_device: std::sync::OnceLock<Option<std::os::fd::OwnedFd>>,
     /// The image's command line, environment and working directory, if it runs one.
     pub(crate) run_defaults: Option<RunDefaults>,
     /// Kept alive with the sandbox (see `SandboxBuilder::keep_alive`).

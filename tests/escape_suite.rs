@@ -2667,9 +2667,11 @@ fn stockade_itself_spawns_under_the_default_filter_but_gets_no_namespaces() {
 #[test]
 fn fifty_sandboxes_return_the_embedders_descriptors_and_children_to_their_start() {
     let _g = exclusive();
+    // Counted before the sandboxes exist: each keeps a descriptor of its own (its /dev/null)
+    // until dropped.
+    let fds = fd_count();
     let sandbox = recommended();
     let timed = untrusted().timeout(Duration::from_millis(50)).build().unwrap();
-    let fds = fd_count();
     let children = own_children();
     for i in 0..50 {
         match i % 5 {
@@ -2705,6 +2707,7 @@ fn fifty_sandboxes_return_the_embedders_descriptors_and_children_to_their_start(
         std::thread::yield_now();
     }
     assert_eq!(own_children(), children, "children (zombies included) left behind");
+    drop((sandbox, timed));
     assert_eq!(fd_count(), fds, "descriptors leaked");
 }
 
@@ -2797,8 +2800,8 @@ fn a_missing_bind_source_is_a_typed_error() {
 #[test]
 fn a_missing_program_is_an_exec_error_and_leaves_nothing_behind() {
     let _g = exclusive();
-    let sandbox = recommended();
     let fds = fd_count();
+    let sandbox = recommended();
     let children = own_children();
     let err = sandbox.command("/no/such/program").output().unwrap_err();
     assert!(
@@ -2810,6 +2813,7 @@ fn a_missing_program_is_an_exec_error_and_leaves_nothing_behind() {
             assert!(wait_gone(pid, Duration::from_secs(10)));
         }
     }
+    drop(sandbox);
     assert_eq!(fd_count(), fds, "descriptors leaked");
 }
 
