@@ -84,7 +84,9 @@ impl StartGate {
     ///
     /// # Errors
     /// [`Error::Io`] when nothing waits there (the sandbox was started already, or has ended:
-    /// `ECONNREFUSED`, or `ENOENT` without a gate); [`Error::Setup`] or [`Error::Exec`] for a
+    /// [`ConnectionRefused`](std::io::ErrorKind::ConnectionRefused), also when a copy of the
+    /// closed gate's socket still held by another process let the connection in, or
+    /// `ENOENT` without a gate); [`Error::Setup`] or [`Error::Exec`] for a
     /// failed step, as [`Command::spawn`](crate::Command::spawn) reports them, except that the
     /// paths the step worked on are not known here and are empty.
     pub fn start(path: impl AsRef<Path>) -> Result<(), Error> {
@@ -113,6 +115,20 @@ impl StartGate {
             Ok(n) => Err(Error::Io {
                 op: "read the started sandbox's result",
                 source: std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{n} bytes")),
+            }),
+            // The connection was queued on the listening socket, which closed without taking
+            // it: the sandbox had been started already (or ended), and a copy of its socket
+            // that another process inherited for a moment (a fork of the embedding program)
+            // let the connection in. Nothing waits there, as when the connection is refused.
+            Err(nix::errno::Errno::ECONNRESET) => Err(Error::Io {
+                op: "open the start gate",
+                source: std::io::Error::new(
+                    std::io::ErrorKind::ConnectionRefused,
+                    format!(
+                        "{}: the gate closed without taking the start (no sandbox waits there)",
+                        path.display()
+                    ),
+                ),
             }),
             Err(e) => Err(Error::Io { op: "read the started sandbox's result", source: e.into() }),
         }

@@ -383,6 +383,35 @@ fn a_created_sandbox_runs_nothing_until_its_gate_opens_and_the_gate_opens_once()
 }
 
 #[test]
+fn a_start_let_in_by_a_leftover_copy_of_an_opened_gate_is_refused_once_the_copy_closes() {
+    // A fork of the embedding program (another thread's spawn) holds a copy of every
+    // descriptor for a moment, the gate's listening socket too: a start in that moment is let
+    // in, and nobody will take it. Here the copy is this process's own, held until the start
+    // is queued on it.
+    let dir = tempdir();
+    let gate_path = dir.path().join("gate");
+    let gate = stockade::StartGate::bind(&gate_path).unwrap();
+    let copy = std::os::fd::AsFd::as_fd(&gate).try_clone_to_owned().unwrap();
+    let sandbox = sandbox(Namespaces::empty());
+    let mut child = sandbox.command("/bin/true").spawn_created(gate).unwrap();
+    stockade::StartGate::start(&gate_path).unwrap();
+    assert!(child.wait().unwrap().success());
+
+    let path = gate_path.clone();
+    let second = std::thread::spawn(move || stockade::StartGate::start(&path));
+    // The copy becomes readable when the connection waits on it.
+    let mut fds = [nix::poll::PollFd::new(std::os::fd::AsFd::as_fd(&copy), nix::poll::PollFlags::POLLIN)];
+    assert_eq!(nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE).unwrap(), 1);
+    drop(copy);
+    let err = second.join().unwrap().unwrap_err();
+    assert!(
+        matches!(&err, stockade::Error::Io { source, .. } if source.kind() == std::io::ErrorKind::ConnectionRefused),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains(&gate_path.display().to_string()), "{err}");
+}
+
+#[test]
 fn a_step_failing_after_the_gate_is_told_to_the_starter() {
     let dir = tempdir();
     for (i, sandbox) in shapes().iter().enumerate() {
