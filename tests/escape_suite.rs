@@ -770,6 +770,61 @@ report('unshare_time', SYS['unshare'], 0x80)
 }
 
 #[test]
+fn a_payload_without_a_pid_namespace_cannot_give_the_embedding_program_a_child() {
+    let _g = shared();
+    let test = "a_payload_without_a_pid_namespace_cannot_give_the_embedding_program_a_child";
+    if !have("/usr/bin/python3") {
+        skip(test, "python3 missing for the attack");
+        return;
+    }
+    // clone(CLONE_PARENT): the new process is a child of the payload's parent, this thread,
+    // which never asked for it (a zombie here until this process ends).
+    let script = format!(
+        "import ctypes, os\n\
+         libc = ctypes.CDLL(None, use_errno=True)\n\
+         r = libc.syscall({nr}, {flags}, 0, 0, 0, 0)\n\
+         if r == 0:\n    os._exit(0)\n\
+         print(r, ctypes.get_errno())\n",
+        nr = libc::SYS_clone,
+        flags = libc::CLONE_PARENT | libc::SIGCHLD,
+    );
+    let children = || -> std::collections::BTreeSet<i32> {
+        read("/proc/thread-self/children").split_whitespace().map(|p| p.parse().unwrap()).collect()
+    };
+    for filtered in [true, false] {
+        let mut b = untrusted();
+        b.namespaces(stockade::Namespaces::all() - stockade::Namespaces::PID);
+        if !filtered {
+            b.no_syscall_filter();
+        }
+        let sandbox = b.build().unwrap();
+        // A first spawn starts what this process keeps for every sandbox (the cgroup reaper,
+        // a child of the thread that first needs it).
+        assert!(sandbox.command("/bin/true").status().unwrap().success());
+        let before = children();
+        let out = sandbox.command("/usr/bin/python3").args(["-c", &script]).output().unwrap();
+        let said = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{said}");
+        let new: Vec<i32> = children().difference(&before).copied().collect();
+        for &pid in &new {
+            // Reaped, so that nothing is left behind by the control.
+            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+        }
+        if filtered {
+            assert_eq!(said.trim(), format!("-1 {}", libc::EPERM), "{said}");
+            assert!(new.is_empty(), "this thread got children {new:?}");
+        } else {
+            // The control: without the filter the attack works, and this test sees it.
+            assert!(
+                said.split_whitespace().next().and_then(|p| p.parse::<i32>().ok()).is_some_and(|pid| pid > 0),
+                "{said}"
+            );
+            assert_eq!(new.len(), 1, "the control made no child here: {said}");
+        }
+    }
+}
+
+#[test]
 fn clone_with_clone_newuser_is_refused_with_eperm() {
     let _g = shared();
     let attack = r#"

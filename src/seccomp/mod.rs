@@ -425,6 +425,8 @@ mod tests {
         let newuser = libc::CLONE_NEWUSER as u64;
         assert_eq!(verdict(&f, 0, "clone", [newuser | libc::SIGCHLD as u64, 0, 0, 0, 0, 0]), eperm);
         assert_eq!(verdict(&f, 0, "clone", [libc::SIGCHLD as u64, 0, 0, 0, 0, 0]), allow);
+        let parent = libc::CLONE_PARENT as u64;
+        assert_eq!(verdict(&f, 0, "clone", [parent | libc::SIGCHLD as u64, 0, 0, 0, 0, 0]), eperm);
         assert_eq!(verdict(&f, 0, "unshare", [newuser, 0, 0, 0, 0, 0]), eperm);
         assert_eq!(verdict(&f, 0, "unshare", [libc::CLONE_FILES as u64, 0, 0, 0, 0, 0]), eperm);
         let eafnosupport = Action::Errno(libc::EAFNOSUPPORT).ret();

@@ -403,13 +403,16 @@ pub(super) fn table(caps: u64) -> BTreeMap<u32, Entry> {
     // New namespaces: never a user namespace (the way in to most of the kernel's attack
     // surface); others with CAP_SYS_ADMIN.
     // `unshare` only with CAP_SYS_ADMIN, as with Docker.
+    // Never CLONE_PARENT: without a pid namespace the payload's parent is the embedding
+    // program, which would get children it knows nothing of (zombies it never reaps).
     let no_flags = |mask| vec![(vec![ArgCmp::new(0, Cmp::MaskedEq { mask, value: 0 })], allow)];
+    let parent = libc::CLONE_PARENT as u64;
     if has(Capability::CAP_SYS_ADMIN) {
         let newuser = libc::CLONE_NEWUSER as u64;
-        set("clone", Entry { rules: no_flags(newuser), fallback: eperm });
+        set("clone", Entry { rules: no_flags(newuser | parent), fallback: eperm });
         set("unshare", Entry { rules: no_flags(newuser), fallback: eperm });
     } else {
-        set("clone", Entry { rules: no_flags(CLONE_NAMESPACES), fallback: eperm });
+        set("clone", Entry { rules: no_flags(CLONE_NAMESPACES | parent), fallback: eperm });
     }
     set("clone3", plain(Action::Errno(libc::ENOSYS).ret()));
     let refuse_request = |request: u64| (vec![ArgCmp::low32(1, Cmp::Eq(request))], eperm);
