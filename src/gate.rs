@@ -5,8 +5,9 @@
 //! anything can fail before its start, then the payload waits for a connection on the gate's
 //! listening socket, a file anyone allowed to connect to it can name: the process that
 //! created the sandbox, or a later one (a runtime's `start`). [`StartGate::start`] connects;
-//! the payload closes the listening socket (a gate opens once), finishes its setup and execs,
-//! and the starter learns which: end of file once the exec happened, or the failed step.
+//! the payload closes the listening socket (a gate opens once), says it took the start,
+//! finishes its setup and execs, and the starter learns which: end of file once the exec
+//! happened, or the failed step.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -85,8 +86,8 @@ impl StartGate {
     /// # Errors
     /// [`Error::Io`] when nothing waits there (the sandbox was started already, or has ended:
     /// [`ConnectionRefused`](std::io::ErrorKind::ConnectionRefused), also when a copy of the
-    /// closed gate's socket still held by another process let the connection in, or
-    /// `ENOENT` without a gate); [`Error::Setup`] or [`Error::Exec`] for a
+    /// closed gate's socket still held by another process let the connection in, or when the
+    /// sandbox ended at its gate without taking the start; `ENOENT` without a gate); [`Error::Setup`] or [`Error::Exec`] for a
     /// failed step, as [`Command::spawn`](crate::Command::spawn) reports them, except that the
     /// paths the step worked on are not known here and are empty.
     pub fn start(path: impl AsRef<Path>) -> Result<(), Error> {
@@ -102,36 +103,47 @@ impl StartGate {
                 format!("{}: {e} (no sandbox waits there)", path.display()),
             ),
         })?;
-        let mut record = [0u8; FAILURE_LEN];
-        let n = loop {
-            match nix::unistd::read(&socket, &mut record) {
+        let read = |record: &mut [u8]| loop {
+            match nix::unistd::read(&socket, record) {
                 Err(nix::errno::Errno::EINTR) => continue,
                 other => break other,
             }
         };
-        match n {
+        let mut record = [0u8; FAILURE_LEN];
+        // First the sandbox says it took the start. Without that (end of file or ECONNRESET),
+        // the listening socket closed without taking the connection: the sandbox ended at its
+        // gate, or had been started already and a copy of its socket that another process held
+        // for a moment (a fork of the embedding program) let the connection in.
+        match read(&mut record) {
+            Ok(1) if record[0] == b't' => {}
+            Ok(0) | Err(nix::errno::Errno::ECONNRESET) => {
+                return Err(Error::Io {
+                    op: "open the start gate",
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::ConnectionRefused,
+                        format!(
+                            "{}: the gate closed without taking the start (the sandbox was started already, or ended)",
+                            path.display()
+                        ),
+                    ),
+                });
+            }
+            Ok(n) => return Err(unexpected(n)),
+            Err(e) => return Err(Error::Io { op: "read the started sandbox's answer", source: e.into() }),
+        }
+        match read(&mut record) {
             Ok(0) => Ok(()),
             Ok(FAILURE_LEN) => Err(crate::plan::decode_failure(&record, None)),
-            Ok(n) => Err(Error::Io {
-                op: "read the started sandbox's result",
-                source: std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{n} bytes")),
-            }),
-            // The connection was queued on the listening socket, which closed without taking
-            // it: the sandbox had been started already (or ended), and a copy of its socket
-            // that another process inherited for a moment (a fork of the embedding program)
-            // let the connection in. Nothing waits there, as when the connection is refused.
-            Err(nix::errno::Errno::ECONNRESET) => Err(Error::Io {
-                op: "open the start gate",
-                source: std::io::Error::new(
-                    std::io::ErrorKind::ConnectionRefused,
-                    format!(
-                        "{}: the gate closed without taking the start (no sandbox waits there)",
-                        path.display()
-                    ),
-                ),
-            }),
+            Ok(n) => Err(unexpected(n)),
             Err(e) => Err(Error::Io { op: "read the started sandbox's result", source: e.into() }),
         }
+    }
+}
+
+fn unexpected(n: usize) -> Error {
+    Error::Io {
+        op: "read the started sandbox's result",
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{n} bytes")),
     }
 }
 

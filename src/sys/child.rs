@@ -505,8 +505,9 @@ fn arrange_fds(
 }
 
 /// The start gate: tells the parent (one byte on `control`) that setup is done, waits for a
-/// connection on the listening socket `gate`, and makes that connection the control channel
-/// (close-on-exec, so its end of file tells the starter the exec happened). A sandbox that
+/// connection on the listening socket `gate`, says on it that the start is taken (one byte),
+/// and makes that connection the control channel (close-on-exec, so its end of file tells the
+/// starter the exec happened). A sandbox that
 /// outlives its parent first waits for the parent to let it go ("d", sent by `Child::detach`):
 /// should the parent die before, nobody would know of it, so it ends. Signals are unblocked
 /// while it waits: a fatal one (a runtime's `kill` of a created container) ends it there.
@@ -523,6 +524,8 @@ fn wait_at_gate(control: RawFd, gate: RawFd, detached: bool) -> super::SysResult
     super::set_sigmask(&super::sigset(true))?;
     let connection = connection?;
     super::close(gate);
+    // A starter gone already changes nothing: the start was asked for.
+    let _ = super::send(connection, b"t");
     let moved = super::dup_onto_cloexec(connection, control);
     super::close(connection);
     moved

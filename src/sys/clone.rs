@@ -197,8 +197,7 @@ unsafe fn clone3(
     let args = CloneArgs {
         flags: flags | flags::CLONE_PIDFD | if cgroup.is_some() { flags::CLONE_INTO_CGROUP } else { 0 },
         pidfd: &mut pidfd as *mut libc::c_int as u64,
-        // With CLONE_PARENT the child's exit signal is its parent's choice (clone3 refuses one).
-        exit_signal: if flags & libc::CLONE_PARENT as u64 != 0 { 0 } else { libc::SIGCHLD as u64 },
+        exit_signal: libc::SIGCHLD as u64,
         stack: stack.base as u64,
         stack_size: stack.top() as u64 - stack.base as u64,
         cgroup: cgroup.map_or(0, |fd| fd as u64),
