@@ -653,6 +653,15 @@ pub(crate) fn fork_raw() -> SysResult<libc::pid_t> {
         .map(|p| p as libc::pid_t)
 }
 
+/// Puts the calling thread under `SCHED_IDLE`: it runs when nothing else wants the CPU, and
+/// any other task woken on its CPU preempts it at once. Inherited by the processes it starts.
+pub(crate) fn set_idle_policy() -> SysResult<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: `param` is a valid sched_param for the duration of the call; pid 0 is this thread.
+    unsafe { raw!(libc::SYS_sched_setscheduler, 0, libc::SCHED_IDLE, &param as *const libc::sched_param) }
+        .map(drop)
+}
+
 pub(crate) fn getppid() -> libc::pid_t {
     // SAFETY: no arguments.
     unsafe { raw!(libc::SYS_getppid) }.map_or(0, |p| p as libc::pid_t)
