@@ -328,6 +328,12 @@ fn a_pools_sessions_started_ahead_run_idle_and_commands_run_under_their_callers_
     assert_ne!(caller, libc::SCHED_IDLE as u32, "the test itself runs idle: nothing to compare");
     let pool = Pool::new(&sandbox, 1);
     wait_ready(&pool, 1);
+    // The first is started under the thread's first policy (what it starts once for the whole
+    // process, the cgroup reaper, must not run idle).
+    let first = pool.get().unwrap();
+    assert_eq!(policy_of(&first.id().to_string()), caller, "the pool's first session");
+    drop(first);
+    wait_ready(&pool, 1);
     let ahead = pool.get().unwrap();
     assert_eq!(policy_of(&ahead.id().to_string()), libc::SCHED_IDLE as u32, "the session's init");
     let seen = sh_ok_in(&ahead, "cut -d' ' -f41 /proc/self/stat");

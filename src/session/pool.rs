@@ -14,11 +14,14 @@ use crate::{Error, Sandbox, Session};
 /// Dropping the pool stops the sessions it holds; its thread (whose end would end the sessions
 /// it started, as their parent) stays until every session handed out has been dropped.
 ///
-/// The pool's thread, and the sessions it starts ahead (their init and holder, for as long as
-/// they run), are background work under `SCHED_IDLE`: any other task preempts them at once, so
-/// a caller's command never waits behind a session being started. On a machine kept busy the
-/// pool then refills slowly, and `get` starts sessions itself. Commands run under their
-/// caller's scheduling policy, as do sessions `get` starts.
+/// The pool's thread, and the sessions it starts ahead after its first (their init and holder,
+/// for as long as they run), are background work under `SCHED_IDLE`: any other task preempts
+/// them at once, so a caller's command does not wait for the CPU behind a session being
+/// started. The cost falls on busy machines: there the pool refills slowly (and `get` starts
+/// sessions itself), a session's init reaps the orphans of its commands late (their zombies
+/// count against a pids limit until then), stopping sessions takes longer, and a lock the
+/// kernel gives such a session's setup (the mount table's, a cgroup's) is held longer. Commands
+/// run under their caller's scheduling policy, as do sessions `get` starts.
 ///
 /// ```no_run
 /// use stockade::{Namespaces, Pool, Sandbox};
@@ -122,10 +125,7 @@ impl Drop for Pool {
 /// The background thread: stops used sessions and keeps `size` started; once the pool is
 /// dropped, stops the ready ones and stays until every session handed out has come back.
 fn refill(shared: &Shared, used: &Receiver<Session>) {
-    // Background work: the caller's own commands preempt it at once. Without this, a command
-    // whose processes the scheduler put on the CPU where a session was being started waited
-    // up to a whole tick (4 ms at 250 Hz) behind it.
-    let _ = crate::sys::set_idle_policy();
+    let mut idle = false;
     loop {
         while let Ok(session) = used.try_recv() {
             let _ = session.stop();
@@ -155,6 +155,15 @@ fn refill(shared: &Shared, used: &Receiver<Session>) {
         }
         drop(state);
         let started = shared.sandbox.start();
+        if !idle {
+            // Background work from the second start on: the caller's own commands preempt it
+            // at once. Without this, a command whose processes the scheduler put on the CPU
+            // where a session was being started waited up to a whole tick (4 ms at 250 Hz)
+            // behind it. Not from the first: what this process starts once for every sandbox
+            // (the cgroup reaper) would keep the policy.
+            idle = true;
+            let _ = crate::sys::set_idle_policy();
+        }
         let mut state = lock(&shared.state);
         match started {
             Ok(session) if !state.closing => state.ready.push_back(session),

@@ -521,14 +521,16 @@ fn wait_at_gate(control: RawFd, gate: RawFd, detached: bool) -> super::SysResult
         }
     }
     let connection = super::accept(gate);
-    super::set_sigmask(&super::sigset(true))?;
+    let masked = super::set_sigmask(&super::sigset(true));
     let connection = connection?;
     super::close(gate);
-    // A starter gone already changes nothing: the start was asked for.
-    let _ = super::send(connection, b"t");
     let moved = super::dup_onto_cloexec(connection, control);
     super::close(connection);
-    moved
+    moved?;
+    // The connection is the control channel now: what fails from here reaches the starter.
+    // A starter gone already changes nothing: the start was asked for.
+    let _ = super::send(control, b"t");
+    masked
 }
 
 /// Blocks until the parent says "go". End of file means the parent died or gave up before
