@@ -1165,7 +1165,7 @@ fn a_container_joins_a_pods_namespaces_by_path_and_its_end_leaves_the_pod_runnin
 
     let (dir, out, mut cfg) = script_bundle(
         "for n in net ipc uts pid; do readlink /proc/self/ns/$n; done > /out/ns; hostname >> /out/ns; \
-         ls -d /proc/[0-9]* > /out/procs; exec sleep 1000",
+         ls -d /proc/[0-9]* > /out/procs.part; mv /out/procs.part /out/procs; exec sleep 1000",
     );
     let mut namespaces = vec![json!({"type": "mount"})];
     for (kind, file) in [("network", "net"), ("ipc", "ipc"), ("uts", "uts"), ("pid", "pid")] {
@@ -1177,6 +1177,7 @@ fn a_container_joins_a_pods_namespaces_by_path_and_its_end_leaves_the_pod_runnin
     let app = rt.create("app", dir.path(), &out.path().join("log"));
     rt.ok(&["start", "app"]);
     let deadline = Instant::now() + Duration::from_secs(30);
+    // Renamed into place once written: its existence means it is whole.
     while !out.path().join("procs").exists() {
         assert!(
             Instant::now() < deadline,

@@ -17,7 +17,7 @@ pub fn bundle_dir() -> common::TempDir {
     std::fs::copy(common::busybox(), root.join("bin/busybox")).unwrap();
     for applet in [
         "sh", "cat", "env", "id", "hostname", "grep", "touch", "mkdir", "mknod", "ls", "test", "wc", "echo",
-        "sleep", "stat", "head", "readlink",
+        "sleep", "stat", "head", "readlink", "mv",
     ] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
     }
