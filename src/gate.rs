@@ -87,9 +87,10 @@ impl StartGate {
     /// [`Error::Io`] when nothing waits there (the sandbox was started already, or has ended:
     /// [`ConnectionRefused`](std::io::ErrorKind::ConnectionRefused), also when a copy of the
     /// closed gate's socket still held by another process let the connection in, or when the
-    /// sandbox ended at its gate without taking the start; `ENOENT` without a gate); [`Error::Setup`] or [`Error::Exec`] for a
-    /// failed step, as [`Command::spawn`](crate::Command::spawn) reports them, except that the
-    /// paths the step worked on are not known here and are empty.
+    /// sandbox ended at its gate without taking the start; `ENOENT` without a gate);
+    /// [`Error::Setup`] or [`Error::Exec`] for a failed step, as
+    /// [`Command::spawn`](crate::Command::spawn) reports them, except that the paths the step
+    /// worked on are not known here and are empty.
     pub fn start(path: impl AsRef<Path>) -> Result<(), Error> {
         let path = path.as_ref();
         let socket =
