@@ -899,7 +899,7 @@ impl SandboxBuilder {
             require(check)?;
         }
         if ns.contains(Namespaces::USER) {
-            require(Check::UserNamespaces)?;
+            crate::probe::user_namespaces_for_build()?;
         }
         require(Check::Pidfd)?;
         if ns.contains(Namespaces::TIME) && !ns.contains(Namespaces::PID) {
@@ -1021,13 +1021,25 @@ impl SandboxBuilder {
         let helpers = self.id_map_helpers.as_ref();
         let uid_writer = userns::writer_for(IdKind::Uid, &uid_map, helpers.map(|h| h.0.as_path()));
         let gid_writer = userns::writer_for(IdKind::Gid, &gid_map, helpers.map(|h| h.1.as_path()));
-        // An unprivileged direct gid map requires setgroups to be denied first.
-        let deny_setgroups = matches!(gid_writer, Writer::Direct)
+        // An unprivileged direct gid map requires setgroups to be denied first; and in a user
+        // namespace that denies it (`unshare -r`, a rootless container), every namespace made
+        // inside denies it too.
+        let unprivileged = matches!(gid_writer, Writer::Direct)
             && !caps::has_cap(None, caps::CapSet::Effective, caps::Capability::CAP_SETGID).unwrap_or(false);
+        let denied_here = std::fs::read("/proc/self/setgroups").is_ok_and(|s| s.trim_ascii() == b"deny");
+        let deny_setgroups = unprivileged || denied_here;
         if deny_setgroups && self.groups.is_some() {
             return Err(Error::NotPermitted {
                 what: "supplementary groups in a user namespace".into(),
-                reason: "setgroups is denied when an unprivileged caller writes its own gid map; map more gids (through newgidmap) to use groups".into(),
+                reason: if denied_here {
+                    "this process's user namespace denies setgroups (/proc/self/setgroups), and so does \
+                     every namespace made inside it; leave the groups unset"
+                        .into()
+                } else {
+                    "setgroups is denied when an unprivileged caller writes its own gid map; map more gids \
+                     (through newgidmap) to use groups"
+                        .into()
+                },
             });
         }
         Ok(UserNamespace { uid_map, gid_map, uid_writer, gid_writer, deny_setgroups })

@@ -243,6 +243,13 @@ pub(crate) fn spawn(
     let (pid, pidfd, in_cgroup) = match forked {
         Ok(Forked { pid, pidfd, in_cgroup }) => (pid, pidfd, in_cgroup),
         Err(e) => {
+            // A user namespace the host refuses is tried at build only where a sign says so.
+            if let Some(refused) = (flags & libc::CLONE_NEWUSER as u64 != 0)
+                .then(crate::probe::user_namespaces_refused)
+                .flatten()
+            {
+                return Err(refused);
+            }
             let ns: Vec<_> = config.namespaces.names().collect();
             return Err(Error::spawn(
                 format!("clone3 (or clone, where clone3 is refused) with namespaces {ns:?}"),
@@ -311,7 +318,7 @@ pub(crate) fn spawn(
             (&user_ns.gid_map, &user_ns.gid_writer),
             user_ns.deny_setgroups,
         )
-        .map_err(abort)?;
+        .map_err(|e| abort(crate::probe::user_namespaces_refused().unwrap_or(e)))?;
     }
     if let Some(hook) = hook {
         hook(pid as u32).map_err(|source| abort(Error::Hook { source }))?;

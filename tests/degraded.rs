@@ -5,6 +5,8 @@
 //!
 //! - `no_user_namespaces`: in a user namespace whose `user.max_user_namespaces` is 0 (the
 //!   sysctl, set for that namespace only: the host's stays untouched);
+//! - `user_namespaces_used_up`: the same sysctl at 2, both in use: nothing at build
+//!   says none is left (only making one tells), so the spawn gets the typed error;
 //! - `no_openat2_no_clone3`: under a seccomp filter refusing `openat2` and `clone3` with
 //!   `ENOSYS`, as container runtimes before 2020 did.
 //!
@@ -17,8 +19,11 @@ use std::process::ExitCode;
 
 use stockade::{Action, Error, Namespaces, Sandbox, SyscallFilter, SyscallRule};
 
-const SCENARIOS: [(&str, fn()); 2] =
-    [("no_user_namespaces", no_user_namespaces), ("no_openat2_no_clone3", no_openat2_no_clone3)];
+const SCENARIOS: [(&str, fn()); 3] = [
+    ("no_user_namespaces", no_user_namespaces),
+    ("user_namespaces_used_up", user_namespaces_used_up),
+    ("no_openat2_no_clone3", no_openat2_no_clone3),
+];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
@@ -73,6 +78,13 @@ fn is_root() -> bool {
 fn run_scenario(scenario: &str) -> Result<std::io::Result<Ran>, Error> {
     let this = std::env::current_exe().unwrap();
     let host_has = |feature: &str| stockade::probe().feature(feature).is_some_and(|f| f.available);
+    if scenario == "user_namespaces_used_up" && !host_has("user namespaces") {
+        common::skip(
+            "degraded::user_namespaces_used_up",
+            "this host makes no user namespaces: there is no limit of them to use up",
+        );
+        return Ok(Ok(Ran { ok: true, status: "skipped".into(), stdout: Vec::new(), stderr: Vec::new() }));
+    }
     if scenario == "no_user_namespaces" && !host_has("user namespaces") {
         // The real thing (user.max_user_namespaces=0 on this host): no sandbox needed.
         let out = std::process::Command::new(this).args(["--scenario", scenario]).output();
@@ -89,7 +101,7 @@ fn run_scenario(scenario: &str) -> Result<std::io::Result<Ran>, Error> {
     let own = || caps::read(None, caps::CapSet::Permitted).expect("read this process's capabilities");
     match scenario {
         // Only a user namespace's own sysctls can be changed without touching the host's.
-        "no_user_namespaces" => b
+        "no_user_namespaces" | "user_namespaces_used_up" => b
             .namespaces(Namespaces::USER)
             .capabilities(caps::all())
             .allow_new_privileges()
@@ -188,6 +200,31 @@ fn no_user_namespaces() {
     let sandbox = Sandbox::builder().namespaces(others).hostname("degraded").build().unwrap();
     let (out, _) = run(&sandbox, "hostname; echo $$");
     assert_eq!(out, "degraded\n2\n");
+}
+
+fn user_namespaces_used_up() {
+    let limit = "/proc/sys/user/max_user_namespaces";
+    // A sandbox takes two: its own, and the nested one that locks its mounts.
+    std::fs::write(limit, "2").unwrap_or_else(|e| panic!("set this namespace's {limit} to 2: {e}"));
+    let needs = Namespaces::USER | Namespaces::PID | Namespaces::MOUNT;
+    // Not 0, and no filter around this process: nothing says at build that none is left.
+    let sandbox = Sandbox::builder().namespaces(needs).build().expect("built: the limit is 2, not 0");
+    let mut holder = sandbox.command("/bin/sleep").arg("1000").spawn().expect("the user namespaces allowed");
+    match sandbox.command("/bin/true").status() {
+        Err(Error::Unsupported { feature, reason, hint }) => {
+            assert_eq!(feature, "user namespaces");
+            assert!(reason.contains("limit of user namespaces (2) is used up"), "{reason}");
+            assert!(hint.contains("max_user_namespaces"), "{hint}");
+        }
+        other => panic!("a second sandbox with the limit used up: expected Unsupported, got {other:?}"),
+    }
+    // The refusal is not remembered: with room again, the next spawn runs. (Room is made by
+    // raising the limit: a user namespace that ends is uncounted later, by a kernel worker.)
+    std::fs::write(limit, "4").unwrap_or_else(|e| panic!("set this namespace's {limit} to 4: {e}"));
+    let (out, _) = run(&sandbox, "echo $$");
+    assert_eq!(out, "2\n");
+    holder.kill().expect("kill the first sandbox");
+    holder.wait().expect("wait for the first sandbox");
 }
 
 fn no_openat2_no_clone3() {

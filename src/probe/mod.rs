@@ -2,6 +2,9 @@
 //! about each feature stockade uses, and [`SandboxBuilder::build`](crate::SandboxBuilder::build)
 //! checks what a configuration needs against the same answers, so a missing feature is an
 //! [`Error::Unsupported`] naming it, its reason and what to change — before any process exists.
+//! User namespaces are the exception where nothing hints they may be refused: making one is
+//! their only sure test, so the sandbox's own clone is it, and a refusal there gets the same
+//! error from the spawn.
 //!
 //! Nothing is chosen behind the caller's back: where a weaker mechanism exists
 //! ([`SandboxBuilder::use_chroot`](crate::SandboxBuilder::use_chroot) for `pivot_root`,
@@ -176,6 +179,33 @@ pub(crate) fn cached(check: Check) -> &'static Feature {
 /// `Ok`, or the [`Error::Unsupported`] of a missing feature `check` (cached answers).
 pub(crate) fn require(check: Check) -> Result<(), Error> {
     cached(check).required()
+}
+
+/// What `build` checks of user namespaces. The only sure test is making one (the trial, a
+/// child process: a third of a command-line run's cost), so it is made here only where a sign
+/// says they may be refused — a sysctl that limits them, or a seccomp filter around this
+/// process — or where its answer is known already. Elsewhere the sandbox's own clone is the
+/// trial, and [`user_namespaces_refused`] explains a refusal.
+pub(crate) fn user_namespaces_for_build() -> Result<(), Error> {
+    if userns_sysctl_block().is_some() || has_seccomp_filter() {
+        return require(Check::UserNamespaces);
+    }
+    Ok(())
+}
+
+/// After a spawn failed to make or map a user namespace: the [`Error::Unsupported`] the
+/// trial gives, if user namespaces are refused to this process now (`None`: they are not, and
+/// the spawn's own error stands).
+pub(crate) fn user_namespaces_refused() -> Option<Error> {
+    // Asked again, not cached: a limit used up now may be free by the next spawn.
+    ask(Check::UserNamespaces).required().err()
+}
+
+/// Whether a seccomp filter applies to this process (`Seccomp: 2` in `/proc/self/status`;
+/// unknown counts as yes).
+fn has_seccomp_filter() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status.lines().find_map(|l| l.strip_prefix("Seccomp:")).is_none_or(|v| v.trim() != "0")
 }
 
 /// The checks for the namespaces in `namespaces`.
