@@ -4,7 +4,8 @@
 //! stockade sandbox of configuration C (user+pid+mount+uts+ipc, tmpfs root with read-only system
 //! binds, /proc, minimal /dev) — printing p50 and p99 of each and their growth over the 50 MiB
 //! figures. A fork-like spawn copies the page tables (tens of milliseconds at 8 GiB); std's and
-//! stockade's (`CLONE_VM` on a private stack) should not grow.
+//! stockade's (`CLONE_VM` on a private stack) should not grow. A third column: `/bin/true` in a
+//! started session of C, whose joiner is a copy of the embedder (see `src/session`).
 //!
 //! Run: `cargo bench --bench embedder_size` (needs about 8.5 GiB of free memory; as root or
 //! unprivileged). `EMBEDDER_SIZES_MIB=50,1024` and `EMBEDDER_ROUNDS=200` change the defaults.
@@ -31,12 +32,14 @@ fn main() {
         .mounts(Mount::host_system())
         .build()
         .expect("build sandbox C");
+    let session = sandbox.start().expect("start a session of C");
 
     let mut ballast: Vec<Vec<u8>> = Vec::new();
     let mut held = 0usize;
-    let mut base: Option<(Duration, Duration)> = None;
+    let mut base: Option<(Duration, Duration, Duration)> = None;
     println!(
-        "embedder resident | std p50 / p99 | stockade C p50 / p99 | growth over the first size: std, stockade"
+        "embedder resident | std p50 / p99 | stockade C p50 / p99 | session command p50 / p99 | growth over \
+         the first size: std, stockade, session"
     );
     for mib in sizes {
         // Grow to `mib` MiB of touched memory (in 64 MiB pieces, each page written).
@@ -45,7 +48,8 @@ fn main() {
             ballast.push(vec![1u8; piece]);
             held += piece;
         }
-        let (mut std_times, mut ours) = (Vec::with_capacity(rounds), Vec::with_capacity(rounds));
+        let mut std_times = Vec::with_capacity(rounds);
+        let (mut ours, mut in_session) = (Vec::with_capacity(rounds), Vec::with_capacity(rounds));
         for _ in 0..rounds {
             let t = Instant::now();
             let status = std::process::Command::new("/bin/true").stdin(std::process::Stdio::null()).status();
@@ -55,20 +59,31 @@ fn main() {
             let status = sandbox.command("/bin/true").stdin(Stdio::null()).status();
             assert!(status.expect("stockade spawn").success());
             ours.push(t.elapsed());
+            let t = Instant::now();
+            let status = session.command("/bin/true").stdin(Stdio::null()).status();
+            assert!(status.expect("session command").success());
+            in_session.push(t.elapsed());
         }
         std_times.sort();
         ours.sort();
-        let (s50, o50) = (percentile(&std_times, 0.5), percentile(&ours, 0.5));
-        let (b_std, b_ours) = *base.get_or_insert((s50, o50));
+        in_session.sort();
+        let (s50, o50, i50) =
+            (percentile(&std_times, 0.5), percentile(&ours, 0.5), percentile(&in_session, 0.5));
+        let (b_std, b_ours, b_session) = *base.get_or_insert((s50, o50, i50));
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
         println!(
-            "{mib:>6} MiB | {:>8.3} / {:>8.3} ms | {:>8.3} / {:>8.3} ms | {:.2}x, {:.2}x",
-            s50.as_secs_f64() * 1e3,
-            percentile(&std_times, 0.99).as_secs_f64() * 1e3,
-            o50.as_secs_f64() * 1e3,
-            percentile(&ours, 0.99).as_secs_f64() * 1e3,
+            "{mib:>6} MiB | {:>8.3} / {:>8.3} ms | {:>8.3} / {:>8.3} ms | {:>8.3} / {:>8.3} ms | {:.2}x, {:.2}x, {:.2}x",
+            ms(s50),
+            ms(percentile(&std_times, 0.99)),
+            ms(o50),
+            ms(percentile(&ours, 0.99)),
+            ms(i50),
+            ms(percentile(&in_session, 0.99)),
             s50.as_secs_f64() / b_std.as_secs_f64(),
             o50.as_secs_f64() / b_ours.as_secs_f64(),
+            i50.as_secs_f64() / b_session.as_secs_f64(),
         );
     }
+    drop(session);
     drop(ballast);
 }
