@@ -56,10 +56,11 @@ pub(crate) enum Step {
     Gate,
     Sysctl,
     JoinNamespace,
+    JoinCgroup,
 }
 
 impl Step {
-    const ALL: [Step; 35] = [
+    const ALL: [Step; 36] = [
         Step::Signals,
         Step::DeathSignal,
         Step::Fds,
@@ -95,6 +96,7 @@ impl Step {
         Step::Gate,
         Step::Sysctl,
         Step::JoinNamespace,
+        Step::JoinCgroup,
     ];
 
     fn from_u32(n: u32) -> Option<Step> {
@@ -195,6 +197,11 @@ pub(crate) struct Plan<'a> {
     /// its path for errors)`, without the pid namespace (which the spawning thread joins around
     /// the clone).
     pub(crate) join_ns: Vec<(RawFd, libc::c_int, PathBuf)>,
+    /// The cgroup v1 `tasks` files the first process (a session command: the command) writes
+    /// `0` to first thing, joining its groups itself: a process moving itself skips the global
+    /// lock that moving another takes, which waits out an RCU grace period (milliseconds, on
+    /// every spawn where spawns are not back to back). With its path, for errors.
+    pub(crate) cgroup_tasks: Vec<(RawFd, PathBuf)>,
     /// The embedding process, to detect its death before the parent-death signal was re-armed.
     pub(crate) parent_pid: libc::pid_t,
     /// The sandbox outlives the embedding process: no parent-death signal anywhere
@@ -380,6 +387,7 @@ impl<'a> Plan<'a> {
             hold: false,
             join: None,
             join_ns: Vec::new(),
+            cgroup_tasks: Vec::new(),
             parent_pid: nix::unistd::getpid().as_raw(),
             detached: config.detached,
             // Rounded up: the init's deadline must not come before the embedder's.
@@ -470,6 +478,9 @@ pub(crate) fn decode_failure(record: &[u8; FAILURE_LEN], plan: Option<&Plan<'_>>
         Step::Init => Stage::Init,
         Step::JoinSession => Stage::JoinSession,
         Step::Gate => Stage::Gate,
+        Step::JoinCgroup => Stage::JoinCgroup {
+            path: plan.and_then(|p| p.cgroup_tasks.get(index)).map(|t| t.1.clone()).unwrap_or_default(),
+        },
         Step::JoinNamespace => Stage::JoinNamespace {
             path: plan.and_then(|p| p.join_ns.get(index)).map(|j| j.2.clone()).unwrap_or_default(),
         },

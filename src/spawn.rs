@@ -203,6 +203,12 @@ pub(crate) fn spawn(
         });
     }
     let cgroup_fd = cgroup.as_ref().and_then(SandboxCgroup::clone_into_fd);
+    // cgroup v1: the child joins its groups itself, first thing (see `Plan::cgroup_tasks`).
+    let tasks = cgroup.as_ref().filter(|_| cgroup_fd.is_none()).and_then(SandboxCgroup::tasks_files);
+    let self_joins = tasks.is_some();
+    if let Some(files) = &tasks {
+        plan.cgroup_tasks = files.iter().map(|(fd, path)| (fd.as_raw_fd(), path.clone())).collect();
+    }
     if let Mode::Join { holder, root, flags, .. } = mode {
         plan.join = Some(crate::plan::Join {
             holder: holder.as_raw_fd(),
@@ -261,6 +267,7 @@ pub(crate) fn spawn(
     // using them: the guard kills it and waits for it first.
     let unwinding = Unwinding(pidfd.as_fd());
     drop(child_only);
+    drop(tasks);
     drop(parent);
     drop(child_control);
     drop(status_write);
@@ -297,8 +304,8 @@ pub(crate) fn spawn(
         ),
         None => (pid, in_cgroup),
     };
-    // cgroup v1 (or no clone3): the child joins its cgroup now, before it runs anything.
-    if let (Some(cgroup), false) = (&cgroup, in_cgroup) {
+    // cgroup v2 without clone3: the child joins its cgroup now, before it runs anything.
+    if let (Some(cgroup), false, false) = (&cgroup, in_cgroup, self_joins) {
         cgroup.attach(target).map_err(abort)?;
     }
     if let Some(groups) = existing_groups {

@@ -802,6 +802,23 @@ impl SandboxCgroup {
         fs::File::open(&self.groups.first()?.leaf).ok().map(OwnedFd::from)
     }
 
+    /// The `tasks` file of every group's leaf, open for writing, with its path, for a process
+    /// to join its groups itself by writing `0` (see `Plan::cgroup_tasks`). cgroup v1 only:
+    /// `None` on v2, or where any group has no such file.
+    pub(crate) fn tasks_files(&self) -> Option<Vec<(OwnedFd, PathBuf)>> {
+        if self.layout == Layout::Unified {
+            return None;
+        }
+        self.groups
+            .iter()
+            .map(|g| {
+                let path = g.leaf.join("tasks");
+                let file = fs::OpenOptions::new().write(true).open(&path).ok()?;
+                Some((OwnedFd::from(file), path))
+            })
+            .collect()
+    }
+
     /// Moves process `pid` into the leaf of every group.
     pub(crate) fn attach(&self, pid: libc::pid_t) -> Result<(), Error> {
         for g in &self.groups {

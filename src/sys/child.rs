@@ -7,8 +7,9 @@
 //! spawned it. Only the raw wrappers of [`crate::sys`] and reads of the prepared [`Plan`] are
 //! used; the only memory written is the plan's own scratch arrays and this process's stack.
 //!
-//! Order: signals → parent-death signal → descriptors → wait for "go" (the parent writes id maps
-//! and attaches the cgroups meanwhile) → root of the user namespace (when the map makes another
+//! Order: signals → parent-death signal → cgroup v1 groups (joined by the child itself) →
+//! descriptors → wait for "go" (the parent writes id maps meanwhile, and on cgroup v2 without
+//! `clone3` attaches the cgroup) → root of the user namespace (when the map makes another
 //! id root) → cgroup namespace → a new session keyring → time namespace → new session →
 //! hostname → loopback → filesystem up to the root switch ([`super::mount`]) → [with a pid
 //! namespace: the payload starts on its own stack; this process writes its nested maps and execs
@@ -85,6 +86,16 @@ pub(crate) fn start(
     unsafe { super::clone::clone_with_pidfd(flags, cgroup, share, stack, entry, arg) }
 }
 
+/// Joins the sandbox's cgroup v1 groups: `0` to each `tasks` file the parent opened (see
+/// [`Plan::cgroup_tasks`]), each closed once written.
+fn join_cgroups(plan: &Plan<'_>) -> Result<(), Failure> {
+    for (i, (fd, _)) in plan.cgroup_tasks.iter().enumerate() {
+        super::write_all(*fd, b"0").map_err(at_index(Step::JoinCgroup, i))?;
+        super::close(*fd);
+    }
+    Ok(())
+}
+
 fn report(control: RawFd, failure: Failure) -> ! {
     let record = encode_failure(failure.step, failure.errno.0, failure.index);
     let _ = super::write_all(control, &record[..FAILURE_LEN]);
@@ -153,6 +164,7 @@ fn setup(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<Infallible, Failure
             .map_err(at(Step::DeathSignal))?;
     }
 
+    join_cgroups(plan)?;
     // Existing namespaces first (CNI's network, a pod's ipc and uts): what follows configures
     // the sandbox's own. Their descriptors are close-on-exec, and below any `arrange_fds` moves.
     for (i, (fd, nstype, _)) in plan.join_ns.iter().enumerate() {
@@ -184,7 +196,8 @@ fn setup(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<Infallible, Failure
             super::exit(EXIT_ABANDONED);
         }
     }
-    // The parent has put us in every cgroup of ours before "go": that is the namespace's root.
+    // In every cgroup of ours by now (joined above, or put there by the parent before "go"):
+    // that is the namespace's root.
     if plan.cgroup_ns {
         super::unshare(super::clone::flags::CLONE_NEWCGROUP as libc::c_int)
             .map_err(at(Step::CgroupNamespace))?;
@@ -385,8 +398,8 @@ fn join(plan: &Plan<'_>, arg: *mut c_void) -> Result<Infallible, Failure> {
         let _ = super::waitpid(pid);
         at(Step::Init)(errno)
     };
-    // The parent gets the command's pidfd (it signals the command through it, and puts it in
-    // its cgroup), and says when it has: until then the command is not reaped (this process
+    // The parent gets the command's pidfd (it signals the command through it, and on cgroup
+    // v2 puts it in its cgroup), and says when it has: until then the command is not reaped (this process
     // is not yet its relay), so its pid cannot be reused under the parent.
     let sent = super::send_fd(channels.control, command_pidfd);
     super::close(command_pidfd);
@@ -406,8 +419,9 @@ fn join(plan: &Plan<'_>, arg: *mut c_void) -> Result<Infallible, Failure> {
     Err(abandon(super::init::exec(channels.init_program, environment)))
 }
 
-/// A session command: in the session's namespaces already (the joiner's), it arranges its
-/// descriptors, waits for "go" (the parent has put it in its cgroup), becomes root of the
+/// A session command: in the session's namespaces already (the joiner's), it joins its cgroup
+/// v1 groups, arranges its descriptors, waits for "go" (on v2 the parent has put it in its
+/// cgroup by then), becomes root of the
 /// namespace when the map makes another id root, and goes on like any payload.
 fn setup_command(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<Infallible, Failure> {
     use std::sync::atomic::Ordering;
@@ -419,6 +433,8 @@ fn setup_command(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<Infallible,
     if super::pidfd::has_exited(relay) {
         super::exit(EXIT_ABANDONED);
     }
+    // Into its own groups before anything else (the joiner stays where it is).
+    join_cgroups(plan)?;
     // The dispositions are the defaults already: this process got a copy of the joiner's (no
     // CLONE_SIGHAND), which it reset before the clone.
     super::set_sigmask(&super::sigset(true)).map_err(at(Step::Signals))?;
