@@ -9,7 +9,8 @@
 //! propagation; /proc; the default masks and read-only paths; for a root: a tmpfs, read-only
 //! binds of /usr (and links for /bin, /lib...), a minimal /dev (device binds, devpts, shm),
 //! pivot_root, the root made read-only; loopback up; cgroup v1 memory and pids groups created,
-//! joined before "go" and removed after exit; the mount lock (a nested user namespace whose maps
+//! joined by the child itself first thing (`0` to each group's `tasks`, as stockade does: moving
+//! another process waits out an RCU grace period) and removed after exit; the mount lock (a nested user namespace whose maps
 //! the init writes); a seccomp filter as long as stockade's default one.
 
 #![allow(unsafe_code)]
@@ -116,6 +117,10 @@ impl Raw {
         if let Some(pids) = groups.get(1) {
             std::fs::write(format!("{pids}/pids.max"), "64")?;
         }
+        let tasks = groups
+            .iter()
+            .map(|g| std::fs::OpenOptions::new().write(true).open(format!("{g}/tasks")))
+            .collect::<Result<Vec<_>>>()?;
         let mut go = [0 as libc::c_int; 2];
         check(unsafe { libc::pipe2(go.as_mut_ptr(), libc::O_CLOEXEC) })?;
         let mut flags = libc::CLONE_NEWUSER
@@ -140,6 +145,12 @@ impl Raw {
             return Err(Error::last_os_error());
         }
         if pid == 0 {
+            for file in &tasks {
+                use std::os::fd::AsRawFd;
+                if unsafe { libc::write(file.as_raw_fd(), b"0".as_ptr().cast(), 1) } != 1 {
+                    unsafe { libc::_exit(99) }
+                }
+            }
             unsafe { libc::close(go[1]) };
             let mut b = [0u8; 1];
             unsafe { libc::read(go[0], b.as_mut_ptr().cast(), 1) };
@@ -151,9 +162,7 @@ impl Raw {
         std::fs::write(format!("/proc/{pid}/setgroups"), "deny")?;
         std::fs::write(format!("/proc/{pid}/uid_map"), self.uid_map.as_bytes())?;
         std::fs::write(format!("/proc/{pid}/gid_map"), self.gid_map.as_bytes())?;
-        for g in &groups {
-            std::fs::write(format!("{g}/cgroup.procs"), pid.to_string())?;
-        }
+        drop(tasks);
         unsafe { libc::write(go[1], b"g".as_ptr().cast(), 1) };
         unsafe { libc::close(go[1]) };
         let mut status = 0;
