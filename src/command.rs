@@ -263,8 +263,11 @@ impl Command {
     /// Invalid command settings ([`Error::NulByte`], [`Error::InvalidValue`]) before any process
     /// exists; [`Error::Exec`] when the program cannot be executed inside the sandbox (as
     /// `std`, `source.kind()` is `NotFound` for a missing program); [`Error::Setup`] when a
-    /// setup step fails in the child; [`Error::Spawn`] / [`Error::IdMapHelper`] for failures in
-    /// the embedding process. On error no process or descriptor is left behind.
+    /// setup step fails in the child; [`Error::Unsupported`] when the host refuses the
+    /// sandbox's user namespaces (tried at build only where a sign says it may, see
+    /// [`crate::probe`]); [`Error::Cgroup`] when it cannot join its cgroup; [`Error::Spawn`] /
+    /// [`Error::IdMapHelper`] for failures in the embedding process. On error no process or
+    /// descriptor is left behind.
     pub fn spawn(&mut self) -> Result<Child, Error> {
         self.spawn_with_defaults(StdioKind::Inherit, StdioKind::Inherit, None)
     }

@@ -278,11 +278,6 @@ pub enum Stage {
         /// The parameter, e.g. `net.ipv4.ip_forward`.
         key: String,
     },
-    /// Joining the sandbox's cgroup (a cgroup v1 group, which the first process joins itself).
-    JoinCgroup {
-        /// The group's `tasks` file.
-        path: PathBuf,
-    },
     /// Joining an existing namespace
     /// ([`SandboxBuilder::join_namespace`](crate::SandboxBuilder::join_namespace)).
     JoinNamespace {
@@ -362,7 +357,6 @@ impl fmt::Display for Stage {
             Stage::JoinSession => f.write_str("join the session's namespaces"),
             Stage::Gate => f.write_str("wait at the start gate"),
             Stage::JoinNamespace { path } => write!(f, "join the namespace {}", path.display()),
-            Stage::JoinCgroup { path } => write!(f, "join the cgroup by writing 0 to {}", path.display()),
             Stage::Sysctl { key } => write!(f, "set the kernel parameter {key}"),
             Stage::SetGroups => f.write_str("set supplementary groups"),
             Stage::SetGid { gid } => write!(f, "set gid {gid}"),

@@ -200,8 +200,9 @@ pub(crate) struct Plan<'a> {
     /// The cgroup v1 `tasks` files the first process (a session command: the command) writes
     /// `0` to first thing, joining its groups itself: a process moving itself skips the global
     /// lock that moving another takes, which waits out an RCU grace period (milliseconds, on
-    /// every spawn where spawns are not back to back). With its path, for errors.
-    pub(crate) cgroup_tasks: Vec<(RawFd, PathBuf)>,
+    /// every spawn where spawns are not back to back). With the hierarchy's label and the
+    /// leaf, for errors.
+    pub(crate) cgroup_tasks: Vec<(RawFd, String, PathBuf)>,
     /// The embedding process, to detect its death before the parent-death signal was re-armed.
     pub(crate) parent_pid: libc::pid_t,
     /// The sandbox outlives the embedding process: no parent-death signal anywhere
@@ -235,8 +236,9 @@ pub(crate) struct Plan<'a> {
 
 /// How a session command enters its session: a joiner process, with a non-dumpable copy of this
 /// process's memory, joins the holder's namespaces and root, starts the command sharing that
-/// copy, sends the parent its pidfd, waits until the parent has put it in its cgroup, and
-/// becomes its relay: the init program, reporting its status and forwarding signals.
+/// copy (which joins its cgroup v1 groups itself), sends the parent its pidfd, waits until the
+/// parent says the command is in its cgroup (on v2, the parent puts it there), and becomes its
+/// relay: the init program, reporting its status and forwarding signals.
 pub(crate) struct Join {
     /// A pidfd of the session's holder.
     pub(crate) holder: RawFd,
@@ -457,6 +459,8 @@ pub(crate) fn decode_failure(record: &[u8; FAILURE_LEN], plan: Option<&Plan<'_>>
         Step::Domainname => Stage::Domainname,
         Step::TimeNamespace => Stage::TimeNamespace,
         Step::MountPropagation => Stage::MountPropagation,
+        // The clone had room for the sandbox's user namespace, not for the nested one.
+        Step::LockMounts if errno == libc::ENOSPC => return crate::probe::user_namespaces_used_up(),
         Step::Root | Step::Mount | Step::PivotRoot | Step::LockMounts => match plan {
             Some(plan) => plan.fs.stage(step, index),
             None => Stage::Mount { what: String::new(), target: PathBuf::new() },
@@ -478,9 +482,14 @@ pub(crate) fn decode_failure(record: &[u8; FAILURE_LEN], plan: Option<&Plan<'_>>
         Step::Init => Stage::Init,
         Step::JoinSession => Stage::JoinSession,
         Step::Gate => Stage::Gate,
-        Step::JoinCgroup => Stage::JoinCgroup {
-            path: plan.and_then(|p| p.cgroup_tasks.get(index)).map(|t| t.1.clone()).unwrap_or_default(),
-        },
+        // As the parent's attach would have said it.
+        Step::JoinCgroup => {
+            let (label, leaf) = plan
+                .and_then(|p| p.cgroup_tasks.get(index))
+                .map(|t| (t.1.as_str(), t.2.clone()))
+                .unwrap_or_default();
+            return Error::Cgroup { op: format!("join {label} cgroup"), path: leaf, source };
+        }
         Step::JoinNamespace => Stage::JoinNamespace {
             path: plan.and_then(|p| p.join_ns.get(index)).map(|j| j.2.clone()).unwrap_or_default(),
         },

@@ -203,11 +203,16 @@ pub(crate) fn spawn(
         });
     }
     let cgroup_fd = cgroup.as_ref().and_then(SandboxCgroup::clone_into_fd);
-    // cgroup v1: the child joins its groups itself, first thing (see `Plan::cgroup_tasks`).
-    let tasks = cgroup.as_ref().filter(|_| cgroup_fd.is_none()).and_then(SandboxCgroup::tasks_files);
+    // cgroup v1: the child joins its groups itself, first thing (see `Plan::cgroup_tasks`);
+    // not when a hook runs before "go", which is promised a process in its cgroups.
+    let tasks = cgroup
+        .as_ref()
+        .filter(|_| cgroup_fd.is_none() && hook.is_none())
+        .and_then(SandboxCgroup::tasks_files);
     let self_joins = tasks.is_some();
     if let Some(files) = &tasks {
-        plan.cgroup_tasks = files.iter().map(|(fd, path)| (fd.as_raw_fd(), path.clone())).collect();
+        plan.cgroup_tasks =
+            files.iter().map(|(fd, label, leaf)| (fd.as_raw_fd(), label.clone(), leaf.clone())).collect();
     }
     if let Mode::Join { holder, root, flags, .. } = mode {
         plan.join = Some(crate::plan::Join {
@@ -250,10 +255,9 @@ pub(crate) fn spawn(
         Ok(Forked { pid, pidfd, in_cgroup }) => (pid, pidfd, in_cgroup),
         Err(e) => {
             // A user namespace the host refuses is tried at build only where a sign says so.
-            if let Some(refused) = (flags & libc::CLONE_NEWUSER as u64 != 0)
-                .then(crate::probe::user_namespaces_refused)
-                .flatten()
-            {
+            // (A session command's clone makes none: its user namespace is the session's.)
+            let new_user_ns = flags & libc::CLONE_NEWUSER as u64 != 0 && !joining;
+            if let Some(refused) = new_user_ns.then(|| crate::probe::user_namespaces_refused(e.0)).flatten() {
                 return Err(refused);
             }
             let ns: Vec<_> = config.namespaces.names().collect();
@@ -285,7 +289,8 @@ pub(crate) fn spawn(
         if reported { plan.failure_to_error(&record) } else { e }
     };
     // A session command is the joiner's child: the joiner sends its pidfd, and waits (not
-    // reaping it) until the command is in its cgroup, so the pid cannot be reused meanwhile.
+    // reaping it) until the parent is done with it (on v2, has put it in its cgroup), so the
+    // pid cannot be reused meanwhile.
     let command = if joining {
         Some(receive_fd(&control, &plan, "the session command's pidfd").map_err(abort)?)
     } else {
@@ -304,7 +309,8 @@ pub(crate) fn spawn(
         ),
         None => (pid, in_cgroup),
     };
-    // cgroup v2 without clone3: the child joins its cgroup now, before it runs anything.
+    // Where the child did not join its groups itself (v2 without clone3; a hybrid layout's
+    // unified group; a hook to run first): it joins them now, before it runs anything.
     if let (Some(cgroup), false, false) = (&cgroup, in_cgroup, self_joins) {
         cgroup.attach(target).map_err(abort)?;
     }
@@ -325,7 +331,7 @@ pub(crate) fn spawn(
             (&user_ns.gid_map, &user_ns.gid_writer),
             user_ns.deny_setgroups,
         )
-        .map_err(|e| abort(crate::probe::user_namespaces_refused().unwrap_or(e)))?;
+        .map_err(abort)?;
     }
     if let Some(hook) = hook {
         hook(pid as u32).map_err(|source| abort(Error::Hook { source }))?;

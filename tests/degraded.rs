@@ -5,8 +5,9 @@
 //!
 //! - `no_user_namespaces`: in a user namespace whose `user.max_user_namespaces` is 0 (the
 //!   sysctl, set for that namespace only: the host's stays untouched);
-//! - `user_namespaces_used_up`: the same sysctl at 2, both in use: nothing at build
-//!   says none is left (only making one tells), so the spawn gets the typed error;
+//! - `user_namespaces_used_up`: the same sysctl at 2 with both in use, then at 3 (a sandbox
+//!   needs two): nothing at build says none is left (only making one tells), so the spawn
+//!   gets the typed error;
 //! - `no_openat2_no_clone3`: under a seccomp filter refusing `openat2` and `clone3` with
 //!   `ENOSYS`, as container runtimes before 2020 did.
 //!
@@ -204,23 +205,31 @@ fn no_user_namespaces() {
 
 fn user_namespaces_used_up() {
     let limit = "/proc/sys/user/max_user_namespaces";
-    // A sandbox takes two: its own, and the nested one that locks its mounts.
-    std::fs::write(limit, "2").unwrap_or_else(|e| panic!("set this namespace's {limit} to 2: {e}"));
+    let set = |n: &str| {
+        std::fs::write(limit, n).unwrap_or_else(|e| panic!("set this namespace's {limit} to {n}: {e}"))
+    };
+    let used_up = |spawned: Result<stockade::ExitStatus, Error>, reason: &str| match spawned {
+        Err(Error::Unsupported { feature, reason: r, hint }) => {
+            assert_eq!(feature, "user namespaces");
+            assert!(r.contains(reason), "{r:?} lacks {reason:?}");
+            assert!(hint.contains("max_user_namespaces"), "{hint}");
+        }
+        other => panic!("with the limit used up: expected Unsupported, got {other:?}"),
+    };
     let needs = Namespaces::USER | Namespaces::PID | Namespaces::MOUNT;
+    // Each step makes room by raising the limit: a user namespace that ends is uncounted later,
+    // by a kernel worker. A sandbox takes two: its own, and the nested one that locks its mounts.
+    set("2");
     // Not 0, and no filter around this process: nothing says at build that none is left.
     let sandbox = Sandbox::builder().namespaces(needs).build().expect("built: the limit is 2, not 0");
     let mut holder = sandbox.command("/bin/sleep").arg("1000").spawn().expect("the user namespaces allowed");
-    match sandbox.command("/bin/true").status() {
-        Err(Error::Unsupported { feature, reason, hint }) => {
-            assert_eq!(feature, "user namespaces");
-            assert!(reason.contains("limit of user namespaces (2) is used up"), "{reason}");
-            assert!(hint.contains("max_user_namespaces"), "{hint}");
-        }
-        other => panic!("a second sandbox with the limit used up: expected Unsupported, got {other:?}"),
-    }
-    // The refusal is not remembered: with room again, the next spawn runs. (Room is made by
-    // raising the limit: a user namespace that ends is uncounted later, by a kernel worker.)
-    std::fs::write(limit, "4").unwrap_or_else(|e| panic!("set this namespace's {limit} to 4: {e}"));
+    // No room for a second sandbox's own: its clone is refused.
+    used_up(sandbox.command("/bin/true").status(), "limit of user namespaces (2) is used up");
+    // Room for its own, not for the nested one.
+    set("3");
+    used_up(sandbox.command("/bin/true").status(), "limit of user namespaces (3) is used up: a sandbox");
+    // The refusals are not remembered: with room again, the next spawn runs.
+    set("10");
     let (out, _) = run(&sandbox, "echo $$");
     assert_eq!(out, "2\n");
     holder.kill().expect("kill the first sandbox");

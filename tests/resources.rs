@@ -33,6 +33,34 @@ fn all_ns() -> Namespaces {
 }
 
 #[test]
+fn the_created_hook_sees_the_first_process_already_in_its_cgroups() {
+    if !cgroups_writable("resources::the_created_hook_sees_the_first_process_already_in_its_cgroups") {
+        return;
+    }
+    let _serial = serial();
+    // Without a cgroup namespace the payload names its groups as the hook does, from the root.
+    let sandbox =
+        limited(all_ns() - Namespaces::CGROUP).memory_limit(64 << 20).pids_limit(32).build().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let record = seen.clone();
+    let out = sandbox
+        .command("/bin/cat")
+        .arg("/proc/self/cgroup")
+        .on_created(move |pid| {
+            *record.lock().unwrap() = Some(std::fs::read_to_string(format!("/proc/{pid}/cgroup"))?);
+            Ok(())
+        })
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let hook = seen.lock().unwrap().clone().expect("the hook ran");
+    let payload = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(hook, payload, "the hook saw groups other than the payload's");
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    assert_ne!(hook, own, "the hook saw this process's groups");
+}
+
+#[test]
 fn fork_bomb_is_held_at_the_pids_limit_and_everything_is_gone_afterwards() {
     let _serial = serial();
     if !cgroups_writable("fork_bomb_is_held_at_the_pids_limit") {

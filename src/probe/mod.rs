@@ -183,9 +183,9 @@ pub(crate) fn require(check: Check) -> Result<(), Error> {
 
 /// What `build` checks of user namespaces. The only sure test is making one (the trial, a
 /// child process: a third of a command-line run's cost), so it is made here only where a sign
-/// says they may be refused — a sysctl that limits them, or a seccomp filter around this
-/// process — or where its answer is known already. Elsewhere the sandbox's own clone is the
-/// trial, and [`user_namespaces_refused`] explains a refusal.
+/// says they may be refused: a sysctl that limits them, or a seccomp filter around this
+/// process. Elsewhere the sandbox's own clone is the trial, and [`user_namespaces_refused`]
+/// explains a refusal.
 pub(crate) fn user_namespaces_for_build() -> Result<(), Error> {
     if userns_sysctl_block().is_some() || has_seccomp_filter() {
         return require(Check::UserNamespaces);
@@ -193,12 +193,39 @@ pub(crate) fn user_namespaces_for_build() -> Result<(), Error> {
     Ok(())
 }
 
-/// After a spawn failed to make or map a user namespace: the [`Error::Unsupported`] the
-/// trial gives, if user namespaces are refused to this process now (`None`: they are not, and
-/// the spawn's own error stands).
-pub(crate) fn user_namespaces_refused() -> Option<Error> {
+/// After the clone of a sandbox with a user namespace failed with `errno`: the
+/// [`Error::Unsupported`] the trial gives, if user namespaces are refused to this process now
+/// (`None`: they are not, or the failure is no refusal — out of memory or processes — and the
+/// spawn's own error stands).
+pub(crate) fn user_namespaces_refused(errno: i32) -> Option<Error> {
+    if !is_refusal(errno) {
+        return None;
+    }
     // Asked again, not cached: a limit used up now may be free by the next spawn.
-    ask(Check::UserNamespaces).required().err()
+    match crate::sys::probe::user_namespace() {
+        Err(Errno(e)) if !is_refusal(e) => None,
+        trial => user_namespaces_from(trial).required().err(),
+    }
+}
+
+/// The errors with which the kernel, a filter or a security module refuses a new user
+/// namespace (rather than lacking memory or processes for it).
+fn is_refusal(errno: i32) -> bool {
+    matches!(errno, libc::EPERM | libc::EACCES | libc::ENOSPC | libc::EINVAL | libc::EUSERS | libc::ENOSYS)
+}
+
+/// The [`Error::Unsupported`] of a sandbox whose nested user namespace (the one that locks its
+/// mounts) hit the limit of user namespaces: the clone had room for one, the sandbox needs two.
+pub(crate) fn user_namespaces_used_up() -> Error {
+    Error::Unsupported {
+        feature: "user namespaces".into(),
+        reason: format!(
+            "the limit of user namespaces ({}) is used up: a sandbox with a mount namespace needs two (its \
+             own, and a nested one that locks its mounts)",
+            sysctl("/proc/sys/user/max_user_namespaces").unwrap_or_default()
+        ),
+        hint: "raise user.max_user_namespaces".into(),
+    }
 }
 
 /// Whether a seccomp filter applies to this process (`Seccomp: 2` in `/proc/self/status`;
@@ -404,6 +431,11 @@ fn userns_sysctl_block() -> Option<(String, String)> {
 }
 
 fn user_namespaces() -> Feature {
+    user_namespaces_from(crate::sys::probe::user_namespace())
+}
+
+/// The feature as the trial's outcome `trial` says.
+fn user_namespaces_from(trial: Result<Option<crate::sys::probe::UserNsFailure>, Errno>) -> Feature {
     const NAME: &str = "user namespaces";
     let generic = || {
         (
@@ -415,7 +447,7 @@ fn user_namespaces() -> Feature {
                 .to_owned(),
         )
     };
-    let (step, errno) = match crate::sys::probe::user_namespace() {
+    let (step, errno) = match trial {
         Ok(None) => {
             return Feature::yes(
                 NAME,
@@ -426,15 +458,14 @@ fn user_namespaces() -> Feature {
         Err(e) => (0, e),
     };
     let (reason, hint) = match (step, errno.0) {
-        (0, libc::ENOSPC) => userns_sysctl_block().unwrap_or_else(|| {
-            (
-                format!(
-                    "the limit of user namespaces ({}) is used up",
-                    sysctl("/proc/sys/user/max_user_namespaces").unwrap_or_default()
-                ),
+        // Only the limit itself says ENOSPC (the other sysctls refuse with EPERM).
+        (0, libc::ENOSPC) => match sysctl("/proc/sys/user/max_user_namespaces").as_deref() {
+            Some("0") => userns_sysctl_block().unwrap_or_else(generic),
+            limit => (
+                format!("the limit of user namespaces ({}) is used up", limit.unwrap_or_default()),
                 "raise user.max_user_namespaces".into(),
-            )
-        }),
+            ),
+        },
         (0, libc::EINVAL) => (
             "the kernel refused (nested too deeply, or built without user namespaces)".into(),
             "a kernel with CONFIG_USER_NS, fewer nesting levels, or leave Namespaces::USER out (as root)"

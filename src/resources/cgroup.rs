@@ -6,8 +6,11 @@
 //! - unified (pure v2): one directory; the child joins at clone time with `CLONE_INTO_CGROUP`.
 //! - hybrid (v1 controllers plus a v2 mount at `/sys/fs/cgroup/unified`, as on this project's
 //!   machines) and legacy (pure v1): one directory per hierarchy, each under the caller's own
-//!   cgroup *in that hierarchy* (they differ); the parent writes the child's pid into each
-//!   while the child waits for "go".
+//!   cgroup *in that hierarchy* (they differ); the child writes `0` into each group's `tasks`
+//!   itself, first thing (a process moving itself skips the global lock, and the RCU grace
+//!   period, a migration by another process waits for); the parent writes the child's pid into
+//!   `cgroup.procs` instead where a group has no `tasks` (a hybrid layout's unified group) or
+//!   a hook must see the child in its groups.
 //!
 //! With a cgroup namespace, each sandbox group holds the limits and, inside it, a leaf
 //! (`payload`) where the processes live: the namespace, entered by the child only once it is in
@@ -802,19 +805,19 @@ impl SandboxCgroup {
         fs::File::open(&self.groups.first()?.leaf).ok().map(OwnedFd::from)
     }
 
-    /// The `tasks` file of every group's leaf, open for writing, with its path, for a process
-    /// to join its groups itself by writing `0` (see `Plan::cgroup_tasks`). cgroup v1 only:
-    /// `None` on v2, or where any group has no such file.
-    pub(crate) fn tasks_files(&self) -> Option<Vec<(OwnedFd, PathBuf)>> {
+    /// The `tasks` file of every group's leaf, open for writing, with the hierarchy's label and
+    /// the leaf, for a process to join its groups itself by writing `0` (see
+    /// `Plan::cgroup_tasks`). cgroup v1 only: `None` on v2, or where any group has no such file
+    /// (the unified group of a hybrid layout).
+    pub(crate) fn tasks_files(&self) -> Option<Vec<(OwnedFd, String, PathBuf)>> {
         if self.layout == Layout::Unified {
             return None;
         }
         self.groups
             .iter()
             .map(|g| {
-                let path = g.leaf.join("tasks");
-                let file = fs::OpenOptions::new().write(true).open(&path).ok()?;
-                Some((OwnedFd::from(file), path))
+                let file = fs::OpenOptions::new().write(true).open(g.leaf.join("tasks")).ok()?;
+                Some((OwnedFd::from(file), g.label.clone(), g.leaf.clone()))
             })
             .collect()
     }

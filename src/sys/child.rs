@@ -89,7 +89,7 @@ pub(crate) fn start(
 /// Joins the sandbox's cgroup v1 groups: `0` to each `tasks` file the parent opened (see
 /// [`Plan::cgroup_tasks`]), each closed once written.
 fn join_cgroups(plan: &Plan<'_>) -> Result<(), Failure> {
-    for (i, (fd, _)) in plan.cgroup_tasks.iter().enumerate() {
+    for (i, (fd, ..)) in plan.cgroup_tasks.iter().enumerate() {
         super::write_all(*fd, b"0").map_err(at_index(Step::JoinCgroup, i))?;
         super::close(*fd);
     }
@@ -381,9 +381,9 @@ fn join(plan: &Plan<'_>, arg: *mut c_void) -> Result<Infallible, Failure> {
     // Unlike a sandbox's init (pid 1, which its payload can name), the relay lives outside the
     // session's pid namespace (sessions always have one): nothing in the session can name it to
     // trace it, so the command need not wait for it to turn non-dumpable.
-    // The command shares the joiner's (non-dumpable) copy. The parent puts it in its cgroup:
-    // CLONE_INTO_CGROUP would be checked against the session's cgroup namespace, which the
-    // command's group is outside of.
+    // The command shares the joiner's (non-dumpable) copy. It joins its cgroup v1 groups itself;
+    // on v2 the parent puts it in its cgroup: CLONE_INTO_CGROUP would be checked against the
+    // session's cgroup namespace, which the command's group is outside of.
     // SAFETY: `entry` follows the post-clone rules; the plan and the command's stack are in this
     // copy of memory, which lives as long as either process.
     let command = unsafe { super::clone::clone_with_pidfd(0, None, true, &join.stack, entry, arg) }
