@@ -33,6 +33,42 @@ fn all_ns() -> Namespaces {
 }
 
 #[test]
+fn a_sandboxs_cgroup_where_its_processes_live_belongs_with_every_file_in_it_to_an_unmapped_id() {
+    let test = "resources::a_sandboxs_cgroup_where_its_processes_live_belongs_with_every_file_in_it_to_an_unmapped_id";
+    if !is_root() {
+        return skip(
+            test,
+            "giving a group to another id takes CAP_CHOWN or CAP_SETUID: as uid 65534 the group stays this user's, which `unenforced` reports",
+        );
+    }
+    let _serial = serial();
+    // Without a cgroup namespace the processes live in the group itself; with one, in a leaf.
+    for ns in [all_ns() - Namespaces::CGROUP, all_ns() | Namespaces::CGROUP] {
+        let sandbox = limited(ns).memory_limit(64 << 20).pids_limit(32).build().unwrap();
+        let mut child = sandbox.command("/bin/cat").stdin(Stdio::piped()).spawn().unwrap();
+        let groups = leftover_cgroups();
+        assert!(!groups.is_empty(), "{ns:?}: no group found");
+        for group in groups {
+            let leaf = if group.join("payload").is_dir() { group.join("payload") } else { group.clone() };
+            let mut owners: Vec<(String, u32)> = vec![(leaf.display().to_string(), owner(&leaf))];
+            for entry in std::fs::read_dir(&leaf).unwrap().flatten() {
+                owners.push((entry.path().display().to_string(), owner(&entry.path())));
+            }
+            assert!(owners.len() > 3, "{ns:?}: {owners:?}");
+            let others: Vec<_> = owners.iter().filter(|(_, uid)| *uid != u32::MAX - 1).collect();
+            assert!(others.is_empty(), "{ns:?}: owned by others than 4294967294: {others:?}");
+        }
+        drop(child.stdin.take());
+        assert!(child.wait().unwrap().success());
+    }
+}
+
+fn owner(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path).unwrap().uid()
+}
+
+#[test]
 fn the_created_hook_sees_the_first_process_already_in_its_cgroups() {
     if !cgroups_writable("resources::the_created_hook_sees_the_first_process_already_in_its_cgroups") {
         return;
