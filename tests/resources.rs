@@ -42,6 +42,11 @@ fn a_sandboxs_cgroup_where_its_processes_live_belongs_with_every_file_in_it_to_a
         );
     }
     let _serial = serial();
+    let dumpable = || {
+        // SAFETY: PR_GET_DUMPABLE takes no pointers.
+        unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) }
+    };
+    assert_eq!(dumpable(), 1, "this process starts dumpable");
     // Without a cgroup namespace the processes live in the group itself; with one, in a leaf.
     for ns in [all_ns() - Namespaces::CGROUP, all_ns() | Namespaces::CGROUP] {
         let sandbox = limited(ns).memory_limit(64 << 20).pids_limit(32).build().unwrap();
@@ -60,6 +65,8 @@ fn a_sandboxs_cgroup_where_its_processes_live_belongs_with_every_file_in_it_to_a
         }
         drop(child.stdin.take());
         assert!(child.wait().unwrap().success());
+        // However its group was made, the embedding process is as it was.
+        assert_eq!(dumpable(), 1, "{ns:?}: this process was left non-dumpable");
     }
 }
 
