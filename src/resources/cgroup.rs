@@ -287,18 +287,6 @@ const V1_CONTROLLERS: &[&str] = &[
 /// could otherwise make would outlive the sandbox, and a frozen one would keep it alive.
 const SEALED_UID: u32 = u32::MAX - 1;
 
-/// Creates `dir` (as [`make_leaf`]) with this thread's filesystem uid set to [`SEALED_UID`]: the
-/// kernel gives a new group and every file in it to the fsuid of its creator, so it is born
-/// sealed, without the `chown` of each of its files (some 40 calls, most of a v1 spawn's cgroup
-/// cost) that [`seal`] makes. `Ok(None)`: this thread may not take that fsuid (no
-/// `CAP_SETUID`), nothing was made, and `dir` is to be made and sealed as before.
-fn make_sealed(dir: &Path, op: &str) -> Result<Option<bool>, Error> {
-    match crate::sys::with_fsuid(SEALED_UID, || make_leaf(dir, op)) {
-        Some(made) => made.map(|()| Some(true)),
-        None => make_leaf(dir, op).map(|()| None),
-    }
-}
-
 /// Gives `leaf` and every file in it to [`SEALED_UID`]; false if that could not be done (no
 /// `CAP_CHOWN`: a caller with delegated cgroups), and the leaf stays the caller's, and so its
 /// payload's (reported as unconfined).
@@ -647,15 +635,8 @@ impl SandboxCgroup {
             super::reaper::watch(parent)?;
         }
         let dir = parent.join(name);
-        let op = format!("create {label} cgroup");
+        make_leaf(&dir, &format!("create {label} cgroup"))?;
         let leaf = if self.leaf { dir.join(LEAF) } else { dir.clone() };
-        // The leaf is made sealed where it can be (see `make_sealed`), else sealed afterwards.
-        let mut sealed = None;
-        if self.leaf {
-            make_leaf(&dir, &op)?;
-        } else {
-            sealed = make_sealed(&dir, &op)?;
-        }
         self.groups.push(Group {
             label: label.to_owned(),
             controllers,
@@ -669,12 +650,12 @@ impl SandboxCgroup {
             init_cpuset(&dir)?;
         }
         if self.leaf {
-            sealed = make_sealed(&leaf, &op)?;
+            make_leaf(&leaf, &format!("create {label} cgroup"))?;
             if cpuset {
                 init_cpuset(&leaf)?;
             }
         }
-        self.sealed &= sealed.unwrap_or_else(|| seal(&leaf));
+        self.sealed &= seal(&leaf);
         Ok(())
     }
 

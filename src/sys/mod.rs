@@ -362,52 +362,6 @@ pub(crate) fn block_all_signals() -> libc::sigset_t {
     old
 }
 
-/// Runs `f` with the calling thread's filesystem uid set to `uid` and its capabilities kept
-/// (`SECBIT_NO_SETUID_FIXUP` for the moment: a change of fsuid away from 0 would otherwise drop
-/// the file capabilities), signals blocked, then puts both back, and the process's dumpable
-/// flag, which the kernel clears on any change of fsuid. What the thread creates in `f` belongs
-/// to `uid`. `None`, with nothing changed and `f` not run, where the thread may not (no
-/// `CAP_SETUID` or `CAP_SETPCAP`, locked securebits, `uid` unmapped here).
-pub(crate) fn with_fsuid<T>(uid: u32, f: impl FnOnce() -> T) -> Option<T> {
-    const PR_GET_SECUREBITS: c_int = 27;
-    const PR_SET_SECUREBITS: c_int = 28;
-    const SECBIT_NO_SETUID_FIXUP: c_ulong = 1 << 2;
-    // setfsuid reports nothing but the previous fsuid; -1 (no valid uid) changes nothing.
-    let setfsuid = |id: u32| {
-        // SAFETY: an integer argument.
-        unsafe { raw!(libc::SYS_setfsuid, id) }.map_or(u32::MAX, |old| old as u32)
-    };
-    let mask = block_all_signals();
-    // SAFETY: integer arguments.
-    let dumpable = unsafe { raw!(libc::SYS_prctl, libc::PR_GET_DUMPABLE, 0, 0, 0, 0) };
-    // SAFETY: integer arguments.
-    let done = match unsafe { raw!(libc::SYS_prctl, PR_GET_SECUREBITS, 0, 0, 0, 0) } {
-        Ok(bits) => {
-            let bits = bits as c_ulong;
-            let kept = bits & SECBIT_NO_SETUID_FIXUP != 0
-                || prctl(PR_SET_SECUREBITS, bits | SECBIT_NO_SETUID_FIXUP).is_ok();
-            let done = kept.then(|| {
-                let before = setfsuid(uid);
-                let result = (setfsuid(u32::MAX) == uid).then(f);
-                setfsuid(before);
-                // The ids are as they were: so is the flag (only a transient 0, another thread's
-                // sandbox child changing ids in this memory, is not put back to 1).
-                if let Ok(flag) = dumpable {
-                    let _ = prctl(libc::PR_SET_DUMPABLE, flag as c_ulong);
-                }
-                result
-            });
-            if bits & SECBIT_NO_SETUID_FIXUP == 0 {
-                let _ = prctl(PR_SET_SECUREBITS, bits);
-            }
-            done.flatten()
-        }
-        Err(_) => None,
-    };
-    let _ = set_sigmask(&mask);
-    done
-}
-
 /// The kernel's signal set size (`_NSIG / 8`), which the `rt_sig*` calls take.
 const SIGSET_SIZE: usize = 8;
 
