@@ -13,6 +13,7 @@ use crate::{Error, Sandbox, Session};
 /// and a background thread starts a fresh one, so every caller gets a sandbox nobody used.
 /// Dropping the pool stops the sessions it holds; its thread (whose end would end the sessions
 /// it started, as their parent) stays until every session handed out has been dropped.
+/// Commands cost what a [`Session`]'s do (more from a program holding much memory).
 ///
 /// The pool's thread, and the sessions it starts ahead after its first (their init and holder,
 /// for as long as they run), are background work under `SCHED_IDLE`: any other task preempts
