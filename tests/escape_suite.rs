@@ -2531,18 +2531,16 @@ fn a_fork_bomb_is_held_at_the_pids_limit_and_the_host_stays_responsive() {
             break;
         }
     }
-    if biggest.len() < 100 {
-        // What ended it, and how many processes its cgroup saw: the run-all lane failed here
-        // once (2 processes seen) and the cause was not known.
-        let status = child.wait().unwrap();
-        panic!("the bomb never went off: {} processes seen; {status}; {:?}", biggest.len(), status.usage());
-    }
     // The host still forks.
     assert!(std::process::Command::new("/bin/true").status().unwrap().success());
     let status = child.wait().unwrap();
     assert_eq!(status.limit(), Some(Limit::WallClock), "{status}");
-    if let Some(peak) = status.usage().peak_pids {
-        assert!(peak <= 128, "{peak} processes under a limit of 128");
+    // The bomb went off: the cgroup's own count is the witness. (A walk of /proc sees only the
+    // processes alive at once during the walk: under load it saw 73 where the cgroup counted
+    // 128.) Without that count, the walk must have seen it.
+    match status.usage().peak_pids {
+        Some(peak) => assert!((100..=128).contains(&peak), "{peak} processes under a limit of 128"),
+        None => assert!(biggest.len() >= 100, "the bomb never went off: {} processes seen", biggest.len()),
     }
     for pid in tree_of(init).into_iter().chain(biggest) {
         assert!(wait_gone(pid, Duration::from_secs(10)), "pid {pid} survived the sandbox");
