@@ -205,15 +205,22 @@ pub(crate) fn spawn(
     let cgroup_fd = cgroup.as_ref().and_then(SandboxCgroup::clone_into_fd);
     // cgroup v1: the child joins its groups itself, first thing (see `Plan::cgroup_tasks`);
     // not when a hook runs before "go", which is promised a process in its cgroups.
-    let tasks = cgroup
+    // The descriptors stay open here until the clone (the child gets copies).
+    let mut tasks = Vec::new();
+    let self_joins = match cgroup
         .as_ref()
         .filter(|_| cgroup_fd.is_none() && hook.is_none())
-        .and_then(SandboxCgroup::tasks_files);
-    let self_joins = tasks.is_some();
-    if let Some(files) = &tasks {
-        plan.cgroup_tasks =
-            files.iter().map(|(fd, label, leaf)| (fd.as_raw_fd(), label.clone(), leaf.clone())).collect();
-    }
+        .and_then(SandboxCgroup::tasks_files)
+    {
+        Some(files) => {
+            for (fd, label, leaf) in files {
+                plan.cgroup_tasks.push((fd.as_raw_fd(), label, leaf));
+                tasks.push(fd);
+            }
+            true
+        }
+        None => false,
+    };
     if let Mode::Join { holder, root, flags, .. } = mode {
         plan.join = Some(crate::plan::Join {
             holder: holder.as_raw_fd(),

@@ -10,8 +10,9 @@
 //! binds of /usr (and links for /bin, /lib...), a minimal /dev (device binds, devpts, shm),
 //! pivot_root, the root made read-only; loopback up; cgroup v1 memory and pids groups created,
 //! joined by the child itself first thing (`0` to each group's `tasks`, as stockade does: moving
-//! another process waits out an RCU grace period) and removed after exit; the mount lock (a nested user namespace whose maps
-//! the init writes); a seccomp filter as long as stockade's default one.
+//! another process waits out an RCU grace period) and removed after exit; the mount lock (a
+//! nested user namespace whose maps the init writes); a seccomp filter as long as stockade's
+//! default one.
 
 #![allow(unsafe_code)]
 

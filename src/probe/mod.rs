@@ -217,15 +217,19 @@ fn is_refusal(errno: i32) -> bool {
 /// The [`Error::Unsupported`] of a sandbox whose nested user namespace (the one that locks its
 /// mounts) hit the limit of user namespaces: the clone had room for one, the sandbox needs two.
 pub(crate) fn user_namespaces_used_up() -> Error {
-    Error::Unsupported {
-        feature: "user namespaces".into(),
-        reason: format!(
-            "the limit of user namespaces ({}) is used up: a sandbox with a mount namespace needs two (its \
-             own, and a nested one that locks its mounts)",
-            sysctl("/proc/sys/user/max_user_namespaces").unwrap_or_default()
-        ),
-        hint: "raise user.max_user_namespaces".into(),
-    }
+    let (reason, hint) = limit_used_up(
+        ": a sandbox with a mount namespace needs two (its own, and a nested one that locks its mounts)",
+    );
+    Error::Unsupported { feature: "user namespaces".into(), reason, hint }
+}
+
+/// Reason (the limit, then `why`) and hint for a used-up `user.max_user_namespaces`.
+fn limit_used_up(why: &str) -> (String, String) {
+    let limit = sysctl("/proc/sys/user/max_user_namespaces").unwrap_or_default();
+    (
+        format!("the limit of user namespaces ({limit}) is used up{why}"),
+        "raise user.max_user_namespaces".into(),
+    )
 }
 
 /// Whether a seccomp filter applies to this process (`Seccomp: 2` in `/proc/self/status`;
@@ -461,10 +465,7 @@ fn user_namespaces_from(trial: Result<Option<crate::sys::probe::UserNsFailure>, 
         // Only the limit itself says ENOSPC (the other sysctls refuse with EPERM).
         (0, libc::ENOSPC) => match sysctl("/proc/sys/user/max_user_namespaces").as_deref() {
             Some("0") => userns_sysctl_block().unwrap_or_else(generic),
-            limit => (
-                format!("the limit of user namespaces ({}) is used up", limit.unwrap_or_default()),
-                "raise user.max_user_namespaces".into(),
-            ),
+            _ => limit_used_up(""),
         },
         (0, libc::EINVAL) => (
             "the kernel refused (nested too deeply, or built without user namespaces)".into(),

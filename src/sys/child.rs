@@ -8,8 +8,8 @@
 //! used; the only memory written is the plan's own scratch arrays and this process's stack.
 //!
 //! Order: signals → parent-death signal → cgroup v1 groups (joined by the child itself) →
-//! descriptors → wait for "go" (the parent writes id maps meanwhile, and on cgroup v2 without
-//! `clone3` attaches the cgroup) → root of the user namespace (when the map makes another
+//! descriptors → wait for "go" (the parent writes id maps meanwhile, and attaches the cgroup
+//! where the child did not join it itself) → root of the user namespace (when the map makes another
 //! id root) → cgroup namespace → a new session keyring → time namespace → new session →
 //! hostname → loopback → filesystem up to the root switch ([`super::mount`]) → [with a pid
 //! namespace: the payload starts on its own stack; this process writes its nested maps and execs
@@ -398,9 +398,9 @@ fn join(plan: &Plan<'_>, arg: *mut c_void) -> Result<Infallible, Failure> {
         let _ = super::waitpid(pid);
         at(Step::Init)(errno)
     };
-    // The parent gets the command's pidfd (it signals the command through it, and on cgroup
-    // v2 puts it in its cgroup), and says when it has: until then the command is not reaped (this process
-    // is not yet its relay), so its pid cannot be reused under the parent.
+    // The parent gets the command's pidfd (it signals the command through it, and on cgroup v2
+    // puts it in its cgroup), and says when it has: until then the command is not reaped (this
+    // process is not yet its relay), so its pid cannot be reused under the parent.
     let sent = super::send_fd(channels.control, command_pidfd);
     super::close(command_pidfd);
     sent.map_err(abandon)?;
@@ -421,8 +421,8 @@ fn join(plan: &Plan<'_>, arg: *mut c_void) -> Result<Infallible, Failure> {
 
 /// A session command: in the session's namespaces already (the joiner's), it joins its cgroup
 /// v1 groups, arranges its descriptors, waits for "go" (on v2 the parent has put it in its
-/// cgroup by then), becomes root of the
-/// namespace when the map makes another id root, and goes on like any payload.
+/// cgroup by then), becomes root of the namespace when the map makes another id root, and goes
+/// on like any payload.
 fn setup_command(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<Infallible, Failure> {
     use std::sync::atomic::Ordering;
     let einval = Failure { step: Step::JoinSession, errno: Errno(libc::EINVAL), index: 0 };
