@@ -607,7 +607,7 @@ impl Child {
             usage.peak_memory = peak.or(usage.peak_memory);
             usage.oom_killed = oom;
             usage.peak_pids = pids;
-            cgroup.destroy();
+            cgroup.remove_after_exit();
         }
         let cpu_exceeded =
             self.supervision.cpu_limit.is_some_and(|l| usage.user_time + usage.system_time >= l);

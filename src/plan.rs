@@ -203,6 +203,10 @@ pub(crate) struct Plan<'a> {
     /// every spawn where spawns are not back to back). With the hierarchy's label and the
     /// leaf, for errors.
     pub(crate) cgroup_tasks: Vec<(RawFd, String, PathBuf)>,
+    /// The parent seals the sandbox's cgroup after "go" (see
+    /// [`crate::resources::cgroup::SandboxCgroup::seal`]) and then sends one more byte, which
+    /// the payload waits for before its last steps.
+    pub(crate) await_seal: bool,
     /// The embedding process, to detect its death before the parent-death signal was re-armed.
     pub(crate) parent_pid: libc::pid_t,
     /// The sandbox outlives the embedding process: no parent-death signal anywhere
@@ -387,6 +391,7 @@ impl<'a> Plan<'a> {
             cgroup_ns: config.namespaces.contains(crate::Namespaces::CGROUP),
             payload_stack: None,
             hold: false,
+            await_seal: false,
             join: None,
             join_ns: Vec::new(),
             cgroup_tasks: Vec::new(),

@@ -190,9 +190,12 @@ pub(crate) fn spawn(
     // groups: say so.
     let mut unenforced = unenforced;
     unenforced.extend(&config.unenforced);
-    if confine && !cgroup.as_ref().is_some_and(SandboxCgroup::confines_every_hierarchy) {
-        unenforced.push(crate::resources::CGROUP_CONFINEMENT);
-    }
+    let mut cgroup = cgroup;
+    // The cgroup is sealed while the child sets itself up, and its payload waits for the word
+    // (one more byte after "go"). Not for a session command: it and its joiner read one
+    // channel, and either could take that byte; its groups are sealed before its release.
+    let seal_late = cgroup.is_some() && !joining;
+    plan.await_seal = seal_late;
     if use_init && !own_pid_ns && cgroup.is_none() {
         return Err(Error::Unsupported {
             feature: "joining a pid namespace without a cgroup".into(),
@@ -343,10 +346,20 @@ pub(crate) fn spawn(
     if let Some(hook) = hook {
         hook(pid as u32).map_err(|source| abort(Error::Hook { source }))?;
     }
+    if !seal_late && let Some(cgroup) = &mut cgroup {
+        cgroup.seal();
+    }
     release(&control).map_err(abort)?;
     if joining {
         // The second message: one for the command ("go"), one for the joiner ("attached").
         release(&control).map_err(abort)?;
+    }
+    if seal_late && let Some(cgroup) = &mut cgroup {
+        cgroup.seal();
+        release(&control).map_err(abort)?;
+    }
+    if confine && !cgroup.as_ref().is_some_and(SandboxCgroup::confines_every_hierarchy) {
+        unenforced.push(crate::resources::CGROUP_CONFINEMENT);
     }
     // A session's holder sends a pidfd of itself before its exec.
     let holder = match mode {

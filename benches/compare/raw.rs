@@ -82,7 +82,7 @@ impl Raw {
         let cgroups = if config.cgroup {
             ["memory", "pids"]
                 .iter()
-                .map(|c| format!("/sys/fs/cgroup/{c}/raw-bench-{}", std::process::id()))
+                .map(|c| format!("{}/raw-bench-{}", parent_group(c), std::process::id()))
                 .collect()
         } else {
             Vec::new()
@@ -173,6 +173,26 @@ impl Raw {
         }
         Ok(libc::WEXITSTATUS(status))
     }
+}
+
+/// Where stockade makes a sandbox's group of `controller` by default: a `stockade` group under
+/// this process's own (so the embedder's limits hold for the sandbox too). The raw limit makes
+/// its groups there as well: a memory charge walks every group above, so a group nearer the
+/// root would be cheaper and escape the embedder's limits.
+fn parent_group(controller: &str) -> String {
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let path = own
+        .lines()
+        .filter_map(|l| {
+            let mut fields = l.splitn(3, ':');
+            fields.next();
+            Some((fields.next()?, fields.next()?))
+        })
+        .find(|(names, _)| names.split(',').any(|n| n == controller))
+        .map_or("/", |(_, path)| path);
+    let parent = format!("/sys/fs/cgroup/{controller}{}/stockade", path.trim_end_matches('/'));
+    let _ = std::fs::create_dir(&parent);
+    parent
 }
 
 fn spawn_plain() -> Result<i32> {

@@ -667,6 +667,10 @@ fn exec_payload(plan: &Plan<'_>, ends: Ends) -> Result<Infallible, Failure> {
         super::close(master);
         sent.and_then(|()| super::pty::attach(slave, targets)).map_err(at(Step::Terminal))?;
     }
+    if plan.await_seal {
+        // The parent seals the cgroup while this process sets up: done before the payload runs.
+        wait_for_go(ends.control);
+    }
     if ends.gate >= 0 {
         if !plan.detached {
             // The credential changes cleared the parent-death signal: armed again before the
