@@ -207,11 +207,14 @@ fn spaced(case: &mut Case, rounds: usize, gap: Duration) -> String {
     )
 }
 
+/// Sessions a pool keeps started in [`warm`].
+const POOL_SIZE: usize = 4;
+
 /// A started session's command and a pool's checkout + command + return, each interleaved with
 /// std; returns the two table lines.
 fn warm(sandbox: &Sandbox, rounds: usize) -> (String, String) {
     let session = sandbox.start().expect("start session");
-    let pool = stockade::Pool::new(sandbox, 4);
+    let pool = stockade::Pool::new(sandbox, POOL_SIZE);
     let (mut std_times, mut in_session, mut pooled) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds + 10 {
         let t = Instant::now();
@@ -231,6 +234,11 @@ fn warm(sandbox: &Sandbox, rounds: usize) -> (String, String) {
             assert!(fresh.command("/bin/true").stdin(Stdio::null()).status().unwrap().success());
         }
         let pool_time = t.elapsed();
+        // Its replacement is started in the background: let that finish before the next
+        // round, whose rows would otherwise share the machine with it.
+        while pool.ready() < POOL_SIZE {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         if round >= 10 {
             std_times.push(std_time);
             in_session.push(session_time);

@@ -10,7 +10,9 @@ use crate::{Error, Sandbox, Session};
 
 /// Keeps `size` [`Session`]s of one sandbox started ahead. [`get`](Pool::get) hands one out at
 /// once (or starts one if none is ready); when the [`Pooled`] session is dropped it is stopped,
-/// and a background thread starts a fresh one, so every caller gets a sandbox nobody used.
+/// and a background thread starts a fresh one, so every caller gets a sandbox nobody used. The
+/// thread starts replacements as sessions come back, off the path of the commands run in
+/// them, and at once when `get` leaves fewer than half the sessions ready.
 /// Dropping the pool stops the sessions it holds; its thread (whose end would end the sessions
 /// it started, as their parent) stays until every session handed out has been dropped.
 /// Commands cost what a [`Session`]'s do (more from a program holding much memory).
@@ -87,19 +89,29 @@ impl Pool {
     /// # Errors
     /// As [`Sandbox::start`].
     pub fn get(&self) -> Result<Pooled, Error> {
-        let taken = {
+        let (taken, low) = {
             let mut state = lock(&self.shared.state);
             // A background failure is old news: the start below (and the thread's next try)
             // says what holds now.
-            state.failure = None;
-            state.ready.pop_front()
+            let failed = state.failure.take().is_some();
+            let taken = state.ready.pop_front();
+            (taken, failed || state.ready.len() < self.shared.size.div_ceil(2))
         };
-        self.shared.changed.notify_all();
+        // With half or more still ready, the thread starts the replacement once this session
+        // comes back, not while the caller's command runs beside it.
+        if low {
+            self.shared.changed.notify_all();
+        }
         let session = match taken {
             Some(session) => session,
             None => self.shared.sandbox.start()?,
         };
-        Ok(Pooled { session: Some(session), returns: self.returns.clone(), _out: self.out.clone() })
+        Ok(Pooled {
+            session: Some(session),
+            returns: self.returns.clone(),
+            shared: self.shared.clone(),
+            _out: self.out.clone(),
+        })
     }
 
     /// How many sessions are started and waiting.
@@ -145,7 +157,8 @@ fn refill(shared: &Shared, used: &Receiver<Session>) {
             return;
         }
         if state.ready.len() >= shared.size || state.failure.is_some() {
-            // Wake on a taken session or closing; look at used sessions now and then.
+            // Woken by a session coming back, the pool running low, or closing; looks at used
+            // sessions now and then.
             state = shared
                 .changed
                 .wait_timeout(state, std::time::Duration::from_millis(50))
@@ -187,6 +200,7 @@ fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
 pub struct Pooled {
     session: Option<Session>,
     returns: Option<Sender<Session>>,
+    shared: Arc<Shared>,
     _out: Arc<()>,
 }
 
@@ -208,11 +222,11 @@ impl Drop for Pooled {
         let Some(session) = self.session.take() else { return };
         // Stopped by the pool's thread; if the pool is gone, here.
         match &self.returns {
-            Some(returns) => {
-                if let Err(unsent) = returns.send(session) {
-                    let _ = unsent.0.stop();
-                }
-            }
+            Some(returns) => match returns.send(session) {
+                // The thread stops it and starts its replacement.
+                Ok(()) => self.shared.changed.notify_all(),
+                Err(unsent) => drop(unsent.0.stop()),
+            },
             None => drop(session.stop()),
         }
     }
