@@ -215,6 +215,16 @@ const POOL_SIZE: usize = 4;
 fn warm(sandbox: &Sandbox, rounds: usize) -> (String, String) {
     let session = sandbox.start().expect("start session");
     let pool = stockade::Pool::new(sandbox, POOL_SIZE);
+    // The pool starts its sessions in the background, as a server would have them between
+    // requests.
+    let wait_full = |pool: &stockade::Pool| {
+        let since = Instant::now();
+        while pool.ready() < POOL_SIZE {
+            assert!(since.elapsed() < Duration::from_secs(10), "the pool did not refill in 10 s");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    };
+    wait_full(&pool);
     let (mut std_times, mut in_session, mut pooled) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds + 10 {
         let t = Instant::now();
@@ -223,11 +233,6 @@ fn warm(sandbox: &Sandbox, rounds: usize) -> (String, String) {
         let t = Instant::now();
         assert!(session.command("/bin/true").stdin(Stdio::null()).status().unwrap().success());
         let session_time = t.elapsed();
-        // The pool refills in the background; wait for a ready session outside the timing, as a
-        // server between requests would have.
-        while pool.ready() == 0 {
-            std::thread::sleep(Duration::from_millis(1));
-        }
         let t = Instant::now();
         {
             let fresh = pool.get().expect("pool checkout");
@@ -236,9 +241,7 @@ fn warm(sandbox: &Sandbox, rounds: usize) -> (String, String) {
         let pool_time = t.elapsed();
         // Its replacement is started in the background: let that finish before the next
         // round, whose rows would otherwise share the machine with it.
-        while pool.ready() < POOL_SIZE {
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        wait_full(&pool);
         if round >= 10 {
             std_times.push(std_time);
             in_session.push(session_time);
