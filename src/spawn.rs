@@ -356,7 +356,11 @@ pub(crate) fn spawn(
     }
     if seal_late && let Some(cgroup) = &mut cgroup {
         cgroup.seal();
-        release(&control).map_err(abort)?;
+        match nix::sys::socket::send(control.as_raw_fd(), b"s", MsgFlags::MSG_NOSIGNAL) {
+            // A child that failed meanwhile has closed its end: its record, read below, says why.
+            Ok(_) | Err(nix::errno::Errno::EPIPE | nix::errno::Errno::ECONNRESET) => {}
+            Err(e) => return Err(abort(Error::spawn("tell the sandbox its cgroup is sealed", e))),
+        }
     }
     if confine && !cgroup.as_ref().is_some_and(SandboxCgroup::confines_every_hierarchy) {
         unenforced.push(crate::resources::CGROUP_CONFINEMENT);
