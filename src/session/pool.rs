@@ -57,8 +57,12 @@ struct Shared {
 #[derive(Debug, Default)]
 struct State {
     ready: VecDeque<Session>,
-    /// The last error starting a session in the background (reported by the next `get` that
-    /// finds none ready).
+    /// Sessions the thread is to start (at most up to `size` ready): raised by a session coming
+    /// back, and by a `get` that leaves fewer than half ready.
+    owed: usize,
+    /// The last error starting a session in the background: no more starts until a `get` or a
+    /// session's return (a `get` that finds none ready starts one itself, whose error says
+    /// what holds now).
     failure: Option<Error>,
     closing: bool,
 }
@@ -69,7 +73,7 @@ impl Pool {
         let shared = Arc::new(Shared {
             sandbox: sandbox.clone(),
             size,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State { owed: size, ..State::default() }),
             changed: Condvar::new(),
         });
         let (returns, used) = channel();
@@ -95,7 +99,11 @@ impl Pool {
             // says what holds now.
             let failed = state.failure.take().is_some();
             let taken = state.ready.pop_front();
-            (taken, failed || state.ready.len() < self.shared.size.div_ceil(2))
+            let low = failed || state.ready.len() < self.shared.size.div_ceil(2);
+            if low {
+                state.owed = state.owed.max(self.shared.size - state.ready.len());
+            }
+            (taken, low)
         };
         // With half or more still ready, the thread starts the replacement once this session
         // comes back, not while the caller's command runs beside it.
@@ -127,10 +135,10 @@ impl Drop for Pool {
         drop(self.returns.take());
         // The thread stops the ready sessions, then waits for those handed out: wait for it
         // only if none is out (it then ends at once).
-        if let Some(thread) = self.refiller.take() {
-            if Arc::strong_count(&self.out) == 1 {
-                let _ = thread.join();
-            }
+        if let Some(thread) = self.refiller.take()
+            && Arc::strong_count(&self.out) == 1
+        {
+            let _ = thread.join();
         }
     }
 }
@@ -156,7 +164,7 @@ fn refill(shared: &Shared, used: &Receiver<Session>) {
             }
             return;
         }
-        if state.ready.len() >= shared.size || state.failure.is_some() {
+        if state.owed == 0 || state.ready.len() >= shared.size || state.failure.is_some() {
             // Woken by a session coming back, the pool running low, or closing; looks at used
             // sessions now and then.
             state = shared
@@ -167,6 +175,7 @@ fn refill(shared: &Shared, used: &Receiver<Session>) {
             drop(state);
             continue;
         }
+        state.owed -= 1;
         drop(state);
         let started = shared.sandbox.start();
         if !idle {
@@ -223,8 +232,15 @@ impl Drop for Pooled {
         // Stopped by the pool's thread; if the pool is gone, here.
         match &self.returns {
             Some(returns) => match returns.send(session) {
-                // The thread stops it and starts its replacement.
-                Ok(()) => self.shared.changed.notify_all(),
+                Ok(()) => {
+                    // The thread stops it and starts its replacement (trying again after a
+                    // failed start).
+                    let mut state = lock(&self.shared.state);
+                    state.owed += 1;
+                    state.failure = None;
+                    drop(state);
+                    self.shared.changed.notify_all();
+                }
                 Err(unsent) => drop(unsent.0.stop()),
             },
             None => drop(session.stop()),
