@@ -43,12 +43,12 @@ pub fn create(store: &Store, args: &CreateArgs) -> Result<(), Failure> {
             remove_cgroup_parent(&cgroup_parent(path.as_deref(), &args.id));
             // The runtime spec goes on to delete, and its poststop hooks, when a create with
             // hooks fails (what a prestart hook set up is undone there).
-            if let Ok(phases) = crate::hooks::take(&mut bundle.spec().clone()) {
-                if !phases.created.is_empty() {
-                    let state = hook_state(&args.id, 0, "stopped", bundle.dir(), &Default::default());
-                    for warning in crate::hooks::run_all(&phases.poststop, &state) {
-                        crate::warn(&warning);
-                    }
+            if let Ok(phases) = crate::hooks::take(&mut bundle.spec().clone())
+                && !phases.created.is_empty()
+            {
+                let state = hook_state(&args.id, 0, "stopped", bundle.dir(), &Default::default());
+                for warning in crate::hooks::run_all(&phases.poststop, &state) {
+                    crate::warn(&warning);
                 }
             }
         }
@@ -772,10 +772,10 @@ pub fn exec(store: &Store, args: &ExecArgs) -> Result<ExitCode, Failure> {
         }
         other => Failure::Sandbox(other),
     })?;
-    if let Some(socket) = &args.console_socket {
-        if let Some(master) = child.terminal.take().map(OwnedFd::from) {
-            send_console(socket, &master)?;
-        }
+    if let Some(socket) = &args.console_socket
+        && let Some(master) = child.terminal.take().map(OwnedFd::from)
+    {
+        send_console(socket, &master)?;
     }
     if let Some(path) = &args.pid_file {
         write_atomically(path, child.id().to_string().as_bytes())?;

@@ -138,13 +138,13 @@ impl Detached {
         })?;
         // Opened first, checked after: a pid reused before the open fails the check, and the
         // pidfd pins the process from then on.
-        if let Some(expected) = self.start_time {
-            if start_time(self.pid) != Some(expected) {
-                return Err(crate::Error::spawn(
-                    format!("join the sandbox's process {}", self.pid),
-                    std::io::Error::from_raw_os_error(libc::ESRCH),
-                ));
-            }
+        if let Some(expected) = self.start_time
+            && start_time(self.pid) != Some(expected)
+        {
+            return Err(crate::Error::spawn(
+                format!("join the sandbox's process {}", self.pid),
+                std::io::Error::from_raw_os_error(libc::ESRCH),
+            ));
         }
         let root = crate::session::holder_root(&holder)?;
         let flags = sandbox.config.entered().flags() as libc::c_int;

@@ -215,17 +215,17 @@ impl FsConfig {
         }
         if let Some(Root(kind)) = &root {
             validate_root(kind)?;
-            if let (true, RootKind::Overlay { lowers, .. }) = (legacy_overlay, kind) {
-                if lowers.len() > LEGACY_MAX_LOWERS {
-                    return Err(Error::invalid(
-                        "overlay root",
-                        format!("{} lower directories", lowers.len()),
-                        format!(
-                            "legacy_overlay() stacks at most {LEGACY_MAX_LOWERS} (its lowerdir= option is \
+            if let (true, RootKind::Overlay { lowers, .. }) = (legacy_overlay, kind)
+                && lowers.len() > LEGACY_MAX_LOWERS
+            {
+                return Err(Error::invalid(
+                    "overlay root",
+                    format!("{} lower directories", lowers.len()),
+                    format!(
+                        "legacy_overlay() stacks at most {LEGACY_MAX_LOWERS} (its lowerdir= option is \
                              limited to 255 bytes); Linux 6.8 or newer takes up to {MAX_LOWERS} without it"
-                        ),
-                    ));
-                }
+                    ),
+                ));
             }
         }
         let mut mounts = mounts;

@@ -458,15 +458,14 @@ impl SandboxCgroup {
                 });
             }
         }
-        if self.layout != Layout::Unified {
-            if let (Some(memory), Some(swap)) = (limits.memory, limits.memory_swap) {
-                let current = self
-                    .read("memory", "memory.memsw.limit_in_bytes")
-                    .and_then(|v| v.trim().parse::<u64>().ok());
-                if current.is_some_and(|c| memory > c) {
-                    // Raising both: memory+swap first, or the new memory limit exceeds it.
-                    self.write("memory", "memory.memsw.limit_in_bytes", &swap.to_string())?;
-                }
+        if self.layout != Layout::Unified
+            && let (Some(memory), Some(swap)) = (limits.memory, limits.memory_swap)
+        {
+            let current =
+                self.read("memory", "memory.memsw.limit_in_bytes").and_then(|v| v.trim().parse::<u64>().ok());
+            if current.is_some_and(|c| memory > c) {
+                // Raising both: memory+swap first, or the new memory limit exceeds it.
+                self.write("memory", "memory.memsw.limit_in_bytes", &swap.to_string())?;
             }
         }
         self.apply(limits)
@@ -554,10 +553,10 @@ impl SandboxCgroup {
         enable_controllers(&dir, &wanted);
         for part in parent.split('/').filter(|p| !p.is_empty()) {
             dir.push(part);
-            if let Err(source) = fs::create_dir(&dir) {
-                if source.kind() != std::io::ErrorKind::AlreadyExists {
-                    return Err(Error::Cgroup { op: "create cgroup parent".into(), path: dir, source });
-                }
+            if let Err(source) = fs::create_dir(&dir)
+                && source.kind() != std::io::ErrorKind::AlreadyExists
+            {
+                return Err(Error::Cgroup { op: "create cgroup parent".into(), path: dir, source });
             }
             enable_controllers(&dir, &wanted);
         }

@@ -331,52 +331,43 @@ impl LimitsConfig {
                 "needs a memory limit too (it counts memory and swap together)",
             ));
         }
-        if let (Some(mem), Some(swap)) = (self.memory, self.memory_swap) {
-            if swap < mem {
-                return Err(Error::invalid(
-                    "memory+swap limit",
-                    swap,
-                    format!("must be at least the memory limit {mem} (it counts memory and swap together)"),
-                ));
-            }
+        if let (Some(mem), Some(swap)) = (self.memory, self.memory_swap)
+            && swap < mem
+        {
+            return Err(Error::invalid(
+                "memory+swap limit",
+                swap,
+                format!("must be at least the memory limit {mem} (it counts memory and swap together)"),
+            ));
         }
-        if let Some((quota, period)) = self.cpu_quota {
-            if quota < Duration::from_millis(1)
-                || !(Duration::from_millis(1)..=Duration::from_secs(1)).contains(&period)
-            {
-                return Err(Error::invalid(
-                    "cpu quota",
-                    format!("{quota:?} per {period:?}"),
-                    "the quota must be at least 1ms and the period between 1ms and 1s",
-                ));
-            }
+        if let Some((quota, period)) = self.cpu_quota
+            && (quota < Duration::from_millis(1)
+                || !(Duration::from_millis(1)..=Duration::from_secs(1)).contains(&period))
+        {
+            return Err(Error::invalid(
+                "cpu quota",
+                format!("{quota:?} per {period:?}"),
+                "the quota must be at least 1ms and the period between 1ms and 1s",
+            ));
         }
-        if let Some(w) = self.cpu_weight {
-            if !(1..=10_000).contains(&w) {
-                return Err(Error::invalid(
-                    "cpu weight",
-                    w,
-                    "must be between 1 and 10000 (100 is the default)",
-                ));
-            }
+        if let Some(w) = self.cpu_weight
+            && !(1..=10_000).contains(&w)
+        {
+            return Err(Error::invalid("cpu weight", w, "must be between 1 and 10000 (100 is the default)"));
         }
-        if let Some(shares) = self.cpu_shares {
-            if !(2..=262_144).contains(&shares) {
-                return Err(Error::invalid(
-                    "cpu shares",
-                    shares,
-                    "must be between 2 and 262144 (1024 is the default)",
-                ));
-            }
+        if let Some(shares) = self.cpu_shares
+            && !(2..=262_144).contains(&shares)
+        {
+            return Err(Error::invalid(
+                "cpu shares",
+                shares,
+                "must be between 2 and 262144 (1024 is the default)",
+            ));
         }
-        if let Some(w) = self.io_weight {
-            if !(1..=10_000).contains(&w) {
-                return Err(Error::invalid(
-                    "io weight",
-                    w,
-                    "must be between 1 and 10000 (100 is the default)",
-                ));
-            }
+        if let Some(w) = self.io_weight
+            && !(1..=10_000).contains(&w)
+        {
+            return Err(Error::invalid("io weight", w, "must be between 1 and 10000 (100 is the default)"));
         }
         for limit in &self.io_limits {
             let values = [limit.read_bps, limit.write_bps, limit.read_iops, limit.write_iops];
@@ -409,14 +400,14 @@ impl LimitsConfig {
                 ));
             }
         }
-        if let Some(parent) = &self.cgroup_parent {
-            if parent.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
-                return Err(Error::InvalidPath {
-                    what: "cgroup parent",
-                    path: parent.clone(),
-                    reason: "must not contain `..`".into(),
-                });
-            }
+        if let Some(parent) = &self.cgroup_parent
+            && parent.components().any(|c| matches!(c, std::path::Component::ParentDir))
+        {
+            return Err(Error::InvalidPath {
+                what: "cgroup parent",
+                path: parent.clone(),
+                reason: "must not contain `..`".into(),
+            });
         }
         Ok(())
     }
@@ -425,11 +416,11 @@ impl LimitsConfig {
     /// the CPU-time limit (soft: the limit, rounded up; hard: one second later).
     pub(crate) fn child_rlimits(&self) -> Vec<(libc::__rlimit_resource_t, u64, u64)> {
         let mut out: Vec<_> = self.rlimits.iter().map(|&(r, s, h)| (r.resource(), s, h)).collect();
-        if let Some(cpu) = self.cpu_time {
-            if !self.rlimits.iter().any(|(r, ..)| *r == Rlimit::Cpu) {
-                let secs = cpu.as_secs() + u64::from(cpu.subsec_nanos() > 0);
-                out.push((libc::RLIMIT_CPU, secs, secs + 1));
-            }
+        if let Some(cpu) = self.cpu_time
+            && !self.rlimits.iter().any(|(r, ..)| *r == Rlimit::Cpu)
+        {
+            let secs = cpu.as_secs() + u64::from(cpu.subsec_nanos() > 0);
+            out.push((libc::RLIMIT_CPU, secs, secs + 1));
         }
         out
     }

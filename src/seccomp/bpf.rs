@@ -105,10 +105,10 @@ fn segments(table: &BTreeMap<u32, Entry>, default: u32) -> Vec<(u32, Leaf)> {
     for (&nr, entry) in table {
         let leaf = if entry.rules.is_empty() { Leaf::Ret(entry.fallback) } else { Leaf::Rules(nr) };
         push(nr, leaf, &mut out);
-        if let Some(next) = nr.checked_add(1) {
-            if !table.contains_key(&next) {
-                push(next, Leaf::Ret(default), &mut out);
-            }
+        if let Some(next) = nr.checked_add(1)
+            && !table.contains_key(&next)
+        {
+            push(next, Leaf::Ret(default), &mut out);
         }
     }
     // Merging may have left a range equal to the one before it (after an in-place change).

@@ -282,11 +282,11 @@ fn receive(channel: RawFd) -> Option<Option<RawFd>> {
 /// Calls `f` with a descriptor of every directory in `dir` whose name starts with the prefix.
 fn for_each_group(dir: RawFd, prefix: &Prefix, mut f: impl FnMut(RawFd)) {
     for_each_subdir(dir, |name| {
-        if prefix.matches(name) {
-            if let Some(group) = open_dir(dir, name) {
-                f(group);
-                super::close(group);
-            }
+        if prefix.matches(name)
+            && let Some(group) = open_dir(dir, name)
+        {
+            f(group);
+            super::close(group);
         }
     });
 }
@@ -371,13 +371,13 @@ fn remove_groups(dir: RawFd, prefix: &Prefix) {
 /// `rmdir` of `dir/name` after the directories nested in it (down to [`MAX_DEPTH`]); the result
 /// of the outer `rmdir` (EBUSY while processes or nested groups remain).
 fn remove_tree(dir: RawFd, name: &[u8], depth: u32) -> SysResult<()> {
-    if depth < MAX_DEPTH {
-        if let Some(group) = open_dir(dir, name) {
-            for_each_subdir(group, |nested| {
-                let _ = remove_tree(group, nested, depth + 1);
-            });
-            super::close(group);
-        }
+    if depth < MAX_DEPTH
+        && let Some(group) = open_dir(dir, name)
+    {
+        for_each_subdir(group, |nested| {
+            let _ = remove_tree(group, nested, depth + 1);
+        });
+        super::close(group);
     }
     with_name(name, |path| {
         // SAFETY: `path` is NUL-terminated; unlinkat with AT_REMOVEDIR only removes an entry.

@@ -55,10 +55,10 @@ pub fn skip(test: &str, reason: &str) {
     let lane = std::env::var("STOCKADE_TEST_LANE").map(|l| format!(", {l}")).unwrap_or_default();
     let line = format!("SKIP {test} (uid {}{lane}): {reason}\n", nix::unistd::geteuid());
     eprint!("{line}");
-    if let Ok(path) = std::env::var("STOCKADE_SKIP_LOG") {
-        if let Ok(mut f) = std::fs::OpenOptions::new().append(true).create(true).open(path) {
-            let _ = f.write_all(line.as_bytes());
-        }
+    if let Ok(path) = std::env::var("STOCKADE_SKIP_LOG")
+        && let Ok(mut f) = std::fs::OpenOptions::new().append(true).create(true).open(path)
+    {
+        let _ = f.write_all(line.as_bytes());
     }
 }
 
