@@ -312,6 +312,38 @@ fn wait_ready(pool: &Pool, n: usize) {
     panic!("the pool holds {} sessions after 60 s, not {n}", pool.ready());
 }
 
+#[test]
+fn a_pool_starts_replacements_when_sessions_come_back_or_it_runs_low_not_beside_commands() {
+    let _serial = serial();
+    let sandbox = session_builder().build().unwrap();
+    let pool = Pool::new(&sandbox, 2);
+    for round in 0..2 {
+        wait_ready(&pool, 2);
+        let session = pool.get().unwrap();
+        // Half the pool still ready: nothing starts while the session taken runs its commands.
+        // (On an idle machine a replacement started beside them is ready well within this
+        // window; on a busy one a start may outlast it, so the check can miss a regression
+        // there, never fail a correct pool.)
+        for _ in 0..5 {
+            sh_ok_in(&session, "true");
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(
+            pool.ready(),
+            1,
+            "round {round}: a replacement started while the session taken was in use"
+        );
+        drop(session);
+        // Came back: its replacement starts.
+        wait_ready(&pool, 2);
+        // Both taken: below half ready, replacements start at once, with both still out.
+        let both = (pool.get().unwrap(), pool.get().unwrap());
+        wait_ready(&pool, 2);
+        // Coming back to a full pool, they are owed nothing (the next round checks it).
+        drop(both);
+    }
+}
+
 /// The scheduling policy of `pid` (field 41 of /proc/<pid>/stat).
 fn policy_of(pid: &str) -> u32 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();

@@ -57,9 +57,11 @@ struct Shared {
 #[derive(Debug, Default)]
 struct State {
     ready: VecDeque<Session>,
-    /// Sessions the thread is to start (at most up to `size` ready): raised by a session coming
-    /// back, and by a `get` that leaves fewer than half ready.
+    /// Sessions the thread is to start, never more than the pool lacks: one for a session
+    /// that comes back, all it lacks after a `get` that leaves fewer than half ready.
     owed: usize,
+    /// Sessions the thread is starting (not yet ready).
+    starting: usize,
     /// The last error starting a session in the background: no more starts until a `get` or a
     /// session's return (a `get` that finds none ready starts one itself, whose error says
     /// what holds now).
@@ -101,7 +103,7 @@ impl Pool {
             let taken = state.ready.pop_front();
             let low = failed || state.ready.len() < self.shared.size.div_ceil(2);
             if low {
-                state.owed = state.owed.max(self.shared.size - state.ready.len());
+                state.owed = state.owed.max(state.lacking(self.shared.size));
             }
             (taken, low)
         };
@@ -164,7 +166,7 @@ fn refill(shared: &Shared, used: &Receiver<Session>) {
             }
             return;
         }
-        if state.owed == 0 || state.ready.len() >= shared.size || state.failure.is_some() {
+        if state.owed == 0 || state.lacking(shared.size) == 0 || state.failure.is_some() {
             // Woken by a session coming back, the pool running low, or closing; looks at used
             // sessions now and then.
             state = shared
@@ -176,6 +178,7 @@ fn refill(shared: &Shared, used: &Receiver<Session>) {
             continue;
         }
         state.owed -= 1;
+        state.starting += 1;
         drop(state);
         let started = shared.sandbox.start();
         if !idle {
@@ -188,6 +191,7 @@ fn refill(shared: &Shared, used: &Receiver<Session>) {
             let _ = crate::sys::set_idle_policy();
         }
         let mut state = lock(&shared.state);
+        state.starting -= 1;
         match started {
             Ok(session) if !state.closing => state.ready.push_back(session),
             Ok(session) => {
@@ -196,6 +200,13 @@ fn refill(shared: &Shared, used: &Receiver<Session>) {
             }
             Err(e) => state.failure = Some(e),
         }
+    }
+}
+
+impl State {
+    /// How many sessions the pool of `size` lacks, counting those being started.
+    fn lacking(&self, size: usize) -> usize {
+        size.saturating_sub(self.ready.len() + self.starting)
     }
 }
 
@@ -236,7 +247,8 @@ impl Drop for Pooled {
                     // The thread stops it and starts its replacement (trying again after a
                     // failed start).
                     let mut state = lock(&self.shared.state);
-                    state.owed += 1;
+                    // A pool refilled meanwhile (it ran low) owes nothing for it.
+                    state.owed = (state.owed + 1).min(state.lacking(self.shared.size));
                     state.failure = None;
                     drop(state);
                     self.shared.changed.notify_all();
