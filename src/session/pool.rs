@@ -12,7 +12,8 @@ use crate::{Error, Sandbox, Session};
 /// once (or starts one if none is ready); when the [`Pooled`] session is dropped it is stopped,
 /// and a background thread starts a fresh one, so every caller gets a sandbox nobody used. The
 /// thread starts replacements as sessions come back, off the path of the commands run in
-/// them, and at once when `get` leaves fewer than half the sessions ready.
+/// them, and all the pool lacks at once when `get` leaves fewer than half the sessions ready
+/// or follows a failed background start.
 /// Dropping the pool stops the sessions it holds; its thread (whose end would end the sessions
 /// it started, as their parent) stays until every session handed out has been dropped.
 /// Commands cost what a [`Session`]'s do (more from a program holding much memory).
@@ -57,16 +58,66 @@ struct Shared {
 #[derive(Debug, Default)]
 struct State {
     ready: VecDeque<Session>,
-    /// Sessions the thread is to start, never more than the pool lacks: one for a session
-    /// that comes back, all it lacks after a `get` that leaves fewer than half ready.
-    owed: usize,
-    /// Sessions the thread is starting (not yet ready).
-    starting: usize,
+    owed: Owed,
     /// The last error starting a session in the background: no more starts until a `get` or a
-    /// session's return (a `get` that finds none ready starts one itself, whose error says
-    /// what holds now).
+    /// session's return, after which the thread tries again (a `get` that finds none ready
+    /// starts one itself, whose error says what holds now).
     failure: Option<Error>,
     closing: bool,
+}
+
+/// What the thread is to start, by these rules (kept apart from the sessions, to be tested
+/// alone): a checkout that leaves fewer than half ready, or follows a failed start, owes all
+/// the pool lacks; a session coming back owes its replacement; never more than the pool
+/// lacks, counting the sessions being started; a failed start is owed again.
+#[derive(Debug, Default)]
+struct Owed {
+    count: usize,
+    /// Sessions being started (not yet ready).
+    starting: usize,
+}
+
+impl Owed {
+    /// What a pool of `size` with `ready` sessions ready lacks, counting those being started.
+    fn lacking(&self, ready: usize, size: usize) -> usize {
+        size.saturating_sub(ready + self.starting)
+    }
+
+    /// A checkout left `ready`; `failed`: a background start had failed. Returns whether the
+    /// thread must start sessions now.
+    fn taken(&mut self, ready: usize, size: usize, failed: bool) -> bool {
+        let low = failed || ready < size.div_ceil(2);
+        if low {
+            self.count = self.count.max(self.lacking(ready, size));
+        }
+        low
+    }
+
+    /// A session came back to a pool with `ready` ready.
+    fn returned(&mut self, ready: usize, size: usize) {
+        // A pool refilled meanwhile (it ran low) owes nothing for it.
+        if self.count < self.lacking(ready, size) {
+            self.count += 1;
+        }
+    }
+
+    /// Whether the thread starts a session now; if so it is counted as being started.
+    fn start(&mut self, ready: usize, size: usize) -> bool {
+        let now = self.count > 0 && self.lacking(ready, size) > 0;
+        if now {
+            self.count -= 1;
+            self.starting += 1;
+        }
+        now
+    }
+
+    /// A start has ended (`ok`: with a session now ready); a failed one is owed again.
+    fn started(&mut self, ok: bool) {
+        self.starting -= 1;
+        if !ok {
+            self.count += 1;
+        }
+    }
 }
 
 impl Pool {
@@ -75,7 +126,7 @@ impl Pool {
         let shared = Arc::new(Shared {
             sandbox: sandbox.clone(),
             size,
-            state: Mutex::new(State { owed: size, ..State::default() }),
+            state: Mutex::new(State { owed: Owed { count: size, starting: 0 }, ..State::default() }),
             changed: Condvar::new(),
         });
         let (returns, used) = channel();
@@ -101,11 +152,8 @@ impl Pool {
             // says what holds now.
             let failed = state.failure.take().is_some();
             let taken = state.ready.pop_front();
-            let low = failed || state.ready.len() < self.shared.size.div_ceil(2);
-            if low {
-                state.owed = state.owed.max(state.lacking(self.shared.size));
-            }
-            (taken, low)
+            let ready = state.ready.len();
+            (taken, state.owed.taken(ready, self.shared.size, failed))
         };
         // With half or more still ready, the thread starts the replacement once this session
         // comes back, not while the caller's command runs beside it.
@@ -145,8 +193,9 @@ impl Drop for Pool {
     }
 }
 
-/// The background thread: stops used sessions and keeps `size` started; once the pool is
-/// dropped, stops the ready ones and stays until every session handed out has come back.
+/// The background thread: stops used sessions and starts what is owed (see [`Owed`]); once
+/// the pool is dropped, stops the ready ones and stays until every session handed out has come
+/// back.
 fn refill(shared: &Shared, used: &Receiver<Session>) {
     let mut idle = false;
     loop {
@@ -166,7 +215,8 @@ fn refill(shared: &Shared, used: &Receiver<Session>) {
             }
             return;
         }
-        if state.owed == 0 || state.lacking(shared.size) == 0 || state.failure.is_some() {
+        let ready = state.ready.len();
+        if state.failure.is_some() || !state.owed.start(ready, shared.size) {
             // Woken by a session coming back, the pool running low, or closing; looks at used
             // sessions now and then.
             state = shared
@@ -177,8 +227,6 @@ fn refill(shared: &Shared, used: &Receiver<Session>) {
             drop(state);
             continue;
         }
-        state.owed -= 1;
-        state.starting += 1;
         drop(state);
         let started = shared.sandbox.start();
         if !idle {
@@ -191,7 +239,7 @@ fn refill(shared: &Shared, used: &Receiver<Session>) {
             let _ = crate::sys::set_idle_policy();
         }
         let mut state = lock(&shared.state);
-        state.starting -= 1;
+        state.owed.started(started.is_ok());
         match started {
             Ok(session) if !state.closing => state.ready.push_back(session),
             Ok(session) => {
@@ -200,13 +248,6 @@ fn refill(shared: &Shared, used: &Receiver<Session>) {
             }
             Err(e) => state.failure = Some(e),
         }
-    }
-}
-
-impl State {
-    /// How many sessions the pool of `size` lacks, counting those being started.
-    fn lacking(&self, size: usize) -> usize {
-        size.saturating_sub(self.ready.len() + self.starting)
     }
 }
 
@@ -247,8 +288,8 @@ impl Drop for Pooled {
                     // The thread stops it and starts its replacement (trying again after a
                     // failed start).
                     let mut state = lock(&self.shared.state);
-                    // A pool refilled meanwhile (it ran low) owes nothing for it.
-                    state.owed = (state.owed + 1).min(state.lacking(self.shared.size));
+                    let ready = state.ready.len();
+                    state.owed.returned(ready, self.shared.size);
                     state.failure = None;
                     drop(state);
                     self.shared.changed.notify_all();
@@ -257,5 +298,78 @@ impl Drop for Pooled {
             },
             None => drop(session.stop()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Owed;
+
+    /// Starts what the thread would start now for a pool of `size` with `ready` ready; returns
+    /// how many (each counted as being started).
+    fn starts(owed: &mut Owed, ready: usize, size: usize) -> usize {
+        let mut n = 0;
+        while owed.start(ready, size) {
+            n += 1;
+        }
+        n
+    }
+
+    #[test]
+    fn a_new_pool_owes_all_its_sessions_and_no_more() {
+        let mut owed = Owed { count: 4, starting: 0 };
+        assert_eq!(starts(&mut owed, 0, 4), 4);
+        for _ in 0..4 {
+            owed.started(true);
+        }
+        assert_eq!(starts(&mut owed, 4, 4), 0);
+    }
+
+    #[test]
+    fn a_checkout_that_leaves_half_ready_owes_nothing_until_its_session_comes_back() {
+        let mut owed = Owed::default();
+        assert!(!owed.taken(3, 4, false));
+        assert!(!owed.taken(2, 4, false));
+        assert_eq!(starts(&mut owed, 2, 4), 0);
+        owed.returned(2, 4);
+        assert_eq!(starts(&mut owed, 2, 4), 1);
+    }
+
+    #[test]
+    fn a_checkout_that_leaves_fewer_than_half_ready_owes_all_the_pool_lacks() {
+        let mut owed = Owed::default();
+        assert!(owed.taken(1, 4, false));
+        assert_eq!(starts(&mut owed, 1, 4), 3);
+        // Size 1: every checkout is low.
+        let mut one = Owed::default();
+        assert!(one.taken(0, 1, false));
+        assert_eq!(starts(&mut one, 0, 1), 1);
+    }
+
+    #[test]
+    fn sessions_coming_back_while_the_pool_refills_owe_only_what_it_still_lacks() {
+        // Size 2, both taken: low, two owed; one being started when the first comes back.
+        let mut owed = Owed::default();
+        assert!(owed.taken(0, 2, false));
+        assert!(owed.start(0, 2));
+        owed.returned(0, 2);
+        assert_eq!(starts(&mut owed, 0, 2), 1, "one more, not two: one is being started");
+        owed.started(true);
+        owed.started(true);
+        // Full again: the second coming back owes nothing.
+        owed.returned(2, 2);
+        assert_eq!(starts(&mut owed, 2, 2), 0);
+    }
+
+    #[test]
+    fn a_failed_start_is_owed_again() {
+        // Size 4 with two out: the first back owes one, whose start fails; the second back
+        // owes its own, and the failed one is still owed.
+        let mut owed = Owed::default();
+        owed.returned(2, 4);
+        assert!(owed.start(2, 4));
+        owed.started(false);
+        owed.returned(2, 4);
+        assert_eq!(starts(&mut owed, 2, 4), 2);
     }
 }
