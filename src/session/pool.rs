@@ -111,7 +111,7 @@ impl Owed {
         now
     }
 
-    /// A start has ended (`ok`: with a session now ready); a failed one is owed again.
+    /// A start has ended (`ok`: it gave a session); a failed one is owed again.
     fn started(&mut self, ok: bool) {
         self.starting -= 1;
         if !ok {
@@ -311,6 +311,7 @@ mod tests {
         let mut n = 0;
         while owed.start(ready, size) {
             n += 1;
+            assert!(n <= 64, "starts without end");
         }
         n
     }
@@ -322,7 +323,10 @@ mod tests {
         for _ in 0..4 {
             owed.started(true);
         }
-        assert_eq!(starts(&mut owed, 4, 4), 0);
+        assert_eq!((owed.count, owed.starting), (0, 0));
+        // Full: a checkout that leaves three ready starts nothing.
+        assert!(!owed.taken(3, 4, false));
+        assert_eq!(starts(&mut owed, 3, 4), 0);
     }
 
     #[test]
@@ -344,6 +348,10 @@ mod tests {
         let mut one = Owed::default();
         assert!(one.taken(0, 1, false));
         assert_eq!(starts(&mut one, 0, 1), 1);
+        // After a failed background start, even a checkout that leaves half ready.
+        let mut after_failure = Owed::default();
+        assert!(after_failure.taken(3, 4, true));
+        assert_eq!(starts(&mut after_failure, 3, 4), 1);
     }
 
     #[test]
@@ -353,12 +361,16 @@ mod tests {
         assert!(owed.taken(0, 2, false));
         assert!(owed.start(0, 2));
         owed.returned(0, 2);
-        assert_eq!(starts(&mut owed, 0, 2), 1, "one more, not two: one is being started");
+        assert_eq!(owed.count, 1, "owed: what the pool lacks beside the one being started");
+        assert_eq!(starts(&mut owed, 0, 2), 1);
         owed.started(true);
         owed.started(true);
-        // Full again: the second coming back owes nothing.
+        // Full again: the second coming back owes nothing, and the next checkout that leaves
+        // half ready starts nothing beside its commands.
         owed.returned(2, 2);
-        assert_eq!(starts(&mut owed, 2, 2), 0);
+        assert_eq!(owed.count, 0);
+        assert!(!owed.taken(1, 2, false));
+        assert_eq!(starts(&mut owed, 1, 2), 0);
     }
 
     #[test]
