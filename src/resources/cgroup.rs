@@ -308,6 +308,30 @@ fn seal(leaf: &Path) -> bool {
     sealed
 }
 
+/// Seals every leaf of `leaves` (each even after one failed); whether all were sealed.
+fn seal_all<'a>(leaves: impl Iterator<Item = &'a Path>) -> bool {
+    let mut sealed = true;
+    for leaf in leaves {
+        sealed &= seal(leaf);
+    }
+    sealed
+}
+
+/// A seal running on a thread of its own ([`SandboxCgroup::start_sealing`]); dropping it waits
+/// for the thread, so no spawn returns while its cgroup is still being sealed.
+#[derive(Debug)]
+pub(crate) struct Sealing {
+    thread: Option<std::thread::JoinHandle<bool>>,
+}
+
+impl Drop for Sealing {
+    fn drop(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// Whether a failure to create a group only means this caller may not make groups there (an
 /// unprivileged caller without delegation): the payload, whose ids are the caller's or
 /// subordinate ones, cannot write there either.
@@ -512,16 +536,26 @@ impl SandboxCgroup {
         }
     }
 
-    /// Gives each leaf and every file in it to [`SEALED_UID`] (see [`seal`]). The spawn does
-    /// this while its child sets itself up, and the payload waits for it before its exec: about
-    /// 40 `chown`s on v1 that need not delay the clone.
+    /// Gives each leaf and every file in it to [`SEALED_UID`] (see [`seal`]), here.
     pub(crate) fn seal(&mut self) {
-        // Every leaf, even after one failed.
-        let mut sealed = true;
-        for g in &self.groups {
-            sealed &= seal(&g.leaf);
-        }
-        self.sealed = sealed;
+        self.sealed = seal_all(self.groups.iter().map(|g| g.leaf.as_path()));
+    }
+
+    /// Starts [`seal`](Self::seal)ing on a thread of its own, to run beside the clone (about
+    /// 40 `chown`s on v1); `None` if no thread could be made. The payload waits for the word
+    /// that it is done (see `spawn`).
+    pub(crate) fn start_sealing(&self) -> Option<Sealing> {
+        let leaves: Vec<PathBuf> = self.groups.iter().map(|g| g.leaf.clone()).collect();
+        let thread = std::thread::Builder::new()
+            .name("stockade-seal".into())
+            .spawn(move || seal_all(leaves.iter().map(PathBuf::as_path)))
+            .ok()?;
+        Some(Sealing { thread: Some(thread) })
+    }
+
+    /// Waits for `sealing` to end and records whether it sealed every leaf.
+    pub(crate) fn sealed_by(&mut self, mut sealing: Sealing) {
+        self.sealed = sealing.thread.take().is_some_and(|t| t.join().unwrap_or(false));
     }
 
     /// Whether the sandbox has a sealed group in every hierarchy this process is in
