@@ -203,9 +203,9 @@ pub(crate) struct Plan<'a> {
     /// every spawn where spawns are not back to back). With the hierarchy's label and the
     /// leaf, for errors.
     pub(crate) cgroup_tasks: Vec<(RawFd, String, PathBuf)>,
-    /// The parent seals the sandbox's cgroup after "go" (see
-    /// [`crate::resources::cgroup::SandboxCgroup::seal`]) and then sends one more byte, which
-    /// the payload waits for before its last steps.
+    /// The parent seals the sandbox's cgroup while the child is made and sets itself up (see
+    /// [`crate::resources::cgroup::SandboxCgroup::start_sealing`]) and, after "go", sends one
+    /// more byte once that is done, which the payload waits for before its last steps.
     pub(crate) await_seal: bool,
     /// The embedding process, to detect its death before the parent-death signal was re-armed.
     pub(crate) parent_pid: libc::pid_t,

@@ -240,7 +240,9 @@ pub(crate) fn spawn(
     // blocked, so no handler of the embedding program runs there). Done on this thread after
     // "go", it kept the sandbox's processes, woken onto this CPU, waiting behind it: about
     // 0.1 ms of each spawn with cgroup v1 limits.
-    let mut sealing = cgroup.as_ref().filter(|_| seal_late).and_then(SandboxCgroup::start_sealing);
+    // Not beside a hook, which may change the leaf's owners itself: sealed after it then.
+    let mut sealing =
+        cgroup.as_ref().filter(|_| seal_late && hook.is_none()).and_then(SandboxCgroup::start_sealing);
     let flags = plan.clone_flags;
     let cgroup_raw = cgroup_fd.as_ref().map(AsRawFd::as_raw_fd);
     // The plan and the stack live in this frame until the child has exec'd (end of file on the

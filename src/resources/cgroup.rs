@@ -287,10 +287,15 @@ const V1_CONTROLLERS: &[&str] = &[
 /// could otherwise make would outlive the sandbox, and a frozen one would keep it alive.
 const SEALED_UID: u32 = u32::MAX - 1;
 
-/// Gives `leaf` and every file in it to [`SEALED_UID`]; false if that could not be done (no
-/// `CAP_CHOWN`: a caller with delegated cgroups), and the leaf stays the caller's, and so its
-/// payload's (reported as unconfined).
-fn seal(leaf: &Path) -> bool {
+/// The files that move processes into a group. A spawn whose seal runs on a thread beside the
+/// clone may still need them (v2's `CLONE_INTO_CGROUP` checks the caller may write the leaf's
+/// `cgroup.procs`; the parent's attach writes it): they are sealed last, once it is done.
+const MOVE_FILES: [&str; 2] = ["cgroup.procs", "tasks"];
+
+/// Gives `leaf` and every file in it but those named in `skip` to [`SEALED_UID`]; false if
+/// that could not be done (no `CAP_CHOWN`: a caller with delegated cgroups), and the leaf stays
+/// the caller's, and so its payload's (reported as unconfined).
+fn seal(leaf: &Path, skip: &[&str]) -> bool {
     use nix::fcntl::{AtFlags, OFlag, open};
     let owner = Some(nix::unistd::Uid::from_raw(SEALED_UID));
     // Through a descriptor of the directory: each file costs a one-component lookup.
@@ -302,19 +307,37 @@ fn seal(leaf: &Path) -> bool {
     let mut sealed = nix::unistd::fchown(&dir, owner, None).is_ok();
     for entry in entries.flatten() {
         let name = entry.file_name();
+        if skip.iter().any(|s| name == *s) {
+            continue;
+        }
         sealed &=
             nix::unistd::fchownat(&dir, name.as_os_str(), owner, None, AtFlags::AT_SYMLINK_NOFOLLOW).is_ok();
     }
     sealed
 }
 
-/// Seals every leaf of `leaves` (each even after one failed); whether all were sealed.
-fn seal_all<'a>(leaves: impl Iterator<Item = &'a Path>) -> bool {
+/// Seals every leaf of `leaves` (each even after one failed), but the files named in `skip`;
+/// whether all were sealed.
+fn seal_all<'a>(leaves: impl Iterator<Item = &'a Path>, skip: &[&str]) -> bool {
     let mut sealed = true;
     for leaf in leaves {
-        sealed &= seal(leaf);
+        sealed &= seal(leaf, skip);
     }
     sealed
+}
+
+/// Gives `leaf`'s [`MOVE_FILES`] (those it has) to [`SEALED_UID`]; whether that was done.
+fn seal_move_files(leaf: &Path) -> bool {
+    use nix::fcntl::{AtFlags, OFlag, open};
+    let owner = Some(nix::unistd::Uid::from_raw(SEALED_UID));
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let Ok(dir) = open(leaf, flags, nix::sys::stat::Mode::empty()) else { return false };
+    MOVE_FILES.iter().fold(true, |sealed, name| {
+        match nix::unistd::fchownat(&dir, *name, owner, None, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(()) | Err(nix::errno::Errno::ENOENT) => sealed,
+            Err(_) => false,
+        }
+    })
 }
 
 /// A seal running on a thread of its own ([`SandboxCgroup::start_sealing`]); dropping it waits
@@ -360,7 +383,8 @@ pub(crate) struct SandboxCgroup {
     layout: Layout,
     groups: Vec<Group>,
     removed: bool,
-    /// Every leaf belongs to [`SEALED_UID`] (once [`SandboxCgroup::seal`] has run).
+    /// Every leaf belongs to [`SEALED_UID`] (once [`SandboxCgroup::seal`] or
+    /// [`SandboxCgroup::sealed_by`] has run).
     sealed: bool,
     /// The sandbox has a pid namespace of its own, whose init's end ends every process in it.
     pid_ns: bool,
@@ -538,24 +562,34 @@ impl SandboxCgroup {
 
     /// Gives each leaf and every file in it to [`SEALED_UID`] (see [`seal`]), here.
     pub(crate) fn seal(&mut self) {
-        self.sealed = seal_all(self.groups.iter().map(|g| g.leaf.as_path()));
+        self.sealed = seal_all(self.groups.iter().map(|g| g.leaf.as_path()), &[]);
     }
 
     /// Starts [`seal`](Self::seal)ing on a thread of its own, to run beside the clone (about
-    /// 40 `chown`s on v1); `None` if no thread could be made. The payload waits for the word
-    /// that it is done (see `spawn`).
+    /// 40 `chown`s on v1), all but the [`MOVE_FILES`]; `None` if no thread could be made. The
+    /// payload waits for the word that it is done (see `spawn`).
     pub(crate) fn start_sealing(&self) -> Option<Sealing> {
         let leaves: Vec<PathBuf> = self.groups.iter().map(|g| g.leaf.clone()).collect();
         let thread = std::thread::Builder::new()
             .name("stockade-seal".into())
-            .spawn(move || seal_all(leaves.iter().map(PathBuf::as_path)))
+            .spawn(move || seal_all(leaves.iter().map(PathBuf::as_path), &MOVE_FILES))
             .ok()?;
         Some(Sealing { thread: Some(thread) })
     }
 
-    /// Waits for `sealing` to end and records whether it sealed every leaf.
+    /// Waits for `sealing` to end, seals the [`MOVE_FILES`] (the spawn is done with them),
+    /// and records whether every leaf was sealed. A panic on the thread is this one's.
     pub(crate) fn sealed_by(&mut self, mut sealing: Sealing) {
-        self.sealed = sealing.thread.take().is_some_and(|t| t.join().unwrap_or(false));
+        let rest = sealing
+            .thread
+            .take()
+            .is_some_and(|t| t.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
+        // Every leaf's, even after one failed.
+        let mut sealed = rest;
+        for g in &self.groups {
+            sealed &= seal_move_files(&g.leaf);
+        }
+        self.sealed = sealed;
     }
 
     /// Whether the sandbox has a sealed group in every hierarchy this process is in
