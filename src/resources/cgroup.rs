@@ -296,24 +296,32 @@ const MOVE_FILES: [&str; 2] = ["cgroup.procs", "tasks"];
 /// that could not be done (no `CAP_CHOWN`: a caller with delegated cgroups), and the leaf stays
 /// the caller's, and so its payload's (reported as unconfined).
 fn seal(leaf: &Path, skip: &[&str]) -> bool {
-    use nix::fcntl::{AtFlags, OFlag, open};
+    let (Ok(dir), Ok(entries)) = (open_leaf(leaf), fs::read_dir(leaf)) else { return false };
     let owner = Some(nix::unistd::Uid::from_raw(SEALED_UID));
-    // Through a descriptor of the directory: each file costs a one-component lookup.
-    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-    let (Ok(dir), Ok(entries)) = (open(leaf, flags, nix::sys::stat::Mode::empty()), fs::read_dir(leaf))
-    else {
-        return false;
-    };
     let mut sealed = nix::unistd::fchown(&dir, owner, None).is_ok();
     for entry in entries.flatten() {
         let name = entry.file_name();
-        if skip.iter().any(|s| name == *s) {
-            continue;
+        if !skip.iter().any(|s| name == *s) {
+            sealed &= seal_file(&dir, &name).is_ok();
         }
-        sealed &=
-            nix::unistd::fchownat(&dir, name.as_os_str(), owner, None, AtFlags::AT_SYMLINK_NOFOLLOW).is_ok();
     }
     sealed
+}
+
+/// A descriptor of the leaf directory: through it each file costs a one-component lookup.
+fn open_leaf(leaf: &Path) -> nix::Result<OwnedFd> {
+    use nix::fcntl::OFlag;
+    nix::fcntl::open(
+        leaf,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+}
+
+/// Gives file `name` of the leaf `dir` to [`SEALED_UID`].
+fn seal_file(dir: &OwnedFd, name: &std::ffi::OsStr) -> nix::Result<()> {
+    let owner = Some(nix::unistd::Uid::from_raw(SEALED_UID));
+    nix::unistd::fchownat(dir, name, owner, None, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
 }
 
 /// Seals every leaf of `leaves` (each even after one failed), but the files named in `skip`;
@@ -328,15 +336,10 @@ fn seal_all<'a>(leaves: impl Iterator<Item = &'a Path>, skip: &[&str]) -> bool {
 
 /// Gives `leaf`'s [`MOVE_FILES`] (those it has) to [`SEALED_UID`]; whether that was done.
 fn seal_move_files(leaf: &Path) -> bool {
-    use nix::fcntl::{AtFlags, OFlag, open};
-    let owner = Some(nix::unistd::Uid::from_raw(SEALED_UID));
-    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-    let Ok(dir) = open(leaf, flags, nix::sys::stat::Mode::empty()) else { return false };
-    MOVE_FILES.iter().fold(true, |sealed, name| {
-        match nix::unistd::fchownat(&dir, *name, owner, None, AtFlags::AT_SYMLINK_NOFOLLOW) {
-            Ok(()) | Err(nix::errno::Errno::ENOENT) => sealed,
-            Err(_) => false,
-        }
+    let Ok(dir) = open_leaf(leaf) else { return false };
+    MOVE_FILES.iter().fold(true, |sealed, name| match seal_file(&dir, name.as_ref()) {
+        Ok(()) | Err(nix::errno::Errno::ENOENT) => sealed,
+        Err(_) => false,
     })
 }
 
