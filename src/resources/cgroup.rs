@@ -289,16 +289,18 @@ const SEALED_UID: u32 = u32::MAX - 1;
 
 /// The files that move processes into a group. A spawn whose seal runs on a thread beside the
 /// clone may still need them (v2's `CLONE_INTO_CGROUP` checks the caller may write the leaf's
-/// `cgroup.procs`; the parent's attach writes it): they are sealed last, once it is done.
+/// `cgroup.procs`; the parent's attach writes it, through the leaf directory, which a umask may
+/// have left searchable by its owner only): they and the directory are sealed last.
 const MOVE_FILES: [&str; 2] = ["cgroup.procs", "tasks"];
 
 /// Gives `leaf` and every file in it but those named in `skip` to [`SEALED_UID`]; false if
 /// that could not be done (no `CAP_CHOWN`: a caller with delegated cgroups), and the leaf stays
 /// the caller's, and so its payload's (reported as unconfined).
+/// The directory itself only when nothing is skipped (see [`MOVE_FILES`]).
 fn seal(leaf: &Path, skip: &[&str]) -> bool {
     let (Ok(dir), Ok(entries)) = (open_leaf(leaf), fs::read_dir(leaf)) else { return false };
     let owner = Some(nix::unistd::Uid::from_raw(SEALED_UID));
-    let mut sealed = nix::unistd::fchown(&dir, owner, None).is_ok();
+    let mut sealed = !skip.is_empty() || nix::unistd::fchown(&dir, owner, None).is_ok();
     for entry in entries.flatten() {
         let name = entry.file_name();
         if !skip.iter().any(|s| name == *s) {
@@ -334,13 +336,16 @@ fn seal_all<'a>(leaves: impl Iterator<Item = &'a Path>, skip: &[&str]) -> bool {
     sealed
 }
 
-/// Gives `leaf`'s [`MOVE_FILES`] (those it has) to [`SEALED_UID`]; whether that was done.
+/// Gives `leaf`'s [`MOVE_FILES`] (those it has), then the leaf directory, to [`SEALED_UID`];
+/// whether that was done.
 fn seal_move_files(leaf: &Path) -> bool {
     let Ok(dir) = open_leaf(leaf) else { return false };
-    MOVE_FILES.iter().fold(true, |sealed, name| match seal_file(&dir, name.as_ref()) {
+    let files = MOVE_FILES.iter().fold(true, |sealed, name| match seal_file(&dir, name.as_ref()) {
         Ok(()) | Err(nix::errno::Errno::ENOENT) => sealed,
         Err(_) => false,
-    })
+    });
+    let owner = Some(nix::unistd::Uid::from_raw(SEALED_UID));
+    nix::unistd::fchown(&dir, owner, None).is_ok() && files
 }
 
 /// A seal running on a thread of its own ([`SandboxCgroup::start_sealing`]); dropping it waits
@@ -569,7 +574,8 @@ impl SandboxCgroup {
     }
 
     /// Starts [`seal`](Self::seal)ing on a thread of its own, to run beside the clone (about
-    /// 40 `chown`s on v1), all but the [`MOVE_FILES`]; `None` if no thread could be made. The
+    /// 40 `chown`s on v1), all but the [`MOVE_FILES`] and the leaf directory; `None` if no
+    /// thread could be made. The
     /// payload waits for the word that it is done (see `spawn`).
     pub(crate) fn start_sealing(&self) -> Option<Sealing> {
         let leaves: Vec<PathBuf> = self.groups.iter().map(|g| g.leaf.clone()).collect();
@@ -580,7 +586,8 @@ impl SandboxCgroup {
         Some(Sealing { thread: Some(thread) })
     }
 
-    /// Waits for `sealing` to end, seals the [`MOVE_FILES`] (the spawn is done with them),
+    /// Waits for `sealing` to end, seals the [`MOVE_FILES`] and each leaf directory (the spawn
+    /// is done with them),
     /// and records whether every leaf was sealed. A panic on the thread is this one's.
     pub(crate) fn sealed_by(&mut self, mut sealing: Sealing) {
         let rest = sealing
