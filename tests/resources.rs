@@ -46,6 +46,31 @@ fn a_sandboxs_cgroup_where_its_processes_live_belongs_with_every_file_in_it_to_a
         // SAFETY: PR_GET_DUMPABLE takes no pointers.
         unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) }
     };
+    // The checks run in a copy of this binary started under umask 077 (a process-wide setting
+    // no other test here should see): a restrictive umask would leave the leaf searchable by
+    // its former owner only, so this process could no longer read usage or kill through it,
+    // and a loose one would leave it writable by its group.
+    if std::env::var_os("STOCKADE_TEST_UMASK_077").is_none() {
+        let exe = std::env::current_exe().unwrap();
+        let out = std::process::Command::new("/bin/sh")
+            .args(["-c", "umask 077 && exec \"$0\" \"$@\""])
+            .arg(exe)
+            .args(["--exact", &test["resources::".len()..], "--test-threads=1"])
+            .env("STOCKADE_TEST_UMASK_077", "1")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "under umask 077: {}\n{stdout}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
+    // SAFETY: umask takes and returns a mode; this copy runs this one test alone.
+    let umask = unsafe { libc::umask(0o077) };
+    assert_eq!(umask, 0o077, "this copy was started under umask 077");
     assert_eq!(dumpable(), 1, "this process starts dumpable");
     // Without a cgroup namespace the processes live in the group itself; with one, in a leaf.
     for ns in [all_ns() - Namespaces::CGROUP, all_ns() | Namespaces::CGROUP] {
@@ -55,13 +80,17 @@ fn a_sandboxs_cgroup_where_its_processes_live_belongs_with_every_file_in_it_to_a
         assert!(!groups.is_empty(), "{ns:?}: no group found");
         for group in groups {
             let leaf = if group.join("payload").is_dir() { group.join("payload") } else { group.clone() };
-            let mut owners: Vec<(String, u32)> = vec![(leaf.display().to_string(), owner(&leaf))];
+            let mut owners: Vec<(String, (u32, u32))> = vec![(leaf.display().to_string(), owner(&leaf))];
             for entry in std::fs::read_dir(&leaf).unwrap().flatten() {
                 owners.push((entry.path().display().to_string(), owner(&entry.path())));
             }
             assert!(owners.len() > 3, "{ns:?}: {owners:?}");
-            let others: Vec<_> = owners.iter().filter(|(_, uid)| *uid != u32::MAX - 1).collect();
-            assert!(others.is_empty(), "{ns:?}: owned by others than 4294967294: {others:?}");
+            let sealed = (u32::MAX - 1, u32::MAX - 1);
+            let others: Vec<_> = owners.iter().filter(|(_, ids)| *ids != sealed).collect();
+            assert!(others.is_empty(), "{ns:?}: owned by others than 4294967294:4294967294: {others:?}");
+            let mode =
+                std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&leaf).unwrap().permissions());
+            assert_eq!(mode & 0o7777, 0o755, "{ns:?}: {} made under umask 077", leaf.display());
         }
         drop(child.stdin.take());
         assert!(child.wait().unwrap().success());
@@ -70,9 +99,10 @@ fn a_sandboxs_cgroup_where_its_processes_live_belongs_with_every_file_in_it_to_a
     }
 }
 
-fn owner(path: &std::path::Path) -> u32 {
+fn owner(path: &std::path::Path) -> (u32, u32) {
     use std::os::unix::fs::MetadataExt;
-    std::fs::symlink_metadata(path).unwrap().uid()
+    let meta = std::fs::symlink_metadata(path).unwrap();
+    (meta.uid(), meta.gid())
 }
 
 #[test]

@@ -281,11 +281,17 @@ const V1_CONTROLLERS: &[&str] = &[
     "misc",
 ];
 
-/// The owner given to a leaf and the files that move, freeze or nest processes: an id no user
-/// namespace maps, so that even a payload whose root is the caller (and so the leaf's creator)
-/// can read its leaf but make no group in it, freeze nothing and move nothing — the groups it
-/// could otherwise make would outlive the sandbox, and a frozen one would keep it alive.
-const SEALED_UID: u32 = u32::MAX - 1;
+/// The owner (user and group) given to a leaf and the files that move, freeze or nest
+/// processes: an id no user namespace maps, so that even a payload whose root is the caller
+/// (and so the leaf's creator) can read its leaf but make no group in it, freeze nothing and
+/// move nothing — the groups it could otherwise make would outlive the sandbox, and a frozen
+/// one would keep it alive.
+const SEALED_ID: u32 = u32::MAX - 1;
+
+/// The mode a sealed leaf directory gets, whatever the umask it was made under: searchable
+/// by all (the caller, now a stranger to it, still reads usage and kills through it),
+/// writable by its sealed owner alone.
+const SEALED_DIR_MODE: u32 = 0o755;
 
 /// The files that move processes into a group. A spawn whose seal runs on a thread beside the
 /// clone may still need them (v2's `CLONE_INTO_CGROUP` checks the caller may write the leaf's
@@ -293,17 +299,18 @@ const SEALED_UID: u32 = u32::MAX - 1;
 /// have left searchable by its owner only): they and the directory are sealed last.
 const MOVE_FILES: [&str; 2] = ["cgroup.procs", "tasks"];
 
-/// Gives `leaf` and every file in it but those named in `skip` to [`SEALED_UID`]; false if
-/// that could not be done (no `CAP_CHOWN`: a caller with delegated cgroups), and the leaf stays
-/// the caller's, and so its payload's (reported as unconfined).
-/// The directory itself only when nothing is skipped (see [`MOVE_FILES`]).
-fn seal(leaf: &Path, skip: &[&str]) -> bool {
+/// Gives every file of `leaf` but the [`MOVE_FILES`] to [`SEALED_ID`] (the directory and those
+/// files are [`seal_move_files`]' part); false if that could not be done (no `CAP_CHOWN`: a
+/// caller with delegated cgroups), and the leaf stays the caller's, and so its payload's
+/// (reported as unconfined).
+fn seal_files(leaf: &Path) -> bool {
     let (Ok(dir), Ok(entries)) = (open_leaf(leaf), fs::read_dir(leaf)) else { return false };
-    let owner = Some(nix::unistd::Uid::from_raw(SEALED_UID));
-    let mut sealed = !skip.is_empty() || nix::unistd::fchown(&dir, owner, None).is_ok();
-    for entry in entries.flatten() {
+    let mut sealed = true;
+    for entry in entries {
+        // A listing that fails part-way leaves files unsealed: not sealed.
+        let Ok(entry) = entry else { return false };
         let name = entry.file_name();
-        if !skip.iter().any(|s| name == *s) {
+        if !MOVE_FILES.iter().any(|s| name == *s) {
             sealed &= seal_file(&dir, &name).is_ok();
         }
     }
@@ -320,32 +327,36 @@ fn open_leaf(leaf: &Path) -> nix::Result<OwnedFd> {
     )
 }
 
-/// Gives file `name` of the leaf `dir` to [`SEALED_UID`].
+/// Gives file `name` of the leaf `dir` to [`SEALED_ID`].
 fn seal_file(dir: &OwnedFd, name: &std::ffi::OsStr) -> nix::Result<()> {
-    let owner = Some(nix::unistd::Uid::from_raw(SEALED_UID));
-    nix::unistd::fchownat(dir, name, owner, None, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+    let id = sealed_ids();
+    nix::unistd::fchownat(dir, name, id.0, id.1, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
 }
 
-/// Seals every leaf of `leaves` (each even after one failed), but the files named in `skip`;
-/// whether all were sealed.
-fn seal_all<'a>(leaves: impl Iterator<Item = &'a Path>, skip: &[&str]) -> bool {
+fn sealed_ids() -> (Option<nix::unistd::Uid>, Option<nix::unistd::Gid>) {
+    (Some(nix::unistd::Uid::from_raw(SEALED_ID)), Some(nix::unistd::Gid::from_raw(SEALED_ID)))
+}
+
+/// Seals every leaf of `leaves` with `seal` (each even after one failed); whether all were.
+fn seal_all<'a>(leaves: impl Iterator<Item = &'a Path>, seal: fn(&Path) -> bool) -> bool {
     let mut sealed = true;
     for leaf in leaves {
-        sealed &= seal(leaf, skip);
+        sealed &= seal(leaf);
     }
     sealed
 }
 
-/// Gives `leaf`'s [`MOVE_FILES`] (those it has), then the leaf directory, to [`SEALED_UID`];
-/// whether that was done.
+/// Gives `leaf`'s [`MOVE_FILES`] (those it has), then the leaf directory (with
+/// [`SEALED_DIR_MODE`]), to [`SEALED_ID`]; whether that was done.
 fn seal_move_files(leaf: &Path) -> bool {
     let Ok(dir) = open_leaf(leaf) else { return false };
     let files = MOVE_FILES.iter().fold(true, |sealed, name| match seal_file(&dir, name.as_ref()) {
         Ok(()) | Err(nix::errno::Errno::ENOENT) => sealed,
         Err(_) => false,
     });
-    let owner = Some(nix::unistd::Uid::from_raw(SEALED_UID));
-    nix::unistd::fchown(&dir, owner, None).is_ok() && files
+    let mode = nix::sys::stat::Mode::from_bits_truncate(SEALED_DIR_MODE);
+    let id = sealed_ids();
+    nix::sys::stat::fchmod(&dir, mode).is_ok() && nix::unistd::fchown(&dir, id.0, id.1).is_ok() && files
 }
 
 /// A seal running on a thread of its own ([`SandboxCgroup::start_sealing`]); dropping it waits
@@ -391,7 +402,7 @@ pub(crate) struct SandboxCgroup {
     layout: Layout,
     groups: Vec<Group>,
     removed: bool,
-    /// Every leaf belongs to [`SEALED_UID`] (once [`SandboxCgroup::seal`] or
+    /// Every leaf belongs to [`SEALED_ID`] (once [`SandboxCgroup::seal`] or
     /// [`SandboxCgroup::sealed_by`] has run).
     sealed: bool,
     /// The sandbox has a pid namespace of its own, whose init's end ends every process in it.
@@ -568,38 +579,34 @@ impl SandboxCgroup {
         }
     }
 
-    /// Gives each leaf and every file in it to [`SEALED_UID`] (see [`seal`]), here.
+    /// Gives each leaf and every file in it to [`SEALED_ID`], here: the files, then the
+    /// [`MOVE_FILES`] and the directory (as a seal on a thread does).
     pub(crate) fn seal(&mut self) {
-        self.sealed = seal_all(self.groups.iter().map(|g| g.leaf.as_path()), &[]);
+        let files = seal_all(self.groups.iter().map(|g| g.leaf.as_path()), seal_files);
+        self.sealed = seal_all(self.groups.iter().map(|g| g.leaf.as_path()), seal_move_files) && files;
     }
 
     /// Starts [`seal`](Self::seal)ing on a thread of its own, to run beside the clone (about
     /// 40 `chown`s on v1), all but the [`MOVE_FILES`] and the leaf directory; `None` if no
-    /// thread could be made. The
-    /// payload waits for the word that it is done (see `spawn`).
+    /// thread could be made. The payload waits for the word that it is done (see `spawn`).
     pub(crate) fn start_sealing(&self) -> Option<Sealing> {
         let leaves: Vec<PathBuf> = self.groups.iter().map(|g| g.leaf.clone()).collect();
         let thread = std::thread::Builder::new()
             .name("stockade-seal".into())
-            .spawn(move || seal_all(leaves.iter().map(PathBuf::as_path), &MOVE_FILES))
+            .spawn(move || seal_all(leaves.iter().map(PathBuf::as_path), seal_files))
             .ok()?;
         Some(Sealing { thread: Some(thread) })
     }
 
     /// Waits for `sealing` to end, seals the [`MOVE_FILES`] and each leaf directory (the spawn
-    /// is done with them),
-    /// and records whether every leaf was sealed. A panic on the thread is this one's.
+    /// is done with them), and records whether every leaf was sealed. A panic on the thread is
+    /// this one's.
     pub(crate) fn sealed_by(&mut self, mut sealing: Sealing) {
         let rest = sealing
             .thread
             .take()
             .is_some_and(|t| t.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
-        // Every leaf's, even after one failed.
-        let mut sealed = rest;
-        for g in &self.groups {
-            sealed &= seal_move_files(&g.leaf);
-        }
-        self.sealed = sealed;
+        self.sealed = seal_all(self.groups.iter().map(|g| g.leaf.as_path()), seal_move_files) && rest;
     }
 
     /// Whether the sandbox has a sealed group in every hierarchy this process is in
