@@ -72,6 +72,18 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
+/// Configurations A to F, as their raw limits take them.
+fn configs() -> [(&'static str, raw::Config); 6] {
+    [
+        ("A", raw::Config { namespaces: false, root: false, net: false, cgroup: false, filter: false }),
+        ("B", raw::Config { namespaces: true, root: false, net: false, cgroup: false, filter: false }),
+        ("C", raw::Config { namespaces: true, root: true, net: false, cgroup: false, filter: false }),
+        ("D", raw::Config { namespaces: true, root: true, net: true, cgroup: false, filter: false }),
+        ("E", raw::Config { namespaces: true, root: true, net: true, cgroup: true, filter: false }),
+        ("F", raw::Config { namespaces: true, root: true, net: true, cgroup: true, filter: true }),
+    ]
+}
+
 fn main() {
     if !nix::unistd::geteuid().is_root() {
         eprintln!(
@@ -79,15 +91,16 @@ fn main() {
         );
         return;
     }
+    // `--raw-once X`: one spawn of configuration X's raw limit, then exit with its status: the
+    // raw limit as a whole process, which run.sh times beside the `run` example and bwrap.
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(name) = args.iter().position(|a| a == "--raw-once").and_then(|i| args.get(i + 1)) {
+        let (_, config) = configs().into_iter().find(|(n, _)| n == name).expect("--raw-once takes A to F");
+        let code = raw::Raw::new(config).run().unwrap_or_else(|e| panic!("raw {name}: {e}"));
+        std::process::exit(code);
+    }
     let rounds: usize = std::env::var("COMPARE_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(300);
-    let configs = [
-        ("A", raw::Config { namespaces: false, root: false, net: false, cgroup: false, filter: false }),
-        ("B", raw::Config { namespaces: true, root: false, net: false, cgroup: false, filter: false }),
-        ("C", raw::Config { namespaces: true, root: true, net: false, cgroup: false, filter: false }),
-        ("D", raw::Config { namespaces: true, root: true, net: true, cgroup: false, filter: false }),
-        ("E", raw::Config { namespaces: true, root: true, net: true, cgroup: true, filter: false }),
-        ("F", raw::Config { namespaces: true, root: true, net: true, cgroup: true, filter: true }),
-    ];
+    let configs = configs();
     let mut cases: Vec<Case> = configs
         .into_iter()
         .map(|(name, config)| Case {

@@ -5,7 +5,9 @@
 #  2. whole processes through hyperfine, configuration C (user+pid+mount+uts+ipc, tmpfs root,
 #     read-only system binds, /proc, minimal /dev, no syscall filter): stockade's `run` example,
 #     bwrap with the same isolation, `runc run` on an equivalent bundle (busybox rootfs), and
-#     util-linux `unshare` (namespaces and /proc only, the floor of a CLI);
+#     util-linux `unshare` (namespaces and /proc only), C's raw limit as a whole process (the
+#     bench binary with `--raw-once C`: the floor of a command-line tool doing C) and /bin/true
+#     (a process that does nothing);
 # then prints one table: p50 and p99 per row, stockade/raw, stockade/std, stockade-CLI/bwrap.
 #
 # Run as root on the machine to measure: benches/compare/run.sh
@@ -57,13 +59,32 @@ bwrap_cmd="bwrap --unshare-user --unshare-pid --unshare-ipc --unshare-uts \
   --tmpfs / --ro-bind /usr /usr ${links[*]} --proc /proc --dev /dev --remount-ro / /bin/true"
 stockade_cmd="$run --ns user,pid,mount,uts,ipc --root tmpfs --system --no-filter -- /bin/true"
 runc_cmd="runc --root $work/runc run --bundle $work/bundle stockade-compare"
+# The raw limit of C as a whole process (the bench binary, `--raw-once C`), and a process that
+# does nothing (/bin/true): what any command-line tool pays before and beside its isolation.
+bench=$(cargo bench --bench compare --no-run 2>&1 | grep -o 'target/release/deps/compare-[0-9a-f]*' | head -1)
 
 echo "== whole processes (C), hyperfine"
-hyperfine -N --warmup 20 --runs "$rounds" --style basic --export-json "$work/cli.json" \
-  -n stockade-run "$stockade_cmd" \
-  -n bwrap "$bwrap_cmd" \
-  -n runc "$runc_cmd" \
-  -n unshare 'unshare -Upmiu --fork --mount-proc /bin/true' >/dev/null
+# hyperfine runs one command's runs back to back: in chunks, each command's runs are spread
+# over the phase (and whatever the machine does after the in-process phase falls on all).
+chunks=5
+for ((k = 0; k < chunks; k++)); do
+  hyperfine -N --warmup 5 --runs $(((rounds + chunks - 1) / chunks)) --style basic \
+    --export-json "$work/cli-$k.json" \
+    -n stockade-run "$stockade_cmd" \
+    -n bwrap "$bwrap_cmd" \
+    -n runc "$runc_cmd" \
+    -n unshare 'unshare -Upmiu --fork --mount-proc /bin/true' \
+    -n "raw limit (process)" "$PWD/$bench --raw-once C" \
+    -n "/bin/true" /bin/true >/dev/null
+done
+python3 - "$work"/cli-*.json >"$work/cli.json" <<'PY'
+import json, sys
+merged = {}
+for path in sys.argv[1:]:
+    for r in json.load(open(path))["results"]:
+        merged.setdefault(r["command"], []).extend(r["times"])
+json.dump({"results": [{"command": c, "times": t} for c, t in merged.items()]}, sys.stdout)
+PY
 
 python3 - "$work/inproc.tsv" "$work/cli.json" <<'PY'
 import json, sys
