@@ -73,9 +73,17 @@ fn a_sandboxs_cgroup_where_its_processes_live_belongs_with_every_file_in_it_to_a
     assert_eq!(umask, 0o077, "this copy was started under umask 077");
     assert_eq!(dumpable(), 1, "this process starts dumpable");
     // Without a cgroup namespace the processes live in the group itself; with one, in a leaf.
-    for ns in [all_ns() - Namespaces::CGROUP, all_ns() | Namespaces::CGROUP] {
+    // Sealed beside the clone, and (with a hook, which may change owners itself) after it.
+    let cases =
+        [(all_ns() - Namespaces::CGROUP, false), (all_ns() | Namespaces::CGROUP, false), (all_ns(), true)];
+    for (ns, hooked) in cases {
         let sandbox = limited(ns).memory_limit(64 << 20).pids_limit(32).build().unwrap();
-        let mut child = sandbox.command("/bin/cat").stdin(Stdio::piped()).spawn().unwrap();
+        let mut command = sandbox.command("/bin/cat");
+        command.stdin(Stdio::piped());
+        if hooked {
+            command.on_created(|_| Ok(()));
+        }
+        let mut child = command.spawn().unwrap();
         let groups = leftover_cgroups();
         assert!(!groups.is_empty(), "{ns:?}: no group found");
         for group in groups {
@@ -87,10 +95,18 @@ fn a_sandboxs_cgroup_where_its_processes_live_belongs_with_every_file_in_it_to_a
             assert!(owners.len() > 3, "{ns:?}: {owners:?}");
             let sealed = (u32::MAX - 1, u32::MAX - 1);
             let others: Vec<_> = owners.iter().filter(|(_, ids)| *ids != sealed).collect();
-            assert!(others.is_empty(), "{ns:?}: owned by others than 4294967294:4294967294: {others:?}");
+            assert!(
+                others.is_empty(),
+                "{ns:?} (hook: {hooked}): owned by others than 4294967294:4294967294: {others:?}"
+            );
             let mode =
                 std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&leaf).unwrap().permissions());
-            assert_eq!(mode & 0o7777, 0o755, "{ns:?}: {} made under umask 077", leaf.display());
+            assert_eq!(
+                mode & 0o7777,
+                0o755,
+                "{ns:?} (hook: {hooked}): {} made under umask 077",
+                leaf.display()
+            );
         }
         drop(child.stdin.take());
         assert!(child.wait().unwrap().success());

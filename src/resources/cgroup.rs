@@ -333,6 +333,7 @@ fn seal_file(dir: &OwnedFd, name: &std::ffi::OsStr) -> nix::Result<()> {
     nix::unistd::fchownat(dir, name, id.0, id.1, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
 }
 
+/// [`SEALED_ID`] as the user and group `chown` takes.
 fn sealed_ids() -> (Option<nix::unistd::Uid>, Option<nix::unistd::Gid>) {
     (Some(nix::unistd::Uid::from_raw(SEALED_ID)), Some(nix::unistd::Gid::from_raw(SEALED_ID)))
 }
@@ -354,9 +355,13 @@ fn seal_move_files(leaf: &Path) -> bool {
         Ok(()) | Err(nix::errno::Errno::ENOENT) => sealed,
         Err(_) => false,
     });
+    // The mode first (it takes owning the directory), and only where the seal can be had: a
+    // caller without CAP_CHOWN keeps its leaf as its umask made it. The owner in any case.
     let mode = nix::sys::stat::Mode::from_bits_truncate(SEALED_DIR_MODE);
+    let moded = files && nix::sys::stat::fchmod(&dir, mode).is_ok();
     let id = sealed_ids();
-    nix::sys::stat::fchmod(&dir, mode).is_ok() && nix::unistd::fchown(&dir, id.0, id.1).is_ok() && files
+    let owned = nix::unistd::fchown(&dir, id.0, id.1).is_ok();
+    files && moded && owned
 }
 
 /// A seal running on a thread of its own ([`SandboxCgroup::start_sealing`]); dropping it waits
