@@ -52,7 +52,10 @@ fn main() {
         let (mut ours, mut in_session) = (Vec::with_capacity(rounds), Vec::with_capacity(rounds));
         for _ in 0..rounds {
             let t = Instant::now();
-            let status = std::process::Command::new("/bin/true").stdin(std::process::Stdio::null()).status();
+            let status = std::process::Command::new("/bin/true")
+                .env_clear()
+                .stdin(std::process::Stdio::null())
+                .status();
             assert!(status.expect("std spawn").success());
             std_times.push(t.elapsed());
             let t = Instant::now();

@@ -24,8 +24,11 @@ fn spawn(c: &mut Criterion) {
 
     group.bench_function("std_command", |b| {
         b.iter(|| {
-            let status =
-                std::process::Command::new("/bin/true").stdin(std::process::Stdio::null()).status().unwrap();
+            let status = std::process::Command::new("/bin/true")
+                .env_clear()
+                .stdin(std::process::Stdio::null())
+                .status()
+                .unwrap();
             assert!(status.success());
         })
     });
