@@ -127,7 +127,7 @@ impl SandboxBuilder {
     /// The uid and gid the payload runs as, as seen inside the sandbox. Default: unchanged (in a
     /// user namespace, the caller's own ids as the map shows them, i.e. root with the default
     /// map). With a user namespace both must be mapped. Replaces an image's `User` (see
-    /// [`image`](Self::image)) including the groups it brought.
+    /// `image`, with the `image` feature) including the groups it brought.
     pub fn user(&mut self, uid: u32, gid: u32) -> &mut Self {
         self.user = Some((uid, gid));
         self.user_name = None;
@@ -143,7 +143,7 @@ impl SandboxBuilder {
     /// sandbox's own `/etc/passwd` and `/etc/group`: each is what the last mount covering it
     /// puts there (a directory bound at `/etc`, a file bound or given with [`Mount::file`] at
     /// its path; nothing, for another kind of mount), else the one of the sandbox's
-    /// [`image`](Self::image), root directory or overlay layers; never the host's unless the
+    /// image (the `image` feature), root directory or overlay layers; never the host's unless the
     /// sandbox's root is the host's. A user named without a group gets its primary group
     /// and, unless [`groups`](Self::groups) says otherwise, the groups that list it as a
     /// member; its home directory becomes `HOME` unless a command sets one. A name that is not
@@ -1173,7 +1173,7 @@ impl Sandbox {
     }
 
     /// A command running the image's `Entrypoint` followed by its `Cmd` (see
-    /// [`SandboxBuilder::image`]); without an image, a command with an empty program, which
+    /// `SandboxBuilder::image`, with the `image` feature); without an image, a command with an empty program, which
     /// fails to spawn.
     pub fn image_command(&self) -> Command {
         self.image_command_with(Vec::new(), false)
