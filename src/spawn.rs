@@ -66,6 +66,19 @@ pub(crate) fn spawn(
 ) -> Result<Spawned, Error> {
     let exec = Exec::new(program, arg0, args, env)?;
     let joining = matches!(mode, Mode::Join { .. });
+    if joining && config.changes_ids() && suid_dumpable_is_user() {
+        return Err(Error::Unsupported {
+            feature: "a session command that changes ids while fs.suid_dumpable is 1".into(),
+            reason: "a change of ids makes a process dumpable until it says otherwise, one system \
+                     call later; until its exec a session command holds a copy of this program's \
+                     memory, and the session's processes, with the same ids, could stop and trace \
+                     it in between"
+                .into(),
+            hint: "set fs.suid_dumpable to 0 (the kernel's default) or 2, or run the command with \
+                   Sandbox::command: no sandboxed process can reach a new sandbox's first processes"
+                .into(),
+        });
+    }
     // A session command is no sandbox's first process: no init of its own.
     let use_init = config.use_init() && !joining;
 
@@ -430,6 +443,12 @@ pub(crate) fn spawn(
         ))),
         Err(e) => Err(abort(Error::spawn("read setup result", e))),
     }
+}
+
+/// Whether `fs.suid_dumpable` is 1: a process whose ids change is then dumpable (traceable by
+/// processes of its new ids) until it turns that off. Unreadable counts as 1.
+fn suid_dumpable_is_user() -> bool {
+    std::fs::read_to_string("/proc/sys/fs/suid_dumpable").map_or(true, |v| v.trim() == "1")
 }
 
 /// Kills and reaps the child whose pidfd it holds if dropped while unwinding (see `spawn`).

@@ -396,3 +396,43 @@ fn a_pool_hands_out_sandboxes_nobody_used_and_refills() {
     assert_eq!(fd_count(), fds, "descriptor leaked");
     assert_eq!(own_children(), children, "process left behind");
 }
+
+#[test]
+fn a_session_command_that_changes_ids_is_refused_while_changing_ids_makes_it_traceable() {
+    let test =
+        "sessions::a_session_command_that_changes_ids_is_refused_while_changing_ids_makes_it_traceable";
+    // fs.suid_dumpable is the whole machine's (no namespace has its own): set to 1 only on the
+    // throw-away guest the runner boots, where nothing else depends on it.
+    let lane = std::env::var("STOCKADE_TEST_LANE").unwrap_or_default();
+    if !is_root() || !lane.contains("cgroup2-vm guest") {
+        return skip(
+            test,
+            "sets fs.suid_dumpable, the whole machine's: only as root on the throw-away cgroup2-vm guest",
+        );
+    }
+    const SYSCTL: &str = "/proc/sys/fs/suid_dumpable";
+    struct Restore(String);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            std::fs::write(SYSCTL, &self.0).expect("restore fs.suid_dumpable");
+        }
+    }
+    let _restore = Restore(std::fs::read_to_string(SYSCTL).unwrap());
+    // Root without a user namespace, the payload running as nobody: its ids change.
+    let mut b = rooted(Namespaces::all() - Namespaces::USER, Root::tmpfs());
+    b.user(65534, 65534);
+    let sandbox = b.build().unwrap();
+    let session = sandbox.start().unwrap();
+    std::fs::write(SYSCTL, "1").unwrap();
+    match session.command("/bin/true").status() {
+        Err(Error::Unsupported { feature, .. }) => assert!(feature.contains("fs.suid_dumpable"), "{feature}"),
+        other => panic!("with fs.suid_dumpable 1: {other:?}"),
+    }
+    // A sandbox's own spawn (nothing sandboxed can reach its first processes) is not refused.
+    assert!(sandbox.command("/bin/true").status().unwrap().success());
+    for setting in ["0", "2"] {
+        std::fs::write(SYSCTL, setting).unwrap();
+        let status = session.command("/usr/bin/id").arg("-u").output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&status.stdout), "65534\n", "with fs.suid_dumpable {setting}");
+    }
+}

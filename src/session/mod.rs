@@ -148,6 +148,11 @@ impl Session {
     /// environment rules, stdio, descriptors, limits and time limits, which apply to this
     /// command alone). Its [`Child::id`] is the pid of the command's relay, a small process
     /// outside the session that reports the command's status and forwards signals to it.
+    ///
+    /// Where the sandbox's processes change ids (a payload user, or a map that makes another
+    /// id root) and the host's `fs.suid_dumpable` is 1, spawning is refused
+    /// ([`Error::Unsupported`]): the change would leave the command, still holding a copy of
+    /// this program's memory, traceable by the session's processes for an instant.
     pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
         Command::in_session(self.target.clone(), program.as_ref())
     }

@@ -654,10 +654,11 @@ fn exec_payload(plan: &Plan<'_>, ends: Ends) -> Result<Infallible, Failure> {
     if let Some(uid) = creds.uid {
         super::setresuid(uid).map_err(at(Step::SetUid))?;
     }
-    if plan.join.is_some() && (creds.uid.is_some() || creds.gid.is_some()) {
-        // A session command's memory is a copy of the embedder's until its exec, in a session
-        // with processes of the same ids: the change set the flag to fs.suid_dumpable (maybe
-        // 1); off again.
+    if creds.uid.is_some() || creds.gid.is_some() {
+        // The change set the flag to fs.suid_dumpable (maybe 1): off again. This memory is a
+        // copy of the embedder's until the exec (ids change only in a copy, see the module
+        // docs), which processes of the same ids could otherwise trace; for a session command
+        // they exist, and with 1 a session command is refused (see `spawn`).
         super::prctl(libc::PR_SET_DUMPABLE, 0).map_err(at(Step::NonDumpable))?;
     }
     if let Some((size, targets)) = plan.terminal {
