@@ -357,6 +357,9 @@ fn join(plan: &Plan<'_>, arg: *mut c_void) -> Result<Infallible, Failure> {
         // nothing here reads; the area is its initial stack's argument strings.
         unsafe { super::overwrite_arg_area(area, b"stockade-join") };
     }
+    // Its /proc/<pid>/comm too (the command inherits it): the session's processes can read
+    // the command's until its exec, which would show the embedding program's thread name.
+    super::set_name(c"stockade-join");
     // The relay this becomes must see SIGCHLD (an ignored one would reap the command for it).
     super::reset_signal_dispositions();
     // (A detached command's relay outlives the embedding process.)
