@@ -5,9 +5,11 @@
 //! waits, with the payload's credentials, syscall filter and Landlock rules. A command joins
 //! the holder's namespaces (`setns` through its pidfd, all at once), so it sees the session's
 //! filesystem as earlier commands left it, then takes its own credentials, filter and rules and
-//! execs, as any payload does. Each command gets a cgroup of its own with the sandbox's limits
-//! (when it has any), so its usage (peak memory, CPU time, OOM, processes) is its own and
-//! whatever it leaves running is killed when it ends.
+//! execs, as any payload does. Where the sandbox has limits or a cgroup namespace, each command
+//! gets a cgroup of its own with those limits, so its usage (peak memory, CPU time, OOM,
+//! processes) is its own and whatever it leaves running is killed when it ends; without one,
+//! what a command leaves running stays in the session (holding its output pipes open, if it
+//! inherited them) until the session stops.
 
 mod pool;
 
@@ -23,9 +25,9 @@ use crate::{Child, Command, Error, Namespaces, Sandbox, Stdio};
 /// A started sandbox in which [`command`](Session::command)s run, sharing its filesystem
 /// state. Its payload is a *holder* that only waits (the init program, with the payload's
 /// credentials, filter and Landlock rules); each command joins the holder's namespaces and
-/// root, takes its own credentials, filter and rules, and gets a cgroup of its own with the
-/// sandbox's limits (when it has any), so its usage is its own and what it leaves running ends
-/// with it. Ends (every process in it killed, its cgroups removed) on
+/// root, takes its own credentials, filter and rules, and (where the sandbox has limits or a
+/// cgroup namespace) gets a cgroup of its own with those limits, so its usage is its own and
+/// what it leaves running ends with it. Ends (every process in it killed, its cgroups removed) on
 /// [`stop`](Session::stop) or drop.
 ///
 /// Cost: a command's joiner is a copy of the embedding program (the program's own memory must
