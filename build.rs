@@ -9,6 +9,9 @@ use std::process::Command;
 fn main() {
     let source = "src/sys/init/program.rs";
     println!("cargo:rerun-if-changed={source}");
+    // The modules it takes in (serve mode, the wire format it shares with the library).
+    println!("cargo:rerun-if-changed=src/sys/init/serve.rs");
+    println!("cargo:rerun-if-changed=src/sys/init/wire.rs");
     println!("cargo:rerun-if-changed=build.rs");
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR")).join("stockade-init");
     let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());

@@ -50,6 +50,11 @@ pub struct Child {
     pub terminal: Option<crate::Terminal>,
     /// A session command's own pidfd (`pidfd` is its relay's): killed with it.
     command: Option<OwnedFd>,
+    /// A session command its session's server started: `pidfd` is the command's (a child of
+    /// the server, not of this process), and `status_pipe` carries the server's report.
+    served: bool,
+    /// The server said the command's wall-clock limit ended it.
+    served_timed_out: bool,
     /// The limit this process killed the sandbox for, until it is reaped.
     ending: Option<Limit>,
     /// Left running by [`Child::detach`]: not killed on drop.
@@ -154,6 +159,8 @@ impl Detached {
             root,
             flags,
             cgroups: Some(self.cgroups.clone()),
+            server: None,
+            keyring: false,
         });
         Ok(())
     }
@@ -276,9 +283,88 @@ impl Child {
             stderr: stderr.map(|fd| ChildStderr(File::from(fd))),
             terminal: None,
             command: None,
+            served: false,
+            served_timed_out: false,
             ending: None,
             detached: false,
             release: None,
+        }
+    }
+
+    /// A session command started by its session's server (see `src/session/serve.rs`):
+    /// `pidfd` is the command's, `report` the read end of the pipe the server reports on.
+    pub(crate) fn served(
+        pid: libc::pid_t,
+        pidfd: OwnedFd,
+        report: OwnedFd,
+        stdio: [Option<OwnedFd>; 3],
+        supervision: Supervision,
+    ) -> Child {
+        let mut child = Child::new(pid, pidfd, Some(report), stdio, supervision);
+        child.served = true;
+        child
+    }
+
+    /// Reaps the sandbox, or for a served command reads the server's report: `None` with
+    /// `nohang` while it runs.
+    fn reap(&mut self, nohang: bool) -> io::Result<Option<Reaped>> {
+        if !self.served {
+            return Ok(pidfd::wait(self.pidfd.as_fd(), nohang)?);
+        }
+        use crate::sys::wire::REPORT_LEN;
+        loop {
+            let Some(pipe) = &self.status_pipe else {
+                return Err(io::Error::other("the session command's report was read already"));
+            };
+            let mut report = [0u8; REPORT_LEN];
+            match nix::unistd::read(pipe, &mut report) {
+                Ok(REPORT_LEN) => {
+                    self.status_pipe = None;
+                    let i32_at =
+                        |i: usize| i32::from_ne_bytes(report[i..i + 4].try_into().unwrap_or_default());
+                    let i64_at =
+                        |i: usize| i64::from_ne_bytes(report[i..i + 8].try_into().unwrap_or_default());
+                    let micros = |v: i64| Duration::from_micros(v.max(0) as u64);
+                    self.served_timed_out = i32_at(4) != 0;
+                    return Ok(Some(Reaped {
+                        exit: crate::sys::pidfd::Exit::from_wait_status(i32_at(0)),
+                        user: micros(i64_at(8)),
+                        system: micros(i64_at(16)),
+                        max_rss: i64_at(24).max(0) as u64 * 1024,
+                    }));
+                }
+                Err(nix::errno::Errno::EAGAIN) if nohang => return Ok(None),
+                Err(nix::errno::Errno::EAGAIN) => {
+                    poll_readable(pipe.as_fd(), None)?;
+                }
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(e.into()),
+                Ok(_) => {
+                    // The server ended without a report: the session ended, and its pid
+                    // namespace with it. Killed (should it still be there), and gone once
+                    // its pidfd says so.
+                    self.status_pipe = None;
+                    let _ = pidfd::send_signal(self.pidfd.as_fd(), libc::SIGKILL);
+                    while !poll_readable(self.pidfd.as_fd(), None)? {}
+                    let killed =
+                        crate::sys::pidfd::Exit::Signal { signal: libc::SIGKILL, core_dumped: false };
+                    return Ok(Some(Reaped {
+                        exit: killed,
+                        user: Duration::ZERO,
+                        system: Duration::ZERO,
+                        max_rss: 0,
+                    }));
+                }
+            }
+        }
+    }
+
+    /// What turns readable when the sandbox has ended: its pidfd, or a served command's report
+    /// pipe.
+    fn wait_fd(&self) -> BorrowedFd<'_> {
+        match (&self.status_pipe, self.served) {
+            (Some(pipe), true) => pipe.as_fd(),
+            _ => self.pidfd.as_fd(),
         }
     }
 
@@ -352,7 +438,7 @@ impl Child {
             return Ok(Some(status));
         }
         // Reap first: a sandbox that has already ended did not hit a limit, however late we look.
-        if let Some(reaped) = pidfd::wait(self.pidfd.as_fd(), true)? {
+        if let Some(reaped) = self.reap(true)? {
             return Ok(Some(self.finish(reaped, None)));
         }
         match self.check_limits(Instant::now(), self.wall_deadline()) {
@@ -420,7 +506,7 @@ impl Child {
                         std::thread::sleep(timeout.map_or(STUCK_BACKOFF, |t| t.min(STUCK_BACKOFF)));
                         stuck = false;
                     } else {
-                        stuck = poll_readable(self.pidfd.as_fd(), timeout)?;
+                        stuck = poll_readable(self.wait_fd(), timeout)?;
                     }
                 }
             }
@@ -436,7 +522,7 @@ impl Child {
             return Ok(Progress::Ended(status));
         }
         // Reap first: a sandbox that has already ended did not hit a limit.
-        if let Some(reaped) = pidfd::wait(self.pidfd.as_fd(), true)? {
+        if let Some(reaped) = self.reap(true)? {
             return Ok(Progress::Ended(self.finish(reaped, None)));
         }
         if self.ending.is_some() {
@@ -483,7 +569,7 @@ impl Child {
 
     fn end_for(&mut self, limit: Limit) -> io::Result<ExitStatus> {
         self.kill()?;
-        match pidfd::wait(self.pidfd.as_fd(), false)? {
+        match self.reap(false)? {
             Some(reaped) => Ok(self.finish(reaped, Some(limit))),
             None => Err(io::Error::other("waitid returned no status for the sandbox")),
         }
@@ -526,7 +612,7 @@ impl Child {
             let mut wake = deadline;
             if self.status.is_none() {
                 // Reap first: a sandbox that has already ended did not hit a limit.
-                if let Some(reaped) = pidfd::wait(self.pidfd.as_fd(), true)? {
+                if let Some(reaped) = self.reap(true)? {
                     self.finish(reaped, None);
                 }
             }
@@ -555,7 +641,7 @@ impl Child {
             // removed) ends what it left behind holding the pipes (a session command's
             // background processes, which no pid namespace of its own takes down).
             if self.status.is_none() {
-                fds.push(PollFd::new(self.pidfd.as_fd(), PollFlags::POLLIN));
+                fds.push(PollFd::new(self.wait_fd(), PollFlags::POLLIN));
             }
             match nix::poll::poll(&mut fds, timeout) {
                 Ok(_) => {}
@@ -590,7 +676,7 @@ impl Child {
     fn finish(&mut self, reaped: Reaped, limit: Option<Limit>) -> ExitStatus {
         // The init reports the payload's own status; without it (the init was killed), the
         // init's status is the sandbox's.
-        let (exit, init_timed_out) = self.payload_exit().unwrap_or((reaped.exit, false));
+        let (exit, init_timed_out) = self.payload_exit().unwrap_or((reaped.exit, self.served_timed_out));
         self.status_pipe = None;
         let mut usage = ResourceUsage {
             wall_time: self.supervision.started.elapsed(),
@@ -642,9 +728,10 @@ impl Child {
 }
 
 impl AsFd for Child {
-    /// The pidfd of the sandbox's first process (pollable: readable once it has exited).
+    /// The pidfd of the sandbox's first process (pollable: readable once it has exited); for a
+    /// session command, what turns readable once its end is known.
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.pidfd.as_fd()
+        self.wait_fd()
     }
 }
 
@@ -653,7 +740,10 @@ impl Drop for Child {
     fn drop(&mut self) {
         if self.status.is_none() && !self.detached {
             let _ = self.kill();
-            let _ = pidfd::wait(self.pidfd.as_fd(), false);
+            // A served command is its server's to reap (its cgroup goes with `supervision`).
+            if !self.served {
+                let _ = pidfd::wait(self.pidfd.as_fd(), false);
+            }
         }
     }
 }

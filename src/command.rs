@@ -487,13 +487,31 @@ impl Command {
         let stdio = stdio.map(|(target, kind)| {
             (target, made.iter().find(|(t, _)| *t == target && target < 3).map_or(kind, |(_, k)| k))
         });
+        let cwd = self.cwd.as_deref().map(|path| WorkingDir { path, create: self.cwd_from_image });
+        if let Some(session) = &self.session
+            && let Some(server) = &session.server
+        {
+            return crate::session::serve::spawn(
+                &self.sandbox.config,
+                server.as_fd(),
+                session.keyring,
+                &self.program,
+                self.arg0.as_deref(),
+                &self.args,
+                &self.environment(),
+                cwd,
+                stdio,
+                passed,
+                self.terminal,
+            );
+        }
         crate::spawn::spawn(
             &self.sandbox.config,
             &self.program,
             self.arg0.as_deref(),
             &self.args,
             &self.environment(),
-            self.cwd.as_deref().map(|path| WorkingDir { path, create: self.cwd_from_image }),
+            cwd,
             stdio,
             passed,
             self.terminal,
@@ -508,6 +526,7 @@ impl Command {
                     flags: s.flags,
                     program: s.program(),
                     cgroups: s.cgroups.as_deref(),
+                    serve: false,
                 },
                 None => match gate {
                     Some(gate) => crate::spawn::Mode::Gated { gate },

@@ -251,6 +251,9 @@ pub(crate) struct Join {
     pub(crate) root: RawFd,
     /// The namespaces to join (`CLONE_NEW*`).
     pub(crate) flags: libc::c_int,
+    /// The joiner becomes the session's server itself (the init program in its serve mode,
+    /// see `src/sys/init/serve.rs`) rather than start a command.
+    pub(crate) serve: bool,
     /// The command's stack (the joiner runs on the spawn's own).
     pub(crate) stack: crate::sys::clone::Stack,
     /// A pidfd of the joiner (the command's relay), for the command's parent-death check.
@@ -290,6 +293,11 @@ pub(crate) fn cstring(what: &'static str, value: &OsStr) -> Result<CString, Erro
 }
 
 impl Exec {
+    /// The argument and environment strings (`KEY=value`), in order.
+    pub(crate) fn strings(&self) -> (&[CString], &[CString]) {
+        (&self._args, &self._env)
+    }
+
     pub(crate) fn new(
         program: &OsStr,
         arg0: Option<&OsStr>,
@@ -540,4 +548,29 @@ pub(crate) fn arg_area() -> Option<(usize, usize)> {
 
 pub(crate) fn path_of(s: &CStr) -> PathBuf {
     PathBuf::from(OsStr::from_bytes(s.to_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::wire;
+
+    #[test]
+    fn the_steps_a_sessions_server_reports_are_the_librarys_steps() {
+        let pairs = [
+            (wire::STEP_DEATH_SIGNAL, Step::DeathSignal),
+            (wire::STEP_FDS, Step::Fds),
+            (wire::STEP_SESSION_KEYRING, Step::SessionKeyring),
+            (wire::STEP_NEW_SESSION, Step::NewSession),
+            (wire::STEP_FORK, Step::ForkPayload),
+            (wire::STEP_CHDIR, Step::Chdir),
+            (wire::STEP_EXEC, Step::Exec),
+            (wire::STEP_JOIN_SESSION, Step::JoinSession),
+            (wire::STEP_TERMINAL, Step::Terminal),
+        ];
+        for (number, step) in pairs {
+            assert_eq!(number, step as u32, "{step:?}");
+        }
+        assert_eq!(wire::FAILURE_LEN, FAILURE_LEN);
+    }
 }

@@ -32,12 +32,16 @@ pub(crate) enum Mode<'a> {
     /// its root directory `root`; the init program `program` relays its status.
     /// With `cgroups`, the command joins these groups (a detached sandbox's) instead of getting
     /// its own.
+    /// With `serve`, the joiner itself takes the payload's last steps and execs the init program
+    /// in its serving mode: a session's server, which starts the session's commands (it joins
+    /// `cgroups`, the session's own).
     Join {
         holder: BorrowedFd<'a>,
         root: BorrowedFd<'a>,
         flags: libc::c_int,
         program: RawFd,
         cgroups: Option<&'a [std::path::PathBuf]>,
+        serve: bool,
     },
 }
 
@@ -66,7 +70,11 @@ pub(crate) fn spawn(
 ) -> Result<Spawned, Error> {
     let exec = Exec::new(program, arg0, args, env)?;
     let joining = matches!(mode, Mode::Join { .. });
-    if joining && config.changes_ids() && suid_dumpable_is_user() {
+    // A session's server: a joiner that becomes the session's process itself.
+    let serving = matches!(mode, Mode::Join { serve: true, .. });
+    // (A server lives outside the session's pid namespace: no process of the session can name
+    // it to trace it.)
+    if joining && !serving && config.changes_ids() && suid_dumpable_is_user() {
         return Err(Error::Unsupported {
             feature: "a session command that changes ids while fs.suid_dumpable is 1".into(),
             reason: "a change of ids makes a process dumpable until it says otherwise, one system \
@@ -118,7 +126,7 @@ pub(crate) fn spawn(
             .map_err(|e| Error::spawn("socketpair", e))?;
     // The init, or a session command's relay, reports the payload's status through a pipe
     // (not to a process that will not be there: a sandbox that outlives this one).
-    let (status_read, status_write) = if (use_init || joining) && !config.detached {
+    let (status_read, status_write) = if (use_init || (joining && !serving)) && !config.detached {
         let (r, w) =
             nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).map_err(|e| Error::spawn("pipe2", e))?;
         (Some(r), Some(w))
@@ -237,11 +245,12 @@ pub(crate) fn spawn(
         }
         None => false,
     };
-    if let Mode::Join { holder, root, flags, .. } = mode {
+    if let Mode::Join { holder, root, flags, serve, .. } = mode {
         plan.join = Some(crate::plan::Join {
             holder: holder.as_raw_fd(),
             root: root.as_raw_fd(),
             flags,
+            serve,
             stack: Stack::new().map_err(|e| Error::spawn("mmap the command's stack", e))?,
             relay: (-1).into(),
             arg_area: crate::plan::arg_area(),
@@ -321,7 +330,7 @@ pub(crate) fn spawn(
     // A session command is the joiner's child: the joiner sends its pidfd, and waits (not
     // reaping it) until the parent is done with it (on v2, has put it in its cgroup), so the
     // pid cannot be reused meanwhile.
-    let command = if joining {
+    let command = if joining && !serving {
         Some(receive_fd(&control, &plan, "the session command's pidfd").map_err(abort)?)
     } else {
         None
@@ -370,7 +379,7 @@ pub(crate) fn spawn(
         cgroup.seal();
     }
     release(&control).map_err(abort)?;
-    if joining {
+    if joining && !serving {
         // The second message: one for the command ("go"), one for the joiner ("attached").
         release(&control).map_err(abort)?;
     }
@@ -417,7 +426,7 @@ pub(crate) fn spawn(
         Ok(n) if n == usize::from(gated) => {
             drop(unwinding);
             // A session's own sandbox lives until it is stopped: its commands have the limits.
-            let session = matches!(mode, Mode::Hold { .. });
+            let session = matches!(mode, Mode::Hold { .. }) || serving;
             let supervision = Supervision {
                 started,
                 wall_limit: limits.wall_time.filter(|_| !session),

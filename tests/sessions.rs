@@ -240,9 +240,9 @@ fn a_session_needs_a_mount_and_a_pid_namespace() {
 
 #[test]
 fn a_process_left_in_the_session_cannot_open_a_new_commands_memory() {
-    // Until its exec a command's memory is a copy of the embedding program's (its joiner's,
-    // made non-dumpable first): a process an earlier command left behind, with the same ids and
-    // namespaces, must not be able to open it, nor read the embedder's argv in it. The attacker
+    // Until its exec a command's memory is a copy of its server's (the init program's, never
+    // the embedding program's; non-dumpable): a process an earlier command left behind, with the
+    // same ids and namespaces, must not be able to open it, nor read the embedder's argv in it. The attacker
     // watches /proc for new pids and records any /proc/<pid>/mem it opens while the pid still
     // maps the test binary, and any cmdline naming the test binary.
     let _serial = serial();
@@ -398,9 +398,9 @@ fn a_pool_hands_out_sandboxes_nobody_used_and_refills() {
 }
 
 #[test]
-fn a_session_command_that_changes_ids_is_refused_while_changing_ids_makes_it_traceable() {
-    let test =
-        "sessions::a_session_command_that_changes_ids_is_refused_while_changing_ids_makes_it_traceable";
+fn a_session_command_that_changes_ids_runs_while_fs_suid_dumpable_is_1_with_nothing_of_this_program_in_the_session()
+ {
+    let test = "sessions::a_session_command_that_changes_ids_runs_while_fs_suid_dumpable_is_1_with_nothing_of_this_program_in_the_session";
     // fs.suid_dumpable is the whole machine's (no namespace has its own): set to 1 only on the
     // throw-away guest the runner boots, where nothing else depends on it.
     let lane = std::env::var("STOCKADE_TEST_LANE").unwrap_or_default();
@@ -418,21 +418,55 @@ fn a_session_command_that_changes_ids_is_refused_while_changing_ids_makes_it_tra
         }
     }
     let _restore = Restore(std::fs::read_to_string(SYSCTL).unwrap());
-    // Root without a user namespace, the payload running as nobody: its ids change.
+    // Root without a user namespace, the payload running as nobody: its ids change. A command
+    // is a fork of the session's server (the small init program, outside the session's pid
+    // namespace), never a copy of this program: with 1 it runs.
     let mut b = rooted(Namespaces::all() - Namespaces::USER, Root::tmpfs());
     b.user(65534, 65534);
     let sandbox = b.build().unwrap();
-    let session = sandbox.start().unwrap();
-    std::fs::write(SYSCTL, "1").unwrap();
-    match session.command("/bin/true").status() {
-        Err(Error::Unsupported { feature, .. }) => assert!(feature.contains("fs.suid_dumpable"), "{feature}"),
-        other => panic!("with fs.suid_dumpable 1: {other:?}"),
-    }
-    // A sandbox's own spawn (nothing sandboxed can reach its first processes) is not refused.
-    assert!(sandbox.command("/bin/true").status().unwrap().success());
-    for setting in ["0", "2"] {
+    for setting in ["1", "0", "2"] {
         std::fs::write(SYSCTL, setting).unwrap();
-        let status = session.command("/usr/bin/id").arg("-u").output().unwrap();
-        assert_eq!(String::from_utf8_lossy(&status.stdout), "65534\n", "with fs.suid_dumpable {setting}");
+        let session = sandbox.start().unwrap();
+        let out = session.command("/usr/bin/id").arg("-u").output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "65534\n", "with fs.suid_dumpable {setting}");
+        assert!(sandbox.command("/bin/true").status().unwrap().success());
     }
+}
+
+#[test]
+fn a_process_of_the_session_cannot_stop_or_see_the_server_that_starts_its_commands() {
+    // The server lives outside the session's pid namespace: a command stopping every process
+    // it can signal (the holder among them) stops nothing that starts or reports commands, and
+    // sees only the session's own processes.
+    let _serial = serial();
+    let session = session_builder().build().unwrap().start().unwrap();
+    let seen = sh_ok_in(&session, "kill -STOP -1; ls -d /proc/[0-9]* | wc -l");
+    // The init, the holder, the shell and `ls` (`wc` may have ended or not).
+    let count: u32 = seen.trim().parse().unwrap();
+    assert!((3..=5).contains(&count), "processes the command sees: {seen}");
+    for _ in 0..3 {
+        assert_eq!(sh_ok_in(&session, "echo still"), "still\n");
+    }
+    let out = session.command("/bin/sh").args(["-c", "exit 7"]).status().unwrap();
+    assert_eq!(out.code(), Some(7));
+    session.stop().unwrap();
+}
+
+#[test]
+fn a_session_under_a_filter_its_server_cannot_work_under_is_refused_before_anything_starts() {
+    // The server and its commands run under the payload's filter: one refusing a call they
+    // need is a typed error from `start`, with nothing started.
+    let _serial = serial();
+    let mut b = session_builder();
+    b.syscall_filter(stockade::SyscallFilter::default_profile().refuse("wait4"));
+    let sandbox = b.build().unwrap();
+    let (fds, children) = (fd_count(), own_children());
+    match sandbox.start() {
+        Err(Error::Unsupported { feature, .. }) => assert!(feature.contains("wait4"), "{feature}"),
+        other => panic!("a filter refusing wait4: {other:?}"),
+    }
+    assert_eq!(fd_count(), fds, "descriptor leaked");
+    assert_eq!(own_children(), children, "process left behind");
+    // The sandbox's own payload may still run under it.
+    assert!(sandbox.command("/bin/true").status().unwrap().success());
 }

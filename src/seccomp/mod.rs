@@ -32,6 +32,17 @@ use crate::{Capability, Error};
 use bpf::Entry;
 pub(crate) use bpf::SockFilter;
 
+/// Whether `program` lets this machine's system call `nr` through (allowed, or allowed and
+/// logged) with these first two arguments (the others 0).
+pub(crate) fn allows(program: &[SockFilter], nr: libc::c_long, [a, b]: [u64; 2]) -> bool {
+    const SECCOMP_RET_ACTION_FULL: u32 = 0xffff_0000;
+    const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
+    const SECCOMP_RET_LOG: u32 = 0x7ffc_0000;
+    let action =
+        bpf::evaluate(program, nr as u32, bpf::NATIVE_ARCH, [a, b, 0, 0, 0, 0]) & SECCOMP_RET_ACTION_FULL;
+    action == SECCOMP_RET_ALLOW || action == SECCOMP_RET_LOG
+}
+
 /// What the kernel does with a system call a rule matches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Action {

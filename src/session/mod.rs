@@ -2,16 +2,19 @@
 //! alive) in which commands run like `docker exec`, and a [`Pool`] keeps sessions started ahead.
 //!
 //! A session's sandbox runs a *holder* as its payload: the init program in a mode where it only
-//! waits, with the payload's credentials, syscall filter and Landlock rules. A command joins
-//! the holder's namespaces (`setns` through its pidfd, all at once), so it sees the session's
-//! filesystem as earlier commands left it, then takes its own credentials, filter and rules and
-//! execs, as any payload does. Where the sandbox has limits or a cgroup namespace, each command
+//! waits, with the payload's credentials, syscall filter and Landlock rules. Beside it runs the
+//! session's *server* (`serve.rs`): the init program again, which joined the holder's
+//! namespaces and root and took the same credentials, filter and rules, but lives outside the
+//! session's pid namespace. A command is a request to the server, which forks it (in the
+//! session's pid namespace), so it sees the session's filesystem as earlier commands left it
+//! and runs as any payload would. Where the sandbox has limits or a cgroup namespace, each command
 //! gets a cgroup of its own with those limits, so its usage (peak memory, CPU time, OOM,
 //! processes) is its own and whatever it leaves running is killed when it ends; without one,
 //! what a command leaves running stays in the session (holding its output pipes open, if it
 //! inherited them) until the session stops.
 
 mod pool;
+pub(crate) mod serve;
 
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -24,18 +27,18 @@ use crate::{Child, Command, Error, Namespaces, Sandbox, Stdio};
 
 /// A started sandbox in which [`command`](Session::command)s run, sharing its filesystem
 /// state. Its payload is a *holder* that only waits (the init program, with the payload's
-/// credentials, filter and Landlock rules); each command joins the holder's namespaces and
-/// root, takes its own credentials, filter and rules, and (where the sandbox has limits or a
-/// cgroup namespace) gets a cgroup of its own with those limits, so its usage is its own and
-/// what it leaves running ends with it. Ends (every process in it killed, its cgroups removed) on
-/// [`stop`](Session::stop) or drop.
+/// credentials, filter and Landlock rules); its *server*, a process of the session outside its
+/// pid namespace with the same credentials, filter and rules, forks each command, which
+/// (where the sandbox has limits or a cgroup namespace) gets a cgroup of its own with those
+/// limits, so its usage is its own and what it leaves running ends with it. Ends (every
+/// process in it killed, its cgroups removed) on [`stop`](Session::stop) or drop.
 ///
-/// Cost: a command's joiner is a copy of the embedding program (the program's own memory must
-/// not be reachable from the session's processes, which share the command's ids: see
-/// `start_joiner` in `src/sys/child.rs`), so a command costs more the more memory the program
-/// holds (`benches/embedder_size.rs`: about 2.5 ms at 50 MiB resident, 110 ms at
-/// 4 GiB, 220 ms at 8 GiB); a sandbox's own spawn does not copy it. From a large program,
-/// [`Sandbox::command`] is the faster way to run one command.
+/// Cost: a command is a fork of the server (a program of a few kilobytes) and one message each
+/// way, whatever the embedding program's size. Its scheduling policy is the server's: that of
+/// the thread that started the session (for a [`Pool`], the thread that made the pool).
+///
+/// The server runs under the payload's syscall filter: [`Sandbox::start`] refuses a filter
+/// that refuses a call it needs ([`Error::Unsupported`], naming the call).
 ///
 /// ```no_run
 /// use stockade::{Mount, Namespaces, Root, Sandbox};
@@ -58,6 +61,8 @@ pub struct Session {
     target: Arc<Target>,
     /// The session's own sandbox (its init, or the holder itself without a pid namespace).
     child: Child,
+    /// The session's server, which starts its commands (see `serve.rs`).
+    server: Child,
 }
 
 /// What a session command joins.
@@ -73,6 +78,11 @@ pub(crate) struct Target {
     /// Groups the command joins (a detached sandbox's); `None`: a group of its own with the
     /// sandbox's limits, if it has any.
     pub(crate) cgroups: Option<Vec<std::path::PathBuf>>,
+    /// The session socket of a session's server, which starts the commands; `None`: each
+    /// command joins through a joiner of its own (a running sandbox's, [`Child::join`]).
+    pub(crate) server: Option<OwnedFd>,
+    /// The server's commands join a session keyring of their own (the filter lets them).
+    pub(crate) keyring: bool,
 }
 
 /// The holder's root directory (`/proc/<pid>/root`, an `O_PATH` handle), proven to be the
@@ -94,14 +104,32 @@ pub(crate) fn holder_root(holder: &OwnedFd) -> Result<OwnedFd, Error> {
 }
 
 impl Target {
-    /// The init program's descriptor (a command's relay runs it).
+    /// The init program's descriptor (a joined command's relay runs it).
     pub(crate) fn program(&self) -> std::os::fd::RawFd {
         self.sandbox.config.init_program.as_ref().map_or(-1, AsRawFd::as_raw_fd)
     }
 }
 
+/// A session's sandbox started (its init and holder), its server not yet: a [`Pool`] starts
+/// the two on threads of different scheduling policies (its commands take their server's).
+#[derive(Debug)]
+pub(crate) struct Held {
+    sandbox: Sandbox,
+    child: Child,
+    holder: OwnedFd,
+    root: OwnedFd,
+    flags: libc::c_int,
+    keyring: bool,
+}
+
 impl Session {
+    /// Starts a session: its sandbox, then its server.
     pub(crate) fn start(sandbox: &Sandbox) -> Result<Session, Error> {
+        Session::hold(sandbox)?.serve()
+    }
+
+    /// Starts a session's sandbox (its init and holder).
+    pub(crate) fn hold(sandbox: &Sandbox) -> Result<Held, Error> {
         let config = &sandbox.config;
         if config.detached {
             return Err(Error::invalid(
@@ -119,18 +147,27 @@ impl Session {
                  Namespaces::PID (an init whose end takes every process of the session with it)",
             ));
         }
+        // The server runs under the payload's filter: checked before anything starts.
+        let keyring = serve::check_filter(config)?;
         // A pid namespace has an init, and its program (made at build) also serves the holder
-        // and the commands' relays.
+        // and the server.
         let program = config.init_program.as_ref().map_or(-1, AsRawFd::as_raw_fd);
         let null = || Stdio::null().0;
         let (stdin, stdout, stderr) = (null(), null(), null());
+        // The holder starts in the image's working directory, which it makes if missing (as
+        // any payload does): commands start there by default.
+        let cwd = config
+            .run_defaults
+            .as_ref()
+            .and_then(|d| d.cwd.as_deref())
+            .map(|path| crate::plan::WorkingDir { path, create: true });
         let spawned = crate::spawn::spawn(
             config,
             OsStr::new("stockade-hold"),
             None,
             &[],
             &[],
-            None,
+            cwd,
             [(0, &stdin), (1, &stdout), (2, &stderr)],
             Vec::new(),
             None,
@@ -142,19 +179,63 @@ impl Session {
         })?;
         let flags = config.entered().flags() as libc::c_int;
         let root = holder_root(&holder)?;
-        let target = Target { sandbox: sandbox.clone(), holder, root, flags, cgroups: None };
-        Ok(Session { target: Arc::new(target), child: spawned.child })
+        Ok(Held { sandbox: sandbox.clone(), child: spawned.child, holder, root, flags, keyring })
     }
+}
 
+impl Held {
+    /// Starts the session's server (on the calling thread, whose scheduling policy its
+    /// commands take, and with which it ends): the session is ready then.
+    pub(crate) fn serve(self) -> Result<Session, Error> {
+        let Held { sandbox, child, holder, root, flags, keyring } = self;
+        let config = &sandbox.config;
+        let program = config.init_program.as_ref().map_or(-1, AsRawFd::as_raw_fd);
+        let null = || Stdio::null().0;
+        let (stdin, stdout, stderr) = (null(), null(), null());
+        let (socket, server_end) = nix::sys::socket::socketpair(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::SeqPacket,
+            None,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(|e| Error::spawn("socketpair", e))?;
+        let holder_copy = holder.try_clone().map_err(|e| Error::spawn("dup the holder's pidfd", e))?;
+        let groups = child.cgroup_dirs();
+        let server = crate::spawn::spawn(
+            config,
+            OsStr::new("stockade-serve"),
+            None,
+            &[],
+            &[],
+            None,
+            [(0, &stdin), (1, &stdout), (2, &stderr)],
+            vec![
+                (server_end.as_raw_fd(), crate::sys::wire::SERVER_FD),
+                (holder_copy.as_raw_fd(), crate::sys::wire::HOLDER_FD),
+            ],
+            None,
+            None,
+            crate::spawn::Mode::Join {
+                holder: holder.as_fd(),
+                root: root.as_fd(),
+                flags,
+                program,
+                cgroups: Some(&groups),
+                serve: true,
+            },
+        )?
+        .child;
+        let target = Target { sandbox, holder, root, flags, cgroups: None, server: Some(socket), keyring };
+        Ok(Session { target: Arc::new(target), child, server })
+    }
+}
+
+impl Session {
     /// A command to run in this session, configured like [`Sandbox::command`]'s (the same
     /// environment rules, stdio, descriptors, limits and time limits, which apply to this
-    /// command alone). Its [`Child::id`] is the pid of the command's relay, a small process
-    /// outside the session that reports the command's status and forwards signals to it.
-    ///
-    /// Where the sandbox's processes change ids (a payload user, or a map that makes another
-    /// id root) and the host's `fs.suid_dumpable` is 1, spawning is refused
-    /// ([`Error::Unsupported`]): the change would leave the command, still holding a copy of
-    /// this program's memory, traceable by the session's processes for an instant.
+    /// command alone). Its [`Child::id`] is the command's pid. At most 240 descriptors
+    /// (stdio included) go to one command, and a session runs at most 512 commands at once
+    /// (more: [`Error::Setup`] at [`Stage::ForkPayload`](crate::Stage::ForkPayload), `EAGAIN`).
     pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
         Command::in_session(self.target.clone(), program.as_ref())
     }
@@ -179,6 +260,11 @@ impl Session {
     /// running end with it; their [`Child`]ren report it when waited for.
     pub fn stop(mut self) -> Result<(), Error> {
         self.child.kill().map_err(|source| Error::Io { op: "kill session", source })?;
-        self.child.wait().map(drop).map_err(|source| Error::Io { op: "wait for session", source })
+        self.child.wait().map(drop).map_err(|source| Error::Io { op: "wait for session", source })?;
+        self.server.kill().map_err(|source| Error::Io { op: "kill the session's server", source })?;
+        self.server
+            .wait()
+            .map(drop)
+            .map_err(|source| Error::Io { op: "wait for the session's server", source })
     }
 }

@@ -197,7 +197,51 @@ impl Drop for Pool {
 /// the pool is dropped, stops the ready ones and stays until every session handed out has come
 /// back.
 fn refill(shared: &Shared, used: &Receiver<Session>) {
-    let mut idle = false;
+    // Each session's sandbox (the bulk of a start) starts on a thread of its own, which runs
+    // idle from its second start on: the caller's commands preempt it at once. Without this, a
+    // command whose processes the scheduler put on the CPU where a session was being started
+    // waited up to a whole tick (4 ms at 250 Hz) behind it. Not from the first: what this
+    // process starts once for every sandbox (the cgroup reaper) would keep the policy. The
+    // session's server starts here, under the policy this thread got from the pool's maker:
+    // its commands take it (an idle policy could not be left again without CAP_SYS_NICE).
+    // That thread lives as long as this one: its sessions' inits die with it.
+    let (ask, asked) = std::sync::mpsc::channel::<()>();
+    let (give, given) = std::sync::mpsc::channel::<Result<super::Held, Error>>();
+    let sandbox = shared.sandbox.clone();
+    let holds = std::thread::Builder::new().name("stockade-pool-hold".into()).spawn(move || {
+        let mut idle = false;
+        while asked.recv().is_ok() {
+            let held = Session::hold(&sandbox);
+            if !idle {
+                idle = true;
+                let _ = crate::sys::set_idle_policy();
+            }
+            if give.send(held).is_err() {
+                break;
+            }
+        }
+    });
+    let start = || match &holds {
+        Ok(_) => ask
+            .send(())
+            .ok()
+            .and_then(|()| given.recv().ok())
+            .unwrap_or_else(|| {
+                Err(Error::spawn("start a session", std::io::Error::other("the pool's thread ended")))
+            })
+            .and_then(super::Held::serve),
+        // No second thread: both here, at this thread's policy.
+        Err(_) => shared.sandbox.start(),
+    };
+    refill_with(shared, used, start);
+    drop(ask);
+    if let Ok(thread) = holds {
+        let _ = thread.join();
+    }
+}
+
+/// The loop of [`refill`], starting sessions with `start`.
+fn refill_with(shared: &Shared, used: &Receiver<Session>, start: impl Fn() -> Result<Session, Error>) {
     loop {
         while let Ok(session) = used.try_recv() {
             let _ = session.stop();
@@ -228,16 +272,7 @@ fn refill(shared: &Shared, used: &Receiver<Session>) {
             continue;
         }
         drop(state);
-        let started = shared.sandbox.start();
-        if !idle {
-            // Background work from the second start on: the caller's own commands preempt it
-            // at once. Without this, a command whose processes the scheduler put on the CPU
-            // where a session was being started waited up to a whole tick (4 ms at 250 Hz)
-            // behind it. Not from the first: what this process starts once for every sandbox
-            // (the cgroup reaper) would keep the policy.
-            idle = true;
-            let _ = crate::sys::set_idle_policy();
-        }
+        let started = start();
         let mut state = lock(&shared.state);
         state.owed.started(started.is_ok());
         match started {

@@ -335,16 +335,28 @@ pub(crate) fn start_joiner(
 /// # Safety
 /// As for [`entry`]; `plan.join` is set.
 unsafe extern "C" fn join_entry(arg: *mut c_void) -> ! {
+    // SAFETY: the caller's contract.
+    let serve = unsafe { (*(arg as *const Plan<'static>)).join.as_ref().is_some_and(|j| j.serve) };
+    if serve {
+        // The session's server: this process takes the last steps itself and execs the init
+        // program in its serving mode; no command shares the plan.
+        // SAFETY: the caller's contract; nothing else uses the plan until this process has
+        // exec'd or died.
+        let plan = unsafe { &mut *(arg as *mut Plan<'static>) };
+        let mut control = plan.channels.control;
+        let Err(failure) = enter_session(plan).and_then(|()| setup_command(plan, &mut control));
+        report(control, failure)
+    }
     // SAFETY: the caller's contract; only shared access here (the command takes the plan as its
     // own; the joiner writes only the atomics of `join`).
     let plan = unsafe { &*(arg as *const Plan<'static>) };
     let control = plan.channels.control;
-    let Err(failure) = join(plan, arg);
+    let Err(failure) = enter_session(plan).and_then(|()| join(plan, arg));
     report(control, failure)
 }
 
-fn join(plan: &Plan<'_>, arg: *mut c_void) -> Result<Infallible, Failure> {
-    use std::sync::atomic::Ordering;
+/// The joiner's first steps: non-dumpable, named, and in the session's namespaces and root.
+fn enter_session(plan: &Plan<'_>) -> Result<(), Failure> {
     let einval = Failure { step: Step::JoinSession, errno: Errno(libc::EINVAL), index: 0 };
     let join = plan.join.as_ref().ok_or(einval)?;
     let channels = &plan.channels;
@@ -377,7 +389,15 @@ fn join(plan: &Plan<'_>, arg: *mut c_void) -> Result<Infallible, Failure> {
     super::setns(join.holder, join.flags).map_err(at(Step::JoinSession))?;
     // setns put this process at its mount namespace's root; the holder's own may be a chroot.
     super::mount::fchdir(join.root).map_err(at(Step::JoinSession))?;
-    super::mount::chroot(c".").map_err(at(Step::JoinSession))?;
+    super::mount::chroot(c".").map_err(at(Step::JoinSession))
+}
+
+/// The joiner of a command, in the session already: starts the command and becomes its relay.
+fn join(plan: &Plan<'_>, arg: *mut c_void) -> Result<Infallible, Failure> {
+    use std::sync::atomic::Ordering;
+    let einval = Failure { step: Step::JoinSession, errno: Errno(libc::EINVAL), index: 0 };
+    let join = plan.join.as_ref().ok_or(einval)?;
+    let channels = &plan.channels;
     // The command's parent-death check looks at this process (its relay) through this.
     let relay = super::pidfd_of_self().map_err(at(Step::DeathSignal))?;
     join.relay.store(relay, Ordering::SeqCst);
@@ -430,18 +450,24 @@ fn setup_command(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<Infallible,
     use std::sync::atomic::Ordering;
     let einval = Failure { step: Step::JoinSession, errno: Errno(libc::EINVAL), index: 0 };
     let join = plan.join.as_ref().ok_or(einval)?;
-    let relay = join.relay.load(Ordering::SeqCst);
-    // Dies with the relay (which dies with the embedding process); look in case it already has.
-    super::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong).map_err(at(Step::DeathSignal))?;
-    if super::pidfd::has_exited(relay) {
-        super::exit(EXIT_ABANDONED);
+    // A session's server has no relay: its parent is the embedding process, which `join`
+    // checked already (and which the server watches through the plan's pidfd from here).
+    let relay = (!join.serve).then(|| join.relay.load(Ordering::SeqCst));
+    if let Some(relay) = relay {
+        // Dies with the relay (which dies with the embedding process); look in case it already
+        // has.
+        super::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong)
+            .map_err(at(Step::DeathSignal))?;
+        if super::pidfd::has_exited(relay) {
+            super::exit(EXIT_ABANDONED);
+        }
     }
     // Into its own groups before anything else (the joiner stays where it is).
     join_cgroups(plan)?;
     // The dispositions are the defaults already: this process got a copy of the joiner's (no
     // CLONE_SIGHAND), which it reset before the clone.
     super::set_sigmask(&super::sigset(true)).map_err(at(Step::Signals))?;
-    let [_, parent, program, _] = arrange_fds(plan, control, Some(relay))?;
+    let [_, parent, program, _] = arrange_fds(plan, control, relay)?;
     wait_for_go(*control);
     if super::pidfd::has_exited(parent) {
         super::exit(EXIT_ABANDONED);
@@ -740,6 +766,9 @@ fn exec_payload(plan: &Plan<'_>, ends: Ends) -> Result<Infallible, Failure> {
 
     if plan.hold {
         return Err(at(Step::Init)(super::init::exec_holder(ends.program)));
+    }
+    if plan.join.as_ref().is_some_and(|j| j.serve) {
+        return Err(at(Step::Init)(super::init::exec_server(ends.program)));
     }
     // Like execvp: try each candidate; remember EACCES but keep looking; stop on other errors.
     let exec = &plan.exec;

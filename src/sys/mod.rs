@@ -32,6 +32,7 @@ pub(crate) mod child;
 pub(crate) mod clone;
 mod init;
 pub(crate) use init::program as init_program;
+pub(crate) use init::wire;
 pub(crate) mod landlock;
 mod mount;
 pub(crate) mod pidfd;
@@ -212,6 +213,14 @@ pub(crate) fn write_all(fd: RawFd, mut buf: &[u8]) -> SysResult<()> {
         buf = buf.get(n as usize..).unwrap_or(&[]);
     }
     Ok(())
+}
+
+/// A close-on-exec memfd named `name` holding `data` (parent side), with its length.
+pub(crate) fn memfd_with(name: &CStr, data: &[u8]) -> std::io::Result<(std::os::fd::OwnedFd, usize)> {
+    // SAFETY: `name` is NUL-terminated; the flag is an integer.
+    let fd = owned(fd_of(unsafe { raw!(libc::SYS_memfd_create, name.as_ptr(), libc::MFD_CLOEXEC) })?);
+    write_all(std::os::fd::AsRawFd::as_raw_fd(&fd), data)?;
+    Ok((fd, data.len()))
 }
 
 pub(crate) fn open(path: &CStr, flags: c_int) -> SysResult<RawFd> {

@@ -17,6 +17,8 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use super::{Errno, SysResult};
 
+pub(crate) mod wire;
+
 /// The init program's bytes.
 static PROGRAM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/stockade-init"));
 
@@ -98,6 +100,13 @@ pub(super) fn environment(buf: &mut [u8; 80], values: [i32; 5]) -> &CStr {
 /// it only waits, until it is killed. Returns only on failure.
 pub(super) fn exec_holder(program: RawFd) -> Errno {
     exec_as(program, c"stockade-hold", c"STOCKADE_INIT=hold")
+}
+
+/// Execs the init program in its serving mode (a session's server, see `serve.rs`), with the
+/// session socket at [`wire::SERVER_FD`] and the holder's pidfd at [`wire::HOLDER_FD`].
+/// Returns only on failure.
+pub(super) fn exec_server(program: RawFd) -> Errno {
+    exec_as(program, c"stockade-serve", c"STOCKADE_INIT=serve")
 }
 
 /// Execs the init program (`program`, a descriptor of the memfd) with `environment`; returns

@@ -1,4 +1,4 @@
-//! `stockade-init`: the sandbox's pid 1, a program of its own (about a kilobyte, no C library),
+//! `stockade-init`: the sandbox's pid 1, a program of its own (a few kilobytes, no C library),
 //! built by `build.rs` and run from a sealed memfd. It is not a copy of the embedding program:
 //! it holds none of its memory, and the spawn never copies the embedder's page tables for it.
 //!
@@ -19,9 +19,12 @@
 //!    supervision, when it waits, fires first: it counts from before the clone). As pid 1 it
 //!    reports the payload killed and exits, which takes the whole namespace down (killing the
 //!    payload and waiting to reap it would not do: a tracer of the payload's could keep it
-//!    from ever being reaped). As a session command's relay (not pid 1: it lives outside the
-//!    session's pid namespace) it kills the command, and the embedding program removes the
-//!    command's cgroup when it next looks.
+//!    from ever being reaped). As a joined command's relay (not pid 1: it lives outside the
+//!    sandbox's pid namespace, see `Child::join`) it kills the command, and the embedding
+//!    program removes the command's cgroup when it next looks.
+//!
+//! With `STOCKADE_INIT=hold` it is a session's holder (it only waits), with
+//! `STOCKADE_INIT=serve` a session's server (`serve.rs`).
 //!
 //! Each report on the status pipe is two native-endian i32s: the payload's wait status, and 1
 //! when the wall-clock limit ended it (0 otherwise).
@@ -33,6 +36,10 @@
 #![allow(unsafe_code)]
 
 use core::arch::{asm, global_asm};
+
+mod serve;
+#[path = "wire.rs"]
+mod wire;
 
 #[cfg(target_arch = "x86_64")]
 global_asm!(
@@ -69,6 +76,21 @@ mod nr {
     pub const CLOSE_RANGE: usize = 436;
     pub const CLOCK_GETTIME: usize = 228;
     pub const GETPID: usize = 39;
+    pub const READ: usize = 0;
+    pub const SENDMSG: usize = 46;
+    pub const RECVMSG: usize = 47;
+    pub const CLONE: usize = 56;
+    pub const EXECVE: usize = 59;
+    pub const FCNTL: usize = 72;
+    pub const CHDIR: usize = 80;
+    pub const MMAP: usize = 9;
+    pub const IOCTL: usize = 16;
+    pub const RT_SIGPROCMASK: usize = 14;
+    pub const GETPPID: usize = 110;
+    pub const SETSID: usize = 112;
+    pub const KEYCTL: usize = 250;
+    pub const OPENAT: usize = 257;
+    pub const DUP3: usize = 292;
 }
 
 #[cfg(target_arch = "aarch64")]
@@ -85,6 +107,21 @@ mod nr {
     pub const CLOSE_RANGE: usize = 436;
     pub const CLOCK_GETTIME: usize = 113;
     pub const GETPID: usize = 172;
+    pub const READ: usize = 63;
+    pub const SENDMSG: usize = 211;
+    pub const RECVMSG: usize = 212;
+    pub const CLONE: usize = 220;
+    pub const EXECVE: usize = 221;
+    pub const FCNTL: usize = 25;
+    pub const CHDIR: usize = 49;
+    pub const MMAP: usize = 222;
+    pub const IOCTL: usize = 29;
+    pub const RT_SIGPROCMASK: usize = 135;
+    pub const GETPPID: usize = 173;
+    pub const SETSID: usize = 157;
+    pub const KEYCTL: usize = 219;
+    pub const OPENAT: usize = 56;
+    pub const DUP3: usize = 24;
 }
 
 const SIGCHLD: isize = 17;
@@ -135,25 +172,34 @@ const EXIT_BROKEN: usize = 127;
 const EXIT_ABANDONED: usize = 126;
 
 #[cfg(target_arch = "x86_64")]
-unsafe fn syscall(n: usize, a: usize, b: usize, c: usize, d: usize) -> isize {
+unsafe fn syscall6(n: usize, a: usize, b: usize, c: usize, d: usize, e: usize, f: usize) -> isize {
     let ret: isize;
     // SAFETY: the caller passes arguments valid for system call `n`.
     unsafe {
         asm!("syscall", inlateout("rax") n as isize => ret, in("rdi") a, in("rsi") b, in("rdx") c,
-             in("r10") d, out("rcx") _, out("r11") _, options(nostack));
+             in("r10") d, in("r8") e, in("r9") f, out("rcx") _, out("r11") _, options(nostack));
     }
     ret
 }
 
 #[cfg(target_arch = "aarch64")]
-unsafe fn syscall(n: usize, a: usize, b: usize, c: usize, d: usize) -> isize {
+unsafe fn syscall6(n: usize, a: usize, b: usize, c: usize, d: usize, e: usize, f: usize) -> isize {
     let ret: isize;
     // SAFETY: the caller passes arguments valid for system call `n`.
     unsafe {
         asm!("svc 0", in("x8") n, inlateout("x0") a as isize => ret, in("x1") b, in("x2") c,
-             in("x3") d, options(nostack));
+             in("x3") d, in("x4") e, in("x5") f, options(nostack));
     }
     ret
+}
+
+/// A system call of at most four arguments.
+///
+/// # Safety
+/// As for the system call `n` with these arguments.
+unsafe fn syscall(n: usize, a: usize, b: usize, c: usize, d: usize) -> isize {
+    // SAFETY: the caller's contract; the last two argument registers are zero.
+    unsafe { syscall6(n, a, b, c, d, 0, 0) }
 }
 
 fn call(n: usize, a: usize, b: usize, c: usize, d: usize) -> isize {
@@ -207,6 +253,8 @@ enum Mode {
     Init([isize; 5]),
     /// Be a session's holder: wait until killed.
     Hold,
+    /// Be a session's server: start its commands (see `serve.rs`).
+    Serve,
 }
 
 /// Finds `STOCKADE_INIT=` in the environment of the initial stack `sp`.
@@ -223,6 +271,9 @@ fn arguments(sp: *const usize) -> Option<Mode> {
                 if (0..5).all(|i| *value.add(i) == b"hold\0"[i]) {
                     return Some(Mode::Hold);
                 }
+                if (0..6).all(|i| *value.add(i) == b"serve\0"[i]) {
+                    return Some(Mode::Serve);
+                }
                 return parse(value).map(Mode::Init);
             }
             env = env.add(1);
@@ -236,6 +287,7 @@ unsafe extern "C" fn main(sp: *const usize) -> ! {
     let [payload, status, ready, parent, wall_ms] = match arguments(sp) {
         Some(Mode::Init(values)) => values,
         Some(Mode::Hold) => hold(),
+        Some(Mode::Serve) => serve::serve(),
         None => exit(EXIT_BROKEN),
     };
     call(nr::PRCTL, PR_SET_DUMPABLE, 0, 0, 0);
@@ -381,6 +433,74 @@ fn report(status: isize, wait_status: i32, timed_out: bool) {
     bytes[4..].copy_from_slice(&(timed_out as i32).to_ne_bytes());
     call(nr::WRITE, status as usize, bytes.as_ptr() as usize, bytes.len(), 0);
 }
+
+// The memory functions the compiler calls for large arrays (no C library here). Volatile
+// accesses, so that the compiler does not turn these loops back into calls to themselves.
+
+/// `memset`.
+///
+/// # Safety
+/// `dest` is writable for `n` bytes.
+#[unsafe(no_mangle)]
+unsafe extern "C" fn memset(dest: *mut u8, c: i32, n: usize) -> *mut u8 {
+    for i in 0..n {
+        // SAFETY: the caller's contract.
+        unsafe { core::ptr::write_volatile(dest.add(i), c as u8) };
+    }
+    dest
+}
+
+/// `memcpy`.
+///
+/// # Safety
+/// `src` is readable and `dest` writable for `n` bytes; they do not overlap.
+#[unsafe(no_mangle)]
+unsafe extern "C" fn memcpy(dest: *mut u8, src: *const u8, n: usize) -> *mut u8 {
+    for i in 0..n {
+        // SAFETY: the caller's contract.
+        unsafe { core::ptr::write_volatile(dest.add(i), core::ptr::read_volatile(src.add(i))) };
+    }
+    dest
+}
+
+/// `memmove`.
+///
+/// # Safety
+/// `src` is readable and `dest` writable for `n` bytes.
+#[unsafe(no_mangle)]
+unsafe extern "C" fn memmove(dest: *mut u8, src: *const u8, n: usize) -> *mut u8 {
+    if (dest as usize) < (src as usize) {
+        // SAFETY: the caller's contract; forwards, each byte read before it is overwritten.
+        unsafe { memcpy(dest, src, n) }
+    } else {
+        for i in (0..n).rev() {
+            // SAFETY: the caller's contract; backwards, likewise.
+            unsafe { core::ptr::write_volatile(dest.add(i), core::ptr::read_volatile(src.add(i))) };
+        }
+        dest
+    }
+}
+
+/// `memcmp`.
+///
+/// # Safety
+/// `a` and `b` are readable for `n` bytes.
+#[unsafe(no_mangle)]
+unsafe extern "C" fn memcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
+    for i in 0..n {
+        // SAFETY: the caller's contract.
+        let (x, y) = unsafe { (core::ptr::read_volatile(a.add(i)), core::ptr::read_volatile(b.add(i))) };
+        if x != y {
+            return x as i32 - y as i32;
+        }
+    }
+    0
+}
+
+/// The unwinding personality the precompiled `core` refers to (its panic paths have unwind
+/// tables); never called: this program aborts on panic (`panic=abort`, [`panic`]).
+#[unsafe(no_mangle)]
+extern "C" fn rust_eh_personality() {}
 
 #[panic_handler]
 fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
