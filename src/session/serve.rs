@@ -35,7 +35,14 @@ const SERVER_CALLS: &[(&str, libc::c_long, [u64; 2])] = &[
     ("ppoll", libc::SYS_ppoll, [0, 0]),
     ("recvmsg", libc::SYS_recvmsg, [wire::SERVER_FD as u64, 0]),
     ("sendmsg", libc::SYS_sendmsg, [0, 0]),
+    // A command waiting for "go" is a fork; one that is not shares the server's memory.
     ("clone", libc::SYS_clone, [(libc::CLONE_PIDFD | libc::SIGCHLD) as u64, 0]),
+    (
+        "clone",
+        libc::SYS_clone,
+        [(libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD) as u64, 0],
+    ),
+    ("munmap", libc::SYS_munmap, [0, 0]),
     ("wait4", libc::SYS_wait4, [0, 0]),
     ("kill", libc::SYS_kill, [0, libc::SIGKILL as u64]),
     ("write", libc::SYS_write, [0, 0]),

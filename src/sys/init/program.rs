@@ -91,6 +91,7 @@ mod nr {
     pub const KEYCTL: usize = 250;
     pub const OPENAT: usize = 257;
     pub const DUP3: usize = 292;
+    pub const MUNMAP: usize = 11;
 }
 
 #[cfg(target_arch = "aarch64")]
@@ -122,6 +123,7 @@ mod nr {
     pub const KEYCTL: usize = 219;
     pub const OPENAT: usize = 56;
     pub const DUP3: usize = 24;
+    pub const MUNMAP: usize = 215;
 }
 
 const SIGCHLD: isize = 17;

@@ -14,10 +14,15 @@
 //! - the socket's end (the library let the session go) or the holder's (the session ended):
 //!   exits; its commands end with the session's pid namespace.
 
+use core::arch::asm;
+use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
 use crate::wire::*;
 use crate::{EXIT_BROKEN, PollFd, SIGKILL, Timespec, call, exit, nr, syscall6};
 
 const CLONE_PIDFD: usize = 0x1000;
+const CLONE_VM: usize = 0x100;
+const CLONE_VFORK: usize = 0x4000;
 const SIGCHLD: usize = 17;
 const SIGPIPE: usize = 13;
 const MSG_NOSIGNAL: usize = 0x4000;
@@ -280,12 +285,31 @@ fn request(table: &mut [Option<Running>; MAX_COMMANDS]) -> bool {
     };
     let (control, status) = (fds[0], fds[1]);
     let mut pidfd: i32 = -1;
-    // A fork: the child gets a copy of this memory (the request included). CLONE_PIDFD stores
-    // the pidfd through the third argument on every architecture.
-    let pid = call(nr::CLONE, CLONE_PIDFD | SIGCHLD, 0, &mut pidfd as *mut i32 as usize, 0);
-    if pid == 0 {
-        command(&words, fds);
-    }
+    let pid = if words[W_FLAGS] & GO == 0 {
+        // Nothing to wait for before its exec: it shares this memory, on a stack of its own,
+        // while this process waits for its exec (or end), as `posix_spawn` does: no copy.
+        let start = Start { words: &words, fds: fds.as_ptr(), count: fds.len() };
+        // SAFETY: `vforked` follows what a CLONE_VM child may do here (reads the request, writes
+        // its own stack and `MAPPED`); this frame, `start` with it, outlives the child's use of
+        // it (the call returns once the child has exec'd or ended); one child at a time uses
+        // the stack (this process is suspended meanwhile).
+        let pid = unsafe { vfork(&raw mut CHILD_STACK, &mut pidfd, &start) };
+        // The strings' mapping the child made in this (shared) memory.
+        let (at, len) = (MAPPED_AT.swap(0, Relaxed), MAPPED_LEN.swap(0, Relaxed));
+        if at != 0 {
+            call(nr::MUNMAP, at, len, 0, 0);
+        }
+        pid
+    } else {
+        // It waits for "go", which the library sends once it has the pidfd, sent below: a
+        // fork, with a copy of this memory (the request included). CLONE_PIDFD stores the
+        // pidfd through the third argument on every architecture.
+        let pid = call(nr::CLONE, CLONE_PIDFD | SIGCHLD, 0, &mut pidfd as *mut i32 as usize, 0);
+        if pid == 0 {
+            command(&words, fds);
+        }
+        pid
+    };
     if pid < 0 {
         let (step, errno) = if session_ended() { (STEP_JOIN_SESSION, ESRCH) } else { (STEP_FORK, -pid) };
         record(control, step, errno, 0);
@@ -308,6 +332,99 @@ fn request(table: &mut [Option<Running>; MAX_COMMANDS]) -> bool {
     table[slot] =
         Some(Running { pid: pid as i32, pidfd, status, deadline, timed_out: false, stuck: false });
     true
+}
+
+/// What a child started by [`vfork`] reads: the request, in the server's suspended frame.
+struct Start<'a> {
+    words: &'a [u32; REQUEST_WORDS],
+    fds: *const i32,
+    count: usize,
+}
+
+/// The stack of a child started by [`vfork`] (one at a time: the server waits meanwhile).
+#[repr(C, align(16))]
+struct Stack([u8; 64 * 1024]);
+static mut CHILD_STACK: Stack = Stack([0; 64 * 1024]);
+
+/// The strings' mapping of the last command (address, length), for the server to unmap when
+/// the command shared its memory.
+static MAPPED_AT: AtomicUsize = AtomicUsize::new(0);
+static MAPPED_LEN: AtomicUsize = AtomicUsize::new(0);
+
+/// The entry of a child started by [`vfork`], on its own stack.
+///
+/// # Safety
+/// `start` points at a live [`Start`] whose descriptors are `count` valid numbers.
+unsafe extern "C" fn vforked(start: *const Start<'_>) -> ! {
+    // SAFETY: the caller's contract.
+    let (words, fds) = unsafe { ((*start).words, core::slice::from_raw_parts((*start).fds, (*start).count)) };
+    command(words, fds)
+}
+
+/// Starts [`vforked`] with `start` in a child sharing this memory, on `stack`, and returns once
+/// it has exec'd or ended (`CLONE_VM | CLONE_VFORK`): its pid or -errno; its pidfd goes to
+/// `pidfd`.
+///
+/// # Safety
+/// As [`vforked`]; `stack` is used by nothing else until this returns.
+#[cfg(target_arch = "x86_64")]
+unsafe fn vfork(stack: *mut Stack, pidfd: &mut i32, start: &Start<'_>) -> isize {
+    let top = stack as usize + core::mem::size_of::<Stack>();
+    let ret: isize;
+    // SAFETY: the child runs `vforked` on the new stack (16-aligned: the call leaves it as a
+    // function expects) and never returns here; the parent sees a plain system call.
+    unsafe {
+        asm!(
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            "mov rdi, r12",
+            "call r13",
+            "ud2",
+            "2:",
+            inlateout("rax") nr::CLONE as isize => ret,
+            in("rdi") CLONE_VM | CLONE_VFORK | CLONE_PIDFD | SIGCHLD,
+            in("rsi") top,
+            in("rdx") pidfd as *mut i32,
+            in("r10") 0usize,
+            in("r8") 0usize,
+            in("r12") start as *const Start<'_>,
+            in("r13") vforked as unsafe extern "C" fn(*const Start<'_>) -> !,
+            out("rcx") _,
+            out("r11") _,
+        );
+    }
+    ret
+}
+
+/// See the x86_64 version.
+///
+/// # Safety
+/// As there.
+#[cfg(target_arch = "aarch64")]
+unsafe fn vfork(stack: *mut Stack, pidfd: &mut i32, start: &Start<'_>) -> isize {
+    let top = stack as usize + core::mem::size_of::<Stack>();
+    let ret: isize;
+    // SAFETY: as for x86_64 (the stack stays 16-aligned throughout on aarch64).
+    unsafe {
+        asm!(
+            "svc 0",
+            "cbnz x0, 2f",
+            "mov x0, x9",
+            "blr x10",
+            "brk #1",
+            "2:",
+            in("x8") nr::CLONE,
+            inlateout("x0") CLONE_VM | CLONE_VFORK | CLONE_PIDFD | SIGCHLD => ret,
+            in("x1") top,
+            in("x2") pidfd as *mut i32,
+            in("x3") 0usize,
+            in("x4") 0usize,
+            in("x9") start as *const Start<'_>,
+            in("x10") vforked as unsafe extern "C" fn(*const Start<'_>) -> !,
+        );
+    }
+    ret
 }
 
 /// Whether the session's holder has ended (its pidfd is readable).
@@ -465,6 +582,9 @@ fn map_strings(fd: i32, len: usize) -> Option<Strings> {
     if (-4095..0).contains(&base) {
         return None;
     }
+    // A child sharing the server's memory leaves the mapping there: the server unmaps it.
+    MAPPED_AT.store(base as usize, Relaxed);
+    MAPPED_LEN.store(len, Relaxed);
     let base = base as *mut u8;
     // SAFETY: `len` bytes are mapped at `base`; every offset below is checked against `len`.
     unsafe {
