@@ -5,7 +5,7 @@
 //! binds, /proc, minimal /dev) — printing p50 and p99 of each and their growth over the 50 MiB
 //! figures. A fork-like spawn copies the page tables (tens of milliseconds at 8 GiB); std's and
 //! stockade's (`CLONE_VM` on a private stack) should not grow. A third column: `/bin/true` in a
-//! started session of C, whose joiner is a copy of the embedder (see `src/session`).
+//! started session of C, a fork of the session's server, not of the embedder (see `src/session`).
 //!
 //! Run: `cargo bench --bench embedder_size` (needs about 8.5 GiB of free memory; as root or
 //! unprivileged). `EMBEDDER_SIZES_MIB=50,1024` and `EMBEDDER_ROUNDS=200` change the defaults.
