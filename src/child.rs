@@ -48,7 +48,7 @@ pub struct Child {
     /// The caller's end of the payload's terminal, when it has one
     /// ([`Command::terminal`](crate::Command::terminal)).
     pub terminal: Option<crate::Terminal>,
-    /// A session command's own pidfd (`pidfd` is its relay's): killed with it.
+    /// A joined command's own pidfd (`pidfd` is its relay's): killed with it.
     command: Option<OwnedFd>,
     /// A session command its session's server started: `pidfd` is the command's (a child of
     /// the server, not of this process), and `status_pipe` carries the server's report.
@@ -312,9 +312,18 @@ impl Child {
             return Ok(pidfd::wait(self.pidfd.as_fd(), nohang)?);
         }
         use crate::sys::wire::REPORT_LEN;
+        let killed = Reaped {
+            exit: crate::sys::pidfd::Exit::Signal { signal: libc::SIGKILL, core_dumped: false },
+            user: Duration::ZERO,
+            system: Duration::ZERO,
+            max_rss: 0,
+        };
         loop {
             let Some(pipe) = &self.status_pipe else {
-                return Err(io::Error::other("the session command's report was read already"));
+                // The server ended without a report: the session ended, and its pid namespace
+                // with it. Ended (it was sent SIGKILL) once its pidfd says so.
+                let timeout = if nohang { Some(Duration::ZERO) } else { None };
+                return Ok(poll_readable(self.pidfd.as_fd(), timeout)?.then_some(killed));
             };
             let mut report = [0u8; REPORT_LEN];
             match nix::unistd::read(pipe, &mut report) {
@@ -339,21 +348,10 @@ impl Child {
                 }
                 Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => return Err(e.into()),
+                // End of file (or a torn report): no report will come.
                 Ok(_) => {
-                    // The server ended without a report: the session ended, and its pid
-                    // namespace with it. Killed (should it still be there), and gone once
-                    // its pidfd says so.
                     self.status_pipe = None;
                     let _ = pidfd::send_signal(self.pidfd.as_fd(), libc::SIGKILL);
-                    while !poll_readable(self.pidfd.as_fd(), None)? {}
-                    let killed =
-                        crate::sys::pidfd::Exit::Signal { signal: libc::SIGKILL, core_dumped: false };
-                    return Ok(Some(Reaped {
-                        exit: killed,
-                        user: Duration::ZERO,
-                        system: Duration::ZERO,
-                        max_rss: 0,
-                    }));
                 }
             }
         }
@@ -408,7 +406,7 @@ impl Child {
         self
     }
 
-    /// A session command: `command` is its own pidfd, signalled along with its relay's.
+    /// A joined command: `command` is its own pidfd, signalled along with its relay's.
     pub(crate) fn with_command(mut self, command: Option<OwnedFd>) -> Child {
         self.command = command;
         self
@@ -464,7 +462,7 @@ impl Child {
         if self.status.is_some() {
             return Ok(());
         }
-        // A session command first: once its relay is gone nothing else would end it (its
+        // A joined command first: once its relay is gone nothing else would end it (its
         // parent-death signal may have been cleared by a setuid exec).
         if let Some(command) = &self.command {
             let _ = pidfd::send_signal(command.as_fd(), libc::SIGKILL);
@@ -697,7 +695,7 @@ impl Child {
         }
         let cpu_exceeded =
             self.supervision.cpu_limit.is_some_and(|l| usage.user_time + usage.system_time >= l);
-        // The init (or relay) ends the payload itself at the wall-clock limit when nobody
+        // The init (or relay, or server) ends the payload itself at the wall-clock limit when nobody
         // waited, and says so.
         let limit = limit.or(self.ending).or(init_timed_out.then_some(Limit::WallClock)).or(match exit {
             Exit::Signal { signal: libc::SIGKILL, .. } if usage.oom_killed => Some(Limit::Memory),

@@ -270,8 +270,9 @@ pub enum Stage {
     /// Running the sandbox's init program (`stockade-init`, from a memfd) as pid 1, or a
     /// session's holder.
     Init,
-    /// Joining a started session's namespaces (`setns`): the session has ended, or its holder
-    /// was killed.
+    /// Joining a started session's namespaces (`setns`), or sending a command to the
+    /// session's server: the session has ended (`ESRCH`), or its holder was killed; a request
+    /// the server could not take (`EINVAL`).
     JoinSession,
     /// Setting a kernel parameter ([`SandboxBuilder::sysctl`](crate::SandboxBuilder::sysctl)).
     Sysctl {

@@ -212,7 +212,7 @@ pub(crate) struct Plan<'a> {
     /// The sandbox outlives the embedding process: no parent-death signal anywhere
     /// ([`crate::SandboxBuilder::outlive_parent`]).
     pub(crate) detached: bool,
-    /// The wall-clock limit in milliseconds, which the init (or a session command's relay)
+    /// The wall-clock limit in milliseconds, which the init (or a joined command's relay)
     /// enforces itself; -1 for none (or one too long to say in an `i32`, which only the
     /// embedding program's supervision then enforces).
     pub(crate) wall_limit_ms: i32,
@@ -238,11 +238,12 @@ pub(crate) struct Plan<'a> {
     pub(crate) exec: Exec,
 }
 
-/// How a session command enters its session: a joiner process, with a non-dumpable copy of this
-/// process's memory, joins the holder's namespaces and root, starts the command sharing that
-/// copy (which joins its cgroup v1 groups itself), sends the parent its pidfd, waits until the
-/// parent says the command is in its cgroup (on v2, the parent puts it there), and becomes its
-/// relay: the init program, reporting its status and forwarding signals.
+/// How a command enters a running sandbox ([`crate::Child::join`]): a joiner process, with a
+/// non-dumpable copy of this process's memory, joins the holder's namespaces and root, starts
+/// the command sharing that copy (which joins its cgroup v1 groups itself), sends the parent its
+/// pidfd, waits until the parent says the command is in its cgroup (on v2, the parent puts it
+/// there), and becomes its relay: the init program, reporting its status and forwarding
+/// signals. With `serve`, the joiner becomes a session's server itself.
 pub(crate) struct Join {
     /// A pidfd of the session's holder.
     pub(crate) holder: RawFd,
@@ -563,6 +564,9 @@ mod tests {
             (wire::STEP_SESSION_KEYRING, Step::SessionKeyring),
             (wire::STEP_NEW_SESSION, Step::NewSession),
             (wire::STEP_FORK, Step::ForkPayload),
+            (wire::STEP_RLIMITS, Step::Rlimits),
+            (wire::STEP_CREATE_CWD, Step::CreateWorkingDir),
+            (wire::STEP_LANDLOCK, Step::Landlock),
             (wire::STEP_CHDIR, Step::Chdir),
             (wire::STEP_EXEC, Step::Exec),
             (wire::STEP_JOIN_SESSION, Step::JoinSession),

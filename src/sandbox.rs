@@ -1167,7 +1167,9 @@ impl Sandbox {
     /// [`Namespaces::PID`].
     ///
     /// # Errors
-    /// As [`Command::spawn`]; [`Error::InvalidValue`] without a mount or pid namespace.
+    /// As [`Command::spawn`]; [`Error::InvalidValue`] without a mount or pid namespace;
+    /// [`Error::Unsupported`] when the syscall filter refuses a call the session's server
+    /// makes (it runs under the payload's filter, see [`Session`](crate::Session)).
     pub fn start(&self) -> Result<crate::Session, Error> {
         crate::session::Session::start(self)
     }

@@ -28,8 +28,9 @@ pub(crate) enum Mode<'a> {
     /// A session's sandbox: its payload is a holder (the init program, `program`) that sends a
     /// pidfd of itself back.
     Hold { program: RawFd },
-    /// A command in a started session: joins the namespaces `flags` of the holder `holder` and
-    /// its root directory `root`; the init program `program` relays its status.
+    /// A command joining a running sandbox ([`crate::Child::join`]): joins the namespaces `flags`
+    /// of the holder `holder` and its root directory `root`; the init program `program` relays
+    /// its status.
     /// With `cgroups`, the command joins these groups (a detached sandbox's) instead of getting
     /// its own.
     /// With `serve`, the joiner itself takes the payload's last steps and execs the init program
@@ -124,7 +125,7 @@ pub(crate) fn spawn(
     let (control, child_control) =
         nix::sys::socket::socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
             .map_err(|e| Error::spawn("socketpair", e))?;
-    // The init, or a session command's relay, reports the payload's status through a pipe
+    // The init, or a joined command's relay, reports the payload's status through a pipe
     // (not to a process that will not be there: a sandbox that outlives this one).
     let (status_read, status_write) = if (use_init || (joining && !serving)) && !config.detached {
         let (r, w) =

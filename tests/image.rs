@@ -687,6 +687,22 @@ fn a_missing_image_working_dir_is_created_inside_the_sandbox_only() {
     );
     assert_eq!(std::fs::read_dir(&host).unwrap().count(), 0, "created on the host");
     assert_eq!(common::snapshot(&tmp.path().join("store/layers")), layers, "stored layers changed");
+    // A session's commands start there too: made at its start, and again by a command that
+    // finds it missing (with its own credentials, inside the session).
+    let session = image_sandbox(&rootfs, as_image_user).start().unwrap();
+    let pwd = |session: &stockade::Session| {
+        let out = session.command("/bin/sh").args(["-c", "pwd"]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(pwd(&session), format!("{}/made/deep\n", host.display()));
+    let removed =
+        session.command("/bin/sh").args(["-c", "cd / && rmdir /escape/made/deep"]).status().unwrap();
+    if removed.success() {
+        assert_eq!(pwd(&session), format!("{}/made/deep\n", host.display()), "made again");
+    }
+    assert_eq!(std::fs::read_dir(&host).unwrap().count(), 0, "created on the host");
+    drop(session);
 
     // Whatever the embedding program's umask (a process-wide setting: shown with the example
     // program in its own process).

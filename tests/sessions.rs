@@ -470,3 +470,63 @@ fn a_session_under_a_filter_its_server_cannot_work_under_is_refused_before_anyth
     // The sandbox's own payload may still run under it.
     assert!(sandbox.command("/bin/true").status().unwrap().success());
 }
+
+#[test]
+fn each_command_of_a_landlocked_session_is_in_a_landlock_domain_of_its_own() {
+    // With Landlock's signal scope a process cannot signal one outside its domain: a command
+    // left running is beyond a later command's reach, as a sandbox's payload is beyond
+    // another sandbox's (the session's server applies no domain itself).
+    let _serial = serial();
+    let test = "sessions::each_command_of_a_landlocked_session_is_in_a_landlock_domain_of_its_own";
+    let mut b = Sandbox::untrusted();
+    b.resource_compat(Compat::BestEffort);
+    let session = b.build().unwrap().start().unwrap();
+    let mut first = session
+        .command("/bin/sh")
+        .args(["-c", "echo $$ > /tmp/first; exec sleep 100"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    if first.unenforced().contains(&stockade::LANDLOCK_SCOPES)
+        || first.unenforced().contains(&stockade::LANDLOCK)
+    {
+        return skip(test, "this kernel has no Landlock signal scope (Linux 6.12, ABI 6)");
+    }
+    let wait = "for i in $(seq 1000); do [ -s /tmp/first ] && break; sleep 0.01; done";
+    let out = session
+        .command("/bin/sh")
+        .args(["-c", &format!("{wait}; kill -0 $(cat /tmp/first) 2>&1 && echo reached || echo refused")])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).ends_with("refused\n"), "{out:?}");
+    // Within one command's own tree, signals still go.
+    let own =
+        session.command("/bin/sh").args(["-c", "sleep 100 & kill $! && wait $!; echo $?"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&own.stdout), "143\n", "{own:?}");
+    first.kill().unwrap();
+    first.wait().unwrap();
+}
+
+#[test]
+fn a_commands_rlimits_are_its_own_and_its_server_keeps_the_room_it_needs() {
+    // The payload's rlimits apply to each command exactly; the server that starts them only
+    // raises its own to them: it takes in a request of more descriptors than that (the
+    // command's 30, with the request's own 3), which a server held to the limit could not.
+    let _serial = serial();
+    let mut b = session_builder();
+    b.rlimit(stockade::Rlimit::OpenFiles, 32, 32);
+    let session = b.build().unwrap().start().unwrap();
+    let mut command = session.command("/bin/sh");
+    command.args(["-c", "grep 'Max open files' /proc/self/limits; ls /proc/self/fd | wc -l"]);
+    for target in 3..30 {
+        command.fd(target, std::fs::File::open("/dev/null").unwrap());
+    }
+    let out = command.output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    let limits: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(&limits[3..5], ["32", "32"], "{text}");
+    // 0-29, and the one `ls` reads the directory through.
+    assert!(lines.next().unwrap().trim().parse::<u32>().unwrap() >= 30, "{text}");
+}

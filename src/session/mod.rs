@@ -200,6 +200,8 @@ impl Held {
         )
         .map_err(|e| Error::spawn("socketpair", e))?;
         let holder_copy = holder.try_clone().map_err(|e| Error::spawn("dup the holder's pidfd", e))?;
+        let placeholder: OwnedFd =
+            std::fs::File::open("/dev/null").map_err(|e| Error::spawn("open /dev/null", e))?.into();
         let groups = child.cgroup_dirs();
         let server = crate::spawn::spawn(
             config,
@@ -212,6 +214,8 @@ impl Held {
             vec![
                 (server_end.as_raw_fd(), crate::sys::wire::SERVER_FD),
                 (holder_copy.as_raw_fd(), crate::sys::wire::HOLDER_FD),
+                // Where the server's joiner puts the Landlock ruleset (kept free for it).
+                (placeholder.as_raw_fd(), crate::sys::wire::LANDLOCK_FD),
             ],
             None,
             None,
@@ -251,9 +255,10 @@ impl Session {
         self.child.id()
     }
 
-    /// Whether the session is still running (its holder or init has not ended).
+    /// Whether the session is still running (its holder or init, and its server, have not
+    /// ended).
     pub fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+        matches!(self.child.try_wait(), Ok(None)) && matches!(self.server.try_wait(), Ok(None))
     }
 
     /// Ends the session: kills every process in it and removes its cgroups. Commands still

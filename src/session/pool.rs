@@ -16,16 +16,18 @@ use crate::{Error, Sandbox, Session};
 /// or follows a failed background start.
 /// Dropping the pool stops the sessions it holds; its thread (whose end would end the sessions
 /// it started, as their parent) stays until every session handed out has been dropped.
-/// Commands cost what a [`Session`]'s do (more from a program holding much memory).
+/// Commands cost what a [`Session`]'s do.
 ///
-/// The pool's thread, and the sessions it starts ahead after its first (their init and holder,
-/// for as long as they run), are background work under `SCHED_IDLE`: any other task preempts
-/// them at once, so a caller's command does not wait for the CPU behind a session being
-/// started. The cost falls on busy machines: there the pool refills slowly (and `get` starts
-/// sessions itself), a session's init reaps the orphans of its commands late (their zombies
-/// count against a pids limit until then), stopping sessions takes longer, and a lock the
-/// kernel gives such a session's setup (the mount table's, a cgroup's) is held longer. Commands
-/// run under their caller's scheduling policy, as do sessions `get` starts.
+/// The pool starts each session's sandbox (its init and holder, for as long as they run) on a
+/// thread of its own, which from its second start on is background work under `SCHED_IDLE`:
+/// any other task preempts it at once, so a caller's command does not wait for the CPU behind
+/// a session being started. The cost falls on busy machines: there the pool refills slowly
+/// (and `get` starts sessions itself), a session's init reaps the orphans of its commands late
+/// (their zombies count against a pids limit until then), stopping sessions takes longer, and a
+/// lock the kernel gives such a session's setup (the mount table's, a cgroup's) is held longer.
+/// Each session's server starts on the pool's other thread, under the scheduling policy of the
+/// thread that made the pool, and its commands run under that policy (a session `get` starts
+/// itself: under the caller's).
 ///
 /// ```no_run
 /// use stockade::{Namespaces, Pool, Sandbox};

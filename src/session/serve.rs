@@ -1,9 +1,9 @@
 //! The library's side of a session's server (the init program in its serving mode,
 //! `src/sys/init/serve.rs`; what they say to each other: `src/sys/init/wire.rs`).
 //!
-//! At the session's start a joiner enters the session, takes the payload's credentials,
-//! filter and Landlock rules, and execs the server, which lives outside the session's pid
-//! namespace. A command is then one request on the session socket: the server forks it (it
+//! At the session's start a joiner enters the session, takes the payload's credentials and
+//! filter (its Landlock ruleset it keeps for the commands; its rlimits it only raises to), and
+//! execs the server, which lives outside the session's pid namespace. A command is then one request on the session socket: the server forks it (it
 //! inherits all of that), sends its pidfd back, and reports how it ended on a pipe of its own.
 //! No command is a copy of this program: its cost does not grow with this program's memory.
 
@@ -30,24 +30,20 @@ const SERVER_CALLS: &[(&str, libc::c_long, [u64; 2])] = &[
     ("prctl", libc::SYS_prctl, [libc::PR_SET_NAME as u64, 0]),
     ("prctl", libc::SYS_prctl, [libc::PR_SET_PDEATHSIG as u64, libc::SIGKILL as u64]),
     ("rt_sigprocmask", libc::SYS_rt_sigprocmask, [libc::SIG_BLOCK as u64, 0]),
+    ("rt_sigprocmask", libc::SYS_rt_sigprocmask, [libc::SIG_SETMASK as u64, 0]),
+    ("getpid", libc::SYS_getpid, [0, 0]),
+    ("pidfd_open", libc::SYS_pidfd_open, [0, 0]),
+    ("fcntl", libc::SYS_fcntl, [wire::SERVER_FD as u64, libc::F_SETFD as u64]),
     ("close_range", libc::SYS_close_range, [0, 2]),
     ("close", libc::SYS_close, [0, 0]),
     ("ppoll", libc::SYS_ppoll, [0, 0]),
     ("recvmsg", libc::SYS_recvmsg, [wire::SERVER_FD as u64, 0]),
     ("sendmsg", libc::SYS_sendmsg, [0, 0]),
-    // A command waiting for "go" is a fork; one that is not shares the server's memory.
     ("clone", libc::SYS_clone, [(libc::CLONE_PIDFD | libc::SIGCHLD) as u64, 0]),
-    (
-        "clone",
-        libc::SYS_clone,
-        [(libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD) as u64, 0],
-    ),
-    ("munmap", libc::SYS_munmap, [0, 0]),
     ("wait4", libc::SYS_wait4, [0, 0]),
     ("kill", libc::SYS_kill, [0, libc::SIGKILL as u64]),
     ("write", libc::SYS_write, [0, 0]),
     ("read", libc::SYS_read, [0, 0]),
-    ("getppid", libc::SYS_getppid, [0, 0]),
     ("mmap", libc::SYS_mmap, [0, 0]),
     ("fcntl", libc::SYS_fcntl, [0, libc::F_DUPFD_CLOEXEC as u64]),
     ("dup3", libc::SYS_dup3, [0, 0]),
@@ -57,12 +53,34 @@ const SERVER_CALLS: &[(&str, libc::c_long, [u64; 2])] = &[
     ("exit_group", libc::SYS_exit_group, [0, 0]),
 ];
 
+/// Whether each command restricts itself with the payload's Landlock rules (a domain of its
+/// own). With `allow_new_privileges` the rules are applied before the capabilities are
+/// dropped, so the server applies them and its commands share its domain.
+pub(crate) fn own_landlock(config: &Config) -> bool {
+    config.landlock.is_some() && config.no_new_privs
+}
+
 /// Checks that the payload's filter lets the server work (it runs under it); says whether its
 /// commands may join a keyring of their own (where the filter lets them use keyrings at all).
 pub(crate) fn check_filter(config: &Config) -> Result<bool, Error> {
     let Some(program) = &config.seccomp else { return Ok(true) };
-    if let Some((name, ..)) =
-        SERVER_CALLS.iter().find(|(_, nr, args)| !crate::seccomp::allows(program, *nr, *args))
+    let mut calls: Vec<(&str, libc::c_long, [u64; 2])> = SERVER_CALLS.to_vec();
+    if !config.rlimits.is_empty() {
+        calls.push(("prlimit64", libc::SYS_prlimit64, [0, 0]));
+    }
+    if own_landlock(config) {
+        calls.push((
+            "landlock_restrict_self",
+            libc::SYS_landlock_restrict_self,
+            [wire::LANDLOCK_FD as u64, 0],
+        ));
+    }
+    if config.run_defaults.as_ref().is_some_and(|d| d.cwd.is_some()) {
+        // An image's working directory, made if missing.
+        calls.push(("umask", libc::SYS_umask, [0, 0]));
+        calls.push(("mkdirat", libc::SYS_mkdirat, [libc::AT_FDCWD as u64, 0]));
+    }
+    if let Some((name, ..)) = calls.iter().find(|(_, nr, args)| !crate::seccomp::allows(program, *nr, *args))
     {
         return Err(Error::Unsupported {
             feature: format!("a session under a syscall filter that refuses {name}"),
@@ -81,11 +99,19 @@ pub(crate) fn check_filter(config: &Config) -> Result<bool, Error> {
 }
 
 /// The strings a command needs at its exec, laid out as `wire::S_ARGV` says.
-fn strings(exec: &Exec, cwd: Option<&std::path::Path>) -> Vec<u8> {
+fn strings(
+    exec: &Exec,
+    cwd: Option<&std::path::Path>,
+    rlimits: &[(libc::__rlimit_resource_t, u64, u64)],
+) -> Vec<u8> {
     use std::os::unix::ffi::OsStrExt;
     let (args, env) = exec.strings();
     let candidates = &exec.candidates;
-    let words = wire::S_HEADER + (args.len() + 1) + (env.len() + 1) + (candidates.len() + 1);
+    let words = wire::S_HEADER
+        + (args.len() + 1)
+        + (env.len() + 1)
+        + (candidates.len() + 1)
+        + (3 * rlimits.len() + 1);
     let mut header = vec![0u64; words];
     let mut text: Vec<u8> = Vec::new();
     let base = words * 8;
@@ -105,6 +131,12 @@ fn strings(exec: &Exec, cwd: Option<&std::path::Path>) -> Vec<u8> {
         // The array's end (already 0).
         slot += 1;
     }
+    header[wire::S_RLIMITS] = (slot * 8) as u64;
+    for &(resource, soft, hard) in rlimits {
+        header[slot..slot + 3].copy_from_slice(&[u64::from(resource), soft, hard]);
+        slot += 3;
+    }
+    header[slot] = u64::MAX;
     if let Some(dir) = cwd {
         header[wire::S_CWD] = put(dir.as_os_str().as_bytes());
     }
@@ -205,7 +237,7 @@ pub(crate) fn spawn(
     let (status_read, status_write) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
             .map_err(|e| Error::spawn("pipe2", e))?;
-    let text = sys::memfd_with(c"stockade-command", &strings(&exec, cwd.map(|c| c.path)))
+    let text = sys::memfd_with(c"stockade-command", &strings(&exec, cwd.map(|c| c.path), &config.rlimits))
         .map_err(|e| Error::spawn("write the command's strings to a memfd", e))?;
 
     // Until it has a cgroup (and its score): "go" after, as for any sandbox's first process.
@@ -214,7 +246,9 @@ pub(crate) fn spawn(
     words[wire::W_MAGIC] = wire::MAGIC;
     words[wire::W_FLAGS] = if go { wire::GO } else { 0 }
         | if terminal.is_some() { wire::TERMINAL } else { 0 }
-        | if keyring { wire::KEYRING } else { 0 };
+        | if keyring { wire::KEYRING } else { 0 }
+        | if own_landlock(config) { wire::LANDLOCK } else { 0 }
+        | if cwd.is_some_and(|c| c.create) { wire::CREATE_CWD } else { 0 };
     // Rounded up: the server's deadline must not come before this program's.
     words[wire::W_WALL_MS] =
         limits.wall_time.and_then(|w| i32::try_from(w.as_micros().div_ceil(1000).max(1)).ok()).unwrap_or(-1)
@@ -294,6 +328,15 @@ pub(crate) fn spawn(
     }
     if let Some(cgroup) = &cgroup {
         cgroup.attach(pid).map_err(abort)?;
+        // The pid named the command when it was written if the command was not reaped by then,
+        // which it still is not if its pidfd still names a pid (a session process may kill
+        // it while it waits for "go", and its server then reaps it).
+        if pidfd::pid_of(command.as_fd()).ok() != Some(pid) {
+            return Err(abort(Error::spawn(
+                "put the session command in its cgroup",
+                std::io::Error::from_raw_os_error(libc::ESRCH),
+            )));
+        }
     }
     if let Some(adj) = config.oom_score_adj {
         let dir = crate::userns::ProcDir::open(pid, command.as_fd()).map_err(abort)?;

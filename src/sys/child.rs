@@ -590,7 +590,16 @@ fn wait_for_go(control: RawFd) {
 /// Creates the Landlock ruleset, adds its rules (paths resolved in the sandbox's root) and
 /// restricts this process with it.
 fn apply_landlock(creds: &crate::plan::Creds<'_>) -> Result<(), Failure> {
-    let Some(rules) = creds.landlock else { return Ok(()) };
+    let Some(ruleset) = landlock_ruleset(creds)? else { return Ok(()) };
+    let restricted = super::landlock::restrict_self(ruleset).map_err(at_index(Step::Landlock, usize::MAX));
+    super::close(ruleset);
+    restricted
+}
+
+/// Creates the Landlock ruleset and adds its rules (paths resolved in the sandbox's root), if
+/// the sandbox has any.
+fn landlock_ruleset(creds: &crate::plan::Creds<'_>) -> Result<Option<RawFd>, Failure> {
+    let Some(rules) = creds.landlock else { return Ok(None) };
     let whole = at_index(Step::Landlock, usize::MAX);
     let ruleset = super::landlock::create_ruleset(&rules.attr).map_err(&whole)?;
     let added = (|| {
@@ -601,10 +610,15 @@ fn apply_landlock(creds: &crate::plan::Creds<'_>) -> Result<(), Failure> {
         for &(access, port) in &rules.ports {
             super::landlock::add_port_rule(ruleset, access, port).map_err(&whole)?;
         }
-        super::landlock::restrict_self(ruleset).map_err(&whole)
+        Ok(())
     })();
-    super::close(ruleset);
-    added
+    match added {
+        Ok(()) => Ok(Some(ruleset)),
+        Err(e) => {
+            super::close(ruleset);
+            Err(e)
+        }
+    }
 }
 
 fn install_filter(creds: &crate::plan::Creds<'_>) -> Result<(), Failure> {
@@ -657,9 +671,17 @@ fn exec_payload(plan: &Plan<'_>, ends: Ends) -> Result<Infallible, Failure> {
         apply_landlock(creds)?;
         install_filter(creds)?;
     }
+    let serve = plan.join.as_ref().is_some_and(|j| j.serve);
     // While all capabilities are still there (raising a hard limit needs CAP_SYS_RESOURCE).
     for &(resource, soft, hard) in creds.rlimits {
-        super::prlimit(resource, soft, hard).map_err(at(Step::Rlimits))?;
+        if serve {
+            // A session's server only raises its own (its CPU time, say, adds up over every
+            // command): each command sets exactly these, lowering from there.
+            let (old_soft, old_hard) = super::getrlimit(resource).map_err(at(Step::Rlimits))?;
+            super::prlimit(resource, soft.max(old_soft), hard.max(old_hard)).map_err(at(Step::Rlimits))?;
+        } else {
+            super::prlimit(resource, soft, hard).map_err(at(Step::Rlimits))?;
+        }
     }
     if let Some(caps) = creds.caps {
         // Keep the permitted set across the uid change; drop from the bounding set while we
@@ -736,7 +758,19 @@ fn exec_payload(plan: &Plan<'_>, ends: Ends) -> Result<Infallible, Failure> {
     }
     if creds.no_new_privs {
         super::prctl(libc::PR_SET_NO_NEW_PRIVS, 1).map_err(at(Step::NoNewPrivs))?;
-        apply_landlock(creds)?;
+        if serve {
+            // A session's server keeps the ruleset (at the number the spawn reserved for it)
+            // for its commands, each of which restricts itself with it: a domain of each
+            // command's own, as a sandbox's payload has.
+            if let Some(ruleset) = landlock_ruleset(creds)? {
+                // Kept across the exec (the server marks it close-on-exec for its commands').
+                let placed = super::dup_onto(ruleset, super::wire::LANDLOCK_FD);
+                super::close(ruleset);
+                placed.map_err(at_index(Step::Landlock, usize::MAX))?;
+            }
+        } else {
+            apply_landlock(creds)?;
+        }
     }
     // Changing credentials clears the parent-death signal: arm it again, then make sure the
     // parent did not die in between (without an init, our parent is the embedding process;

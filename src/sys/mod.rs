@@ -638,6 +638,14 @@ pub(crate) fn random_u32() -> u32 {
 }
 
 /// Sets a resource limit of the calling process.
+/// This process's limits for `resource`: (soft, hard).
+pub(crate) fn getrlimit(resource: libc::__rlimit_resource_t) -> SysResult<(u64, u64)> {
+    let mut old = [0u64; 2];
+    // SAFETY: `old` is a writable `struct rlimit64`; no new limit is given.
+    unsafe { raw!(libc::SYS_prlimit64, 0, resource, std::ptr::null::<u64>(), old.as_mut_ptr()) }?;
+    Ok((old[0], old[1]))
+}
+
 pub(crate) fn prlimit(resource: libc::__rlimit_resource_t, soft: u64, hard: u64) -> SysResult<()> {
     let new = libc::rlimit64 { rlim_cur: soft, rlim_max: hard };
     // SAFETY: `new` is a valid rlimit64; the old value is not requested.

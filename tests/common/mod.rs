@@ -55,12 +55,18 @@ pub fn skip(test: &str, reason: &str) {
     let lane = std::env::var("STOCKADE_TEST_LANE").map(|l| format!(", {l}")).unwrap_or_default();
     let line = format!("SKIP {test} (uid {}{lane}): {reason}\n", nix::unistd::geteuid());
     eprint!("{line}");
+    // Held while the log is open: a test counting descriptors meanwhile would count it.
+    let _open = DESCRIPTORS.lock().unwrap_or_else(|e| e.into_inner());
     if let Ok(path) = std::env::var("STOCKADE_SKIP_LOG")
         && let Ok(mut f) = std::fs::OpenOptions::new().append(true).create(true).open(path)
     {
         let _ = f.write_all(line.as_bytes());
     }
 }
+
+/// Held by whatever opens a descriptor for an instant outside the serialized tests (a skip
+/// writing its log) and by [`fd_count`].
+static DESCRIPTORS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Number of open descriptors of this process. As root, the cgroup reaper (which keeps one
 /// socket for the life of the process) is started first, so counts taken before and after a
@@ -69,6 +75,7 @@ pub fn fd_count() -> usize {
     if is_root() {
         cgroup_prefix();
     }
+    let _counting = DESCRIPTORS.lock().unwrap_or_else(|e| e.into_inner());
     std::fs::read_dir("/proc/self/fd").expect("read /proc/self/fd").count() - 1
 }
 

@@ -86,12 +86,15 @@ mod nr {
     pub const MMAP: usize = 9;
     pub const IOCTL: usize = 16;
     pub const RT_SIGPROCMASK: usize = 14;
-    pub const GETPPID: usize = 110;
     pub const SETSID: usize = 112;
     pub const KEYCTL: usize = 250;
     pub const OPENAT: usize = 257;
     pub const DUP3: usize = 292;
-    pub const MUNMAP: usize = 11;
+    pub const PIDFD_OPEN: usize = 434;
+    pub const PRLIMIT64: usize = 302;
+    pub const LANDLOCK_RESTRICT_SELF: usize = 446;
+    pub const UMASK: usize = 95;
+    pub const MKDIRAT: usize = 258;
 }
 
 #[cfg(target_arch = "aarch64")]
@@ -118,12 +121,15 @@ mod nr {
     pub const MMAP: usize = 222;
     pub const IOCTL: usize = 29;
     pub const RT_SIGPROCMASK: usize = 135;
-    pub const GETPPID: usize = 173;
     pub const SETSID: usize = 157;
     pub const KEYCTL: usize = 219;
     pub const OPENAT: usize = 56;
     pub const DUP3: usize = 24;
-    pub const MUNMAP: usize = 215;
+    pub const PIDFD_OPEN: usize = 434;
+    pub const PRLIMIT64: usize = 261;
+    pub const LANDLOCK_RESTRICT_SELF: usize = 446;
+    pub const UMASK: usize = 166;
+    pub const MKDIRAT: usize = 34;
 }
 
 const SIGCHLD: isize = 17;

@@ -3,26 +3,24 @@
 //!
 //! The server lives outside the session's pid namespace (nothing in the session can name it to
 //! signal or trace it), with the payload's credentials, filter and Landlock rules, which its
-//! children inherit; its children are in the session's pid namespace. It waits on the session
+//! children inherit (but its Landlock ruleset, which each command restricts itself with: a
+//! domain of its own); its children are in the session's pid namespace. It waits on the session
 //! socket, the holder's pidfd and each running command's pidfd:
 //! - a request: forks the command, sends its pidfd on the command's control channel, keeps its
 //!   status pipe; the command arranges its descriptors, waits for "go" if asked, joins a new
-//!   session (and keyring, and terminal, if asked), changes directory and execs, or writes a
+//!   session (and keyring, and terminal, if asked), changes directory (made if asked), sets
+//!   its rlimits, restricts itself with the Landlock ruleset (if any) and execs, or writes a
 //!   failure record on its control channel and exits;
 //! - a command's end: reaps it and writes its report (`wire::REPORT_LEN`) to its status pipe;
 //! - a command's wall-clock limit: kills it (reported as ended by the limit);
 //! - the socket's end (the library let the session go) or the holder's (the session ended):
-//!   exits; its commands end with the session's pid namespace.
-
-use core::arch::asm;
-use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+//!   exits; its commands end with it (their parent-death signal), and with the session's pid
+//!   namespace.
 
 use crate::wire::*;
 use crate::{EXIT_BROKEN, PollFd, SIGKILL, Timespec, call, exit, nr, syscall6};
 
 const CLONE_PIDFD: usize = 0x1000;
-const CLONE_VM: usize = 0x100;
-const CLONE_VFORK: usize = 0x4000;
 const SIGCHLD: usize = 17;
 const SIGPIPE: usize = 13;
 const MSG_NOSIGNAL: usize = 0x4000;
@@ -32,6 +30,7 @@ const SOL_SOCKET: i32 = 1;
 const SCM_RIGHTS: i32 = 1;
 const POLLIN: i16 = 0x1;
 const F_DUPFD_CLOEXEC: usize = 1030;
+const FD_CLOEXEC: usize = 1;
 const F_SETFD: usize = 2;
 const PROT_READ: usize = 1;
 const PROT_WRITE: usize = 2;
@@ -112,9 +111,21 @@ pub fn serve() -> ! {
     // unblock it again before their exec.
     let pipe = [1u64 << (SIGPIPE - 1)];
     call(nr::RT_SIGPROCMASK, SIG_BLOCK, pipe.as_ptr() as usize, 0, 8);
-    // Only the session socket and the holder's pidfd stay open.
+    // Only the session socket, the holder's pidfd and the Landlock ruleset stay open, each
+    // close-on-exec: no command keeps one across its exec, whatever else fails.
     call(nr::CLOSE_RANGE, 0, SERVER_FD as usize - 1, 0, 0);
-    call(nr::CLOSE_RANGE, HOLDER_FD as usize + 1, u32::MAX as usize, 0, 0);
+    call(nr::CLOSE_RANGE, LANDLOCK_FD as usize + 1, u32::MAX as usize, 0, 0);
+    for fd in [SERVER_FD, HOLDER_FD, LANDLOCK_FD] {
+        call(nr::FCNTL, fd as usize, F_SETFD, FD_CLOEXEC, 0);
+    }
+    // The commands' way to tell that this process has ended: their parent reads as pid 0
+    // (outside their pid namespace) before and after.
+    let me = call(nr::GETPID, 0, 0, 0, 0);
+    let server = call(nr::PIDFD_OPEN, me as usize, 0, 0, 0);
+    if server < 0 {
+        exit(EXIT_BROKEN);
+    }
+    let server = server as i32;
     let mut table: [Option<Running>; MAX_COMMANDS] = [None; MAX_COMMANDS];
     let mut fds = [const { PollFd { fd: -1, events: POLLIN, revents: 0 } }; MAX_COMMANDS + 2];
     let mut slots = [0usize; MAX_COMMANDS];
@@ -167,7 +178,7 @@ pub fn serve() -> ! {
             }
         }
         if fds[0].revents & POLLIN != 0 {
-            if !request(&mut table) {
+            if !request(&mut table, server) {
                 exit(0);
             }
         } else if fds[0].revents != 0 {
@@ -213,7 +224,7 @@ fn reap(entry: &mut Option<Running>) {
 
 /// Takes one request from the session socket and starts its command. `false` at the socket's
 /// end.
-fn request(table: &mut [Option<Running>; MAX_COMMANDS]) -> bool {
+fn request(table: &mut [Option<Running>; MAX_COMMANDS], server: i32) -> bool {
     let mut words = [0u32; REQUEST_WORDS];
     let mut iov = Iovec { base: words.as_mut_ptr() as *mut u8, len: REQUEST_WORDS * 4 };
     // cmsghdr (16 bytes) and up to MAX_FDS descriptors, 8-aligned.
@@ -228,8 +239,14 @@ fn request(table: &mut [Option<Running>; MAX_COMMANDS]) -> bool {
         flags: 0,
     };
     let got = call(nr::RECVMSG, SERVER_FD as usize, &mut msg as *mut MsgHdr as usize, MSG_CMSG_CLOEXEC, 0);
-    if got <= 0 {
-        return false;
+    match got {
+        // The library let the session go.
+        0 => return false,
+        // Nothing taken (no memory for it now, say): the library's request is lost, and its
+        // control channel closed with it, which the library reports.
+        -12 | -105 | -11 => return true, // ENOMEM ENOBUFS EAGAIN
+        _ if got < 0 => return false,
+        _ => {}
     }
     let mut received = [-1i32; MAX_FDS];
     let mut count = 0;
@@ -285,31 +302,14 @@ fn request(table: &mut [Option<Running>; MAX_COMMANDS]) -> bool {
     };
     let (control, status) = (fds[0], fds[1]);
     let mut pidfd: i32 = -1;
-    let pid = if words[W_FLAGS] & GO == 0 {
-        // Nothing to wait for before its exec: it shares this memory, on a stack of its own,
-        // while this process waits for its exec (or end), as `posix_spawn` does: no copy.
-        let start = Start { words: &words, fds: fds.as_ptr(), count: fds.len() };
-        // SAFETY: `vforked` follows what a CLONE_VM child may do here (reads the request, writes
-        // its own stack and `MAPPED`); this frame, `start` with it, outlives the child's use of
-        // it (the call returns once the child has exec'd or ended); one child at a time uses
-        // the stack (this process is suspended meanwhile).
-        let pid = unsafe { vfork(&raw mut CHILD_STACK, &mut pidfd, &start) };
-        // The strings' mapping the child made in this (shared) memory.
-        let (at, len) = (MAPPED_AT.swap(0, Relaxed), MAPPED_LEN.swap(0, Relaxed));
-        if at != 0 {
-            call(nr::MUNMAP, at, len, 0, 0);
-        }
-        pid
-    } else {
-        // It waits for "go", which the library sends once it has the pidfd, sent below: a
-        // fork, with a copy of this memory (the request included). CLONE_PIDFD stores the
-        // pidfd through the third argument on every architecture.
-        let pid = call(nr::CLONE, CLONE_PIDFD | SIGCHLD, 0, &mut pidfd as *mut i32 as usize, 0);
-        if pid == 0 {
-            command(&words, fds);
-        }
-        pid
-    };
+    // A fork: the child gets a copy of this memory (the request included). (Not a child
+    // sharing it, as `posix_spawn`'s: this process would wait for its exec, and a process of
+    // the session stopping it first would stop every command.) CLONE_PIDFD stores the pidfd
+    // through the third argument on every architecture.
+    let pid = call(nr::CLONE, CLONE_PIDFD | SIGCHLD, 0, &mut pidfd as *mut i32 as usize, 0);
+    if pid == 0 {
+        command(&words, fds, server);
+    }
     if pid < 0 {
         let (step, errno) = if session_ended() { (STEP_JOIN_SESSION, ESRCH) } else { (STEP_FORK, -pid) };
         record(control, step, errno, 0);
@@ -332,99 +332,6 @@ fn request(table: &mut [Option<Running>; MAX_COMMANDS]) -> bool {
     table[slot] =
         Some(Running { pid: pid as i32, pidfd, status, deadline, timed_out: false, stuck: false });
     true
-}
-
-/// What a child started by [`vfork`] reads: the request, in the server's suspended frame.
-struct Start<'a> {
-    words: &'a [u32; REQUEST_WORDS],
-    fds: *const i32,
-    count: usize,
-}
-
-/// The stack of a child started by [`vfork`] (one at a time: the server waits meanwhile).
-#[repr(C, align(16))]
-struct Stack([u8; 64 * 1024]);
-static mut CHILD_STACK: Stack = Stack([0; 64 * 1024]);
-
-/// The strings' mapping of the last command (address, length), for the server to unmap when
-/// the command shared its memory.
-static MAPPED_AT: AtomicUsize = AtomicUsize::new(0);
-static MAPPED_LEN: AtomicUsize = AtomicUsize::new(0);
-
-/// The entry of a child started by [`vfork`], on its own stack.
-///
-/// # Safety
-/// `start` points at a live [`Start`] whose descriptors are `count` valid numbers.
-unsafe extern "C" fn vforked(start: *const Start<'_>) -> ! {
-    // SAFETY: the caller's contract.
-    let (words, fds) = unsafe { ((*start).words, core::slice::from_raw_parts((*start).fds, (*start).count)) };
-    command(words, fds)
-}
-
-/// Starts [`vforked`] with `start` in a child sharing this memory, on `stack`, and returns once
-/// it has exec'd or ended (`CLONE_VM | CLONE_VFORK`): its pid or -errno; its pidfd goes to
-/// `pidfd`.
-///
-/// # Safety
-/// As [`vforked`]; `stack` is used by nothing else until this returns.
-#[cfg(target_arch = "x86_64")]
-unsafe fn vfork(stack: *mut Stack, pidfd: &mut i32, start: &Start<'_>) -> isize {
-    let top = stack as usize + core::mem::size_of::<Stack>();
-    let ret: isize;
-    // SAFETY: the child runs `vforked` on the new stack (16-aligned: the call leaves it as a
-    // function expects) and never returns here; the parent sees a plain system call.
-    unsafe {
-        asm!(
-            "syscall",
-            "test rax, rax",
-            "jnz 2f",
-            "mov rdi, r12",
-            "call r13",
-            "ud2",
-            "2:",
-            inlateout("rax") nr::CLONE as isize => ret,
-            in("rdi") CLONE_VM | CLONE_VFORK | CLONE_PIDFD | SIGCHLD,
-            in("rsi") top,
-            in("rdx") pidfd as *mut i32,
-            in("r10") 0usize,
-            in("r8") 0usize,
-            in("r12") start as *const Start<'_>,
-            in("r13") vforked as unsafe extern "C" fn(*const Start<'_>) -> !,
-            out("rcx") _,
-            out("r11") _,
-        );
-    }
-    ret
-}
-
-/// See the x86_64 version.
-///
-/// # Safety
-/// As there.
-#[cfg(target_arch = "aarch64")]
-unsafe fn vfork(stack: *mut Stack, pidfd: &mut i32, start: &Start<'_>) -> isize {
-    let top = stack as usize + core::mem::size_of::<Stack>();
-    let ret: isize;
-    // SAFETY: as for x86_64 (the stack stays 16-aligned throughout on aarch64).
-    unsafe {
-        asm!(
-            "svc 0",
-            "cbnz x0, 2f",
-            "mov x0, x9",
-            "blr x10",
-            "brk #1",
-            "2:",
-            in("x8") nr::CLONE,
-            inlateout("x0") CLONE_VM | CLONE_VFORK | CLONE_PIDFD | SIGCHLD => ret,
-            in("x1") top,
-            in("x2") pidfd as *mut i32,
-            in("x3") 0usize,
-            in("x4") 0usize,
-            in("x9") start as *const Start<'_>,
-            in("x10") vforked as unsafe extern "C" fn(*const Start<'_>) -> !,
-        );
-    }
-    ret
 }
 
 /// Whether the session's holder has ended (its pidfd is readable).
@@ -451,15 +358,16 @@ fn fail(control: i32, step: u32, errno: isize, index: u32) -> ! {
 
 /// The command, in a fresh fork of the server: the request's descriptors are `fds` (control,
 /// status, strings, then the moves). Never returns: it execs, or reports and exits.
-fn command(words: &[u32; REQUEST_WORDS], fds: &[i32]) -> ! {
+fn command(words: &[u32; REQUEST_WORDS], fds: &[i32], server: i32) -> ! {
     let control = fds[0];
     // It ends with its server (which ends with the session and with the library): armed, then
-    // checked, as the server may have gone in between. The server is outside the session's
-    // pid namespace, where this process is: while it lives, the parent reads as pid 0.
+    // checked through the server's pidfd, as the server may have gone in between.
     if call(nr::PRCTL, PR_SET_PDEATHSIG, SIGKILL, 0, 0) < 0 {
         fail(control, STEP_DEATH_SIGNAL, EINVAL, 0);
     }
-    if call(nr::GETPPID, 0, 0, 0, 0) != 0 {
+    let mut watch = PollFd { fd: server, events: POLLIN, revents: 0 };
+    let zero = [0usize; 2];
+    if call(nr::PPOLL, &mut watch as *mut PollFd as usize, 1, zero.as_ptr() as usize, 0) != 0 {
         exit(EXIT_ABANDONED);
     }
     let flags = words[W_FLAGS];
@@ -477,6 +385,16 @@ fn command(words: &[u32; REQUEST_WORDS], fds: &[i32]) -> ! {
         fail(control, STEP_FDS, -c, u32::MAX);
     }
     let c = c as i32;
+    // The ruleset, until the command restricts itself with it (close-on-exec).
+    let ruleset = if flags & LANDLOCK != 0 {
+        let copy = dup_above(LANDLOCK_FD);
+        if copy < 0 {
+            fail(c, STEP_LANDLOCK, -copy, u32::MAX);
+        }
+        copy as i32
+    } else {
+        -1
+    };
     let mut high = [0i32; MAX_MOVES];
     for (i, &fd) in fds.iter().skip(FIXED_FDS).enumerate().take(moves) {
         let copy = dup_above(fd);
@@ -492,12 +410,14 @@ fn command(words: &[u32; REQUEST_WORDS], fds: &[i32]) -> ! {
         }
     }
     // Everything else closes: the server's descriptors, the request's, the copies.
-    let mut keep = [0u32; MAX_MOVES + 1];
+    let mut keep = [0u32; MAX_MOVES + 2];
     for (slot, &target) in keep.iter_mut().zip(targets) {
         *slot = target;
     }
     keep[moves] = c as u32;
-    let keep = keep.get_mut(..=moves).unwrap_or(&mut []);
+    // (-1 when there is none: kept as the largest number, which closes nothing more.)
+    keep[moves + 1] = ruleset as u32;
+    let keep = keep.get_mut(..=moves + 1).unwrap_or(&mut []);
     // Insertion sort (few entries; the library's sort would bring in unwinding code).
     for i in 1..keep.len() {
         let mut j = i;
@@ -536,10 +456,37 @@ fn command(words: &[u32; REQUEST_WORDS], fds: &[i32]) -> ! {
         }
     }
     if !strings.cwd.is_null() {
+        if flags & CREATE_CWD != 0 {
+            if let Err(errno) = make_dirs(strings.cwd) {
+                fail(c, STEP_CREATE_CWD, errno, 0);
+            }
+        }
         let changed = call(nr::CHDIR, strings.cwd as usize, 0, 0, 0);
         if changed < 0 {
             fail(c, STEP_CHDIR, -changed, 0);
         }
+    }
+    let mut i = 0;
+    loop {
+        // SAFETY: a triple array `map_strings` checked, in the mapping, ended by u64::MAX.
+        let (resource, limits) = unsafe { (*strings.rlimits.add(3 * i), strings.rlimits.add(3 * i + 1)) };
+        if resource == u64::MAX {
+            break;
+        }
+        // Lowered from the server's, which are at least these (only raised when it started).
+        let set = call(nr::PRLIMIT64, 0, resource as usize, limits as usize, 0);
+        if set < 0 {
+            fail(c, STEP_RLIMITS, -set, i as u32);
+        }
+        i += 1;
+    }
+    if ruleset >= 0 {
+        // The payload's rules, in a domain of the command's own (the server has none).
+        let restricted = call(nr::LANDLOCK_RESTRICT_SELF, ruleset as usize, 0, 0, 0);
+        if restricted < 0 {
+            fail(c, STEP_LANDLOCK, -restricted, u32::MAX);
+        }
+        close(ruleset);
     }
     let none = [0u64];
     call(nr::RT_SIGPROCMASK, SIG_SETMASK, none.as_ptr() as usize, 0, 8);
@@ -563,12 +510,48 @@ fn command(words: &[u32; REQUEST_WORDS], fds: &[i32]) -> ! {
     fail(c, STEP_EXEC, errno, at)
 }
 
+/// Makes the directory `path` (absolute, NUL-terminated) and its missing parents, mode 0755
+/// whatever the umask (as runc does for an image's working directory). The command's own
+/// credentials and root: it makes nothing the payload could not make itself.
+fn make_dirs(path: *const u8) -> Result<(), isize> {
+    let old = call(nr::UMASK, 0, 0, 0, 0);
+    let mut buf = [0u8; 4096];
+    let mut result = Ok(());
+    let mut i = 0;
+    loop {
+        // SAFETY: `path` is NUL-terminated inside the strings' mapping.
+        let b = unsafe { *path.add(i) };
+        if i >= buf.len() - 1 {
+            result = Err(36); // ENAMETOOLONG
+            break;
+        }
+        if (b == b'/' || b == 0) && i > 0 {
+            buf[i] = 0;
+            let made = call(nr::MKDIRAT, AT_FDCWD as usize, buf.as_ptr() as usize, 0o755, 0);
+            if made < 0 && made != -17 {
+                // Not EEXIST.
+                result = Err(-made);
+                break;
+            }
+        }
+        if b == 0 {
+            break;
+        }
+        buf[i] = b;
+        i += 1;
+    }
+    call(nr::UMASK, old as usize, 0, 0, 0);
+    result
+}
+
 /// The command's strings, from its memfd (see `wire::S_ARGV`), as `execve` takes them.
 struct Strings {
     argv: *const u64,
     envp: *const u64,
     candidates: *const u64,
     cwd: *const u8,
+    /// (resource, soft, hard) triples, ended by a resource of `u64::MAX`.
+    rlimits: *const u64,
 }
 
 /// Maps the strings memfd `fd` (`len` bytes) privately and turns its offsets into pointers;
@@ -582,9 +565,6 @@ fn map_strings(fd: i32, len: usize) -> Option<Strings> {
     if (-4095..0).contains(&base) {
         return None;
     }
-    // A child sharing the server's memory leaves the mapping there: the server unmaps it.
-    MAPPED_AT.store(base as usize, Relaxed);
-    MAPPED_LEN.store(len, Relaxed);
     let base = base as *mut u8;
     // SAFETY: `len` bytes are mapped at `base`; every offset below is checked against `len`.
     unsafe {
@@ -618,11 +598,31 @@ fn map_strings(fd: i32, len: usize) -> Option<Strings> {
         if cwd >= len {
             return None;
         }
+        let rlimits = *header.add(S_RLIMITS) as usize;
+        if rlimits % 8 != 0 || rlimits >= len {
+            return None;
+        }
+        // Whole triples up to the end marker, inside the mapping.
+        let mut k = 0;
+        loop {
+            let at = rlimits + 24 * k;
+            if at + 8 > len {
+                return None;
+            }
+            if *(base.add(at) as *const u64) == u64::MAX {
+                break;
+            }
+            if at + 24 > len {
+                return None;
+            }
+            k += 1;
+        }
         Some(Strings {
             argv: array(S_ARGV)?,
             envp: array(S_ENVP)?,
             candidates: array(S_CANDIDATES)?,
             cwd: if cwd == 0 { core::ptr::null() } else { base.add(cwd) },
+            rlimits: base.add(rlimits) as *const u64,
         })
     }
 }

@@ -19,6 +19,10 @@
 pub const SERVER_FD: i32 = 3;
 /// A pidfd of the session's holder: the server ends when the session does.
 pub const HOLDER_FD: i32 = 4;
+/// The payload's Landlock ruleset, with flag [`LANDLOCK`]: each command restricts itself
+/// with it (a domain of its own, as a sandbox's payload has), after the steps it takes as the
+/// payload's own setup would (its terminal, its working directory).
+pub const LANDLOCK_FD: i32 = 5;
 
 /// First word of every request.
 pub const MAGIC: u32 = 0x5354_4b31;
@@ -30,6 +34,10 @@ pub const GO: u32 = 1;
 pub const TERMINAL: u32 = 2;
 /// Flag: join a new session keyring.
 pub const KEYRING: u32 = 4;
+/// Flag: restrict the command with the ruleset at [`LANDLOCK_FD`].
+pub const LANDLOCK: u32 = 8;
+/// Flag: make the working directory, and missing parents (mode 0755), when it is missing.
+pub const CREATE_CWD: u32 = 16;
 
 /// Word: [`MAGIC`].
 pub const W_MAGIC: usize = 0;
@@ -55,8 +63,10 @@ pub const REQUEST_WORDS: usize = W_TARGETS + MAX_MOVES;
 pub const FIXED_FDS: usize = 3;
 
 /// Strings memfd: a header of `u64` offsets into the memfd: the `argv` array, the `envp`
-/// array, the array of paths to try, the working directory (0: none). Each array is `u64`
-/// offsets of NUL-terminated strings, ended by a 0. The memfd's last byte is NUL.
+/// array, the array of paths to try, the working directory (0: none), the rlimits. Each of the
+/// first three arrays is `u64` offsets of NUL-terminated strings, ended by a 0; the rlimits are
+/// `u64` triples (resource, soft, hard) ended by a resource of `u64::MAX`. The memfd's last
+/// byte is NUL.
 pub const S_ARGV: usize = 0;
 /// See [`S_ARGV`].
 pub const S_ENVP: usize = 1;
@@ -64,8 +74,10 @@ pub const S_ENVP: usize = 1;
 pub const S_CANDIDATES: usize = 2;
 /// See [`S_ARGV`].
 pub const S_CWD: usize = 3;
+/// See [`S_ARGV`].
+pub const S_RLIMITS: usize = 4;
 /// The header's length in `u64`s.
-pub const S_HEADER: usize = 4;
+pub const S_HEADER: usize = 5;
 
 /// Most commands one server runs at once; more are refused (`EAGAIN`).
 pub const MAX_COMMANDS: usize = 512;
@@ -87,10 +99,16 @@ pub const STEP_SESSION_KEYRING: u32 = 6;
 pub const STEP_NEW_SESSION: u32 = 8;
 /// `Step::ForkPayload`.
 pub const STEP_FORK: u32 = 18;
+/// `Step::Rlimits`.
+pub const STEP_RLIMITS: u32 = 22;
+/// `Step::CreateWorkingDir`.
+pub const STEP_CREATE_CWD: u32 = 25;
 /// `Step::Chdir`.
 pub const STEP_CHDIR: u32 = 26;
 /// `Step::Exec`.
 pub const STEP_EXEC: u32 = 27;
+/// `Step::Landlock`.
+pub const STEP_LANDLOCK: u32 = 28;
 /// `Step::JoinSession`.
 pub const STEP_JOIN_SESSION: u32 = 31;
 /// `Step::Terminal`.
