@@ -39,7 +39,14 @@ const SERVER_CALLS: &[(&str, libc::c_long, [u64; 2])] = &[
     ("ppoll", libc::SYS_ppoll, [0, 0]),
     ("recvmsg", libc::SYS_recvmsg, [wire::SERVER_FD as u64, 0]),
     ("sendmsg", libc::SYS_sendmsg, [0, 0]),
+    // A command sharing the server's memory, on a slot of its own; a fork when none is free.
+    (
+        "clone",
+        libc::SYS_clone,
+        [(libc::CLONE_VM | libc::CLONE_CHILD_CLEARTID | libc::CLONE_PIDFD | libc::SIGCHLD) as u64, 0],
+    ),
     ("clone", libc::SYS_clone, [(libc::CLONE_PIDFD | libc::SIGCHLD) as u64, 0]),
+    ("munmap", libc::SYS_munmap, [0, 0]),
     ("wait4", libc::SYS_wait4, [0, 0]),
     ("kill", libc::SYS_kill, [0, libc::SIGKILL as u64]),
     ("write", libc::SYS_write, [0, 0]),

@@ -17,10 +17,15 @@
 //!   exits; its commands end with it (their parent-death signal), and with the session's pid
 //!   namespace.
 
+use core::arch::asm;
+use core::sync::atomic::{AtomicI32, Ordering::Acquire, Ordering::Relaxed};
+
 use crate::wire::*;
 use crate::{EXIT_BROKEN, PollFd, SIGKILL, Timespec, call, exit, nr, syscall6};
 
 const CLONE_PIDFD: usize = 0x1000;
+const CLONE_VM: usize = 0x100;
+const CLONE_CHILD_CLEARTID: usize = 0x20_0000;
 const SIGCHLD: usize = 17;
 const SIGPIPE: usize = 13;
 const MSG_NOSIGNAL: usize = 0x4000;
@@ -302,14 +307,41 @@ fn request(table: &mut [Option<Running>; MAX_COMMANDS], server: i32) -> bool {
     };
     let (control, status) = (fds[0], fds[1]);
     let mut pidfd: i32 = -1;
-    // A fork: the child gets a copy of this memory (the request included). (Not a child
-    // sharing it, as `posix_spawn`'s: this process would wait for its exec, and a process of
-    // the session stopping it first would stop every command.) CLONE_PIDFD stores the pidfd
-    // through the third argument on every architecture.
-    let pid = call(nr::CLONE, CLONE_PIDFD | SIGCHLD, 0, &mut pidfd as *mut i32 as usize, 0);
-    if pid == 0 {
-        command(&words, fds, server);
-    }
+    let pid = match free_slot() {
+        // Sharing this memory, on a slot of its own, as `posix_spawn`'s child does: no copy.
+        // This process goes on meanwhile (one that waited for the exec, as vfork's parent,
+        // would wait for ever on a command a process of the session stopped first).
+        Some(slot) => {
+            // SAFETY: the slot is free (no command uses it: its word is 0) and only this
+            // thread hands slots out; the command started on it reads only its own slot.
+            unsafe {
+                (*slot).words = words;
+                for (to, &fd) in (*slot).fds.iter_mut().zip(fds) {
+                    *to = fd;
+                }
+                (*slot).count = fds.len();
+                (*slot).server = server;
+                (*slot).busy.store(-1, Relaxed);
+            }
+            // SAFETY: as above; `clone_on` returns in this process only.
+            let pid = unsafe { clone_on(slot, &mut pidfd) };
+            if pid < 0 {
+                // SAFETY: no command started on it.
+                unsafe { (*slot).busy.store(0, Relaxed) };
+            }
+            pid
+        }
+        // Every slot in use (commands stopped before their exec, say): a fork, with a copy of
+        // this memory (the request included). CLONE_PIDFD stores the pidfd through the third
+        // argument on every architecture.
+        None => {
+            let pid = call(nr::CLONE, CLONE_PIDFD | SIGCHLD, 0, &mut pidfd as *mut i32 as usize, 0);
+            if pid == 0 {
+                command(&words, fds, server, None);
+            }
+            pid
+        }
+    };
     if pid < 0 {
         let (step, errno) = if session_ended() { (STEP_JOIN_SESSION, ESRCH) } else { (STEP_FORK, -pid) };
         record(control, step, errno, 0);
@@ -332,6 +364,142 @@ fn request(table: &mut [Option<Running>; MAX_COMMANDS], server: i32) -> bool {
     table[slot] =
         Some(Running { pid: pid as i32, pidfd, status, deadline, timed_out: false, stuck: false });
     true
+}
+
+/// How many commands may share the server's memory at once (more: forks).
+const SLOTS: usize = 32;
+
+/// What a command started in the server's memory has of its own there.
+#[repr(C, align(16))]
+struct Slot {
+    /// Its stack (first: its end, the stack's top, is 16-aligned).
+    stack: [u8; 64 * 1024],
+    /// Its copy of the request (the server's is the next request's).
+    words: [u32; REQUEST_WORDS],
+    fds: [i32; MAX_FDS],
+    count: usize,
+    /// A pidfd of the server.
+    server: i32,
+    /// Non-zero while a command has the slot: the kernel clears it when the command leaves
+    /// this memory, at its exec or its end (`CLONE_CHILD_CLEARTID`).
+    busy: AtomicI32,
+    /// The mapping of its strings (address, length), which the server unmaps after.
+    mapped: (usize, usize),
+}
+
+// All zero: in .bss, not in the program's file.
+static mut SLOTS_AREA: [Slot; SLOTS] = [const {
+    Slot {
+        stack: [0; 64 * 1024],
+        words: [0; REQUEST_WORDS],
+        fds: [0; MAX_FDS],
+        count: 0,
+        server: 0,
+        busy: AtomicI32::new(0),
+        mapped: (0, 0),
+    }
+}; SLOTS];
+
+/// A slot no command uses, its last command's mapping unmapped.
+fn free_slot() -> Option<*mut Slot> {
+    for i in 0..SLOTS {
+        // SAFETY: only this thread hands slots out; a command uses its slot until the kernel
+        // clears its word, which is read atomically, and nothing else.
+        unsafe {
+            let slot = (&raw mut SLOTS_AREA).cast::<Slot>().add(i);
+            if (*slot).busy.load(Acquire) == 0 {
+                let (at, len) = (*slot).mapped;
+                if at != 0 {
+                    call(nr::MUNMAP, at, len, 0, 0);
+                    (*slot).mapped = (0, 0);
+                }
+                return Some(slot);
+            }
+        }
+    }
+    None
+}
+
+/// The entry of a command started on a slot, on the slot's stack.
+///
+/// # Safety
+/// `slot` is the command's own, filled in by the server.
+unsafe extern "C" fn slot_entry(slot: *mut Slot) -> ! {
+    // SAFETY: the caller's contract.
+    let (words, fds, server) = unsafe {
+        (&(*slot).words, core::slice::from_raw_parts((*slot).fds.as_ptr(), (*slot).count.min(MAX_FDS)), (*slot).server)
+    };
+    command(words, fds, server, Some(slot))
+}
+
+/// Starts [`slot_entry`] on `slot` in a child sharing this memory (`CLONE_VM`, and
+/// `CLONE_CHILD_CLEARTID` on the slot's word); its pidfd goes to `pidfd`. Returns its pid or
+/// -errno, in this process only.
+///
+/// # Safety
+/// `slot` is free and filled in; nothing else uses it until its word is cleared.
+#[cfg(target_arch = "x86_64")]
+unsafe fn clone_on(slot: *mut Slot, pidfd: &mut i32) -> isize {
+    let top = slot as usize + core::mem::size_of::<[u8; 64 * 1024]>();
+    // SAFETY: the slot's word, for the kernel to clear.
+    let word = unsafe { &raw mut (*slot).busy } as usize;
+    let ret: isize;
+    // SAFETY: the child runs `slot_entry` on the slot's stack (16-aligned: the call leaves it
+    // as a function expects) and never returns here; the parent sees a plain system call.
+    unsafe {
+        asm!(
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            "mov rdi, r12",
+            "call r13",
+            "ud2",
+            "2:",
+            inlateout("rax") nr::CLONE as isize => ret,
+            in("rdi") CLONE_VM | CLONE_CHILD_CLEARTID | CLONE_PIDFD | SIGCHLD,
+            in("rsi") top,
+            in("rdx") pidfd as *mut i32,
+            in("r10") word,
+            in("r8") 0usize,
+            in("r12") slot,
+            in("r13") slot_entry as unsafe extern "C" fn(*mut Slot) -> !,
+            out("rcx") _,
+            out("r11") _,
+        );
+    }
+    ret
+}
+
+/// See the x86_64 version (the kernel takes the child's word fifth here).
+///
+/// # Safety
+/// As there.
+#[cfg(target_arch = "aarch64")]
+unsafe fn clone_on(slot: *mut Slot, pidfd: &mut i32) -> isize {
+    let top = slot as usize + core::mem::size_of::<[u8; 64 * 1024]>();
+    // SAFETY: the slot's word, for the kernel to clear.
+    let word = unsafe { &raw mut (*slot).busy } as usize;
+    let ret: isize;
+    // SAFETY: as for x86_64 (the stack stays 16-aligned throughout on aarch64).
+    unsafe {
+        asm!(
+            "svc 0",
+            "cbnz x0, 2f",
+            "mov x0, x9",
+            "blr x10",
+            "brk #1",
+            "2:",
+            in("x8") nr::CLONE,
+            inlateout("x0") CLONE_VM | CLONE_CHILD_CLEARTID | CLONE_PIDFD | SIGCHLD => ret,
+            in("x1") top,
+            in("x2") pidfd as *mut i32,
+            in("x3") 0usize,
+            in("x4") word,
+            in("x9") slot,
+            in("x10") slot_entry as unsafe extern "C" fn(*mut Slot) -> !,
+        );
+    }
+    ret
 }
 
 /// Whether the session's holder has ended (its pidfd is readable).
@@ -358,7 +526,7 @@ fn fail(control: i32, step: u32, errno: isize, index: u32) -> ! {
 
 /// The command, in a fresh fork of the server: the request's descriptors are `fds` (control,
 /// status, strings, then the moves). Never returns: it execs, or reports and exits.
-fn command(words: &[u32; REQUEST_WORDS], fds: &[i32], server: i32) -> ! {
+fn command(words: &[u32; REQUEST_WORDS], fds: &[i32], server: i32, slot: Option<*mut Slot>) -> ! {
     let control = fds[0];
     // It ends with its server (which ends with the session and with the library): armed, then
     // checked through the server's pidfd, as the server may have gone in between.
@@ -373,7 +541,7 @@ fn command(words: &[u32; REQUEST_WORDS], fds: &[i32], server: i32) -> ! {
     let flags = words[W_FLAGS];
     let moves = (words[W_MOVES] as usize).min(MAX_MOVES);
     let targets = words.get(W_TARGETS..W_TARGETS + moves).unwrap_or(&[]);
-    let Some(strings) = map_strings(fds[2], words[W_STRINGS_LEN] as usize) else {
+    let Some(strings) = map_strings(fds[2], words[W_STRINGS_LEN] as usize, slot) else {
         fail(control, STEP_JOIN_SESSION, EINVAL, 0)
     };
     // Every source above the highest target first, then each onto its target, so no move
@@ -556,7 +724,7 @@ struct Strings {
 
 /// Maps the strings memfd `fd` (`len` bytes) privately and turns its offsets into pointers;
 /// `None` if it is malformed.
-fn map_strings(fd: i32, len: usize) -> Option<Strings> {
+fn map_strings(fd: i32, len: usize, slot: Option<*mut Slot>) -> Option<Strings> {
     if len < S_HEADER * 8 || len > 1 << 30 {
         return None;
     }
@@ -564,6 +732,11 @@ fn map_strings(fd: i32, len: usize) -> Option<Strings> {
     let base = unsafe { syscall6(nr::MMAP, 0, len, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd as usize, 0) };
     if (-4095..0).contains(&base) {
         return None;
+    }
+    if let Some(slot) = slot {
+        // In the server's memory, which the server unmaps once the command has left it.
+        // SAFETY: the command's own slot.
+        unsafe { (*slot).mapped = (base as usize, len) };
     }
     let base = base as *mut u8;
     // SAFETY: `len` bytes are mapped at `base`; every offset below is checked against `len`.
