@@ -220,7 +220,7 @@ fn the_untrusted_preset_never_allocates_after_clone_nor_does_the_reaper() {
 #[test]
 fn session_commands_never_allocate_after_clone_nor_do_their_joiners() {
     // The session's holder and its server's joiner (joining the namespaces, taking the
-    // payload's credentials), and each command (forked by the server), in the untrusted
+    // payload's credentials), and each command (started by the server), in the untrusted
     // preset, from two threads; and the failure path.
     let _serial = serial();
     let _ = Box::new(1u8);

@@ -419,7 +419,7 @@ fn a_session_command_that_changes_ids_runs_while_fs_suid_dumpable_is_1_with_noth
     }
     let _restore = Restore(std::fs::read_to_string(SYSCTL).unwrap());
     // Root without a user namespace, the payload running as nobody: its ids change. A command
-    // is a fork of the session's server (the small init program, outside the session's pid
+    // starts from the session's server (the small init program, outside the session's pid
     // namespace), never a copy of this program: with 1 it runs.
     let mut b = rooted(Namespaces::all() - Namespaces::USER, Root::tmpfs());
     b.user(65534, 65534);

@@ -5,7 +5,7 @@
 //! waits, with the payload's credentials, syscall filter and Landlock rules. Beside it runs the
 //! session's *server* (`serve.rs`): the init program again, which joined the holder's
 //! namespaces and root and took the same credentials, filter and rules, but lives outside the
-//! session's pid namespace. A command is a request to the server, which forks it (in the
+//! session's pid namespace. A command is a request to the server, which starts it (in the
 //! session's pid namespace), so it sees the session's filesystem as earlier commands left it
 //! and runs as any payload would. Where the sandbox has limits or a cgroup namespace, each command
 //! gets a cgroup of its own with those limits, so its usage (peak memory, CPU time, OOM,
@@ -28,13 +28,13 @@ use crate::{Child, Command, Error, Namespaces, Sandbox, Stdio};
 /// A started sandbox in which [`command`](Session::command)s run, sharing its filesystem
 /// state. Its payload is a *holder* that only waits (the init program, with the payload's
 /// credentials, filter and Landlock rules); its *server*, a process of the session outside its
-/// pid namespace with the same credentials, filter and rules, forks each command, which
+/// pid namespace with the same credentials and filter, starts each command, which
 /// (where the sandbox has limits or a cgroup namespace) gets a cgroup of its own with those
 /// limits, so its usage is its own and what it leaves running ends with it. Ends (every
 /// process in it killed, its cgroups removed) on [`stop`](Session::stop) or drop.
 ///
-/// Cost: a command is a fork of the server (a program of a few kilobytes) and one message each
-/// way, whatever the embedding program's size. Its scheduling policy is the server's: that of
+/// Cost: a command starts in the server's memory (a program of a few kilobytes) and costs one
+/// message each way, whatever the embedding program's size. Its scheduling policy is the server's: that of
 /// the thread that started the session (for a [`Pool`], the thread that made the pool).
 ///
 /// The server runs under the payload's syscall filter: [`Sandbox::start`] refuses a filter

@@ -3,7 +3,7 @@
 //!
 //! At the session's start a joiner enters the session, takes the payload's credentials and
 //! filter (its Landlock ruleset it keeps for the commands; its rlimits it only raises to), and
-//! execs the server, which lives outside the session's pid namespace. A command is then one request on the session socket: the server forks it (it
+//! execs the server, which lives outside the session's pid namespace. A command is then one request on the session socket: the server starts it (it
 //! inherits all of that), sends its pidfd back, and reports how it ended on a pipe of its own.
 //! No command is a copy of this program: its cost does not grow with this program's memory.
 

@@ -2,11 +2,12 @@
 //! where the server stands: `wire.rs`).
 //!
 //! The server lives outside the session's pid namespace (nothing in the session can name it to
-//! signal or trace it), with the payload's credentials, filter and Landlock rules, which its
-//! children inherit (but its Landlock ruleset, which each command restricts itself with: a
-//! domain of its own); its children are in the session's pid namespace. It waits on the session
+//! signal or trace it), with the payload's credentials and filter, which its children inherit,
+//! and the payload's Landlock ruleset, which each command restricts itself with (a domain of
+//! its own, as a sandbox's payload has); its children are in the session's pid namespace. It waits on the session
 //! socket, the holder's pidfd and each running command's pidfd:
-//! - a request: forks the command, sends its pidfd on the command's control channel, keeps its
+//! - a request: starts the command (in this memory, on a slot of its own: see `Slot`; a
+//!   fork when every slot is taken), sends its pidfd on the command's control channel, keeps its
 //!   status pipe; the command arranges its descriptors, waits for "go" if asked, joins a new
 //!   session (and keyring, and terminal, if asked), changes directory (made if asked), sets
 //!   its rlimits, restricts itself with the Landlock ruleset (if any) and execs, or writes a
@@ -524,7 +525,7 @@ fn fail(control: i32, step: u32, errno: isize, index: u32) -> ! {
     exit(EXIT_SETUP_FAILED)
 }
 
-/// The command, in a fresh fork of the server: the request's descriptors are `fds` (control,
+/// The command, started by the server (on a slot of the server's memory, or a fork): the request's descriptors are `fds` (control,
 /// status, strings, then the moves). Never returns: it execs, or reports and exits.
 fn command(words: &[u32; REQUEST_WORDS], fds: &[i32], server: i32, slot: Option<*mut Slot>) -> ! {
     let control = fds[0];
