@@ -530,3 +530,43 @@ fn a_commands_rlimits_are_its_own_and_its_server_keeps_the_room_it_needs() {
     // 0-29, and the one `ls` reads the directory through.
     assert!(lines.next().unwrap().trim().parse::<u32>().unwrap() >= 30, "{text}");
 }
+
+#[test]
+fn a_command_a_session_process_stops_before_its_exec_is_a_typed_error_not_a_hang() {
+    // A process of the session has the command's ids and sees its pid: stopping every
+    // process it can, over and over, it stops new commands before their exec. The spawn says
+    // so (and ends the command) rather than wait for as long as the attacker likes.
+    let _serial = serial();
+    let session = session_builder().build().unwrap().start().unwrap();
+    let mut attacker = session
+        .command("/bin/sh")
+        .args(["-c", "while :; do kill -STOP -1 2>/dev/null; done"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let session = std::sync::Arc::new(session);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let spawner = session.clone();
+    std::thread::spawn(move || {
+        for _ in 0..5 {
+            let outcome = match spawner.command("/bin/true").spawn() {
+                Ok(mut child) => {
+                    // Exec'd in between: stopped (or not) after it, which ends with a kill.
+                    child.kill().unwrap();
+                    child.wait().map(|_| "ran".to_string()).map_err(|e| e.to_string())
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            let _ = tx.send(outcome);
+        }
+    });
+    // A hang is the failure this guards against: a bound far above any spawn's time.
+    for _ in 0..5 {
+        match rx.recv_timeout(Duration::from_secs(120)).expect("the spawn hung on a stopped command") {
+            Ok(_) => {}
+            Err(e) => assert!(e.contains("stopped before its exec"), "{e}"),
+        }
+    }
+    attacker.kill().unwrap();
+    attacker.wait().unwrap();
+}

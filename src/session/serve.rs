@@ -356,12 +356,26 @@ pub(crate) fn spawn(
         nix::sys::socket::send(control.as_raw_fd(), b"g", MsgFlags::MSG_NOSIGNAL)
             .map_err(|e| abort(Error::spawn("release the session command (send go)", e)))?;
     }
+    // A process of the session may stop the command before its exec (it has the command's ids
+    // and sees its pid): then nothing would come on the channel for as long as it likes.
+    let stopped = || {
+        abort(Error::spawn(
+            "start the session command",
+            std::io::Error::other(
+                "it was stopped before its exec (by a signal from a process of the session)",
+            ),
+        ))
+    };
     let master = match terminal {
+        Some(_) if !readable_unless_stopped(control.as_fd(), command.as_fd(), pid) => return Err(stopped()),
         Some(_) => Some(
             receive(&control, b't', "the command's terminal").map_err(|e| abort(e.into_error(&failure)))?.0,
         ),
         None => None,
     };
+    if !readable_unless_stopped(control.as_fd(), command.as_fd(), pid) {
+        return Err(stopped());
+    }
     // End of file: the close-on-exec channel closed in execve. Otherwise a failure record.
     let mut record = [0u8; FAILURE_LEN];
     let n = loop {
@@ -393,6 +407,29 @@ pub(crate) fn spawn(
 /// A command sent to a session that has ended.
 fn ended() -> Error {
     Error::Setup { stage: crate::Stage::JoinSession, source: std::io::Error::from_raw_os_error(libc::ESRCH) }
+}
+
+/// Waits until the command's channel `control` is readable; `false` if the command (`pidfd`,
+/// `pid` in this process's pid namespace) is found stopped meanwhile. Woken by the channel;
+/// looks at the command's state every tenth of a second while it waits.
+fn readable_unless_stopped(control: BorrowedFd<'_>, pidfd: BorrowedFd<'_>, pid: libc::pid_t) -> bool {
+    loop {
+        let mut poll = [nix::poll::PollFd::new(control, nix::poll::PollFlags::POLLIN)];
+        match nix::poll::poll(&mut poll, nix::poll::PollTimeout::from(100u8)) {
+            Ok(0) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            // Readable, hung up, or an error the read after reports.
+            _ => return true,
+        }
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|stat| {
+            let rest = stat.get(stat.rfind(')')? + 2..)?;
+            rest.chars().next()
+        });
+        // Still the command (its pidfd names the pid: not reaped), and stopped.
+        if matches!(state, Some('T' | 't')) && pidfd::pid_of(pidfd).ok() == Some(pid) {
+            return false;
+        }
+    }
 }
 
 /// Waits until `fd` is readable (a pidfd: its process has ended).
