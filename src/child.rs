@@ -322,8 +322,12 @@ impl Child {
             let Some(pipe) = &self.status_pipe else {
                 // The server ended without a report: the session ended, and its pid namespace
                 // with it. Ended (it was sent SIGKILL) once its pidfd says so.
-                let timeout = if nohang { Some(Duration::ZERO) } else { None };
-                return Ok(poll_readable(self.pidfd.as_fd(), timeout)?.then_some(killed));
+                if nohang {
+                    return Ok(poll_readable(self.pidfd.as_fd(), Some(Duration::ZERO))?.then_some(killed));
+                }
+                // (An interrupted poll says not readable: looked at again.)
+                while !poll_readable(self.pidfd.as_fd(), None)? {}
+                return Ok(Some(killed));
             };
             let mut report = [0u8; REPORT_LEN];
             match nix::unistd::read(pipe, &mut report) {

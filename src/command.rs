@@ -157,7 +157,8 @@ impl Command {
     }
 
     /// Like [`current_dir`](Self::current_dir), creating the directory (as root of the sandbox,
-    /// before its ids change) when it is missing, as an image's or an OCI spec's is.
+    /// before its ids change; a session command, with its own ids and rules) when it is missing,
+    /// as an image's or an OCI spec's is.
     #[cfg(feature = "oci")]
     pub(crate) fn current_dir_creating(&mut self, dir: impl AsRef<Path>) -> &mut Self {
         self.cwd = Some(dir.as_ref().to_owned());

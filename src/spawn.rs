@@ -74,7 +74,8 @@ pub(crate) fn spawn(
     // A session's server: a joiner that becomes the session's process itself.
     let serving = matches!(mode, Mode::Join { serve: true, .. });
     // (A server lives outside the session's pid namespace: no process of the session can name
-    // it to trace it.)
+    // it. Its commands, which can be named until their exec, are refused to payloads that may
+    // trace: see `Session`.)
     if joining && !serving && config.changes_ids() && suid_dumpable_is_user() {
         return Err(Error::Unsupported {
             feature: "a session command that changes ids while fs.suid_dumpable is 1".into(),

@@ -472,6 +472,27 @@ fn a_session_under_a_filter_its_server_cannot_work_under_is_refused_before_anyth
 }
 
 #[test]
+fn a_session_whose_payload_may_trace_processes_is_refused_before_anything_starts() {
+    // Until its exec a command holds its server's descriptors (and memory): no process of the
+    // session may be able to trace it.
+    let _serial = serial();
+    let mut b = session_builder();
+    b.capabilities([stockade::Capability::CAP_SYS_PTRACE, stockade::Capability::CAP_KILL]);
+    let sandbox = b.build().unwrap();
+    let (fds, children) = (fd_count(), own_children());
+    match sandbox.start() {
+        Err(Error::Unsupported { feature, .. }) => assert!(feature.contains("CAP_SYS_PTRACE"), "{feature}"),
+        other => panic!("a payload holding CAP_SYS_PTRACE: {other:?}"),
+    }
+    assert_eq!(fd_count(), fds, "descriptor leaked");
+    assert_eq!(own_children(), children, "process left behind");
+    // Without it, the same session starts.
+    let mut b = session_builder();
+    b.capabilities([stockade::Capability::CAP_KILL]);
+    b.build().unwrap().start().unwrap().stop().unwrap();
+}
+
+#[test]
 fn each_command_of_a_landlocked_session_is_in_a_landlock_domain_of_its_own() {
     // With Landlock's signal scope a process cannot signal one outside its domain: a command
     // left running is beyond a later command's reach, as a sandbox's payload is beyond

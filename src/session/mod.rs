@@ -38,7 +38,9 @@ use crate::{Child, Command, Error, Namespaces, Sandbox, Stdio};
 /// the thread that started the session (for a [`Pool`], the thread that made the pool).
 ///
 /// The server runs under the payload's syscall filter: [`Sandbox::start`] refuses a filter
-/// that refuses a call it needs ([`Error::Unsupported`], naming the call).
+/// that refuses a call it or its commands make before their exec ([`Error::Unsupported`],
+/// naming the call), and a payload that may hold `CAP_SYS_PTRACE` (a process of the session
+/// could then trace a command before its exec, while it holds the server's descriptors).
 ///
 /// ```no_run
 /// use stockade::{Mount, Namespaces, Root, Sandbox};
@@ -146,6 +148,25 @@ impl Session {
                 "a session needs Namespaces::MOUNT (a filesystem of its own for its commands) and \
                  Namespaces::PID (an init whose end takes every process of the session with it)",
             ));
+        }
+        // Until its exec a command holds its server's descriptors (the session socket among
+        // them) and, sharing the server's memory, that memory: a process of the session that
+        // may trace it (CAP_SYS_PTRACE, which a non-dumpable process needs) could take them.
+        if config
+            .caps
+            .as_ref()
+            .is_some_and(|c| c.bounding & (1 << crate::Capability::CAP_SYS_PTRACE.index()) != 0)
+        {
+            return Err(Error::Unsupported {
+                feature: "a session whose payload may hold CAP_SYS_PTRACE".into(),
+                reason: "until its exec a session command holds its server's descriptors and memory, \
+                         which a process of the session holding CAP_SYS_PTRACE could trace and take"
+                    .into(),
+                hint: "leave CAP_SYS_PTRACE out of the payload's capabilities, or run each command \
+                       with Sandbox::command (no sandboxed process reaches a sandbox's first \
+                       processes)"
+                    .into(),
+            });
         }
         // The server runs under the payload's filter: checked before anything starts.
         let keyring = serve::check_filter(config)?;

@@ -23,7 +23,8 @@ use crate::sys::{self, pidfd};
 use crate::{Child, Compat, Error};
 
 /// The system calls a server and its commands make before their exec, with the first
-/// arguments that matter to a filter.
+/// arguments that matter to a filter (the default filter's rules look at no others); with
+/// [`check_filter`]'s own additions, every call `src/sys/init/serve.rs` makes.
 const SERVER_CALLS: &[(&str, libc::c_long, [u64; 2])] = &[
     ("clock_gettime", libc::SYS_clock_gettime, [1, 0]),
     ("prctl", libc::SYS_prctl, [libc::PR_SET_DUMPABLE as u64, 0]),
@@ -55,6 +56,15 @@ const SERVER_CALLS: &[(&str, libc::c_long, [u64; 2])] = &[
     ("fcntl", libc::SYS_fcntl, [0, libc::F_DUPFD_CLOEXEC as u64]),
     ("dup3", libc::SYS_dup3, [0, 0]),
     ("setsid", libc::SYS_setsid, [0, 0]),
+    ("fcntl", libc::SYS_fcntl, [0, libc::F_SETFD as u64]),
+    ("umask", libc::SYS_umask, [0, 0]),
+    ("mkdirat", libc::SYS_mkdirat, [libc::AT_FDCWD as u64, 0]),
+    // A terminal of the session's devpts.
+    ("openat", libc::SYS_openat, [libc::AT_FDCWD as u64, 0]),
+    ("ioctl", libc::SYS_ioctl, [0, libc::TIOCSPTLCK]),
+    ("ioctl", libc::SYS_ioctl, [0, libc::TIOCSWINSZ]),
+    ("ioctl", libc::SYS_ioctl, [0, libc::TIOCGPTPEER]),
+    ("ioctl", libc::SYS_ioctl, [0, libc::TIOCSCTTY]),
     ("chdir", libc::SYS_chdir, [0, 0]),
     ("execve", libc::SYS_execve, [0, 0]),
     ("exit_group", libc::SYS_exit_group, [0, 0]),
@@ -76,16 +86,7 @@ pub(crate) fn check_filter(config: &Config) -> Result<bool, Error> {
         calls.push(("prlimit64", libc::SYS_prlimit64, [0, 0]));
     }
     if own_landlock(config) {
-        calls.push((
-            "landlock_restrict_self",
-            libc::SYS_landlock_restrict_self,
-            [wire::LANDLOCK_FD as u64, 0],
-        ));
-    }
-    if config.run_defaults.as_ref().is_some_and(|d| d.cwd.is_some()) {
-        // An image's working directory, made if missing.
-        calls.push(("umask", libc::SYS_umask, [0, 0]));
-        calls.push(("mkdirat", libc::SYS_mkdirat, [libc::AT_FDCWD as u64, 0]));
+        calls.push(("landlock_restrict_self", libc::SYS_landlock_restrict_self, [0, 0]));
     }
     if let Some((name, ..)) = calls.iter().find(|(_, nr, args)| !crate::seccomp::allows(program, *nr, *args))
     {
@@ -305,7 +306,9 @@ pub(crate) fn spawn(
         }
         if let Error::Setup { stage, .. } = &mut error {
             match stage {
-                crate::Stage::Chdir { dir } => *dir = cwd.map(|c| c.path.to_path_buf()).unwrap_or_default(),
+                crate::Stage::Chdir { dir } | crate::Stage::CreateWorkingDir { dir } => {
+                    *dir = cwd.map(|c| c.path.to_path_buf()).unwrap_or_default()
+                }
                 crate::Stage::Fds { fd } => {
                     let index = u32::from_ne_bytes([record[8], record[9], record[10], record[11]]) as usize;
                     *fd = moves.get(index).map_or(-1, |m| m.1);
@@ -324,9 +327,17 @@ pub(crate) fn spawn(
         let _ = poll_readable(command.as_fd());
         e
     };
-    // From the server, in whose (and this program's) pid namespace it is a child that has not
-    // been reaped before the pidfd was sent: its pidfd cannot say once it has ended.
-    let pid = i32::from_ne_bytes([started_data[1], started_data[2], started_data[3], started_data[4]]);
+    // From the server, in whose (and this program's) pid namespace it is: a command that needs
+    // nothing more before its exec may have ended, and been reaped, before its pidfd could say.
+    // One that waits for "go" cannot have exec'd: its pid is taken from its pidfd, which names
+    // none once it has been reaped (a process of the session may kill it meanwhile), so the
+    // cgroup below gets this command or nobody.
+    let sent_pid = i32::from_ne_bytes([started_data[1], started_data[2], started_data[3], started_data[4]]);
+    let pid = if go {
+        pidfd::pid_of(command.as_fd()).map_err(|e| abort(Error::spawn("the session command's pid", e)))?
+    } else {
+        sent_pid
+    };
     if started_data[0] != b'p' || pid <= 0 {
         return Err(abort(Error::spawn(
             "receive the session command's pid",

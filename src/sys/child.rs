@@ -765,7 +765,9 @@ fn exec_payload(plan: &Plan<'_>, ends: Ends) -> Result<Infallible, Failure> {
             if let Some(ruleset) = landlock_ruleset(creds)? {
                 // Kept across the exec (the server marks it close-on-exec for its commands').
                 let placed = super::dup_onto(ruleset, super::wire::LANDLOCK_FD);
-                super::close(ruleset);
+                if ruleset != super::wire::LANDLOCK_FD {
+                    super::close(ruleset);
+                }
                 placed.map_err(at_index(Step::Landlock, usize::MAX))?;
             }
         } else {

@@ -637,7 +637,6 @@ pub(crate) fn random_u32() -> u32 {
     }
 }
 
-/// Sets a resource limit of the calling process.
 /// This process's limits for `resource`: (soft, hard).
 pub(crate) fn getrlimit(resource: libc::__rlimit_resource_t) -> SysResult<(u64, u64)> {
     let mut old = [0u64; 2];
@@ -646,6 +645,7 @@ pub(crate) fn getrlimit(resource: libc::__rlimit_resource_t) -> SysResult<(u64, 
     Ok((old[0], old[1]))
 }
 
+/// Sets a resource limit of the calling process.
 pub(crate) fn prlimit(resource: libc::__rlimit_resource_t, soft: u64, hard: u64) -> SysResult<()> {
     let new = libc::rlimit64 { rlim_cur: soft, rlim_max: hard };
     // SAFETY: `new` is a valid rlimit64; the old value is not requested.

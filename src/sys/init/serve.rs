@@ -4,8 +4,10 @@
 //! The server lives outside the session's pid namespace (nothing in the session can name it to
 //! signal or trace it), with the payload's credentials and filter, which its children inherit,
 //! and the payload's Landlock ruleset, which each command restricts itself with (a domain of
-//! its own, as a sandbox's payload has); its children are in the session's pid namespace. It waits on the session
-//! socket, the holder's pidfd and each running command's pidfd:
+//! its own, as a sandbox's payload has); its children are in the session's pid namespace, where
+//! until their exec they hold its descriptors (and, on a slot, are its memory): non-dumpable,
+//! and sessions whose payload may hold CAP_SYS_PTRACE are refused (see `Session`). It waits on
+//! the session socket, the holder's pidfd and each running command's pidfd:
 //! - a request: starts the command (in this memory, on a slot of its own: see `Slot`; a
 //!   fork when every slot is taken), sends its pidfd on the command's control channel, keeps its
 //!   status pipe; the command arranges its descriptors, waits for "go" if asked, joins a new
@@ -111,6 +113,10 @@ fn mono_now() -> i128 {
 }
 
 pub fn serve() -> ! {
+    // Non-dumpable, which its commands share until their exec: no process of the session may
+    // trace or open one (a slot's command is this memory, with its descriptors), and a command
+    // crashing before its exec dumps no core (a dump of a process sharing this memory would take
+    // the server with it, and skips clearing a slot's word on older kernels).
     call(nr::PRCTL, PR_SET_DUMPABLE, 0, 0, 0);
     call(nr::PRCTL, PR_SET_NAME, b"stockade-serve\0".as_ptr() as usize, 0, 0);
     // A status pipe whose reader has gone must give EPIPE, not end the server. Its commands
@@ -168,6 +174,7 @@ pub fn serve() -> ! {
                 reap(&mut table[slots[k - 2]]);
             }
         }
+        unmap_left();
         let now = mono_now();
         for entry in table.iter_mut() {
             let Some(r) = entry else { continue };
@@ -308,7 +315,22 @@ fn request(table: &mut [Option<Running>; MAX_COMMANDS], server: i32) -> bool {
     };
     let (control, status) = (fds[0], fds[1]);
     let mut pidfd: i32 = -1;
-    let pid = match free_slot() {
+    // A command the library changes before its exec (its cgroup, its OOM score: with shared
+    // memory the kernel would apply those to this process too) is a fork; others share this
+    // memory when a slot is free, and their strings are mapped here first (a command killed
+    // between its own mapping and noting it would leave the mapping here for good).
+    let shared = if words[W_FLAGS] & GO == 0 {
+        free_slot().and_then(|slot| {
+            let len = words[W_STRINGS_LEN] as usize;
+            let base = map(fds[2], len)?;
+            // SAFETY: a free slot, which only this thread hands out.
+            unsafe { (*slot).mapped = (base, len) };
+            Some(slot)
+        })
+    } else {
+        None
+    };
+    let pid = match shared {
         // Sharing this memory, on a slot of its own, as `posix_spawn`'s child does: no copy.
         // This process goes on meanwhile (one that waited for the exec, as vfork's parent,
         // would wait for ever on a command a process of the session stopped first).
@@ -328,7 +350,10 @@ fn request(table: &mut [Option<Running>; MAX_COMMANDS], server: i32) -> bool {
             let pid = unsafe { clone_on(slot, &mut pidfd) };
             if pid < 0 {
                 // SAFETY: no command started on it.
-                unsafe { (*slot).busy.store(0, Relaxed) };
+                unsafe {
+                    (*slot).busy.store(0, Relaxed);
+                    unmap(slot);
+                }
             }
             pid
         }
@@ -401,6 +426,30 @@ static mut SLOTS_AREA: [Slot; SLOTS] = [const {
     }
 }; SLOTS];
 
+/// Unmaps the strings of the command that had `slot`, once it has left this memory.
+///
+/// # Safety
+/// `slot` is one of `SLOTS_AREA`, and this is the server's thread.
+unsafe fn unmap(slot: *mut Slot) {
+    // SAFETY: the caller's contract; the word is read atomically.
+    unsafe {
+        let (at, len) = (*slot).mapped;
+        if at != 0 && (*slot).busy.load(Acquire) == 0 {
+            call(nr::MUNMAP, at, len, 0, 0);
+            (*slot).mapped = (0, 0);
+        }
+    }
+}
+
+/// Unmaps what commands that have left this memory had mapped (none is kept longer than a
+/// pass of the server's loop).
+fn unmap_left() {
+    for i in 0..SLOTS {
+        // SAFETY: a slot of the area, on the server's thread.
+        unsafe { unmap((&raw mut SLOTS_AREA).cast::<Slot>().add(i)) };
+    }
+}
+
 /// A slot no command uses, its last command's mapping unmapped.
 fn free_slot() -> Option<*mut Slot> {
     for i in 0..SLOTS {
@@ -409,11 +458,7 @@ fn free_slot() -> Option<*mut Slot> {
         unsafe {
             let slot = (&raw mut SLOTS_AREA).cast::<Slot>().add(i);
             if (*slot).busy.load(Acquire) == 0 {
-                let (at, len) = (*slot).mapped;
-                if at != 0 {
-                    call(nr::MUNMAP, at, len, 0, 0);
-                    (*slot).mapped = (0, 0);
-                }
+                unmap(slot);
                 return Some(slot);
             }
         }
@@ -624,17 +669,6 @@ fn command(words: &[u32; REQUEST_WORDS], fds: &[i32], server: i32, slot: Option<
             fail(c, STEP_TERMINAL, errno, 0);
         }
     }
-    if !strings.cwd.is_null() {
-        if flags & CREATE_CWD != 0 {
-            if let Err(errno) = make_dirs(strings.cwd) {
-                fail(c, STEP_CREATE_CWD, errno, 0);
-            }
-        }
-        let changed = call(nr::CHDIR, strings.cwd as usize, 0, 0, 0);
-        if changed < 0 {
-            fail(c, STEP_CHDIR, -changed, 0);
-        }
-    }
     let mut i = 0;
     loop {
         // SAFETY: a triple array `map_strings` checked, in the mapping, ended by u64::MAX.
@@ -656,6 +690,19 @@ fn command(words: &[u32; REQUEST_WORDS], fds: &[i32], server: i32, slot: Option<
             fail(c, STEP_LANDLOCK, -restricted, u32::MAX);
         }
         close(ruleset);
+    }
+    if !strings.cwd.is_null() {
+        let mut changed = call(nr::CHDIR, strings.cwd as usize, 0, 0, 0);
+        if changed == -(ENOENT) && flags & CREATE_CWD != 0 {
+            // Under the command's own rules already: it makes only what it could make itself.
+            if let Err(errno) = make_dirs(strings.cwd) {
+                fail(c, STEP_CREATE_CWD, errno, 0);
+            }
+            changed = call(nr::CHDIR, strings.cwd as usize, 0, 0, 0);
+        }
+        if changed < 0 {
+            fail(c, STEP_CHDIR, -changed, 0);
+        }
     }
     let none = [0u64];
     call(nr::RT_SIGPROCMASK, SIG_SETMASK, none.as_ptr() as usize, 0, 8);
@@ -680,8 +727,9 @@ fn command(words: &[u32; REQUEST_WORDS], fds: &[i32], server: i32, slot: Option<
 }
 
 /// Makes the directory `path` (absolute, NUL-terminated) and its missing parents, mode 0755
-/// whatever the umask (as runc does for an image's working directory). The command's own
-/// credentials and root: it makes nothing the payload could not make itself.
+/// whatever the umask (as runc does for an image's working directory). Called with the
+/// command's own credentials, root and Landlock rules: it makes nothing the payload could not
+/// make itself.
 fn make_dirs(path: *const u8) -> Result<(), isize> {
     let old = call(nr::UMASK, 0, 0, 0, 0);
     let mut buf = [0u8; 4096];
@@ -713,6 +761,16 @@ fn make_dirs(path: *const u8) -> Result<(), isize> {
     result
 }
 
+/// A private, writable mapping of the strings memfd `fd` (`len` bytes), or `None`.
+fn map(fd: i32, len: usize) -> Option<usize> {
+    if len < S_HEADER * 8 || len > 1 << 30 {
+        return None;
+    }
+    // SAFETY: a fresh private mapping of the memfd; nothing else uses that address range.
+    let base = unsafe { syscall6(nr::MMAP, 0, len, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd as usize, 0) };
+    (!(-4095..0).contains(&base)).then_some(base as usize)
+}
+
 /// The command's strings, from its memfd (see `wire::S_ARGV`), as `execve` takes them.
 struct Strings {
     argv: *const u64,
@@ -726,18 +784,14 @@ struct Strings {
 /// Maps the strings memfd `fd` (`len` bytes) privately and turns its offsets into pointers;
 /// `None` if it is malformed.
 fn map_strings(fd: i32, len: usize, slot: Option<*mut Slot>) -> Option<Strings> {
-    if len < S_HEADER * 8 || len > 1 << 30 {
-        return None;
-    }
-    // SAFETY: a fresh private mapping of the memfd; nothing else uses that address range.
-    let base = unsafe { syscall6(nr::MMAP, 0, len, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd as usize, 0) };
-    if (-4095..0).contains(&base) {
-        return None;
-    }
-    if let Some(slot) = slot {
-        // In the server's memory, which the server unmaps once the command has left it.
+    let (base, len) = match slot {
+        // Mapped by the server, in its memory (see `request`).
         // SAFETY: the command's own slot.
-        unsafe { (*slot).mapped = (base as usize, len) };
+        Some(slot) => unsafe { (*slot).mapped },
+        None => (map(fd, len)?, len),
+    };
+    if base == 0 || len < S_HEADER * 8 {
+        return None;
     }
     let base = base as *mut u8;
     // SAFETY: `len` bytes are mapped at `base`; every offset below is checked against `len`.

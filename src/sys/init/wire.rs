@@ -27,7 +27,8 @@ pub const LANDLOCK_FD: i32 = 5;
 /// First word of every request.
 pub const MAGIC: u32 = 0x5354_4b31;
 /// Flag: wait for one byte (`g`) on the control channel before the last steps (the library
-/// puts the command in its cgroup meanwhile).
+/// puts the command in its cgroup meanwhile). Such a command is a fork of the server: with
+/// shared memory, the kernel would apply what the library changes to the server too.
 pub const GO: u32 = 1;
 /// Flag: open a terminal, send its master on the control channel, make it the controlling
 /// terminal and put it on the descriptors of word [`W_TERMINAL_FDS`].
@@ -36,7 +37,8 @@ pub const TERMINAL: u32 = 2;
 pub const KEYRING: u32 = 4;
 /// Flag: restrict the command with the ruleset at [`LANDLOCK_FD`].
 pub const LANDLOCK: u32 = 8;
-/// Flag: make the working directory, and missing parents (mode 0755), when it is missing.
+/// Flag: make the working directory, and missing parents (mode 0755), when it is missing
+/// (after the command's Landlock restriction).
 pub const CREATE_CWD: u32 = 16;
 
 /// Word: [`MAGIC`].
