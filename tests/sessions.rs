@@ -206,7 +206,7 @@ fn a_session_ends_on_drop_and_leaves_nothing_behind() {
     assert!(!status.success());
     drop(running);
     assert!(wait_gone(init, Duration::from_secs(10)), "the session's init {init} is still there");
-    assert_eq!(fd_count(), fds, "descriptor leaked");
+    assert_eq!(fd_count(), fds, "descriptor leaked: {:#?}", fd_targets());
     assert_eq!(own_children(), children, "process left behind");
 }
 
@@ -400,6 +400,8 @@ fn a_pool_hands_out_sandboxes_nobody_used_and_refills() {
 #[test]
 fn a_session_command_that_changes_ids_runs_while_fs_suid_dumpable_is_1_with_nothing_of_this_program_in_the_session()
  {
+    // Serial: it starts sessions, and other tests count this process's descriptors.
+    let _serial = serial();
     let test = "sessions::a_session_command_that_changes_ids_runs_while_fs_suid_dumpable_is_1_with_nothing_of_this_program_in_the_session";
     // fs.suid_dumpable is the whole machine's (no namespace has its own): set to 1 only on the
     // throw-away guest the runner boots, where nothing else depends on it.

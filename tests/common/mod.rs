@@ -79,6 +79,24 @@ pub fn fd_count() -> usize {
     std::fs::read_dir("/proc/self/fd").expect("read /proc/self/fd").count() - 1
 }
 
+/// What each open descriptor of this process refers to (for a leak's message).
+pub fn fd_targets() -> Vec<String> {
+    let _counting = DESCRIPTORS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut out: Vec<String> = std::fs::read_dir("/proc/self/fd")
+        .expect("read /proc/self/fd")
+        .filter_map(|e| e.ok())
+        .map(|e| {
+            format!(
+                "{} -> {}",
+                e.file_name().to_string_lossy(),
+                std::fs::read_link(e.path()).map(|p| p.display().to_string()).unwrap_or_default()
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
 /// Pids of this process's children (over all threads), except the reaper stockade starts once
 /// per embedding program (it lives as long as the program; see [`reaper`]).
 pub fn own_children() -> Vec<i32> {
