@@ -35,7 +35,7 @@ pub(crate) enum Mode<'a> {
     /// its own.
     /// With `serve`, the joiner itself takes the payload's last steps and execs the init program
     /// in its serving mode: a session's server, which starts the session's commands (it joins
-    /// `cgroups`, the session's own).
+    /// `cgroups`: none, it stays in this program's).
     Join {
         holder: BorrowedFd<'a>,
         root: BorrowedFd<'a>,

@@ -593,3 +593,75 @@ fn a_command_a_session_process_stops_before_its_exec_is_a_typed_error_not_a_hang
     attacker.kill().unwrap();
     attacker.wait().unwrap();
 }
+
+#[test]
+fn a_session_leaves_no_zombie_to_an_embedder_that_reaps_orphans() {
+    // A program that is a subreaper (or pid 1 of a container) gets the orphans of its
+    // descendants: the session's commands, children of its server, must all be reaped before
+    // the server goes, however the session ends. Subreaper status is process-wide: checked in a
+    // copy of this binary running this test alone.
+    let test = "a_session_leaves_no_zombie_to_an_embedder_that_reaps_orphans";
+    let _serial = serial();
+    if std::env::var_os("STOCKADE_TEST_SUBREAPER").is_none() {
+        let copy = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", test, "--test-threads=1"])
+            .env("STOCKADE_TEST_SUBREAPER", "1")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // A zombie left to the copy (which reaps nothing itself) keeps the session's init from
+        // ending, and the copy's wait for it: a bound far above the copy's time makes that hang a
+        // failure.
+        let pid = copy.id() as i32;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(copy.wait_with_output());
+        });
+        let out = match rx.recv_timeout(Duration::from_secs(300)) {
+            Ok(out) => out.unwrap(),
+            Err(_) => {
+                // SAFETY: a signal to the copy this test started.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                panic!("as a subreaper: the copy hung (a zombie left to it, most likely)");
+            }
+        };
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        // Indented: the copy's report is not this binary's (a runner reads "---- NAME" lines).
+        let report = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)).replace('\n', "\n    ");
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "as a subreaper: {}\n    {report}",
+            out.status
+        );
+        return;
+    }
+    // SAFETY: an integer option; this copy runs this one test alone.
+    assert_eq!(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) }, 0);
+    let children = own_children();
+    let sandbox = session_builder().build().unwrap();
+    for ending in ["dropped", "dropped while a command of it is still to spawn", "its holder killed"] {
+        let session = sandbox.start().unwrap();
+        let mut running = session.command("/bin/sleep").arg("1000").spawn().unwrap();
+        let pending = session.command("/bin/true");
+        match ending {
+            "dropped" => drop(session),
+            "dropped while a command of it is still to spawn" => drop(session),
+            _ => {
+                let _ = session.command("/bin/sh").args(["-c", "kill -9 2"]).status();
+                assert!(!running.wait().unwrap().success(), "{ending}");
+                drop(session);
+            }
+        }
+        assert!(!running.wait().unwrap().success(), "{ending}");
+        drop(running);
+        if ending != "dropped while a command of it is still to spawn" {
+            drop(pending);
+        } else {
+            // The session is gone: its socket, kept by the command, says so.
+            let mut pending = pending;
+            assert!(pending.status().is_err(), "{ending}");
+        }
+        assert_eq!(own_children(), children, "{ending}: a process left to this program");
+    }
+}

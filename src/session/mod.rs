@@ -60,11 +60,14 @@ use crate::{Child, Command, Error, Namespaces, Sandbox, Stdio};
 /// ```
 #[derive(Debug)]
 pub struct Session {
-    target: Arc<Target>,
+    // Dropped in this order: the init first (its end ends every process of the session, and
+    // waits until the server has reaped its commands), then the server, then its socket (whose
+    // end would have the server end first).
     /// The session's own sandbox (its init, or the holder itself without a pid namespace).
     child: Child,
     /// The session's server, which starts its commands (see `serve.rs`).
     server: Child,
+    target: Arc<Target>,
 }
 
 /// What a session command joins.
@@ -223,7 +226,11 @@ impl Held {
         let holder_copy = holder.try_clone().map_err(|e| Error::spawn("dup the holder's pidfd", e))?;
         let placeholder: OwnedFd =
             std::fs::File::open("/dev/null").map_err(|e| Error::spawn("open /dev/null", e))?.into();
-        let groups = child.cgroup_dirs();
+        // The server stays in this program's groups, as a joiner did: the session's are killed
+        // whole when it ends, and the server must outlive its commands to reap them (a command
+        // orphaned would go to this program if it reaps orphans, a subreaper or a container's
+        // pid 1). Its commands go to groups of their own, or stay beside it as a joiner's did.
+        let groups: Vec<std::path::PathBuf> = Vec::new();
         let server = crate::spawn::spawn(
             config,
             OsStr::new("stockade-serve"),

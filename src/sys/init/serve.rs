@@ -163,11 +163,11 @@ pub fn serve() -> ! {
         let left = wake.map(|w| Timespec::from_nanos((w - mono_now()).max(0)));
         let timeout = left.as_ref().map_or(0, |t| t as *const Timespec as usize);
         if call(nr::PPOLL, fds.as_mut_ptr() as usize, n, timeout, 0) < 0 {
-            exit(EXIT_BROKEN);
+            end(&mut table, EXIT_BROKEN);
         }
         if fds[1].revents != 0 {
-            // The session ended (its holder is gone): so did its commands.
-            exit(0);
+            // The session ended (its holder is gone): so do its commands.
+            end(&mut table, 0);
         }
         for k in 2..n {
             if fds[k].revents != 0 {
@@ -192,13 +192,30 @@ pub fn serve() -> ! {
         }
         if fds[0].revents & POLLIN != 0 {
             if !request(&mut table, server) {
-                exit(0);
+                end(&mut table, 0);
             }
         } else if fds[0].revents != 0 {
             // Hung up or failed: the library let the session go.
-            exit(0);
+            end(&mut table, 0);
         }
     }
+}
+
+/// Ends the server: kills every command still running and reaps it first. A command whose
+/// parent ended would go to the nearest subreaper above it, or the init of the server's pid
+/// namespace: the embedding program, if it is either (a program that is pid 1 of a container,
+/// say), which would get zombies it never reaps.
+fn end(table: &mut [Option<Running>; MAX_COMMANDS], code: usize) -> ! {
+    for r in table.iter().flatten() {
+        call(nr::KILL, r.pid as usize, SIGKILL, 0, 0);
+    }
+    for r in table.iter().flatten() {
+        let mut status: i32 = 0;
+        // Blocking: a process killed is reaped once its tracer (if one of the session holds it)
+        // lets it go, which the session's end makes happen.
+        call(nr::WAIT4, r.pid as usize, &mut status as *mut i32 as usize, 0, 0);
+    }
+    exit(code)
 }
 
 /// Reaps the command of `entry` if it has ended, writes its report and forgets it.
