@@ -57,6 +57,7 @@ const SERVER_CALLS: &[(&str, libc::c_long, [u64; 2])] = &[
     ("dup3", libc::SYS_dup3, [0, 0]),
     ("setsid", libc::SYS_setsid, [0, 0]),
     ("fcntl", libc::SYS_fcntl, [0, libc::F_SETFD as u64]),
+    ("nanosleep", libc::SYS_nanosleep, [0, 0]),
     ("umask", libc::SYS_umask, [0, 0]),
     ("mkdirat", libc::SYS_mkdirat, [libc::AT_FDCWD as u64, 0]),
     // A terminal of the session's devpts.

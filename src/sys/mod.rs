@@ -458,12 +458,28 @@ pub(crate) fn umask(mask: u32) {
 /// inherited. `ENOSYS` (a kernel without keys) and `EPERM` (a seccomp filter around the
 /// embedding program refuses `keyctl`, and so refuses it to the payload too, which inherits the
 /// filter) leave nothing reachable and count as success.
+///
+/// `EDQUOT` (the user's key quota, 200 keys for a user other than root, full of the keyrings of
+/// sandboxes that have ended but that the kernel's key collector, a background work item, has
+/// not freed yet: a burst of spawns can outrun it) is tried again, every millisecond for up to
+/// a second, before it fails the spawn.
 pub(crate) fn join_new_session_keyring() -> SysResult<()> {
     const KEYCTL_JOIN_SESSION_KEYRING: c_long = 1;
-    // SAFETY: a null name asks for an anonymous keyring; no memory is read.
-    match unsafe { raw!(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, 0usize) } {
-        Ok(_) | Err(Errno(libc::ENOSYS | libc::EPERM)) => Ok(()),
-        Err(e) => Err(e),
+    let mut tries = 0;
+    loop {
+        // SAFETY: a null name asks for an anonymous keyring; no memory is read.
+        match unsafe { raw!(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, 0usize) } {
+            Ok(_) | Err(Errno(libc::ENOSYS | libc::EPERM)) => return Ok(()),
+            Err(Errno(libc::EDQUOT)) if tries < 1000 => {
+                tries += 1;
+                let millisecond = libc::timespec { tv_sec: 0, tv_nsec: 1_000_000 };
+                // SAFETY: a live timespec; no remainder is asked for.
+                let _ = unsafe {
+                    raw!(libc::SYS_nanosleep, &millisecond as *const libc::timespec, std::ptr::null::<u8>())
+                };
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 

@@ -92,6 +92,7 @@ mod nr {
     pub const DUP3: usize = 292;
     pub const PIDFD_OPEN: usize = 434;
     pub const MUNMAP: usize = 11;
+    pub const NANOSLEEP: usize = 35;
     pub const PRLIMIT64: usize = 302;
     pub const LANDLOCK_RESTRICT_SELF: usize = 446;
     pub const UMASK: usize = 95;
@@ -128,6 +129,7 @@ mod nr {
     pub const DUP3: usize = 24;
     pub const PIDFD_OPEN: usize = 434;
     pub const MUNMAP: usize = 215;
+    pub const NANOSLEEP: usize = 101;
     pub const PRLIMIT64: usize = 261;
     pub const LANDLOCK_RESTRICT_SELF: usize = 446;
     pub const UMASK: usize = 166;

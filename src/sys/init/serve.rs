@@ -61,6 +61,7 @@ const PR_SET_NAME: usize = 15;
 const EINVAL: isize = 22;
 const EAGAIN: isize = 11;
 const ESRCH: isize = 3;
+const EDQUOT: isize = 122;
 const ENOENT: isize = 2;
 const EACCES: isize = 13;
 /// Exit code of a command that reported a setup failure (the library's `EXIT_SETUP_FAILED`).
@@ -672,7 +673,19 @@ fn command(words: &[u32; REQUEST_WORDS], fds: &[i32], server: i32, slot: Option<
         }
     }
     if flags & KEYRING != 0 {
-        let joined = call(nr::KEYCTL, KEYCTL_JOIN_SESSION_KEYRING, 0, 0, 0);
+        // EDQUOT: the user's key quota full of ended commands' keyrings the kernel's collector
+        // has not freed yet; tried again every millisecond for up to a second (as the library
+        // does for a sandbox's own payload).
+        let millisecond = Timespec { sec: 0, nsec: 1_000_000 };
+        let mut tries = 0;
+        let joined = loop {
+            let joined = call(nr::KEYCTL, KEYCTL_JOIN_SESSION_KEYRING, 0, 0, 0);
+            if joined != -EDQUOT || tries >= 1000 {
+                break joined;
+            }
+            tries += 1;
+            call(nr::NANOSLEEP, &millisecond as *const Timespec as usize, 0, 0, 0);
+        };
         if joined < 0 {
             fail(c, STEP_SESSION_KEYRING, -joined, 0);
         }
