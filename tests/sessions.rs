@@ -570,7 +570,7 @@ fn a_command_a_session_process_stops_before_its_exec_is_a_typed_error_not_a_hang
     let session = std::sync::Arc::new(session);
     let (tx, rx) = std::sync::mpsc::channel();
     let spawner = session.clone();
-    std::thread::spawn(move || {
+    let thread = std::thread::spawn(move || {
         for _ in 0..5 {
             let outcome = match spawner.command("/bin/true").spawn() {
                 Ok(mut child) => {
@@ -592,6 +592,9 @@ fn a_command_a_session_process_stops_before_its_exec_is_a_typed_error_not_a_hang
     }
     attacker.kill().unwrap();
     attacker.wait().unwrap();
+    // The session ends here, not on the thread after this test's lock is gone.
+    thread.join().unwrap();
+    std::sync::Arc::try_unwrap(session).unwrap().stop().unwrap();
 }
 
 #[test]

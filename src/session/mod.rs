@@ -90,6 +90,23 @@ pub(crate) struct Target {
     pub(crate) keyring: bool,
 }
 
+/// Whether the payload may hold `CAP_SYS_PTRACE`: in any of its sets, or (where the sandbox
+/// leaves capabilities alone) in this process's.
+fn may_trace(config: &crate::sandbox::Config) -> bool {
+    let bit = 1u64 << crate::Capability::CAP_SYS_PTRACE.index();
+    match &config.caps {
+        Some(c) => (c.bounding | c.permitted | c.inheritable | c.ambient | c.effective) & bit != 0,
+        // This process's own: held, or (without no_new_privs) within reach of a program with
+        // file capabilities or set-user-ID root.
+        None => {
+            let has = |set| caps::has_cap(None, set, crate::Capability::CAP_SYS_PTRACE).unwrap_or(true);
+            has(caps::CapSet::Permitted)
+                || has(caps::CapSet::Ambient)
+                || (!config.no_new_privs && has(caps::CapSet::Bounding))
+        }
+    }
+}
+
 /// The holder's root directory (`/proc/<pid>/root`, an `O_PATH` handle), proven to be the
 /// holder's: its pidfd says it is still alive after the open, so its pid was not reused.
 pub(crate) fn holder_root(holder: &OwnedFd) -> Result<OwnedFd, Error> {
@@ -155,11 +172,7 @@ impl Session {
         // Until its exec a command holds its server's descriptors (the session socket among
         // them) and, sharing the server's memory, that memory: a process of the session that
         // may trace it (CAP_SYS_PTRACE, which a non-dumpable process needs) could take them.
-        if config
-            .caps
-            .as_ref()
-            .is_some_and(|c| c.bounding & (1 << crate::Capability::CAP_SYS_PTRACE.index()) != 0)
-        {
+        if may_trace(config) {
             return Err(Error::Unsupported {
                 feature: "a session whose payload may hold CAP_SYS_PTRACE".into(),
                 reason: "until its exec a session command holds its server's descriptors and memory, \

@@ -332,7 +332,8 @@ pub(crate) fn spawn(
     // nothing more before its exec may have ended, and been reaped, before its pidfd could say.
     // One that waits for "go" cannot have exec'd: its pid is taken from its pidfd, which names
     // none once it has been reaped (a process of the session may kill it meanwhile), so the
-    // cgroup below gets this command or nobody.
+    // cgroup below gets this command, unless it is killed, reaped and its pid reused between
+    // this and the attach (which the check after the attach then reports).
     let sent_pid = i32::from_ne_bytes([started_data[1], started_data[2], started_data[3], started_data[4]]);
     let pid = if go {
         pidfd::pid_of(command.as_fd()).map_err(|e| abort(Error::spawn("the session command's pid", e)))?
@@ -437,9 +438,12 @@ fn readable_unless_stopped(control: BorrowedFd<'_>, pidfd: BorrowedFd<'_>, pid: 
             let rest = stat.get(stat.rfind(')')? + 2..)?;
             rest.chars().next()
         });
-        // Still the command (its pidfd names the pid: not reaped), and stopped.
-        if matches!(state, Some('T' | 't')) && pidfd::pid_of(pidfd).ok() == Some(pid) {
-            return false;
+        // Still the command (its pidfd names the pid: not reaped), stopped by a signal (not
+        // traced: nothing of the session may trace it), and still before its exec (the channel
+        // closes in the exec, before any stop after it could take effect).
+        if state == Some('T') && pidfd::pid_of(pidfd).ok() == Some(pid) {
+            let mut poll = [nix::poll::PollFd::new(control, nix::poll::PollFlags::POLLIN)];
+            return matches!(nix::poll::poll(&mut poll, nix::poll::PollTimeout::ZERO), Ok(n) if n > 0);
         }
     }
 }

@@ -207,6 +207,8 @@ pub fn serve() -> ! {
 /// namespace: the embedding program, if it is either (a program that is pid 1 of a container,
 /// say), which would get zombies it never reaps.
 fn end(table: &mut [Option<Running>; MAX_COMMANDS], code: usize) -> ! {
+    // No request waits on this process from here (the library sees the socket's end).
+    close(SERVER_FD);
     for r in table.iter().flatten() {
         call(nr::KILL, r.pid as usize, SIGKILL, 0, 0);
     }
