@@ -477,6 +477,21 @@ impl Drop for Unwinding<'_> {
 /// Receives a pidfd (one byte of data with SCM_RIGHTS: a session's holder, or a session
 /// command from its joiner), or a failure record.
 fn receive_fd(control: &OwnedFd, plan: &Plan<'_>, what: &str) -> Result<OwnedFd, Error> {
+    let (bytes, fd, data) = receive(control).map_err(|e| Error::spawn(format!("receive {what}"), e))?;
+    match (bytes, fd) {
+        (1, Some(fd)) => Ok(fd),
+        (FAILURE_LEN, None) => Err(plan.failure_to_error(&data)),
+        _ => Err(Error::spawn(
+            format!("receive {what}"),
+            std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{bytes} bytes, no descriptor")),
+        )),
+    }
+}
+
+/// Receives one message of at most [`FAILURE_LEN`] bytes on `control`, with the descriptor it
+/// carries (if any; owned at once, so closed on every path that does not keep it): its length,
+/// the descriptor and the bytes.
+pub(crate) fn receive(control: &OwnedFd) -> nix::Result<(usize, Option<OwnedFd>, [u8; FAILURE_LEN])> {
     let mut data = [0u8; FAILURE_LEN];
     let mut iov = [std::io::IoSliceMut::new(&mut data)];
     let mut space = nix::cmsg_space!(RawFd);
@@ -488,7 +503,7 @@ fn receive_fd(control: &OwnedFd, plan: &Plan<'_>, what: &str) -> Result<OwnedFd,
             MsgFlags::MSG_CMSG_CLOEXEC,
         ) {
             Err(nix::errno::Errno::EINTR) => continue,
-            other => break other.map_err(|e| Error::spawn(format!("receive {what}"), e))?,
+            other => break other?,
         }
     };
     let fd = msg.cmsgs().ok().and_then(|mut c| {
@@ -498,16 +513,7 @@ fn receive_fd(control: &OwnedFd, plan: &Plan<'_>, what: &str) -> Result<OwnedFd,
         })
     });
     let bytes = msg.bytes;
-    // Owned at once: closed on every path but the one that returns it.
-    let fd = fd.map(sys::owned);
-    match (bytes, fd) {
-        (1, Some(fd)) => Ok(fd),
-        (FAILURE_LEN, None) => Err(plan.failure_to_error(&data)),
-        _ => Err(Error::spawn(
-            format!("receive {what}"),
-            std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{bytes} bytes, no descriptor")),
-        )),
-    }
+    Ok((bytes, fd.map(sys::owned), data))
 }
 
 /// Lets the waiting child continue. MSG_NOSIGNAL: if the child died, this must not raise SIGPIPE

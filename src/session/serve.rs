@@ -477,29 +477,8 @@ impl Received {
 /// Receives a descriptor sent with data starting with `tag` (`p`: and a pid, `t`: nothing
 /// else), or a failure record; returns the data too.
 fn receive(control: &OwnedFd, tag: u8, what: &str) -> Result<(OwnedFd, [u8; FAILURE_LEN]), Received> {
-    let mut data = [0u8; FAILURE_LEN];
-    let mut iov = [std::io::IoSliceMut::new(&mut data)];
-    let mut space = nix::cmsg_space!(RawFd);
-    let msg = loop {
-        match nix::sys::socket::recvmsg::<()>(
-            control.as_raw_fd(),
-            &mut iov,
-            Some(&mut space),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        ) {
-            Err(nix::errno::Errno::EINTR) => continue,
-            other => break other.map_err(|e| Received::Other(Error::spawn(format!("receive {what}"), e)))?,
-        }
-    };
-    let fd = msg.cmsgs().ok().and_then(|mut c| {
-        c.find_map(|c| match c {
-            nix::sys::socket::ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
-            _ => None,
-        })
-    });
-    let bytes = msg.bytes;
-    // Owned at once: closed on every path but the one that returns it.
-    let fd = fd.map(sys::owned);
+    let (bytes, fd, data) = crate::spawn::receive(control)
+        .map_err(|e| Received::Other(Error::spawn(format!("receive {what}"), e)))?;
     match (bytes, fd) {
         (n, Some(fd)) if data[0] == tag && n == if tag == b'p' { wire::STARTED_LEN } else { 1 } => {
             Ok((fd, data))

@@ -414,12 +414,14 @@ fn request(table: &mut [Option<Running>; MAX_COMMANDS], server: i32) -> bool {
 
 /// How many commands may share the server's memory at once (more: forks).
 const SLOTS: usize = 32;
+/// The stack of a command on a slot.
+const SLOT_STACK: usize = 64 * 1024;
 
 /// What a command started in the server's memory has of its own there.
 #[repr(C, align(16))]
 struct Slot {
     /// Its stack (first: its end, the stack's top, is 16-aligned).
-    stack: [u8; 64 * 1024],
+    stack: [u8; SLOT_STACK],
     /// Its copy of the request (the server's is the next request's).
     words: [u32; REQUEST_WORDS],
     fds: [i32; MAX_FDS],
@@ -436,7 +438,7 @@ struct Slot {
 // All zero: in .bss, not in the program's file.
 static mut SLOTS_AREA: [Slot; SLOTS] = [const {
     Slot {
-        stack: [0; 64 * 1024],
+        stack: [0; SLOT_STACK],
         words: [0; REQUEST_WORDS],
         fds: [0; MAX_FDS],
         count: 0,
@@ -506,7 +508,7 @@ unsafe extern "C" fn slot_entry(slot: *mut Slot) -> ! {
 /// `slot` is free and filled in; nothing else uses it until its word is cleared.
 #[cfg(target_arch = "x86_64")]
 unsafe fn clone_on(slot: *mut Slot, pidfd: &mut i32) -> isize {
-    let top = slot as usize + core::mem::size_of::<[u8; 64 * 1024]>();
+    let top = slot as usize + SLOT_STACK;
     // SAFETY: the slot's word, for the kernel to clear.
     let word = unsafe { &raw mut (*slot).busy } as usize;
     let ret: isize;
@@ -542,7 +544,7 @@ unsafe fn clone_on(slot: *mut Slot, pidfd: &mut i32) -> isize {
 /// As there.
 #[cfg(target_arch = "aarch64")]
 unsafe fn clone_on(slot: *mut Slot, pidfd: &mut i32) -> isize {
-    let top = slot as usize + core::mem::size_of::<[u8; 64 * 1024]>();
+    let top = slot as usize + SLOT_STACK;
     // SAFETY: the slot's word, for the kernel to clear.
     let word = unsafe { &raw mut (*slot).busy } as usize;
     let ret: isize;
