@@ -193,6 +193,8 @@ pub(crate) struct Plan<'a> {
     pub(crate) hold: bool,
     /// A command in a started session: the process joins the holder's namespaces.
     pub(crate) join: Option<Join>,
+    /// A session's reset ([`crate::Session::reset`]): a new holder in the session's namespaces.
+    pub(crate) renew: Option<Renew>,
     /// Existing namespaces the child joins first thing: `(namespace file, CLONE_NEW* type,
     /// its path for errors)`, without the pid namespace (which the spawning thread joins around
     /// the clone).
@@ -261,6 +263,31 @@ pub(crate) struct Join {
     pub(crate) relay: std::sync::atomic::AtomicI32,
     /// The embedding program's argument area, which the joiner overwrites in its copy.
     pub(crate) arg_area: Option<(usize, usize)>,
+}
+
+/// How a session's holder is made again ([`crate::Session::reset`]). The first process, the
+/// *renewer*, with a non-dumpable copy of this process's memory, joins the user, pid, network
+/// and cgroup namespaces of the session's init and starts, in new mount, ipc and uts
+/// namespaces (`Plan::clone_flags`), a child that runs as a sandbox's first process would, with
+/// three differences: first of all it kills every process of the session but the init (the old
+/// holder, anything commands left running); it takes none of the namespaces' one-time steps
+/// (the network's loopback, the cgroup namespace: they are the session's still); and once its
+/// payload, the new holder, is started, it exits instead of becoming an init: the session's
+/// init, which outlives its holders, takes the holder as its orphan. The renewer waits for its
+/// child and exits.
+pub(crate) struct Renew {
+    /// A pidfd of the session's init.
+    pub(crate) init: RawFd,
+    /// The namespaces of the init joined (`CLONE_NEW*`).
+    pub(crate) flags: libc::c_int,
+    /// The renewer's child's stack (the renewer runs on the spawn's own).
+    pub(crate) stack: crate::sys::clone::Stack,
+    /// The embedding program's argument area, which the renewer overwrites in its copy.
+    pub(crate) arg_area: Option<(usize, usize)>,
+    /// Set by the renewer, which arranges the descriptors (then opens the host paths, which its
+    /// child inherits): the status, parent, init program and gate descriptors, and the control
+    /// socket, where they are now.
+    pub(crate) arranged: Option<([RawFd; 4], RawFd)>,
 }
 
 /// The payload's working directory, as seen inside the sandbox.
@@ -402,6 +429,7 @@ impl<'a> Plan<'a> {
             hold: false,
             await_seal: false,
             join: None,
+            renew: None,
             join_ns: Vec::new(),
             cgroup_tasks: Vec::new(),
             parent_pid: nix::unistd::getpid().as_raw(),

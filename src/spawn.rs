@@ -44,6 +44,10 @@ pub(crate) enum Mode<'a> {
         cgroups: Option<&'a [std::path::PathBuf]>,
         serve: bool,
     },
+    /// A session's new holder ([`crate::Session::reset`], see [`crate::plan::Renew`]): in the
+    /// namespaces `flags` of the session's init `init` and its groups `cgroups`, with new mount,
+    /// ipc and uts namespaces, after every other process of the session has been killed.
+    Renew { init: BorrowedFd<'a>, flags: libc::c_int, program: RawFd, cgroups: &'a [std::path::PathBuf] },
 }
 
 /// Called with the first process's pid before "go" (see `Command::on_created`).
@@ -89,7 +93,9 @@ pub(crate) fn spawn(
                 .into(),
         });
     }
-    // A session command is no sandbox's first process: no init of its own.
+    let renewing = matches!(mode, Mode::Renew { .. });
+    // A session command is no sandbox's first process: no init of its own. (A session's new
+    // holder is started the way an init starts a payload, by a process that then exits.)
     let use_init = config.use_init() && !joining;
 
     // Descriptors the child needs only until it has copied them; dropped right after clone.
@@ -128,13 +134,14 @@ pub(crate) fn spawn(
             .map_err(|e| Error::spawn("socketpair", e))?;
     // The init, or a joined command's relay, reports the payload's status through a pipe
     // (not to a process that will not be there: a sandbox that outlives this one).
-    let (status_read, status_write) = if (use_init || (joining && !serving)) && !config.detached {
-        let (r, w) =
-            nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).map_err(|e| Error::spawn("pipe2", e))?;
-        (Some(r), Some(w))
-    } else {
-        (None, None)
-    };
+    let (status_read, status_write) =
+        if ((use_init && !renewing) || (joining && !serving)) && !config.detached {
+            let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
+                .map_err(|e| Error::spawn("pipe2", e))?;
+            (Some(r), Some(w))
+        } else {
+            (None, None)
+        };
     // The child checks it once its parent-death signal is armed: this process may have died
     // before, and then no signal ever comes.
     // A sandbox that outlives this process has no parent to check.
@@ -144,7 +151,7 @@ pub(crate) fn spawn(
     };
     let raw = |fd: &Option<OwnedFd>| fd.as_ref().map_or(-1, AsRawFd::as_raw_fd);
     let init_program = match mode {
-        Mode::Hold { program } | Mode::Join { program, .. } => program,
+        Mode::Hold { program } | Mode::Join { program, .. } | Mode::Renew { program, .. } => program,
         Mode::Run | Mode::Gated { .. } => config.init_program.as_ref().map_or(-1, AsRawFd::as_raw_fd),
     };
     let gate = match mode {
@@ -162,7 +169,7 @@ pub(crate) fn spawn(
     // The child, and with an init the payload, share this process's memory until they exec:
     // each runs on a stack of its own, kept (like the plan) until both have exec'd or died.
     let stack = Stack::new().map_err(|e| Error::spawn("mmap the child's stack", e))?;
-    let joined = if joining { Vec::new() } else { open_joined(config)? };
+    let joined = if joining || renewing { Vec::new() } else { open_joined(config)? };
     let mut plan = Plan::new(config, exec, cwd, moves, channels)?;
     plan.join_ns = joined
         .iter()
@@ -171,7 +178,7 @@ pub(crate) fn spawn(
         .collect();
     let pid_namespace = joined.iter().find(|j| j.nstype == libc::CLONE_NEWPID);
     plan.use_init = use_init;
-    plan.hold = matches!(mode, Mode::Hold { .. });
+    plan.hold = matches!(mode, Mode::Hold { .. } | Mode::Renew { .. });
     if gate >= 0 {
         // The spawn returns while the payload still has its last steps to take, from a plan
         // and a stack this frame frees: it takes them in memory of its own, a copy.
@@ -195,6 +202,7 @@ pub(crate) fn spawn(
     let own_pid_ns = use_init && config.namespaces.contains(crate::Namespaces::PID);
     let existing_groups = match mode {
         Mode::Join { cgroups, .. } => cgroups,
+        Mode::Renew { cgroups, .. } => Some(cgroups),
         _ => None,
     };
     let (cgroup, unenforced) = match config.cgroup_layout {
@@ -247,6 +255,19 @@ pub(crate) fn spawn(
         }
         None => false,
     };
+    if let Mode::Renew { init, flags, .. } = mode {
+        // The namespaces the session keeps are joined; those its filesystem and its
+        // processes' shared state live in are made anew (see `crate::plan::Renew`).
+        let renewed = (libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS) as u64;
+        plan.clone_flags &= renewed;
+        plan.renew = Some(crate::plan::Renew {
+            init: init.as_raw_fd(),
+            flags,
+            stack: Stack::new().map_err(|e| Error::spawn("mmap the renewer's child's stack", e))?,
+            arg_area: crate::plan::arg_area(),
+            arranged: None,
+        });
+    }
     if let Mode::Join { holder, root, flags, serve, .. } = mode {
         plan.join = Some(crate::plan::Join {
             holder: holder.as_raw_fd(),
@@ -275,6 +296,7 @@ pub(crate) fn spawn(
     // until then: the rule `start` states.
     let forked = match (mode, pid_namespace) {
         (Mode::Join { .. }, _) => sys::child::start_joiner(&stack, &mut plan),
+        (Mode::Renew { .. }, _) => sys::child::start_renewer(&stack, &mut plan),
         (_, None) => sys::child::start(flags, cgroup_raw, &stack, &mut plan),
         (_, Some(joined)) => {
             match sys::with_pid_namespace_for_children(joined.fd.as_fd(), || {
@@ -297,7 +319,7 @@ pub(crate) fn spawn(
         Err(e) => {
             // A user namespace the host refuses is tried at build only where a sign says so.
             // (A session command's clone makes none: its user namespace is the session's.)
-            let new_user_ns = flags & libc::CLONE_NEWUSER as u64 != 0 && !joining;
+            let new_user_ns = flags & libc::CLONE_NEWUSER as u64 != 0 && !joining && !renewing;
             if let Some(refused) = new_user_ns.then(|| crate::probe::user_namespaces_refused(e.0)).flatten() {
                 return Err(refused);
             }
@@ -358,13 +380,13 @@ pub(crate) fn spawn(
     if let Some(groups) = existing_groups {
         crate::resources::cgroup::attach_to(groups, target).map_err(abort)?;
     }
-    if let Some(adj) = config.oom_score_adj {
+    if let Some(adj) = config.oom_score_adj.filter(|_| !renewing) {
         // Inherited by everything the child starts (a session command: the command itself).
         let fd = command.as_ref().map_or(pidfd.as_fd(), |fd| fd.as_fd());
         let dir = userns::ProcDir::open(target, fd).map_err(abort)?;
         dir.write("oom_score_adj", adj.to_string().as_bytes()).map_err(abort)?;
     }
-    if let (Some(user_ns), false) = (&config.user_ns, joining) {
+    if let (Some(user_ns), false) = (&config.user_ns, joining || renewing) {
         // /proc/<pid>, proven through the pidfd to be our child: maps are written through it.
         let dir = userns::ProcDir::open(pid, pidfd.as_fd()).map_err(abort)?;
         dir.write_maps(
@@ -401,7 +423,9 @@ pub(crate) fn spawn(
     }
     // A session's holder sends a pidfd of itself before its exec.
     let holder = match mode {
-        Mode::Hold { .. } => Some(receive_fd(&control, &plan, "the session holder's pidfd").map_err(abort)?),
+        Mode::Hold { .. } | Mode::Renew { .. } => {
+            Some(receive_fd(&control, &plan, "the session holder's pidfd").map_err(abort)?)
+        }
         _ => None,
     };
     // The payload sends the master of the terminal it made, before its exec.
@@ -428,7 +452,7 @@ pub(crate) fn spawn(
         Ok(n) if n == usize::from(gated) => {
             drop(unwinding);
             // A session's own sandbox lives until it is stopped: its commands have the limits.
-            let session = matches!(mode, Mode::Hold { .. }) || serving;
+            let session = matches!(mode, Mode::Hold { .. } | Mode::Renew { .. }) || serving;
             let supervision = Supervision {
                 started,
                 wall_limit: limits.wall_time.filter(|_| !session),

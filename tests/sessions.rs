@@ -668,3 +668,94 @@ fn a_session_leaves_no_zombie_to_an_embedder_that_reaps_orphans() {
         assert_eq!(own_children(), children, "{ending}: a process left to this program");
     }
 }
+
+#[test]
+fn a_reset_session_is_as_new_in_the_same_namespaces_and_leaves_nothing_behind() {
+    let _serial = serial();
+    let (fds, children) = (fd_count(), own_children());
+    let sandbox = session_builder().build().unwrap();
+    let mut session = sandbox.start().unwrap();
+    let init = session.id();
+    // (A command's user namespace is the nested one the holder locks its mounts in, which a
+    // reset makes anew with the mounts.)
+    let namespaces = "readlink /proc/self/ns/net /proc/self/ns/pid /proc/self/ns/cgroup";
+    let kept = sh_ok_in(&session, namespaces);
+    // The holder's (the init's one child yet) mount, ipc and uts namespaces, held open: a
+    // namespace freed could give its number to a new one.
+    let holder = std::fs::read_to_string(format!("/proc/{init}/task/{init}/children")).unwrap();
+    let renewed = ["mnt", "ipc", "uts"];
+    let old: Vec<(std::fs::File, String)> = renewed
+        .iter()
+        .map(|ns| {
+            let path = format!("/proc/{}/ns/{ns}", holder.trim());
+            (std::fs::File::open(&path).unwrap(), std::fs::read_link(&path).unwrap().display().to_string())
+        })
+        .collect();
+    assert_eq!(sh_ok_in(&session, "readlink /proc/self/ns/mnt").trim(), old[0].1, "the holder's");
+    // State an earlier user leaves: a file in the writable layer, a process that outlives its
+    // command (a daemon, reparented to the init), a System V shared memory segment where
+    // python can make one, a hostname changed where the payload may.
+    sh_ok_in(&session, "echo used > /work/mark; echo used > /tmp/mark 2>/dev/null; true");
+    let daemon =
+        sh_ok_in(&session, "setsid sleep 1000 > /dev/null 2>&1 < /dev/null & echo $!").trim().to_owned();
+    let python = have("/usr/bin/python3");
+    if python {
+        let made = session
+            .command("/usr/bin/python3")
+            .args([
+                "-c",
+                "import ctypes; l = ctypes.CDLL(None); \
+                 print(l.shmget(0x5eed, 4096, 0o1600))",
+            ])
+            .output()
+            .unwrap();
+        assert!(made.status.success(), "{made:?}");
+        assert!(String::from_utf8_lossy(&made.stdout).trim().parse::<i32>().unwrap() >= 0, "{made:?}");
+    } else {
+        skip("a reset session keeps no IPC object", "no /usr/bin/python3 to make one with");
+    }
+    let running = session.command("/bin/sleep").arg("1000").spawn().unwrap();
+    let pending = session.command("/bin/true");
+
+    session.reset().unwrap();
+    assert!(session.is_running());
+    assert_eq!(session.id(), init, "the init stays");
+    assert_eq!(sh_ok_in(&session, namespaces), kept, "kept namespaces");
+    for (ns, (_, before)) in renewed.iter().zip(&old) {
+        let after = sh_ok_in(&session, &format!("readlink /proc/self/ns/{ns}"));
+        assert_ne!(after.trim(), before, "made anew");
+    }
+    drop(old);
+    // Nothing of before: no file, no process but the init and the new holder (and this
+    // command's), the hostname set again.
+    let seen = sh_ok_in(
+        &session,
+        "cat /work/mark /tmp/mark 2>/dev/null; hostname; cat /proc/[0-9]*/comm | grep -v -x -e sh -e cat -e grep -e sort | sort",
+    );
+    assert_eq!(seen, "warm\nstockade-hold\nstockade-init\n", "after the reset");
+    assert_eq!(sh_ok_in(&session, &format!("test -e /proc/{daemon} || echo gone")).trim(), "gone");
+    if python {
+        let probe = session
+            .command("/usr/bin/python3")
+            .args(["-c", "import ctypes; l = ctypes.CDLL(None); print(l.shmget(0x5eed, 0, 0))"])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&probe.stdout).trim(), "-1", "the segment of before: {probe:?}");
+    }
+    // The command that ran across the reset ended; one made before it cannot spawn.
+    let mut running = running;
+    assert!(!running.wait().unwrap().success());
+    let mut pending = pending;
+    let err = pending.status().unwrap_err();
+    assert!(matches!(&err, Error::Setup { stage: stockade::Stage::JoinSession, .. }), "{err}");
+    // Used again, and reset again: the same.
+    sh_ok_in(&session, "echo used > /work/mark");
+    session.reset().unwrap();
+    assert_eq!(sh_ok_in(&session, "cat /work/mark 2>/dev/null; true"), "");
+    drop((running, pending));
+    drop(session);
+    assert!(wait_gone(init as i32, Duration::from_secs(10)), "the session's init {init} is still there");
+    drop(sandbox);
+    assert_eq!(fd_count(), fds, "descriptor leaked: {:#?}", fd_targets());
+    assert_eq!(own_children(), children, "process left behind");
+}

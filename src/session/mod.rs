@@ -90,21 +90,49 @@ pub(crate) struct Target {
     pub(crate) keyring: bool,
 }
 
-/// Whether the payload may hold `CAP_SYS_PTRACE`: in any of its sets, or (where the sandbox
-/// leaves capabilities alone) in this process's.
-fn may_trace(config: &crate::sandbox::Config) -> bool {
-    let bit = 1u64 << crate::Capability::CAP_SYS_PTRACE.index();
+/// Whether the payload may hold `cap`: in any of its sets, or (where the sandbox leaves
+/// capabilities alone) in this process's.
+fn may_hold(config: &crate::sandbox::Config, cap: crate::Capability) -> bool {
+    let bit = 1u64 << cap.index();
     match &config.caps {
         Some(c) => (c.bounding | c.permitted | c.inheritable | c.ambient | c.effective) & bit != 0,
         // This process's own: held, or (without no_new_privs) within reach of a program with
         // file capabilities or set-user-ID root.
         None => {
-            let has = |set| caps::has_cap(None, set, crate::Capability::CAP_SYS_PTRACE).unwrap_or(true);
+            let has = |set| caps::has_cap(None, set, cap).unwrap_or(true);
             has(caps::CapSet::Permitted)
                 || has(caps::CapSet::Ambient)
                 || (!config.no_new_privs && has(caps::CapSet::Bounding))
         }
     }
+}
+
+/// Why a session of this sandbox cannot be [`reset`](Session::reset) to what a new one would
+/// be, if it cannot: state of an earlier user would outlive the reset.
+fn reset_refused(config: &crate::sandbox::Config) -> Option<Error> {
+    let refuse = |feature: &str, reason: &str, hint: &str| {
+        Some(Error::Unsupported { feature: feature.into(), reason: reason.into(), hint: hint.into() })
+    };
+    if !config.joined.is_empty() {
+        return refuse(
+            "resetting a session that joined existing namespaces",
+            "a reset makes the session's mount, ipc and uts namespaces anew and kills every process              of its pid namespace: namespaces joined from files are not the session's to remake or empty",
+            "start a new session instead (stop this one, or drop it, and call Sandbox::start)",
+        );
+    }
+    // In a user namespace of its own, the payload is in a nested one, which the reset makes
+    // anew (its keyrings with it), and holds no capability over the namespaces kept.
+    let user_ns = config.namespaces.contains(Namespaces::USER);
+    let admin = may_hold(config, crate::Capability::CAP_NET_ADMIN)
+        || may_hold(config, crate::Capability::CAP_SYS_ADMIN);
+    if !user_ns && config.entered().contains(Namespaces::NET) && admin {
+        return refuse(
+            "resetting a session whose payload may administer its network namespace",
+            "without a user namespace a payload holding CAP_NET_ADMIN or CAP_SYS_ADMIN can change              the session's network namespace (addresses, routes, filters, sysctls), which a reset keeps",
+            "leave CAP_NET_ADMIN and CAP_SYS_ADMIN out of the payload's capabilities, give the sandbox              a user namespace, or start a new session instead",
+        );
+    }
+    None
 }
 
 /// The holder's root directory (`/proc/<pid>/root`, an `O_PATH` handle), proven to be the
@@ -172,7 +200,7 @@ impl Session {
         // Until its exec a command holds its server's descriptors (the session socket among
         // them) and, sharing the server's memory, that memory: a process of the session that
         // may trace it (CAP_SYS_PTRACE, which a non-dumpable process needs) could take them.
-        if may_trace(config) {
+        if may_hold(config, crate::Capability::CAP_SYS_PTRACE) {
             return Err(Error::Unsupported {
                 feature: "a session whose payload may hold CAP_SYS_PTRACE".into(),
                 reason: "until its exec a session command holds its server's descriptors and memory, \
@@ -225,6 +253,21 @@ impl Held {
     /// commands take, and with which it ends): the session is ready then.
     pub(crate) fn serve(self) -> Result<Session, Error> {
         let Held { sandbox, child, holder, root, flags, keyring } = self;
+        let (server, socket) = start_server(&sandbox, &holder, &root, flags)?;
+        let target = Target { sandbox, holder, root, flags, cgroups: None, server: Some(socket), keyring };
+        Ok(Session { target: Arc::new(target), child, server })
+    }
+}
+
+/// Starts a session's server, which joins the namespaces `flags` of the holder `holder` and its
+/// root `root`; returns it and the session socket.
+fn start_server(
+    sandbox: &Sandbox,
+    holder: &OwnedFd,
+    root: &OwnedFd,
+    flags: libc::c_int,
+) -> Result<(Child, OwnedFd), Error> {
+    {
         let config = &sandbox.config;
         let program = config.init_program.as_ref().map_or(-1, AsRawFd::as_raw_fd);
         let null = || Stdio::null().0;
@@ -270,8 +313,7 @@ impl Held {
             },
         )?
         .child;
-        let target = Target { sandbox, holder, root, flags, cgroups: None, server: Some(socket), keyring };
-        Ok(Session { target: Arc::new(target), child, server })
+        Ok((server, socket))
     }
 }
 
@@ -300,6 +342,96 @@ impl Session {
     /// ended).
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None)) && matches!(self.server.try_wait(), Ok(None))
+    }
+
+    /// Resets the session to what a new session of its sandbox would be, without making its
+    /// sandbox again: every process of the session ends (commands still running report it
+    /// when waited for), its filesystem is built afresh from the sandbox's (a new writable
+    /// layer: tmpfs mounts empty again, an image's upper layer new), with new mount, ipc and
+    /// uts namespaces (no System V or POSIX IPC object of before, the hostname set again), a
+    /// new holder and server. Its init, user, pid, network and cgroup namespaces and its
+    /// cgroup stay: the reset skips their setup and teardown, which is most of a session's
+    /// start ([`Pool`] resets the sessions that come back). [`Command`]s made before the reset
+    /// fail to spawn ([`Error::Setup`] at [`Stage::JoinSession`](crate::Stage::JoinSession)).
+    ///
+    /// Nothing an earlier command could change survives: in its user namespace the payload is
+    /// in a nested one the reset makes anew (keyrings included) and holds no capability over the
+    /// namespaces kept; without one, a payload that may hold `CAP_NET_ADMIN` or
+    /// `CAP_SYS_ADMIN` could change the network namespace, and such a session is refused, as is
+    /// one that joined namespaces by file ([`Error::Unsupported`], before anything changes).
+    ///
+    /// # Errors
+    /// Those refusals, and whatever fails making the new holder or server (as
+    /// [`Sandbox::start`]); the session has then ended, with every process of it.
+    pub fn reset(&mut self) -> Result<(), Error> {
+        if let Some(refused) = reset_refused(&self.target.sandbox.config) {
+            return Err(refused);
+        }
+        // The server ends first, killing and reaping its commands (the end of its socket says
+        // so; the socket itself may live on in commands not yet spawned).
+        if let Some(socket) = &self.target.server {
+            let _ = nix::sys::socket::shutdown(socket.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+        }
+        self.server.wait().map_err(|source| Error::Io { op: "wait for the session's server", source })?;
+        let renewed = self.renew();
+        if renewed.is_err() {
+            // Whatever was started ends with the init (every process of the session does).
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        renewed
+    }
+
+    /// A new holder (see `crate::plan::Renew`) and a server for it.
+    fn renew(&mut self) -> Result<(), Error> {
+        let target = &self.target;
+        let config = &target.sandbox.config;
+        let program = config.init_program.as_ref().map_or(-1, AsRawFd::as_raw_fd);
+        let null = || Stdio::null().0;
+        let (stdin, stdout, stderr) = (null(), null(), null());
+        let cwd = config
+            .run_defaults
+            .as_ref()
+            .and_then(|d| d.cwd.as_deref())
+            .map(|path| crate::plan::WorkingDir { path, create: true });
+        let kept = Namespaces::USER | Namespaces::PID | Namespaces::NET | Namespaces::CGROUP;
+        let groups = self.child.cgroup_dirs();
+        let spawned = crate::spawn::spawn(
+            config,
+            OsStr::new("stockade-hold"),
+            None,
+            &[],
+            &[],
+            cwd,
+            [(0, &stdin), (1, &stdout), (2, &stderr)],
+            Vec::new(),
+            None,
+            None,
+            crate::spawn::Mode::Renew {
+                init: self.child.as_fd(),
+                flags: (config.namespaces & kept).flags() as libc::c_int,
+                program,
+                cgroups: &groups,
+            },
+        )?;
+        let mut renewer = spawned.child;
+        let holder = spawned.holder.ok_or_else(|| {
+            Error::spawn("reset a session", std::io::Error::other("the new holder sent no pidfd"))
+        })?;
+        renewer.wait().map_err(|source| Error::Io { op: "wait for the session's renewer", source })?;
+        let root = holder_root(&holder)?;
+        let (server, socket) = start_server(&target.sandbox, &holder, &root, target.flags)?;
+        self.server = server;
+        self.target = Arc::new(Target {
+            sandbox: target.sandbox.clone(),
+            holder,
+            root,
+            flags: target.flags,
+            cgroups: None,
+            server: Some(socket),
+            keyring: target.keyring,
+        });
+        Ok(())
     }
 
     /// Ends the session: kills every process in it and removes its cgroups. Commands still

@@ -163,6 +163,12 @@ fn setup(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<Infallible, Failure
         super::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong)
             .map_err(at(Step::DeathSignal))?;
     }
+    // A session's reset (see `crate::plan::Renew`): the renewer has arranged the descriptors
+    // and had "go" already.
+    let renewing = plan.renew.is_some();
+    if renewing {
+        end_session_processes()?;
+    }
 
     join_cgroups(plan)?;
     // Existing namespaces first (CNI's network, a pod's ipc and uts): what follows configures
@@ -170,8 +176,16 @@ fn setup(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<Infallible, Failure
     for (i, (fd, nstype, _)) in plan.join_ns.iter().enumerate() {
         super::setns(*fd, *nstype).map_err(at_index(Step::JoinNamespace, i))?;
     }
-    let [status, parent, init_program, gate] = arrange_fds(plan, control, None)?;
-    wait_for_go(*control);
+    let [status, parent, init_program, gate] = match plan.renew.as_ref().and_then(|r| r.arranged) {
+        Some((arranged, moved)) => {
+            *control = moved;
+            arranged
+        }
+        None => arrange_fds(plan, control, None)?,
+    };
+    if !renewing {
+        wait_for_go(*control);
+    }
     // The parent-death signal was armed first thing; had the parent died before that, no signal
     // will ever come (and "go" may still have been waiting in the socket): look.
     if super::pidfd::has_exited(parent) {
@@ -198,7 +212,7 @@ fn setup(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<Infallible, Failure
     }
     // In every cgroup of ours by now (joined above, or put there by the parent before "go"):
     // that is the namespace's root.
-    if plan.cgroup_ns {
+    if plan.cgroup_ns && !renewing {
         super::unshare(super::clone::flags::CLONE_NEWCGROUP as libc::c_int)
             .map_err(at(Step::CgroupNamespace))?;
     }
@@ -218,7 +232,7 @@ fn setup(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<Infallible, Failure
     if let Some(name) = plan.domainname {
         super::setdomainname(name).map_err(at(Step::Domainname))?;
     }
-    if plan.loopback {
+    if plan.loopback && !renewing {
         super::loopback_up().map_err(at(Step::Loopback))?;
         if plan.fs.lock_maps.is_some() {
             // The payload ends up in a nested user namespace without privileges over this
@@ -273,6 +287,12 @@ fn setup(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<Infallible, Failure
             super::mount::write_side(sync, super::mount::pid_dir(built.proc, payload), maps);
         }
         super::close(built.proc);
+        if renewing {
+            // The new holder goes on once this process has ended (its end of `ready` closes
+            // then) and the session's init has taken it as an orphan: its parent from then on,
+            // as for the first holder. This frame is never left: the exit keeps `start` intact.
+            super::exit(0);
+        }
         // From here a failure must end the payload before this frame (which holds `start`) is
         // left: the payload may still be reading it.
         let abandon = |errno: Errno| {
@@ -284,8 +304,9 @@ fn setup(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<Infallible, Failure
         for fd in kept.into_iter().filter(|&fd| fd >= 0) {
             super::keep_on_exec(fd).map_err(abandon)?;
         }
-        let mut text = [0u8; 80];
-        let values = [payload, status, ready.1, parent, plan.wall_limit_ms];
+        let mut text = [0u8; 96];
+        // A session's init outlives its holder, which a reset replaces.
+        let values = [payload, status, ready.1, parent, plan.wall_limit_ms, i32::from(plan.hold)];
         let environment = super::init::environment(&mut text, values);
         let errno = super::init::exec(init_program, environment);
         return Err(abandon(errno));
@@ -306,6 +327,92 @@ fn setup(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<Infallible, Failure
         super::close(built.proc);
     }
     exec_payload(plan, Ends { control: *control, parent: -1, program: init_program, gate })
+}
+
+/// First steps of a session's reset (see [`crate::plan::Renew`]), in the renewer's child: in
+/// the session's pid namespace with the privileges of its user namespace, it kills every
+/// process of the session but the init (`kill(-1)`, which the kernel sends to every one at
+/// once, under a lock no fork can pass: a process being forked meanwhile fails to start). From
+/// then on no process of the session can run, and none can start but those this one starts:
+/// the memory it shares (the renewer's non-dumpable copy of the embedding program's) turns
+/// dumpable again, as a sandbox's first process's is (the nested maps and a time namespace's
+/// offsets are written through its /proc files, as in any spawn).
+fn end_session_processes() -> Result<(), Failure> {
+    match super::kill(-1, libc::SIGKILL) {
+        Ok(()) | Err(Errno(libc::ESRCH)) => {}
+        Err(e) => return Err(at(Step::JoinSession)(e)),
+    }
+    super::prctl(libc::PR_SET_DUMPABLE, 1).map_err(at(Step::NonDumpable))
+}
+
+/// Clones a session's renewer (see [`crate::plan::Renew`]), with a copy of this process's
+/// memory, on `stack`.
+///
+/// The caller keeps `plan` and `stack` alive, and touches neither, until the renewer, its child
+/// and the new holder have exec'd or died, as for [`start`].
+pub(crate) fn start_renewer(
+    stack: &super::clone::Stack,
+    plan: &mut Plan<'_>,
+) -> SysResult<super::clone::Forked> {
+    let arg = plan as *mut Plan<'_> as *mut c_void;
+    // SAFETY: `renew_entry` follows the post-clone rules; the caller keeps `plan` and `stack`
+    // valid (above).
+    unsafe { super::clone::clone_with_pidfd(0, None, false, stack, renew_entry, arg) }
+}
+
+/// The renewer's entry point.
+///
+/// # Safety
+/// As for [`entry`]; `plan.renew` is set.
+unsafe extern "C" fn renew_entry(arg: *mut c_void) -> ! {
+    // SAFETY: the caller's contract.
+    let plan = unsafe { &mut *(arg as *mut Plan<'static>) };
+    let mut control = plan.channels.control;
+    let Err(failure) = renew(plan, &mut control, arg);
+    report(control, failure)
+}
+
+/// The renewer: non-dumpable first (a process of the session, until its child has ended them,
+/// must never reach a process sharing this copy), named; joins the init's namespaces; arranges
+/// its descriptors; waits for "go" (the parent has put it in the session's groups meanwhile);
+/// starts its child (`entry`, which sees `plan.renew`) and waits for it.
+fn renew(plan: &mut Plan<'_>, control: &mut RawFd, arg: *mut c_void) -> Result<Infallible, Failure> {
+    let einval = || Failure { step: Step::JoinSession, errno: Errno(libc::EINVAL), index: 0 };
+    let (init, flags, arg_area) =
+        plan.renew.as_ref().map(|r| (r.init, r.flags, r.arg_area)).ok_or_else(einval)?;
+    super::prctl(libc::PR_SET_DUMPABLE, 0).map_err(at(Step::NonDumpable))?;
+    if let Some(area) = arg_area {
+        // SAFETY: this memory is the renewer's own copy of the embedding program's, whose argv
+        // nothing here reads; the area is its initial stack's argument strings.
+        unsafe { super::overwrite_arg_area(area, b"stockade-renew") };
+    }
+    super::set_name(c"stockade-renew");
+    super::reset_signal_dispositions();
+    super::set_sigmask(&super::sigset(true)).map_err(at(Step::Signals))?;
+    super::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong).map_err(at(Step::DeathSignal))?;
+    // Every namespace at once, the user namespace first (see `enter_session`); the pid
+    // namespace applies to the child. (A sandbox's first process opens the host paths in its
+    // new user namespace too.)
+    super::setns(init, flags).map_err(at(Step::JoinSession))?;
+    let arranged = arrange_fds(plan, control, None)?;
+    if let Some(renew) = plan.renew.as_mut() {
+        renew.arranged = Some((arranged, *control));
+    }
+    wait_for_go(*control);
+    let [_, parent, _, _] = arranged;
+    if super::pidfd::has_exited(parent) {
+        super::exit(EXIT_ABANDONED);
+    }
+    let stack = &plan.renew.as_ref().ok_or_else(einval)?.stack;
+    // SAFETY: `entry` follows the post-clone rules; the plan and the child's stack live (in the
+    // embedding program's memory, and in this copy) until the spawn is over.
+    let child = unsafe { super::clone::clone_with_pidfd(plan.clone_flags, None, true, stack, entry, arg) }
+        .map_err(at(Step::ForkPayload))?;
+    use std::os::fd::IntoRawFd;
+    super::close(child.pidfd.into_raw_fd());
+    // The child reports its own failure; its end is this process's.
+    let _ = super::waitpid(child.pid);
+    super::exit(0)
 }
 
 /// Clones the joiner of a session command (see [`crate::plan::Join`]): it shares this
@@ -436,8 +543,8 @@ fn join(plan: &Plan<'_>, arg: *mut c_void) -> Result<Infallible, Failure> {
     for fd in [channels.status, channels.parent].into_iter().filter(|&fd| fd >= 0) {
         super::keep_on_exec(fd).map_err(abandon)?;
     }
-    let mut text = [0u8; 80];
-    let values = [pid, channels.status, -1, channels.parent, plan.wall_limit_ms];
+    let mut text = [0u8; 96];
+    let values = [pid, channels.status, -1, channels.parent, plan.wall_limit_ms, 0];
     let environment = super::init::environment(&mut text, values);
     Err(abandon(super::init::exec(channels.init_program, environment)))
 }

@@ -62,10 +62,11 @@ fn make_program() -> SysResult<OwnedFd> {
     Ok(fd)
 }
 
-/// The `STOCKADE_INIT=...` environment entry for the init: payload pid, three descriptors and
-/// the wall-clock limit in milliseconds (each -1 when absent). Written into `buf` without
-/// allocating; returns it NUL-terminated.
-pub(super) fn environment(buf: &mut [u8; 80], values: [i32; 5]) -> &CStr {
+/// The `STOCKADE_INIT=...` environment entry for the init: payload pid, three descriptors,
+/// the wall-clock limit in milliseconds (each -1 when absent) and 1 when the init outlives its
+/// payload (a session's, see `program.rs`). Written into `buf` without allocating; returns it
+/// NUL-terminated.
+pub(super) fn environment(buf: &mut [u8; 96], values: [i32; 6]) -> &CStr {
     let mut len = 0;
     let mut push = |bytes: &[u8]| {
         for &b in bytes {
@@ -92,7 +93,7 @@ pub(super) fn environment(buf: &mut [u8; 80], values: [i32; 5]) -> &CStr {
         push(digits.get(start..).unwrap_or(&[]));
     }
     push(b"\0");
-    // 14 + 5 × 11 + 4 + 1 = 74 bytes at most.
+    // 14 + 6 × 11 + 5 + 1 = 86 bytes at most.
     CStr::from_bytes_until_nul(&buf[..]).unwrap_or(c"STOCKADE_INIT=")
 }
 

@@ -3,8 +3,9 @@
 //! it holds none of its memory, and the spawn never copies the embedder's page tables for it.
 //!
 //! The child that becomes pid 1 starts the payload, then execs this with every signal blocked,
-//! and `STOCKADE_INIT=<payload pid>,<status fd>,<ready fd>,<parent pidfd>,<wall ms>` as its
-//! only environment (-1 for an absent descriptor or no wall-clock limit). It then:
+//! and `STOCKADE_INIT=<payload pid>,<status fd>,<ready fd>,<parent pidfd>,<wall ms>,<keep>` as
+//! its only environment (-1 for an absent descriptor or no wall-clock limit; keep 1 for a
+//! session's init, which outlives its payload, see 4). It then:
 //! 1. turns non-dumpable and names itself, then closes the ready descriptor: the payload waits
 //!    for that before its exec, so it can never ptrace or open the init while it is dumpable;
 //! 2. re-arms its parent-death signal and exits if the embedding process died meanwhile (with
@@ -13,7 +14,8 @@
 //! 4. waits for signals: forwards each to the payload (unless a process inside the namespace
 //!    sent it), except SIGCHLD, on which it reaps every child; when the payload is reaped it writes the payload's wait status (native-endian i32)
 //!    to the status pipe and exits with the payload's code, which makes the kernel kill
-//!    whatever else is left in the namespace;
+//!    whatever else is left in the namespace (with keep, it only reaps, forwards nothing, and
+//!    lives until killed: a session's holder is replaced by `Session::reset`);
 //! 5. with a wall-clock limit, ends the sandbox when that much time has passed since its
 //!    start, so the limit holds even while the embedding program never waits (its own
 //!    supervision, when it waits, fires first: it counts from before the clone). As pid 1 it
@@ -230,9 +232,10 @@ fn exit(code: usize) -> ! {
     }
 }
 
-/// Parses `<int>,<int>,<int>,<int>,<int>` (each may be -1).
-fn parse(mut s: *const u8) -> Option<[isize; 5]> {
-    let mut out = [0isize; 5];
+/// Parses `<int>,<int>,<int>,<int>,<int>,<int>` (each may be -1).
+fn parse(mut s: *const u8) -> Option<[isize; 6]> {
+    let mut out = [0isize; 6];
+    let last = out.len() - 1;
     for (i, slot) in out.iter_mut().enumerate() {
         // SAFETY: `s` walks a NUL-terminated string from the initial stack and stops at its NUL.
         let mut c = unsafe { *s };
@@ -249,7 +252,7 @@ fn parse(mut s: *const u8) -> Option<[isize; 5]> {
             s = s.wrapping_add(1);
             c = unsafe { *s };
         }
-        if digits == 0 || (i < 4 && c != b',') || (i == 4 && c != 0) {
+        if digits == 0 || (i < last && c != b',') || (i == last && c != 0) {
             return None;
         }
         s = s.wrapping_add(1);
@@ -261,8 +264,8 @@ fn parse(mut s: *const u8) -> Option<[isize; 5]> {
 /// What the environment asks for.
 enum Mode {
     /// Be the sandbox's pid 1: payload pid, status, ready and parent descriptors, wall-clock
-    /// limit in milliseconds.
-    Init([isize; 5]),
+    /// limit in milliseconds, and 1 when the namespace outlives its payload (a session's).
+    Init([isize; 6]),
     /// Be a session's holder: wait until killed.
     Hold,
     /// Be a session's server: start its commands (see `serve.rs`).
@@ -296,7 +299,7 @@ fn arguments(sp: *const usize) -> Option<Mode> {
 
 unsafe extern "C" fn main(sp: *const usize) -> ! {
     let start = Timespec::now();
-    let [payload, status, ready, parent, wall_ms] = match arguments(sp) {
+    let [payload, status, ready, parent, wall_ms, keep] = match arguments(sp) {
         Some(Mode::Init(values)) => values,
         Some(Mode::Hold) => hold(),
         Some(Mode::Serve) => serve::serve(),
@@ -362,12 +365,16 @@ unsafe extern "C" fn main(sp: *const usize) -> ! {
         if signal < 0 {
             exit(EXIT_BROKEN);
         }
+        // A session's init outlives its payload (the holder, which `Session::reset` replaces):
+        // it only reaps, and forwards nothing (the payload's pid may be another process's by
+        // now). The session ends when the embedding program kills it.
+        let payload = if keep == 1 { 0 } else { payload };
         if signal == SIGCHLD {
             // Always, whoever sent it: a SIGCHLD sent from inside may have been merged with
             // the payload's exit.
             reap(payload, status, timed_out);
-        } else if pid1 && from_inside(info[2], info[4]) {
-            // The init is not the payload's to signal (the kernel drops such signals to a
+        } else if payload == 0 || (pid1 && from_inside(info[2], info[4])) {
+            // Without a payload: nobody to forward to. Otherwise: the init is not the payload's to signal (the kernel drops such signals to a
             // namespace's init only while they are not blocked; Landlock's signal scope refuses
             // them from 6.12 on): dropped. A standard signal pending from inside also absorbs
             // the same signal sent meanwhile from outside (signals do not queue): a payload can
@@ -415,7 +422,8 @@ fn hold() -> ! {
     }
 }
 
-/// Reaps every exited child; if one of them is the payload, reports its status and exits.
+/// Reaps every exited child; if one of them is the payload (0: none is), reports its status
+/// and exits.
 fn reap(payload: isize, status: isize, timed_out: bool) {
     loop {
         let mut wait_status: i32 = 0;
