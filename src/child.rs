@@ -399,6 +399,11 @@ impl Child {
         Detached { pid: self.pid, cgroups, start_time: start_time(self.pid) }
     }
 
+    /// A session's init's channel, its status socket (see `Session::reset`).
+    pub(crate) fn status_channel(&self) -> Option<BorrowedFd<'_>> {
+        self.status_pipe.as_ref().map(AsFd::as_fd)
+    }
+
     /// The sandbox's cgroup directories, one per hierarchy (empty without cgroups).
     pub fn cgroup_dirs(&self) -> Vec<PathBuf> {
         self.supervision.cgroup.as_ref().map(SandboxCgroup::dirs).unwrap_or_default()

@@ -265,16 +265,14 @@ pub(crate) struct Join {
     pub(crate) arg_area: Option<(usize, usize)>,
 }
 
-/// How a session's holder is made again ([`crate::Session::reset`]). The first process, the
-/// *renewer*, with a non-dumpable copy of this process's memory, joins the user, pid, network
-/// and cgroup namespaces of the session's init and starts, in new mount, ipc and uts
+/// How a session's holder is made again ([`crate::Session::reset`]), once the session's init
+/// has killed every other process of the session. The first process, the *renewer*, joins the
+/// user, pid, network and cgroup namespaces of the init and starts, in new mount, ipc and uts
 /// namespaces (`Plan::clone_flags`), a child that runs as a sandbox's first process would, with
-/// three differences: first of all it kills every process of the session but the init (the old
-/// holder, anything commands left running); it takes none of the namespaces' one-time steps
-/// (the network's loopback, the cgroup namespace: they are the session's still); and once its
-/// payload, the new holder, is started, it exits instead of becoming an init: the session's
-/// init, which outlives its holders, takes the holder as its orphan. The renewer waits for its
-/// child and exits.
+/// two differences: it takes none of the namespaces' one-time steps (the network's loopback,
+/// the cgroup namespace: they are the session's still); and once its payload, the new holder,
+/// is started, it exits instead of becoming an init: the session's init, which outlives its
+/// holders, takes the holder as its orphan. The renewer waits for its child and exits.
 pub(crate) struct Renew {
     /// A pidfd of the session's init.
     pub(crate) init: RawFd,
@@ -282,12 +280,15 @@ pub(crate) struct Renew {
     pub(crate) flags: libc::c_int,
     /// The renewer's child's stack (the renewer runs on the spawn's own).
     pub(crate) stack: crate::sys::clone::Stack,
-    /// The embedding program's argument area, which the renewer overwrites in its copy.
-    pub(crate) arg_area: Option<(usize, usize)>,
     /// Set by the renewer, which arranges the descriptors (then opens the host paths, which its
     /// child inherits): the status, parent, init program and gate descriptors, and the control
     /// socket, where they are now.
     pub(crate) arranged: Option<([RawFd; 4], RawFd)>,
+    /// The new holder's "ready" pipe, made by the renewer, which holds its write end until its
+    /// child has ended: the holder goes on only once its parent is the session's init (should
+    /// it arm its parent-death signal while the renewer's child is its parent still, that
+    /// child's end would kill it).
+    pub(crate) ready: (RawFd, RawFd),
 }
 
 /// The payload's working directory, as seen inside the sandbox.

@@ -134,14 +134,26 @@ pub(crate) fn spawn(
             .map_err(|e| Error::spawn("socketpair", e))?;
     // The init, or a joined command's relay, reports the payload's status through a pipe
     // (not to a process that will not be there: a sandbox that outlives this one).
-    let (status_read, status_write) =
-        if ((use_init && !renewing) || (joining && !serving)) && !config.detached {
-            let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
-                .map_err(|e| Error::spawn("pipe2", e))?;
-            (Some(r), Some(w))
-        } else {
-            (None, None)
-        };
+    let (status_read, status_write) = if matches!(mode, Mode::Hold { .. }) {
+        // A session's init: a socket, on which it also takes requests (see `Session::reset`).
+        let (ours, theirs) = nix::sys::socket::socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(|e| Error::spawn("socketpair", e))?;
+        // Nonblocking on this side only, as a status pipe is.
+        nix::fcntl::fcntl(&ours, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
+            .map_err(|e| Error::spawn("fcntl", e))?;
+        (Some(ours), Some(theirs))
+    } else if ((use_init && !renewing) || (joining && !serving)) && !config.detached {
+        let (r, w) =
+            nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).map_err(|e| Error::spawn("pipe2", e))?;
+        (Some(r), Some(w))
+    } else {
+        (None, None)
+    };
     // The child checks it once its parent-death signal is armed: this process may have died
     // before, and then no signal ever comes.
     // A sandbox that outlives this process has no parent to check.
@@ -264,8 +276,8 @@ pub(crate) fn spawn(
             init: init.as_raw_fd(),
             flags,
             stack: Stack::new().map_err(|e| Error::spawn("mmap the renewer's child's stack", e))?,
-            arg_area: crate::plan::arg_area(),
             arranged: None,
+            ready: (-1, -1),
         });
     }
     if let Mode::Join { holder, root, flags, serve, .. } = mode {

@@ -220,8 +220,8 @@ fn the_untrusted_preset_never_allocates_after_clone_nor_does_the_reaper() {
 #[test]
 fn session_commands_never_allocate_after_clone_nor_do_their_joiners() {
     // The session's holder and its server's joiner (joining the namespaces, taking the
-    // payload's credentials), and each command (started by the server), in the untrusted
-    // preset, from two threads; and the failure path.
+    // payload's credentials), each command (started by the server), and what a reset starts,
+    // in the untrusted preset, from two threads; and the failure path.
     let _serial = serial();
     let _ = Box::new(1u8);
     let fds_before = fd_count();
@@ -232,8 +232,17 @@ fn session_commands_never_allocate_after_clone_nor_do_their_joiners() {
                 if !is_root() {
                     b.resource_compat(stockade::Compat::BestEffort);
                 }
-                let session = b.build().unwrap().start().unwrap();
+                let mut session = b.build().unwrap().start().unwrap();
                 for i in 0..20 {
+                    if i % 10 == 4 {
+                        // A reset's renewer, its child and the new holder (one that allocated
+                        // would die at once: the reset fails).
+                        let reset = session.reset();
+                        assert!(
+                            reset.is_ok(),
+                            "thread {t} run {i}: reset (allocated after clone?): {reset:?}"
+                        );
+                    }
                     if i % 10 == 9 {
                         let err = session.command("/no/such/program").spawn().unwrap_err();
                         assert!(matches!(err, Error::Exec { .. }), "thread {t} run {i}: {err}");

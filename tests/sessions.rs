@@ -20,6 +20,15 @@ fn session_builder() -> SandboxBuilder {
     b
 }
 
+/// [`session_builder`] without a cgroup namespace (and without limits): commands get no
+/// cgroup of their own, so what they leave running stays in the session.
+fn lingering_builder() -> SandboxBuilder {
+    let mut b = session_builder();
+    let all = if user_namespaces_work() { Namespaces::all() } else { Namespaces::all() - Namespaces::USER };
+    b.namespaces(all - Namespaces::CGROUP);
+    b
+}
+
 /// Whether this host lets this process make user namespaces.
 fn user_namespaces_work() -> bool {
     static WORK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -364,12 +373,20 @@ fn a_pools_sessions_started_ahead_run_idle_and_commands_run_under_their_callers_
     // process, the cgroup reaper, must not run idle).
     let first = pool.get().unwrap();
     assert_eq!(policy_of(&first.id().to_string()), caller, "the pool's first session");
-    drop(first);
+    // Kept out: the pool starts another.
     wait_ready(&pool, 1);
     let ahead = pool.get().unwrap();
     assert_eq!(policy_of(&ahead.id().to_string()), libc::SCHED_IDLE as u32, "the session's init");
     let seen = sh_ok_in(&ahead, "cut -d' ' -f41 /proc/self/stat");
     assert_eq!(seen.trim(), caller.to_string(), "a command in a session started ahead");
+    // One back, reset: its new holder made idle, its commands under the caller's policy still.
+    drop((first, ahead));
+    wait_ready(&pool, 1);
+    let reset = pool.get().unwrap();
+    let holder = std::fs::read_to_string(format!("/proc/{}/task/{0}/children", reset.id())).unwrap();
+    assert_eq!(policy_of(holder.trim()), libc::SCHED_IDLE as u32, "a reset session's holder");
+    let seen = sh_ok_in(&reset, "cut -d' ' -f41 /proc/self/stat");
+    assert_eq!(seen.trim(), caller.to_string(), "a command in a reset session");
     // A pool with nothing started ahead: `get` starts the session on the calling thread.
     let empty = Pool::new(&sandbox, 0);
     let own = empty.get().unwrap();
@@ -673,7 +690,8 @@ fn a_session_leaves_no_zombie_to_an_embedder_that_reaps_orphans() {
 fn a_reset_session_is_as_new_in_the_same_namespaces_and_leaves_nothing_behind() {
     let _serial = serial();
     let (fds, children) = (fd_count(), own_children());
-    let sandbox = session_builder().build().unwrap();
+    // (Commands without cgroups of their own: what they leave running stays for the reset.)
+    let sandbox = lingering_builder().build().unwrap();
     let mut session = sandbox.start().unwrap();
     let init = session.id();
     // (A command's user namespace is the nested one the holder locks its mounts in, which a
@@ -758,4 +776,107 @@ fn a_reset_session_is_as_new_in_the_same_namespaces_and_leaves_nothing_behind() 
     drop(sandbox);
     assert_eq!(fd_count(), fds, "descriptor leaked: {:#?}", fd_targets());
     assert_eq!(own_children(), children, "process left behind");
+}
+
+#[test]
+fn a_session_whose_payload_could_change_what_a_reset_keeps_is_refused_a_reset_and_a_pool_starts_anew() {
+    let _serial = serial();
+    if !is_root() {
+        skip(
+            "a reset refused for a payload that may administer the network",
+            "only a sandbox without a user namespace lets the payload hold CAP_NET_ADMIN over the \
+             session's network namespace, and only root makes one",
+        );
+        return;
+    }
+    let mut b = session_builder();
+    b.namespaces(Namespaces::all() - Namespaces::USER).capabilities([stockade::Capability::CAP_NET_ADMIN]);
+    let sandbox = b.build().unwrap();
+    let mut session = sandbox.start().unwrap();
+    sh_ok_in(&session, "echo used > /work/mark");
+    let err = session.reset().unwrap_err();
+    assert!(matches!(&err, Error::Unsupported { feature, .. } if feature.contains("network")), "{err}");
+    // Refused before anything changed: the session goes on as it was.
+    assert!(session.is_running());
+    assert_eq!(sh_ok_in(&session, "cat /work/mark"), "used\n");
+    drop(session);
+    // A pool of it stops what comes back and starts sessions anew: nobody sees another's file.
+    let pool = Pool::new(&sandbox, 1);
+    let mut inits = Vec::new();
+    for round in 0..3 {
+        let session = pool.get().unwrap();
+        inits.push(session.id());
+        let seen = sh_ok_in(&session, "cat /work/mark 2>/dev/null; echo used > /work/mark");
+        assert_eq!(seen, "", "round {round}: a pooled session had been used before");
+        drop(session);
+        wait_ready(&pool, 1);
+    }
+    inits.dedup();
+    assert_eq!(inits.len(), 3, "a session came back for another caller: {inits:?}");
+}
+
+#[test]
+fn a_pool_gives_back_sessions_reset_in_their_namespaces() {
+    let _serial = serial();
+    let sandbox = session_builder().build().unwrap();
+    // (Two: a checkout that leaves half the pool ready owes its replacement only on its
+    // return, which the session itself then is.)
+    let pool = Pool::new(&sandbox, 2);
+    wait_ready(&pool, 2);
+    let first = pool.get().unwrap();
+    let init = first.id();
+    let net = sh_ok_in(&first, "readlink /proc/self/ns/net; echo used > /work/mark");
+    drop(first);
+    wait_ready(&pool, 2);
+    let both = [pool.get().unwrap(), pool.get().unwrap()];
+    let again = both.iter().find(|s| s.id() == init).expect("reset, not started anew");
+    // The same init and network namespace, nothing of the first caller's.
+    assert_eq!(sh_ok_in(again, "readlink /proc/self/ns/net; cat /work/mark 2>/dev/null; true"), net);
+}
+
+#[test]
+fn a_reset_completes_whatever_the_processes_left_in_the_session_do() {
+    // A process left behind stops everything it can see, over and over, and signals the init:
+    // nothing the reset starts may be stopped or kept waiting by it (it is dead before the
+    // reset's processes exist), and the init takes no request from inside.
+    let _serial = serial();
+    let session = lingering_builder().build().unwrap().start().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let mut session = session;
+        for round in 0..5 {
+            // Its launcher says when it runs (and may be stopped itself then: the reset ends it).
+            let mut launcher = session
+                .command("/bin/sh")
+                .args([
+                    "-c",
+                    "setsid sh -c 'while :; do kill -STOP -1; kill -USR1 1; kill -CONT 1; done' \
+                     > /dev/null 2>&1 < /dev/null & echo started; exec sleep 1000",
+                ])
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut line = String::new();
+            let stdout = launcher.stdout.take().unwrap();
+            std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+            assert_eq!(line, "started\n");
+            let reset = session.reset().map_err(|e| e.to_string());
+            assert!(!launcher.wait().unwrap().success());
+            let seen = reset.and_then(|()| {
+                let out = session.command("/bin/sh").args(["-c", "cat /proc/[0-9]*/comm"]).output();
+                out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).map_err(|e| e.to_string())
+            });
+            let _ = tx.send((round, seen));
+        }
+        session
+    });
+    // A hang is the failure this guards against: a bound far above any reset's time.
+    for _ in 0..5 {
+        let (round, seen) = rx.recv_timeout(Duration::from_secs(120)).expect("a reset hung");
+        let seen = seen.unwrap_or_else(|e| panic!("round {round}: {e}"));
+        // The command's own shell, not the one left behind.
+        assert_eq!(seen.lines().filter(|comm| *comm == "sh").count(), 1, "round {round}: {seen}");
+        assert!(seen.contains("stockade-hold"), "round {round}: {seen}");
+    }
+    thread.join().unwrap().stop().unwrap();
 }

@@ -116,7 +116,7 @@ fn reset_refused(config: &crate::sandbox::Config) -> Option<Error> {
     if !config.joined.is_empty() {
         return refuse(
             "resetting a session that joined existing namespaces",
-            "a reset makes the session's mount, ipc and uts namespaces anew and kills every process              of its pid namespace: namespaces joined from files are not the session's to remake or empty",
+            "a reset makes the session's mount, ipc and uts namespaces anew and kills every process of its pid namespace: namespaces joined from files are not the session's to remake or empty",
             "start a new session instead (stop this one, or drop it, and call Sandbox::start)",
         );
     }
@@ -128,8 +128,8 @@ fn reset_refused(config: &crate::sandbox::Config) -> Option<Error> {
     if !user_ns && config.entered().contains(Namespaces::NET) && admin {
         return refuse(
             "resetting a session whose payload may administer its network namespace",
-            "without a user namespace a payload holding CAP_NET_ADMIN or CAP_SYS_ADMIN can change              the session's network namespace (addresses, routes, filters, sysctls), which a reset keeps",
-            "leave CAP_NET_ADMIN and CAP_SYS_ADMIN out of the payload's capabilities, give the sandbox              a user namespace, or start a new session instead",
+            "without a user namespace a payload holding CAP_NET_ADMIN or CAP_SYS_ADMIN can change the session's network namespace (addresses, routes, filters, sysctls), which a reset keeps",
+            "leave CAP_NET_ADMIN and CAP_SYS_ADMIN out of the payload's capabilities, give the sandbox a user namespace, or start a new session instead",
         );
     }
     None
@@ -170,6 +170,90 @@ pub(crate) struct Held {
     root: OwnedFd,
     flags: libc::c_int,
     keyring: bool,
+}
+
+/// Has the session's init kill every other process of the session (see `session_init` in
+/// `src/sys/init/program.rs`), and waits until it has.
+fn end_processes(init: &Child) -> Result<(), Error> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let fail = |e: std::io::Error| Error::spawn("have the session's init end the session's processes", e);
+    let channel =
+        init.status_channel().ok_or_else(|| fail(std::io::Error::other("no channel to the init")))?;
+    nix::sys::socket::send(channel.as_raw_fd(), b"k", nix::sys::socket::MsgFlags::MSG_NOSIGNAL)
+        .map_err(|e| fail(e.into()))?;
+    loop {
+        let mut fds = [PollFd::new(channel, PollFlags::POLLIN), PollFd::new(init.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(fail(e.into())),
+            Ok(_) => {}
+        }
+        if fds[0].any().unwrap_or(false) {
+            let mut done = [0u8; 1];
+            return match nix::unistd::read(channel, &mut done) {
+                Ok(1) => Ok(()),
+                Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => continue,
+                Ok(_) => Err(fail(std::io::Error::other("the init ended"))),
+                Err(e) => Err(fail(e.into())),
+            };
+        }
+        if fds[1].any().unwrap_or(false) {
+            return Err(fail(std::io::Error::other("the init ended")));
+        }
+    }
+}
+
+/// What a session's new holder is made from ([`Session::reset`]), apart from the session: a
+/// [`Pool`] makes it on another thread.
+#[derive(Debug)]
+pub(crate) struct Renewal {
+    sandbox: Sandbox,
+    /// A pidfd of the session's init.
+    init: OwnedFd,
+    /// The session's groups (the holder joins them).
+    groups: Vec<std::path::PathBuf>,
+}
+
+impl Renewal {
+    /// Makes the new holder (see `crate::plan::Renew`): every other process of the session
+    /// ends first. Returns its pidfd and root.
+    pub(crate) fn holder(self) -> Result<(OwnedFd, OwnedFd), Error> {
+        let config = &self.sandbox.config;
+        let program = config.init_program.as_ref().map_or(-1, AsRawFd::as_raw_fd);
+        let null = || Stdio::null().0;
+        let (stdin, stdout, stderr) = (null(), null(), null());
+        let cwd = config
+            .run_defaults
+            .as_ref()
+            .and_then(|d| d.cwd.as_deref())
+            .map(|path| crate::plan::WorkingDir { path, create: true });
+        let kept = Namespaces::USER | Namespaces::PID | Namespaces::NET | Namespaces::CGROUP;
+        let spawned = crate::spawn::spawn(
+            config,
+            OsStr::new("stockade-hold"),
+            None,
+            &[],
+            &[],
+            cwd,
+            [(0, &stdin), (1, &stdout), (2, &stderr)],
+            Vec::new(),
+            None,
+            None,
+            crate::spawn::Mode::Renew {
+                init: self.init.as_fd(),
+                flags: (config.namespaces & kept).flags() as libc::c_int,
+                program,
+                cgroups: &self.groups,
+            },
+        )?;
+        let mut renewer = spawned.child;
+        let holder = spawned.holder.ok_or_else(|| {
+            Error::spawn("reset a session", std::io::Error::other("the new holder sent no pidfd"))
+        })?;
+        renewer.wait().map_err(|source| Error::Io { op: "wait for the session's renewer", source })?;
+        let root = holder_root(&holder)?;
+        Ok((holder, root))
+    }
 }
 
 impl Session {
@@ -364,6 +448,15 @@ impl Session {
     /// Those refusals, and whatever fails making the new holder or server (as
     /// [`Sandbox::start`]); the session has then ended, with every process of it.
     pub fn reset(&mut self) -> Result<(), Error> {
+        self.reset_with(Renewal::holder)
+    }
+
+    /// [`reset`](Self::reset), with the new holder made by `make` (a [`Pool`] makes it on
+    /// its idle thread).
+    pub(crate) fn reset_with(
+        &mut self,
+        make: impl FnOnce(Renewal) -> Result<(OwnedFd, OwnedFd), Error>,
+    ) -> Result<(), Error> {
         if let Some(refused) = reset_refused(&self.target.sandbox.config) {
             return Err(refused);
         }
@@ -372,8 +465,18 @@ impl Session {
         if let Some(socket) = &self.target.server {
             let _ = nix::sys::socket::shutdown(socket.as_raw_fd(), nix::sys::socket::Shutdown::Both);
         }
-        self.server.wait().map_err(|source| Error::Io { op: "wait for the session's server", source })?;
-        let renewed = self.renew();
+        let renewed = self
+            .server
+            .wait()
+            .map_err(|source| Error::Io { op: "wait for the session's server", source })
+            .and_then(|_| end_processes(&self.child))
+            .and_then(|()| {
+                let init = self.child.as_fd().try_clone_to_owned();
+                let init = init.map_err(|e| Error::spawn("dup the session's init pidfd", e))?;
+                let groups = self.child.cgroup_dirs();
+                make(Renewal { sandbox: self.target.sandbox.clone(), init, groups })
+            })
+            .and_then(|(holder, root)| self.serve_holder(holder, root));
         if renewed.is_err() {
             // Whatever was started ends with the init (every process of the session does).
             let _ = self.child.kill();
@@ -382,44 +485,10 @@ impl Session {
         renewed
     }
 
-    /// A new holder (see `crate::plan::Renew`) and a server for it.
-    fn renew(&mut self) -> Result<(), Error> {
+    /// Starts a server for the new holder `holder` (whose root is `root`): the session is
+    /// ready again.
+    fn serve_holder(&mut self, holder: OwnedFd, root: OwnedFd) -> Result<(), Error> {
         let target = &self.target;
-        let config = &target.sandbox.config;
-        let program = config.init_program.as_ref().map_or(-1, AsRawFd::as_raw_fd);
-        let null = || Stdio::null().0;
-        let (stdin, stdout, stderr) = (null(), null(), null());
-        let cwd = config
-            .run_defaults
-            .as_ref()
-            .and_then(|d| d.cwd.as_deref())
-            .map(|path| crate::plan::WorkingDir { path, create: true });
-        let kept = Namespaces::USER | Namespaces::PID | Namespaces::NET | Namespaces::CGROUP;
-        let groups = self.child.cgroup_dirs();
-        let spawned = crate::spawn::spawn(
-            config,
-            OsStr::new("stockade-hold"),
-            None,
-            &[],
-            &[],
-            cwd,
-            [(0, &stdin), (1, &stdout), (2, &stderr)],
-            Vec::new(),
-            None,
-            None,
-            crate::spawn::Mode::Renew {
-                init: self.child.as_fd(),
-                flags: (config.namespaces & kept).flags() as libc::c_int,
-                program,
-                cgroups: &groups,
-            },
-        )?;
-        let mut renewer = spawned.child;
-        let holder = spawned.holder.ok_or_else(|| {
-            Error::spawn("reset a session", std::io::Error::other("the new holder sent no pidfd"))
-        })?;
-        renewer.wait().map_err(|source| Error::Io { op: "wait for the session's renewer", source })?;
-        let root = holder_root(&holder)?;
         let (server, socket) = start_server(&target.sandbox, &holder, &root, target.flags)?;
         self.server = server;
         self.target = Arc::new(Target {

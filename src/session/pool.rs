@@ -9,17 +9,20 @@ use std::thread::JoinHandle;
 use crate::{Error, Sandbox, Session};
 
 /// Keeps `size` [`Session`]s of one sandbox started ahead. [`get`](Pool::get) hands one out at
-/// once (or starts one if none is ready); when the [`Pooled`] session is dropped it is stopped,
-/// and a background thread starts a fresh one, so every caller gets a sandbox nobody used. The
-/// thread starts replacements as sessions come back, off the path of the commands run in
-/// them, and all the pool lacks at once when `get` leaves fewer than half the sessions ready
-/// or follows a failed background start.
+/// once (or starts one if none is ready); when the [`Pooled`] session is dropped, a background
+/// thread [`reset`](Session::reset)s it (every process of it ended, its filesystem and mount,
+/// ipc and uts namespaces made anew, its other namespaces and init kept) and puts it back, so
+/// every caller gets a sandbox as new, for about half the work of starting one. A session
+/// whose sandbox cannot be reset (see [`Session::reset`]) is stopped instead and a new one
+/// started. The thread does that as sessions come back, off the path of the commands run in
+/// them, and starts all the pool lacks at once when `get` leaves fewer than half the sessions
+/// ready or follows a failed background start.
 /// Dropping the pool stops the sessions it holds; its thread (whose end would end the sessions
 /// it started, as their parent) stays until every session handed out has been dropped.
 /// Commands cost what a [`Session`]'s do.
 ///
-/// The pool starts each session's sandbox (its init and holder, for as long as they run) on a
-/// thread of its own, which from its second start on is background work under `SCHED_IDLE`:
+/// The pool starts each session's sandbox (its init and holder, for as long as they run), and
+/// a reset session's new holder, on a thread of its own, which from its second start on is background work under `SCHED_IDLE`:
 /// any other task preempts it at once, so a caller's command does not wait for the CPU behind
 /// a session being started. The cost falls on busy machines: there the pool refills slowly
 /// (and `get` starts sessions itself), a session's init reaps the orphans of its commands late
@@ -45,7 +48,7 @@ pub struct Pool {
     /// One more reference per session handed out: none left means the thread can be joined.
     out: Arc<()>,
     /// Used sessions go to the refiller, which stops them off the caller's path.
-    returns: Option<Sender<Session>>,
+    returns: Option<Sender<Returned>>,
     refiller: Option<JoinHandle<()>>,
 }
 
@@ -95,12 +98,14 @@ impl Owed {
         low
     }
 
-    /// A session came back to a pool with `ready` ready.
-    fn returned(&mut self, ready: usize, size: usize) {
-        // A pool refilled meanwhile (it ran low) owes nothing for it.
-        if self.count < self.lacking(ready, size) {
+    /// A session came back to a pool with `ready` ready; returns whether it owes its
+    /// replacement (a pool refilled meanwhile, as it ran low, owes nothing for it).
+    fn returned(&mut self, ready: usize, size: usize) -> bool {
+        let owes = self.count < self.lacking(ready, size);
+        if owes {
             self.count += 1;
         }
+        owes
     }
 
     /// Whether the thread starts a session now; if so it is counted as being started.
@@ -119,6 +124,17 @@ impl Owed {
         if !ok {
             self.count += 1;
         }
+    }
+
+    /// Whether a session that came back, reset, goes back to a pool with `ready` ready: only
+    /// where it lacks one. If so it is counted ready, and the pool owes no more than it lacks
+    /// with it (its return owed its replacement: this is it).
+    fn reset_back(&mut self, ready: usize, size: usize) -> bool {
+        let back = self.lacking(ready, size) > 0;
+        if back {
+            self.count = self.count.min(self.lacking(ready + 1, size));
+        }
+        back
     }
 }
 
@@ -198,7 +214,7 @@ impl Drop for Pool {
 /// The background thread: stops used sessions and starts what is owed (see [`Owed`]); once
 /// the pool is dropped, stops the ready ones and stays until every session handed out has come
 /// back.
-fn refill(shared: &Shared, used: &Receiver<Session>) {
+fn refill(shared: &Shared, used: &Receiver<Returned>) {
     // Each session's sandbox (the bulk of a start) starts on a thread of its own, which runs
     // idle from its second start on: the caller's commands preempt it at once. Without this, a
     // command whose processes the scheduler put on the CPU where a session was being started
@@ -207,45 +223,85 @@ fn refill(shared: &Shared, used: &Receiver<Session>) {
     // session's server starts here, under the policy this thread got from the pool's maker:
     // its commands take it (an idle policy could not be left again without CAP_SYS_NICE).
     // That thread lives as long as this one: its sessions' inits die with it.
-    let (ask, asked) = std::sync::mpsc::channel::<()>();
-    let (give, given) = std::sync::mpsc::channel::<Result<super::Held, Error>>();
+    // A session that comes back is reset (its holder made anew on that thread too, its server
+    // here), unless its sandbox cannot be: then it is stopped and a new one started.
+    let (ask, asked) = std::sync::mpsc::channel::<Option<super::Renewal>>();
+    let (give, given) = std::sync::mpsc::channel::<Made>();
     let sandbox = shared.sandbox.clone();
     let holds = std::thread::Builder::new().name("stockade-pool-hold".into()).spawn(move || {
         let mut idle = false;
-        while asked.recv().is_ok() {
-            let held = Session::hold(&sandbox);
+        while let Ok(job) = asked.recv() {
+            let made = match job {
+                None => Made::Held(Session::hold(&sandbox)),
+                Some(renewal) => Made::Renewed(renewal.holder()),
+            };
             if !idle {
                 idle = true;
                 let _ = crate::sys::set_idle_policy();
             }
-            if give.send(held).is_err() {
+            if give.send(made).is_err() {
                 break;
             }
         }
     });
+    let ended = || Error::spawn("start a session", std::io::Error::other("the pool's thread ended"));
     let start = || match &holds {
-        Ok(_) => ask
-            .send(())
-            .ok()
-            .and_then(|()| given.recv().ok())
-            .unwrap_or_else(|| {
-                Err(Error::spawn("start a session", std::io::Error::other("the pool's thread ended")))
-            })
-            .and_then(super::Held::serve),
+        Ok(_) => match ask.send(None).ok().and_then(|()| given.recv().ok()) {
+            Some(Made::Held(held)) => held.and_then(super::Held::serve),
+            _ => Err(ended()),
+        },
         // No second thread: both here, at this thread's policy.
         Err(_) => shared.sandbox.start(),
     };
-    refill_with(shared, used, start);
+    let reset = |session: &mut Session| match &holds {
+        Ok(_) => session.reset_with(|renewal| {
+            match ask.send(Some(renewal)).ok().and_then(|()| given.recv().ok()) {
+                Some(Made::Renewed(made)) => made,
+                _ => Err(ended()),
+            }
+        }),
+        Err(_) => session.reset(),
+    };
+    refill_with(shared, used, start, reset);
     drop(ask);
     if let Ok(thread) = holds {
         let _ = thread.join();
     }
 }
 
-/// The loop of [`refill`], starting sessions with `start`.
-fn refill_with(shared: &Shared, used: &Receiver<Session>, start: impl Fn() -> Result<Session, Error>) {
+/// A session given back, and whether its return owes its replacement (which it is, reset).
+type Returned = (Session, bool);
+
+/// What the pool's idle thread made: a session's sandbox, or a session's new holder.
+enum Made {
+    Held(Result<super::Held, Error>),
+    Renewed(Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd), Error>),
+}
+
+/// The loop of [`refill`], starting sessions with `start` and resetting those that come back
+/// with `reset`.
+fn refill_with(
+    shared: &Shared,
+    used: &Receiver<Returned>,
+    start: impl Fn() -> Result<Session, Error>,
+    reset: impl Fn(&mut Session) -> Result<(), Error>,
+) {
     loop {
-        while let Ok(session) = used.try_recv() {
+        while let Ok((mut session, owes)) = used.try_recv() {
+            // Reset where its return owed a replacement and the pool still lacks one (a failed
+            // reset has ended it: stopped below, and its replacement is owed still).
+            let room = owes && {
+                let state = lock(&shared.state);
+                !state.closing && state.owed.lacking(state.ready.len(), shared.size) > 0
+            };
+            if room && reset(&mut session).is_ok() {
+                let mut state = lock(&shared.state);
+                let ready = state.ready.len();
+                if !state.closing && state.owed.reset_back(ready, shared.size) {
+                    state.ready.push_back(session);
+                    continue;
+                }
+            }
             let _ = session.stop();
         }
         let mut state = lock(&shared.state);
@@ -256,7 +312,7 @@ fn refill_with(shared: &Shared, used: &Receiver<Session>, start: impl Fn() -> Re
                 let _ = session.stop();
             }
             // Every sender gone (the pool's and each Pooled's): nothing started here is left.
-            while let Ok(session) = used.recv() {
+            while let Ok((session, _)) = used.recv() {
                 let _ = session.stop();
             }
             return;
@@ -292,12 +348,12 @@ fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
     state.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A session taken from a [`Pool`]; derefs to [`Session`]. Dropping it stops the session (in
-/// the pool's thread) and makes room for a fresh one.
+/// A session taken from a [`Pool`]; derefs to [`Session`]. Dropping it gives it back to the
+/// pool's thread, which resets it for the next caller (or stops it, and starts a fresh one).
 #[derive(Debug)]
 pub struct Pooled {
     session: Option<Session>,
-    returns: Option<Sender<Session>>,
+    returns: Option<Sender<Returned>>,
     shared: Arc<Shared>,
     _out: Arc<()>,
 }
@@ -318,22 +374,19 @@ impl std::ops::DerefMut for Pooled {
 impl Drop for Pooled {
     fn drop(&mut self) {
         let Some(session) = self.session.take() else { return };
-        // Stopped by the pool's thread; if the pool is gone, here.
-        match &self.returns {
-            Some(returns) => match returns.send(session) {
-                Ok(()) => {
-                    // The thread stops it and starts its replacement (trying again after a
-                    // failed start).
-                    let mut state = lock(&self.shared.state);
-                    let ready = state.ready.len();
-                    state.owed.returned(ready, self.shared.size);
-                    state.failure = None;
-                    drop(state);
-                    self.shared.changed.notify_all();
-                }
-                Err(unsent) => drop(unsent.0.stop()),
-            },
-            None => drop(session.stop()),
+        // Reset or stopped by the pool's thread; if the pool is gone, stopped here.
+        let Some(returns) = &self.returns else { return drop(session.stop()) };
+        // The thread resets it, or stops it and starts its replacement (trying again after a
+        // failed start). Sent under the lock: the thread finds it when it sees what it owes.
+        let mut state = lock(&self.shared.state);
+        let ready = state.ready.len();
+        let owes = state.owed.returned(ready, self.shared.size);
+        state.failure = None;
+        let unsent = returns.send((session, owes)).err();
+        drop(state);
+        match unsent {
+            None => self.shared.changed.notify_all(),
+            Some(unsent) => drop(unsent.0.0.stop()),
         }
     }
 }
@@ -372,7 +425,7 @@ mod tests {
         assert!(!owed.taken(3, 4, false));
         assert!(!owed.taken(2, 4, false));
         assert_eq!(starts(&mut owed, 2, 4), 0);
-        owed.returned(2, 4);
+        assert!(owed.returned(2, 4));
         assert_eq!(starts(&mut owed, 2, 4), 1);
     }
 
@@ -408,6 +461,29 @@ mod tests {
         assert_eq!(owed.count, 0);
         assert!(!owed.taken(1, 2, false));
         assert_eq!(starts(&mut owed, 1, 2), 0);
+    }
+
+    #[test]
+    fn a_reset_session_goes_back_only_where_the_pool_lacks_one_and_pays_what_its_return_owed() {
+        // Size 2, one out: it comes back (owing its replacement) and is reset.
+        let mut owed = Owed::default();
+        owed.returned(1, 2);
+        assert_eq!(owed.count, 1);
+        assert!(owed.reset_back(1, 2));
+        assert_eq!(starts(&mut owed, 2, 2), 0, "the reset session was its replacement");
+        // Refilled meanwhile (a start was under way): the pool is full, it goes.
+        let mut full = Owed::default();
+        full.returned(1, 2);
+        assert!(full.start(1, 2));
+        assert!(!full.reset_back(1, 2), "one ready and one being started: nothing lacking");
+        // Two out, both back: the first reset one leaves the second's replacement owed.
+        let mut two = Owed::default();
+        two.returned(0, 2);
+        two.returned(0, 2);
+        assert!(two.reset_back(0, 2));
+        assert_eq!(two.count, 1);
+        assert!(two.reset_back(1, 2));
+        assert_eq!(two.count, 0);
     }
 
     #[test]

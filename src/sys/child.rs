@@ -166,9 +166,6 @@ fn setup(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<Infallible, Failure
     // A session's reset (see `crate::plan::Renew`): the renewer has arranged the descriptors
     // and had "go" already.
     let renewing = plan.renew.is_some();
-    if renewing {
-        end_session_processes()?;
-    }
 
     join_cgroups(plan)?;
     // Existing namespaces first (CNI's network, a pod's ipc and uts): what follows configures
@@ -261,7 +258,10 @@ fn setup(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<Infallible, Failure
             errno: Errno(libc::EINVAL),
             index: 0,
         })?;
-        let ready = super::pipe().map_err(at(Step::ForkPayload))?;
+        let ready = match &plan.renew {
+            Some(renew) => renew.ready,
+            None => super::pipe().map_err(at(Step::ForkPayload))?,
+        };
         let start = PayloadStart {
             plan: &*plan,
             built: &built,
@@ -329,24 +329,8 @@ fn setup(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<Infallible, Failure
     exec_payload(plan, Ends { control: *control, parent: -1, program: init_program, gate })
 }
 
-/// First steps of a session's reset (see [`crate::plan::Renew`]), in the renewer's child: in
-/// the session's pid namespace with the privileges of its user namespace, it kills every
-/// process of the session but the init (`kill(-1)`, which the kernel sends to every one at
-/// once, under a lock no fork can pass: a process being forked meanwhile fails to start). From
-/// then on no process of the session can run, and none can start but those this one starts:
-/// the memory it shares (the renewer's non-dumpable copy of the embedding program's) turns
-/// dumpable again, as a sandbox's first process's is (the nested maps and a time namespace's
-/// offsets are written through its /proc files, as in any spawn).
-fn end_session_processes() -> Result<(), Failure> {
-    match super::kill(-1, libc::SIGKILL) {
-        Ok(()) | Err(Errno(libc::ESRCH)) => {}
-        Err(e) => return Err(at(Step::JoinSession)(e)),
-    }
-    super::prctl(libc::PR_SET_DUMPABLE, 1).map_err(at(Step::NonDumpable))
-}
-
-/// Clones a session's renewer (see [`crate::plan::Renew`]), with a copy of this process's
-/// memory, on `stack`.
+/// Clones a session's renewer (see [`crate::plan::Renew`]) on `stack`, sharing this process's
+/// memory as a sandbox's first process does (`Plan::share_memory`).
 ///
 /// The caller keeps `plan` and `stack` alive, and touches neither, until the renewer, its child
 /// and the new holder have exec'd or died, as for [`start`].
@@ -355,9 +339,10 @@ pub(crate) fn start_renewer(
     plan: &mut Plan<'_>,
 ) -> SysResult<super::clone::Forked> {
     let arg = plan as *mut Plan<'_> as *mut c_void;
+    let share = plan.share_memory;
     // SAFETY: `renew_entry` follows the post-clone rules; the caller keeps `plan` and `stack`
     // valid (above).
-    unsafe { super::clone::clone_with_pidfd(0, None, false, stack, renew_entry, arg) }
+    unsafe { super::clone::clone_with_pidfd(0, None, share, stack, renew_entry, arg) }
 }
 
 /// The renewer's entry point.
@@ -372,21 +357,13 @@ unsafe extern "C" fn renew_entry(arg: *mut c_void) -> ! {
     report(control, failure)
 }
 
-/// The renewer: non-dumpable first (a process of the session, until its child has ended them,
-/// must never reach a process sharing this copy), named; joins the init's namespaces; arranges
-/// its descriptors; waits for "go" (the parent has put it in the session's groups meanwhile);
-/// starts its child (`entry`, which sees `plan.renew`) and waits for it.
+/// The renewer: joins the init's namespaces; arranges its descriptors; waits for "go" (the
+/// parent has put it in the session's groups meanwhile); starts its child (`entry`, which sees
+/// `plan.renew`) and waits for it. (No process of the session is left to reach either: the
+/// init has killed them all before the spawn.)
 fn renew(plan: &mut Plan<'_>, control: &mut RawFd, arg: *mut c_void) -> Result<Infallible, Failure> {
     let einval = || Failure { step: Step::JoinSession, errno: Errno(libc::EINVAL), index: 0 };
-    let (init, flags, arg_area) =
-        plan.renew.as_ref().map(|r| (r.init, r.flags, r.arg_area)).ok_or_else(einval)?;
-    super::prctl(libc::PR_SET_DUMPABLE, 0).map_err(at(Step::NonDumpable))?;
-    if let Some(area) = arg_area {
-        // SAFETY: this memory is the renewer's own copy of the embedding program's, whose argv
-        // nothing here reads; the area is its initial stack's argument strings.
-        unsafe { super::overwrite_arg_area(area, b"stockade-renew") };
-    }
-    super::set_name(c"stockade-renew");
+    let (init, flags) = plan.renew.as_ref().map(|r| (r.init, r.flags)).ok_or_else(einval)?;
     super::reset_signal_dispositions();
     super::set_sigmask(&super::sigset(true)).map_err(at(Step::Signals))?;
     super::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong).map_err(at(Step::DeathSignal))?;
@@ -403,14 +380,18 @@ fn renew(plan: &mut Plan<'_>, control: &mut RawFd, arg: *mut c_void) -> Result<I
     if super::pidfd::has_exited(parent) {
         super::exit(EXIT_ABANDONED);
     }
-    let stack = &plan.renew.as_ref().ok_or_else(einval)?.stack;
+    let ready = super::pipe().map_err(at(Step::ForkPayload))?;
+    let renew = plan.renew.as_mut().ok_or_else(einval)?;
+    renew.ready = ready;
+    let stack = &renew.stack;
     // SAFETY: `entry` follows the post-clone rules; the plan and the child's stack live (in the
     // embedding program's memory, and in this copy) until the spawn is over.
     let child = unsafe { super::clone::clone_with_pidfd(plan.clone_flags, None, true, stack, entry, arg) }
         .map_err(at(Step::ForkPayload))?;
     use std::os::fd::IntoRawFd;
     super::close(child.pidfd.into_raw_fd());
-    // The child reports its own failure; its end is this process's.
+    // The child reports its own failure. Once it has ended (its orphan, the new holder, is
+    // the init's), this process's end closes the last write end of the holder's "ready".
     let _ = super::waitpid(child.pid);
     super::exit(0)
 }

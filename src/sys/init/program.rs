@@ -14,8 +14,8 @@
 //! 4. waits for signals: forwards each to the payload (unless a process inside the namespace
 //!    sent it), except SIGCHLD, on which it reaps every child; when the payload is reaped it writes the payload's wait status (native-endian i32)
 //!    to the status pipe and exits with the payload's code, which makes the kernel kill
-//!    whatever else is left in the namespace (with keep, it only reaps, forwards nothing, and
-//!    lives until killed: a session's holder is replaced by `Session::reset`);
+//!    whatever else is left in the namespace (with keep, a session's init, it outlives its
+//!    payload instead: see `session_init`);
 //! 5. with a wall-clock limit, ends the sandbox when that much time has passed since its
 //!    start, so the limit holds even while the embedding program never waits (its own
 //!    supervision, when it waits, fires first: it counts from before the clone). As pid 1 it
@@ -99,6 +99,7 @@ mod nr {
     pub const LANDLOCK_RESTRICT_SELF: usize = 446;
     pub const UMASK: usize = 95;
     pub const MKDIRAT: usize = 258;
+    pub const SIGNALFD4: usize = 289;
 }
 
 #[cfg(target_arch = "aarch64")]
@@ -136,6 +137,7 @@ mod nr {
     pub const LANDLOCK_RESTRICT_SELF: usize = 446;
     pub const UMASK: usize = 166;
     pub const MKDIRAT: usize = 34;
+    pub const SIGNALFD4: usize = 74;
 }
 
 const SIGCHLD: isize = 17;
@@ -329,6 +331,9 @@ unsafe extern "C" fn main(sp: *const usize) -> ! {
         call(nr::CLOSE_RANGE, 0, status as usize - 1, 0, 0);
     }
     call(nr::CLOSE_RANGE, (status + 1).max(0) as usize, u32::MAX as usize, 0, 0);
+    if keep == 1 {
+        session_init(status);
+    }
     let all = [u64::MAX];
     // pid 1 of the sandbox's namespace, or a session command's relay outside it.
     let pid1 = call(nr::GETPID, 0, 0, 0, 0) == 1;
@@ -365,16 +370,12 @@ unsafe extern "C" fn main(sp: *const usize) -> ! {
         if signal < 0 {
             exit(EXIT_BROKEN);
         }
-        // A session's init outlives its payload (the holder, which `Session::reset` replaces):
-        // it only reaps, and forwards nothing (the payload's pid may be another process's by
-        // now). The session ends when the embedding program kills it.
-        let payload = if keep == 1 { 0 } else { payload };
         if signal == SIGCHLD {
             // Always, whoever sent it: a SIGCHLD sent from inside may have been merged with
             // the payload's exit.
             reap(payload, status, timed_out);
-        } else if payload == 0 || (pid1 && from_inside(info[2], info[4])) {
-            // Without a payload: nobody to forward to. Otherwise: the init is not the payload's to signal (the kernel drops such signals to a
+        } else if pid1 && from_inside(info[2], info[4]) {
+            // The init is not the payload's to signal (the kernel drops such signals to a
             // namespace's init only while they are not blocked; Landlock's signal scope refuses
             // them from 6.12 on): dropped. A standard signal pending from inside also absorbs
             // the same signal sent meanwhile from outside (signals do not queue): a payload can
@@ -418,6 +419,51 @@ fn hold() -> ! {
             // Returns only with an error other than EINTR (`call` retries those).
             call(nr::RT_SIGSUSPEND, none.as_ptr() as usize, 8, 0, 0);
             exit(EXIT_BROKEN);
+        }
+    }
+}
+
+/// A session's init (`keep`): it outlives its payload, the holder, which a reset replaces
+/// (`Session::reset`). It reaps every child, forwards no signal (a holder only waits, and its
+/// pid may be another process's by now), and serves the embedding program's requests on
+/// `status`, a socket: each byte asks it to kill every other process of the namespace (it is
+/// the namespace's pid 1, which `kill(-1)` leaves out: no process of the session can stop or
+/// kill it, nor keep it from doing this), answered by a byte once done. The end of the
+/// socket (the embedding program let the session go) ends it, and the namespace with it; so
+/// does a kill, the usual end.
+fn session_init(status: isize) -> ! {
+    const SFD_CLOEXEC: usize = 0o2000000;
+    const SFD_NONBLOCK: usize = 0o4000;
+    // Every signal stays blocked, and is read from here: SIGCHLD to reap, the others dropped
+    // (a signal from inside would otherwise stay pending).
+    let all = [u64::MAX];
+    let signals = call(nr::SIGNALFD4, usize::MAX, all.as_ptr() as usize, 8, SFD_CLOEXEC | SFD_NONBLOCK);
+    if signals < 0 || status < 0 {
+        exit(EXIT_BROKEN);
+    }
+    loop {
+        let mut fds = [
+            PollFd { fd: signals as i32, events: POLLIN, revents: 0 },
+            PollFd { fd: status as i32, events: POLLIN, revents: 0 },
+        ];
+        if call(nr::PPOLL, fds.as_mut_ptr() as usize, 2, 0, 0) < 0 {
+            exit(EXIT_BROKEN);
+        }
+        if fds[0].revents != 0 {
+            // `struct signalfd_siginfo`: 128 bytes each; what they say does not matter here.
+            let mut info = [0u8; 128];
+            while call(nr::READ, signals as usize, info.as_mut_ptr() as usize, info.len(), 0) > 0 {}
+            reap(0, -1, false);
+        }
+        if fds[1].revents != 0 {
+            let mut byte = [0u8; 1];
+            if call(nr::READ, status as usize, byte.as_mut_ptr() as usize, 1, 0) <= 0 {
+                exit(EXIT_ABANDONED);
+            }
+            // Every other process of the namespace at once, under a lock no fork passes (a
+            // process being forked meanwhile fails to start): none of them runs again.
+            call(nr::KILL, usize::MAX, SIGKILL, 0, 0);
+            call(nr::WRITE, status as usize, byte.as_ptr() as usize, 1, 0);
         }
     }
 }
