@@ -21,7 +21,9 @@
 //! shows here and not in back-to-back rounds.
 //!
 //! Then, warm: `/bin/true` in a started session of configuration C, and a pool checkout +
-//! command + return, each against std in the same rounds. Then throughput: 16 threads spawning
+//! command + return, each against std in the same rounds; a used session's stop and a new
+//! one's start against a reset (`Session::reset`, what a pool does with a session that comes
+//! back instead), in C and E. Then throughput: 16 threads spawning
 //! configuration C for `COMPARE_SECONDS` (default 10; 0 skips it) against 16 threads running
 //! bwrap with the same isolation, with the process's descriptors, threads, zombies, the mount
 //! table and stockade's cgroup directories counted before and after.
@@ -184,6 +186,11 @@ fn main() {
     let (session_line, pool_line) = warm(&c, rounds);
     println!("{session_line}\n{pool_line}");
     out.push_str(&format!("{session_line}\n{pool_line}\n"));
+    for case in cases.iter().filter(|c| c.name == "C" || c.name == "E") {
+        let (start_line, reset_line) = renewals(case, (rounds / 3).max(20));
+        println!("{start_line}\n{reset_line}");
+        out.push_str(&format!("{start_line}\n{reset_line}\n"));
+    }
     let seconds: u64 = std::env::var("COMPARE_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
     if seconds > 0 {
         let line = throughput(&c, Duration::from_secs(seconds));
@@ -286,6 +293,43 @@ fn warm(sandbox: &Sandbox, rounds: usize) -> (String, String) {
         )
     };
     (line("session command (C)", &mut in_session), line("pool checkout + command + return (C)", &mut pooled))
+}
+
+/// A session's start, reset and stop, interleaved (each session started, reset once, run a
+/// command in, stopped); returns the two table lines: a new session in place of a used one
+/// (the used one's stop and the new one's start, summed per round), and a reset, with
+/// reset/(stop + start).
+fn renewals(case: &Case, rounds: usize) -> (String, String) {
+    let (mut anew, mut resets) = (Vec::with_capacity(rounds), Vec::with_capacity(rounds));
+    for round in 0..rounds + 3 {
+        let t = Instant::now();
+        let mut session = case.sandbox.start().expect("start session");
+        let start = t.elapsed();
+        let t = Instant::now();
+        session.reset().expect("reset session");
+        let reset = t.elapsed();
+        assert!(session.command("/bin/true").stdin(Stdio::null()).status().unwrap().success());
+        let t = Instant::now();
+        session.stop().expect("stop session");
+        let stop = t.elapsed();
+        if round >= 3 {
+            anew.push(stop + start);
+            resets.push(reset);
+        }
+    }
+    let (n50, n99) = (percentile(&mut anew, 0.5), percentile(&mut anew, 0.99));
+    let (r50, r99) = (percentile(&mut resets, 0.5), percentile(&mut resets, 0.99));
+    (
+        format!("session stop + start ({})\t{:.4}\t{:.4}\t", case.name, ms(n50), ms(n99)),
+        format!(
+            "session reset ({})\t{:.4}\t{:.4}\tvs stop + start p50 {:.4}: {:.2}x",
+            case.name,
+            ms(r50),
+            ms(r99),
+            ms(n50),
+            r50.as_secs_f64() / n50.as_secs_f64()
+        ),
+    )
 }
 
 /// Counts of what a spawning process must give back: descriptors, threads, zombie children,

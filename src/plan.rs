@@ -284,11 +284,6 @@ pub(crate) struct Renew {
     /// child inherits): the status, parent, init program and gate descriptors, and the control
     /// socket, where they are now.
     pub(crate) arranged: Option<([RawFd; 4], RawFd)>,
-    /// The new holder's "ready" pipe, made by the renewer, which holds its write end until its
-    /// child has ended: the holder goes on only once its parent is the session's init (should
-    /// it arm its parent-death signal while the renewer's child is its parent still, that
-    /// child's end would kill it).
-    pub(crate) ready: (RawFd, RawFd),
 }
 
 /// The payload's working directory, as seen inside the sandbox.

@@ -214,11 +214,11 @@ pub(crate) fn spawn(
     let own_pid_ns = use_init && config.namespaces.contains(crate::Namespaces::PID);
     let existing_groups = match mode {
         Mode::Join { cgroups, .. } => cgroups,
-        Mode::Renew { cgroups, .. } => Some(cgroups),
         _ => None,
     };
     let (cgroup, unenforced) = match config.cgroup_layout {
-        _ if existing_groups.is_some() => (None, Vec::new()),
+        // (A session's new holder goes to the session's groups: see below.)
+        _ if existing_groups.is_some() || renewing => (None, Vec::new()),
         // A joined pid namespace's end is not the sandbox's: its tree is ended through the group.
         Some(layout) => match SandboxCgroup::create(limits, layout, own_pid_ns, confine && !joining) {
             Ok(cgroup) => (cgroup, Vec::new()),
@@ -248,13 +248,21 @@ pub(crate) fn spawn(
             hint: "give the sandbox a cgroup it can create (root, or a delegated cgroup_parent)".into(),
         });
     }
-    let cgroup_fd = cgroup.as_ref().and_then(SandboxCgroup::clone_into_fd);
+    // A session's new holder goes to the session's groups as a sandbox's first process goes
+    // to its own (never moved by this process: that waits out an RCU grace period on v1).
+    let renewed_groups = match mode {
+        Mode::Renew { cgroups, .. } if !cgroups.is_empty() => {
+            SandboxCgroup::existing(&crate::resources::cgroup::leaves(cgroups))
+        }
+        _ => None,
+    };
+    let joined_groups = cgroup.as_ref().or(renewed_groups.as_ref());
+    let cgroup_fd = joined_groups.and_then(SandboxCgroup::clone_into_fd);
     // cgroup v1: the child joins its groups itself, first thing (see `Plan::cgroup_tasks`);
     // not when a hook runs before "go", which is promised a process in its cgroups.
     // The descriptors stay open here until the clone (the child gets copies).
     let mut tasks = Vec::new();
-    let self_joins = match cgroup
-        .as_ref()
+    let self_joins = match joined_groups
         .filter(|_| cgroup_fd.is_none() && hook.is_none())
         .and_then(SandboxCgroup::tasks_files)
     {
@@ -277,7 +285,6 @@ pub(crate) fn spawn(
             flags,
             stack: Stack::new().map_err(|e| Error::spawn("mmap the renewer's child's stack", e))?,
             arranged: None,
-            ready: (-1, -1),
         });
     }
     if let Mode::Join { holder, root, flags, serve, .. } = mode {
@@ -308,7 +315,7 @@ pub(crate) fn spawn(
     // until then: the rule `start` states.
     let forked = match (mode, pid_namespace) {
         (Mode::Join { .. }, _) => sys::child::start_joiner(&stack, &mut plan),
-        (Mode::Renew { .. }, _) => sys::child::start_renewer(&stack, &mut plan),
+        (Mode::Renew { .. }, _) => sys::child::start_renewer(cgroup_raw, &stack, &mut plan),
         (_, None) => sys::child::start(flags, cgroup_raw, &stack, &mut plan),
         (_, Some(joined)) => {
             match sys::with_pid_namespace_for_children(joined.fd.as_fd(), || {
@@ -386,7 +393,8 @@ pub(crate) fn spawn(
     };
     // Where the child did not join its groups itself (v2 without clone3; a hybrid layout's
     // unified group; a hook to run first): it joins them now, before it runs anything.
-    if let (Some(cgroup), false, false) = (&cgroup, in_cgroup, self_joins) {
+    if let (Some(cgroup), false, false) = (cgroup.as_ref().or(renewed_groups.as_ref()), in_cgroup, self_joins)
+    {
         cgroup.attach(target).map_err(abort)?;
     }
     if let Some(groups) = existing_groups {

@@ -832,6 +832,10 @@ fn a_pool_gives_back_sessions_reset_in_their_namespaces() {
     let again = both.iter().find(|s| s.id() == init).expect("reset, not started anew");
     // The same init and network namespace, nothing of the first caller's.
     assert_eq!(sh_ok_in(again, "readlink /proc/self/ns/net; cat /work/mark 2>/dev/null; true"), net);
+    // The new holder is in the session's groups, as the first was.
+    let holder = std::fs::read_to_string(format!("/proc/{init}/task/{init}/children")).unwrap();
+    let groups = |pid: &str| std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    assert_eq!(groups(holder.trim()), groups(&init.to_string()), "the holder's groups");
 }
 
 #[test]

@@ -1148,12 +1148,21 @@ pub(crate) fn processes_in(dirs: &[PathBuf]) -> Vec<u32> {
     out
 }
 
+/// Where the processes of the groups `dirs` (a sandbox's) live: in each, its leaf when it has
+/// one.
+pub(crate) fn leaves(dirs: &[PathBuf]) -> Vec<PathBuf> {
+    dirs.iter()
+        .map(|dir| {
+            let leaf = dir.join(LEAF);
+            if leaf.is_dir() { leaf } else { dir.clone() }
+        })
+        .collect()
+}
+
 /// Puts `pid` in the groups `dirs` (a detached sandbox's: in each, its processes' leaf when it
 /// has one).
 pub(crate) fn attach_to(dirs: &[PathBuf], pid: libc::pid_t) -> Result<(), Error> {
-    for dir in dirs {
-        let leaf = dir.join(LEAF);
-        let leaf = if leaf.is_dir() { leaf } else { dir.clone() };
+    for leaf in leaves(dirs) {
         fs::write(leaf.join("cgroup.procs"), pid.to_string()).map_err(|source| Error::Cgroup {
             op: "join the sandbox's cgroup".into(),
             path: leaf.clone(),

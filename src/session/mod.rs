@@ -437,6 +437,8 @@ impl Session {
     /// cgroup stay: the reset skips their setup and teardown, which is most of a session's
     /// start ([`Pool`] resets the sessions that come back). [`Command`]s made before the reset
     /// fail to spawn ([`Error::Setup`] at [`Stage::JoinSession`](crate::Stage::JoinSession)).
+    /// What commands wrote to host directories (a writable bind, a persistent overlay's
+    /// upper layer) stays, as it would for a new session.
     ///
     /// Nothing an earlier command could change survives: in its user namespace the payload is
     /// in a nested one the reset makes anew (keyrings included) and holds no capability over the

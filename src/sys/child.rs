@@ -163,11 +163,14 @@ fn setup(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<Infallible, Failure
         super::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong)
             .map_err(at(Step::DeathSignal))?;
     }
-    // A session's reset (see `crate::plan::Renew`): the renewer has arranged the descriptors
-    // and had "go" already.
+    // A session's reset (see `crate::plan::Renew`): the renewer has joined the groups, arranged
+    // the descriptors and had "go" already.
     let renewing = plan.renew.is_some();
 
-    join_cgroups(plan)?;
+    // (A renewer's child is in the session's groups: the renewer joined them.)
+    if !renewing {
+        join_cgroups(plan)?;
+    }
     // Existing namespaces first (CNI's network, a pod's ipc and uts): what follows configures
     // the sandbox's own. Their descriptors are close-on-exec, and below any `arrange_fds` moves.
     for (i, (fd, nstype, _)) in plan.join_ns.iter().enumerate() {
@@ -258,10 +261,7 @@ fn setup(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<Infallible, Failure
             errno: Errno(libc::EINVAL),
             index: 0,
         })?;
-        let ready = match &plan.renew {
-            Some(renew) => renew.ready,
-            None => super::pipe().map_err(at(Step::ForkPayload))?,
-        };
+        let ready = super::pipe().map_err(at(Step::ForkPayload))?;
         let start = PayloadStart {
             plan: &*plan,
             built: &built,
@@ -329,12 +329,14 @@ fn setup(plan: &mut Plan<'_>, control: &mut RawFd) -> Result<Infallible, Failure
     exec_payload(plan, Ends { control: *control, parent: -1, program: init_program, gate })
 }
 
-/// Clones a session's renewer (see [`crate::plan::Renew`]) on `stack`, sharing this process's
-/// memory as a sandbox's first process does (`Plan::share_memory`).
+/// Clones a session's renewer (see [`crate::plan::Renew`]) on `stack`, in the cgroup directory
+/// `cgroup` (v2), sharing this process's memory as a sandbox's first process does
+/// (`Plan::share_memory`).
 ///
 /// The caller keeps `plan` and `stack` alive, and touches neither, until the renewer, its child
 /// and the new holder have exec'd or died, as for [`start`].
 pub(crate) fn start_renewer(
+    cgroup: Option<RawFd>,
     stack: &super::clone::Stack,
     plan: &mut Plan<'_>,
 ) -> SysResult<super::clone::Forked> {
@@ -342,7 +344,7 @@ pub(crate) fn start_renewer(
     let share = plan.share_memory;
     // SAFETY: `renew_entry` follows the post-clone rules; the caller keeps `plan` and `stack`
     // valid (above).
-    unsafe { super::clone::clone_with_pidfd(0, None, share, stack, renew_entry, arg) }
+    unsafe { super::clone::clone_with_pidfd(0, cgroup, share, stack, renew_entry, arg) }
 }
 
 /// The renewer's entry point.
@@ -357,9 +359,9 @@ unsafe extern "C" fn renew_entry(arg: *mut c_void) -> ! {
     report(control, failure)
 }
 
-/// The renewer: joins the init's namespaces; arranges its descriptors; waits for "go" (the
-/// parent has put it in the session's groups meanwhile); starts its child (`entry`, which sees
-/// `plan.renew`) and waits for it. (No process of the session is left to reach either: the
+/// The renewer: joins the session's cgroup v1 groups (or was cloned into its v2 group, or the
+/// parent puts it there before "go"), then the init's namespaces; arranges its descriptors;
+/// waits for "go"; starts its child (`entry`, which sees `plan.renew`) and waits for it. (No process of the session is left to reach either: the
 /// init has killed them all before the spawn.)
 fn renew(plan: &mut Plan<'_>, control: &mut RawFd, arg: *mut c_void) -> Result<Infallible, Failure> {
     let einval = || Failure { step: Step::JoinSession, errno: Errno(libc::EINVAL), index: 0 };
@@ -367,6 +369,7 @@ fn renew(plan: &mut Plan<'_>, control: &mut RawFd, arg: *mut c_void) -> Result<I
     super::reset_signal_dispositions();
     super::set_sigmask(&super::sigset(true)).map_err(at(Step::Signals))?;
     super::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong).map_err(at(Step::DeathSignal))?;
+    join_cgroups(plan)?;
     // Every namespace at once, the user namespace first (see `enter_session`); the pid
     // namespace applies to the child. (A sandbox's first process opens the host paths in its
     // new user namespace too.)
@@ -380,18 +383,14 @@ fn renew(plan: &mut Plan<'_>, control: &mut RawFd, arg: *mut c_void) -> Result<I
     if super::pidfd::has_exited(parent) {
         super::exit(EXIT_ABANDONED);
     }
-    let ready = super::pipe().map_err(at(Step::ForkPayload))?;
-    let renew = plan.renew.as_mut().ok_or_else(einval)?;
-    renew.ready = ready;
-    let stack = &renew.stack;
+    let stack = &plan.renew.as_ref().ok_or_else(einval)?.stack;
     // SAFETY: `entry` follows the post-clone rules; the plan and the child's stack live (in the
     // embedding program's memory, and in this copy) until the spawn is over.
     let child = unsafe { super::clone::clone_with_pidfd(plan.clone_flags, None, true, stack, entry, arg) }
         .map_err(at(Step::ForkPayload))?;
     use std::os::fd::IntoRawFd;
     super::close(child.pidfd.into_raw_fd());
-    // The child reports its own failure. Once it has ended (its orphan, the new holder, is
-    // the init's), this process's end closes the last write end of the holder's "ready".
+    // The child reports its own failure.
     let _ = super::waitpid(child.pid);
     super::exit(0)
 }
@@ -865,8 +864,10 @@ fn exec_payload(plan: &Plan<'_>, ends: Ends) -> Result<Infallible, Failure> {
     // Changing credentials clears the parent-death signal: arm it again, then make sure the
     // parent did not die in between (without an init, our parent is the embedding process;
     // with one, the init, whose own death takes the namespace down). A detached sandbox
-    // without an init has no parent to die with.
-    if !plan.detached || plan.use_init || plan.join.is_some() {
+    // without an init has no parent to die with. A session's new holder has none either: its
+    // parent is the renewer's child, which exits meanwhile (it becomes the init's orphan,
+    // and dies with the namespace when the init does).
+    if (!plan.detached || plan.use_init || plan.join.is_some()) && plan.renew.is_none() {
         super::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong)
             .map_err(at(Step::DeathSignal))?;
     }
