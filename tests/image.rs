@@ -703,6 +703,21 @@ fn a_missing_image_working_dir_is_created_inside_the_sandbox_only() {
     }
     assert_eq!(std::fs::read_dir(&host).unwrap().count(), 0, "created on the host");
     drop(session);
+    // Reset: a new writable layer over the image (a file written before is gone), the working
+    // directory made again for the new holder. (As the image's root, which may write anywhere.)
+    let mut session = image_sandbox(&rootfs, false).start().unwrap();
+    let wrote = session.command("/bin/sh").args(["-c", "echo x > /mark"]).status().unwrap();
+    assert!(wrote.success());
+    session.reset().unwrap();
+    let seen = session.command("/bin/sh").args(["-c", "cat /mark 2>/dev/null; pwd"]).output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&seen.stdout),
+        format!("{}/made/deep\n", host.display()),
+        "after a reset"
+    );
+    assert_eq!(std::fs::read_dir(&host).unwrap().count(), 0, "created on the host");
+    assert_eq!(common::snapshot(&tmp.path().join("store/layers")), layers, "stored layers changed");
+    drop(session);
 
     // Whatever the embedding program's umask (a process-wide setting: shown with the example
     // program in its own process).
