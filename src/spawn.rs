@@ -351,7 +351,13 @@ pub(crate) fn spawn(
     };
     // Should anything below panic, the stack and the plan must not be freed under a child still
     // using them: the guard kills it and waits for it first.
-    let unwinding = Unwinding(pidfd.as_fd());
+    // A session's reset: the renewer's child and the new holder share this memory too, and
+    // only the session's end ends them (see `end_session`).
+    let session_init = match mode {
+        Mode::Renew { init, .. } => Some(init),
+        _ => None,
+    };
+    let unwinding = Unwinding(pidfd.as_fd(), session_init);
     drop(child_only);
     drop(tasks);
     drop(parent);
@@ -368,6 +374,9 @@ pub(crate) fn spawn(
         );
         let _ = pidfd::send_signal(pidfd.as_fd(), libc::SIGKILL);
         let _ = pidfd::wait(pidfd.as_fd(), false);
+        if let Some(init) = session_init {
+            end_session(init);
+        }
         if reported { plan.failure_to_error(&record) } else { e }
     };
     // A session command is the joiner's child: the joiner sends its pidfd, and waits (not
@@ -400,7 +409,7 @@ pub(crate) fn spawn(
     if let Some(groups) = existing_groups {
         crate::resources::cgroup::attach_to(groups, target).map_err(abort)?;
     }
-    if let Some(adj) = config.oom_score_adj.filter(|_| !renewing) {
+    if let Some(adj) = config.oom_score_adj {
         // Inherited by everything the child starts (a session command: the command itself).
         let fd = command.as_ref().map_or(pidfd.as_fd(), |fd| fd.as_fd());
         let dir = userns::ProcDir::open(target, fd).map_err(abort)?;
@@ -490,6 +499,9 @@ pub(crate) fn spawn(
         Ok(FAILURE_LEN) => {
             // The child exits right after reporting; reap it so nothing is left behind.
             let _ = pidfd::wait(pidfd.as_fd(), false);
+            if let Some(init) = session_init {
+                end_session(init);
+            }
             Err(plan.failure_to_error(&record))
         }
         Ok(n) => Err(abort(Error::spawn(
@@ -507,13 +519,31 @@ fn suid_dumpable_is_user() -> bool {
 }
 
 /// Kills and reaps the child whose pidfd it holds if dropped while unwinding (see `spawn`).
-struct Unwinding<'a>(BorrowedFd<'a>);
+struct Unwinding<'a>(BorrowedFd<'a>, Option<BorrowedFd<'a>>);
 
 impl Drop for Unwinding<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
             let _ = pidfd::send_signal(self.0, libc::SIGKILL);
             let _ = pidfd::wait(self.0, false);
+            if let Some(init) = self.1 {
+                end_session(init);
+            }
+        }
+    }
+}
+
+/// Ends the session whose init is `init` (a reset that failed), and returns once every
+/// process of it is gone: the renewer's child and the new holder may still be running on the
+/// spawn's stacks and reading its plan, and the kernel reports an init's end only after every
+/// other process of its pid namespace has ended. The init is left for its `Child` to reap.
+fn end_session(init: BorrowedFd<'_>) {
+    let _ = pidfd::send_signal(init, libc::SIGKILL);
+    loop {
+        let mut fds = [nix::poll::PollFd::new(init, nix::poll::PollFlags::POLLIN)];
+        match nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            _ => break,
         }
     }
 }

@@ -884,3 +884,58 @@ fn a_reset_completes_whatever_the_processes_left_in_the_session_do() {
     }
     thread.join().unwrap().stop().unwrap();
 }
+
+#[test]
+fn a_reset_moves_the_init_off_the_first_filesystem_and_a_killed_holder_ends_the_rest_until_the_next_reset() {
+    let _serial = serial();
+    let mut session = lingering_builder().build().unwrap().start().unwrap();
+    let init = session.id();
+    let link = |pid: &str, ns: &str| {
+        std::fs::read_link(format!("/proc/{pid}/ns/{ns}")).map(|l| l.display().to_string())
+    };
+    let children = || std::fs::read_to_string(format!("/proc/{init}/task/{init}/children")).unwrap();
+    let first = link(&init.to_string(), "mnt").unwrap();
+    session.reset().unwrap();
+    // The init is in the new holder's mount namespace now: the one holding the first tree (and
+    // whatever the first user wrote to it) is gone with it.
+    let holder = children();
+    assert_eq!(link(&init.to_string(), "mnt").unwrap(), link(holder.trim(), "mnt").unwrap());
+    assert_ne!(link(&init.to_string(), "mnt").unwrap(), first);
+    // A command kills the holder, leaving a process behind: the init ends that one too (the
+    // session has ended until a reset), and stays.
+    let script = "setsid sleep 1000 > /dev/null 2>&1 < /dev/null & \
+                  for p in /proc/[0-9]*; do [ \"$(cat $p/comm)\" = stockade-hold ] && kill -9 ${p#/proc/}; done; true";
+    let _ = session.command("/bin/sh").args(["-c", script]).status();
+    let mut left = children();
+    for _ in 0..400 {
+        if left.trim().is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+        left = children();
+    }
+    assert_eq!(left.trim(), "", "processes left in the session after its holder's end");
+    assert!(!session.is_running());
+    // A reset makes it whole again.
+    session.reset().unwrap();
+    assert!(session.is_running());
+    assert_eq!(sh_ok_in(&session, "echo back"), "back\n");
+}
+
+#[test]
+fn a_session_whose_init_is_not_root_of_its_user_namespace_is_refused_a_reset() {
+    let _serial = serial();
+    if !user_namespaces_work() {
+        skip("a reset refused without a root in the map", "this host makes no user namespaces");
+        return;
+    }
+    // SAFETY: getuid and getgid have no preconditions.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let mut b = session_builder();
+    b.uid_map([stockade::IdMap::new(1000, uid, 1)]).gid_map([stockade::IdMap::new(1000, gid, 1)]);
+    let mut session = b.build().unwrap().start().unwrap();
+    sh_ok_in(&session, "echo used > /work/mark");
+    let err = session.reset().unwrap_err();
+    assert!(matches!(&err, Error::Unsupported { feature, .. } if feature.contains("no root")), "{err}");
+    assert_eq!(sh_ok_in(&session, "cat /work/mark"), "used\n", "refused before anything changed");
+}

@@ -17,7 +17,7 @@ mod pool;
 pub(crate) mod serve;
 
 use std::ffi::OsStr;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Arc;
 
@@ -120,6 +120,18 @@ fn reset_refused(config: &crate::sandbox::Config) -> Option<Error> {
             "start a new session instead (stop this one, or drop it, and call Sandbox::start)",
         );
     }
+    // The init ends every other process of the session: as root of its user namespace, with
+    // every capability there. Without a root inside the map, it is some other id, with none.
+    let init_is_root =
+        config.user_ns.as_ref().is_none_or(|u| u.uid_map.iter().any(|r| r.inside == 0 && r.count > 0));
+    if !init_is_root {
+        return refuse(
+            "resetting a session whose user namespace maps no root",
+            "a reset's first step is the session's init killing every other process of the session, \
+             which it may do only as root of the session's user namespace",
+            "map an id to root inside (uid_map with inside 0), or start a new session instead",
+        );
+    }
     // In a user namespace of its own, the payload is in a nested one, which the reset makes
     // anew (its keyrings with it), and holds no capability over the namespaces kept.
     let user_ns = config.namespaces.contains(Namespaces::USER);
@@ -172,27 +184,42 @@ pub(crate) struct Held {
     keyring: bool,
 }
 
-/// Has the session's init kill every other process of the session (see `session_init` in
-/// `src/sys/init/program.rs`), and waits until it has.
-fn end_processes(init: &Child) -> Result<(), Error> {
+/// How long a session's init may take to answer a request: it answers at once unless a
+/// process it must reap cannot end (a process stuck in the kernel), or it gets no CPU (a pool's
+/// inits run idle): a reset gives up then, and the session ends.
+const INIT_ANSWER: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Sends `request` (with the descriptor `fd`) to the session's init (see `session_init` in
+/// `src/sys/init/program.rs`) and waits for its answer: the request's first byte once done.
+fn ask_init(init: &Child, request: &[u8], fd: Option<BorrowedFd<'_>>) -> Result<(), Error> {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    let fail = |e: std::io::Error| Error::spawn("have the session's init end the session's processes", e);
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    let fail =
+        |e: std::io::Error| Error::spawn(format!("ask the session's init for {:?}", request[0] as char), e);
     let channel =
         init.status_channel().ok_or_else(|| fail(std::io::Error::other("no channel to the init")))?;
-    nix::sys::socket::send(channel.as_raw_fd(), b"k", nix::sys::socket::MsgFlags::MSG_NOSIGNAL)
+    let fds = fd.map(|fd| [fd.as_raw_fd()]);
+    let rights = fds.as_ref().map(|fds| ControlMessage::ScmRights(fds));
+    let iov = [std::io::IoSlice::new(request)];
+    sendmsg::<()>(channel.as_raw_fd(), &iov, rights.as_slice(), MsgFlags::MSG_NOSIGNAL, None)
         .map_err(|e| fail(e.into()))?;
+    let deadline = std::time::Instant::now() + INIT_ANSWER;
     loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let timeout = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
         let mut fds = [PollFd::new(channel, PollFlags::POLLIN), PollFd::new(init.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, PollTimeout::NONE) {
+        match poll(&mut fds, timeout) {
             Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => return Err(fail(e.into())),
+            Ok(0) => return Err(fail(std::io::Error::from(std::io::ErrorKind::TimedOut))),
             Ok(_) => {}
         }
         if fds[0].any().unwrap_or(false) {
-            let mut done = [0u8; 1];
-            return match nix::unistd::read(channel, &mut done) {
-                Ok(1) => Ok(()),
+            let mut answer = [0u8; 1];
+            return match nix::unistd::read(channel, &mut answer) {
+                Ok(1) if answer[0] == request[0] => Ok(()),
                 Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => continue,
+                Ok(1) => Err(fail(std::io::Error::other("the init refused"))),
                 Ok(_) => Err(fail(std::io::Error::other("the init ended"))),
                 Err(e) => Err(fail(e.into())),
             };
@@ -200,6 +227,30 @@ fn end_processes(init: &Child) -> Result<(), Error> {
         if fds[1].any().unwrap_or(false) {
             return Err(fail(std::io::Error::other("the init ended")));
         }
+    }
+}
+
+/// The holder's mount namespace (`/proc/<pid>/ns/mnt`) and its pid in the session's pid
+/// namespace (the last of `NSpid`), proven to be the holder's as [`holder_root`] proves.
+fn holder_mount_ns(holder: &OwnedFd) -> Result<(OwnedFd, i32), Error> {
+    let pid = crate::sys::pidfd::pid_of(holder.as_fd())
+        .map_err(|e| Error::spawn("read the session holder's pid", e))?;
+    let path = format!("/proc/{pid}/ns/mnt");
+    let mount_ns: OwnedFd =
+        std::fs::File::open(&path).map_err(|e| Error::spawn(format!("open {path}"), e))?.into();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|e| Error::spawn(format!("read /proc/{pid}/status"), e))?;
+    let inner = status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))
+        .and_then(|ids| ids.split_whitespace().last())
+        .and_then(|id| id.parse().ok())
+        .ok_or_else(|| Error::spawn("read the session holder's pid", std::io::Error::other("no NSpid")))?;
+    // Still the holder (its pid not reused meanwhile): its pidfd is not readable.
+    let mut poll = [nix::poll::PollFd::new(holder.as_fd(), nix::poll::PollFlags::POLLIN)];
+    match nix::poll::poll(&mut poll, nix::poll::PollTimeout::ZERO) {
+        Ok(0) => Ok((mount_ns, inner)),
+        _ => Err(Error::spawn("reset a session", std::io::Error::other("the new holder ended"))),
     }
 }
 
@@ -444,11 +495,18 @@ impl Session {
     /// in a nested one the reset makes anew (keyrings included) and holds no capability over the
     /// namespaces kept; without one, a payload that may hold `CAP_NET_ADMIN` or
     /// `CAP_SYS_ADMIN` could change the network namespace, and such a session is refused, as is
-    /// one that joined namespaces by file ([`Error::Unsupported`], before anything changes).
+    /// one that joined namespaces by file, or whose user namespace maps no root (its init, which
+    /// ends the session's processes, would then hold no capability: [`Error::Unsupported`],
+    /// before anything changes). What the reset keeps shows only as counters: pids go on from
+    /// where they were, and the session's own cgroup (not its commands', which are new) counts
+    /// on (its peaks, its OOM events).
+    ///
+    /// The new server, like the first, belongs to the thread that calls this: it ends with it.
     ///
     /// # Errors
     /// Those refusals, and whatever fails making the new holder or server (as
-    /// [`Sandbox::start`]); the session has then ended, with every process of it.
+    /// [`Sandbox::start`]), or an init that does not answer within 30 s (a process of the
+    /// session stuck in the kernel); the session has then ended, with every process of it.
     pub fn reset(&mut self) -> Result<(), Error> {
         self.reset_with(Renewal::holder)
     }
@@ -462,23 +520,35 @@ impl Session {
         if let Some(refused) = reset_refused(&self.target.sandbox.config) {
             return Err(refused);
         }
-        // The server ends first, killing and reaping its commands (the end of its socket says
-        // so; the socket itself may live on in commands not yet spawned).
+        // The server ends (the end of its socket tells it; the socket itself may live on in
+        // commands not yet spawned): it kills and reaps its commands. The init kills every
+        // process of the session first (a process left behind could keep a command the server
+        // waits for from being reaped, as its tracer), and again once the server is gone (what it
+        // started meanwhile). Only then does anything of the reset start.
         if let Some(socket) = &self.target.server {
             let _ = nix::sys::socket::shutdown(socket.as_raw_fd(), nix::sys::socket::Shutdown::Both);
         }
-        let renewed = self
-            .server
-            .wait()
-            .map_err(|source| Error::Io { op: "wait for the session's server", source })
-            .and_then(|_| end_processes(&self.child))
+        let renewed = ask_init(&self.child, b"k", None)
+            .and_then(|()| {
+                let ended = self.server.wait();
+                ended.map_err(|source| Error::Io { op: "wait for the session's server", source })
+            })
+            .and_then(|_| ask_init(&self.child, b"k", None))
             .and_then(|()| {
                 let init = self.child.as_fd().try_clone_to_owned();
                 let init = init.map_err(|e| Error::spawn("dup the session's init pidfd", e))?;
                 let groups = self.child.cgroup_dirs();
                 make(Renewal { sandbox: self.target.sandbox.clone(), init, groups })
             })
-            .and_then(|(holder, root)| self.serve_holder(holder, root));
+            .and_then(|(holder, root)| {
+                // The init moves to the new holder's mount namespace: the one it built the first
+                // tree in goes, and with it whatever was written there.
+                let (mount_ns, pid) = holder_mount_ns(&holder)?;
+                let mut request = [b'h'; 5];
+                request[1..].copy_from_slice(&pid.to_ne_bytes());
+                ask_init(&self.child, &request, Some(mount_ns.as_fd()))?;
+                self.serve_holder(holder, root)
+            });
         if renewed.is_err() {
             // Whatever was started ends with the init (every process of the session does).
             let _ = self.child.kill();

@@ -131,10 +131,14 @@ impl Owed {
     /// with it (its return owed its replacement: this is it).
     fn reset_back(&mut self, ready: usize, size: usize) -> bool {
         let back = self.lacking(ready, size) > 0;
-        if back {
-            self.count = self.count.min(self.lacking(ready + 1, size));
-        }
+        self.settle(ready + usize::from(back), size);
         back
+    }
+
+    /// The pool owes no more than it lacks with `ready` ready (a session that came back owing
+    /// its replacement found it refilled meanwhile).
+    fn settle(&mut self, ready: usize, size: usize) {
+        self.count = self.count.min(self.lacking(ready, size));
     }
 }
 
@@ -178,12 +182,13 @@ impl Pool {
         if low {
             self.shared.changed.notify_all();
         }
-        let session = match taken {
-            Some(session) => session,
-            None => self.shared.sandbox.start()?,
+        let (session, ahead) = match taken {
+            Some(session) => (session, true),
+            None => (self.shared.sandbox.start()?, false),
         };
         Ok(Pooled {
             session: Some(session),
+            ahead,
             returns: self.returns.clone(),
             shared: self.shared.clone(),
             _out: self.out.clone(),
@@ -269,7 +274,8 @@ fn refill(shared: &Shared, used: &Receiver<Returned>) {
     }
 }
 
-/// A session given back, and whether its return owes its replacement (which it is, reset).
+/// A session given back, and whether it is to be its own replacement, reset: its return owes
+/// one, and the pool's thread started it.
 type Returned = (Session, bool);
 
 /// What the pool's idle thread made: a session's sandbox, or a session's new holder.
@@ -287,12 +293,17 @@ fn refill_with(
     reset: impl Fn(&mut Session) -> Result<(), Error>,
 ) {
     loop {
-        while let Ok((mut session, owes)) = used.try_recv() {
-            // Reset where its return owed a replacement and the pool still lacks one (a failed
+        while let Ok((mut session, own_replacement)) = used.try_recv() {
+            // Reset where it is its own replacement and the pool still lacks one (a failed
             // reset has ended it: stopped below, and its replacement is owed still).
-            let room = owes && {
-                let state = lock(&shared.state);
-                !state.closing && state.owed.lacking(state.ready.len(), shared.size) > 0
+            let room = own_replacement && {
+                let mut state = lock(&shared.state);
+                let ready = state.ready.len();
+                let room = !state.closing && state.owed.lacking(ready, shared.size) > 0;
+                if !room {
+                    state.owed.settle(ready, shared.size);
+                }
+                room
             };
             if room && reset(&mut session).is_ok() {
                 let mut state = lock(&shared.state);
@@ -353,6 +364,9 @@ fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
 #[derive(Debug)]
 pub struct Pooled {
     session: Option<Session>,
+    /// Started by the pool's thread (not by `get`, on the caller's thread, with whose end it
+    /// would end): it may be reset and handed out again.
+    ahead: bool,
     returns: Option<Sender<Returned>>,
     shared: Arc<Shared>,
     _out: Arc<()>,
@@ -382,7 +396,7 @@ impl Drop for Pooled {
         let ready = state.ready.len();
         let owes = state.owed.returned(ready, self.shared.size);
         state.failure = None;
-        let unsent = returns.send((session, owes)).err();
+        let unsent = returns.send((session, owes && self.ahead)).err();
         drop(state);
         match unsent {
             None => self.shared.changed.notify_all(),

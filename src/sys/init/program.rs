@@ -100,6 +100,7 @@ mod nr {
     pub const UMASK: usize = 95;
     pub const MKDIRAT: usize = 258;
     pub const SIGNALFD4: usize = 289;
+    pub const SETNS: usize = 308;
 }
 
 #[cfg(target_arch = "aarch64")]
@@ -138,6 +139,7 @@ mod nr {
     pub const UMASK: usize = 166;
     pub const MKDIRAT: usize = 34;
     pub const SIGNALFD4: usize = 74;
+    pub const SETNS: usize = 268;
 }
 
 const SIGCHLD: isize = 17;
@@ -332,7 +334,7 @@ unsafe extern "C" fn main(sp: *const usize) -> ! {
     }
     call(nr::CLOSE_RANGE, (status + 1).max(0) as usize, u32::MAX as usize, 0, 0);
     if keep == 1 {
-        session_init(status);
+        session_init(status, payload);
     }
     let all = [u64::MAX];
     // pid 1 of the sandbox's namespace, or a session command's relay outside it.
@@ -424,16 +426,24 @@ fn hold() -> ! {
 }
 
 /// A session's init (`keep`): it outlives its payload, the holder, which a reset replaces
-/// (`Session::reset`). It reaps every child, forwards no signal (a holder only waits, and its
-/// pid may be another process's by now), and serves the embedding program's requests on
-/// `status`, a socket: each byte asks it to kill every other process of the namespace (it is
-/// the namespace's pid 1, which `kill(-1)` leaves out: no process of the session can stop or
-/// kill it, nor keep it from doing this), answered by a byte once done. The end of the
-/// socket (the embedding program let the session go) ends it, and the namespace with it; so
-/// does a kill, the usual end.
-fn session_init(status: isize) -> ! {
+/// (`Session::reset`). It reaps every child, forwards no signal (a holder only waits), and
+/// serves the embedding program's requests on `status`, a socket (no process of the session can
+/// reach it), each answered by one byte:
+/// - `k`: kill every other process of the namespace (as its pid 1, which `kill(-1)` leaves
+///   out, no process of the session can stop or kill it, nor keep it from doing this), and
+///   reap each one that is its child until none is left;
+/// - `h` with the new holder's pid (in this namespace, native-endian i32) and a descriptor of
+///   its mount namespace: join that namespace (the one this process was in, with the tree it
+///   built for the first holder and what was written to it, goes once nothing else is in it),
+///   and take that holder as the one whose end ends every other process, as the first's did.
+///
+/// The socket's end (the embedding program let the session go) ends it, and the namespace with
+/// it; so does a kill, the usual end. Requests come first, and signals are read in bounded
+/// batches: signals sent from inside cannot keep it from a request.
+fn session_init(status: isize, first_holder: isize) -> ! {
     const SFD_CLOEXEC: usize = 0o2000000;
     const SFD_NONBLOCK: usize = 0o4000;
+    const CLONE_NEWNS: usize = 0x0002_0000;
     // Every signal stays blocked, and is read from here: SIGCHLD to reap, the others dropped
     // (a signal from inside would otherwise stay pending).
     let all = [u64::MAX];
@@ -441,29 +451,92 @@ fn session_init(status: isize) -> ! {
     if signals < 0 || status < 0 {
         exit(EXIT_BROKEN);
     }
+    let mut holder = first_holder;
     loop {
         let mut fds = [
-            PollFd { fd: signals as i32, events: POLLIN, revents: 0 },
             PollFd { fd: status as i32, events: POLLIN, revents: 0 },
+            PollFd { fd: signals as i32, events: POLLIN, revents: 0 },
         ];
         if call(nr::PPOLL, fds.as_mut_ptr() as usize, 2, 0, 0) < 0 {
             exit(EXIT_BROKEN);
         }
         if fds[0].revents != 0 {
-            // `struct signalfd_siginfo`: 128 bytes each; what they say does not matter here.
-            let mut info = [0u8; 128];
-            while call(nr::READ, signals as usize, info.as_mut_ptr() as usize, info.len(), 0) > 0 {}
-            reap(0, -1, false);
-        }
-        if fds[1].revents != 0 {
-            let mut byte = [0u8; 1];
-            if call(nr::READ, status as usize, byte.as_mut_ptr() as usize, 1, 0) <= 0 {
+            let mut message = [0u8; 5];
+            let mut iov = serve::Iovec { base: message.as_mut_ptr(), len: message.len() };
+            // One cmsghdr (16 bytes) with one descriptor, 8-aligned.
+            let mut space = [0u64; 3];
+            let mut msg = serve::MsgHdr {
+                name: core::ptr::null_mut(),
+                namelen: 0,
+                iov: &mut iov,
+                iovlen: 1,
+                control: space.as_mut_ptr() as *mut u8,
+                controllen: core::mem::size_of_val(&space),
+                flags: 0,
+            };
+            let got =
+                call(nr::RECVMSG, status as usize, &mut msg as *mut serve::MsgHdr as usize, serve::MSG_CMSG_CLOEXEC, 0);
+            if got <= 0 {
                 exit(EXIT_ABANDONED);
             }
-            // Every other process of the namespace at once, under a lock no fork passes (a
-            // process being forked meanwhile fails to start): none of them runs again.
-            call(nr::KILL, usize::MAX, SIGKILL, 0, 0);
-            call(nr::WRITE, status as usize, byte.as_ptr() as usize, 1, 0);
+            // The descriptor, if one came.
+            let (len, level, kind, fd) = (space[0] as usize, space[1] as u32 as i32, (space[1] >> 32) as i32, space[2] as u32 as i32);
+            let fd = (msg.controllen >= 20 && len >= 20 && level == serve::SOL_SOCKET && kind == serve::SCM_RIGHTS)
+                .then_some(fd);
+            let answer = match (message[0], got, fd) {
+                (b'k', 1, None) => {
+                    call(nr::KILL, usize::MAX, SIGKILL, 0, 0);
+                    // Until none of its children is left (each killed process that was not
+                    // one is either some other's, reaped by that one, or becomes its orphan).
+                    loop {
+                        let mut wait_status: i32 = 0;
+                        let pid = call(nr::WAIT4, usize::MAX, &mut wait_status as *mut i32 as usize, 0, 0);
+                        if pid <= 0 {
+                            break;
+                        }
+                    }
+                    holder = 0;
+                    b'k'
+                }
+                (b'h', 5, Some(fd)) => {
+                    let joined = call(nr::SETNS, fd as usize, CLONE_NEWNS, 0, 0);
+                    call(nr::CLOSE, fd as usize, 0, 0, 0);
+                    if joined == 0 {
+                        holder = i32::from_ne_bytes([message[1], message[2], message[3], message[4]]) as isize;
+                        b'h'
+                    } else {
+                        b'!'
+                    }
+                }
+                (_, _, fd) => {
+                    if let Some(fd) = fd {
+                        call(nr::CLOSE, fd as usize, 0, 0, 0);
+                    }
+                    b'!'
+                }
+            };
+            call(nr::WRITE, status as usize, &answer as *const u8 as usize, 1, 0);
+        }
+        if fds[1].revents != 0 {
+            // `struct signalfd_siginfo`: 128 bytes each; what they say does not matter here.
+            let mut info = [0u8; 128];
+            for _ in 0..64 {
+                if call(nr::READ, signals as usize, info.as_mut_ptr() as usize, info.len(), 0) <= 0 {
+                    break;
+                }
+            }
+            loop {
+                let mut wait_status: i32 = 0;
+                let pid = call(nr::WAIT4, usize::MAX, &mut wait_status as *mut i32 as usize, WNOHANG, 0);
+                if pid <= 0 {
+                    break;
+                }
+                if pid == holder {
+                    // The holder is gone (killed from inside): so is the session, until a reset.
+                    holder = 0;
+                    call(nr::KILL, usize::MAX, SIGKILL, 0, 0);
+                }
+            }
         }
     }
 }

@@ -32,10 +32,10 @@ const CLONE_CHILD_CLEARTID: usize = 0x20_0000;
 const SIGCHLD: usize = 17;
 const SIGPIPE: usize = 13;
 const MSG_NOSIGNAL: usize = 0x4000;
-const MSG_CMSG_CLOEXEC: usize = 0x4000_0000;
+pub(crate) const MSG_CMSG_CLOEXEC: usize = 0x4000_0000;
 const MSG_CTRUNC: i32 = 0x8;
-const SOL_SOCKET: i32 = 1;
-const SCM_RIGHTS: i32 = 1;
+pub(crate) const SOL_SOCKET: i32 = 1;
+pub(crate) const SCM_RIGHTS: i32 = 1;
 const POLLIN: i16 = 0x1;
 const F_DUPFD_CLOEXEC: usize = 1030;
 const FD_CLOEXEC: usize = 1;
@@ -87,22 +87,23 @@ struct Running {
     stuck: bool,
 }
 
+/// `struct iovec`.
 #[repr(C)]
-struct Iovec {
-    base: *mut u8,
-    len: usize,
+pub(crate) struct Iovec {
+    pub(crate) base: *mut u8,
+    pub(crate) len: usize,
 }
 
 /// `struct msghdr`.
 #[repr(C)]
-struct MsgHdr {
-    name: *mut u8,
-    namelen: u32,
-    iov: *mut Iovec,
-    iovlen: usize,
-    control: *mut u8,
-    controllen: usize,
-    flags: i32,
+pub(crate) struct MsgHdr {
+    pub(crate) name: *mut u8,
+    pub(crate) namelen: u32,
+    pub(crate) iov: *mut Iovec,
+    pub(crate) iovlen: usize,
+    pub(crate) control: *mut u8,
+    pub(crate) controllen: usize,
+    pub(crate) flags: i32,
 }
 
 fn close(fd: i32) {
