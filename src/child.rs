@@ -399,6 +399,11 @@ impl Child {
         Detached { pid: self.pid, cgroups, start_time: start_time(self.pid) }
     }
 
+    /// Whether the sandbox's cgroup, if it has one, is sealed against its payload.
+    pub(crate) fn cgroup_sealed(&self) -> bool {
+        self.supervision.cgroup.as_ref().is_none_or(SandboxCgroup::is_sealed)
+    }
+
     /// A session's init's channel, its status socket (see `Session::reset`).
     pub(crate) fn status_channel(&self) -> Option<BorrowedFd<'_>> {
         self.status_pipe.as_ref().map(AsFd::as_fd)

@@ -372,11 +372,12 @@ pub(crate) fn spawn(
             nix::sys::socket::recv(control.as_raw_fd(), &mut record, MsgFlags::MSG_DONTWAIT),
             Ok(FAILURE_LEN)
         );
-        let _ = pidfd::send_signal(pidfd.as_fd(), libc::SIGKILL);
-        let _ = pidfd::wait(pidfd.as_fd(), false);
+        // (A session's first: the renewer reaps its child as that ends with the session.)
         if let Some(init) = session_init {
             end_session(init);
         }
+        let _ = pidfd::send_signal(pidfd.as_fd(), libc::SIGKILL);
+        let _ = pidfd::wait(pidfd.as_fd(), false);
         if reported { plan.failure_to_error(&record) } else { e }
     };
     // A session command is the joiner's child: the joiner sends its pidfd, and waits (not
@@ -497,11 +498,12 @@ pub(crate) fn spawn(
             Ok(Spawned { child, holder })
         }
         Ok(FAILURE_LEN) => {
-            // The child exits right after reporting; reap it so nothing is left behind.
-            let _ = pidfd::wait(pidfd.as_fd(), false);
+            // The child exits right after reporting; reap it so nothing is left behind (after
+            // the session, whose end ends the renewer's child, which the renewer reaps).
             if let Some(init) = session_init {
                 end_session(init);
             }
+            let _ = pidfd::wait(pidfd.as_fd(), false);
             Err(plan.failure_to_error(&record))
         }
         Ok(n) => Err(abort(Error::spawn(
@@ -524,11 +526,11 @@ struct Unwinding<'a>(BorrowedFd<'a>, Option<BorrowedFd<'a>>);
 impl Drop for Unwinding<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            let _ = pidfd::send_signal(self.0, libc::SIGKILL);
-            let _ = pidfd::wait(self.0, false);
             if let Some(init) = self.1 {
                 end_session(init);
             }
+            let _ = pidfd::send_signal(self.0, libc::SIGKILL);
+            let _ = pidfd::wait(self.0, false);
         }
     }
 }
@@ -536,7 +538,9 @@ impl Drop for Unwinding<'_> {
 /// Ends the session whose init is `init` (a reset that failed), and returns once every
 /// process of it is gone: the renewer's child and the new holder may still be running on the
 /// spawn's stacks and reading its plan, and the kernel reports an init's end only after every
-/// other process of its pid namespace has ended. The init is left for its `Child` to reap.
+/// other process of its pid namespace has ended and been reaped (the renewer's child by the
+/// renewer, alive until then: the caller kills the renewer after this). The init is left for
+/// its `Child` to reap.
 fn end_session(init: BorrowedFd<'_>) {
     let _ = pidfd::send_signal(init, libc::SIGKILL);
     loop {

@@ -614,6 +614,11 @@ impl SandboxCgroup {
         self.sealed = seal_all(self.groups.iter().map(|g| g.leaf.as_path()), seal_move_files) && rest;
     }
 
+    /// Whether every leaf was sealed (see [`seal`](Self::seal)).
+    pub(crate) fn is_sealed(&self) -> bool {
+        self.sealed
+    }
+
     /// Whether the sandbox has a sealed group in every hierarchy this process is in
     /// (`/proc/self/cgroup` lists them all, mounted here or not), so a cgroup namespace shows
     /// nothing beyond them and the payload can change nothing in them.

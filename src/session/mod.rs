@@ -109,7 +109,7 @@ fn may_hold(config: &crate::sandbox::Config, cap: crate::Capability) -> bool {
 
 /// Why a session of this sandbox cannot be [`reset`](Session::reset) to what a new one would
 /// be, if it cannot: state of an earlier user would outlive the reset.
-fn reset_refused(config: &crate::sandbox::Config) -> Option<Error> {
+fn reset_refused(config: &crate::sandbox::Config, sealed: bool) -> Option<Error> {
     let refuse = |feature: &str, reason: &str, hint: &str| {
         Some(Error::Unsupported { feature: feature.into(), reason: reason.into(), hint: hint.into() })
     };
@@ -121,15 +121,31 @@ fn reset_refused(config: &crate::sandbox::Config) -> Option<Error> {
         );
     }
     // The init ends every other process of the session: as root of its user namespace, with
-    // every capability there. Without a root inside the map, it is some other id, with none.
-    let init_is_root =
-        config.user_ns.as_ref().is_none_or(|u| u.uid_map.iter().any(|r| r.inside == 0 && r.count > 0));
+    // every capability there: the map makes it root (it switches to 0), or maps this process's
+    // id to 0. Otherwise it keeps some other id, with none.
+    let euid = nix::unistd::geteuid().as_raw();
+    let init_is_root = config.become_root
+        || config
+            .user_ns
+            .as_ref()
+            .is_none_or(|u| u.uid_map.iter().any(|r| r.inside == 0 && r.outside == euid));
     if !init_is_root {
         return refuse(
-            "resetting a session whose user namespace maps no root",
+            "resetting a session whose user namespace maps no root to its init",
             "a reset's first step is the session's init killing every other process of the session, \
              which it may do only as root of the session's user namespace",
-            "map an id to root inside (uid_map with inside 0), or start a new session instead",
+            "map root inside (uid and gid maps with inside 0), or start a new session instead",
+        );
+    }
+    // The new holder joins the session's groups: where the payload could change them (a
+    // cgroup namespace over groups not sealed against it), an earlier user's limits would hold
+    // for the reset, and for what it starts.
+    if !sealed {
+        return refuse(
+            "resetting a session whose cgroup its payload can change",
+            "the session's groups could not be sealed against its payload (no CAP_CHOWN), which \
+             could leave limits there that a reset would keep",
+            "run as root, or start a new session instead",
         );
     }
     // In a user namespace of its own, the payload is in a nested one, which the reset makes
@@ -228,6 +244,31 @@ fn ask_init(init: &Child, request: &[u8], fd: Option<BorrowedFd<'_>>) -> Result<
             return Err(fail(std::io::Error::other("the init ended")));
         }
     }
+}
+
+/// Waits for the session's server to end (its socket shut down), with the session's init
+/// killing every process of the session meanwhile, again every 10 ms: the server may still
+/// start a command it was asked for, which a process of the session could keep it from reaping
+/// (tracing it). At [`INIT_ANSWER`] the server is killed and the reset fails.
+fn end_server(init: &Child, server: &mut Child) -> Result<(), Error> {
+    let deadline = std::time::Instant::now() + INIT_ANSWER;
+    loop {
+        ask_init(init, b"k", None)?;
+        let mut fds = [nix::poll::PollFd::new(server.as_fd(), nix::poll::PollFlags::POLLIN)];
+        match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(10u8)) {
+            Ok(0) | Err(nix::errno::Errno::EINTR) => {}
+            _ => break,
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = server.kill();
+            let _ = server.wait();
+            return Err(Error::spawn(
+                "reset a session",
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "its server did not end"),
+            ));
+        }
+    }
+    server.wait().map(drop).map_err(|source| Error::Io { op: "wait for the session's server", source })
 }
 
 /// The holder's mount namespace (`/proc/<pid>/ns/mnt`) and its pid in the session's pid
@@ -517,7 +558,7 @@ impl Session {
         &mut self,
         make: impl FnOnce(Renewal) -> Result<(OwnedFd, OwnedFd), Error>,
     ) -> Result<(), Error> {
-        if let Some(refused) = reset_refused(&self.target.sandbox.config) {
+        if let Some(refused) = reset_refused(&self.target.sandbox.config, self.child.cgroup_sealed()) {
             return Err(refused);
         }
         // The server ends (the end of its socket tells it; the socket itself may live on in
@@ -528,12 +569,8 @@ impl Session {
         if let Some(socket) = &self.target.server {
             let _ = nix::sys::socket::shutdown(socket.as_raw_fd(), nix::sys::socket::Shutdown::Both);
         }
-        let renewed = ask_init(&self.child, b"k", None)
-            .and_then(|()| {
-                let ended = self.server.wait();
-                ended.map_err(|source| Error::Io { op: "wait for the session's server", source })
-            })
-            .and_then(|_| ask_init(&self.child, b"k", None))
+        let renewed = end_server(&self.child, &mut self.server)
+            .and_then(|()| ask_init(&self.child, b"k", None))
             .and_then(|()| {
                 let init = self.child.as_fd().try_clone_to_owned();
                 let init = init.map_err(|e| Error::spawn("dup the session's init pidfd", e))?;

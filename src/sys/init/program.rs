@@ -101,6 +101,7 @@ mod nr {
     pub const MKDIRAT: usize = 258;
     pub const SIGNALFD4: usize = 289;
     pub const SETNS: usize = 308;
+    pub const WAITID: usize = 247;
 }
 
 #[cfg(target_arch = "aarch64")]
@@ -140,6 +141,7 @@ mod nr {
     pub const MKDIRAT: usize = 34;
     pub const SIGNALFD4: usize = 74;
     pub const SETNS: usize = 268;
+    pub const WAITID: usize = 95;
 }
 
 const SIGCHLD: isize = 17;
@@ -479,16 +481,25 @@ fn session_init(status: isize, first_holder: isize) -> ! {
             if got <= 0 {
                 exit(EXIT_ABANDONED);
             }
-            // The descriptor, if one came.
-            let (len, level, kind, fd) = (space[0] as usize, space[1] as u32 as i32, (space[1] >> 32) as i32, space[2] as u32 as i32);
-            let fd = (msg.controllen >= 20 && len >= 20 && level == serve::SOL_SOCKET && kind == serve::SCM_RIGHTS)
-                .then_some(fd);
+            // The descriptor, if one came (one at most: a second one, in the upper half of the
+            // last word, is closed; a message cut short is refused).
+            const MSG_TRUNC: i32 = 0x20;
+            const MSG_CTRUNC: i32 = 0x8;
+            let (len, level, kind) = (space[0] as usize, space[1] as u32 as i32, (space[1] >> 32) as i32);
+            let rights = msg.controllen >= 20 && level == serve::SOL_SOCKET && kind == serve::SCM_RIGHTS;
+            let fd = (rights && len >= 20).then_some(space[2] as u32 as i32);
+            if rights && len >= 24 {
+                call(nr::CLOSE, (space[2] >> 32) as u32 as usize, 0, 0, 0);
+            }
+            let cut = msg.flags & (MSG_TRUNC | MSG_CTRUNC) != 0 || (rights && len != 20);
+            let message = if cut { [0u8; 5] } else { message };
             let answer = match (message[0], got, fd) {
                 (b'k', 1, None) => {
-                    call(nr::KILL, usize::MAX, SIGKILL, 0, 0);
-                    // Until none of its children is left (each killed process that was not
-                    // one is either some other's, reaped by that one, or becomes its orphan).
+                    // Until none of its children is left (each killed process that was not one
+                    // is either some other's, reaped by that one, or becomes its orphan), and
+                    // again after each: a process the server started meanwhile goes too.
                     loop {
+                        call(nr::KILL, usize::MAX, SIGKILL, 0, 0);
                         let mut wait_status: i32 = 0;
                         let pid = call(nr::WAIT4, usize::MAX, &mut wait_status as *mut i32 as usize, 0, 0);
                         if pid <= 0 {
@@ -499,10 +510,23 @@ fn session_init(status: isize, first_holder: isize) -> ! {
                     b'k'
                 }
                 (b'h', 5, Some(fd)) => {
-                    let joined = call(nr::SETNS, fd as usize, CLONE_NEWNS, 0, 0);
+                    let pid = i32::from_ne_bytes([message[1], message[2], message[3], message[4]]);
+                    // The holder must be a child of this process that has not ended (its pid
+                    // could be another's later): `waitid` without reaping says so.
+                    const P_PID: usize = 1;
+                    const WEXITED: usize = 4;
+                    const WNOWAIT: usize = 0x0100_0000;
+                    let mut info = [0i32; 32];
+                    // SAFETY: a live siginfo buffer of 128 bytes; no rusage.
+                    let waited = unsafe {
+                        syscall6(nr::WAITID, P_PID, pid as usize, info.as_mut_ptr() as usize, WEXITED | WNOHANG | WNOWAIT, 0, 0)
+                    };
+                    // si_pid (byte 16) stays 0 while the child runs.
+                    let alive = pid > 1 && waited == 0 && info[4] == 0;
+                    let joined = alive && call(nr::SETNS, fd as usize, CLONE_NEWNS, 0, 0) == 0;
                     call(nr::CLOSE, fd as usize, 0, 0, 0);
-                    if joined == 0 {
-                        holder = i32::from_ne_bytes([message[1], message[2], message[3], message[4]]) as isize;
+                    if joined {
+                        holder = pid as isize;
                         b'h'
                     } else {
                         b'!'
