@@ -177,6 +177,16 @@ impl Hierarchy {
     }
 }
 
+/// Whether this process may change one of its own groups (write in its directory): a payload
+/// whose cgroup namespace is rooted there (no group of the sandbox's own), as its root mapped
+/// to this process's id, could too.
+pub(crate) fn own_groups_writable() -> bool {
+    mounted_hierarchies().iter().any(|h| {
+        let dir = h.mount.join(h.own_path().trim_start_matches('/'));
+        nix::unistd::access(&dir, nix::unistd::AccessFlags::W_OK).is_ok()
+    })
+}
+
 /// Every cgroup hierarchy mounted here (read once per process), from /proc/self/mountinfo.
 fn mounted_hierarchies() -> &'static [Hierarchy] {
     static ALL: std::sync::OnceLock<Vec<Hierarchy>> = std::sync::OnceLock::new();

@@ -109,7 +109,7 @@ fn may_hold(config: &crate::sandbox::Config, cap: crate::Capability) -> bool {
 
 /// Why a session of this sandbox cannot be [`reset`](Session::reset) to what a new one would
 /// be, if it cannot: state of an earlier user would outlive the reset.
-fn reset_refused(config: &crate::sandbox::Config, sealed: bool) -> Option<Error> {
+fn reset_refused(config: &crate::sandbox::Config, sealed: bool, unconfined: bool) -> Option<Error> {
     let refuse = |feature: &str, reason: &str, hint: &str| {
         Some(Error::Unsupported { feature: feature.into(), reason: reason.into(), hint: hint.into() })
     };
@@ -125,25 +125,27 @@ fn reset_refused(config: &crate::sandbox::Config, sealed: bool) -> Option<Error>
     // id to 0. Otherwise it keeps some other id, with none.
     let euid = nix::unistd::geteuid().as_raw();
     let init_is_root = config.become_root
-        || config
-            .user_ns
-            .as_ref()
-            .is_none_or(|u| u.uid_map.iter().any(|r| r.inside == 0 && r.outside == euid));
+        || match &config.user_ns {
+            Some(u) => u.uid_map.iter().any(|r| r.inside == 0 && r.outside == euid),
+            None => euid == 0,
+        };
     if !init_is_root {
         return refuse(
             "resetting a session whose user namespace maps no root to its init",
             "a reset's first step is the session's init killing every other process of the session, \
              which it may do only as root of the session's user namespace",
-            "map root inside (uid and gid maps with inside 0), or start a new session instead",
+            "map root inside (a uid map with inside 0), or start a new session instead",
         );
     }
-    // The new holder joins the session's groups: where the payload could change them (a
-    // cgroup namespace over groups not sealed against it), an earlier user's limits would hold
-    // for the reset, and for what it starts.
-    if !sealed {
+    // The new holder joins the session's groups: where the payload could change them (groups
+    // not sealed against it; or a cgroup namespace rooted in this process's own groups, which
+    // it may change), an earlier user's limits would hold for the reset, and for what it starts.
+    let confinement_unsealed = unconfined && crate::resources::cgroup::own_groups_writable();
+    if !sealed || confinement_unsealed {
         return refuse(
             "resetting a session whose cgroup its payload can change",
-            "the session's groups could not be sealed against its payload (no CAP_CHOWN), which \
+            "the session's groups could not be sealed against its payload (no CAP_CHOWN), or its \
+             cgroup namespace is rooted in groups of this process's that it may change: either \
              could leave limits there that a reset would keep",
             "run as root, or start a new session instead",
         );
@@ -249,7 +251,7 @@ fn ask_init(init: &Child, request: &[u8], fd: Option<BorrowedFd<'_>>) -> Result<
 /// Waits for the session's server to end (its socket shut down), with the session's init
 /// killing every process of the session meanwhile, again every 10 ms: the server may still
 /// start a command it was asked for, which a process of the session could keep it from reaping
-/// (tracing it). At [`INIT_ANSWER`] the server is killed and the reset fails.
+/// (tracing it). At [`INIT_ANSWER`] the reset fails.
 fn end_server(init: &Child, server: &mut Child) -> Result<(), Error> {
     let deadline = std::time::Instant::now() + INIT_ANSWER;
     loop {
@@ -260,8 +262,8 @@ fn end_server(init: &Child, server: &mut Child) -> Result<(), Error> {
             _ => break,
         }
         if std::time::Instant::now() > deadline {
-            let _ = server.kill();
-            let _ = server.wait();
+            // The session ends (the caller kills the init), and the server reaps its commands
+            // then (killed outright, it would leave them to this process's reaper).
             return Err(Error::spawn(
                 "reset a session",
                 std::io::Error::new(std::io::ErrorKind::TimedOut, "its server did not end"),
@@ -558,7 +560,12 @@ impl Session {
         &mut self,
         make: impl FnOnce(Renewal) -> Result<(OwnedFd, OwnedFd), Error>,
     ) -> Result<(), Error> {
-        if let Some(refused) = reset_refused(&self.target.sandbox.config, self.child.cgroup_sealed()) {
+        // A cgroup namespace not rooted in groups of the session's own.
+        let unconfined = self.target.sandbox.config.namespaces.contains(Namespaces::CGROUP)
+            && self.child.unenforced().contains(&crate::resources::CGROUP_CONFINEMENT);
+        if let Some(refused) =
+            reset_refused(&self.target.sandbox.config, self.child.cgroup_sealed(), unconfined)
+        {
             return Err(refused);
         }
         // The server ends (the end of its socket tells it; the socket itself may live on in
