@@ -689,7 +689,7 @@ fn a_session_leaves_no_zombie_to_an_embedder_that_reaps_orphans() {
 #[test]
 fn a_reset_session_is_as_new_in_the_same_namespaces_and_leaves_nothing_behind() {
     let _serial = serial();
-    let (fds, children) = (fd_count(), own_children());
+    let (fds, children, targets) = (fd_count(), own_children(), fd_targets());
     // (Commands without cgroups of their own: what they leave running stays for the reset.)
     let sandbox = lingering_builder().build().unwrap();
     let mut session = sandbox.start().unwrap();
@@ -774,7 +774,7 @@ fn a_reset_session_is_as_new_in_the_same_namespaces_and_leaves_nothing_behind() 
     drop(session);
     assert!(wait_gone(init as i32, Duration::from_secs(10)), "the session's init {init} is still there");
     drop(sandbox);
-    assert_eq!(fd_count(), fds, "descriptor leaked: {:#?}", fd_targets());
+    assert_eq!(fd_count(), fds, "descriptors before: {targets:#?}, after: {:#?}", fd_targets());
     assert_eq!(own_children(), children, "process left behind");
 }
 
