@@ -308,42 +308,53 @@ pub(crate) struct Renewal {
     groups: Vec<std::path::PathBuf>,
 }
 
+/// Spawns a session's holder in `mode` (a session's start, or a reset's renewal): stdio
+/// null, in the image's working directory, which it makes if missing (as any payload does):
+/// commands start there by default. Returns the spawn's first process and the holder's pidfd.
+fn spawn_holder(
+    config: &crate::sandbox::Config,
+    mode: crate::spawn::Mode<'_>,
+) -> Result<(Child, OwnedFd), Error> {
+    let null = || Stdio::null().0;
+    let (stdin, stdout, stderr) = (null(), null(), null());
+    let cwd = config
+        .run_defaults
+        .as_ref()
+        .and_then(|d| d.cwd.as_deref())
+        .map(|path| crate::plan::WorkingDir { path, create: true });
+    let spawned = crate::spawn::spawn(
+        config,
+        OsStr::new("stockade-hold"),
+        None,
+        &[],
+        &[],
+        cwd,
+        [(0, &stdin), (1, &stdout), (2, &stderr)],
+        Vec::new(),
+        None,
+        None,
+        mode,
+    )?;
+    let holder = spawned.holder.ok_or_else(|| {
+        Error::spawn("start a session's holder", std::io::Error::other("the holder sent no pidfd"))
+    })?;
+    Ok((spawned.child, holder))
+}
+
 impl Renewal {
     /// Makes the new holder (see `crate::plan::Renew`): every other process of the session
     /// ends first. Returns its pidfd and root.
     pub(crate) fn holder(self) -> Result<(OwnedFd, OwnedFd), Error> {
         let config = &self.sandbox.config;
         let program = config.init_program.as_ref().map_or(-1, AsRawFd::as_raw_fd);
-        let null = || Stdio::null().0;
-        let (stdin, stdout, stderr) = (null(), null(), null());
-        let cwd = config
-            .run_defaults
-            .as_ref()
-            .and_then(|d| d.cwd.as_deref())
-            .map(|path| crate::plan::WorkingDir { path, create: true });
         let kept = Namespaces::USER | Namespaces::PID | Namespaces::NET | Namespaces::CGROUP;
-        let spawned = crate::spawn::spawn(
-            config,
-            OsStr::new("stockade-hold"),
-            None,
-            &[],
-            &[],
-            cwd,
-            [(0, &stdin), (1, &stdout), (2, &stderr)],
-            Vec::new(),
-            None,
-            None,
-            crate::spawn::Mode::Renew {
-                init: self.init.as_fd(),
-                flags: (config.namespaces & kept).flags() as libc::c_int,
-                program,
-                cgroups: &self.groups,
-            },
-        )?;
-        let mut renewer = spawned.child;
-        let holder = spawned.holder.ok_or_else(|| {
-            Error::spawn("reset a session", std::io::Error::other("the new holder sent no pidfd"))
-        })?;
+        let mode = crate::spawn::Mode::Renew {
+            init: self.init.as_fd(),
+            flags: (config.namespaces & kept).flags() as libc::c_int,
+            program,
+            cgroups: &self.groups,
+        };
+        let (mut renewer, holder) = spawn_holder(config, mode)?;
         renewer.wait().map_err(|source| Error::Io { op: "wait for the session's renewer", source })?;
         let root = holder_root(&holder)?;
         Ok((holder, root))
@@ -395,34 +406,10 @@ impl Session {
         // A pid namespace has an init, and its program (made at build) also serves the holder
         // and the server.
         let program = config.init_program.as_ref().map_or(-1, AsRawFd::as_raw_fd);
-        let null = || Stdio::null().0;
-        let (stdin, stdout, stderr) = (null(), null(), null());
-        // The holder starts in the image's working directory, which it makes if missing (as
-        // any payload does): commands start there by default.
-        let cwd = config
-            .run_defaults
-            .as_ref()
-            .and_then(|d| d.cwd.as_deref())
-            .map(|path| crate::plan::WorkingDir { path, create: true });
-        let spawned = crate::spawn::spawn(
-            config,
-            OsStr::new("stockade-hold"),
-            None,
-            &[],
-            &[],
-            cwd,
-            [(0, &stdin), (1, &stdout), (2, &stderr)],
-            Vec::new(),
-            None,
-            None,
-            crate::spawn::Mode::Hold { program },
-        )?;
-        let holder = spawned.holder.ok_or_else(|| {
-            Error::spawn("start a session", std::io::Error::other("the holder sent no pidfd"))
-        })?;
+        let (child, holder) = spawn_holder(config, crate::spawn::Mode::Hold { program })?;
         let flags = config.entered().flags() as libc::c_int;
         let root = holder_root(&holder)?;
-        Ok(Held { sandbox: sandbox.clone(), child: spawned.child, holder, root, flags, keyring })
+        Ok(Held { sandbox: sandbox.clone(), child, holder, root, flags, keyring })
     }
 }
 
